@@ -1,0 +1,167 @@
+//! # fsmhost-guest: write FSM plugins for fsmhost
+//!
+//! An fsmhost plugin is a WebAssembly component that owns some tables of the replicated state
+//! store and the commands that change them. The host runs every command on every server in
+//! raft log order; the plugin declares its tables and indexes, computes index keys with its
+//! own indexer functions, and handles typed commands and queries. This crate is everything a
+//! plugin author depends on:
+//!
+//! - [`Table`] and [`Index`]: tables of serde records with indexes declared in Consul's
+//!   `indexer.go` style (from-object, from-args, prefix-from-args; unique or not,
+//!   multi-valued, allow-missing, compound keys via [`Key`], prefix-capable);
+//! - [`Plugin`]: the plugin's identity and its typed commands and queries (CBOR on the wire);
+//! - [`export_plugin!`]: exports the plugin as the component's `fsmhost:plugin/guest`;
+//! - [`Harness`] and [`MemStore`]: a native, in-memory transaction with the host's semantics,
+//!   so a plugin's unit tests run with plain `cargo test`, without wasm.
+//!
+//! ## Rules a plugin lives by
+//!
+//! - **Determinism.** The only inputs are the payload, [`Ctx`] (raft index and the leader's
+//!   timestamp) and what the transaction returns. No clock, randomness or I/O: the component
+//!   is built for `wasm32-unknown-unknown` and imports nothing but `fsmhost:plugin`.
+//! - **All or nothing.** A command returning `Err`, trapping (a panic) or running out of
+//!   fuel or memory leaves no write behind.
+//! - **No state between calls.** Every command runs in a fresh instance; statics do not
+//!   survive from one command to the next.
+//! - **Index keys are computed in the guest.** [`Table::insert`] sends the keys with the
+//!   object; the `index` export computes the same keys for the host (restores, rebuilds).
+//!
+//! ## A worked example
+//!
+//! A `users` table with a unique, prefix-capable `id`, a unique `email` that may be missing,
+//! and a multi-valued `group` index; a `register` command and a `by-group` query.
+//!
+//! ```
+//! use fsmhost_guest::{Ctx, Error, Harness, Index, Key, Plugin, Table, Txn};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+//! pub struct User {
+//!     pub name: String,
+//!     pub email: Option<String>,
+//!     pub groups: Vec<String>,
+//!     pub create_index: u64,
+//! }
+//!
+//! static USERS_ID: Index<User, String> = Index::new(
+//!     "users", "id",
+//!     |u: &User, keys| keys.push(Key::new().string(&u.name)),
+//!     |name: &String| Key::new().string(name).build(),
+//! )
+//! .unique()
+//! .prefix(|p: &String| Key::new().raw(p.as_bytes()).build());
+//!
+//! static USERS_EMAIL: Index<User, String> = Index::new(
+//!     "users", "email",
+//!     |u: &User, keys| if let Some(e) = &u.email { keys.push(Key::new().string_lower(e)) },
+//!     |email: &String| Key::new().string_lower(email).build(),
+//! )
+//! .unique()
+//! .allow_missing();
+//!
+//! static USERS_GROUP: Index<User, String> = Index::new(
+//!     "users", "group",
+//!     |u: &User, keys| for g in &u.groups { keys.push(Key::new().string(g)) },
+//!     |g: &String| Key::new().string(g).build(),
+//! )
+//! .multi()
+//! .allow_missing();
+//!
+//! static USERS: Table<User> = Table::new("users", &[&USERS_ID, &USERS_EMAIL, &USERS_GROUP]);
+//!
+//! #[derive(Serialize, Deserialize)]
+//! pub struct Register { pub name: String, pub email: Option<String>, pub groups: Vec<String> }
+//!
+//! /// Creates a user; `false` if the name is taken.
+//! fn register(tx: &mut dyn Txn, ctx: &Ctx, req: Register) -> Result<bool, Error> {
+//!     if USERS_ID.get(tx, &req.name)?.is_some() {
+//!         return Ok(false);
+//!     }
+//!     let user = User { name: req.name, email: req.email, groups: req.groups, create_index: ctx.index };
+//!     USERS.insert(tx, &user)?; // a duplicate email fails here and the command writes nothing
+//!     Ok(true)
+//! }
+//!
+//! fn by_group(tx: &dyn Txn, group: String) -> Result<Vec<User>, Error> {
+//!     USERS_GROUP.iter(tx, &group).collect()
+//! }
+//!
+//! pub fn plugin() -> Plugin {
+//!     Plugin::new("users", "0.1.0", "oss")
+//!         .table(&USERS)
+//!         .command("register", register)
+//!         .query("by-group", by_group)
+//! }
+//!
+//! // In the plugin crate (crate-type = ["cdylib", "rlib"]); emits the exports on wasm32 only.
+//! fsmhost_guest::export_plugin!(plugin);
+//!
+//! // A unit test, natively:
+//! let mut h = Harness::new(plugin()).unwrap();
+//! let ok: bool = h.apply("register", &Register {
+//!     name: "ada".into(), email: Some("ada@example.com".into()), groups: vec!["ops".into()],
+//! }).unwrap();
+//! assert!(ok);
+//! let err = h.apply::<_, bool>("register", &Register {
+//!     name: "bob".into(), email: Some("ADA@example.com".into()), groups: vec![],
+//! }).unwrap_err();
+//! assert!(err.message.contains("unique index violation"), "{err}");
+//! let ops: Vec<User> = h.query("by-group", &"ops").unwrap();
+//! assert_eq!(ops.len(), 1);
+//! assert_eq!(h.store().len("users"), 1); // bob's failed command left nothing behind
+//! ```
+//!
+//! ## Building the component
+//!
+//! Inside the fsmhost workspace, `cargo build` does it: the host's build script compiles every
+//! crate under `plugins/` for `wasm32-unknown-unknown` and wraps it as a component. Outside,
+//! build the crate for `wasm32-unknown-unknown` and wrap the `.wasm` with the `wit-component`
+//! crate (or `wasm-tools component new`).
+#![warn(missing_docs)]
+
+extern crate self as fsmhost_guest;
+
+mod error;
+mod key;
+mod mem;
+mod plugin;
+mod schema;
+mod txn;
+mod wasm;
+
+pub use error::{Error, ErrorKind, from_cbor, to_cbor};
+pub use key::{Key, prefix_successor};
+pub use mem::{Harness, MemStore};
+pub use plugin::{Ctx, Description, Plugin};
+pub use schema::{
+    AnyIndex, AnyTable, Index, IndexSchema, Iter, Keys, SCAN_BATCH, Table, TableSchema,
+};
+/// Re-exported so plugins can mark byte fields `#[serde(with = "fsmhost_guest::serde_bytes")]`.
+pub use serde_bytes;
+pub use txn::{Bound, IndexKeys, KeyRange, ScanBatch, StateError, Txn};
+
+/// Severity of a log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    /// Very detailed.
+    Trace,
+    /// Detailed.
+    Debug,
+    /// Normal.
+    Info,
+    /// Something odd.
+    Warn,
+    /// Something failed.
+    Error,
+}
+
+/// Writes a line to the host's log, tagged with the plugin's name.
+pub fn log(level: LogLevel, message: &str) {
+    wasm::log(level, message)
+}
+
+/// Used by [`export_plugin!`]; not part of the public API.
+#[doc(hidden)]
+pub mod __rt {
+    pub use crate::wasm::*;
+}

@@ -1,0 +1,410 @@
+//! A native, in-memory state store with the host's semantics, and a test harness on top.
+//!
+//! [`MemStore`] implements [`Txn`] with ordered maps, validates inserted keys against the
+//! schema the way the host does (an `id` key, one key per single-valued index, unique
+//! indexes), and journals every write so a failed command is rolled back. [`Harness`] runs a
+//! [`Plugin`]'s commands and queries against it with typed requests, so a plugin's unit tests
+//! (and the native side of the wasm-vs-native benchmark) need no wasm at all.
+
+use serde::{Serialize, de::DeserializeOwned};
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::error::{Error, from_cbor, to_cbor};
+use crate::plugin::{Ctx, Plugin};
+use crate::schema::TableSchema;
+use crate::txn::{Bound, IndexKeys, KeyRange, ScanBatch, StateError, Txn};
+
+#[derive(Clone)]
+struct Row {
+    object: Vec<u8>,
+    /// Keys per index, in the order of the table's schema.
+    keys: Vec<Vec<Vec<u8>>>,
+}
+
+struct MemTable {
+    schema: TableSchema,
+    id_pos: usize,
+    rows: BTreeMap<Vec<u8>, Row>,
+    /// Per index: (key, id) pairs.
+    indexes: Vec<BTreeSet<(Vec<u8>, Vec<u8>)>>,
+}
+
+struct Undo {
+    table: String,
+    id: Vec<u8>,
+    old: Option<Row>,
+}
+
+/// An in-memory store of the tables a plugin declares.
+pub struct MemStore {
+    tables: BTreeMap<String, MemTable>,
+    journal: Vec<Undo>,
+}
+
+impl MemStore {
+    /// An empty store with these tables. Fails, naming the table, if one has no unique `id`
+    /// index.
+    pub fn new(schemas: &[TableSchema]) -> Result<Self, Error> {
+        let mut tables = BTreeMap::new();
+        for schema in schemas {
+            let id_pos = schema
+                .indexes
+                .iter()
+                .position(|i| i.name == "id" && i.unique && !i.multi && !i.allow_missing)
+                .ok_or_else(|| {
+                    Error::internal(format!("table {} has no unique id index", schema.name))
+                })?;
+            tables.insert(
+                schema.name.clone(),
+                MemTable {
+                    schema: schema.clone(),
+                    id_pos,
+                    rows: BTreeMap::new(),
+                    indexes: vec![BTreeSet::new(); schema.indexes.len()],
+                },
+            );
+        }
+        Ok(MemStore {
+            tables,
+            journal: Vec::new(),
+        })
+    }
+
+    /// Number of objects in `table` (0 for an unknown table).
+    pub fn len(&self, table: &str) -> usize {
+        self.tables.get(table).map_or(0, |t| t.rows.len())
+    }
+
+    /// Whether `table` holds no object.
+    pub fn is_empty(&self, table: &str) -> bool {
+        self.len(table) == 0
+    }
+
+    /// Makes every write since the last commit or rollback permanent.
+    pub fn commit(&mut self) {
+        self.journal.clear();
+    }
+
+    /// Undoes every write since the last commit or rollback.
+    pub fn rollback(&mut self) {
+        while let Some(undo) = self.journal.pop() {
+            if let Some(t) = self.tables.get_mut(&undo.table) {
+                t.put(&undo.id, undo.old);
+            }
+        }
+    }
+
+    fn table(&self, name: &str) -> Result<&MemTable, StateError> {
+        self.tables
+            .get(name)
+            .ok_or_else(|| StateError::UnknownTable(format!("table {name}")))
+    }
+
+    fn table_mut(&mut self, name: &str) -> Result<&mut MemTable, StateError> {
+        self.tables
+            .get_mut(name)
+            .ok_or_else(|| StateError::UnknownTable(format!("table {name}")))
+    }
+}
+
+impl MemTable {
+    fn index_pos(&self, index: &str) -> Result<usize, StateError> {
+        self.schema
+            .indexes
+            .iter()
+            .position(|i| i.name == index)
+            .ok_or_else(|| {
+                StateError::UnknownIndex(format!("table {} index {index}", self.schema.name))
+            })
+    }
+
+    /// Replaces the row stored under `id` (removing its index entries) with `row`.
+    fn put(&mut self, id: &[u8], row: Option<Row>) -> Option<Row> {
+        let old = self.rows.remove(id);
+        if let Some(old) = &old {
+            for (pos, keys) in old.keys.iter().enumerate() {
+                for k in keys {
+                    self.indexes[pos].remove(&(k.clone(), id.to_vec()));
+                }
+            }
+        }
+        if let Some(row) = row {
+            for (pos, keys) in row.keys.iter().enumerate() {
+                for k in keys {
+                    self.indexes[pos].insert((k.clone(), id.to_vec()));
+                }
+            }
+            self.rows.insert(id.to_vec(), row);
+        }
+        old
+    }
+
+    /// (key, id) pairs of `index` in `range`, after `cursor`.
+    fn range<'a>(
+        &'a self,
+        pos: usize,
+        range: &'a KeyRange,
+        after: Option<(Vec<u8>, Vec<u8>)>,
+    ) -> impl Iterator<Item = &'a (Vec<u8>, Vec<u8>)> + 'a {
+        let start = (range.start().to_vec(), Vec::new());
+        let from = match after {
+            Some(c) if c >= start => std::ops::Bound::Excluded(c),
+            _ => std::ops::Bound::Included(start),
+        };
+        let skip_start = match range {
+            KeyRange::Between(Bound::Excluded(s), _) => Some(s.as_slice()),
+            _ => None,
+        };
+        self.indexes[pos]
+            .range((from, std::ops::Bound::Unbounded))
+            .skip_while(move |(k, _)| Some(k.as_slice()) == skip_start)
+            .take_while(move |(k, _)| range.contains(k))
+    }
+}
+
+/// Encodes a scan position; the host uses the same layout.
+fn encode_cursor(key: &[u8], id: &[u8]) -> Vec<u8> {
+    let mut c = (key.len() as u32).to_be_bytes().to_vec();
+    c.extend_from_slice(key);
+    c.extend_from_slice(id);
+    c
+}
+
+fn decode_cursor(c: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let len = u32::from_be_bytes(c.get(..4)?.try_into().ok()?) as usize;
+    let key = c.get(4..4 + len)?;
+    Some((key.to_vec(), c[4 + len..].to_vec()))
+}
+
+impl Txn for MemStore {
+    fn get(&self, table: &str, index: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        self.first(table, index, &KeyRange::Exact(key.to_vec()))
+    }
+
+    fn first(
+        &self,
+        table: &str,
+        index: &str,
+        range: &KeyRange,
+    ) -> Result<Option<Vec<u8>>, StateError> {
+        let t = self.table(table)?;
+        let pos = t.index_pos(index)?;
+        Ok(t.range(pos, range, None)
+            .next()
+            .map(|(_, id)| t.rows[id].object.clone()))
+    }
+
+    fn scan(
+        &self,
+        table: &str,
+        index: &str,
+        range: &KeyRange,
+        cursor: Option<&[u8]>,
+        limit: u32,
+    ) -> Result<ScanBatch, StateError> {
+        let t = self.table(table)?;
+        let pos = t.index_pos(index)?;
+        let after = match cursor {
+            Some(c) => Some(
+                decode_cursor(c)
+                    .ok_or_else(|| StateError::BadCursor(format!("table {table} index {index}")))?,
+            ),
+            None => None,
+        };
+        let limit = limit.max(1) as usize;
+        let mut batch = ScanBatch::default();
+        let mut it = t.range(pos, range, after);
+        for (key, id) in it.by_ref().take(limit) {
+            batch.objects.push(t.rows[id].object.clone());
+            batch.cursor = Some(encode_cursor(key, id));
+        }
+        if it.next().is_none() {
+            batch.cursor = None;
+        }
+        Ok(batch)
+    }
+
+    fn insert(
+        &mut self,
+        table: &str,
+        object: &[u8],
+        keys: &[IndexKeys],
+    ) -> Result<Option<Vec<u8>>, StateError> {
+        let t = self.table_mut(table)?;
+        let mut row = Row {
+            object: object.to_vec(),
+            keys: vec![Vec::new(); t.schema.indexes.len()],
+        };
+        let mut seen = vec![false; t.schema.indexes.len()];
+        for ik in keys {
+            let pos = t.index_pos(&ik.index)?;
+            if std::mem::replace(&mut seen[pos], true) {
+                return Err(StateError::BadKeys(format!(
+                    "table {table}: index {} given twice",
+                    ik.index
+                )));
+            }
+            row.keys[pos] = ik.keys.clone();
+        }
+        for (pos, schema) in t.schema.indexes.iter().enumerate() {
+            let n = row.keys[pos].len();
+            if n == 0 && !schema.allow_missing {
+                return Err(StateError::BadKeys(format!(
+                    "table {table}: missing value for index {}",
+                    schema.name
+                )));
+            }
+            if n > 1 && !schema.multi {
+                return Err(StateError::BadKeys(format!(
+                    "table {table}: {n} keys for single-valued index {}",
+                    schema.name
+                )));
+            }
+        }
+        let id = row.keys[t.id_pos][0].clone();
+        for (pos, schema) in t.schema.indexes.iter().enumerate() {
+            if !schema.unique {
+                continue;
+            }
+            for k in &row.keys[pos] {
+                let range = KeyRange::Exact(k.clone());
+                if let Some((_, other)) = t.range(pos, &range, None).find(|(_, o)| *o != id) {
+                    return Err(StateError::UniqueViolation(format!(
+                        "table {table} index {} key {k:?} is held by object {other:?}",
+                        schema.name
+                    )));
+                }
+            }
+        }
+        let old = t.put(&id, Some(row));
+        let object = old.as_ref().map(|r| r.object.clone());
+        self.journal.push(Undo {
+            table: table.to_string(),
+            id,
+            old,
+        });
+        Ok(object)
+    }
+
+    fn delete(&mut self, table: &str, id: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        let old = self.table_mut(table)?.put(id, None);
+        let object = old.as_ref().map(|r| r.object.clone());
+        if old.is_some() {
+            self.journal.push(Undo {
+                table: table.to_string(),
+                id: id.to_vec(),
+                old,
+            });
+        }
+        Ok(object)
+    }
+
+    fn delete_prefix(
+        &mut self,
+        table: &str,
+        index: &str,
+        prefix: &[u8],
+    ) -> Result<u64, StateError> {
+        let t = self.table(table)?;
+        let pos = t.index_pos(index)?;
+        if !t.schema.indexes[pos].prefix {
+            return Err(StateError::NoPrefix(format!("table {table} index {index}")));
+        }
+        let range = KeyRange::Prefix(prefix.to_vec());
+        let ids: BTreeSet<Vec<u8>> = t
+            .range(pos, &range, None)
+            .map(|(_, id)| id.clone())
+            .collect();
+        for id in &ids {
+            self.delete(table, id)?;
+        }
+        Ok(ids.len() as u64)
+    }
+}
+
+/// Runs a plugin natively against a [`MemStore`], with typed requests and responses.
+///
+/// Each `apply` gets the next raft index (starting at 1) unless given a [`Ctx`]; a command
+/// that returns an error leaves the store as it was, as on the host.
+///
+/// ```
+/// # use fsmhost_guest::{Harness, Plugin, Ctx, Error, Txn};
+/// fn echo(_: &mut dyn Txn, ctx: &Ctx, s: String) -> Result<String, Error> {
+///     Ok(format!("{s}@{}", ctx.index))
+/// }
+/// let mut h = Harness::new(Plugin::new("echo", "0.1.0", "oss").command("echo", echo)).unwrap();
+/// let out: String = h.apply("echo", &"hi").unwrap();
+/// assert_eq!(out, "hi@1");
+/// ```
+pub struct Harness {
+    plugin: Plugin,
+    store: MemStore,
+    next_index: u64,
+}
+
+impl Harness {
+    /// A harness with an empty store of the plugin's tables.
+    pub fn new(plugin: Plugin) -> Result<Self, Error> {
+        let store = MemStore::new(&plugin.describe().tables)?;
+        Ok(Harness {
+            plugin,
+            store,
+            next_index: 1,
+        })
+    }
+
+    /// Applies `command` at the next index, with the index as the timestamp.
+    pub fn apply<Req: Serialize, Resp: DeserializeOwned>(
+        &mut self,
+        command: &str,
+        req: &Req,
+    ) -> Result<Resp, Error> {
+        let ctx = Ctx {
+            index: self.next_index,
+            timestamp_ms: self.next_index,
+        };
+        self.apply_at(ctx, command, req)
+    }
+
+    /// Applies `command` with an explicit context.
+    pub fn apply_at<Req: Serialize, Resp: DeserializeOwned>(
+        &mut self,
+        ctx: Ctx,
+        command: &str,
+        req: &Req,
+    ) -> Result<Resp, Error> {
+        let out = self.apply_raw(ctx, command, &to_cbor(req)?)?;
+        from_cbor(&out, &format!("result of command {command}"))
+    }
+
+    /// Applies `command` to encoded bytes, as the host does; returns encoded bytes.
+    pub fn apply_raw(&mut self, ctx: Ctx, command: &str, payload: &[u8]) -> Result<Vec<u8>, Error> {
+        self.next_index = self.next_index.max(ctx.index + 1);
+        let result = self.plugin.apply(&mut self.store, &ctx, command, payload);
+        match result {
+            Ok(_) => self.store.commit(),
+            Err(_) => self.store.rollback(),
+        }
+        result
+    }
+
+    /// Runs query `name`.
+    pub fn query<Args: Serialize, Resp: DeserializeOwned>(
+        &self,
+        name: &str,
+        args: &Args,
+    ) -> Result<Resp, Error> {
+        let out = self.plugin.query_raw(&self.store, name, &to_cbor(args)?)?;
+        from_cbor(&out, &format!("result of query {name}"))
+    }
+
+    /// The store, for assertions.
+    pub fn store(&self) -> &MemStore {
+        &self.store
+    }
+
+    /// The plugin.
+    pub fn plugin(&self) -> &Plugin {
+        &self.plugin
+    }
+}

@@ -1,0 +1,370 @@
+//! Tables and indexes, declared by the plugin author with indexer functions.
+//!
+//! This is Consul's `indexer.go` style: an index has a *from-object* function (the keys an
+//! object has in the index), a *from-args* function (the key a query's arguments look up)
+//! and optionally a *prefix-from-args* function (the key prefix for a prefix lookup). Index
+//! keys are computed inside the plugin, both when a command inserts an object (they travel
+//! with `insert`) and when the host asks through the `index` / `index-args` exports (restores,
+//! index rebuilds, host-side lookups). One function serves both, so they cannot disagree.
+//!
+//! Invariants checked by the host at load (and by [`crate::MemStore`] natively): every table
+//! has a unique, single-valued, non-missing index named `id`; index and table names are
+//! unique; an object has exactly one key in a non-multi index unless the index allows
+//! missing values.
+
+use serde::{Serialize, de::DeserializeOwned};
+use std::marker::PhantomData;
+
+use crate::error::{Error, from_cbor, to_cbor};
+use crate::txn::{IndexKeys, KeyRange, Txn};
+
+/// The keys an object has in one index, filled by a from-object function.
+#[derive(Debug, Default)]
+pub struct Keys(pub(crate) Vec<Vec<u8>>);
+
+impl Keys {
+    /// Adds one key. A single-valued index takes exactly one; a multi index any number; an
+    /// allow-missing index may take none.
+    pub fn push(&mut self, key: impl Into<Vec<u8>>) {
+        self.0.push(key.into());
+    }
+}
+
+/// The declared shape of an index, as `describe` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexSchema {
+    /// Index name.
+    pub name: String,
+    /// At most one object per key.
+    pub unique: bool,
+    /// Several keys per object.
+    pub multi: bool,
+    /// An object may have no key.
+    pub allow_missing: bool,
+    /// Answers prefix lookups.
+    pub prefix: bool,
+}
+
+/// The declared shape of a table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSchema {
+    /// Table name.
+    pub name: String,
+    /// Its indexes.
+    pub indexes: Vec<IndexSchema>,
+}
+
+/// An index of table `T`, looked up with arguments of type `A`.
+///
+/// Declare indexes as `static` items and list them in their [`Table`]:
+///
+/// ```
+/// use fsmhost_guest::{Index, Key, Keys, Table};
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct Node { name: String, tags: Vec<String> }
+///
+/// static NODES_ID: Index<Node, String> = Index::new(
+///     "nodes", "id",
+///     |n: &Node, keys| keys.push(Key::new().string_lower(&n.name)),
+///     |name: &String| Key::new().string_lower(name).build(),
+/// ).unique();
+/// static NODES_TAG: Index<Node, String> = Index::new(
+///     "nodes", "tag",
+///     |n: &Node, keys| for t in &n.tags { keys.push(Key::new().string(t)) },
+///     |tag: &String| Key::new().string(tag).build(),
+/// ).multi().allow_missing();
+/// static NODES: Table<Node> = Table::new("nodes", &[&NODES_ID, &NODES_TAG]);
+/// ```
+pub struct Index<T: 'static, A: 'static> {
+    table: &'static str,
+    name: &'static str,
+    unique: bool,
+    multi: bool,
+    allow_missing: bool,
+    from_object: fn(&T, &mut Keys),
+    from_args: fn(&A) -> Vec<u8>,
+    prefix_from_args: Option<fn(&A) -> Vec<u8>>,
+    _marker: PhantomData<fn(&T, &A)>,
+}
+
+impl<T, A> Index<T, A> {
+    /// A non-unique, single-valued index of `table` named `name`.
+    pub const fn new(
+        table: &'static str,
+        name: &'static str,
+        from_object: fn(&T, &mut Keys),
+        from_args: fn(&A) -> Vec<u8>,
+    ) -> Self {
+        Index {
+            table,
+            name,
+            unique: false,
+            multi: false,
+            allow_missing: false,
+            from_object,
+            from_args,
+            prefix_from_args: None,
+            _marker: PhantomData,
+        }
+    }
+    /// At most one object per key.
+    pub const fn unique(mut self) -> Self {
+        self.unique = true;
+        self
+    }
+    /// An object may have several keys.
+    pub const fn multi(mut self) -> Self {
+        self.multi = true;
+        self
+    }
+    /// An object may have no key; it is then absent from the index.
+    pub const fn allow_missing(mut self) -> Self {
+        self.allow_missing = true;
+        self
+    }
+    /// Enables prefix lookups, with `prefix_from_args` turning arguments into a key prefix.
+    pub const fn prefix(mut self, prefix_from_args: fn(&A) -> Vec<u8>) -> Self {
+        self.prefix_from_args = Some(prefix_from_args);
+        self
+    }
+    /// The index name.
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+    /// The key `args` look up.
+    pub fn key(&self, args: &A) -> Vec<u8> {
+        (self.from_args)(args)
+    }
+    /// The key prefix `args` look up, if the index supports prefixes.
+    pub fn prefix_key(&self, args: &A) -> Result<Vec<u8>, Error> {
+        match self.prefix_from_args {
+            Some(f) => Ok(f(args)),
+            None => Err(Error::internal(format!(
+                "index {}.{} does not support prefix lookups",
+                self.table, self.name
+            ))),
+        }
+    }
+}
+
+impl<T: DeserializeOwned, A> Index<T, A> {
+    /// The object whose key equals `args`' key (a unique index).
+    pub fn get(&self, tx: &dyn Txn, args: &A) -> Result<Option<T>, Error> {
+        tx.get(self.table, self.name, &self.key(args))?
+            .map(|b| decode_object(self.table, &b))
+            .transpose()
+    }
+    /// The first object in key order whose key falls in `range`.
+    pub fn first(&self, tx: &dyn Txn, range: &KeyRange) -> Result<Option<T>, Error> {
+        tx.first(self.table, self.name, range)?
+            .map(|b| decode_object(self.table, &b))
+            .transpose()
+    }
+    /// Every object whose key equals `args`' key, in `id` order.
+    pub fn iter<'t>(&self, tx: &'t dyn Txn, args: &A) -> Iter<'t, T> {
+        self.iter_range(tx, KeyRange::Exact(self.key(args)))
+    }
+    /// Every object whose key starts with `args`' prefix, in key order.
+    pub fn iter_prefix<'t>(&self, tx: &'t dyn Txn, args: &A) -> Result<Iter<'t, T>, Error> {
+        Ok(self.iter_range(tx, KeyRange::Prefix(self.prefix_key(args)?)))
+    }
+    /// Every object whose key falls in `range`, in key order.
+    pub fn iter_range<'t>(&self, tx: &'t dyn Txn, range: KeyRange) -> Iter<'t, T> {
+        Iter {
+            tx,
+            table: self.table,
+            index: self.name,
+            range,
+            cursor: None,
+            buffer: Vec::new().into_iter(),
+            done: false,
+            _marker: PhantomData,
+        }
+    }
+    /// Deletes every object whose key starts with `args`' prefix; returns how many.
+    pub fn delete_prefix(&self, tx: &mut dyn Txn, args: &A) -> Result<u64, Error> {
+        Ok(tx.delete_prefix(self.table, self.name, &self.prefix_key(args)?)?)
+    }
+}
+
+/// What a [`Table`] needs from each of its indexes, independent of the argument type.
+pub trait AnyIndex<T>: Sync {
+    /// The index name.
+    fn name(&self) -> &'static str;
+    /// The declared shape.
+    fn schema(&self) -> IndexSchema;
+    /// The object's keys in this index.
+    fn object_keys(&self, object: &T) -> Vec<Vec<u8>>;
+    /// The key (or prefix) for CBOR-encoded arguments.
+    fn args_key(&self, args: &[u8], prefix: bool) -> Result<Vec<u8>, Error>;
+}
+
+impl<T, A: DeserializeOwned> AnyIndex<T> for Index<T, A> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn schema(&self) -> IndexSchema {
+        IndexSchema {
+            name: self.name.to_string(),
+            unique: self.unique,
+            multi: self.multi,
+            allow_missing: self.allow_missing,
+            prefix: self.prefix_from_args.is_some(),
+        }
+    }
+    fn object_keys(&self, object: &T) -> Vec<Vec<u8>> {
+        let mut keys = Keys::default();
+        (self.from_object)(object, &mut keys);
+        keys.0
+    }
+    fn args_key(&self, args: &[u8], prefix: bool) -> Result<Vec<u8>, Error> {
+        let what = format!("arguments of index {}.{}", self.table, self.name);
+        let args: A = from_cbor(args, &what)?;
+        if prefix {
+            self.prefix_key(&args)
+        } else {
+            Ok(self.key(&args))
+        }
+    }
+}
+
+/// A table of objects of type `T` (stored as CBOR), with its indexes. One of them must be a
+/// unique index named `id`.
+pub struct Table<T: 'static> {
+    name: &'static str,
+    indexes: &'static [&'static dyn AnyIndex<T>],
+}
+
+impl<T> Table<T> {
+    /// Declares a table.
+    pub const fn new(name: &'static str, indexes: &'static [&'static dyn AnyIndex<T>]) -> Self {
+        Table { name, indexes }
+    }
+    /// The table name.
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+    /// Every index key of `object`, as `insert` wants them.
+    pub fn index_keys(&self, object: &T) -> Vec<IndexKeys> {
+        self.indexes
+            .iter()
+            .map(|ix| IndexKeys {
+                index: ix.name().to_string(),
+                keys: ix.object_keys(object),
+            })
+            .collect()
+    }
+    fn id_key(&self, object: &T) -> Result<Vec<u8>, Error> {
+        let id = self
+            .indexes
+            .iter()
+            .find(|ix| ix.name() == "id")
+            .ok_or_else(|| Error::internal(format!("table {} has no id index", self.name)))?;
+        id.object_keys(object)
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::internal(format!("object of table {} has no id key", self.name)))
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Table<T> {
+    /// Inserts `object`, replacing the object with the same id; returns the replaced one.
+    pub fn insert(&self, tx: &mut dyn Txn, object: &T) -> Result<Option<T>, Error> {
+        let bytes = to_cbor(object)?;
+        tx.insert(self.name, &bytes, &self.index_keys(object))?
+            .map(|b| decode_object(self.name, &b))
+            .transpose()
+    }
+    /// Deletes the object with `object`'s id; returns the deleted one.
+    pub fn delete(&self, tx: &mut dyn Txn, object: &T) -> Result<Option<T>, Error> {
+        tx.delete(self.name, &self.id_key(object)?)?
+            .map(|b| decode_object(self.name, &b))
+            .transpose()
+    }
+}
+
+/// A table whose object type is hidden: what `describe` and the `index` export need.
+pub trait AnyTable: Sync {
+    /// The table name.
+    fn name(&self) -> &'static str;
+    /// The declared shape.
+    fn schema(&self) -> TableSchema;
+    /// Every index key of an encoded object.
+    fn index_object(&self, object: &[u8]) -> Result<Vec<IndexKeys>, Error>;
+    /// The key (or prefix) for encoded arguments of `index`.
+    fn index_args(&self, index: &str, args: &[u8], prefix: bool) -> Result<Vec<u8>, Error>;
+}
+
+impl<T: Serialize + DeserializeOwned> AnyTable for Table<T> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn schema(&self) -> TableSchema {
+        TableSchema {
+            name: self.name.to_string(),
+            indexes: self.indexes.iter().map(|ix| ix.schema()).collect(),
+        }
+    }
+    fn index_object(&self, object: &[u8]) -> Result<Vec<IndexKeys>, Error> {
+        let object: T = decode_object(self.name, object)?;
+        Ok(self.index_keys(&object))
+    }
+    fn index_args(&self, index: &str, args: &[u8], prefix: bool) -> Result<Vec<u8>, Error> {
+        let ix = self
+            .indexes
+            .iter()
+            .find(|ix| ix.name() == index)
+            .ok_or_else(|| Error::not_found(format!("table {} has no index {index}", self.name)))?;
+        ix.args_key(args, prefix)
+    }
+}
+
+fn decode_object<T: DeserializeOwned>(table: &str, bytes: &[u8]) -> Result<T, Error> {
+    from_cbor(bytes, &format!("object of table {table}")).map_err(|e| Error::internal(e.message))
+}
+
+/// How many objects a scan asks the host for at a time.
+pub const SCAN_BATCH: u32 = 256;
+
+/// Objects of an index lookup, fetched from the host in batches of [`SCAN_BATCH`].
+pub struct Iter<'t, T> {
+    tx: &'t dyn Txn,
+    table: &'static str,
+    index: &'static str,
+    range: KeyRange,
+    cursor: Option<Vec<u8>>,
+    buffer: std::vec::IntoIter<Vec<u8>>,
+    done: bool,
+    _marker: PhantomData<fn() -> T>,
+}
+
+impl<T: DeserializeOwned> Iterator for Iter<'_, T> {
+    type Item = Result<T, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(bytes) = self.buffer.next() {
+                return Some(decode_object(self.table, &bytes));
+            }
+            if self.done {
+                return None;
+            }
+            let batch = match self.tx.scan(
+                self.table,
+                self.index,
+                &self.range,
+                self.cursor.as_deref(),
+                SCAN_BATCH,
+            ) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e.into()));
+                }
+            };
+            self.done = batch.cursor.is_none();
+            self.cursor = batch.cursor;
+            self.buffer = batch.objects.into_iter();
+        }
+    }
+}

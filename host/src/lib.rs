@@ -1,0 +1,10 @@
+//! fsmhost: a replicated state machine host whose finite state machine is a set of
+//! WebAssembly components.
+//!
+//! Modules, one concern each (see ARCHITECTURE.md for the map and its boundaries):
+//! - [`plugin`]: the wasm runtime: loading, validation, limits, artifact cache, calls;
+//! - [`state`]: the in-memory store of tables and indexes the plugins declare.
+#![warn(missing_docs)]
+
+pub mod plugin;
+pub mod state;

@@ -1,0 +1,509 @@
+//! The plugin runtime: a wasmtime engine configured for determinism, loading and validating
+//! components, per-call limits, the compiled-artifact cache, and calls into plugins.
+//!
+//! Owns: everything that touches wasmtime. Nothing outside this module sees a wasmtime type.
+//!
+//! Determinism (the same log must give byte-identical state on every server):
+//! - fuel, never epochs, bounds a call; the same call runs out at the same instruction on
+//!   every server;
+//! - NaN canonicalization on; threads and relaxed SIMD off;
+//! - a per-store memory cap; a refused `memory.grow` is reported as memory exhaustion;
+//! - the component imports nothing but `fsmhost:plugin` (checked at load, before anything
+//!   runs), so it has no clock, randomness or I/O.
+//!
+//! Isolation: every call gets a fresh instance from one [`wasmtime::component::InstancePre`]
+//! (a few microseconds), so a trap, or static state left by an earlier command, can never
+//! affect the next one; and an `apply` runs on a private copy of the write transaction's
+//! tables (an O(1) persistent-map clone) that is adopted only if the command returns `ok`.
+//!
+//! Index keys: instances are not re-entrant, so the host never calls `index` while `apply`
+//! runs. The guest SDK computes keys inside the guest and passes them with `insert`; the
+//! same indexer code serves the `index` export used for restores and index rebuilds.
+
+mod cache;
+mod error;
+mod host;
+mod validate;
+
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+use std::sync::Arc;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, Store, Trap};
+
+pub use error::{CallError, ErrorKind, LoadError};
+
+use crate::state::{IndexKeys, ReadTxn, Schema, TableSchema, WriteTxn};
+use cache::ArtifactCache;
+use host::{Access, HostState};
+
+/// The version of the `fsmhost:plugin` WIT package this host serves.
+pub const CONTRACT_VERSION: &str = "0.1.0";
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "plugin",
+    });
+}
+
+use bindings::exports::fsmhost::plugin::guest as wit_guest;
+use bindings::fsmhost::plugin::types as wit;
+
+include!(concat!(env!("OUT_DIR"), "/bundled.rs"));
+
+/// The plugins built into the binary (the default plugin set): `(name, component bytes)`.
+pub fn bundled() -> &'static [(&'static str, &'static [u8])] {
+    BUNDLED
+}
+
+/// Per-call limits, the same on every server (they are part of what makes apply
+/// deterministic).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Fuel per call (about one unit per wasm instruction).
+    pub fuel: u64,
+    /// Most bytes of linear memory an instance may grow to.
+    pub memory_bytes: usize,
+}
+
+impl Default for Limits {
+    /// 1e9 fuel (about half a second of wasm) and 256 MiB.
+    fn default() -> Self {
+        Limits {
+            fuel: 1_000_000_000,
+            memory_bytes: 256 << 20,
+        }
+    }
+}
+
+/// How to build a [`Runtime`].
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeConfig {
+    /// Per-call limits.
+    pub limits: Limits,
+    /// Directory of compiled artifacts; `None` compiles every time.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// A plugin's description, as it declared it at load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Description {
+    /// Plugin name, unique in a set.
+    pub name: String,
+    /// Semantic version.
+    pub version: String,
+    /// Edition, e.g. `oss`.
+    pub edition: String,
+    /// Owned tables (owner filled in with the plugin's name).
+    pub tables: Vec<TableSchema>,
+    /// Command names.
+    pub commands: Vec<String>,
+    /// Query names.
+    pub queries: Vec<String>,
+}
+
+/// The wasm engine and linker shared by every plugin.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache: Option<ArtifactCache>,
+    limits: Limits,
+}
+
+/// The engine configuration. Threads need wasmtime's `threads` feature, which this build
+/// does not enable, so shared memories and atomics waits cannot be used at all.
+fn engine_config() -> Config {
+    let mut c = Config::new();
+    c.wasm_component_model(true)
+        .consume_fuel(true)
+        .cranelift_nan_canonicalization(true)
+        .wasm_relaxed_simd(false)
+        .memory_init_cow(true)
+        .max_wasm_stack(512 << 10);
+    c
+}
+
+impl Runtime {
+    /// A runtime with a deterministic engine.
+    pub fn new(config: RuntimeConfig) -> Result<Self, LoadError> {
+        let engine = Engine::new(&engine_config()).map_err(|e| LoadError::Engine(e.to_string()))?;
+        let mut linker = Linker::new(&engine);
+        bindings::Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| LoadError::Engine(e.to_string()))?;
+        let cache = match &config.cache_dir {
+            Some(dir) => Some(ArtifactCache::new(dir, &engine)?),
+            None => None,
+        };
+        Ok(Runtime {
+            engine,
+            linker,
+            cache,
+            limits: config.limits,
+        })
+    }
+
+    /// The per-call limits.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    fn compile(
+        &self,
+        origin: &str,
+        bytes: &[u8],
+        hash: &[u8; 32],
+    ) -> Result<(Component, bool), LoadError> {
+        if let Some(c) = self.cache.as_ref().and_then(|c| c.get(&self.engine, hash)) {
+            return Ok((c, false));
+        }
+        let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile {
+            plugin: origin.to_string(),
+            reason: format!("{e:#}"),
+        })?;
+        if let Some(cache) = &self.cache {
+            cache.put(hash, &component)?;
+        }
+        Ok((component, true))
+    }
+
+    /// Compiles (or fetches from the cache) and validates one component. `origin` names it
+    /// in errors until its description is known (a file path or a bundled name).
+    pub fn load(&self, origin: &str, bytes: &[u8]) -> Result<LoadedPlugin, LoadError> {
+        let hash: [u8; 32] = Sha256::digest(bytes).into();
+        let (component, compiled) = self.compile(origin, bytes, &hash)?;
+        let ty = component.component_type();
+        for (name, _) in ty.imports(&self.engine) {
+            validate::import(origin, name)?;
+        }
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .and_then(|pre| bindings::PluginPre::new(pre))
+            .map_err(|e| LoadError::Describe {
+                plugin: origin.to_string(),
+                reason: format!("the component does not implement the fsmhost:plugin world: {e:#}"),
+            })?;
+        let mut plugin = LoadedPlugin {
+            description: Description {
+                name: origin.to_string(),
+                version: String::new(),
+                edition: String::new(),
+                tables: Vec::new(),
+                commands: Vec::new(),
+                queries: Vec::new(),
+            },
+            hash,
+            compiled,
+            pre: Arc::new(pre),
+            engine: self.engine.clone(),
+            limits: self.limits,
+        };
+        let d = plugin
+            .call("describe", Access::None, |g, s| g.call_describe(s))
+            .map_err(|e| LoadError::Describe {
+                plugin: origin.to_string(),
+                reason: e.to_string(),
+            })?;
+        let name = d.name.clone();
+        plugin.description = Description {
+            tables: d
+                .tables
+                .into_iter()
+                .map(|t| TableSchema {
+                    name: t.name,
+                    owner: name.clone(),
+                    indexes: t
+                        .indexes
+                        .into_iter()
+                        .map(|i| crate::state::IndexSchema {
+                            name: i.name,
+                            unique: i.unique,
+                            multi: i.multi,
+                            allow_missing: i.allow_missing,
+                            prefix: i.prefix,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            name: d.name,
+            version: d.version,
+            edition: d.edition,
+            commands: d.commands,
+            queries: d.queries,
+        };
+        validate::description(origin, &plugin.description)?;
+        Ok(plugin)
+    }
+
+    /// Loads the bundled plugins as a set.
+    pub fn load_bundled(&self) -> Result<PluginSet, LoadError> {
+        let plugins = bundled()
+            .iter()
+            .map(|(name, bytes)| self.load(&format!("bundled:{name}"), bytes))
+            .collect::<Result<Vec<_>, _>>()?;
+        PluginSet::new(plugins)
+    }
+}
+
+/// A validated plugin, ready to run.
+pub struct LoadedPlugin {
+    description: Description,
+    hash: [u8; 32],
+    compiled: bool,
+    pre: Arc<bindings::PluginPre<HostState>>,
+    engine: Engine,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("name", &self.description.name)
+            .field("version", &self.description.version)
+            .field("hash", &self.hash_hex())
+            .finish()
+    }
+}
+
+impl LoadedPlugin {
+    /// What the plugin declared.
+    pub fn description(&self) -> &Description {
+        &self.description
+    }
+
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        &self.description.name
+    }
+
+    /// SHA-256 of the component bytes: the plugin's identity.
+    pub fn hash(&self) -> &[u8; 32] {
+        &self.hash
+    }
+
+    /// The hash as hex.
+    pub fn hash_hex(&self) -> String {
+        hex::encode(self.hash)
+    }
+
+    /// Whether loading compiled the component (false: it came from the artifact cache).
+    pub fn was_compiled(&self) -> bool {
+        self.compiled
+    }
+
+    /// Runs one export in a fresh instance with fuel and memory limits, and returns the
+    /// store's final host state with the result.
+    fn call_with_state<R>(
+        &self,
+        call: &str,
+        access: Access,
+        f: impl FnOnce(&wit_guest::Guest, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> (HostState, Result<R, CallError>) {
+        let state = HostState::new(&self.description.name, access, self.limits.memory_bytes);
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let result = store
+            .set_fuel(self.limits.fuel)
+            .and_then(|()| self.pre.instantiate(&mut store))
+            .and_then(|instance| f(instance.fsmhost_plugin_guest(), &mut store));
+        let result = result.map_err(|e| self.classify(call, store.data(), e));
+        (store.into_data(), result)
+    }
+
+    fn call<R>(
+        &self,
+        call: &str,
+        access: Access,
+        f: impl FnOnce(&wit_guest::Guest, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        self.call_with_state(call, access, f).1
+    }
+
+    fn classify(&self, call: &str, state: &HostState, e: wasmtime::Error) -> CallError {
+        let plugin = self.description.name.clone();
+        let call = call.to_string();
+        if let Some(requested) = state.limiter.denied {
+            return CallError::MemoryExhausted {
+                plugin,
+                call,
+                limit: self.limits.memory_bytes,
+                requested,
+            };
+        }
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::OutOfFuel) => CallError::FuelExhausted {
+                plugin,
+                call,
+                limit: self.limits.fuel,
+            },
+            Some(Trap::UnreachableCodeReached) => CallError::Trap {
+                plugin,
+                call,
+                trap: "the plugin panicked (wasm `unreachable` instruction executed)".into(),
+            },
+            Some(t) => CallError::Trap {
+                plugin,
+                call,
+                trap: t.to_string().trim_start_matches("wasm trap: ").to_string(),
+            },
+            None => CallError::Trap {
+                plugin,
+                call,
+                trap: e.to_string(),
+            },
+        }
+    }
+
+    fn plugin_error(&self, call: &str, e: wit::PluginError) -> CallError {
+        let kind = match e.kind {
+            wit::ErrorKind::BadRequest => ErrorKind::BadRequest,
+            wit::ErrorKind::NotFound => ErrorKind::NotFound,
+            wit::ErrorKind::Conflict => ErrorKind::Conflict,
+            wit::ErrorKind::State => ErrorKind::State,
+            wit::ErrorKind::Internal => ErrorKind::Internal,
+        };
+        CallError::Plugin {
+            plugin: self.description.name.clone(),
+            call: call.to_string(),
+            kind,
+            message: e.message,
+        }
+    }
+
+    /// Runs `command` in `txn`. On `Ok` the command's writes are in `txn`; on any error
+    /// (the plugin's own, a trap, fuel or memory exhaustion) `txn` is exactly as it was.
+    pub fn apply(
+        &self,
+        txn: &mut WriteTxn<'_>,
+        command: &str,
+        payload: &[u8],
+        timestamp_ms: u64,
+    ) -> Result<Vec<u8>, CallError> {
+        if !self.description.commands.iter().any(|c| c == command) {
+            return Err(CallError::UnknownCommand {
+                plugin: self.description.name.clone(),
+                command: command.to_string(),
+            });
+        }
+        let call = format!("command {command}");
+        let index = txn.index();
+        let access = Access::Write {
+            tables: txn.tables().clone(),
+            index,
+        };
+        let ctx = wit::ApplyContext {
+            index,
+            timestamp_ms,
+        };
+        let (state, result) =
+            self.call_with_state(&call, access, |g, s| g.call_apply(s, command, payload, ctx));
+        match result {
+            Ok(Ok(out)) => {
+                if let Access::Write { tables, .. } = state.access {
+                    *txn.tables_mut() = tables;
+                }
+                Ok(out)
+            }
+            Ok(Err(e)) => Err(self.plugin_error(&call, e)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Runs the read-only query `name` against `txn`.
+    pub fn query(&self, txn: &ReadTxn, name: &str, args: &[u8]) -> Result<Vec<u8>, CallError> {
+        if !self.description.queries.iter().any(|q| q == name) {
+            return Err(CallError::UnknownQuery {
+                plugin: self.description.name.clone(),
+                query: name.to_string(),
+            });
+        }
+        let call = format!("query {name}");
+        self.call(&call, Access::Read(txn.clone()), |g, s| {
+            g.call_query(s, name, args)
+        })?
+        .map_err(|e| self.plugin_error(&call, e))
+    }
+
+    /// Every index key of an encoded object of `table` (restores, index rebuilds).
+    pub fn index(&self, table: &str, object: &[u8]) -> Result<Vec<IndexKeys>, CallError> {
+        let call = format!("index of table {table}");
+        let keys = self
+            .call(&call, Access::None, |g, s| g.call_index(s, table, object))?
+            .map_err(|e| self.plugin_error(&call, e))?;
+        Ok(keys
+            .into_iter()
+            .map(|k| IndexKeys {
+                index: k.index,
+                keys: k.keys,
+            })
+            .collect())
+    }
+
+    /// The key (or key prefix) for encoded query arguments of `table.index`.
+    pub fn index_args(
+        &self,
+        table: &str,
+        index: &str,
+        args: &[u8],
+        prefix: bool,
+    ) -> Result<Vec<u8>, CallError> {
+        let call = format!("index-args of {table}.{index}");
+        self.call(&call, Access::None, |g, s| {
+            g.call_index_args(s, table, index, args, prefix)
+        })?
+        .map_err(|e| self.plugin_error(&call, e))
+    }
+}
+
+/// The plugins a server runs, checked together: unique plugin names, and every table owned by
+/// exactly one plugin.
+pub struct PluginSet {
+    plugins: Vec<Arc<LoadedPlugin>>,
+    schema: Schema,
+}
+
+impl PluginSet {
+    /// Checks the set and builds the store schema from it.
+    pub fn new(plugins: Vec<LoadedPlugin>) -> Result<Self, LoadError> {
+        let mut tables: Vec<TableSchema> = Vec::new();
+        for (i, p) in plugins.iter().enumerate() {
+            if let Some(other) = plugins[..i].iter().find(|o| o.name() == p.name()) {
+                return Err(LoadError::Conflict {
+                    first: other.name().to_string(),
+                    second: p.name().to_string(),
+                    what: format!("the plugin name {}", p.name()),
+                });
+            }
+            for t in &p.description.tables {
+                if let Some(prev) = tables.iter().find(|x| x.name == t.name) {
+                    return Err(LoadError::Conflict {
+                        first: prev.owner.clone(),
+                        second: p.name().to_string(),
+                        what: format!("table {}", t.name),
+                    });
+                }
+                tables.push(t.clone());
+            }
+        }
+        Ok(PluginSet {
+            plugins: plugins.into_iter().map(Arc::new).collect(),
+            schema: Schema::new(tables),
+        })
+    }
+
+    /// The plugin named `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<LoadedPlugin>> {
+        self.plugins.iter().find(|p| p.name() == name)
+    }
+
+    /// Every plugin, in load order.
+    pub fn plugins(&self) -> &[Arc<LoadedPlugin>] {
+        &self.plugins
+    }
+
+    /// The store schema: every table of every plugin.
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+}

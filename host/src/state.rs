@@ -1,0 +1,837 @@
+//! The in-memory state store: tables and indexes whose schema comes from the loaded plugins.
+//!
+//! Owns: the table data, index maintenance on insert and delete, lookups (exact, prefix,
+//! range, first) and transactions. Every table lives in persistent ordered maps (`imbl`), so a
+//! read snapshot or a savepoint is an `Arc`/root clone: O(1) at any size, by structural
+//! sharing.
+//!
+//! Invariants, enforced in [`Tables::insert`]:
+//! - every object has exactly one key in the table's `id` index, and is stored under it;
+//! - a single-valued index holds one key per object, or none if it allows missing values;
+//! - a unique index maps a key to at most one object; a violation fails the insert with an
+//!   error naming table, index and key, and changes nothing;
+//! - an object's index entries are exactly the keys it was inserted with: replacing or
+//!   deleting it removes its old entries first.
+//!
+//! Only the plugin that declares a table may write it ([`StateError::NotOwner`]).
+//!
+//! Transactions: [`Store::write`] hands out one [`WriteTxn`] at a time (a mutex), stamped
+//! with the raft index; [`WriteTxn::commit`] publishes it atomically; dropping it aborts.
+//! [`Store::read`] returns a [`ReadTxn`] over the last committed snapshot; readers never
+//! block the writer and never see a partial transaction.
+
+use imbl::{OrdMap, OrdSet};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Bound as StdBound;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+/// Immutable, cheaply cloned bytes (keys and objects).
+pub type Bytes = Arc<[u8]>;
+
+/// Why a state operation failed. Mirrors the WIT `state-error`; each message names the table,
+/// index or key involved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    /// No such table in the loaded plugin set.
+    #[error("unknown table: {0}")]
+    UnknownTable(String),
+    /// No such index on the table.
+    #[error("unknown index: {0}")]
+    UnknownIndex(String),
+    /// The table belongs to another plugin.
+    #[error("table owned by another plugin: {0}")]
+    NotOwner(String),
+    /// A unique index already holds the key for another object.
+    #[error("unique index violation: {0}")]
+    UniqueViolation(String),
+    /// The keys given with an insert break the table's schema.
+    #[error("index keys break the schema: {0}")]
+    BadKeys(String),
+    /// A write in a read-only transaction.
+    #[error("write in a read-only transaction: {0}")]
+    ReadOnly(String),
+    /// A cursor not produced by `scan` for this table and index.
+    #[error("bad scan cursor: {0}")]
+    BadCursor(String),
+    /// The index does not answer prefix lookups.
+    #[error("index does not support prefix lookups: {0}")]
+    NoPrefix(String),
+}
+
+/// One index of a table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexSchema {
+    /// Index name.
+    pub name: String,
+    /// At most one object per key.
+    pub unique: bool,
+    /// Several keys per object.
+    pub multi: bool,
+    /// An object may have no key.
+    pub allow_missing: bool,
+    /// Answers prefix lookups.
+    pub prefix: bool,
+}
+
+/// A table, its indexes and the plugin that owns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSchema {
+    /// Table name.
+    pub name: String,
+    /// The plugin that declared the table; only it writes the table.
+    pub owner: String,
+    /// Indexes; exactly one is the unique `id` index.
+    pub indexes: Vec<IndexSchema>,
+}
+
+impl TableSchema {
+    /// Position of the `id` index; the schema was validated at plugin load.
+    fn id_pos(&self) -> usize {
+        self.indexes
+            .iter()
+            .position(|i| i.name == "id")
+            .unwrap_or(0)
+    }
+}
+
+/// The schema of the whole store: every table of every loaded plugin.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Schema {
+    tables: Vec<TableSchema>,
+    by_name: BTreeMap<String, usize>,
+}
+
+impl Schema {
+    /// A schema of these tables. Table names must be unique (the plugin loader checks).
+    pub fn new(tables: Vec<TableSchema>) -> Self {
+        let by_name = tables
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
+        Schema { tables, by_name }
+    }
+
+    /// The tables, in declaration order.
+    pub fn tables(&self) -> &[TableSchema] {
+        &self.tables
+    }
+
+    fn lookup(&self, table: &str) -> Result<usize, StateError> {
+        self.by_name
+            .get(table)
+            .copied()
+            .ok_or_else(|| StateError::UnknownTable(format!("table {table}")))
+    }
+
+    fn index_pos(&self, t: usize, index: &str) -> Result<usize, StateError> {
+        let schema = &self.tables[t];
+        schema
+            .indexes
+            .iter()
+            .position(|i| i.name == index)
+            .ok_or_else(|| StateError::UnknownIndex(format!("table {} index {index}", schema.name)))
+    }
+}
+
+/// One end of a key range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bound {
+    /// No bound.
+    Unbounded,
+    /// The key is in range.
+    Included(Vec<u8>),
+    /// The key is not in range.
+    Excluded(Vec<u8>),
+}
+
+/// Which keys of an index a lookup visits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyRange {
+    /// Keys equal to this one.
+    Exact(Vec<u8>),
+    /// Keys starting with these bytes.
+    Prefix(Vec<u8>),
+    /// Keys between two bounds.
+    Between(Bound, Bound),
+}
+
+impl KeyRange {
+    fn contains(&self, key: &[u8]) -> bool {
+        match self {
+            KeyRange::Exact(k) => key == k.as_slice(),
+            KeyRange::Prefix(p) => key.starts_with(p),
+            KeyRange::Between(s, e) => {
+                let above = match s {
+                    Bound::Unbounded => true,
+                    Bound::Included(s) => key >= s.as_slice(),
+                    Bound::Excluded(s) => key > s.as_slice(),
+                };
+                let below = match e {
+                    Bound::Unbounded => true,
+                    Bound::Included(e) => key <= e.as_slice(),
+                    Bound::Excluded(e) => key < e.as_slice(),
+                };
+                above && below
+            }
+        }
+    }
+
+    /// Whether no key beyond `key` (in order) can be in range.
+    fn is_past(&self, key: &[u8]) -> bool {
+        match self {
+            KeyRange::Exact(k) => key > k.as_slice(),
+            KeyRange::Prefix(p) => !key.starts_with(p) && key > p.as_slice(),
+            KeyRange::Between(_, Bound::Unbounded) => false,
+            KeyRange::Between(_, Bound::Included(e)) => key > e.as_slice(),
+            KeyRange::Between(_, Bound::Excluded(e)) => key >= e.as_slice(),
+        }
+    }
+
+    fn start(&self) -> &[u8] {
+        match self {
+            KeyRange::Exact(k) | KeyRange::Prefix(k) => k,
+            KeyRange::Between(Bound::Included(k) | Bound::Excluded(k), _) => k,
+            KeyRange::Between(Bound::Unbounded, _) => &[],
+        }
+    }
+}
+
+/// The keys of an object in one index, as a plugin passes them to `insert`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexKeys {
+    /// Index name.
+    pub index: String,
+    /// The keys.
+    pub keys: Vec<Vec<u8>>,
+}
+
+/// A batch of objects from [`Tables::scan`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScanBatch {
+    /// Objects in key order.
+    pub objects: Vec<Bytes>,
+    /// Where the next batch starts; `None` when the scan is complete.
+    pub cursor: Option<Vec<u8>>,
+}
+
+/// Most bytes of objects one scan batch returns (at least one object is always returned).
+pub const MAX_BATCH_BYTES: usize = 1 << 20;
+
+#[derive(Clone)]
+struct Row {
+    object: Bytes,
+    /// Keys per index, in schema order.
+    keys: Arc<[Vec<Bytes>]>,
+}
+
+/// (key, id): an index entry. For the `id` index both are the id.
+type Entry = (Bytes, Bytes);
+
+#[derive(Clone, Default)]
+struct TableData {
+    rows: OrdMap<Bytes, Row>,
+    indexes: Vec<OrdSet<Entry>>,
+    bytes: u64,
+}
+
+impl TableData {
+    fn new(schema: &TableSchema) -> Self {
+        TableData {
+            rows: OrdMap::new(),
+            indexes: vec![OrdSet::new(); schema.indexes.len()],
+            bytes: 0,
+        }
+    }
+
+    /// Index entries of `pos` in `range`, after the entry `after`.
+    fn range<'a>(
+        &'a self,
+        pos: usize,
+        range: &'a KeyRange,
+        after: Option<Entry>,
+    ) -> impl Iterator<Item = &'a Entry> + 'a {
+        let start: Entry = (Bytes::from(range.start()), Bytes::from(&[][..]));
+        let from = match after {
+            Some(a) if a >= start => StdBound::Excluded(a),
+            _ => StdBound::Included(start),
+        };
+        self.indexes[pos]
+            .range((from, StdBound::Unbounded))
+            .take_while(move |(k, _)| !range.is_past(k))
+            .filter(move |(k, _)| range.contains(k))
+    }
+
+    fn remove_row(&mut self, id: &[u8]) -> Option<Row> {
+        let row = self.rows.remove(id)?;
+        for (pos, keys) in row.keys.iter().enumerate() {
+            for k in keys {
+                self.indexes[pos].remove(&(k.clone(), Bytes::from(id)));
+            }
+        }
+        self.bytes -= row_bytes(&row);
+        Some(row)
+    }
+
+    fn put_row(&mut self, id: Bytes, row: Row) {
+        for (pos, keys) in row.keys.iter().enumerate() {
+            for k in keys {
+                self.indexes[pos].insert((k.clone(), id.clone()));
+            }
+        }
+        self.bytes += row_bytes(&row);
+        self.rows.insert(id, row);
+    }
+}
+
+fn row_bytes(row: &Row) -> u64 {
+    let keys: usize = row.keys.iter().flatten().map(|k| k.len()).sum();
+    (row.object.len() + keys) as u64
+}
+
+fn encode_cursor((key, id): &Entry) -> Vec<u8> {
+    let mut c = (key.len() as u32).to_be_bytes().to_vec();
+    c.extend_from_slice(key);
+    c.extend_from_slice(id);
+    c
+}
+
+fn decode_cursor(c: &[u8]) -> Option<Entry> {
+    let len = u32::from_be_bytes(c.get(..4)?.try_into().ok()?) as usize;
+    let key = c.get(4..4usize.checked_add(len)?)?;
+    Some((Bytes::from(key), Bytes::from(&c[4 + len..])))
+}
+
+/// The data of every table at one point: what a transaction reads and writes. Cloning it is
+/// O(number of tables).
+#[derive(Clone)]
+pub struct Tables {
+    schema: Arc<Schema>,
+    data: Vec<TableData>,
+    /// Per table: raft index of its last change (Consul's `index` table).
+    last_change: Vec<u64>,
+}
+
+impl Tables {
+    fn empty(schema: Arc<Schema>) -> Self {
+        let data = schema.tables.iter().map(TableData::new).collect();
+        let last_change = vec![0; schema.tables.len()];
+        Tables {
+            schema,
+            data,
+            last_change,
+        }
+    }
+
+    /// The schema.
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    fn locate(&self, table: &str, index: &str) -> Result<(usize, usize), StateError> {
+        let t = self.schema.lookup(table)?;
+        Ok((t, self.schema.index_pos(t, index)?))
+    }
+
+    /// The first object whose key in `index` equals `key` (in `id` order).
+    pub fn get(&self, table: &str, index: &str, key: &[u8]) -> Result<Option<Bytes>, StateError> {
+        self.first(table, index, &KeyRange::Exact(key.to_vec()))
+    }
+
+    /// The first object whose key in `index` falls in `range`.
+    pub fn first(
+        &self,
+        table: &str,
+        index: &str,
+        range: &KeyRange,
+    ) -> Result<Option<Bytes>, StateError> {
+        let (t, pos) = self.locate(table, index)?;
+        let data = &self.data[t];
+        Ok(data
+            .range(pos, range, None)
+            .next()
+            .and_then(|(_, id)| data.rows.get(id))
+            .map(|r| r.object.clone()))
+    }
+
+    /// Up to `limit` objects (and at most [`MAX_BATCH_BYTES`]) in `range`, after `cursor`.
+    pub fn scan(
+        &self,
+        table: &str,
+        index: &str,
+        range: &KeyRange,
+        cursor: Option<&[u8]>,
+        limit: u32,
+    ) -> Result<ScanBatch, StateError> {
+        let (t, pos) = self.locate(table, index)?;
+        let after = match cursor {
+            None => None,
+            Some(c) => Some(
+                decode_cursor(c)
+                    .ok_or_else(|| StateError::BadCursor(format!("table {table} index {index}")))?,
+            ),
+        };
+        let data = &self.data[t];
+        let mut batch = ScanBatch::default();
+        let (mut bytes, mut last) = (0usize, None);
+        let mut it = data.range(pos, range, after).peekable();
+        while let Some(entry) = it.peek() {
+            let full = batch.objects.len() >= limit.max(1) as usize || bytes >= MAX_BATCH_BYTES;
+            if full {
+                batch.cursor = last.as_ref().map(encode_cursor);
+                return Ok(batch);
+            }
+            if let Some(row) = data.rows.get(&entry.1) {
+                bytes += row.object.len();
+                batch.objects.push(row.object.clone());
+            }
+            last = it.next().cloned();
+        }
+        Ok(batch)
+    }
+
+    /// Number of objects in `table`.
+    pub fn len(&self, table: &str) -> Result<usize, StateError> {
+        Ok(self.data[self.schema.lookup(table)?].rows.len())
+    }
+
+    /// Bytes held by `table` (objects and index keys).
+    pub fn bytes(&self, table: &str) -> Result<u64, StateError> {
+        Ok(self.data[self.schema.lookup(table)?].bytes)
+    }
+
+    /// Raft index of the last change to `table` (0 if never changed).
+    pub fn table_index(&self, table: &str) -> Result<u64, StateError> {
+        Ok(self.last_change[self.schema.lookup(table)?])
+    }
+
+    fn writable(&self, owner: &str, table: &str) -> Result<usize, StateError> {
+        let t = self.schema.lookup(table)?;
+        let schema = &self.schema.tables[t];
+        if schema.owner != owner {
+            return Err(StateError::NotOwner(format!(
+                "table {table} belongs to plugin {}, not {owner}",
+                schema.owner
+            )));
+        }
+        Ok(t)
+    }
+
+    /// Inserts `object` with its index `keys` on behalf of plugin `owner`, replacing the
+    /// object with the same id; returns the replaced object. Stamps the table with `index`.
+    pub fn insert(
+        &mut self,
+        owner: &str,
+        index: u64,
+        table: &str,
+        object: &[u8],
+        keys: &[IndexKeys],
+    ) -> Result<Option<Bytes>, StateError> {
+        let t = self.writable(owner, table)?;
+        let schema = &self.schema.tables[t];
+        let mut row_keys: Vec<Option<Vec<Bytes>>> = vec![None; schema.indexes.len()];
+        for ik in keys {
+            let pos = self.schema.index_pos(t, &ik.index)?;
+            if row_keys[pos].is_some() {
+                return Err(StateError::BadKeys(format!(
+                    "table {table}: index {} given twice",
+                    ik.index
+                )));
+            }
+            row_keys[pos] = Some(ik.keys.iter().map(|k| Bytes::from(k.as_slice())).collect());
+        }
+        let row_keys: Vec<Vec<Bytes>> = row_keys
+            .into_iter()
+            .map(Option::unwrap_or_default)
+            .collect();
+        for (ix, ks) in schema.indexes.iter().zip(&row_keys) {
+            if ks.is_empty() && !ix.allow_missing {
+                return Err(StateError::BadKeys(format!(
+                    "table {table}: missing value for index {}",
+                    ix.name
+                )));
+            }
+            if ks.len() > 1 && !ix.multi {
+                return Err(StateError::BadKeys(format!(
+                    "table {table}: {} keys for single-valued index {}",
+                    ks.len(),
+                    ix.name
+                )));
+            }
+        }
+        let id = row_keys[schema.id_pos()][0].clone();
+        let data = &self.data[t];
+        for (pos, (ix, ks)) in schema.indexes.iter().zip(&row_keys).enumerate() {
+            if !ix.unique {
+                continue;
+            }
+            for k in ks {
+                let range = KeyRange::Exact(k.to_vec());
+                if let Some((_, other)) = data.range(pos, &range, None).find(|(_, o)| *o != id) {
+                    return Err(StateError::UniqueViolation(format!(
+                        "table {table} index {} key {} is held by object {}",
+                        ix.name,
+                        Printable(k),
+                        Printable(other)
+                    )));
+                }
+            }
+        }
+        let row = Row {
+            object: Bytes::from(object),
+            keys: row_keys.into(),
+        };
+        let data = &mut self.data[t];
+        let old = data.remove_row(&id);
+        data.put_row(id, row);
+        self.last_change[t] = index;
+        Ok(old.map(|r| r.object))
+    }
+
+    /// Deletes the object with this `id` key on behalf of `owner`; returns it.
+    pub fn delete(
+        &mut self,
+        owner: &str,
+        index: u64,
+        table: &str,
+        id: &[u8],
+    ) -> Result<Option<Bytes>, StateError> {
+        let t = self.writable(owner, table)?;
+        let old = self.data[t].remove_row(id);
+        if old.is_some() {
+            self.last_change[t] = index;
+        }
+        Ok(old.map(|r| r.object))
+    }
+
+    /// Deletes every object whose key in the prefix-capable `index` starts with `prefix`.
+    pub fn delete_prefix(
+        &mut self,
+        owner: &str,
+        index: u64,
+        table: &str,
+        index_name: &str,
+        prefix: &[u8],
+    ) -> Result<u64, StateError> {
+        let t = self.writable(owner, table)?;
+        let pos = self.schema.index_pos(t, index_name)?;
+        if !self.schema.tables[t].indexes[pos].prefix {
+            return Err(StateError::NoPrefix(format!(
+                "table {table} index {index_name}"
+            )));
+        }
+        let range = KeyRange::Prefix(prefix.to_vec());
+        let mut ids: Vec<Bytes> = self.data[t]
+            .range(pos, &range, None)
+            .map(|(_, id)| id.clone())
+            .collect();
+        ids.dedup();
+        let mut n = 0;
+        for id in ids {
+            n += u64::from(self.data[t].remove_row(&id).is_some());
+        }
+        if n > 0 {
+            self.last_change[t] = index;
+        }
+        Ok(n)
+    }
+}
+
+/// Shows a key as text when it is printable, else as hex.
+struct Printable<'a>(&'a [u8]);
+
+impl fmt::Display for Printable<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = self.0.strip_suffix(&[0]).unwrap_or(self.0);
+        match std::str::from_utf8(text) {
+            Ok(s) if !s.chars().any(char::is_control) => write!(f, "{s:?}"),
+            _ => write!(f, "0x{}", hex::encode(self.0)),
+        }
+    }
+}
+
+/// The store: the last committed [`Tables`], and the single-writer lock.
+pub struct Store {
+    current: RwLock<Arc<Tables>>,
+    writer: Mutex<()>,
+}
+
+impl Store {
+    /// An empty store with this schema.
+    pub fn new(schema: Schema) -> Self {
+        Store {
+            current: RwLock::new(Arc::new(Tables::empty(Arc::new(schema)))),
+            writer: Mutex::new(()),
+        }
+    }
+
+    /// A read transaction over the last committed state. O(1).
+    pub fn read(&self) -> ReadTxn {
+        let tables = self
+            .current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        ReadTxn { tables }
+    }
+
+    /// The write transaction for the entry at raft `index`. Blocks while another is open.
+    pub fn write(&self, index: u64) -> WriteTxn<'_> {
+        let guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let tables = Tables::clone(&self.read().tables);
+        WriteTxn {
+            store: self,
+            _guard: guard,
+            tables,
+            index,
+        }
+    }
+}
+
+/// A consistent, read-only view of the store.
+#[derive(Clone)]
+pub struct ReadTxn {
+    tables: Arc<Tables>,
+}
+
+impl std::ops::Deref for ReadTxn {
+    type Target = Tables;
+    fn deref(&self) -> &Tables {
+        &self.tables
+    }
+}
+
+/// The one open write transaction. Dropping it without [`WriteTxn::commit`] aborts it.
+pub struct WriteTxn<'s> {
+    store: &'s Store,
+    _guard: MutexGuard<'s, ()>,
+    tables: Tables,
+    index: u64,
+}
+
+/// A point a [`WriteTxn`] can roll back to. O(number of tables) to take.
+pub struct Savepoint(Tables);
+
+impl WriteTxn<'_> {
+    /// The raft index this transaction writes at.
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+
+    /// The transaction's tables (reads see its own writes).
+    pub fn tables(&self) -> &Tables {
+        &self.tables
+    }
+
+    /// The tables, for writes.
+    pub fn tables_mut(&mut self) -> &mut Tables {
+        &mut self.tables
+    }
+
+    /// Marks the current state so [`WriteTxn::rollback_to`] can return to it.
+    pub fn savepoint(&self) -> Savepoint {
+        Savepoint(self.tables.clone())
+    }
+
+    /// Drops every write made since `savepoint`.
+    pub fn rollback_to(&mut self, savepoint: Savepoint) {
+        self.tables = savepoint.0;
+    }
+
+    /// Publishes every write atomically to new readers.
+    pub fn commit(self) {
+        let mut current = self
+            .store
+            .current
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        *current = Arc::new(self.tables);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ix(name: &str, unique: bool, multi: bool, allow_missing: bool) -> IndexSchema {
+        IndexSchema {
+            name: name.into(),
+            unique,
+            multi,
+            allow_missing,
+            prefix: true,
+        }
+    }
+
+    fn store() -> Store {
+        Store::new(Schema::new(vec![TableSchema {
+            name: "t".into(),
+            owner: "p".into(),
+            indexes: vec![
+                ix("id", true, false, false),
+                ix("email", true, false, true),
+                ix("tag", false, true, true),
+            ],
+        }]))
+    }
+
+    fn keys(id: &str, email: Option<&str>, tags: &[&str]) -> Vec<IndexKeys> {
+        vec![
+            IndexKeys {
+                index: "id".into(),
+                keys: vec![id.as_bytes().to_vec()],
+            },
+            IndexKeys {
+                index: "email".into(),
+                keys: email.iter().map(|e| e.as_bytes().to_vec()).collect(),
+            },
+            IndexKeys {
+                index: "tag".into(),
+                keys: tags.iter().map(|t| t.as_bytes().to_vec()).collect(),
+            },
+        ]
+    }
+
+    #[test]
+    fn replace_drops_stale_index_entries() {
+        let s = store();
+        let mut w = s.write(1);
+        w.tables_mut()
+            .insert("p", 1, "t", b"a1", &keys("a", None, &["x", "y"]))
+            .unwrap();
+        w.tables_mut()
+            .insert("p", 1, "t", b"a2", &keys("a", None, &["y"]))
+            .unwrap();
+        w.commit();
+        let r = s.read();
+        assert_eq!(r.get("t", "tag", b"x").unwrap(), None);
+        assert_eq!(
+            r.get("t", "tag", b"y").unwrap().as_deref(),
+            Some(&b"a2"[..])
+        );
+        assert_eq!(r.table_index("t").unwrap(), 1);
+    }
+
+    #[test]
+    fn unique_violation_names_table_index_and_key() {
+        let s = store();
+        let mut w = s.write(1);
+        w.tables_mut()
+            .insert("p", 1, "t", b"a", &keys("a", Some("m"), &[]))
+            .unwrap();
+        let err = w
+            .tables_mut()
+            .insert("p", 1, "t", b"b", &keys("b", Some("m"), &[]))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unique index violation: table t index email key \"m\" is held by object \"a\""
+        );
+        assert_eq!(w.tables().len("t").unwrap(), 1);
+    }
+
+    #[test]
+    fn only_the_owner_writes() {
+        let s = store();
+        let mut w = s.write(1);
+        let err = w
+            .tables_mut()
+            .insert("other", 1, "t", b"a", &keys("a", None, &[]))
+            .unwrap_err();
+        assert!(matches!(err, StateError::NotOwner(_)), "{err}");
+    }
+
+    #[test]
+    fn readers_see_only_committed_state_and_aborts_leave_nothing() {
+        let s = store();
+        let before = s.read();
+        let mut w = s.write(1);
+        w.tables_mut()
+            .insert("p", 1, "t", b"a", &keys("a", None, &[]))
+            .unwrap();
+        assert_eq!(s.read().len("t").unwrap(), 0);
+        drop(w);
+        assert_eq!(s.read().len("t").unwrap(), 0);
+        let mut w = s.write(2);
+        w.tables_mut()
+            .insert("p", 2, "t", b"a", &keys("a", None, &[]))
+            .unwrap();
+        w.commit();
+        assert_eq!(before.len("t").unwrap(), 0, "an old snapshot is unchanged");
+        assert_eq!(s.read().len("t").unwrap(), 1);
+    }
+
+    #[test]
+    fn scan_in_batches_visits_every_object_once_in_order() {
+        let s = store();
+        let mut w = s.write(1);
+        for i in (0..1000u32).rev() {
+            let id = format!("k{i:04}");
+            w.tables_mut()
+                .insert("p", 1, "t", id.as_bytes(), &keys(&id, None, &["all"]))
+                .unwrap();
+        }
+        w.commit();
+        let r = s.read();
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let b = r
+                .scan(
+                    "t",
+                    "tag",
+                    &KeyRange::Exact(b"all".to_vec()),
+                    cursor.as_deref(),
+                    64,
+                )
+                .unwrap();
+            seen.extend(
+                b.objects
+                    .iter()
+                    .map(|o| String::from_utf8(o.to_vec()).unwrap()),
+            );
+            match b.cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        let expected: Vec<String> = (0..1000).map(|i| format!("k{i:04}")).collect();
+        assert_eq!(seen, expected);
+    }
+
+    #[test]
+    fn bad_cursor_is_refused() {
+        let s = store();
+        let err = s
+            .read()
+            .scan(
+                "t",
+                "id",
+                &KeyRange::Prefix(vec![]),
+                Some(&[0, 0, 0, 9, 1]),
+                10,
+            )
+            .unwrap_err();
+        assert!(matches!(err, StateError::BadCursor(_)));
+    }
+
+    #[test]
+    fn delete_prefix_counts_and_stamps() {
+        let s = store();
+        let mut w = s.write(3);
+        for id in ["a/1", "a/2", "b/1"] {
+            w.tables_mut()
+                .insert("p", 3, "t", id.as_bytes(), &keys(id, None, &[]))
+                .unwrap();
+        }
+        assert_eq!(
+            w.tables_mut()
+                .delete_prefix("p", 4, "t", "id", b"a/")
+                .unwrap(),
+            2
+        );
+        assert_eq!(w.tables().table_index("t").unwrap(), 4);
+        assert_eq!(w.tables().len("t").unwrap(), 1);
+    }
+}

@@ -1,0 +1,550 @@
+//! Consul's key/value store as an fsmhost plugin.
+//!
+//! Tables (Consul's `kvs` and `tombstones`, `agent/consul/state/kvs.go`):
+//! - `kvs`: [`Entry`] records; `id` is the key (unique, prefix-capable), `session` the lock
+//!   holder (allow-missing).
+//! - `tombstones`: [`Tombstone`] records left by deletes, keyed like `kvs`, so that the index
+//!   of a prefix never goes backwards after a delete (Consul's graveyard).
+//!
+//! Commands: `set`, `cas`, `delete`, `delete-cas`, `delete-tree`, `reap-tombstones`.
+//! Queries: `get`, `list`, `keys`. Sessions and locks come later; their fields are kept.
+
+use fsmhost_guest::{Ctx, Error, Index, Key, KeyRange, Plugin, Table, Txn, serde_bytes};
+use serde::{Deserialize, Serialize};
+
+/// A key/value entry: Consul's `DirEntry`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct Entry {
+    /// The key.
+    pub key: String,
+    /// The value, opaque bytes.
+    #[serde(with = "serde_bytes")]
+    pub value: Vec<u8>,
+    /// Opaque flags for the application.
+    pub flags: u64,
+    /// Index of the write that created the key.
+    pub create_index: u64,
+    /// Index of the last write that changed the key.
+    pub modify_index: u64,
+    /// How many times the key was locked.
+    pub lock_index: u64,
+    /// The session holding the lock, if any.
+    pub session: Option<String>,
+}
+
+/// A deleted key (or deleted prefix) and the index of the delete.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Tombstone {
+    /// The deleted key, or the prefix of a delete-tree.
+    pub key: String,
+    /// Index of the delete.
+    pub index: u64,
+}
+
+fn key_id(key: &String) -> Vec<u8> {
+    Key::new().string(key).build()
+}
+
+fn key_prefix(prefix: &String) -> Vec<u8> {
+    Key::new().raw(prefix.as_bytes()).build()
+}
+
+/// `kvs.id`: the key.
+pub static KVS_ID: Index<Entry, String> =
+    Index::new("kvs", "id", |e: &Entry, k| k.push(key_id(&e.key)), key_id)
+        .unique()
+        .prefix(key_prefix);
+
+/// `kvs.session`: the lock holder.
+pub static KVS_SESSION: Index<Entry, String> = Index::new(
+    "kvs",
+    "session",
+    |e: &Entry, k| {
+        if let Some(s) = &e.session {
+            k.push(Key::new().string(s))
+        }
+    },
+    |s: &String| Key::new().string(s).build(),
+)
+.allow_missing();
+
+/// The `kvs` table.
+pub static KVS: Table<Entry> = Table::new("kvs", &[&KVS_ID, &KVS_SESSION]);
+
+/// `tombstones.id`: the deleted key.
+pub static TOMBSTONES_ID: Index<Tombstone, String> = Index::new(
+    "tombstones",
+    "id",
+    |t: &Tombstone, k| k.push(key_id(&t.key)),
+    key_id,
+)
+.unique()
+.prefix(key_prefix);
+
+/// The `tombstones` table.
+pub static TOMBSTONES: Table<Tombstone> = Table::new("tombstones", &[&TOMBSTONES_ID]);
+
+/// `set`: writes a key (Consul's `KVSSet`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct SetRequest {
+    /// The key.
+    pub key: String,
+    /// The value.
+    #[serde(with = "serde_bytes")]
+    pub value: Vec<u8>,
+    /// Flags.
+    #[serde(default)]
+    pub flags: u64,
+}
+
+/// `cas`: writes a key if its ModifyIndex matches (0: only if it does not exist).
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct CasRequest {
+    /// The key.
+    pub key: String,
+    /// The value.
+    #[serde(with = "serde_bytes")]
+    pub value: Vec<u8>,
+    /// Flags.
+    #[serde(default)]
+    pub flags: u64,
+    /// The ModifyIndex the key must have; 0 means the key must not exist.
+    pub index: u64,
+}
+
+/// `delete`: removes a key.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct DeleteRequest {
+    /// The key.
+    pub key: String,
+}
+
+/// `delete-cas`: removes a key if its ModifyIndex matches.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct DeleteCasRequest {
+    /// The key.
+    pub key: String,
+    /// The ModifyIndex the key must have; 0 never deletes.
+    pub index: u64,
+}
+
+/// `delete-tree`: removes every key under a prefix.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct DeleteTreeRequest {
+    /// The prefix; empty deletes everything.
+    pub prefix: String,
+}
+
+/// `reap-tombstones`: drops tombstones at or below an index (Consul's `TombstoneReap`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct ReapRequest {
+    /// Tombstones with an index up to this one are dropped.
+    pub index: u64,
+}
+
+/// `get` arguments.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct GetArgs {
+    /// The key.
+    pub key: String,
+}
+
+/// `list` arguments.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct ListArgs {
+    /// The prefix.
+    pub prefix: String,
+}
+
+/// `list` result.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListResult {
+    /// Entries under the prefix, in key order.
+    pub entries: Vec<Entry>,
+    /// The highest index of the entries and tombstones under the prefix (0 if none).
+    pub index: u64,
+}
+
+/// `keys` arguments.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct KeysArgs {
+    /// The prefix.
+    pub prefix: String,
+    /// Keys are cut after the first separator following the prefix, and deduplicated.
+    #[serde(default)]
+    pub separator: Option<String>,
+}
+
+/// `keys` result.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeysResult {
+    /// The keys (or key prefixes up to the separator), in order.
+    pub keys: Vec<String>,
+    /// The highest index of the entries and tombstones under the prefix (0 if none).
+    pub index: u64,
+}
+
+/// Writes `entry` unless it changes nothing; keeps CreateIndex, Session and LockIndex of an
+/// existing key (Consul's `kvsSetTxn`).
+fn write_entry(
+    tx: &mut dyn Txn,
+    ctx: &Ctx,
+    existing: Option<Entry>,
+    key: String,
+    value: Vec<u8>,
+    flags: u64,
+) -> Result<bool, Error> {
+    let entry = match existing {
+        Some(old) if old.value == value && old.flags == flags => return Ok(true),
+        Some(old) => Entry {
+            value,
+            flags,
+            modify_index: ctx.index,
+            ..old
+        },
+        None => Entry {
+            key,
+            value,
+            flags,
+            create_index: ctx.index,
+            modify_index: ctx.index,
+            ..Entry::default()
+        },
+    };
+    KVS.insert(tx, &entry)?;
+    Ok(true)
+}
+
+fn set(tx: &mut dyn Txn, ctx: &Ctx, req: SetRequest) -> Result<bool, Error> {
+    let existing = KVS_ID.get(tx, &req.key)?;
+    write_entry(tx, ctx, existing, req.key, req.value, req.flags)
+}
+
+fn cas(tx: &mut dyn Txn, ctx: &Ctx, req: CasRequest) -> Result<bool, Error> {
+    let existing = KVS_ID.get(tx, &req.key)?;
+    let matches = match &existing {
+        None => req.index == 0,
+        Some(e) => req.index != 0 && e.modify_index == req.index,
+    };
+    if !matches {
+        return Ok(false);
+    }
+    write_entry(tx, ctx, existing, req.key, req.value, req.flags)
+}
+
+/// Deletes `entry` and leaves a tombstone at the delete's index.
+fn remove_entry(tx: &mut dyn Txn, ctx: &Ctx, entry: &Entry) -> Result<(), Error> {
+    KVS.delete(tx, entry)?;
+    TOMBSTONES.insert(
+        tx,
+        &Tombstone {
+            key: entry.key.clone(),
+            index: ctx.index,
+        },
+    )?;
+    Ok(())
+}
+
+fn delete(tx: &mut dyn Txn, ctx: &Ctx, req: DeleteRequest) -> Result<bool, Error> {
+    if let Some(e) = KVS_ID.get(tx, &req.key)? {
+        remove_entry(tx, ctx, &e)?;
+    }
+    Ok(true)
+}
+
+fn delete_cas(tx: &mut dyn Txn, ctx: &Ctx, req: DeleteCasRequest) -> Result<bool, Error> {
+    match KVS_ID.get(tx, &req.key)? {
+        // Consul answers true for a key that is already gone.
+        None => Ok(true),
+        Some(e) if req.index != 0 && e.modify_index == req.index => {
+            remove_entry(tx, ctx, &e)?;
+            Ok(true)
+        }
+        Some(_) => Ok(false),
+    }
+}
+
+fn delete_tree(tx: &mut dyn Txn, ctx: &Ctx, req: DeleteTreeRequest) -> Result<bool, Error> {
+    let deleted = KVS_ID.delete_prefix(tx, &req.prefix)?;
+    // One tombstone for the whole prefix; none for "" (every watcher sees the table index).
+    if deleted > 0 && !req.prefix.is_empty() {
+        TOMBSTONES.insert(
+            tx,
+            &Tombstone {
+                key: req.prefix,
+                index: ctx.index,
+            },
+        )?;
+    }
+    Ok(true)
+}
+
+fn reap_tombstones(tx: &mut dyn Txn, _ctx: &Ctx, req: ReapRequest) -> Result<u64, Error> {
+    let all = KeyRange::Prefix(Vec::new());
+    let stale: Vec<Tombstone> = TOMBSTONES_ID
+        .iter_range(tx, all)
+        .filter(|t| t.as_ref().map_or(true, |t| t.index <= req.index))
+        .collect::<Result<_, _>>()?;
+    for t in &stale {
+        TOMBSTONES.delete(tx, t)?;
+    }
+    Ok(stale.len() as u64)
+}
+
+fn get(tx: &dyn Txn, args: GetArgs) -> Result<Option<Entry>, Error> {
+    KVS_ID.get(tx, &args.key)
+}
+
+/// The highest tombstone index under `prefix`, including a delete-tree tombstone on a
+/// shorter prefix of it.
+fn tombstone_index(tx: &dyn Txn, prefix: &String) -> Result<u64, Error> {
+    let mut max = 0;
+    for t in TOMBSTONES_ID.iter_prefix(tx, prefix)? {
+        max = max.max(t?.index);
+    }
+    Ok(max)
+}
+
+fn list(tx: &dyn Txn, args: ListArgs) -> Result<ListResult, Error> {
+    let entries: Vec<Entry> = KVS_ID
+        .iter_prefix(tx, &args.prefix)?
+        .collect::<Result<_, _>>()?;
+    let live = entries.iter().map(|e| e.modify_index).max().unwrap_or(0);
+    let index = live.max(tombstone_index(tx, &args.prefix)?);
+    Ok(ListResult { entries, index })
+}
+
+fn keys(tx: &dyn Txn, args: KeysArgs) -> Result<KeysResult, Error> {
+    let mut out: Vec<String> = Vec::new();
+    let mut index = tombstone_index(tx, &args.prefix)?;
+    for e in KVS_ID.iter_prefix(tx, &args.prefix)? {
+        let e = e?;
+        index = index.max(e.modify_index);
+        let key = match args.separator.as_deref().filter(|s| !s.is_empty()) {
+            Some(sep) => match e.key[args.prefix.len()..].find(sep) {
+                Some(at) => e.key[..args.prefix.len() + at + sep.len()].to_string(),
+                None => e.key,
+            },
+            None => e.key,
+        };
+        if out.last() != Some(&key) {
+            out.push(key);
+        }
+    }
+    Ok(KeysResult { keys: out, index })
+}
+
+/// The kv plugin.
+pub fn plugin() -> Plugin {
+    Plugin::new("kv", env!("CARGO_PKG_VERSION"), "oss")
+        .table(&KVS)
+        .table(&TOMBSTONES)
+        .command("set", set)
+        .command("cas", cas)
+        .command("delete", delete)
+        .command("delete-cas", delete_cas)
+        .command("delete-tree", delete_tree)
+        .command("reap-tombstones", reap_tombstones)
+        .query("get", get)
+        .query("list", list)
+        .query("keys", keys)
+}
+
+fsmhost_guest::export_plugin!(plugin);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fsmhost_guest::Harness;
+
+    fn h() -> Harness {
+        Harness::new(plugin()).expect("kv schema is valid")
+    }
+
+    fn set_req(key: &str, value: &str) -> SetRequest {
+        SetRequest {
+            key: key.into(),
+            value: value.into(),
+            flags: 0,
+        }
+    }
+
+    fn get_entry(h: &Harness, key: &str) -> Option<Entry> {
+        h.query("get", &GetArgs { key: key.into() }).unwrap()
+    }
+
+    #[test]
+    fn set_keeps_create_index_and_bumps_modify_index() {
+        let mut h = h();
+        assert!(h.apply::<_, bool>("set", &set_req("a", "1")).unwrap());
+        assert!(h.apply::<_, bool>("set", &set_req("a", "2")).unwrap());
+        let e = get_entry(&h, "a").unwrap();
+        assert_eq!(
+            (e.create_index, e.modify_index, e.value),
+            (1, 2, b"2".to_vec())
+        );
+    }
+
+    #[test]
+    fn set_that_changes_nothing_skips_the_write() {
+        let mut h = h();
+        h.apply::<_, bool>("set", &set_req("a", "1")).unwrap();
+        h.apply::<_, bool>("set", &set_req("a", "1")).unwrap();
+        assert_eq!(get_entry(&h, "a").unwrap().modify_index, 1);
+    }
+
+    #[test]
+    fn cas_zero_creates_only() {
+        let mut h = h();
+        let req = |index| CasRequest {
+            key: "a".into(),
+            value: b"x".to_vec(),
+            flags: 0,
+            index,
+        };
+        assert!(h.apply::<_, bool>("cas", &req(0)).unwrap());
+        assert!(!h.apply::<_, bool>("cas", &req(0)).unwrap());
+        assert!(!h.apply::<_, bool>("cas", &req(7)).unwrap(), "stale index");
+        assert!(h.apply::<_, bool>("cas", &req(1)).unwrap());
+    }
+
+    #[test]
+    fn delete_cas_rules() {
+        let mut h = h();
+        h.apply::<_, bool>("set", &set_req("a", "1")).unwrap();
+        let req = |index| DeleteCasRequest {
+            key: "a".into(),
+            index,
+        };
+        assert!(
+            !h.apply::<_, bool>("delete-cas", &req(0)).unwrap(),
+            "0 never deletes"
+        );
+        assert!(!h.apply::<_, bool>("delete-cas", &req(9)).unwrap());
+        assert!(get_entry(&h, "a").is_some());
+        assert!(h.apply::<_, bool>("delete-cas", &req(1)).unwrap());
+        assert!(get_entry(&h, "a").is_none());
+        assert!(
+            h.apply::<_, bool>("delete-cas", &req(1)).unwrap(),
+            "gone is true"
+        );
+    }
+
+    #[test]
+    fn tombstones_keep_the_prefix_index_from_going_backwards() {
+        let mut h = h();
+        h.apply::<_, bool>("set", &set_req("app/a", "1")).unwrap(); // 1
+        h.apply::<_, bool>("set", &set_req("app/b", "2")).unwrap(); // 2
+        h.apply::<_, bool>(
+            "delete",
+            &DeleteRequest {
+                key: "app/b".into(),
+            },
+        )
+        .unwrap(); // 3
+        let l: ListResult = h
+            .query(
+                "list",
+                &ListArgs {
+                    prefix: "app/".into(),
+                },
+            )
+            .unwrap();
+        assert_eq!(l.entries.len(), 1);
+        assert_eq!(l.index, 3, "the delete's index, not app/a's");
+        let reaped: u64 = h
+            .apply("reap-tombstones", &ReapRequest { index: 3 })
+            .unwrap();
+        assert_eq!(reaped, 1);
+        let l: ListResult = h
+            .query(
+                "list",
+                &ListArgs {
+                    prefix: "app/".into(),
+                },
+            )
+            .unwrap();
+        assert_eq!(l.index, 1);
+    }
+
+    #[test]
+    fn delete_tree_leaves_one_tombstone_for_the_prefix() {
+        let mut h = h();
+        for k in ["x/1", "x/2", "x/3/4", "y"] {
+            h.apply::<_, bool>("set", &set_req(k, k)).unwrap();
+        }
+        h.apply::<_, bool>(
+            "delete-tree",
+            &DeleteTreeRequest {
+                prefix: "x/".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(h.store().len("kvs"), 1);
+        assert_eq!(h.store().len("tombstones"), 1);
+        let l: ListResult = h
+            .query(
+                "list",
+                &ListArgs {
+                    prefix: "x/".into(),
+                },
+            )
+            .unwrap();
+        assert_eq!((l.entries.len(), l.index), (0, 5));
+        // Deleting everything leaves no tombstone.
+        h.apply::<_, bool>("delete-tree", &DeleteTreeRequest { prefix: "".into() })
+            .unwrap();
+        assert_eq!(h.store().len("kvs"), 0);
+        assert_eq!(h.store().len("tombstones"), 1);
+    }
+
+    #[test]
+    fn keys_with_separator() {
+        let mut h = h();
+        for k in ["web/a", "web/sub/1", "web/sub/2", "web/z", "db/1"] {
+            h.apply::<_, bool>("set", &set_req(k, "v")).unwrap();
+        }
+        let r: KeysResult = h
+            .query(
+                "keys",
+                &KeysArgs {
+                    prefix: "web/".into(),
+                    separator: Some("/".into()),
+                },
+            )
+            .unwrap();
+        assert_eq!(r.keys, vec!["web/a", "web/sub/", "web/z"]);
+        assert_eq!(r.index, 4);
+    }
+
+    #[test]
+    fn list_is_in_key_order_across_scan_batches() {
+        let mut h = h();
+        let n = fsmhost_guest::SCAN_BATCH as usize * 2 + 7;
+        for i in (0..n).rev() {
+            h.apply::<_, bool>("set", &set_req(&format!("k/{i:05}"), "v"))
+                .unwrap();
+        }
+        let l: ListResult = h
+            .query(
+                "list",
+                &ListArgs {
+                    prefix: "k/".into(),
+                },
+            )
+            .unwrap();
+        let keys: Vec<_> = l.entries.iter().map(|e| e.key.clone()).collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys.len(), n);
+        assert_eq!(keys, sorted);
+    }
+
+    #[test]
+    fn malformed_payload_is_a_bad_request() {
+        let mut h = h();
+        let err = h.apply::<_, bool>("set", &"not a set request").unwrap_err();
+        assert_eq!(err.kind, fsmhost_guest::ErrorKind::BadRequest);
+        assert!(err.message.contains("payload of command set"), "{err}");
+    }
+}

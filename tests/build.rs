@@ -1,0 +1,27 @@
+//! Builds the fixture plugins (`tests/fixtures/*`) as components, with the same pipeline as
+//! the bundled plugins, and generates `fixtures.rs`.
+
+#[path = "../host/build/wasm_components.rs"]
+mod wasm_components;
+
+use std::fmt::Write;
+use std::path::PathBuf;
+
+fn main() {
+    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let workspace = manifest
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf();
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo"));
+    let dirs = wasm_components::crate_dirs(&manifest.join("fixtures"));
+    let built = wasm_components::build(&workspace, &dirs, &out_dir);
+
+    let mut src = String::from("/// The fixture plugins: (name, component bytes).\n");
+    src.push_str("pub static FIXTURES: &[(&str, &[u8])] = &[\n");
+    for b in &built {
+        writeln!(src, "    ({:?}, include_bytes!({:?})),", b.name, b.path).expect("string write");
+    }
+    src.push_str("];\n");
+    std::fs::write(out_dir.join("fixtures.rs"), src).expect("writing fixtures.rs");
+}

@@ -1,0 +1,26 @@
+//! Support for fsmhost's whole-system tests: the fixture plugins, built by `build.rs` with
+//! the same pipeline as the bundled plugins.
+//!
+//! Fixtures (each in `tests/fixtures/<name>`): `loop-forever`, `alloc-unbounded`,
+//! `panicker` (each writes a row, then misbehaves), `bad-describe` (no `id` index) and
+//! `wasi-import` (imports `wasi:cli/environment`).
+
+include!(concat!(env!("OUT_DIR"), "/fixtures.rs"));
+
+/// The component bytes of fixture `name`. Panics on an unknown name (a test bug).
+pub fn fixture(name: &str) -> &'static [u8] {
+    FIXTURES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, b)| *b)
+        .unwrap_or_else(|| panic!("no fixture named {name}; see tests/fixtures/"))
+}
+
+/// The bundled component bytes of plugin `name`.
+pub fn bundled(name: &str) -> &'static [u8] {
+    fsmhost::plugin::bundled()
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, b)| *b)
+        .unwrap_or_else(|| panic!("no bundled plugin named {name}"))
+}

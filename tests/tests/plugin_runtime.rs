@@ -1,0 +1,490 @@
+//! The plugin runtime end to end: real components built by the build pipeline, loaded by the
+//! host, applied against the state store. Hostile fixtures fail with their exact error,
+//! write nothing, and kv keeps working beside them.
+
+use fsmhost::plugin::{
+    CallError, Limits, LoadError, LoadedPlugin, PluginSet, Runtime, RuntimeConfig,
+};
+use fsmhost::state::Store;
+use fsmhost_plugin_kv as kv;
+use fsmhost_tests::{bundled, fixture};
+use serde::{Serialize, de::DeserializeOwned};
+
+const TEST_LIMITS: Limits = Limits {
+    fuel: 50_000_000,
+    memory_bytes: 64 << 20,
+};
+
+fn runtime() -> Runtime {
+    Runtime::new(RuntimeConfig {
+        limits: TEST_LIMITS,
+        cache_dir: None,
+    })
+    .expect("engine")
+}
+
+fn cbor<T: Serialize>(v: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    ciborium::into_writer(v, &mut out).expect("encode");
+    out
+}
+
+fn decode<T: DeserializeOwned>(b: &[u8]) -> T {
+    ciborium::from_reader(b).expect("decode")
+}
+
+/// kv plus the named fixture, loaded as one set, with a store of their tables.
+struct Node {
+    set: PluginSet,
+    store: Store,
+    index: u64,
+}
+
+impl Node {
+    fn new(rt: &Runtime, fixture_name: Option<&str>) -> Node {
+        let mut plugins = vec![rt.load("bundled:kv", bundled("kv")).expect("kv loads")];
+        if let Some(f) = fixture_name {
+            plugins.push(rt.load(f, fixture(f)).expect("fixture loads"));
+        }
+        let set = PluginSet::new(plugins).expect("a consistent set");
+        let store = Store::new(set.schema().clone());
+        Node {
+            set,
+            store,
+            index: 0,
+        }
+    }
+
+    fn plugin(&self, name: &str) -> &LoadedPlugin {
+        self.set.get(name).expect("loaded")
+    }
+
+    /// Applies at the next index; commits on success, aborts on error (as the FSM will).
+    fn apply(&mut self, plugin: &str, command: &str, payload: &[u8]) -> Result<Vec<u8>, CallError> {
+        self.index += 1;
+        let mut txn = self.store.write(self.index);
+        let out = self
+            .set
+            .get(plugin)
+            .expect("loaded")
+            .apply(&mut txn, command, payload, 1_000)?;
+        txn.commit();
+        Ok(out)
+    }
+
+    fn kv_set(&mut self, key: &str, value: &str) -> bool {
+        let req = kv::SetRequest {
+            key: key.into(),
+            value: value.into(),
+            flags: 0,
+        };
+        decode(&self.apply("kv", "set", &cbor(&req)).expect("kv set works"))
+    }
+
+    fn kv_get(&self, key: &str) -> Option<kv::Entry> {
+        let args = cbor(&kv::GetArgs { key: key.into() });
+        decode(
+            &self
+                .plugin("kv")
+                .query(&self.store.read(), "get", &args)
+                .expect("kv get works"),
+        )
+    }
+
+    /// A hostile command must fail with `expected`, write nothing, and leave kv working.
+    fn assert_contained(&mut self, plugin: &str, command: &str, table: &str, expected: CallError) {
+        self.kv_set("before", "1");
+        let err = self
+            .apply(plugin, command, &cbor(&()))
+            .expect_err("the command must fail");
+        assert_eq!(err, expected);
+        assert_eq!(
+            self.store.read().len(table).unwrap(),
+            0,
+            "the row written before the failure is gone"
+        );
+        assert!(self.kv_set("after", "2"));
+        assert_eq!(self.kv_get("after").unwrap().value, b"2");
+        assert_eq!(self.kv_get("before").unwrap().value, b"1");
+    }
+}
+
+#[test]
+fn kv_component_imports_nothing_outside_the_contract() {
+    let mut imports = Vec::new();
+    let mut depth = 0;
+    for payload in wasmparser::Parser::new(0).parse_all(bundled("kv")) {
+        // Only the outer component's imports reach the host; nested components and modules
+        // (wit-component's shims) import from the outer component itself.
+        match payload.expect("valid component") {
+            wasmparser::Payload::Version { .. } => depth += 1,
+            wasmparser::Payload::End(_) => depth -= 1,
+            wasmparser::Payload::ComponentImportSection(section) if depth == 1 => {
+                for import in section {
+                    imports.push(import.expect("valid import").name.name.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(!imports.is_empty(), "kv imports the state interface");
+    for name in &imports {
+        assert!(
+            name.starts_with("fsmhost:plugin/")
+                && name.ends_with(&format!("@{}", fsmhost::plugin::CONTRACT_VERSION)),
+            "kv imports {name}"
+        );
+    }
+    assert!(
+        imports
+            .iter()
+            .any(|n| n.starts_with("fsmhost:plugin/state@")),
+        "{imports:?}"
+    );
+}
+
+#[test]
+fn kv_describes_itself() {
+    let rt = runtime();
+    let p = rt.load("bundled:kv", bundled("kv")).unwrap();
+    let d = p.description();
+    assert_eq!((d.name.as_str(), d.edition.as_str()), ("kv", "oss"));
+    let tables: Vec<_> = d.tables.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(tables, ["kvs", "tombstones"]);
+    for c in ["set", "cas", "delete", "delete-cas", "delete-tree"] {
+        assert!(d.commands.iter().any(|x| x == c), "missing command {c}");
+    }
+    for q in ["get", "list", "keys"] {
+        assert!(d.queries.iter().any(|x| x == q), "missing query {q}");
+    }
+}
+
+#[test]
+fn kv_semantics_through_wasm() {
+    let rt = runtime();
+    let mut n = Node::new(&rt, None);
+    assert!(n.kv_set("app/a", "1")); // 1
+    assert!(n.kv_set("app/a", "2")); // 2
+    let e = n.kv_get("app/a").unwrap();
+    assert_eq!(
+        (e.create_index, e.modify_index, e.value.as_slice()),
+        (1, 2, &b"2"[..])
+    );
+
+    let cas = |index| kv::CasRequest {
+        key: "app/b".into(),
+        value: b"x".to_vec(),
+        flags: 7,
+        index,
+    };
+    assert!(decode::<bool>(
+        &n.apply("kv", "cas", &cbor(&cas(0))).unwrap()
+    )); // 3
+    assert!(!decode::<bool>(
+        &n.apply("kv", "cas", &cbor(&cas(0))).unwrap()
+    )); // 4, no-op
+    assert_eq!(n.kv_get("app/b").unwrap().flags, 7);
+
+    n.apply(
+        "kv",
+        "delete",
+        &cbor(&kv::DeleteRequest {
+            key: "app/b".into(),
+        }),
+    )
+    .unwrap(); // 5
+    let list: kv::ListResult = decode(
+        &n.plugin("kv")
+            .query(
+                &n.store.read(),
+                "list",
+                &cbor(&kv::ListArgs {
+                    prefix: "app/".into(),
+                }),
+            )
+            .unwrap(),
+    );
+    assert_eq!(list.entries.len(), 1);
+    assert_eq!(
+        list.index, 5,
+        "the tombstone keeps the prefix index from going backwards"
+    );
+    assert_eq!(n.store.read().table_index("tombstones").unwrap(), 5);
+}
+
+#[test]
+fn wasm_and_native_give_the_same_answers() {
+    let rt = runtime();
+    let mut n = Node::new(&rt, None);
+    let mut h = fsmhost_guest::Harness::new(kv::plugin()).unwrap();
+    for i in 0..300u32 {
+        let key = format!("k/{:03}/{}", i % 37, i);
+        let req = kv::SetRequest {
+            key,
+            value: i.to_be_bytes().to_vec(),
+            flags: u64::from(i),
+        };
+        let wasm: bool = decode(&n.apply("kv", "set", &cbor(&req)).unwrap());
+        let native: bool = h.apply("set", &req).unwrap();
+        assert_eq!(wasm, native);
+    }
+    for prefix in ["k/", "k/01", "k/036/", "nothing"] {
+        let args = kv::KeysArgs {
+            prefix: prefix.into(),
+            separator: Some("/".into()),
+        };
+        let wasm: kv::KeysResult = decode(
+            &n.plugin("kv")
+                .query(&n.store.read(), "keys", &cbor(&args))
+                .unwrap(),
+        );
+        let native: kv::KeysResult = h.query("keys", &args).unwrap();
+        assert_eq!(wasm, native, "prefix {prefix}");
+        let args = kv::ListArgs {
+            prefix: prefix.into(),
+        };
+        let wasm: kv::ListResult = decode(
+            &n.plugin("kv")
+                .query(&n.store.read(), "list", &cbor(&args))
+                .unwrap(),
+        );
+        let native: kv::ListResult = h.query("list", &args).unwrap();
+        assert_eq!(wasm, native, "prefix {prefix}");
+    }
+}
+
+#[test]
+fn plugin_errors_are_typed_and_write_nothing() {
+    let rt = runtime();
+    let mut n = Node::new(&rt, None);
+    let err = n.apply("kv", "set", &cbor(&"not a request")).unwrap_err();
+    match err {
+        CallError::Plugin {
+            plugin,
+            call,
+            kind,
+            message,
+        } => {
+            assert_eq!((plugin.as_str(), call.as_str()), ("kv", "command set"));
+            assert_eq!(kind, fsmhost::plugin::ErrorKind::BadRequest);
+            assert!(message.contains("payload of command set"), "{message}");
+        }
+        other => panic!("expected a plugin error, got {other}"),
+    }
+    let err = n.apply("kv", "no-such-command", b"").unwrap_err();
+    assert_eq!(err.to_string(), "plugin kv has no command no-such-command");
+    let err = n
+        .plugin("kv")
+        .query(&n.store.read(), "nope", b"")
+        .unwrap_err();
+    assert_eq!(err.to_string(), "plugin kv has no query nope");
+}
+
+#[test]
+fn a_query_reads_its_snapshot() {
+    let rt = runtime();
+    let mut n = Node::new(&rt, None);
+    n.kv_set("a", "1");
+    let snapshot = n.store.read();
+    n.kv_set("a", "2");
+    let args = cbor(&kv::GetArgs { key: "a".into() });
+    let old: Option<kv::Entry> = decode(&n.plugin("kv").query(&snapshot, "get", &args).unwrap());
+    assert_eq!(old.unwrap().value, b"1");
+}
+
+#[test]
+fn loop_forever_runs_out_of_fuel() {
+    let rt = runtime();
+    let mut n = Node::new(&rt, Some("loop-forever"));
+    n.assert_contained(
+        "loop-forever",
+        "spin",
+        "loop_rows",
+        CallError::FuelExhausted {
+            plugin: "loop-forever".into(),
+            call: "command spin".into(),
+            limit: TEST_LIMITS.fuel,
+        },
+    );
+}
+
+#[test]
+fn unbounded_allocation_hits_the_memory_cap() {
+    let rt = runtime();
+    let mut n = Node::new(&rt, Some("alloc-unbounded"));
+    n.kv_set("before", "1");
+    let err = n.apply("alloc-unbounded", "grow", &cbor(&())).unwrap_err();
+    match &err {
+        CallError::MemoryExhausted {
+            plugin,
+            call,
+            limit,
+            requested,
+        } => {
+            assert_eq!(
+                (plugin.as_str(), call.as_str()),
+                ("alloc-unbounded", "command grow")
+            );
+            assert_eq!(*limit, TEST_LIMITS.memory_bytes);
+            assert!(*requested > *limit, "asked for {requested}");
+        }
+        other => panic!("expected memory exhaustion, got {other}"),
+    }
+    assert!(
+        err.to_string()
+            .contains("exceeded its memory limit of 67108864 bytes"),
+        "{err}"
+    );
+    assert_eq!(n.store.read().len("alloc_rows").unwrap(), 0);
+    assert!(n.kv_set("after", "2"));
+}
+
+#[test]
+fn a_panic_is_a_trap() {
+    let rt = runtime();
+    let mut n = Node::new(&rt, Some("panicker"));
+    n.assert_contained(
+        "panicker",
+        "boom",
+        "panic_rows",
+        CallError::Trap {
+            plugin: "panicker".into(),
+            call: "command boom".into(),
+            trap: "the plugin panicked (wasm `unreachable` instruction executed)".into(),
+        },
+    );
+}
+
+#[test]
+fn the_same_failure_happens_the_same_way_every_time() {
+    // Determinism: a fresh instance per command means a repeated hostile command fails
+    // identically, and kv's state is unaffected.
+    let rt = runtime();
+    let mut n = Node::new(&rt, Some("loop-forever"));
+    let first = n.apply("loop-forever", "spin", &cbor(&())).unwrap_err();
+    for _ in 0..3 {
+        assert_eq!(
+            n.apply("loop-forever", "spin", &cbor(&())).unwrap_err(),
+            first
+        );
+    }
+}
+
+#[test]
+fn an_invalid_description_is_refused_naming_the_table() {
+    let err = runtime()
+        .load("bad-describe.wasm", fixture("bad-describe"))
+        .unwrap_err();
+    assert!(matches!(err, LoadError::InvalidDescription { .. }));
+    assert_eq!(
+        err.to_string(),
+        "plugin bad-describe: invalid description: table broken has no index named id"
+    );
+}
+
+#[test]
+fn a_wasi_import_is_refused_naming_the_import() {
+    let err = runtime()
+        .load("wasi-import.wasm", fixture("wasi-import"))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "plugin wasi-import.wasm imports `wasi:cli/environment@0.2.0`, which is outside the \
+             fsmhost:plugin@{} contract; build it for wasm32-unknown-unknown with fsmhost-guest (no WASI)",
+            fsmhost::plugin::CONTRACT_VERSION
+        )
+    );
+}
+
+#[test]
+fn garbage_bytes_are_refused() {
+    let err = runtime()
+        .load("junk.wasm", b"\0asm\x0d\0\x01\0garbage")
+        .unwrap_err();
+    assert!(matches!(err, LoadError::Compile { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("plugin junk.wasm: not a loadable WebAssembly component"),
+        "{err}"
+    );
+}
+
+#[test]
+fn two_plugins_cannot_share_a_table_or_a_name() {
+    let rt = runtime();
+    let a = rt.load("a", bundled("kv")).unwrap();
+    let b = rt.load("b", bundled("kv")).unwrap();
+    let err = PluginSet::new(vec![a, b]).err().expect("refused");
+    assert_eq!(
+        err.to_string(),
+        "plugins kv and kv both declare the plugin name kv"
+    );
+}
+
+#[test]
+fn the_artifact_cache_spares_a_restart_the_compile() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = RuntimeConfig {
+        limits: TEST_LIMITS,
+        cache_dir: Some(dir.path().join("cache")),
+    };
+    let first = Runtime::new(config.clone())
+        .unwrap()
+        .load("kv", bundled("kv"))
+        .unwrap();
+    assert!(first.was_compiled());
+    // A new runtime stands for a restarted server.
+    let second = Runtime::new(config.clone())
+        .unwrap()
+        .load("kv", bundled("kv"))
+        .unwrap();
+    assert!(!second.was_compiled(), "loaded from the cache");
+    assert_eq!(first.hash(), second.hash());
+
+    // A corrupt artifact is not trusted blindly: wasmtime refuses it and we recompile.
+    for entry in std::fs::read_dir(dir.path().join("cache")).unwrap() {
+        std::fs::write(entry.unwrap().path(), b"not an artifact").unwrap();
+    }
+    let third = Runtime::new(config)
+        .unwrap()
+        .load("kv", bundled("kv"))
+        .unwrap();
+    assert!(third.was_compiled());
+    let set = PluginSet::new(vec![third]).unwrap();
+    let mut n = Node {
+        store: Store::new(set.schema().clone()),
+        set,
+        index: 0,
+    };
+    assert!(n.kv_set("still", "works"));
+}
+
+#[test]
+fn index_exports_agree_with_the_keys_sent_by_insert() {
+    let rt = runtime();
+    let kvp = rt.load("kv", bundled("kv")).unwrap();
+    let entry = kv::Entry {
+        key: "a/b".into(),
+        value: b"v".to_vec(),
+        session: Some("s1".into()),
+        ..Default::default()
+    };
+    let keys = kvp.index("kvs", &cbor(&entry)).unwrap();
+    let native = kv::KVS.index_keys(&entry);
+    assert_eq!(keys.len(), native.len());
+    for (h, n) in keys.iter().zip(&native) {
+        assert_eq!((&h.index, &h.keys), (&n.index, &n.keys));
+    }
+    let prefix = kvp.index_args("kvs", "id", &cbor(&"a/"), true).unwrap();
+    assert_eq!(prefix, b"a/");
+    let exact = kvp.index_args("kvs", "id", &cbor(&"a/b"), false).unwrap();
+    assert_eq!(exact, b"a/b\0");
+    let err = kvp
+        .index_args("kvs", "nope", &cbor(&"x"), false)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("table kvs has no index nope"),
+        "{err}"
+    );
+}
