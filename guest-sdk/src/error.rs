@@ -80,5 +80,15 @@ pub fn to_cbor<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
 
 /// Decodes CBOR; `what` names the value in the error (e.g. "payload of command set").
 pub fn from_cbor<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, Error> {
-    ciborium::from_reader(bytes).map_err(|e| Error::bad_request(format!("decoding {what}: {e}")))
+    use ciborium::de::Error as E;
+    ciborium::from_reader(bytes).map_err(|e| {
+        let why = match e {
+            E::Semantic(Some(at), msg) => format!("{msg} (at byte {at})"),
+            E::Semantic(None, msg) => msg,
+            E::Syntax(at) => format!("malformed CBOR at byte {at}"),
+            E::Io(e) => format!("truncated CBOR: {e:?}"),
+            E::RecursionLimitExceeded => "CBOR nested too deeply".into(),
+        };
+        Error::bad_request(format!("decoding {what}: {why}"))
+    })
 }

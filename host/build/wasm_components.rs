@@ -12,6 +12,10 @@ use std::process::Command;
 
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 
+/// Shadow-stack size of every built plugin, in bytes. Overflowing it traps (the stack is
+/// placed first in memory), deterministically.
+const GUEST_STACK: u32 = 64 << 10;
+
 /// One built component.
 pub struct Built {
     /// The crate's directory name, e.g. `kv`.
@@ -108,7 +112,12 @@ pub fn build(workspace: &Path, dirs: &[PathBuf], out_dir: &Path) -> Vec<Built> {
         // The outer build's flags are for the host, not for wasm; a clippy run must not lint
         // the nested build.
         .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        // A small stack: every call's instance is reset in proportion to the memory it
+        // touched (see BENCHMARKS.md), and Rust's default 1 MiB stack was most of it.
+        .env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            format!("-Clink-arg=-zstack-size={GUEST_STACK}"),
+        )
         .env_remove("CARGO_BUILD_RUSTFLAGS")
         .env_remove("RUSTC_WORKSPACE_WRAPPER")
         .env_remove("CLIPPY_ARGS")

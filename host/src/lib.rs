@@ -2,9 +2,11 @@
 //! WebAssembly components.
 //!
 //! Modules, one concern each (see ARCHITECTURE.md for the map and its boundaries):
+//! - [`cli`]: the command line;
 //! - [`plugin`]: the wasm runtime: loading, validation, limits, artifact cache, calls;
 //! - [`state`]: the in-memory store of tables and indexes the plugins declare.
 #![warn(missing_docs)]
 
+pub mod cli;
 pub mod plugin;
 pub mod state;

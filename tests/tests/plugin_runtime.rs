@@ -356,6 +356,30 @@ fn a_panic_is_a_trap() {
 }
 
 #[test]
+fn a_stack_overflow_is_a_trap() {
+    let rt = runtime();
+    let mut n = Node::new(&rt, Some("panicker"));
+    n.kv_set("before", "1");
+    let err = n.apply("panicker", "recurse", &cbor(&())).unwrap_err();
+    match &err {
+        CallError::Trap { plugin, call, trap } => {
+            assert_eq!(
+                (plugin.as_str(), call.as_str()),
+                ("panicker", "command recurse")
+            );
+            assert!(
+                trap.contains("call stack exhausted")
+                    || trap.contains("out of bounds memory access"),
+                "{trap}"
+            );
+        }
+        other => panic!("expected a trap, got {other}"),
+    }
+    assert_eq!(n.store.read().len("panic_rows").unwrap(), 0);
+    assert!(n.kv_set("after", "2"));
+}
+
+#[test]
 fn the_same_failure_happens_the_same_way_every_time() {
     // Determinism: a fresh instance per command means a repeated hostile command fails
     // identically, and kv's state is unaffected.

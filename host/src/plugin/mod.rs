@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::sync::Arc;
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, Store, Trap};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 
 pub use error::{CallError, ErrorKind, LoadError};
 
@@ -111,23 +111,49 @@ pub struct Runtime {
     limits: Limits,
 }
 
+/// How many plugin instances may be alive at once (one per in-flight call). A call beyond
+/// this waits for nothing: it fails, so the pool is sized well above the number of threads
+/// that call into plugins.
+const INSTANCE_POOL: u32 = 256;
+
+/// Bytes at the start of each pooled linear memory kept mapped between instances.
+const KEEP_RESIDENT: usize = 512 << 10;
+
 /// The engine configuration. Threads need wasmtime's `threads` feature, which this build
 /// does not enable, so shared memories and atomics waits cannot be used at all.
-fn engine_config() -> Config {
+///
+/// Instances come from a pooling allocator: a fresh instance per call reuses a memory slot
+/// reset copy-on-write instead of mapping and unmapping a new one (measured in
+/// BENCHMARKS.md: this is most of the cost of a call).
+fn engine_config(limits: &Limits) -> Config {
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(INSTANCE_POOL)
+        .total_core_instances(INSTANCE_POOL * 8)
+        .total_memories(INSTANCE_POOL)
+        .total_tables(INSTANCE_POOL * 4)
+        .max_memories_per_component(1)
+        .max_memory_size(limits.memory_bytes)
+        // A Rust guest's working set (1 MiB stack, data, the start of the heap) lies in the
+        // first few MiB. Keeping it resident lets a slot be reset by restoring only its
+        // dirty pages, instead of unmapping them and faulting them back in on every call.
+        .linear_memory_keep_resident(KEEP_RESIDENT)
+        .table_keep_resident(64 << 10);
     let mut c = Config::new();
     c.wasm_component_model(true)
         .consume_fuel(true)
         .cranelift_nan_canonicalization(true)
         .wasm_relaxed_simd(false)
         .memory_init_cow(true)
-        .max_wasm_stack(512 << 10);
+        .max_wasm_stack(512 << 10)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     c
 }
 
 impl Runtime {
     /// A runtime with a deterministic engine.
     pub fn new(config: RuntimeConfig) -> Result<Self, LoadError> {
-        let engine = Engine::new(&engine_config()).map_err(|e| LoadError::Engine(e.to_string()))?;
+        let engine = Engine::new(&engine_config(&config.limits))
+            .map_err(|e| LoadError::Engine(e.to_string()))?;
         let mut linker = Linker::new(&engine);
         bindings::Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| LoadError::Engine(e.to_string()))?;

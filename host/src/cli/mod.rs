@@ -1,0 +1,111 @@
+//! The `fsmhost` command line.
+//!
+//! Owns: argument parsing and the commands that do not need a running server. Each
+//! subcommand prints to stdout and returns an exit code; errors go to stderr as one line
+//! naming the problem.
+
+mod demo;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+use crate::plugin::{Runtime, RuntimeConfig};
+
+/// fsmhost: a replicated state machine host whose FSM is a set of WebAssembly components.
+#[derive(Debug, Parser)]
+#[command(name = "fsmhost", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Loads the bundled plugins into an in-memory store and runs a few kv commands through
+    /// them, printing each step (a tour until the agent exists).
+    Demo,
+    /// Plugin tools.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+/// `fsmhost plugin ...`
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Loads a component the way a server would and prints its description, or the reason
+    /// it would be refused.
+    Inspect {
+        /// The component file (.wasm).
+        file: PathBuf,
+    },
+    /// Lists the plugins built into this binary.
+    Bundled,
+}
+
+/// Runs the parsed command line; returns the process exit code.
+pub fn run(cli: Cli) -> i32 {
+    let result = match cli.command {
+        Command::Demo => demo::run(),
+        Command::Plugin(PluginCommand::Inspect { file }) => inspect(&file),
+        Command::Plugin(PluginCommand::Bundled) => bundled(),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(message) => {
+            eprintln!("error: {message}");
+            1
+        }
+    }
+}
+
+fn print_plugin(p: &crate::plugin::LoadedPlugin) {
+    let d = p.description();
+    println!(
+        "plugin {} {} ({}) sha256:{}",
+        d.name,
+        d.version,
+        d.edition,
+        p.hash_hex()
+    );
+    for t in &d.tables {
+        println!("  table {}", t.name);
+        for i in &t.indexes {
+            let mut flags = Vec::new();
+            for (on, name) in [
+                (i.unique, "unique"),
+                (i.multi, "multi"),
+                (i.allow_missing, "allow-missing"),
+                (i.prefix, "prefix"),
+            ] {
+                if on {
+                    flags.push(name);
+                }
+            }
+            println!("    index {} [{}]", i.name, flags.join(", "));
+        }
+    }
+    println!("  commands: {}", d.commands.join(", "));
+    println!("  queries: {}", d.queries.join(", "));
+}
+
+fn inspect(file: &std::path::Path) -> Result<(), String> {
+    let bytes =
+        std::fs::read(file).map_err(|e| format!("reading plugin file {}: {e}", file.display()))?;
+    let runtime = Runtime::new(RuntimeConfig::default()).map_err(|e| e.to_string())?;
+    let plugin = runtime
+        .load(&file.display().to_string(), &bytes)
+        .map_err(|e| e.to_string())?;
+    print_plugin(&plugin);
+    Ok(())
+}
+
+fn bundled() -> Result<(), String> {
+    let runtime = Runtime::new(RuntimeConfig::default()).map_err(|e| e.to_string())?;
+    let set = runtime.load_bundled().map_err(|e| e.to_string())?;
+    for p in set.plugins() {
+        print_plugin(p);
+    }
+    Ok(())
+}
