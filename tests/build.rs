@@ -1,5 +1,6 @@
-//! Builds the fixture plugins (`tests/fixtures/*`) as components, with the same pipeline as
-//! the bundled plugins, and generates `fixtures.rs`.
+//! Builds the fixture plugins (`tests/fixtures/*`) and the example plugins (`examples/*`)
+//! as components, with the same pipeline as the bundled plugins, and generates
+//! `fixtures.rs`.
 
 #[path = "../host/build/wasm_components.rs"]
 mod wasm_components;
@@ -14,7 +15,8 @@ fn main() {
         .expect("tests/ has a parent")
         .to_path_buf();
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo"));
-    let dirs = wasm_components::crate_dirs(&manifest.join("fixtures"));
+    let mut dirs = wasm_components::crate_dirs(&manifest.join("fixtures"));
+    dirs.extend(wasm_components::crate_dirs(&workspace.join("examples")));
     let built = wasm_components::build(&workspace, &dirs, &out_dir);
 
     let mut src = String::from("/// The fixture plugins: (name, component bytes).\n");

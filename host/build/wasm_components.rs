@@ -57,14 +57,14 @@ fn ensure_wasm_target() {
         .output()
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-    if let Some(sysroot) = sysroot {
-        if Path::new(&sysroot)
+    let installed = sysroot.is_some_and(|root| {
+        Path::new(&root)
             .join("lib/rustlib")
             .join(WASM_TARGET)
             .is_dir()
-        {
-            return;
-        }
+    });
+    if installed {
+        return;
     }
     let status = Command::new("rustup")
         .args(["target", "add", WASM_TARGET])

@@ -3,7 +3,8 @@
 //!
 //! Fixtures (each in `tests/fixtures/<name>`): `loop-forever`, `alloc-unbounded`,
 //! `panicker` (each writes a row, then misbehaves), `bad-describe` (no `id` index) and
-//! `wasi-import` (imports `wasi:cli/environment`).
+//! `wasi-import` (imports `wasi:cli/environment`). The example plugins under `examples/`
+//! are built the same way, under their directory names (e.g. `users-plugin`).
 
 include!(concat!(env!("OUT_DIR"), "/fixtures.rs"));
 

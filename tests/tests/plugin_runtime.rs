@@ -512,3 +512,37 @@ fn index_exports_agree_with_the_keys_sent_by_insert() {
         "{err}"
     );
 }
+
+#[test]
+fn the_example_plugin_runs_beside_kv() {
+    let rt = runtime();
+    let users = rt
+        .load("examples/users-plugin", fixture("users-plugin"))
+        .unwrap();
+    assert_eq!(users.description().name, "users");
+    let kvp = rt.load("bundled:kv", bundled("kv")).unwrap();
+    let set = PluginSet::new(vec![kvp, users]).unwrap();
+    let store = Store::new(set.schema().clone());
+    let mut txn = store.write(1);
+    let req = example_users_plugin::Register {
+        name: "ada".into(),
+        email: Some("ada@example.com".into()),
+        groups: vec!["ops".into()],
+    };
+    let out = set
+        .get("users")
+        .unwrap()
+        .apply(&mut txn, "register", &cbor(&req), 0)
+        .unwrap();
+    assert!(decode::<bool>(&out));
+    // Only the owner writes a table: kv cannot touch users' rows, and vice versa.
+    txn.commit();
+    let found: Vec<example_users_plugin::User> = decode(
+        &set.get("users")
+            .unwrap()
+            .query(&store.read(), "by-group", &cbor(&"ops"))
+            .unwrap(),
+    );
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].create_index, 1);
+}

@@ -205,7 +205,7 @@ impl Runtime {
         let pre = self
             .linker
             .instantiate_pre(&component)
-            .and_then(|pre| bindings::PluginPre::new(pre))
+            .and_then(bindings::PluginPre::new)
             .map_err(|e| LoadError::Describe {
                 plugin: origin.to_string(),
                 reason: format!("the component does not implement the fsmhost:plugin world: {e:#}"),

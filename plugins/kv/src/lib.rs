@@ -41,10 +41,13 @@ pub struct Tombstone {
     pub index: u64,
 }
 
+// Indexer functions have the signature `fn(&A) -> Vec<u8>` with `A = String`.
+#[allow(clippy::ptr_arg)]
 fn key_id(key: &String) -> Vec<u8> {
     Key::new().string(key).build()
 }
 
+#[allow(clippy::ptr_arg)]
 fn key_prefix(prefix: &String) -> Vec<u8> {
     Key::new().raw(prefix.as_bytes()).build()
 }
@@ -297,6 +300,7 @@ fn get(tx: &dyn Txn, args: GetArgs) -> Result<Option<Entry>, Error> {
 
 /// The highest tombstone index under `prefix`, including a delete-tree tombstone on a
 /// shorter prefix of it.
+#[allow(clippy::ptr_arg)] // the index's argument type is String
 fn tombstone_index(tx: &dyn Txn, prefix: &String) -> Result<u64, Error> {
     let mut max = 0;
     for t in TOMBSTONES_ID.iter_prefix(tx, prefix)? {
