@@ -138,7 +138,7 @@ pub use schema::{
 };
 /// Re-exported so plugins can mark byte fields `#[serde(with = "fsmhost_guest::serde_bytes")]`.
 pub use serde_bytes;
-pub use txn::{Bound, IndexKeys, KeyRange, ScanBatch, StateError, Txn};
+pub use txn::{Bound, IndexKeys, KeyRange, ScanBatch, StateError, Txn, cursor};
 
 /// Severity of a log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::error::{Error, from_cbor, to_cbor};
 use crate::plugin::{Ctx, Plugin};
 use crate::schema::TableSchema;
-use crate::txn::{Bound, IndexKeys, KeyRange, ScanBatch, StateError, Txn};
+use crate::txn::{IndexKeys, KeyRange, ScanBatch, StateError, Txn, cursor};
 
 #[derive(Clone)]
 struct Row {
@@ -27,18 +27,23 @@ struct MemTable {
     rows: BTreeMap<Vec<u8>, Row>,
     /// Per index: (key, id) pairs.
     indexes: Vec<BTreeSet<(Vec<u8>, Vec<u8>)>>,
+    /// Raft index of the last write.
+    last_change: u64,
 }
 
 struct Undo {
     table: String,
     id: Vec<u8>,
     old: Option<Row>,
+    old_last_change: u64,
 }
 
 /// An in-memory store of the tables a plugin declares.
 pub struct MemStore {
     tables: BTreeMap<String, MemTable>,
     journal: Vec<Undo>,
+    /// The raft index writes are stamped with.
+    index: u64,
 }
 
 impl MemStore {
@@ -47,6 +52,12 @@ impl MemStore {
     pub fn new(schemas: &[TableSchema]) -> Result<Self, Error> {
         let mut tables = BTreeMap::new();
         for schema in schemas {
+            if tables.contains_key(&schema.name) {
+                return Err(Error::internal(format!(
+                    "table {} is declared twice",
+                    schema.name
+                )));
+            }
             let id_pos = schema
                 .indexes
                 .iter()
@@ -61,13 +72,21 @@ impl MemStore {
                     id_pos,
                     rows: BTreeMap::new(),
                     indexes: vec![BTreeSet::new(); schema.indexes.len()],
+                    last_change: 0,
                 },
             );
         }
         Ok(MemStore {
             tables,
             journal: Vec::new(),
+            index: 0,
         })
+    }
+
+    /// Sets the raft index the following writes are stamped with (the host does this per
+    /// command; [`Harness`] calls it for you).
+    pub fn set_index(&mut self, index: u64) {
+        self.index = index;
     }
 
     /// Number of objects in `table` (0 for an unknown table).
@@ -90,6 +109,7 @@ impl MemStore {
         while let Some(undo) = self.journal.pop() {
             if let Some(t) = self.tables.get_mut(&undo.table) {
                 t.put(&undo.id, undo.old);
+                t.last_change = undo.old_last_change;
             }
         }
     }
@@ -146,34 +166,16 @@ impl MemTable {
         range: &'a KeyRange,
         after: Option<(Vec<u8>, Vec<u8>)>,
     ) -> impl Iterator<Item = &'a (Vec<u8>, Vec<u8>)> + 'a {
-        let start = (range.start().to_vec(), Vec::new());
+        let start = (range.start(), Vec::new());
         let from = match after {
             Some(c) if c >= start => std::ops::Bound::Excluded(c),
             _ => std::ops::Bound::Included(start),
         };
-        let skip_start = match range {
-            KeyRange::Between(Bound::Excluded(s), _) => Some(s.as_slice()),
-            _ => None,
-        };
         self.indexes[pos]
             .range((from, std::ops::Bound::Unbounded))
-            .skip_while(move |(k, _)| Some(k.as_slice()) == skip_start)
-            .take_while(move |(k, _)| range.contains(k))
+            .take_while(move |(k, _)| !range.is_past(k))
+            .filter(move |(k, _)| range.contains(k))
     }
-}
-
-/// Encodes a scan position; the host uses the same layout.
-fn encode_cursor(key: &[u8], id: &[u8]) -> Vec<u8> {
-    let mut c = (key.len() as u32).to_be_bytes().to_vec();
-    c.extend_from_slice(key);
-    c.extend_from_slice(id);
-    c
-}
-
-fn decode_cursor(c: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
-    let len = u32::from_be_bytes(c.get(..4)?.try_into().ok()?) as usize;
-    let key = c.get(4..4 + len)?;
-    Some((key.to_vec(), c[4 + len..].to_vec()))
 }
 
 impl Txn for MemStore {
@@ -206,7 +208,8 @@ impl Txn for MemStore {
         let pos = t.index_pos(index)?;
         let after = match cursor {
             Some(c) => Some(
-                decode_cursor(c)
+                cursor::decode(c)
+                    .map(|(k, id)| (k.to_vec(), id.to_vec()))
                     .ok_or_else(|| StateError::BadCursor(format!("table {table} index {index}")))?,
             ),
             None => None,
@@ -216,7 +219,7 @@ impl Txn for MemStore {
         let mut it = t.range(pos, range, after);
         for (key, id) in it.by_ref().take(limit) {
             batch.objects.push(t.rows[id].object.clone());
-            batch.cursor = Some(encode_cursor(key, id));
+            batch.cursor = Some(cursor::encode(key, id));
         }
         if it.next().is_none() {
             batch.cursor = None;
@@ -230,6 +233,7 @@ impl Txn for MemStore {
         object: &[u8],
         keys: &[IndexKeys],
     ) -> Result<Option<Vec<u8>>, StateError> {
+        let index = self.index;
         let t = self.table_mut(table)?;
         let mut row = Row {
             object: object.to_vec(),
@@ -261,7 +265,9 @@ impl Txn for MemStore {
                 )));
             }
         }
-        let id = row.keys[t.id_pos][0].clone();
+        let Some(id) = row.keys[t.id_pos].first().cloned() else {
+            return Err(StateError::BadKeys(format!("table {table}: no id key")));
+        };
         for (pos, schema) in t.schema.indexes.iter().enumerate() {
             if !schema.unique {
                 continue;
@@ -277,26 +283,36 @@ impl Txn for MemStore {
             }
         }
         let old = t.put(&id, Some(row));
+        let old_last_change = std::mem::replace(&mut t.last_change, index);
         let object = old.as_ref().map(|r| r.object.clone());
         self.journal.push(Undo {
             table: table.to_string(),
             id,
             old,
+            old_last_change,
         });
         Ok(object)
     }
 
     fn delete(&mut self, table: &str, id: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        let old = self.table_mut(table)?.put(id, None);
+        let index = self.index;
+        let t = self.table_mut(table)?;
+        let old = t.put(id, None);
         let object = old.as_ref().map(|r| r.object.clone());
         if old.is_some() {
+            let old_last_change = std::mem::replace(&mut t.last_change, index);
             self.journal.push(Undo {
                 table: table.to_string(),
                 id: id.to_vec(),
                 old,
+                old_last_change,
             });
         }
         Ok(object)
+    }
+
+    fn table_index(&self, table: &str) -> Result<u64, StateError> {
+        Ok(self.table(table)?.last_change)
     }
 
     fn delete_prefix(
@@ -380,7 +396,18 @@ impl Harness {
     /// Applies `command` to encoded bytes, as the host does; returns encoded bytes.
     pub fn apply_raw(&mut self, ctx: Ctx, command: &str, payload: &[u8]) -> Result<Vec<u8>, Error> {
         self.next_index = self.next_index.max(ctx.index + 1);
-        let result = self.plugin.apply(&mut self.store, &ctx, command, payload);
+        self.store.set_index(ctx.index);
+        // A panic leaves nothing behind, as a trap does on the host.
+        let run = std::panic::AssertUnwindSafe(|| {
+            self.plugin.apply(&mut self.store, &ctx, command, payload)
+        });
+        let result = match std::panic::catch_unwind(run) {
+            Ok(result) => result,
+            Err(panic) => {
+                self.store.rollback();
+                std::panic::resume_unwind(panic);
+            }
+        };
         match result {
             Ok(_) => self.store.commit(),
             Err(_) => self.store.rollback(),

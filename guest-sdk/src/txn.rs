@@ -51,12 +51,30 @@ impl KeyRange {
         }
     }
 
-    /// The smallest key a scan of this range starts from.
-    pub fn start(&self) -> &[u8] {
+    /// Whether no key after `key` (in byte order) can be in this range, so a scan in key
+    /// order can stop.
+    pub fn is_past(&self, key: &[u8]) -> bool {
         match self {
-            KeyRange::Exact(k) | KeyRange::Prefix(k) => k,
-            KeyRange::Between(Bound::Included(k) | Bound::Excluded(k), _) => k,
-            KeyRange::Between(Bound::Unbounded, _) => &[],
+            KeyRange::Exact(k) => key > k.as_slice(),
+            KeyRange::Prefix(p) => !key.starts_with(p) && key > p.as_slice(),
+            KeyRange::Between(_, Bound::Unbounded) => false,
+            KeyRange::Between(_, Bound::Included(e)) => key > e.as_slice(),
+            KeyRange::Between(_, Bound::Excluded(e)) => key >= e.as_slice(),
+        }
+    }
+
+    /// The smallest key that can be in this range: for an excluded start `s`, `s` followed
+    /// by a zero byte, so a scan never walks the keys equal to `s`.
+    pub fn start(&self) -> Vec<u8> {
+        match self {
+            KeyRange::Exact(k) | KeyRange::Prefix(k) => k.clone(),
+            KeyRange::Between(Bound::Included(k), _) => k.clone(),
+            KeyRange::Between(Bound::Excluded(k), _) => {
+                let mut s = k.clone();
+                s.push(0);
+                s
+            }
+            KeyRange::Between(Bound::Unbounded, _) => Vec::new(),
         }
     }
 }
@@ -154,4 +172,26 @@ pub trait Txn {
     /// Deletes every object whose key in `index` starts with `prefix`; returns the count.
     fn delete_prefix(&mut self, table: &str, index: &str, prefix: &[u8])
     -> Result<u64, StateError>;
+    /// The raft index of the last write to `table` (0 if never written).
+    fn table_index(&self, table: &str) -> Result<u64, StateError>;
+}
+
+/// The layout of a scan cursor: the position (index key, id) of the last object returned.
+/// Opaque to plugins; shared by the host's store and [`crate::MemStore`] so both page alike.
+pub mod cursor {
+    /// Encodes a position as `u32 key length (big-endian) ++ key ++ id`.
+    pub fn encode(key: &[u8], id: &[u8]) -> Vec<u8> {
+        let mut c = Vec::with_capacity(4 + key.len() + id.len());
+        c.extend_from_slice(&(key.len() as u32).to_be_bytes());
+        c.extend_from_slice(key);
+        c.extend_from_slice(id);
+        c
+    }
+
+    /// Decodes a cursor; `None` if it is malformed.
+    pub fn decode(c: &[u8]) -> Option<(&[u8], &[u8])> {
+        let len = usize::try_from(u32::from_be_bytes(c.get(..4)?.try_into().ok()?)).ok()?;
+        let end = len.checked_add(4)?;
+        Some((c.get(4..end)?, c.get(end..)?))
+    }
 }

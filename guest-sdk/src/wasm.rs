@@ -114,6 +114,31 @@ impl Txn for HostTxn {
     ) -> Result<u64, StateError> {
         wit_state::delete_prefix(table, index, prefix).map_err(state_error)
     }
+    fn table_index(&self, table: &str) -> Result<u64, StateError> {
+        wit_state::table_index(table).map_err(state_error)
+    }
+}
+
+/// Installs a panic hook that sends the panic's message and location to the host log
+/// (`panicked at ...`), where the host picks it up for the trap it reports. Called once per
+/// instance by [`crate::export_plugin!`].
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a non-string panic payload".to_string());
+        let at = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        log(
+            crate::LogLevel::Error,
+            &format!("panicked at {at}: {message}"),
+        );
+    }));
 }
 
 /// Writes a line to the host log, tagged with the plugin's name. Natively, to stderr.
@@ -231,7 +256,10 @@ macro_rules! export_plugin {
             use $crate::__rt::bindings::exports::fsmhost::plugin::guest as g;
             use $crate::__rt::bindings::fsmhost::plugin::types as t;
             static PLUGIN: ::std::sync::LazyLock<$crate::Plugin> =
-                ::std::sync::LazyLock::new($build);
+                ::std::sync::LazyLock::new(|| {
+                    $crate::__rt::install_panic_hook();
+                    $build()
+                });
             struct FsmhostPlugin;
             impl g::Guest for FsmhostPlugin {
                 fn describe() -> t::PluginDescription {

@@ -47,23 +47,34 @@ fn package_name(dir: &Path) -> String {
         .unwrap_or_else(|| panic!("{}/Cargo.toml has no package name", dir.display()))
 }
 
+fn sysroot_has_target(rustc: &str) -> bool {
+    Command::new(rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .is_some_and(|root| {
+            Path::new(&root)
+                .join("lib/rustlib")
+                .join(WASM_TARGET)
+                .is_dir()
+        })
+}
+
 /// Installs the wasm target into the active toolchain if it is missing. rustup applies
 /// `rust-toolchain.toml`'s `targets` only when it installs the toolchain, so a machine that
 /// already had the toolchain would otherwise fail here.
 fn ensure_wasm_target() {
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let sysroot = Command::new(&rustc)
-        .args(["--print", "sysroot"])
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-    let installed = sysroot.is_some_and(|root| {
-        Path::new(&root)
-            .join("lib/rustlib")
-            .join(WASM_TARGET)
-            .is_dir()
-    });
-    if installed {
+    if sysroot_has_target(&rustc) {
+        return;
+    }
+    // The host's and the tests' build scripts may get here at once: one rustup at a time.
+    let lock_path = std::env::temp_dir().join("fsmhost-wasm-target.lock");
+    let _lock = std::fs::File::create(&lock_path)
+        .and_then(|f| f.lock().map(|()| f))
+        .unwrap_or_else(|e| panic!("locking {}: {e}", lock_path.display()));
+    if sysroot_has_target(&rustc) {
         return;
     }
     let status = Command::new("rustup")

@@ -85,32 +85,43 @@ pub struct TableSchema {
     pub indexes: Vec<IndexSchema>,
 }
 
-impl TableSchema {
-    /// Position of the `id` index; the schema was validated at plugin load.
-    fn id_pos(&self) -> usize {
-        self.indexes
-            .iter()
-            .position(|i| i.name == "id")
-            .unwrap_or(0)
-    }
-}
-
 /// The schema of the whole store: every table of every loaded plugin.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Schema {
     tables: Vec<TableSchema>,
+    /// Per table, the position of its `id` index.
+    id_pos: Vec<usize>,
     by_name: BTreeMap<String, usize>,
 }
 
 impl Schema {
-    /// A schema of these tables. Table names must be unique (the plugin loader checks).
-    pub fn new(tables: Vec<TableSchema>) -> Self {
-        let by_name = tables
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.name.clone(), i))
-            .collect();
-        Schema { tables, by_name }
+    /// A schema of these tables. Refuses, naming the table, a duplicate table name or a table
+    /// without a unique, single-valued, never-missing `id` index: the invariants every
+    /// insert relies on.
+    pub fn new(tables: Vec<TableSchema>) -> Result<Self, String> {
+        let mut by_name = BTreeMap::new();
+        let mut id_pos = Vec::with_capacity(tables.len());
+        for (i, t) in tables.iter().enumerate() {
+            if by_name.insert(t.name.clone(), i).is_some() {
+                return Err(format!("table {} is declared twice", t.name));
+            }
+            let pos = t
+                .indexes
+                .iter()
+                .position(|ix| ix.name == "id" && ix.unique && !ix.multi && !ix.allow_missing)
+                .ok_or_else(|| {
+                    format!(
+                        "table {} has no unique, single-valued, never-missing id index",
+                        t.name
+                    )
+                })?;
+            id_pos.push(pos);
+        }
+        Ok(Schema {
+            tables,
+            id_pos,
+            by_name,
+        })
     }
 
     /// The tables, in declaration order.
@@ -135,68 +146,9 @@ impl Schema {
     }
 }
 
-/// One end of a key range.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Bound {
-    /// No bound.
-    Unbounded,
-    /// The key is in range.
-    Included(Vec<u8>),
-    /// The key is not in range.
-    Excluded(Vec<u8>),
-}
-
-/// Which keys of an index a lookup visits.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeyRange {
-    /// Keys equal to this one.
-    Exact(Vec<u8>),
-    /// Keys starting with these bytes.
-    Prefix(Vec<u8>),
-    /// Keys between two bounds.
-    Between(Bound, Bound),
-}
-
-impl KeyRange {
-    fn contains(&self, key: &[u8]) -> bool {
-        match self {
-            KeyRange::Exact(k) => key == k.as_slice(),
-            KeyRange::Prefix(p) => key.starts_with(p),
-            KeyRange::Between(s, e) => {
-                let above = match s {
-                    Bound::Unbounded => true,
-                    Bound::Included(s) => key >= s.as_slice(),
-                    Bound::Excluded(s) => key > s.as_slice(),
-                };
-                let below = match e {
-                    Bound::Unbounded => true,
-                    Bound::Included(e) => key <= e.as_slice(),
-                    Bound::Excluded(e) => key < e.as_slice(),
-                };
-                above && below
-            }
-        }
-    }
-
-    /// Whether no key beyond `key` (in order) can be in range.
-    fn is_past(&self, key: &[u8]) -> bool {
-        match self {
-            KeyRange::Exact(k) => key > k.as_slice(),
-            KeyRange::Prefix(p) => !key.starts_with(p) && key > p.as_slice(),
-            KeyRange::Between(_, Bound::Unbounded) => false,
-            KeyRange::Between(_, Bound::Included(e)) => key > e.as_slice(),
-            KeyRange::Between(_, Bound::Excluded(e)) => key >= e.as_slice(),
-        }
-    }
-
-    fn start(&self) -> &[u8] {
-        match self {
-            KeyRange::Exact(k) | KeyRange::Prefix(k) => k,
-            KeyRange::Between(Bound::Included(k) | Bound::Excluded(k), _) => k,
-            KeyRange::Between(Bound::Unbounded, _) => &[],
-        }
-    }
-}
+/// Key ranges are the SDK's types, so the host store and the SDK's native `MemStore` (which
+/// plugin tests run against) interpret every range, and page every scan, identically.
+pub use fsmhost_guest::{Bound, KeyRange, cursor};
 
 /// The keys of an object in one index, as a plugin passes them to `insert`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -290,19 +242,6 @@ fn row_bytes(row: &Row) -> u64 {
     (row.object.len() + keys) as u64
 }
 
-fn encode_cursor((key, id): &Entry) -> Vec<u8> {
-    let mut c = (key.len() as u32).to_be_bytes().to_vec();
-    c.extend_from_slice(key);
-    c.extend_from_slice(id);
-    c
-}
-
-fn decode_cursor(c: &[u8]) -> Option<Entry> {
-    let len = u32::from_be_bytes(c.get(..4)?.try_into().ok()?) as usize;
-    let key = c.get(4..4usize.checked_add(len)?)?;
-    Some((Bytes::from(key), Bytes::from(&c[4 + len..])))
-}
-
 /// The data of every table at one point: what a transaction reads and writes. Cloning it is
 /// O(number of tables).
 #[derive(Clone)]
@@ -368,7 +307,8 @@ impl Tables {
         let after = match cursor {
             None => None,
             Some(c) => Some(
-                decode_cursor(c)
+                cursor::decode(c)
+                    .map(|(k, id)| (Bytes::from(k), Bytes::from(id)))
                     .ok_or_else(|| StateError::BadCursor(format!("table {table} index {index}")))?,
             ),
         };
@@ -379,7 +319,7 @@ impl Tables {
         while let Some(entry) = it.peek() {
             let full = batch.objects.len() >= limit.max(1) as usize || bytes >= MAX_BATCH_BYTES;
             if full {
-                batch.cursor = last.as_ref().map(encode_cursor);
+                batch.cursor = last.as_ref().map(|(k, id): &Entry| cursor::encode(k, id));
                 return Ok(batch);
             }
             if let Some(row) = data.rows.get(&entry.1) {
@@ -460,7 +400,9 @@ impl Tables {
                 )));
             }
         }
-        let id = row_keys[schema.id_pos()][0].clone();
+        let Some(id) = row_keys[self.schema.id_pos[t]].first().cloned() else {
+            return Err(StateError::BadKeys(format!("table {table}: no id key")));
+        };
         let data = &self.data[t];
         for (pos, (ix, ks)) in schema.indexes.iter().zip(&row_keys).enumerate() {
             if !ix.unique {
@@ -665,15 +607,18 @@ mod tests {
     }
 
     fn store() -> Store {
-        Store::new(Schema::new(vec![TableSchema {
-            name: "t".into(),
-            owner: "p".into(),
-            indexes: vec![
-                ix("id", true, false, false),
-                ix("email", true, false, true),
-                ix("tag", false, true, true),
-            ],
-        }]))
+        Store::new(
+            Schema::new(vec![TableSchema {
+                name: "t".into(),
+                owner: "p".into(),
+                indexes: vec![
+                    ix("id", true, false, false),
+                    ix("email", true, false, true),
+                    ix("tag", false, true, true),
+                ],
+            }])
+            .expect("valid schema"),
+        )
     }
 
     fn keys(id: &str, email: Option<&str>, tags: &[&str]) -> Vec<IndexKeys> {
@@ -814,6 +759,53 @@ mod tests {
             )
             .unwrap_err();
         assert!(matches!(err, StateError::BadCursor(_)));
+    }
+
+    #[test]
+    fn an_excluded_start_skips_equal_keys_without_walking_them() {
+        let s = store();
+        let mut w = s.write(1);
+        for i in 0..50 {
+            let id = format!("a{i:02}");
+            w.tables_mut()
+                .insert("p", 1, "t", id.as_bytes(), &keys(&id, None, &["same"]))
+                .unwrap();
+        }
+        w.tables_mut()
+            .insert("p", 1, "t", b"z", &keys("z", None, &["samf"]))
+            .unwrap();
+        let range = KeyRange::Between(Bound::Excluded(b"same".to_vec()), Bound::Unbounded);
+        let t = w.tables();
+        assert_eq!(
+            t.first("t", "tag", &range).unwrap().as_deref(),
+            Some(&b"z"[..])
+        );
+        // The walk starts past every "same" entry: the first entry visited is "samf".
+        let pos = t.schema.index_pos(0, "tag").unwrap();
+        let visited: Vec<_> = t.data[0].range(pos, &range, None).collect();
+        assert_eq!(visited.len(), 1);
+    }
+
+    #[test]
+    fn a_schema_without_a_proper_id_index_is_refused() {
+        let bad = TableSchema {
+            name: "t".into(),
+            owner: "p".into(),
+            indexes: vec![ix("id", true, false, true)],
+        };
+        assert_eq!(
+            Schema::new(vec![bad]).unwrap_err(),
+            "table t has no unique, single-valued, never-missing id index"
+        );
+        let ok = TableSchema {
+            name: "t".into(),
+            owner: "p".into(),
+            indexes: vec![ix("id", true, false, false)],
+        };
+        assert_eq!(
+            Schema::new(vec![ok.clone(), ok]).unwrap_err(),
+            "table t is declared twice"
+        );
     }
 
     #[test]

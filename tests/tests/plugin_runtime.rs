@@ -13,15 +13,27 @@ use serde::{Serialize, de::DeserializeOwned};
 const TEST_LIMITS: Limits = Limits {
     fuel: 50_000_000,
     memory_bytes: 64 << 20,
+    write_bytes: 8 << 20,
 };
 
 fn runtime() -> Runtime {
+    runtime_with(TEST_LIMITS)
+}
+
+fn runtime_with(limits: Limits) -> Runtime {
     Runtime::new(RuntimeConfig {
-        limits: TEST_LIMITS,
+        limits,
         cache_dir: None,
     })
     .expect("engine")
 }
+
+/// Small budgets, so the budget tests run out quickly.
+const SMALL_BUDGETS: Limits = Limits {
+    fuel: 5_000_000,
+    memory_bytes: 64 << 20,
+    write_bytes: 4 << 20,
+};
 
 fn cbor<T: Serialize>(v: &T) -> Vec<u8> {
     let mut out = Vec::new();
@@ -212,22 +224,67 @@ fn kv_semantics_through_wasm() {
     assert_eq!(n.store.read().table_index("tombstones").unwrap(), 5);
 }
 
+/// A deterministic mix of every kv command over a small key space, as (command, payload).
+fn command_mix(count: u32) -> Vec<(&'static str, Vec<u8>)> {
+    (0..count)
+        .map(|i| {
+            let key = format!("k/{:03}/{}", i % 37, i % 11);
+            match i % 7 {
+                0..=2 => (
+                    "set",
+                    cbor(&kv::SetRequest {
+                        key,
+                        value: i.to_be_bytes().to_vec(),
+                        flags: u64::from(i % 3),
+                    }),
+                ),
+                3 => (
+                    "cas",
+                    cbor(&kv::CasRequest {
+                        key,
+                        value: b"cas".to_vec(),
+                        flags: 0,
+                        index: u64::from(i / 2),
+                    }),
+                ),
+                4 => ("delete", cbor(&kv::DeleteRequest { key })),
+                5 => (
+                    "delete-cas",
+                    cbor(&kv::DeleteCasRequest {
+                        key,
+                        index: u64::from(i - 1),
+                    }),
+                ),
+                _ => (
+                    "delete-tree",
+                    cbor(&kv::DeleteTreeRequest {
+                        prefix: format!("k/{:02}", i % 5),
+                    }),
+                ),
+            }
+        })
+        .collect()
+}
+
 #[test]
 fn wasm_and_native_give_the_same_answers() {
     let rt = runtime();
     let mut n = Node::new(&rt, None);
     let mut h = fsmhost_guest::Harness::new(kv::plugin()).unwrap();
-    for i in 0..300u32 {
-        let key = format!("k/{:03}/{}", i % 37, i);
-        let req = kv::SetRequest {
-            key,
-            value: i.to_be_bytes().to_vec(),
-            flags: u64::from(i),
+    for (i, (command, payload)) in command_mix(600).into_iter().enumerate() {
+        let wasm = n.apply("kv", command, &payload).unwrap();
+        let ctx = fsmhost_guest::Ctx {
+            index: i as u64 + 1,
+            timestamp_ms: 1_000,
         };
-        let wasm: bool = decode(&n.apply("kv", "set", &cbor(&req)).unwrap());
-        let native: bool = h.apply("set", &req).unwrap();
-        assert_eq!(wasm, native);
+        let native = h.apply_raw(ctx, command, &payload).unwrap();
+        assert_eq!(wasm, native, "command {i}: {command}");
     }
+    assert_eq!(n.store.read().len("kvs").unwrap(), h.store().len("kvs"));
+    assert_eq!(
+        n.store.read().len("tombstones").unwrap(),
+        h.store().len("tombstones")
+    );
     for prefix in ["k/", "k/01", "k/036/", "nothing"] {
         let args = kv::KeysArgs {
             prefix: prefix.into(),
@@ -340,17 +397,74 @@ fn unbounded_allocation_hits_the_memory_cap() {
 }
 
 #[test]
-fn a_panic_is_a_trap() {
+fn a_panic_is_a_trap_with_the_panic_message() {
     let rt = runtime();
     let mut n = Node::new(&rt, Some("panicker"));
+    n.kv_set("before", "1"); // index 1
+    let err = n.apply("panicker", "boom", &cbor(&())).unwrap_err(); // index 2
+    let CallError::Trap { plugin, call, trap } = &err else {
+        panic!("expected a trap, got {err}");
+    };
+    assert_eq!(
+        (plugin.as_str(), call.as_str()),
+        ("panicker", "command boom")
+    );
+    assert!(
+        trap.starts_with("the plugin panicked at tests/fixtures/panicker/src/lib.rs:"),
+        "{trap}"
+    );
+    assert!(trap.ends_with(": boom at index 2"), "{trap}");
+    assert_eq!(n.store.read().len("panic_rows").unwrap(), 0);
+    assert!(n.kv_set("after", "2"));
+}
+
+#[test]
+fn a_panic_in_a_query_is_a_trap_and_kv_still_answers() {
+    let rt = runtime();
+    let mut n = Node::new(&rt, Some("panicker"));
+    n.kv_set("k", "v");
+    let err = n
+        .plugin("panicker")
+        .query(&n.store.read(), "boom", &cbor(&()))
+        .unwrap_err();
+    let CallError::Trap { call, trap, .. } = &err else {
+        panic!("expected a trap, got {err}");
+    };
+    assert_eq!(call, "query boom");
+    assert!(trap.ends_with(": query boom"), "{trap}");
+    assert_eq!(n.kv_get("k").unwrap().value, b"v");
+}
+
+#[test]
+fn the_write_budget_fails_a_command_that_ignores_its_errors() {
+    let rt = runtime_with(SMALL_BUDGETS);
+    let mut n = Node::new(&rt, Some("alloc-unbounded"));
     n.assert_contained(
-        "panicker",
-        "boom",
-        "panic_rows",
-        CallError::Trap {
-            plugin: "panicker".into(),
-            call: "command boom".into(),
-            trap: "the plugin panicked (wasm `unreachable` instruction executed)".into(),
+        "alloc-unbounded",
+        "hoard-rows",
+        "alloc_rows",
+        CallError::BudgetExceeded {
+            plugin: "alloc-unbounded".into(),
+            call: "command hoard-rows".into(),
+            budget: format!("write budget of {} bytes", SMALL_BUDGETS.write_bytes),
+        },
+    );
+}
+
+#[test]
+fn host_work_is_metered() {
+    // Each `get` of a 64 KiB row costs the guest a few hundred instructions but the host a
+    // 64 KiB copy: without a host-work budget this would run for a very long time.
+    let rt = runtime_with(SMALL_BUDGETS);
+    let mut n = Node::new(&rt, Some("loop-forever"));
+    n.assert_contained(
+        "loop-forever",
+        "read-forever",
+        "loop_rows",
+        CallError::BudgetExceeded {
+            plugin: "loop-forever".into(),
+            call: "command read-forever".into(),
+            budget: format!("host-work budget of {} fuel units", SMALL_BUDGETS.fuel),
         },
     );
 }
@@ -396,9 +510,16 @@ fn the_same_failure_happens_the_same_way_every_time() {
 
 #[test]
 fn an_invalid_description_is_refused_naming_the_table() {
-    let err = runtime()
+    let rt = runtime();
+    let mut n = Node::new(&rt, None);
+    n.kv_set("a", "1");
+    let err = rt
         .load("bad-describe.wasm", fixture("bad-describe"))
         .unwrap_err();
+    assert!(
+        n.kv_set("b", "2"),
+        "kv keeps working beside a refused plugin"
+    );
     assert!(matches!(err, LoadError::InvalidDescription { .. }));
     assert_eq!(
         err.to_string(),
@@ -408,9 +529,12 @@ fn an_invalid_description_is_refused_naming_the_table() {
 
 #[test]
 fn a_wasi_import_is_refused_naming_the_import() {
-    let err = runtime()
+    let rt = runtime();
+    let mut n = Node::new(&rt, None);
+    let err = rt
         .load("wasi-import.wasm", fixture("wasi-import"))
         .unwrap_err();
+    assert!(n.kv_set("still", "works"));
     assert_eq!(
         err.to_string(),
         format!(
@@ -442,7 +566,7 @@ fn two_plugins_cannot_share_a_table_or_a_name() {
     let err = PluginSet::new(vec![a, b]).err().expect("refused");
     assert_eq!(
         err.to_string(),
-        "plugins kv and kv both declare the plugin name kv"
+        "plugins a and b both declare the plugin name kv"
     );
 }
 
@@ -535,7 +659,6 @@ fn the_example_plugin_runs_beside_kv() {
         .apply(&mut txn, "register", &cbor(&req), 0)
         .unwrap();
     assert!(decode::<bool>(&out));
-    // Only the owner writes a table: kv cannot touch users' rows, and vice versa.
     txn.commit();
     let found: Vec<example_users_plugin::User> = decode(
         &set.get("users")

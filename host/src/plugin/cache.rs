@@ -3,10 +3,18 @@
 //! A file is named by the SHA-256 of the component and a hash of the engine's configuration
 //! and version (`Engine::precompile_compatibility_hash`), so a changed engine never loads a
 //! stale artifact (CosmWasm learned this the hard way: gas costs compiled into artifacts).
-//! Files are written under a temporary name and renamed, so a crash leaves no partial file.
+//! A file holds the serialized artifact followed by its own SHA-256, checked before the
+//! artifact is handed to wasmtime: a torn or bit-flipped file is recompiled, never run.
+//! Files are written under a unique temporary name, fsynced and renamed, so a crash or two
+//! servers sharing the directory never leave or read a partial file.
+//!
+//! The cache is an optimization: failing to write it is logged, not fatal.
 
+use sha2::{Digest, Sha256};
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
@@ -17,6 +25,9 @@ pub(crate) struct ArtifactCache {
     dir: PathBuf,
     engine_key: u64,
 }
+
+/// Distinguishes temporary files written by one process.
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl ArtifactCache {
     pub(crate) fn new(dir: &Path, engine: &Engine) -> Result<Self, LoadError> {
@@ -40,17 +51,24 @@ impl ArtifactCache {
         ))
     }
 
-    /// The cached artifact for `hash`, if there is a usable one.
+    /// The cached artifact for `hash`, if there is an intact, usable one.
     pub(crate) fn get(&self, engine: &Engine, hash: &[u8; 32]) -> Option<Component> {
         let path = self.path(hash);
         // Read into memory rather than mmap the file: a file replaced or truncated under a
         // running server must not fault the code mapped from it.
         let bytes = std::fs::read(&path).ok()?;
-        // SAFETY: the file is in the server's own cache directory, written only by `put`
-        // from `Component::serialize` of the component whose hash names it, for an engine
-        // with the same compatibility hash. wasmtime still checks its header (version,
-        // configuration) and fails cleanly on a mismatch or on foreign bytes.
-        match unsafe { Component::deserialize(engine, &bytes) } {
+        let Some((artifact, sum)) = bytes.split_last_chunk::<32>() else {
+            tracing::warn!(path = %path.display(), "plugin artifact truncated; recompiling");
+            return None;
+        };
+        if Sha256::digest(artifact).as_slice() != sum {
+            tracing::warn!(path = %path.display(), "plugin artifact checksum mismatch; recompiling");
+            return None;
+        }
+        // SAFETY: the bytes are exactly what `put` wrote from `Component::serialize` of the
+        // component whose hash names the file (the checksum above proves they are intact),
+        // for an engine with the same compatibility hash; wasmtime still checks the header.
+        match unsafe { Component::deserialize(engine, artifact) } {
             Ok(c) => Some(c),
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "plugin artifact unusable; recompiling");
@@ -59,18 +77,32 @@ impl ArtifactCache {
         }
     }
 
-    /// Stores the compiled `component` under `hash`.
-    pub(crate) fn put(&self, hash: &[u8; 32], component: &Component) -> Result<(), LoadError> {
+    /// Stores the compiled `component` under `hash`; a failure is logged and ignored.
+    pub(crate) fn put(&self, hash: &[u8; 32], component: &Component) {
         let path = self.path(hash);
-        let err = |reason: String| LoadError::Cache {
-            path: path.display().to_string(),
-            reason,
-        };
-        let bytes = component
+        if let Err(reason) = self.write(&path, component) {
+            tracing::warn!(path = %path.display(), %reason, "could not cache the compiled plugin");
+        }
+    }
+
+    fn write(&self, path: &Path, component: &Component) -> Result<(), String> {
+        let mut bytes = component
             .serialize()
-            .map_err(|e| err(format!("serializing: {e}")))?;
-        let tmp = path.with_extension("cwasm.tmp");
-        std::fs::write(&tmp, bytes).map_err(|e| err(format!("writing: {e}")))?;
-        std::fs::rename(&tmp, &path).map_err(|e| err(format!("renaming: {e}")))
+            .map_err(|e| format!("serializing: {e}"))?;
+        let sum = Sha256::digest(&bytes);
+        bytes.extend_from_slice(&sum);
+        let tmp = path.with_extension(format!(
+            "{}.{}.tmp",
+            std::process::id(),
+            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let written = std::fs::File::create(&tmp)
+            .and_then(|mut f| f.write_all(&bytes).and_then(|()| f.sync_all()))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(format!("writing: {e}"));
+        }
+        Ok(())
     }
 }

@@ -114,6 +114,29 @@ pub enum CallError {
         /// The plugin's message.
         message: String,
     },
+    /// The call used up its host-work budget (state calls are charged in fuel units) or its
+    /// budget of bytes written; deterministic on every server.
+    #[error("plugin {plugin}: {call} used up its {budget}; nothing was written")]
+    BudgetExceeded {
+        /// Plugin name.
+        plugin: String,
+        /// e.g. `command set`.
+        call: String,
+        /// Which budget, with its limit.
+        budget: String,
+    },
+    /// This server could not run the call (no free instance slot, or instantiation failed
+    /// for a reason of this host's). Not a verdict on the command: it must not be recorded as
+    /// the command's result, since another server would run it.
+    #[error("plugin {plugin}: {call} could not run on this server: {reason}; try again")]
+    Unavailable {
+        /// Plugin name.
+        plugin: String,
+        /// e.g. `query get`.
+        call: String,
+        /// Why.
+        reason: String,
+    },
     /// The plugin has no such command.
     #[error("plugin {plugin} has no command {command}")]
     UnknownCommand {

@@ -54,25 +54,88 @@ impl ResourceLimiter for Limiter {
     }
 }
 
+/// Which per-call budget a call used up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exceeded {
+    /// Host work (entries visited, bytes copied), counted in fuel units.
+    HostWork,
+    /// Bytes written with `insert`.
+    Writes,
+}
+
+/// Host work charged per state call, in fuel units, before what the call moves.
+const CALL_COST: u64 = 100;
+/// Host work charged per object visited, returned or written.
+const OBJECT_COST: u64 = 10;
+/// Bytes copied per unit of host work.
+const BYTES_PER_UNIT: u64 = 16;
+
 /// The data of one call's wasmtime store.
 pub(crate) struct HostState {
     pub(crate) plugin: String,
     pub(crate) access: Access,
     pub(crate) limiter: Limiter,
+    /// Host work left, in fuel units: the same budget size as the wasm fuel, drawn on by the
+    /// state calls (wasm fuel does not count time spent in the host).
+    work_left: u64,
+    /// Bytes `insert` may still write in this call.
+    write_left: u64,
+    /// Set once a budget is used up; the call then fails whatever the plugin returns.
+    pub(crate) exceeded: Option<Exceeded>,
+    /// The first `panicked at ...` line the guest's panic hook logged.
+    pub(crate) panic_message: Option<String>,
     log_lines: u32,
 }
 
 impl HostState {
-    pub(crate) fn new(plugin: &str, access: Access, memory_limit: usize) -> Self {
+    pub(crate) fn new(plugin: &str, access: Access, limits: &super::Limits) -> Self {
         HostState {
             plugin: plugin.to_string(),
             access,
             limiter: Limiter {
-                memory_limit,
+                memory_limit: limits.memory_bytes,
                 denied: None,
             },
+            work_left: limits.fuel,
+            write_left: limits.write_bytes,
+            exceeded: None,
+            panic_message: None,
             log_lines: 0,
         }
+    }
+
+    /// Draws `objects` and `bytes` of host work (plus the per-call cost) from the budget;
+    /// traps the call once it is used up.
+    fn charge(&mut self, objects: u64, bytes: u64) -> Outcome<()> {
+        let cost = CALL_COST
+            .saturating_add(objects.saturating_mul(OBJECT_COST))
+            .saturating_add(bytes / BYTES_PER_UNIT);
+        match self.work_left.checked_sub(cost) {
+            Some(left) if self.exceeded.is_none() => {
+                self.work_left = left;
+                Ok(())
+            }
+            _ => Err(self.budget_trap(Exceeded::HostWork)),
+        }
+    }
+
+    /// Draws `bytes` from the write budget; traps the call once it is used up.
+    fn charge_write(&mut self, bytes: u64) -> Outcome<()> {
+        match self.write_left.checked_sub(bytes) {
+            Some(left) if self.exceeded.is_none() => {
+                self.write_left = left;
+                Ok(())
+            }
+            _ => Err(self.budget_trap(Exceeded::Writes)),
+        }
+    }
+
+    fn budget_trap(&mut self, which: Exceeded) -> Fail {
+        let which = *self.exceeded.get_or_insert(which);
+        Fail::Trap(wasmtime::format_err!(
+            "plugin {} used up its {which:?} budget",
+            self.plugin
+        ))
     }
 
     fn read(&self) -> Result<&Tables, types::StateError> {
@@ -131,47 +194,74 @@ fn from_wit_range(r: types::KeyRange) -> st::KeyRange {
 
 impl types::Host for HostState {}
 
-impl state::Host for HostState {
-    fn get(
-        &mut self,
-        table: String,
-        index: String,
-        key: Vec<u8>,
-    ) -> Result<Option<Vec<u8>>, types::StateError> {
-        let found = self
-            .read()?
-            .get(&table, &index, &key)
-            .map_err(to_wit_error)?;
+/// How a state call ends badly: a trap ends the whole call (a used-up budget); a state error
+/// goes back to the plugin, which decides what to do with it.
+pub(crate) enum Fail {
+    Trap(wasmtime::Error),
+    State(types::StateError),
+}
+
+impl From<types::StateError> for Fail {
+    fn from(e: types::StateError) -> Self {
+        Fail::State(e)
+    }
+}
+
+impl From<st::StateError> for Fail {
+    fn from(e: st::StateError) -> Self {
+        Fail::State(to_wit_error(e))
+    }
+}
+
+type Outcome<T> = Result<T, Fail>;
+
+/// The shape `bindgen!` wants for a trappable import returning `result<T, state-error>`.
+fn finish<T>(outcome: Outcome<T>) -> wasmtime::Result<Result<T, types::StateError>> {
+    match outcome {
+        Ok(v) => Ok(Ok(v)),
+        Err(Fail::State(e)) => Ok(Err(e)),
+        Err(Fail::Trap(e)) => Err(e),
+    }
+}
+
+fn bytes_len(b: &Option<st::Bytes>) -> u64 {
+    b.as_ref().map_or(0, |b| b.len() as u64)
+}
+
+impl HostState {
+    fn get(&mut self, table: &str, index: &str, key: &[u8]) -> Outcome<Option<Vec<u8>>> {
+        self.charge(1, key.len() as u64)?;
+        let found = self.read()?.get(table, index, key)?;
+        self.charge(0, bytes_len(&found))?;
         Ok(found.map(|b| b.to_vec()))
     }
 
     fn first(
         &mut self,
-        table: String,
-        index: String,
+        table: &str,
+        index: &str,
         range: types::KeyRange,
-    ) -> Result<Option<Vec<u8>>, types::StateError> {
+    ) -> Outcome<Option<Vec<u8>>> {
         let range = from_wit_range(range);
-        let found = self
-            .read()?
-            .first(&table, &index, &range)
-            .map_err(to_wit_error)?;
+        self.charge(1, 0)?;
+        let found = self.read()?.first(table, index, &range)?;
+        self.charge(0, bytes_len(&found))?;
         Ok(found.map(|b| b.to_vec()))
     }
 
     fn scan(
         &mut self,
-        table: String,
-        index: String,
+        table: &str,
+        index: &str,
         range: types::KeyRange,
-        cursor: Option<Vec<u8>>,
+        cursor: Option<&[u8]>,
         limit: u32,
-    ) -> Result<types::ScanBatch, types::StateError> {
+    ) -> Outcome<types::ScanBatch> {
         let range = from_wit_range(range);
-        let batch = self
-            .read()?
-            .scan(&table, &index, &range, cursor.as_deref(), limit)
-            .map_err(to_wit_error)?;
+        self.charge(0, 0)?;
+        let batch = self.read()?.scan(table, index, &range, cursor, limit)?;
+        let bytes: u64 = batch.objects.iter().map(|o| o.len() as u64).sum();
+        self.charge(batch.objects.len() as u64 + 1, bytes)?;
         Ok(types::ScanBatch {
             objects: batch.objects.iter().map(|o| o.to_vec()).collect(),
             cursor: batch.cursor,
@@ -180,10 +270,19 @@ impl state::Host for HostState {
 
     fn insert(
         &mut self,
-        table: String,
-        object: Vec<u8>,
+        table: &str,
+        object: &[u8],
         keys: Vec<types::IndexKeys>,
-    ) -> Result<Option<Vec<u8>>, types::StateError> {
+    ) -> Outcome<Option<Vec<u8>>> {
+        let key_bytes: u64 = keys
+            .iter()
+            .flat_map(|k| &k.keys)
+            .map(|k| k.len() as u64)
+            .sum();
+        let key_count: u64 = keys.iter().map(|k| k.keys.len() as u64).sum();
+        let bytes = object.len() as u64 + key_bytes;
+        self.charge(key_count + 1, bytes)?;
+        self.charge_write(bytes)?;
         let keys: Vec<st::IndexKeys> = keys
             .into_iter()
             .map(|k| st::IndexKeys {
@@ -193,40 +292,94 @@ impl state::Host for HostState {
             .collect();
         let owner = self.plugin.clone();
         let (tables, index) = self.write()?;
-        let old = tables
-            .insert(&owner, index, &table, &object, &keys)
-            .map_err(to_wit_error)?;
+        let old = tables.insert(&owner, index, table, object, &keys)?;
         Ok(old.map(|b| b.to_vec()))
     }
 
-    fn delete(&mut self, table: String, id: Vec<u8>) -> Result<Option<Vec<u8>>, types::StateError> {
+    fn delete(&mut self, table: &str, id: &[u8]) -> Outcome<Option<Vec<u8>>> {
+        self.charge(1, id.len() as u64)?;
         let owner = self.plugin.clone();
         let (tables, index) = self.write()?;
-        let old = tables
-            .delete(&owner, index, &table, &id)
-            .map_err(to_wit_error)?;
+        let old = tables.delete(&owner, index, table, id)?;
         Ok(old.map(|b| b.to_vec()))
     }
 
-    fn delete_prefix(
+    fn delete_prefix(&mut self, table: &str, index: &str, prefix: &[u8]) -> Outcome<u64> {
+        self.charge(0, prefix.len() as u64)?;
+        let owner = self.plugin.clone();
+        let (tables, at) = self.write()?;
+        let n = tables.delete_prefix(&owner, at, table, index, prefix)?;
+        self.charge(n, 0)?;
+        Ok(n)
+    }
+
+    fn table_index(&mut self, table: &str) -> Outcome<u64> {
+        self.charge(0, 0)?;
+        Ok(self.read()?.table_index(table)?)
+    }
+}
+
+type Ret<T> = wasmtime::Result<Result<T, types::StateError>>;
+
+impl state::Host for HostState {
+    fn get(&mut self, table: String, index: String, key: Vec<u8>) -> Ret<Option<Vec<u8>>> {
+        finish(HostState::get(self, &table, &index, &key))
+    }
+
+    fn first(
         &mut self,
         table: String,
         index: String,
-        prefix: Vec<u8>,
-    ) -> Result<u64, types::StateError> {
-        let owner = self.plugin.clone();
-        let (tables, at) = self.write()?;
-        tables
-            .delete_prefix(&owner, at, &table, &index, &prefix)
-            .map_err(to_wit_error)
+        range: types::KeyRange,
+    ) -> Ret<Option<Vec<u8>>> {
+        finish(HostState::first(self, &table, &index, range))
+    }
+
+    fn scan(
+        &mut self,
+        table: String,
+        index: String,
+        range: types::KeyRange,
+        cursor: Option<Vec<u8>>,
+        limit: u32,
+    ) -> Ret<types::ScanBatch> {
+        finish(HostState::scan(
+            self,
+            &table,
+            &index,
+            range,
+            cursor.as_deref(),
+            limit,
+        ))
+    }
+
+    fn insert(
+        &mut self,
+        table: String,
+        object: Vec<u8>,
+        keys: Vec<types::IndexKeys>,
+    ) -> Ret<Option<Vec<u8>>> {
+        finish(HostState::insert(self, &table, &object, keys))
+    }
+
+    fn delete(&mut self, table: String, id: Vec<u8>) -> Ret<Option<Vec<u8>>> {
+        finish(HostState::delete(self, &table, &id))
+    }
+
+    fn delete_prefix(&mut self, table: String, index: String, prefix: Vec<u8>) -> Ret<u64> {
+        finish(HostState::delete_prefix(self, &table, &index, &prefix))
+    }
+
+    fn table_index(&mut self, table: String) -> Ret<u64> {
+        finish(HostState::table_index(self, &table))
     }
 }
 
 impl log::Host for HostState {
-    fn log(&mut self, level: log::Level, mut message: String) {
+    fn log(&mut self, level: log::Level, mut message: String) -> wasmtime::Result<()> {
         self.log_lines += 1;
         if self.log_lines > MAX_LOG_LINES {
-            return;
+            return Ok(());
         }
         if message.len() > MAX_LOG_LINE {
             let mut cut = MAX_LOG_LINE;
@@ -234,6 +387,12 @@ impl log::Host for HostState {
                 cut -= 1;
             }
             message.truncate(cut);
+        }
+        if level == log::Level::Error
+            && self.panic_message.is_none()
+            && message.starts_with("panicked at ")
+        {
+            self.panic_message = Some(message.clone());
         }
         let plugin = self.plugin.as_str();
         match level {
@@ -243,6 +402,7 @@ impl log::Host for HostState {
             log::Level::Warn => tracing::warn!(target: "agent.plugin", plugin, "{message}"),
             log::Level::Error => tracing::error!(target: "agent.plugin", plugin, "{message}"),
         }
+        Ok(())
     }
 }
 
@@ -250,14 +410,15 @@ impl log::Host for HostState {
 mod tests {
     use super::*;
     use crate::state::{Schema, Store};
-    use state::Host as _;
 
     #[test]
     fn writes_outside_apply_are_refused() {
         let store = Store::new(Schema::default());
         for access in [Access::None, Access::Read(store.read())] {
-            let mut h = HostState::new("p", access, 1 << 20);
-            let err = h.delete("t".into(), b"k".to_vec()).unwrap_err();
+            let mut h = HostState::new("p", access, &crate::plugin::Limits::default());
+            let err = state::Host::delete(&mut h, "t".into(), b"k".to_vec())
+                .expect("not a trap")
+                .unwrap_err();
             assert!(matches!(err, types::StateError::ReadOnly(_)), "{err:?}");
         }
     }

@@ -28,6 +28,7 @@ mod validate;
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 
@@ -43,7 +44,9 @@ pub const CONTRACT_VERSION: &str = "0.1.0";
 mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
-        world: "plugin",
+                world: "plugin",
+        // Imports may trap: an exhausted host-work or write budget ends the call at once.
+        imports: { default: trappable },
     });
 }
 
@@ -57,23 +60,56 @@ pub fn bundled() -> &'static [(&'static str, &'static [u8])] {
     BUNDLED
 }
 
-/// Per-call limits, the same on every server (they are part of what makes apply
-/// deterministic).
+/// Per-call limits. They decide whether a command fails, so every server of a cluster must
+/// run with the same ones (a later issue replicates them through the log).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Fuel per call (about one unit per wasm instruction).
+    /// Fuel per call (about one unit per wasm instruction). Host work done for the plugin
+    /// (state calls: entries visited, bytes copied) draws on a second budget of the same size.
     pub fuel: u64,
     /// Most bytes of linear memory an instance may grow to.
     pub memory_bytes: usize,
+    /// Most bytes (objects and keys) one call may insert, bounding the host memory a single
+    /// command can make the store allocate.
+    pub write_bytes: u64,
 }
 
 impl Default for Limits {
-    /// 1e9 fuel (about half a second of wasm) and 256 MiB.
+    /// 1e9 fuel (about half a second of wasm), 256 MiB of memory, 64 MiB of writes.
     fn default() -> Self {
         Limits {
             fuel: 1_000_000_000,
             memory_bytes: 256 << 20,
+            write_bytes: 64 << 20,
         }
+    }
+}
+
+/// Instance slots kept free of reads, so the serial write path always finds one.
+const RESERVED_FOR_APPLY: u32 = 8;
+
+/// Counts calls other than `apply` in flight; refuses one beyond the pool's share for them.
+#[derive(Clone, Default)]
+struct CallGate(Arc<AtomicU32>);
+
+/// A slot taken from a [`CallGate`]; released on drop.
+struct GateSlot(Arc<AtomicU32>);
+
+impl CallGate {
+    fn enter(&self) -> Option<GateSlot> {
+        let max = INSTANCE_POOL - RESERVED_FOR_APPLY;
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| GateSlot(self.0.clone()))
+    }
+}
+
+impl Drop for GateSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -109,6 +145,7 @@ pub struct Runtime {
     linker: Linker<HostState>,
     cache: Option<ArtifactCache>,
     limits: Limits,
+    gate: CallGate,
 }
 
 /// How many plugin instances may be alive at once (one per in-flight call). A call beyond
@@ -166,6 +203,7 @@ impl Runtime {
             linker,
             cache,
             limits: config.limits,
+            gate: CallGate::default(),
         })
     }
 
@@ -188,7 +226,7 @@ impl Runtime {
             reason: format!("{e:#}"),
         })?;
         if let Some(cache) = &self.cache {
-            cache.put(hash, &component)?;
+            cache.put(hash, &component);
         }
         Ok((component, true))
     }
@@ -211,6 +249,8 @@ impl Runtime {
                 reason: format!("the component does not implement the fsmhost:plugin world: {e:#}"),
             })?;
         let mut plugin = LoadedPlugin {
+            origin: origin.to_string(),
+            gate: self.gate.clone(),
             description: Description {
                 name: origin.to_string(),
                 version: String::new(),
@@ -274,6 +314,9 @@ impl Runtime {
 
 /// A validated plugin, ready to run.
 pub struct LoadedPlugin {
+    /// Where it was loaded from (a file, `bundled:<name>`), for messages.
+    origin: String,
+    gate: CallGate,
     description: Description,
     hash: [u8; 32],
     compiled: bool,
@@ -326,15 +369,68 @@ impl LoadedPlugin {
         access: Access,
         f: impl FnOnce(&wit_guest::Guest, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> (HostState, Result<R, CallError>) {
-        let state = HostState::new(&self.description.name, access, self.limits.memory_bytes);
+        let state = HostState::new(&self.description.name, access, &self.limits);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
-        let result = store
+        let instance = store
             .set_fuel(self.limits.fuel)
-            .and_then(|()| self.pre.instantiate(&mut store))
-            .and_then(|instance| f(instance.fsmhost_plugin_guest(), &mut store));
-        let result = result.map_err(|e| self.classify(call, store.data(), e));
+            .and_then(|()| self.pre.instantiate(&mut store));
+        let result = match instance {
+            Ok(instance) => f(instance.fsmhost_plugin_guest(), &mut store)
+                .map_err(|e| self.classify(call, store.data(), e)),
+            Err(e) => Err(self.instantiate_error(call, store.data(), e)),
+        };
+        // A used-up budget fails the call whatever the plugin did with the error it got.
+        let result = match store.data().exceeded {
+            Some(which) => Err(self.budget_error(call, which)),
+            None => result,
+        };
         (store.into_data(), result)
+    }
+
+    fn budget_error(&self, call: &str, which: host::Exceeded) -> CallError {
+        let budget = match which {
+            host::Exceeded::HostWork => {
+                format!("host-work budget of {} fuel units", self.limits.fuel)
+            }
+            host::Exceeded::Writes => format!("write budget of {} bytes", self.limits.write_bytes),
+        };
+        CallError::BudgetExceeded {
+            plugin: self.description.name.clone(),
+            call: call.to_string(),
+            budget,
+        }
+    }
+
+    /// Instantiation failures: a trap or an oversized initial memory is the component's own
+    /// (deterministic); anything else (an exhausted pool) is this server's problem.
+    fn instantiate_error(&self, call: &str, state: &HostState, e: wasmtime::Error) -> CallError {
+        if state.limiter.denied.is_some() || e.downcast_ref::<Trap>().is_some() {
+            return self.classify(call, state, e);
+        }
+        CallError::Unavailable {
+            plugin: self.description.name.clone(),
+            call: call.to_string(),
+            reason: format!("{e:#}"),
+        }
+    }
+
+    /// Runs a call that is not `apply` through the gate that keeps slots for writes.
+    fn gated_call<R>(
+        &self,
+        call: &str,
+        access: Access,
+        f: impl FnOnce(&wit_guest::Guest, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        let _slot = self.gate.enter().ok_or_else(|| CallError::Unavailable {
+            plugin: self.description.name.clone(),
+            call: call.to_string(),
+            reason: format!(
+                "{} plugin calls are already running",
+                INSTANCE_POOL - RESERVED_FOR_APPLY
+            ),
+        })?;
+        self.call(call, access, f)
     }
 
     fn call<R>(
@@ -366,7 +462,10 @@ impl LoadedPlugin {
             Some(Trap::UnreachableCodeReached) => CallError::Trap {
                 plugin,
                 call,
-                trap: "the plugin panicked (wasm `unreachable` instruction executed)".into(),
+                trap: match &state.panic_message {
+                    Some(m) => format!("the plugin {m}"),
+                    None => "the plugin panicked (wasm `unreachable` instruction executed)".into(),
+                },
             },
             Some(t) => CallError::Trap {
                 plugin,
@@ -376,7 +475,7 @@ impl LoadedPlugin {
             None => CallError::Trap {
                 plugin,
                 call,
-                trap: e.to_string(),
+                trap: format!("{e:#}"),
             },
         }
     }
@@ -445,7 +544,7 @@ impl LoadedPlugin {
             });
         }
         let call = format!("query {name}");
-        self.call(&call, Access::Read(txn.clone()), |g, s| {
+        self.gated_call(&call, Access::Read(txn.clone()), |g, s| {
             g.call_query(s, name, args)
         })?
         .map_err(|e| self.plugin_error(&call, e))
@@ -455,7 +554,7 @@ impl LoadedPlugin {
     pub fn index(&self, table: &str, object: &[u8]) -> Result<Vec<IndexKeys>, CallError> {
         let call = format!("index of table {table}");
         let keys = self
-            .call(&call, Access::None, |g, s| g.call_index(s, table, object))?
+            .gated_call(&call, Access::None, |g, s| g.call_index(s, table, object))?
             .map_err(|e| self.plugin_error(&call, e))?;
         Ok(keys
             .into_iter()
@@ -475,7 +574,7 @@ impl LoadedPlugin {
         prefix: bool,
     ) -> Result<Vec<u8>, CallError> {
         let call = format!("index-args of {table}.{index}");
-        self.call(&call, Access::None, |g, s| {
+        self.gated_call(&call, Access::None, |g, s| {
             g.call_index_args(s, table, index, args, prefix)
         })?
         .map_err(|e| self.plugin_error(&call, e))
@@ -496,16 +595,20 @@ impl PluginSet {
         for (i, p) in plugins.iter().enumerate() {
             if let Some(other) = plugins[..i].iter().find(|o| o.name() == p.name()) {
                 return Err(LoadError::Conflict {
-                    first: other.name().to_string(),
-                    second: p.name().to_string(),
+                    first: other.origin.clone(),
+                    second: p.origin.clone(),
                     what: format!("the plugin name {}", p.name()),
                 });
             }
             for t in &p.description.tables {
                 if let Some(prev) = tables.iter().find(|x| x.name == t.name) {
                     return Err(LoadError::Conflict {
-                        first: prev.owner.clone(),
-                        second: p.name().to_string(),
+                        first: format!(
+                            "{} ({})",
+                            prev.owner,
+                            owner_origin(&plugins[..i], &prev.owner)
+                        ),
+                        second: format!("{} ({})", p.name(), p.origin),
                         what: format!("table {}", t.name),
                     });
                 }
@@ -514,7 +617,10 @@ impl PluginSet {
         }
         Ok(PluginSet {
             plugins: plugins.into_iter().map(Arc::new).collect(),
-            schema: Schema::new(tables),
+            schema: Schema::new(tables).map_err(|problem| LoadError::InvalidDescription {
+                plugin: "the plugin set".into(),
+                problem,
+            })?,
         })
     }
 
@@ -531,5 +637,31 @@ impl PluginSet {
     /// The store schema: every table of every plugin.
     pub fn schema(&self) -> &Schema {
         &self.schema
+    }
+}
+
+fn owner_origin(plugins: &[LoadedPlugin], owner: &str) -> String {
+    plugins
+        .iter()
+        .find(|p| p.name() == owner)
+        .map_or_else(String::new, |p| p.origin.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gate_keeps_slots_for_apply() {
+        let gate = CallGate::default();
+        let held: Vec<GateSlot> = (0..INSTANCE_POOL - RESERVED_FOR_APPLY)
+            .map(|_| gate.enter().expect("a free slot"))
+            .collect();
+        assert!(
+            gate.enter().is_none(),
+            "reads cannot take the reserved slots"
+        );
+        drop(held);
+        assert!(gate.enter().is_some(), "slots come back when calls end");
     }
 }

@@ -164,7 +164,7 @@ pub struct ListArgs {
 pub struct ListResult {
     /// Entries under the prefix, in key order.
     pub entries: Vec<Entry>,
-    /// The highest index of the entries and tombstones under the prefix (0 if none).
+    /// Consul's index for the prefix: it never goes backwards after a delete.
     pub index: u64,
 }
 
@@ -183,12 +183,27 @@ pub struct KeysArgs {
 pub struct KeysResult {
     /// The keys (or key prefixes up to the separator), in order.
     pub keys: Vec<String>,
-    /// The highest index of the entries and tombstones under the prefix (0 if none).
+    /// Consul's index for the prefix, as for `list`.
     pub index: u64,
 }
 
-/// Writes `entry` unless it changes nothing; keeps CreateIndex, Session and LockIndex of an
-/// existing key (Consul's `kvsSetTxn`).
+/// Refuses a key the `kvs.id` index cannot hold: empty (for a write), or with a NUL byte
+/// (the index's terminator, which would let one key match another's prefix).
+fn check_key(key: &str, what: &str, allow_empty: bool) -> Result<(), Error> {
+    if key.is_empty() && !allow_empty {
+        return Err(Error::bad_request(format!("{what} must not be empty")));
+    }
+    if key.contains('\0') {
+        return Err(Error::bad_request(format!(
+            "{what} {key:?} contains a NUL byte"
+        )));
+    }
+    Ok(())
+}
+
+/// Writes a key as Consul's `kvsSetTxn` does: CreateIndex and Session are kept from an
+/// existing entry, LockIndex comes from the request (0), and an entry equal to the stored one
+/// (value, flags, session, lock index) is not written at all.
 fn write_entry(
     tx: &mut dyn Txn,
     ctx: &Ctx,
@@ -197,33 +212,38 @@ fn write_entry(
     value: Vec<u8>,
     flags: u64,
 ) -> Result<bool, Error> {
-    let entry = match existing {
-        Some(old) if old.value == value && old.flags == flags => return Ok(true),
-        Some(old) => Entry {
-            value,
-            flags,
-            modify_index: ctx.index,
-            ..old
-        },
-        None => Entry {
-            key,
-            value,
-            flags,
-            create_index: ctx.index,
-            modify_index: ctx.index,
-            ..Entry::default()
-        },
+    let mut entry = Entry {
+        key,
+        value,
+        flags,
+        create_index: ctx.index,
+        modify_index: ctx.index,
+        lock_index: 0,
+        session: None,
     };
+    if let Some(old) = existing {
+        entry.create_index = old.create_index;
+        entry.session = old.session.clone();
+        let unchanged = old.value == entry.value
+            && old.flags == entry.flags
+            && old.session == entry.session
+            && old.lock_index == entry.lock_index;
+        if unchanged {
+            return Ok(true);
+        }
+    }
     KVS.insert(tx, &entry)?;
     Ok(true)
 }
 
 fn set(tx: &mut dyn Txn, ctx: &Ctx, req: SetRequest) -> Result<bool, Error> {
+    check_key(&req.key, "key", false)?;
     let existing = KVS_ID.get(tx, &req.key)?;
     write_entry(tx, ctx, existing, req.key, req.value, req.flags)
 }
 
 fn cas(tx: &mut dyn Txn, ctx: &Ctx, req: CasRequest) -> Result<bool, Error> {
+    check_key(&req.key, "key", false)?;
     let existing = KVS_ID.get(tx, &req.key)?;
     let matches = match &existing {
         None => req.index == 0,
@@ -249,6 +269,7 @@ fn remove_entry(tx: &mut dyn Txn, ctx: &Ctx, entry: &Entry) -> Result<(), Error>
 }
 
 fn delete(tx: &mut dyn Txn, ctx: &Ctx, req: DeleteRequest) -> Result<bool, Error> {
+    check_key(&req.key, "key", false)?;
     if let Some(e) = KVS_ID.get(tx, &req.key)? {
         remove_entry(tx, ctx, &e)?;
     }
@@ -256,6 +277,7 @@ fn delete(tx: &mut dyn Txn, ctx: &Ctx, req: DeleteRequest) -> Result<bool, Error
 }
 
 fn delete_cas(tx: &mut dyn Txn, ctx: &Ctx, req: DeleteCasRequest) -> Result<bool, Error> {
+    check_key(&req.key, "key", false)?;
     match KVS_ID.get(tx, &req.key)? {
         // Consul answers true for a key that is already gone.
         None => Ok(true),
@@ -268,6 +290,7 @@ fn delete_cas(tx: &mut dyn Txn, ctx: &Ctx, req: DeleteCasRequest) -> Result<bool
 }
 
 fn delete_tree(tx: &mut dyn Txn, ctx: &Ctx, req: DeleteTreeRequest) -> Result<bool, Error> {
+    check_key(&req.prefix, "prefix", true)?;
     let deleted = KVS_ID.delete_prefix(tx, &req.prefix)?;
     // One tombstone for the whole prefix; none for "" (every watcher sees the table index).
     if deleted > 0 && !req.prefix.is_empty() {
@@ -295,35 +318,53 @@ fn reap_tombstones(tx: &mut dyn Txn, _ctx: &Ctx, req: ReapRequest) -> Result<u64
 }
 
 fn get(tx: &dyn Txn, args: GetArgs) -> Result<Option<Entry>, Error> {
+    check_key(&args.key, "key", true)?;
     KVS_ID.get(tx, &args.key)
 }
 
-/// The highest tombstone index under `prefix`, including a delete-tree tombstone on a
-/// shorter prefix of it.
+/// Consul's `kvsMaxIndex`: the last write to `kvs` or `tombstones`.
+fn kvs_max_index(tx: &dyn Txn) -> Result<u64, Error> {
+    Ok(tx
+        .table_index(KVS.name())?
+        .max(tx.table_index(TOMBSTONES.name())?))
+}
+
+/// The index of a list or keys result, as Consul computes it (`kvsListTxn`, `KVSKeys`): the
+/// highest index among the entries and the tombstones under the prefix; when the prefix is
+/// empty, or that is 0 (no entry, no tombstone), the last write to either table. So the
+/// index a client sees for a prefix never goes backwards after a delete.
 #[allow(clippy::ptr_arg)] // the index's argument type is String
-fn tombstone_index(tx: &dyn Txn, prefix: &String) -> Result<u64, Error> {
-    let mut max = 0;
+fn list_index(tx: &dyn Txn, prefix: &String, entries_max: u64) -> Result<u64, Error> {
+    if prefix.is_empty() {
+        return kvs_max_index(tx);
+    }
+    let mut max = entries_max;
     for t in TOMBSTONES_ID.iter_prefix(tx, prefix)? {
         max = max.max(t?.index);
+    }
+    if max == 0 {
+        return kvs_max_index(tx);
     }
     Ok(max)
 }
 
 fn list(tx: &dyn Txn, args: ListArgs) -> Result<ListResult, Error> {
+    check_key(&args.prefix, "prefix", true)?;
     let entries: Vec<Entry> = KVS_ID
         .iter_prefix(tx, &args.prefix)?
         .collect::<Result<_, _>>()?;
     let live = entries.iter().map(|e| e.modify_index).max().unwrap_or(0);
-    let index = live.max(tombstone_index(tx, &args.prefix)?);
+    let index = list_index(tx, &args.prefix, live)?;
     Ok(ListResult { entries, index })
 }
 
 fn keys(tx: &dyn Txn, args: KeysArgs) -> Result<KeysResult, Error> {
+    check_key(&args.prefix, "prefix", true)?;
     let mut out: Vec<String> = Vec::new();
-    let mut index = tombstone_index(tx, &args.prefix)?;
+    let mut live = 0;
     for e in KVS_ID.iter_prefix(tx, &args.prefix)? {
         let e = e?;
-        index = index.max(e.modify_index);
+        live = live.max(e.modify_index);
         let key = match args.separator.as_deref().filter(|s| !s.is_empty()) {
             Some(sep) => match e.key[args.prefix.len()..].find(sep) {
                 Some(at) => e.key[..args.prefix.len() + at + sep.len()].to_string(),
@@ -335,6 +376,7 @@ fn keys(tx: &dyn Txn, args: KeysArgs) -> Result<KeysResult, Error> {
             out.push(key);
         }
     }
+    let index = list_index(tx, &args.prefix, live)?;
     Ok(KeysResult { keys: out, index })
 }
 
@@ -359,7 +401,7 @@ fsmhost_guest::export_plugin!(plugin);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fsmhost_guest::Harness;
+    use fsmhost_guest::{Harness, Txn};
 
     fn h() -> Harness {
         Harness::new(plugin()).expect("kv schema is valid")
@@ -542,6 +584,81 @@ mod tests {
         sorted.sort();
         assert_eq!(keys.len(), n);
         assert_eq!(keys, sorted);
+    }
+
+    #[test]
+    fn an_index_falls_back_to_the_tables_when_the_prefix_has_nothing() {
+        // Consul's kvsListTxn: a prefix with no entry and no tombstone of its own reports the
+        // last write to kvs/tombstones, never 0, so a blocking client never goes backwards.
+        let mut h = h();
+        h.apply::<_, bool>("set", &set_req("x/a/1", "v")).unwrap(); // 1
+        let list = |h: &Harness, p: &str| -> u64 {
+            h.query::<_, ListResult>("list", &ListArgs { prefix: p.into() })
+                .unwrap()
+                .index
+        };
+        assert_eq!(list(&h, "x/a/"), 1);
+        h.apply::<_, bool>(
+            "delete-tree",
+            &DeleteTreeRequest {
+                prefix: "x/".into(),
+            },
+        )
+        .unwrap(); // 2
+        assert_eq!(list(&h, "x/a/"), 2);
+        h.apply::<_, bool>("set", &set_req("y", "v")).unwrap(); // 3
+        h.apply::<_, bool>("delete-tree", &DeleteTreeRequest { prefix: "".into() })
+            .unwrap(); // 4
+        assert_eq!(list(&h, ""), 4);
+        let keys: KeysResult = h
+            .query(
+                "keys",
+                &KeysArgs {
+                    prefix: "nothing/".into(),
+                    separator: None,
+                },
+            )
+            .unwrap();
+        assert_eq!(keys.index, 4);
+    }
+
+    #[test]
+    fn keys_that_the_index_cannot_hold_are_bad_requests() {
+        let mut h = h();
+        let err = h.apply::<_, bool>("set", &set_req("", "v")).unwrap_err();
+        assert_eq!(err.message, "key must not be empty");
+        let err = h
+            .apply::<_, bool>("set", &set_req("a\0b", "v"))
+            .unwrap_err();
+        assert_eq!(err.message, "key \"a\\0b\" contains a NUL byte");
+        h.apply::<_, bool>("set", &set_req("a", "v")).unwrap();
+        let err = h
+            .query::<_, KeysResult>(
+                "keys",
+                &KeysArgs {
+                    prefix: "a\0".into(),
+                    separator: Some("/".into()),
+                },
+            )
+            .unwrap_err();
+        assert_eq!(err.kind, fsmhost_guest::ErrorKind::BadRequest);
+        assert_eq!(h.store().len("kvs"), 1);
+    }
+
+    #[test]
+    fn a_panicking_command_leaves_nothing_natively_either() {
+        // Harness rolls back on a panic, as a trap does on the host.
+        fn boom(tx: &mut dyn Txn, ctx: &Ctx, req: SetRequest) -> Result<bool, Error> {
+            set(tx, ctx, req)?;
+            panic!("boom");
+        }
+        let mut h = Harness::new(plugin().command("boom", boom)).unwrap();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            h.apply::<_, bool>("boom", &set_req("a", "1"))
+        }));
+        assert!(outcome.is_err());
+        assert_eq!(h.store().len("kvs"), 0);
+        assert_eq!(h.store().table_index("kvs"), Ok(0));
     }
 
     #[test]
