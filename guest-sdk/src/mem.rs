@@ -31,6 +31,9 @@ struct MemTable {
     last_change: u64,
 }
 
+/// Index entries in key order, as [`MemTable::range`] yields them.
+type Entries<'a> = Box<dyn Iterator<Item = &'a (Vec<u8>, Vec<u8>)> + 'a>;
+
 struct Undo {
     table: String,
     id: Vec<u8>,
@@ -114,6 +117,19 @@ impl MemStore {
         }
     }
 
+    /// The object of the entry `choose` picks among the entries of `index` in `range`.
+    fn pick<'a>(
+        &'a self,
+        table: &str,
+        index: &str,
+        range: &'a KeyRange,
+        choose: impl FnOnce(Entries<'a>) -> Option<&'a (Vec<u8>, Vec<u8>)>,
+    ) -> Result<Option<Vec<u8>>, StateError> {
+        let t = self.table(table)?;
+        let pos = t.index_pos(index)?;
+        Ok(choose(Box::new(t.range(pos, range, None))).map(|(_, id)| t.rows[id].object.clone()))
+    }
+
     fn table(&self, name: &str) -> Result<&MemTable, StateError> {
         self.tables
             .get(name)
@@ -189,11 +205,16 @@ impl Txn for MemStore {
         index: &str,
         range: &KeyRange,
     ) -> Result<Option<Vec<u8>>, StateError> {
-        let t = self.table(table)?;
-        let pos = t.index_pos(index)?;
-        Ok(t.range(pos, range, None)
-            .next()
-            .map(|(_, id)| t.rows[id].object.clone()))
+        self.pick(table, index, range, |mut entries| entries.next())
+    }
+
+    fn last(
+        &self,
+        table: &str,
+        index: &str,
+        range: &KeyRange,
+    ) -> Result<Option<Vec<u8>>, StateError> {
+        self.pick(table, index, range, |entries| entries.last())
     }
 
     fn scan(

@@ -160,6 +160,12 @@ impl<T: DeserializeOwned, A> Index<T, A> {
             .map(|b| decode_object(self.table, &b))
             .transpose()
     }
+    /// The last object in key order whose key falls in `range`.
+    pub fn last(&self, tx: &dyn Txn, range: &KeyRange) -> Result<Option<T>, Error> {
+        tx.last(self.table, self.name, range)?
+            .map(|b| decode_object(self.table, &b))
+            .transpose()
+    }
     /// Every object whose key equals `args`' key, in `id` order.
     pub fn iter<'t>(&self, tx: &'t dyn Txn, args: &A) -> Iter<'t, T> {
         self.iter_range(tx, KeyRange::Exact(self.key(args)))

@@ -51,6 +51,23 @@ impl KeyRange {
         }
     }
 
+    /// The first key after every key in this range, if there is one (an exclusive upper
+    /// bound for a reverse lookup).
+    pub fn end(&self) -> Option<Vec<u8>> {
+        let after = |k: &[u8]| {
+            let mut e = k.to_vec();
+            e.push(0);
+            e
+        };
+        match self {
+            KeyRange::Exact(k) => Some(after(k)),
+            KeyRange::Prefix(p) => crate::key::prefix_successor(p),
+            KeyRange::Between(_, Bound::Included(e)) => Some(after(e)),
+            KeyRange::Between(_, Bound::Excluded(e)) => Some(e.clone()),
+            KeyRange::Between(_, Bound::Unbounded) => None,
+        }
+    }
+
     /// Whether no key after `key` (in byte order) can be in this range, so a scan in key
     /// order can stop.
     pub fn is_past(&self, key: &[u8]) -> bool {
@@ -146,6 +163,13 @@ pub trait Txn {
     fn get(&self, table: &str, index: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StateError>;
     /// The first object whose key in `index` falls in `range`.
     fn first(
+        &self,
+        table: &str,
+        index: &str,
+        range: &KeyRange,
+    ) -> Result<Option<Vec<u8>>, StateError>;
+    /// The last object whose key in `index` falls in `range`.
+    fn last(
         &self,
         table: &str,
         index: &str,

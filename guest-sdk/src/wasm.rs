@@ -80,6 +80,14 @@ impl Txn for HostTxn {
     ) -> Result<Option<Vec<u8>>, StateError> {
         wit_state::first(table, index, &range_to_wit(range)).map_err(state_error)
     }
+    fn last(
+        &self,
+        table: &str,
+        index: &str,
+        range: &KeyRange,
+    ) -> Result<Option<Vec<u8>>, StateError> {
+        wit_state::last(table, index, &range_to_wit(range)).map_err(state_error)
+    }
     fn scan(
         &self,
         table: &str,

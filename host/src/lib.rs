@@ -4,9 +4,11 @@
 //! Modules, one concern each (see ARCHITECTURE.md for the map and its boundaries):
 //! - [`cli`]: the command line;
 //! - [`plugin`]: the wasm runtime: loading, validation, limits, artifact cache, calls;
+//! - [`fsm`]: log entries applied in order, queries, blocking queries, state hash;
 //! - [`state`]: the in-memory store of tables and indexes the plugins declare.
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod fsm;
 pub mod plugin;
 pub mod state;

@@ -8,6 +8,18 @@
 
 include!(concat!(env!("OUT_DIR"), "/fixtures.rs"));
 
+/// Encodes a value as CBOR, the wire format of payloads and results.
+pub fn cbor<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    ciborium::into_writer(v, &mut out).expect("a test value encodes");
+    out
+}
+
+/// Decodes CBOR; panics (a test failure) on bytes that do not decode.
+pub fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> T {
+    ciborium::from_reader(b).expect("the result decodes")
+}
+
 /// The component bytes of fixture `name`. Panics on an unknown name (a test bug).
 pub fn fixture(name: &str) -> &'static [u8] {
     FIXTURES

@@ -7,8 +7,7 @@ use fsmhost::plugin::{
 };
 use fsmhost::state::Store;
 use fsmhost_plugin_kv as kv;
-use fsmhost_tests::{bundled, fixture};
-use serde::{Serialize, de::DeserializeOwned};
+use fsmhost_tests::{bundled, cbor, decode, fixture};
 
 const TEST_LIMITS: Limits = Limits {
     fuel: 50_000_000,
@@ -34,16 +33,6 @@ const SMALL_BUDGETS: Limits = Limits {
     memory_bytes: 64 << 20,
     write_bytes: 4 << 20,
 };
-
-fn cbor<T: Serialize>(v: &T) -> Vec<u8> {
-    let mut out = Vec::new();
-    ciborium::into_writer(v, &mut out).expect("encode");
-    out
-}
-
-fn decode<T: DeserializeOwned>(b: &[u8]) -> T {
-    ciborium::from_reader(b).expect("decode")
-}
 
 /// kv plus the named fixture, loaded as one set, with a store of their tables.
 struct Node {

@@ -1,6 +1,7 @@
 //! What a plugin instance sees of the host: the `state` and `log` imports, backed by the
 //! transaction of the current call, and the memory limiter of its store.
 
+use std::collections::BTreeSet;
 use wasmtime::ResourceLimiter;
 
 use super::bindings::fsmhost::plugin::{log, state, types};
@@ -84,6 +85,8 @@ pub(crate) struct HostState {
     pub(crate) exceeded: Option<Exceeded>,
     /// The first `panicked at ...` line the guest's panic hook logged.
     pub(crate) panic_message: Option<String>,
+    /// Tables the call read: what a blocking query waits on.
+    pub(crate) read_set: BTreeSet<String>,
     log_lines: u32,
 }
 
@@ -100,6 +103,7 @@ impl HostState {
             write_left: limits.write_bytes,
             exceeded: None,
             panic_message: None,
+            read_set: BTreeSet::new(),
             log_lines: 0,
         }
     }
@@ -136,6 +140,13 @@ impl HostState {
             "plugin {} used up its {which:?} budget",
             self.plugin
         ))
+    }
+
+    /// Notes a successful read of `table` in the read set.
+    fn note_read(&mut self, table: &str) {
+        if !self.read_set.contains(table) {
+            self.read_set.insert(table.to_string());
+        }
     }
 
     fn read(&self) -> Result<&Tables, types::StateError> {
@@ -224,28 +235,18 @@ fn finish<T>(outcome: Outcome<T>) -> wasmtime::Result<Result<T, types::StateErro
     }
 }
 
-fn bytes_len(b: &Option<st::Bytes>) -> u64 {
-    b.as_ref().map_or(0, |b| b.len() as u64)
-}
-
 impl HostState {
-    fn get(&mut self, table: &str, index: &str, key: &[u8]) -> Outcome<Option<Vec<u8>>> {
-        self.charge(1, key.len() as u64)?;
-        let found = self.read()?.get(table, index, key)?;
-        self.charge(0, bytes_len(&found))?;
-        Ok(found.map(|b| b.to_vec()))
-    }
-
-    fn first(
+    /// A lookup of at most one object of `table`, metered and noted in the read set.
+    fn lookup(
         &mut self,
         table: &str,
-        index: &str,
-        range: types::KeyRange,
+        key_bytes: u64,
+        find: impl FnOnce(&Tables) -> Result<Option<st::Bytes>, st::StateError>,
     ) -> Outcome<Option<Vec<u8>>> {
-        let range = from_wit_range(range);
-        self.charge(1, 0)?;
-        let found = self.read()?.first(table, index, &range)?;
-        self.charge(0, bytes_len(&found))?;
+        self.charge(1, key_bytes)?;
+        let found = find(self.read()?)?;
+        self.note_read(table);
+        self.charge(0, found.as_ref().map_or(0, |b| b.len() as u64))?;
         Ok(found.map(|b| b.to_vec()))
     }
 
@@ -260,6 +261,7 @@ impl HostState {
         let range = from_wit_range(range);
         self.charge(0, 0)?;
         let batch = self.read()?.scan(table, index, &range, cursor, limit)?;
+        self.note_read(table);
         let bytes: u64 = batch.objects.iter().map(|o| o.len() as u64).sum();
         self.charge(batch.objects.len() as u64 + 1, bytes)?;
         Ok(types::ScanBatch {
@@ -315,7 +317,9 @@ impl HostState {
 
     fn table_index(&mut self, table: &str) -> Outcome<u64> {
         self.charge(0, 0)?;
-        Ok(self.read()?.table_index(table)?)
+        let index = self.read()?.table_index(table)?;
+        self.note_read(table);
+        Ok(index)
     }
 }
 
@@ -323,7 +327,7 @@ type Ret<T> = wasmtime::Result<Result<T, types::StateError>>;
 
 impl state::Host for HostState {
     fn get(&mut self, table: String, index: String, key: Vec<u8>) -> Ret<Option<Vec<u8>>> {
-        finish(HostState::get(self, &table, &index, &key))
+        finish(self.lookup(&table, key.len() as u64, |t| t.get(&table, &index, &key)))
     }
 
     fn first(
@@ -332,7 +336,18 @@ impl state::Host for HostState {
         index: String,
         range: types::KeyRange,
     ) -> Ret<Option<Vec<u8>>> {
-        finish(HostState::first(self, &table, &index, range))
+        let range = from_wit_range(range);
+        finish(self.lookup(&table, 0, |t| t.first(&table, &index, &range)))
+    }
+
+    fn last(
+        &mut self,
+        table: String,
+        index: String,
+        range: types::KeyRange,
+    ) -> Ret<Option<Vec<u8>>> {
+        let range = from_wit_range(range);
+        finish(self.lookup(&table, 0, |t| t.last(&table, &index, &range)))
     }
 
     fn scan(

@@ -26,6 +26,7 @@ mod host;
 mod validate;
 
 use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -415,13 +416,14 @@ impl LoadedPlugin {
         }
     }
 
-    /// Runs a call that is not `apply` through the gate that keeps slots for writes.
+    /// Runs a call that is not `apply` through the gate that keeps slots for writes; returns
+    /// its result and the tables it read.
     fn gated_call<R>(
         &self,
         call: &str,
         access: Access,
         f: impl FnOnce(&wit_guest::Guest, &mut Store<HostState>) -> wasmtime::Result<R>,
-    ) -> Result<R, CallError> {
+    ) -> Result<(R, BTreeSet<String>), CallError> {
         let _slot = self.gate.enter().ok_or_else(|| CallError::Unavailable {
             plugin: self.description.name.clone(),
             call: call.to_string(),
@@ -430,7 +432,8 @@ impl LoadedPlugin {
                 INSTANCE_POOL - RESERVED_FOR_APPLY
             ),
         })?;
-        self.call(call, access, f)
+        let (state, result) = self.call_with_state(call, access, f);
+        result.map(|r| (r, state.read_set))
     }
 
     fn call<R>(
@@ -535,8 +538,19 @@ impl LoadedPlugin {
         }
     }
 
-    /// Runs the read-only query `name` against `txn`.
+    /// Runs the read-only query `name` against `txn`; returns its result bytes.
     pub fn query(&self, txn: &ReadTxn, name: &str, args: &[u8]) -> Result<Vec<u8>, CallError> {
+        self.query_with_reads(txn, name, args).map(|(out, _)| out)
+    }
+
+    /// Runs the read-only query `name` against `txn`; returns its result bytes and the tables
+    /// it read (what a blocking query must watch).
+    pub fn query_with_reads(
+        &self,
+        txn: &ReadTxn,
+        name: &str,
+        args: &[u8],
+    ) -> Result<(Vec<u8>, BTreeSet<String>), CallError> {
         if !self.description.queries.iter().any(|q| q == name) {
             return Err(CallError::UnknownQuery {
                 plugin: self.description.name.clone(),
@@ -544,10 +558,11 @@ impl LoadedPlugin {
             });
         }
         let call = format!("query {name}");
-        self.gated_call(&call, Access::Read(txn.clone()), |g, s| {
+        let (out, reads) = self.gated_call(&call, Access::Read(txn.clone()), |g, s| {
             g.call_query(s, name, args)
-        })?
-        .map_err(|e| self.plugin_error(&call, e))
+        })?;
+        out.map(|bytes| (bytes, reads))
+            .map_err(|e| self.plugin_error(&call, e))
     }
 
     /// Every index key of an encoded object of `table` (restores, index rebuilds).
@@ -555,6 +570,7 @@ impl LoadedPlugin {
         let call = format!("index of table {table}");
         let keys = self
             .gated_call(&call, Access::None, |g, s| g.call_index(s, table, object))?
+            .0
             .map_err(|e| self.plugin_error(&call, e))?;
         Ok(keys
             .into_iter()
@@ -577,6 +593,7 @@ impl LoadedPlugin {
         self.gated_call(&call, Access::None, |g, s| {
             g.call_index_args(s, table, index, args, prefix)
         })?
+        .0
         .map_err(|e| self.plugin_error(&call, e))
     }
 }

@@ -16,11 +16,18 @@
 //! Only the plugin that declares a table may write it ([`StateError::NotOwner`]).
 //!
 //! Transactions: [`Store::write`] hands out one [`WriteTxn`] at a time (a mutex), stamped
-//! with the raft index; [`WriteTxn::commit`] publishes it atomically; dropping it aborts.
-//! [`Store::read`] returns a [`ReadTxn`] over the last committed snapshot; readers never
-//! block the writer and never see a partial transaction.
+//! with the raft index; [`WriteTxn::commit`] publishes it atomically, then wakes the
+//! watchers of the tables it changed; dropping it aborts. [`Store::read`] returns a
+//! [`ReadTxn`] over the last committed snapshot; readers never block the writer and never
+//! see a partial transaction. [`Store::watch`] and [`Store::abandon`] serve blocking reads
+//! (see `watch`).
+
+mod watch;
+
+pub use watch::{Wake, WatchSet};
 
 use imbl::{OrdMap, OrdSet};
+use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Bound as StdBound;
@@ -57,21 +64,6 @@ pub enum StateError {
     /// The index does not answer prefix lookups.
     #[error("index does not support prefix lookups: {0}")]
     NoPrefix(String),
-}
-
-/// One index of a table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IndexSchema {
-    /// Index name.
-    pub name: String,
-    /// At most one object per key.
-    pub unique: bool,
-    /// Several keys per object.
-    pub multi: bool,
-    /// An object may have no key.
-    pub allow_missing: bool,
-    /// Answers prefix lookups.
-    pub prefix: bool,
 }
 
 /// A table, its indexes and the plugin that owns it.
@@ -148,16 +140,7 @@ impl Schema {
 
 /// Key ranges are the SDK's types, so the host store and the SDK's native `MemStore` (which
 /// plugin tests run against) interpret every range, and page every scan, identically.
-pub use fsmhost_guest::{Bound, KeyRange, cursor};
-
-/// The keys of an object in one index, as a plugin passes them to `insert`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IndexKeys {
-    /// Index name.
-    pub index: String,
-    /// The keys.
-    pub keys: Vec<Vec<u8>>,
-}
+pub use fsmhost_guest::{Bound, IndexKeys, IndexSchema, KeyRange, cursor};
 
 /// A batch of objects from [`Tables::scan`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -285,11 +268,21 @@ impl Tables {
         index: &str,
         range: &KeyRange,
     ) -> Result<Option<Bytes>, StateError> {
+        self.pick(table, index, |data, pos| {
+            data.range(pos, range, None).next()
+        })
+    }
+
+    /// The object of the index entry `choose` picks from `index` of `table`.
+    fn pick<'a>(
+        &'a self,
+        table: &str,
+        index: &str,
+        choose: impl FnOnce(&'a TableData, usize) -> Option<&'a Entry>,
+    ) -> Result<Option<Bytes>, StateError> {
         let (t, pos) = self.locate(table, index)?;
         let data = &self.data[t];
-        Ok(data
-            .range(pos, range, None)
-            .next()
+        Ok(choose(data, pos)
             .and_then(|(_, id)| data.rows.get(id))
             .map(|r| r.object.clone()))
     }
@@ -329,6 +322,62 @@ impl Tables {
             last = it.next().cloned();
         }
         Ok(batch)
+    }
+
+    /// The last object whose key in `index` falls in `range`.
+    pub fn last(
+        &self,
+        table: &str,
+        index: &str,
+        range: &KeyRange,
+    ) -> Result<Option<Bytes>, StateError> {
+        let empty = || Bytes::from(&[][..]);
+        let lo = StdBound::Included((Bytes::from(range.start()), empty()));
+        let hi = match range.end() {
+            Some(end) => StdBound::Excluded((Bytes::from(end), empty())),
+            None => StdBound::Unbounded,
+        };
+        // Between `lo` and `hi` every entry is in range, so the last one is the answer.
+        self.pick(table, index, |data, pos| {
+            data.indexes[pos].range((lo, hi)).next_back()
+        })
+    }
+
+    /// The highest last-change index over `tables` (for blocking reads).
+    pub fn max_index<'a>(
+        &self,
+        tables: impl IntoIterator<Item = &'a str>,
+    ) -> Result<u64, StateError> {
+        let mut max = 0;
+        for table in tables {
+            max = max.max(self.table_index(table)?);
+        }
+        Ok(max)
+    }
+
+    /// A hash of every table's objects, index keys and last-change index, in schema order
+    /// and key order: two servers with the same hash hold the same state.
+    pub fn hash(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        let mut field = |bytes: &[u8]| {
+            h.update((bytes.len() as u64).to_be_bytes());
+            h.update(bytes);
+        };
+        for (t, schema) in self.schema.tables.iter().enumerate() {
+            field(schema.name.as_bytes());
+            field(&self.last_change[t].to_be_bytes());
+            for (id, row) in self.data[t].rows.iter() {
+                field(id);
+                field(&row.object);
+                for keys in row.keys.iter() {
+                    field(&(keys.len() as u64).to_be_bytes());
+                    for k in keys {
+                        field(k);
+                    }
+                }
+            }
+        }
+        h.finalize().into()
     }
 
     /// Number of objects in `table`.
@@ -493,19 +542,48 @@ impl fmt::Display for Printable<'_> {
     }
 }
 
-/// The store: the last committed [`Tables`], and the single-writer lock.
+/// The store: the last committed [`Tables`], the single-writer lock, and the watches.
 pub struct Store {
     current: RwLock<Arc<Tables>>,
     writer: Mutex<()>,
+    notifier: watch::Notifier,
 }
 
 impl Store {
     /// An empty store with this schema.
     pub fn new(schema: Schema) -> Self {
+        let notifier = watch::Notifier::new(schema.tables.len());
         Store {
             current: RwLock::new(Arc::new(Tables::empty(Arc::new(schema)))),
             writer: Mutex::new(()),
+            notifier,
         }
+    }
+
+    /// A watch on `tables`: it wakes when a commit changes one of them, or the store is
+    /// abandoned. Take it before reading, so no change between the read and the wait is
+    /// missed.
+    pub fn watch<'a>(
+        &self,
+        tables: impl IntoIterator<Item = &'a str>,
+    ) -> Result<WatchSet, StateError> {
+        let schema = &self.read().tables.schema;
+        let positions = tables
+            .into_iter()
+            .map(|t| schema.lookup(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(self.notifier.watch(positions))
+    }
+
+    /// Marks the store as replaced (by a restore) or shut down: every watch, present and
+    /// future, wakes with [`Wake::Abandoned`].
+    pub fn abandon(&self) {
+        self.notifier.abandon();
+    }
+
+    /// Whether [`Store::abandon`] was called.
+    pub fn is_abandoned(&self) -> bool {
+        self.notifier.is_abandoned()
     }
 
     /// A read transaction over the last committed state. O(1).
@@ -522,10 +600,12 @@ impl Store {
     pub fn write(&self, index: u64) -> WriteTxn<'_> {
         let guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let tables = Tables::clone(&self.read().tables);
+        let base = tables.last_change.clone();
         WriteTxn {
             store: self,
             _guard: guard,
             tables,
+            base,
             index,
         }
     }
@@ -549,6 +629,8 @@ pub struct WriteTxn<'s> {
     store: &'s Store,
     _guard: MutexGuard<'s, ()>,
     tables: Tables,
+    /// Per table, the last-change index when the transaction began.
+    base: Vec<u64>,
     index: u64,
 }
 
@@ -581,249 +663,31 @@ impl WriteTxn<'_> {
         self.tables = savepoint.0;
     }
 
-    /// Publishes every write atomically to new readers.
+    /// Publishes every write atomically to new readers, then wakes the watchers of exactly
+    /// the tables this transaction changed.
     pub fn commit(self) {
-        let mut current = self
-            .store
-            .current
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
-        *current = Arc::new(self.tables);
+        let changed: Vec<(usize, u64)> = self
+            .tables
+            .last_change
+            .iter()
+            .zip(&self.base)
+            .enumerate()
+            .filter(|(_, (now, before))| now != before)
+            .map(|(t, (now, _))| (t, *now))
+            .collect();
+        {
+            let mut current = self
+                .store
+                .current
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            *current = Arc::new(self.tables);
+        }
+        for (t, index) in changed {
+            self.store.notifier.changed(t, index);
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ix(name: &str, unique: bool, multi: bool, allow_missing: bool) -> IndexSchema {
-        IndexSchema {
-            name: name.into(),
-            unique,
-            multi,
-            allow_missing,
-            prefix: true,
-        }
-    }
-
-    fn store() -> Store {
-        Store::new(
-            Schema::new(vec![TableSchema {
-                name: "t".into(),
-                owner: "p".into(),
-                indexes: vec![
-                    ix("id", true, false, false),
-                    ix("email", true, false, true),
-                    ix("tag", false, true, true),
-                ],
-            }])
-            .expect("valid schema"),
-        )
-    }
-
-    fn keys(id: &str, email: Option<&str>, tags: &[&str]) -> Vec<IndexKeys> {
-        vec![
-            IndexKeys {
-                index: "id".into(),
-                keys: vec![id.as_bytes().to_vec()],
-            },
-            IndexKeys {
-                index: "email".into(),
-                keys: email.iter().map(|e| e.as_bytes().to_vec()).collect(),
-            },
-            IndexKeys {
-                index: "tag".into(),
-                keys: tags.iter().map(|t| t.as_bytes().to_vec()).collect(),
-            },
-        ]
-    }
-
-    #[test]
-    fn replace_drops_stale_index_entries() {
-        let s = store();
-        let mut w = s.write(1);
-        w.tables_mut()
-            .insert("p", 1, "t", b"a1", &keys("a", None, &["x", "y"]))
-            .unwrap();
-        w.tables_mut()
-            .insert("p", 1, "t", b"a2", &keys("a", None, &["y"]))
-            .unwrap();
-        w.commit();
-        let r = s.read();
-        assert_eq!(r.get("t", "tag", b"x").unwrap(), None);
-        assert_eq!(
-            r.get("t", "tag", b"y").unwrap().as_deref(),
-            Some(&b"a2"[..])
-        );
-        assert_eq!(r.table_index("t").unwrap(), 1);
-    }
-
-    #[test]
-    fn unique_violation_names_table_index_and_key() {
-        let s = store();
-        let mut w = s.write(1);
-        w.tables_mut()
-            .insert("p", 1, "t", b"a", &keys("a", Some("m"), &[]))
-            .unwrap();
-        let err = w
-            .tables_mut()
-            .insert("p", 1, "t", b"b", &keys("b", Some("m"), &[]))
-            .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "unique index violation: table t index email key \"m\" is held by object \"a\""
-        );
-        assert_eq!(w.tables().len("t").unwrap(), 1);
-    }
-
-    #[test]
-    fn only_the_owner_writes() {
-        let s = store();
-        let mut w = s.write(1);
-        let err = w
-            .tables_mut()
-            .insert("other", 1, "t", b"a", &keys("a", None, &[]))
-            .unwrap_err();
-        assert!(matches!(err, StateError::NotOwner(_)), "{err}");
-    }
-
-    #[test]
-    fn readers_see_only_committed_state_and_aborts_leave_nothing() {
-        let s = store();
-        let before = s.read();
-        let mut w = s.write(1);
-        w.tables_mut()
-            .insert("p", 1, "t", b"a", &keys("a", None, &[]))
-            .unwrap();
-        assert_eq!(s.read().len("t").unwrap(), 0);
-        drop(w);
-        assert_eq!(s.read().len("t").unwrap(), 0);
-        let mut w = s.write(2);
-        w.tables_mut()
-            .insert("p", 2, "t", b"a", &keys("a", None, &[]))
-            .unwrap();
-        w.commit();
-        assert_eq!(before.len("t").unwrap(), 0, "an old snapshot is unchanged");
-        assert_eq!(s.read().len("t").unwrap(), 1);
-    }
-
-    #[test]
-    fn scan_in_batches_visits_every_object_once_in_order() {
-        let s = store();
-        let mut w = s.write(1);
-        for i in (0..1000u32).rev() {
-            let id = format!("k{i:04}");
-            w.tables_mut()
-                .insert("p", 1, "t", id.as_bytes(), &keys(&id, None, &["all"]))
-                .unwrap();
-        }
-        w.commit();
-        let r = s.read();
-        let mut seen = Vec::new();
-        let mut cursor = None;
-        loop {
-            let b = r
-                .scan(
-                    "t",
-                    "tag",
-                    &KeyRange::Exact(b"all".to_vec()),
-                    cursor.as_deref(),
-                    64,
-                )
-                .unwrap();
-            seen.extend(
-                b.objects
-                    .iter()
-                    .map(|o| String::from_utf8(o.to_vec()).unwrap()),
-            );
-            match b.cursor {
-                Some(c) => cursor = Some(c),
-                None => break,
-            }
-        }
-        let expected: Vec<String> = (0..1000).map(|i| format!("k{i:04}")).collect();
-        assert_eq!(seen, expected);
-    }
-
-    #[test]
-    fn bad_cursor_is_refused() {
-        let s = store();
-        let err = s
-            .read()
-            .scan(
-                "t",
-                "id",
-                &KeyRange::Prefix(vec![]),
-                Some(&[0, 0, 0, 9, 1]),
-                10,
-            )
-            .unwrap_err();
-        assert!(matches!(err, StateError::BadCursor(_)));
-    }
-
-    #[test]
-    fn an_excluded_start_skips_equal_keys_without_walking_them() {
-        let s = store();
-        let mut w = s.write(1);
-        for i in 0..50 {
-            let id = format!("a{i:02}");
-            w.tables_mut()
-                .insert("p", 1, "t", id.as_bytes(), &keys(&id, None, &["same"]))
-                .unwrap();
-        }
-        w.tables_mut()
-            .insert("p", 1, "t", b"z", &keys("z", None, &["samf"]))
-            .unwrap();
-        let range = KeyRange::Between(Bound::Excluded(b"same".to_vec()), Bound::Unbounded);
-        let t = w.tables();
-        assert_eq!(
-            t.first("t", "tag", &range).unwrap().as_deref(),
-            Some(&b"z"[..])
-        );
-        // The walk starts past every "same" entry: the first entry visited is "samf".
-        let pos = t.schema.index_pos(0, "tag").unwrap();
-        let visited: Vec<_> = t.data[0].range(pos, &range, None).collect();
-        assert_eq!(visited.len(), 1);
-    }
-
-    #[test]
-    fn a_schema_without_a_proper_id_index_is_refused() {
-        let bad = TableSchema {
-            name: "t".into(),
-            owner: "p".into(),
-            indexes: vec![ix("id", true, false, true)],
-        };
-        assert_eq!(
-            Schema::new(vec![bad]).unwrap_err(),
-            "table t has no unique, single-valued, never-missing id index"
-        );
-        let ok = TableSchema {
-            name: "t".into(),
-            owner: "p".into(),
-            indexes: vec![ix("id", true, false, false)],
-        };
-        assert_eq!(
-            Schema::new(vec![ok.clone(), ok]).unwrap_err(),
-            "table t is declared twice"
-        );
-    }
-
-    #[test]
-    fn delete_prefix_counts_and_stamps() {
-        let s = store();
-        let mut w = s.write(3);
-        for id in ["a/1", "a/2", "b/1"] {
-            w.tables_mut()
-                .insert("p", 3, "t", id.as_bytes(), &keys(id, None, &[]))
-                .unwrap();
-        }
-        assert_eq!(
-            w.tables_mut()
-                .delete_prefix("p", 4, "t", "id", b"a/")
-                .unwrap(),
-            2
-        );
-        assert_eq!(w.tables().table_index("t").unwrap(), 4);
-        assert_eq!(w.tables().len("t").unwrap(), 1);
-    }
-}
+mod tests;

@@ -1,0 +1,193 @@
+//! The finite state machine: log entries in, plugin commands applied to the store in log
+//! order, queries (plain and blocking) out.
+//!
+//! Owns: the mapping from a log entry to a plugin call and a store transaction, the last
+//! applied index, and the state hash servers compare.
+//!
+//! Invariants:
+//! - entries are applied in strictly increasing index order; an entry at or below the last
+//!   applied index is refused ([`FsmError::OutOfOrder`]) and changes nothing;
+//! - an entry whose command fails (the plugin's error, a trap, fuel, memory or a budget) is
+//!   still applied: its outcome is that error, the same on every server, and the store is
+//!   unchanged;
+//! - a failure of this server's own ([`CallError::Unavailable`]) does not apply the entry:
+//!   the caller retries it.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::plugin::{CallError, PluginSet};
+use crate::state::{Store, Wake};
+
+/// A command as it travels in the raft log: which plugin, which command, its payload, and
+/// the leader's clock when it accepted the entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The plugin that owns the command.
+    pub plugin: String,
+    /// The command name.
+    pub command: String,
+    /// The command's payload (CBOR, opaque to the host).
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+    /// The leader's wall clock, ms since the Unix epoch; the plugin's only clock.
+    pub timestamp_ms: u64,
+}
+
+/// Why an entry or a query failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FsmError {
+    /// No loaded plugin has this name.
+    #[error("no plugin named {0} is loaded")]
+    UnknownPlugin(String),
+    /// The entry's index is not after the last applied one.
+    #[error("entry at index {index} is out of order: index {last} was already applied")]
+    OutOfOrder {
+        /// The entry's index.
+        index: u64,
+        /// The last applied index.
+        last: u64,
+    },
+    /// The plugin call failed.
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// The store refused an operation of the host's own.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+}
+
+impl FsmError {
+    /// Whether the entry was not applied and should be retried (this server's own failure).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, FsmError::Call(CallError::Unavailable { .. }))
+    }
+}
+
+/// A query's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryOutput {
+    /// The result bytes (CBOR).
+    pub bytes: Vec<u8>,
+    /// The highest last-change index of the tables the query read (at least 1, as Consul
+    /// forces it, so a blocking client never waits on index 0 forever).
+    pub index: u64,
+    /// The tables the query read.
+    pub tables: BTreeSet<String>,
+}
+
+/// The state machine of one server: its plugins and its store.
+pub struct Fsm {
+    plugins: PluginSet,
+    store: Store,
+    last_applied: AtomicU64,
+}
+
+impl Fsm {
+    /// An empty state machine for this plugin set.
+    pub fn new(plugins: PluginSet) -> Self {
+        let store = Store::new(plugins.schema().clone());
+        Fsm {
+            plugins,
+            store,
+            last_applied: AtomicU64::new(0),
+        }
+    }
+
+    /// The plugins.
+    pub fn plugins(&self) -> &PluginSet {
+        &self.plugins
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The index of the last applied entry (0 before the first).
+    pub fn last_applied(&self) -> u64 {
+        self.last_applied.load(Ordering::Acquire)
+    }
+
+    /// Applies the entry at `index`: opens a write transaction at `index`, runs the plugin's
+    /// command in it, and commits on success or aborts on any error. Returns the command's
+    /// result bytes, or its error (the entry is applied either way, unless the error is
+    /// retryable).
+    pub fn apply(&self, index: u64, entry: &Entry) -> Result<Vec<u8>, FsmError> {
+        let mut txn = self.store.write(index);
+        let last = self.last_applied();
+        if index <= last {
+            return Err(FsmError::OutOfOrder { index, last });
+        }
+        let result = match self.plugins.get(&entry.plugin) {
+            None => Err(FsmError::UnknownPlugin(entry.plugin.clone())),
+            Some(plugin) => plugin
+                .apply(&mut txn, &entry.command, &entry.payload, entry.timestamp_ms)
+                .map_err(FsmError::from),
+        };
+        match &result {
+            Ok(_) => txn.commit(),
+            Err(e) if e.is_retryable() => return result,
+            Err(_) => drop(txn),
+        }
+        self.last_applied.store(index, Ordering::Release);
+        result
+    }
+
+    /// Runs query `name` of `plugin` against the current state.
+    pub fn query(&self, plugin: &str, name: &str, args: &[u8]) -> Result<QueryOutput, FsmError> {
+        let p = self
+            .plugins
+            .get(plugin)
+            .ok_or_else(|| FsmError::UnknownPlugin(plugin.to_string()))?;
+        let read = self.store.read();
+        let (bytes, tables) = p.query_with_reads(&read, name, args)?;
+        let index = read.max_index(tables.iter().map(String::as_str))?.max(1);
+        Ok(QueryOutput {
+            bytes,
+            index,
+            tables,
+        })
+    }
+
+    /// A blocking query (Consul's `?index=&wait=`): answers as soon as the index of what the
+    /// query read exceeds `min_index`, when the store is abandoned, or when `wait` passes,
+    /// whichever is first; then with the current answer. `min_index` 0 answers at once.
+    pub async fn blocking_query(
+        &self,
+        plugin: &str,
+        name: &str,
+        args: &[u8],
+        min_index: u64,
+        wait: Duration,
+    ) -> Result<QueryOutput, FsmError> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let out = self.query(plugin, name, args)?;
+            if out.index > min_index || min_index == 0 {
+                return Ok(out);
+            }
+            // Watch first, then check again: a commit between the query and the watch would
+            // otherwise be missed.
+            let watch = self.store.watch(out.tables.iter().map(String::as_str))?;
+            let now = self
+                .store
+                .read()
+                .max_index(out.tables.iter().map(String::as_str))?;
+            if now > min_index {
+                continue;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match watch.wait(left).await {
+                Wake::Changed => continue,
+                Wake::Abandoned | Wake::TimedOut => return self.query(plugin, name, args),
+            }
+        }
+    }
+
+    /// A hash of the whole state; servers that applied the same log have the same hash.
+    pub fn state_hash(&self) -> [u8; 32] {
+        self.store.read().hash()
+    }
+}

@@ -1,0 +1,284 @@
+//! The state machine end to end: log entries applied through the real kv component into the
+//! store, queries and blocking queries, and the state hash.
+
+use fsmhost::fsm::{Entry, Fsm, FsmError};
+use fsmhost::plugin::{CallError, PluginSet, Runtime, RuntimeConfig};
+use fsmhost_plugin_kv as kv;
+use fsmhost_tests::{bundled, cbor, decode, fixture};
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn fsm_with(extra: &[&str]) -> Fsm {
+    let rt = Runtime::new(RuntimeConfig::default()).expect("engine");
+    let mut plugins = vec![rt.load("bundled:kv", bundled("kv")).expect("kv")];
+    for name in extra {
+        plugins.push(rt.load(name, fixture(name)).expect("fixture"));
+    }
+    Fsm::new(PluginSet::new(plugins).expect("set"))
+}
+
+fn entry<T: Serialize>(command: &str, payload: &T) -> Entry {
+    Entry {
+        plugin: "kv".into(),
+        command: command.into(),
+        payload: cbor(payload),
+        timestamp_ms: 1_700_000_000_000,
+    }
+}
+
+fn set(key: &str, value: &str) -> Entry {
+    entry(
+        "set",
+        &kv::SetRequest {
+            key: key.into(),
+            value: value.into(),
+            flags: 0,
+        },
+    )
+}
+
+/// A deterministic log mixing every kv command (some of which fail or are no-ops).
+fn log(n: u64) -> Vec<Entry> {
+    (0..n)
+        .map(|i| {
+            let key = format!("svc/{:02}/{}", i % 13, i % 5);
+            match i % 9 {
+                0..=3 => set(&key, &format!("v{i}")),
+                4 => entry(
+                    "cas",
+                    &kv::CasRequest {
+                        key,
+                        value: b"c".to_vec(),
+                        flags: 1,
+                        index: i / 2,
+                    },
+                ),
+                5 => entry("delete", &kv::DeleteRequest { key }),
+                6 => entry("delete-cas", &kv::DeleteCasRequest { key, index: i - 2 }),
+                7 => entry(
+                    "delete-tree",
+                    &kv::DeleteTreeRequest {
+                        prefix: format!("svc/{:02}", i % 7),
+                    },
+                ),
+                _ => entry("set", &"not a request"), // a failing entry: applied as an error
+            }
+        })
+        .collect()
+}
+
+fn apply_all(fsm: &Fsm, entries: &[Entry]) -> Vec<Result<Vec<u8>, FsmError>> {
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| fsm.apply(i as u64 + 1, e))
+        .collect()
+}
+
+#[test]
+fn the_same_log_gives_the_same_state_hash() {
+    let entries = log(400);
+    let (a, b) = (fsm_with(&[]), fsm_with(&[]));
+    let out_a = apply_all(&a, &entries);
+    let out_b = apply_all(&b, &entries);
+    assert_eq!(out_a, out_b, "the same results, errors included");
+    assert!(
+        out_a.iter().any(|r| r.is_err()),
+        "the log has failing entries"
+    );
+    assert_eq!(a.state_hash(), b.state_hash());
+    assert_eq!(a.last_applied(), 400);
+
+    // One different entry gives a different hash.
+    let mut changed = entries.clone();
+    changed[200] = set("svc/other", "x");
+    let c = fsm_with(&[]);
+    apply_all(&c, &changed);
+    assert_ne!(a.state_hash(), c.state_hash());
+}
+
+#[test]
+fn kv_semantics_through_apply_and_query() {
+    let fsm = fsm_with(&[]);
+    let get = |key: &str| -> Option<kv::Entry> {
+        decode(
+            &fsm.query("kv", "get", &cbor(&kv::GetArgs { key: key.into() }))
+                .unwrap()
+                .bytes,
+        )
+    };
+    let list = |prefix: &str| -> (kv::ListResult, u64) {
+        let out = fsm
+            .query(
+                "kv",
+                "list",
+                &cbor(&kv::ListArgs {
+                    prefix: prefix.into(),
+                }),
+            )
+            .unwrap();
+        (decode(&out.bytes), out.index)
+    };
+    let ok = |r: Result<Vec<u8>, FsmError>| -> bool { decode(&r.unwrap()) };
+
+    assert!(ok(fsm.apply(1, &set("app/a", "1"))));
+    assert!(ok(fsm.apply(2, &set("app/b", "2"))));
+    // CAS: 0 creates only; a stale index fails; the current one succeeds.
+    let cas = |index| {
+        entry(
+            "cas",
+            &kv::CasRequest {
+                key: "app/a".into(),
+                value: b"3".to_vec(),
+                flags: 0,
+                index,
+            },
+        )
+    };
+    assert!(!ok(fsm.apply(3, &cas(0))));
+    assert!(!ok(fsm.apply(4, &cas(2))));
+    assert!(ok(fsm.apply(5, &cas(1))));
+    assert_eq!(get("app/a").unwrap().modify_index, 5);
+    // delete-cas with index 0 never deletes.
+    let dcas = |index| {
+        entry(
+            "delete-cas",
+            &kv::DeleteCasRequest {
+                key: "app/b".into(),
+                index,
+            },
+        )
+    };
+    assert!(!ok(fsm.apply(6, &dcas(0))));
+    assert!(ok(fsm.apply(7, &dcas(2))));
+    assert!(get("app/b").is_none());
+    // The tombstone keeps the prefix index at the delete, not at app/a's write.
+    let (l, _) = list("app/");
+    assert_eq!((l.entries.len(), l.index), (1, 7));
+    // delete-tree, then the prefix index stays at the delete.
+    assert!(ok(fsm.apply(8, &set("app/sub/x", "1"))));
+    assert!(ok(fsm.apply(
+        9,
+        &entry(
+            "delete-tree",
+            &kv::DeleteTreeRequest {
+                prefix: "app/".into()
+            }
+        )
+    )));
+    let (l, table_index) = list("app/");
+    assert_eq!((l.entries.len(), l.index), (0, 9));
+    assert_eq!(table_index, 9, "the index of the tables the query read");
+}
+
+#[test]
+fn a_failed_entry_is_applied_as_its_error_and_changes_nothing() {
+    let fsm = fsm_with(&["panicker"]);
+    fsm.apply(1, &set("a", "1")).unwrap();
+    let hash = fsm.state_hash();
+    let boom = Entry {
+        plugin: "panicker".into(),
+        command: "boom".into(),
+        payload: cbor(&()),
+        timestamp_ms: 0,
+    };
+    let err = fsm.apply(2, &boom).unwrap_err();
+    assert!(
+        matches!(err, FsmError::Call(CallError::Trap { .. })),
+        "{err}"
+    );
+    assert!(!err.is_retryable());
+    assert_eq!(fsm.last_applied(), 2);
+    assert_eq!(fsm.state_hash(), hash);
+
+    let err = fsm
+        .apply(
+            3,
+            &Entry {
+                plugin: "nope".into(),
+                ..set("a", "1")
+            },
+        )
+        .unwrap_err();
+    assert_eq!(err.to_string(), "no plugin named nope is loaded");
+    let err = fsm.apply(3, &set("a", "2")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "entry at index 3 is out of order: index 3 was already applied"
+    );
+    assert_eq!(fsm.state_hash(), hash);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_query_wakes_on_a_change_to_what_it_read() {
+    let fsm = Arc::new(fsm_with(&["loop-forever"]));
+    fsm.apply(1, &set("web/a", "1")).unwrap();
+    let args = cbor(&kv::ListArgs {
+        prefix: "web/".into(),
+    });
+    let first = fsm.query("kv", "list", &args).unwrap();
+    assert_eq!(first.index, 1);
+    assert!(
+        first.tables.contains("kvs") && first.tables.contains("tombstones"),
+        "{:?}",
+        first.tables
+    );
+
+    // A write to another plugin's table does not answer the query; a kv write does.
+    let writer = {
+        let fsm = fsm.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let other = Entry {
+                plugin: "loop-forever".into(),
+                command: "spin".into(),
+                payload: cbor(&()),
+                timestamp_ms: 0,
+            };
+            let _ = fsm.apply(2, &other); // fails (fuel), touches nothing
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            fsm.apply(3, &set("web/b", "2")).unwrap();
+        })
+    };
+    let started = std::time::Instant::now();
+    let out = fsm
+        .blocking_query("kv", "list", &args, first.index, Duration::from_secs(10))
+        .await
+        .unwrap();
+    writer.await.unwrap();
+    assert_eq!(out.index, 3);
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "woke before the kv write"
+    );
+    let l: kv::ListResult = decode(&out.bytes);
+    assert_eq!(l.entries.len(), 2);
+
+    // Nothing changes: the wait times out with the same answer.
+    let started = std::time::Instant::now();
+    let out = fsm
+        .blocking_query("kv", "list", &args, 3, Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert_eq!(out.index, 3);
+    assert!(started.elapsed() >= Duration::from_millis(200));
+
+    // Abandoning the store (a restore) answers at once.
+    let waiter = {
+        let fsm = fsm.clone();
+        let args = args.clone();
+        tokio::spawn(async move {
+            fsm.blocking_query("kv", "list", &args, 3, Duration::from_secs(30))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    fsm.store().abandon();
+    let out = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("woken")
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.index, 3);
+}
