@@ -166,41 +166,86 @@ type Entry = (Bytes, Bytes);
 
 #[derive(Clone, Default)]
 struct TableData {
+    /// Objects by id. This map is also the `id` index: its entries are (id, id).
     rows: OrdMap<Bytes, Row>,
+    /// Per index: (key, id) entries; the set at the `id` index's position stays empty.
     indexes: Vec<OrdSet<Entry>>,
+    /// Position of the `id` index.
+    id_pos: usize,
     bytes: u64,
 }
 
+/// An index entry as lookups see it: (key, id).
+type EntryRef<'a> = (&'a Bytes, &'a Bytes);
+
+/// Restricts entries in key order, from the range's start, to the range.
+fn bounded<'a>(
+    entries: impl Iterator<Item = EntryRef<'a>> + 'a,
+    range: &'a KeyRange,
+) -> Box<dyn Iterator<Item = EntryRef<'a>> + 'a> {
+    Box::new(
+        entries
+            .take_while(move |(k, _)| !range.is_past(k))
+            .filter(move |(k, _)| range.contains(k)),
+    )
+}
+
 impl TableData {
-    fn new(schema: &TableSchema) -> Self {
+    fn new(schema: &TableSchema, id_pos: usize) -> Self {
         TableData {
             rows: OrdMap::new(),
             indexes: vec![OrdSet::new(); schema.indexes.len()],
+            id_pos,
             bytes: 0,
         }
     }
 
-    /// Index entries of `pos` in `range`, after the entry `after`.
+    /// Index entries of `pos` in `range`, in key order, after the entry `after`.
     fn range<'a>(
         &'a self,
         pos: usize,
         range: &'a KeyRange,
         after: Option<Entry>,
-    ) -> impl Iterator<Item = &'a Entry> + 'a {
-        let start: Entry = (Bytes::from(range.start()), Bytes::from(&[][..]));
+    ) -> Box<dyn Iterator<Item = EntryRef<'a>> + 'a> {
+        let start = Bytes::from(range.start());
+        if pos == self.id_pos {
+            let from = match after {
+                Some((_, id)) if id >= start => StdBound::Excluded(id),
+                _ => StdBound::Included(start),
+            };
+            let rows = self.rows.range((from, StdBound::Unbounded));
+            return bounded(rows.map(|(id, _)| (id, id)), range);
+        }
+        let start: Entry = (start, Bytes::from(&[][..]));
         let from = match after {
             Some(a) if a >= start => StdBound::Excluded(a),
             _ => StdBound::Included(start),
         };
-        self.indexes[pos]
-            .range((from, StdBound::Unbounded))
-            .take_while(move |(k, _)| !range.is_past(k))
-            .filter(move |(k, _)| range.contains(k))
+        let entries = self.indexes[pos].range((from, StdBound::Unbounded));
+        bounded(entries.map(|(k, id)| (k, id)), range)
+    }
+
+    /// The last entry of index `pos` with a key in [start, end).
+    fn last_in(&self, pos: usize, start: Bytes, end: Option<Bytes>) -> Option<EntryRef<'_>> {
+        if pos == self.id_pos {
+            let hi = end.map_or(StdBound::Unbounded, StdBound::Excluded);
+            let mut rows = self.rows.range((StdBound::Included(start), hi));
+            return rows.next_back().map(|(id, _)| (id, id));
+        }
+        let empty = || Bytes::from(&[][..]);
+        let hi = end.map_or(StdBound::Unbounded, |e| StdBound::Excluded((e, empty())));
+        let mut entries = self.indexes[pos].range((StdBound::Included((start, empty())), hi));
+        entries.next_back().map(|(k, id)| (k, id))
     }
 
     fn remove_row(&mut self, id: &[u8]) -> Option<Row> {
         let row = self.rows.remove(id)?;
-        for (pos, keys) in row.keys.iter().enumerate() {
+        for (pos, keys) in row
+            .keys
+            .iter()
+            .enumerate()
+            .filter(|(p, _)| *p != self.id_pos)
+        {
             for k in keys {
                 self.indexes[pos].remove(&(k.clone(), Bytes::from(id)));
             }
@@ -210,7 +255,12 @@ impl TableData {
     }
 
     fn put_row(&mut self, id: Bytes, row: Row) {
-        for (pos, keys) in row.keys.iter().enumerate() {
+        for (pos, keys) in row
+            .keys
+            .iter()
+            .enumerate()
+            .filter(|(p, _)| *p != self.id_pos)
+        {
             for k in keys {
                 self.indexes[pos].insert((k.clone(), id.clone()));
             }
@@ -237,7 +287,12 @@ pub struct Tables {
 
 impl Tables {
     fn empty(schema: Arc<Schema>) -> Self {
-        let data = schema.tables.iter().map(TableData::new).collect();
+        let data = schema
+            .tables
+            .iter()
+            .zip(&schema.id_pos)
+            .map(|(t, id_pos)| TableData::new(t, *id_pos))
+            .collect();
         let last_change = vec![0; schema.tables.len()];
         Tables {
             schema,
@@ -258,6 +313,12 @@ impl Tables {
 
     /// The first object whose key in `index` equals `key` (in `id` order).
     pub fn get(&self, table: &str, index: &str, key: &[u8]) -> Result<Option<Bytes>, StateError> {
+        let (t, pos) = self.locate(table, index)?;
+        let data = &self.data[t];
+        if pos == data.id_pos {
+            // The rows map is the id index: one lookup, no range.
+            return Ok(data.rows.get(key).map(|r| r.object.clone()));
+        }
         self.first(table, index, &KeyRange::Exact(key.to_vec()))
     }
 
@@ -278,7 +339,7 @@ impl Tables {
         &'a self,
         table: &str,
         index: &str,
-        choose: impl FnOnce(&'a TableData, usize) -> Option<&'a Entry>,
+        choose: impl FnOnce(&'a TableData, usize) -> Option<EntryRef<'a>>,
     ) -> Result<Option<Bytes>, StateError> {
         let (t, pos) = self.locate(table, index)?;
         let data = &self.data[t];
@@ -315,11 +376,11 @@ impl Tables {
                 batch.cursor = last.as_ref().map(|(k, id): &Entry| cursor::encode(k, id));
                 return Ok(batch);
             }
-            if let Some(row) = data.rows.get(&entry.1) {
+            if let Some(row) = data.rows.get(entry.1) {
                 bytes += row.object.len();
                 batch.objects.push(row.object.clone());
             }
-            last = it.next().cloned();
+            last = it.next().map(|(k, id)| (k.clone(), id.clone()));
         }
         Ok(batch)
     }
@@ -331,16 +392,10 @@ impl Tables {
         index: &str,
         range: &KeyRange,
     ) -> Result<Option<Bytes>, StateError> {
-        let empty = || Bytes::from(&[][..]);
-        let lo = StdBound::Included((Bytes::from(range.start()), empty()));
-        let hi = match range.end() {
-            Some(end) => StdBound::Excluded((Bytes::from(end), empty())),
-            None => StdBound::Unbounded,
-        };
-        // Between `lo` and `hi` every entry is in range, so the last one is the answer.
-        self.pick(table, index, |data, pos| {
-            data.indexes[pos].range((lo, hi)).next_back()
-        })
+        let start = Bytes::from(range.start());
+        let end = range.end().map(Bytes::from);
+        // Between the start and the end every entry is in range, so the last one is the answer.
+        self.pick(table, index, |data, pos| data.last_in(pos, start, end))
     }
 
     /// The highest last-change index over `tables` (for blocking reads).
@@ -459,7 +514,7 @@ impl Tables {
             }
             for k in ks {
                 let range = KeyRange::Exact(k.to_vec());
-                if let Some((_, other)) = data.range(pos, &range, None).find(|(_, o)| *o != id) {
+                if let Some((_, other)) = data.range(pos, &range, None).find(|(_, o)| **o != id) {
                     return Err(StateError::UniqueViolation(format!(
                         "table {table} index {} key {} is held by object {}",
                         ix.name,
