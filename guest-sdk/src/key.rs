@@ -24,7 +24,9 @@ impl Key {
         Key(Vec::new())
     }
 
-    /// Appends a string followed by a `0x00` terminator.
+    /// Appends a string followed by a `0x00` terminator. As with Consul's `indexBuilder`,
+    /// parts stay apart only if the strings hold no NUL byte themselves: refuse such input
+    /// (kv does) or use [`Key::raw`] for the last part.
     pub fn string(mut self, s: &str) -> Self {
         self.0.extend_from_slice(s.as_bytes());
         self.0.push(0);
@@ -67,6 +69,23 @@ impl From<Key> for Vec<u8> {
     }
 }
 
+/// Shows a key in messages: as quoted text when it is printable UTF-8 (without the final
+/// terminator [`Key::string`] adds), else as hex.
+pub struct DisplayKey<'a>(pub &'a [u8]);
+
+impl std::fmt::Display for DisplayKey<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = self.0.strip_suffix(&[0]).unwrap_or(self.0);
+        match std::str::from_utf8(text) {
+            Ok(s) if !s.chars().any(char::is_control) => write!(f, "{s:?}"),
+            _ => {
+                f.write_str("0x")?;
+                self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+            }
+        }
+    }
+}
+
 /// The smallest key strictly greater than every key starting with `prefix`, or `None` when
 /// no such key exists (the prefix is empty or all `0xff`). Used to turn a prefix into a range.
 pub fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
@@ -96,6 +115,19 @@ mod tests {
         assert_ne!(
             Key::new().string("a").string("bc").build(),
             Key::new().string("ab").string("c").build()
+        );
+    }
+
+    #[test]
+    fn keys_display_as_text_or_hex() {
+        assert_eq!(
+            DisplayKey(&Key::new().string("web").build()).to_string(),
+            "\"web\""
+        );
+        assert_eq!(DisplayKey(&[0xff, 0x01]).to_string(), "0xff01");
+        assert_eq!(
+            DisplayKey(&Key::new().u64(1).build()).to_string(),
+            "0x0000000000000001"
         );
     }
 

@@ -130,7 +130,7 @@ mod txn;
 mod wasm;
 
 pub use error::{Error, ErrorKind, from_cbor, to_cbor};
-pub use key::{Key, prefix_successor};
+pub use key::{DisplayKey, Key, prefix_successor};
 pub use mem::{Harness, MemStore};
 pub use plugin::{Ctx, Description, Plugin};
 pub use schema::{

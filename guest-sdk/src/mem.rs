@@ -10,6 +10,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::{Error, from_cbor, to_cbor};
+use crate::key::DisplayKey;
 use crate::plugin::{Ctx, Plugin};
 use crate::schema::TableSchema;
 use crate::txn::{IndexKeys, KeyRange, ScanBatch, StateError, Txn, cursor};
@@ -297,8 +298,10 @@ impl Txn for MemStore {
                 let range = KeyRange::Exact(k.clone());
                 if let Some((_, other)) = t.range(pos, &range, None).find(|(_, o)| *o != id) {
                     return Err(StateError::UniqueViolation(format!(
-                        "table {table} index {} key {k:?} is held by object {other:?}",
-                        schema.name
+                        "table {table} index {} key {} is held by object {}",
+                        schema.name,
+                        DisplayKey(k),
+                        DisplayKey(other)
                     )));
                 }
             }

@@ -29,7 +29,6 @@ pub use watch::{Wake, WatchSet};
 use imbl::{OrdMap, OrdSet};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::fmt;
 use std::ops::Bound as StdBound;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
@@ -138,6 +137,7 @@ impl Schema {
     }
 }
 
+use fsmhost_guest::DisplayKey;
 /// Key ranges are the SDK's types, so the host store and the SDK's native `MemStore` (which
 /// plugin tests run against) interpret every range, and page every scan, identically.
 pub use fsmhost_guest::{Bound, IndexKeys, IndexSchema, KeyRange, cursor};
@@ -518,8 +518,8 @@ impl Tables {
                     return Err(StateError::UniqueViolation(format!(
                         "table {table} index {} key {} is held by object {}",
                         ix.name,
-                        Printable(k),
-                        Printable(other)
+                        DisplayKey(k),
+                        DisplayKey(other)
                     )));
                 }
             }
@@ -581,19 +581,6 @@ impl Tables {
             self.last_change[t] = index;
         }
         Ok(n)
-    }
-}
-
-/// Shows a key as text when it is printable, else as hex.
-struct Printable<'a>(&'a [u8]);
-
-impl fmt::Display for Printable<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let text = self.0.strip_suffix(&[0]).unwrap_or(self.0);
-        match std::str::from_utf8(text) {
-            Ok(s) if !s.chars().any(char::is_control) => write!(f, "{s:?}"),
-            _ => write!(f, "0x{}", hex::encode(self.0)),
-        }
     }
 }
 

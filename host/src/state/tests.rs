@@ -255,6 +255,48 @@ proptest! {
     }
 }
 
+fn any_range() -> impl Strategy<Value = KeyRange> {
+    let key = prop::collection::vec(any::<u8>(), 0..6);
+    let bound = prop_oneof![
+        Just(Bound::Unbounded),
+        key.clone().prop_map(Bound::Included),
+        key.clone().prop_map(Bound::Excluded),
+    ];
+    prop_oneof![
+        key.clone().prop_map(KeyRange::Exact),
+        key.prop_map(KeyRange::Prefix),
+        (bound.clone(), bound).prop_map(|(s, e)| KeyRange::Between(s, e)),
+    ]
+}
+
+proptest! {
+    /// Cursors and ranges come from plugins: arbitrary bytes must give an answer or a
+    /// `BadCursor`, never a panic, on every index kind.
+    #[test]
+    fn arbitrary_cursors_and_ranges_never_panic(
+        cursor in prop::option::of(prop::collection::vec(any::<u8>(), 0..24)),
+        range in any_range(),
+        limit in 0u32..4,
+    ) {
+        let s = store(&["t"]);
+        let mut w = s.write(1);
+        for (id, email, tag) in [("a", "m1", "x"), ("ab", "m2", "y"), ("b\0", "m3", "x")] {
+            let o = Obj { email: Some(email.into()), tags: BTreeSet::from([tag.to_string()]) };
+            w.tables_mut().insert("p", 1, "t", &encode(id, &o), &keys_of(id, &o)).unwrap();
+        }
+        w.commit();
+        let r = s.read();
+        for index in ["id", "email", "tag"] {
+            match r.scan("t", index, &range, cursor.as_deref(), limit) {
+                Ok(_) | Err(StateError::BadCursor(_)) => {}
+                Err(e) => prop_assert!(false, "unexpected {e}"),
+            }
+            prop_assert!(r.first("t", index, &range).is_ok());
+            prop_assert!(r.last("t", index, &range).is_ok());
+        }
+    }
+}
+
 #[test]
 fn readers_only_ever_see_whole_transactions() {
     // Each transaction writes a pair of rows; a reader that saw half a pair, or a table index
