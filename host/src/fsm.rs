@@ -63,6 +63,33 @@ impl FsmError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, FsmError::Call(CallError::Unavailable { .. }))
     }
+
+    /// The HTTP status a client gets for this error: the plugin's own kind where it gave
+    /// one, 404 for an unknown plugin, command or query, 422 for a command stopped by a
+    /// limit, 500 for a trap (a plugin bug) and 503 for this server's own failure.
+    pub fn http_status(&self) -> u16 {
+        use crate::plugin::ErrorKind;
+        match self {
+            FsmError::UnknownPlugin(_) => 404,
+            FsmError::OutOfOrder { .. } => 500,
+            FsmError::State(_) => 500,
+            FsmError::Call(c) => match c {
+                CallError::UnknownCommand { .. } | CallError::UnknownQuery { .. } => 404,
+                CallError::Plugin { kind, .. } => match kind {
+                    ErrorKind::BadRequest => 400,
+                    ErrorKind::NotFound => 404,
+                    ErrorKind::Conflict => 409,
+                    ErrorKind::State => 422,
+                    ErrorKind::Internal => 500,
+                },
+                CallError::FuelExhausted { .. }
+                | CallError::MemoryExhausted { .. }
+                | CallError::BudgetExceeded { .. } => 422,
+                CallError::Trap { .. } => 500,
+                CallError::Unavailable { .. } => 503,
+            },
+        }
+    }
 }
 
 /// A query's answer.

@@ -3,12 +3,18 @@
 //!
 //! Modules, one concern each (see ARCHITECTURE.md for the map and its boundaries):
 //! - [`cli`]: the command line;
+//! - [`config`]: the agent's configuration file and flags;
+//! - [`server`]: a running server: listeners, forwarding, cluster formation;
+//! - [`raft`]: openraft's types, the redb log store, the state machine adapter, the peer client;
 //! - [`plugin`]: the wasm runtime: loading, validation, limits, artifact cache, calls;
 //! - [`fsm`]: log entries applied in order, queries, blocking queries, state hash;
 //! - [`state`]: the in-memory store of tables and indexes the plugins declare.
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod config;
 pub mod fsm;
 pub mod plugin;
+pub mod raft;
+pub mod server;
 pub mod state;

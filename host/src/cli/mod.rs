@@ -4,6 +4,7 @@
 //! subcommand prints to stdout and returns an exit code; errors go to stderr as one line
 //! naming the problem.
 
+mod agent;
 mod demo;
 
 use clap::{Parser, Subcommand};
@@ -29,6 +30,15 @@ pub enum Command {
     /// Plugin tools.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Runs a server: `--dev` for a one-server in-memory cluster, or `--config-file F`.
+    Agent(agent::AgentArgs),
+    /// Asks a running server to leave the cluster (removing it from the raft
+    /// configuration), then to stop.
+    Leave {
+        /// The server's HTTP address.
+        #[arg(long, env = "FSMHOST_HTTP_ADDR", default_value = "127.0.0.1:8500")]
+        http_addr: String,
+    },
 }
 
 /// `fsmhost plugin ...`
@@ -50,6 +60,8 @@ pub fn run(cli: Cli) -> i32 {
         Command::Demo => demo::run(),
         Command::Plugin(PluginCommand::Inspect { file }) => inspect(&file),
         Command::Plugin(PluginCommand::Bundled) => bundled(),
+        Command::Agent(args) => agent::run(&args),
+        Command::Leave { http_addr } => agent::leave(&http_addr),
     };
     match result {
         Ok(()) => 0,

@@ -1,0 +1,370 @@
+//! Agent configuration: a TOML file with Consul's option names, overridden by command-line
+//! flags of the same names, resolved into one checked [`Config`].
+//!
+//! Owns: the file format, defaults (Consul's ports 8300 and 8500), and every refusal of a
+//! bad value, each naming the key and the reason ([`ConfigError`]).
+
+use serde::Deserialize;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The default server RPC port (Consul's `ports.server`).
+pub const DEFAULT_SERVER_PORT: u16 = 8300;
+/// The default HTTP port (Consul's `ports.http`).
+pub const DEFAULT_HTTP_PORT: u16 = 8500;
+
+/// A refused configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("config file {path}: {reason}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The file is not valid TOML, or a key is unknown or of the wrong type.
+    #[error("config file {path}: {reason}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (it names the key and line).
+        reason: String,
+    },
+    /// A value is refused.
+    #[error("{key}: {reason}")]
+    Invalid {
+        /// The key (as in the file).
+        key: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    }
+}
+
+/// `[ports]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ports {
+    /// Server RPC port: raft and forwarding (default 8300).
+    pub server: Option<u16>,
+    /// HTTP API port (default 8500).
+    pub http: Option<u16>,
+}
+
+/// `[addresses]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Addresses {
+    /// Address the HTTP API listens on (default 127.0.0.1).
+    pub http: Option<String>,
+}
+
+/// `[performance]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Performance {
+    /// Consul's `raft_multiplier`: scales raft's timers (1 = fastest, the default here;
+    /// Consul's own default is 5 for slow machines).
+    pub raft_multiplier: Option<u32>,
+}
+
+/// The configuration as written in a file, or given as flags: every key optional.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// The node's name (default: the host name).
+    pub node_name: Option<String>,
+    /// Where the raft log and the node id live.
+    pub data_dir: Option<PathBuf>,
+    /// Must be true: this build runs servers only.
+    pub server: Option<bool>,
+    /// How many servers to wait for before bootstrapping a new cluster.
+    pub bootstrap_expect: Option<u32>,
+    /// Server addresses (`host:port` of their server port) to join.
+    pub retry_join: Option<Vec<String>>,
+    /// Address to listen on for server traffic.
+    pub bind_addr: Option<String>,
+    /// Address other servers use to reach this one (default: `bind_addr`).
+    pub advertise_addr: Option<String>,
+    /// Ports.
+    pub ports: Option<Ports>,
+    /// Listen addresses.
+    pub addresses: Option<Addresses>,
+    /// Timers.
+    pub performance: Option<Performance>,
+    /// Log level: trace, debug, info, warn, err.
+    pub log_level: Option<String>,
+}
+
+impl RawConfig {
+    /// Reads a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            reason: e.to_string().trim().replace('\n', " "),
+        })
+    }
+
+    /// `self` with every key `over` sets replaced by its value.
+    pub fn merge(self, over: RawConfig) -> RawConfig {
+        let ports = match (self.ports, over.ports) {
+            (Some(a), Some(b)) => Some(Ports {
+                server: b.server.or(a.server),
+                http: b.http.or(a.http),
+            }),
+            (a, b) => b.or(a),
+        };
+        let addresses = match (self.addresses, over.addresses) {
+            (Some(a), Some(b)) => Some(Addresses {
+                http: b.http.or(a.http),
+            }),
+            (a, b) => b.or(a),
+        };
+        RawConfig {
+            node_name: over.node_name.or(self.node_name),
+            data_dir: over.data_dir.or(self.data_dir),
+            server: over.server.or(self.server),
+            bootstrap_expect: over.bootstrap_expect.or(self.bootstrap_expect),
+            retry_join: over.retry_join.or(self.retry_join),
+            bind_addr: over.bind_addr.or(self.bind_addr),
+            advertise_addr: over.advertise_addr.or(self.advertise_addr),
+            ports,
+            addresses,
+            performance: over.performance.or(self.performance),
+            log_level: over.log_level.or(self.log_level),
+        }
+    }
+}
+
+/// Raft timers, derived from `performance.raft_multiplier`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RaftTimers {
+    /// How often the leader sends heartbeats.
+    pub heartbeat: Duration,
+    /// Election timeout range: a follower that hears nothing for a random time in it
+    /// starts an election.
+    pub election_min: Duration,
+    /// Upper end of the election timeout range.
+    pub election_max: Duration,
+}
+
+impl RaftTimers {
+    /// Timers for a multiplier (Consul's scaling: 1 is the fastest).
+    pub fn for_multiplier(m: u32) -> Self {
+        let m = m.max(1);
+        RaftTimers {
+            heartbeat: Duration::from_millis(100 * u64::from(m)),
+            election_min: Duration::from_millis(1000 * u64::from(m)),
+            election_max: Duration::from_millis(2000 * u64::from(m)),
+        }
+    }
+
+    /// How long a leader may serve a `default` read locally after a quorum last
+    /// acknowledged it: safely below the time before any follower may elect another.
+    pub fn lease(&self) -> Duration {
+        self.election_min * 9 / 10
+    }
+}
+
+/// A checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The node's name.
+    pub node_name: String,
+    /// The data dir; `None` keeps everything in memory (`-dev`).
+    pub data_dir: Option<PathBuf>,
+    /// Servers to wait for before bootstrapping (0: never bootstrap, only join).
+    pub bootstrap_expect: u32,
+    /// Server addresses to join.
+    pub retry_join: Vec<String>,
+    /// Where the server port listens.
+    pub rpc_bind: SocketAddr,
+    /// The server address others use.
+    pub rpc_advertise: SocketAddr,
+    /// Where the HTTP API listens.
+    pub http_bind: SocketAddr,
+    /// Raft timers.
+    pub timers: RaftTimers,
+    /// Log level.
+    pub log_level: String,
+}
+
+fn parse_ip(key: &'static str, s: &str) -> Result<IpAddr, ConfigError> {
+    s.parse()
+        .map_err(|_| invalid(key, format!("{s:?} is not an IP address")))
+}
+
+impl Config {
+    /// Checks a raw configuration and fills in defaults.
+    pub fn resolve(raw: RawConfig) -> Result<Config, ConfigError> {
+        if raw.server == Some(false) {
+            return Err(invalid(
+                "server",
+                "false is not supported: fsmhost runs servers only; set server = true",
+            ));
+        }
+        let node_name = match raw.node_name {
+            Some(n) if n.trim().is_empty() => {
+                return Err(invalid("node_name", "must not be empty"));
+            }
+            Some(n) => n,
+            None => hostname(),
+        };
+        let data_dir = raw.data_dir;
+        if let Some(d) = &data_dir
+            && d.as_os_str().is_empty()
+        {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+        let bootstrap_expect = raw.bootstrap_expect.unwrap_or(0);
+        let retry_join = raw.retry_join.unwrap_or_default();
+        for addr in &retry_join {
+            if !addr.contains(':') {
+                return Err(invalid(
+                    "retry_join",
+                    format!(
+                        "{addr:?} has no port: write host:port (the other server's ports.server)"
+                    ),
+                ));
+            }
+        }
+        let ports = raw.ports.unwrap_or_default();
+        let server_port = ports.server.unwrap_or(DEFAULT_SERVER_PORT);
+        let http_port = ports.http.unwrap_or(DEFAULT_HTTP_PORT);
+        let bind = match &raw.bind_addr {
+            Some(s) => parse_ip("bind_addr", s)?,
+            None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        };
+        let advertise = match &raw.advertise_addr {
+            Some(s) => parse_ip("advertise_addr", s)?,
+            None if bind.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            None => bind,
+        };
+        if advertise.is_unspecified() {
+            return Err(invalid(
+                "advertise_addr",
+                format!("{advertise} cannot be reached by other servers; give a routable address"),
+            ));
+        }
+        let http_ip = match raw.addresses.and_then(|a| a.http) {
+            Some(s) => parse_ip("addresses.http", &s)?,
+            None => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        };
+        let multiplier = raw.performance.and_then(|p| p.raft_multiplier).unwrap_or(1);
+        if !(1..=10).contains(&multiplier) {
+            return Err(invalid(
+                "performance.raft_multiplier",
+                format!("{multiplier} is out of range: use 1 to 10"),
+            ));
+        }
+        let log_level = raw.log_level.unwrap_or_else(|| "info".to_string());
+        if !["trace", "debug", "info", "warn", "err", "error"].contains(&log_level.as_str()) {
+            return Err(invalid(
+                "log_level",
+                format!("{log_level:?} is not one of trace, debug, info, warn, err"),
+            ));
+        }
+        Ok(Config {
+            node_name,
+            data_dir,
+            bootstrap_expect,
+            retry_join,
+            rpc_bind: SocketAddr::new(bind, server_port),
+            rpc_advertise: SocketAddr::new(advertise, server_port),
+            http_bind: SocketAddr::new(http_ip, http_port),
+            timers: RaftTimers::for_multiplier(multiplier),
+            log_level,
+        })
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "fsmhost".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::resolve(
+            toml::from_str::<RawConfig>(text).map_err(|e| ConfigError::Parse {
+                path: "t.toml".into(),
+                reason: e.to_string(),
+            })?,
+        )
+    }
+
+    #[test]
+    fn consul_names_and_defaults() {
+        let c = parse(
+            r#"
+            node_name = "s1"
+            data_dir = "/tmp/x"
+            server = true
+            bootstrap_expect = 3
+            retry_join = ["127.0.0.1:8301"]
+            bind_addr = "127.0.0.1"
+            [ports]
+            http = 8501
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.node_name, "s1");
+        assert_eq!(c.rpc_bind, "127.0.0.1:8300".parse().unwrap());
+        assert_eq!(c.rpc_advertise, "127.0.0.1:8300".parse().unwrap());
+        assert_eq!(c.http_bind, "127.0.0.1:8501".parse().unwrap());
+        assert_eq!(c.bootstrap_expect, 3);
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let e = parse("server = false").unwrap_err().to_string();
+        assert!(e.starts_with("server:"), "{e}");
+        let e = parse("bind_addr = \"nope\"").unwrap_err().to_string();
+        assert!(e.starts_with("bind_addr:") && e.contains("nope"), "{e}");
+        let e = parse("retry_join = [\"host\"]").unwrap_err().to_string();
+        assert!(e.starts_with("retry_join:"), "{e}");
+        let e = parse("nonsense = 1").unwrap_err().to_string();
+        assert!(e.contains("nonsense"), "{e}");
+        let e = parse("[performance]\nraft_multiplier = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("performance.raft_multiplier:"), "{e}");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file: RawConfig =
+            toml::from_str("node_name = \"a\"\n[ports]\nserver = 1\nhttp = 2").unwrap();
+        let flags = RawConfig {
+            node_name: Some("b".into()),
+            ports: Some(Ports {
+                server: None,
+                http: Some(3),
+            }),
+            ..RawConfig::default()
+        };
+        let c = Config::resolve(file.merge(flags)).unwrap();
+        assert_eq!(c.node_name, "b");
+        assert_eq!(c.rpc_bind.port(), 1);
+        assert_eq!(c.http_bind.port(), 3);
+    }
+}

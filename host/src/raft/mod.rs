@@ -1,0 +1,121 @@
+//! Raft: the replicated log that feeds the FSM on every server in the same order.
+//!
+//! Owns: the openraft type configuration (declared once, here), what a log entry carries
+//! ([`Request`]) and what applying it returns ([`Response`]), the node description servers
+//! exchange ([`NodeInfo`]), the redb log store ([`log_store`]), the state machine adapter
+//! ([`state_machine`]) and the server-to-server client ([`network`]).
+//!
+//! Boundaries: nothing here knows HTTP routes for operators or plugins' meaning; the
+//! `server` module drives this one. openraft treats any storage error as fatal to the node,
+//! so the log store reports few, loud errors that name the file.
+
+pub mod log_store;
+pub mod network;
+pub mod state_machine;
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::io::Cursor;
+
+use crate::fsm::{self, FsmError};
+
+openraft::declare_raft_types!(
+    /// The raft types of fsmhost.
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        NodeId = u64,
+        Node = NodeInfo,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+/// The raft handle of one server.
+pub type Raft = openraft::Raft<TypeConfig>;
+/// A log id (term, leader, index).
+pub type LogId = openraft::LogId<u64>;
+/// A log entry as stored.
+pub type LogEntry = openraft::Entry<TypeConfig>;
+/// Membership as stored with the log.
+pub type StoredMembership = openraft::StoredMembership<u64, NodeInfo>;
+/// A storage error as openraft wants it.
+pub type StorageError = openraft::StorageError<u64>;
+
+/// What a log entry asks the state machine to do (serialized in CBOR).
+///
+/// An enum so that later host entries (a restore, a plugin install) fit beside plugin
+/// commands without a format change; unknown variants fail to decode loudly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// A plugin command: `{plugin, command, payload, leader timestamp}`.
+    Plugin(fsm::Entry),
+}
+
+impl fmt::Display for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Request::Plugin(e) => {
+                write!(f, "{}/{} ({} bytes)", e.plugin, e.command, e.payload.len())
+            }
+        }
+    }
+}
+
+/// The outcome of applying one entry; the same on every server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// Membership changes and blank entries: nothing to report.
+    None,
+    /// The command's result bytes (CBOR).
+    Ok(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The command failed: an HTTP status and the message naming the problem.
+    Failed {
+        /// The status an HTTP client gets.
+        status: u16,
+        /// The error.
+        message: String,
+    },
+}
+
+impl Response {
+    /// The response for an FSM outcome.
+    pub fn from_result(result: Result<Vec<u8>, FsmError>) -> Self {
+        match result {
+            Ok(bytes) => Response::Ok(bytes),
+            Err(e) => Response::Failed {
+                status: e.http_status(),
+                message: e.to_string(),
+            },
+        }
+    }
+}
+
+/// What servers know about each other: stored in the raft membership.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// The node's name (`node_name`).
+    pub name: String,
+    /// Server RPC address, `host:port` (`ports.server`): raft traffic and forwarding.
+    pub rpc_addr: String,
+    /// HTTP API address, `host:port` (`ports.http`).
+    pub http_addr: String,
+}
+
+impl fmt::Display for NodeInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.name, self.rpc_addr)
+    }
+}
+
+/// Encodes a value as CBOR.
+pub fn to_cbor<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    // Writing to a Vec cannot fail, and every type encoded here is plain data.
+    ciborium::into_writer(value, &mut out).expect("CBOR encoding of plain data into a Vec");
+    out
+}
+
+/// Decodes a CBOR value, naming what was expected on failure.
+pub fn from_cbor<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, String> {
+    ciborium::from_reader(bytes).map_err(|e| format!("malformed {what}: {e}"))
+}

@@ -1,0 +1,276 @@
+//! Server-to-server traffic: CBOR over HTTP/1.1 on the server port, through one pooled
+//! hyper client per node (keep-alive connections are reused across RPCs and peers).
+//!
+//! Owns: the wire client ([`RpcClient`]) used for raft RPCs and for forwarding, and
+//! openraft's network factory over it. The paths served by the other side live in
+//! `server::rpc`; the two agree through the constants here.
+//!
+//! Every call has a deadline. A refused connection is `Unreachable` (openraft backs off
+//! before trying that peer again); a timeout is `Timeout`; any other failure is `Network`.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use openraft::RPCTypes;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+
+use super::{NodeInfo, TypeConfig, from_cbor, to_cbor};
+
+/// Path of the AppendEntries RPC.
+pub const PATH_APPEND: &str = "/v1/internal/raft/append";
+/// Path of the RequestVote RPC.
+pub const PATH_VOTE: &str = "/v1/internal/raft/vote";
+/// Path of the InstallSnapshot RPC (one chunk per call).
+pub const PATH_SNAPSHOT: &str = "/v1/internal/raft/snapshot";
+
+/// The largest response body accepted from a peer.
+const MAX_RESPONSE: usize = 64 << 20;
+
+/// Why a call to a peer failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallFailure {
+    /// No connection could be made.
+    #[error("{addr} is unreachable: {reason}")]
+    Unreachable {
+        /// The peer.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// The deadline passed; the peer may or may not have acted on the request.
+    #[error("{addr} did not answer within {timeout:?}")]
+    Timeout {
+        /// The peer.
+        addr: String,
+        /// The deadline.
+        timeout: Duration,
+    },
+    /// The request was sent but the exchange failed; the peer may have acted on it.
+    #[error("call to {addr} failed: {reason}")]
+    Network {
+        /// The peer.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// The peer answered with an error status.
+    #[error("{addr} answered {status}: {message}")]
+    Status {
+        /// The peer.
+        addr: String,
+        /// The HTTP status.
+        status: u16,
+        /// The body, as text.
+        message: String,
+    },
+}
+
+/// A pooled HTTP client for CBOR calls to other servers.
+#[derive(Clone)]
+pub struct RpcClient {
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Default for RpcClient {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RpcClient {
+    /// A client with keep-alive connection pooling.
+    pub fn new() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(64)
+            .build(connector);
+        RpcClient { client }
+    }
+
+    /// POSTs `body` (CBOR) to `http://{addr}{path}` and decodes the CBOR answer.
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        body: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, CallFailure> {
+        let bytes = self.call_raw(addr, path, to_cbor(body), timeout).await?;
+        from_cbor(&bytes, path).map_err(|reason| CallFailure::Network {
+            addr: addr.to_string(),
+            reason,
+        })
+    }
+
+    /// POSTs raw bytes and returns the raw answer of a 2xx.
+    pub async fn call_raw(
+        &self,
+        addr: &str,
+        path: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Bytes, CallFailure> {
+        let network = |reason: String| CallFailure::Network {
+            addr: addr.to_string(),
+            reason,
+        };
+        let request = hyper::Request::post(format!("http://{addr}{path}"))
+            .header(hyper::header::CONTENT_TYPE, "application/cbor")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| network(e.to_string()))?;
+        let exchange = async {
+            let response = self.client.request(request).await.map_err(|e| {
+                if e.is_connect() {
+                    CallFailure::Unreachable {
+                        addr: addr.to_string(),
+                        reason: source_chain(&e),
+                    }
+                } else {
+                    network(source_chain(&e))
+                }
+            })?;
+            let status = response.status();
+            let body = Limited::new(response.into_body(), MAX_RESPONSE)
+                .collect()
+                .await
+                .map_err(|e| network(e.to_string()))?
+                .to_bytes();
+            if !status.is_success() {
+                return Err(CallFailure::Status {
+                    addr: addr.to_string(),
+                    status: status.as_u16(),
+                    message: String::from_utf8_lossy(&body).trim().to_string(),
+                });
+            }
+            Ok(body)
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(CallFailure::Timeout {
+                addr: addr.to_string(),
+                timeout,
+            }),
+        }
+    }
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// openraft's view of the network: a client per peer over the shared [`RpcClient`].
+#[derive(Clone)]
+pub struct Network {
+    /// This node's id.
+    pub id: u64,
+    /// The shared client.
+    pub client: RpcClient,
+}
+
+/// The connection to one peer.
+pub struct Peer {
+    id: u64,
+    target: u64,
+    addr: String,
+    client: RpcClient,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: u64, node: &NodeInfo) -> Peer {
+        Peer {
+            id: self.id,
+            target,
+            addr: node.rpc_addr.clone(),
+            client: self.client.clone(),
+        }
+    }
+}
+
+impl Peer {
+    async fn rpc<Req, Resp, E>(
+        &self,
+        action: RPCTypes,
+        path: &str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<u64, NodeInfo, RaftError<u64, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let timeout = option.hard_ttl();
+        let answer: Result<Resp, RaftError<u64, E>> = self
+            .client
+            .call(&self.addr, path, req, timeout)
+            .await
+            .map_err(|f| match f {
+                CallFailure::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&f)),
+                CallFailure::Timeout { .. } => RPCError::Timeout(Timeout {
+                    action,
+                    id: self.id,
+                    target: self.target,
+                    timeout,
+                }),
+                CallFailure::Network { .. } | CallFailure::Status { .. } => {
+                    RPCError::Network(NetworkError::new(&f))
+                }
+            })?;
+        answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Peer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, NodeInfo, RaftError<u64>>> {
+        self.rpc(RPCTypes::AppendEntries, PATH_APPEND, &rpc, &option)
+            .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RPCError<u64, NodeInfo, RaftError<u64>>> {
+        self.rpc(RPCTypes::Vote, PATH_VOTE, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<u64>,
+        RPCError<u64, NodeInfo, RaftError<u64, InstallSnapshotError>>,
+    > {
+        self.rpc(RPCTypes::InstallSnapshot, PATH_SNAPSHOT, &rpc, &option)
+            .await
+    }
+}

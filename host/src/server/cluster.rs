@@ -1,0 +1,321 @@
+//! Cluster formation, as Consul does it: servers find each other through `retry_join`,
+//! exactly one of them bootstraps the cluster once `bootstrap_expect` servers are known,
+//! and a server started later joins the running cluster. A server leaves the membership
+//! only when asked (`fsmhost leave`), never because it stopped.
+//!
+//! Owns: the set of servers this node has heard of, the join handshake, bootstrap, and
+//! the leader's add/remove of servers.
+//!
+//! Invariants:
+//! - only a server with no raft state (never voted, nothing logged) bootstraps, only when
+//!   none of the servers it reached has a cluster already, and only the one with the
+//!   lowest node id among the `bootstrap_expect` (or more) servers it knows. Every server
+//!   learns the others' lists through the handshake, so all agree on who that is (as in
+//!   Consul, `bootstrap_expect` must equal the number of servers started to bootstrap);
+//! - adding a server is idempotent: learner first (it catches up from the log), then
+//!   voter; a join repeated while one is in progress does nothing more.
+
+use openraft::ChangeMembers;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::Node;
+use super::ops::OpError;
+use crate::raft::NodeInfo;
+
+/// Path of the join handshake.
+pub const PATH_JOIN: &str = "/v1/internal/join";
+/// Path of a request to the leader to add a server.
+pub const PATH_ADD: &str = "/v1/internal/add-server";
+/// Path of a request to the leader to remove a server.
+pub const PATH_REMOVE: &str = "/v1/internal/remove-server";
+
+/// A server introducing itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinRequest {
+    /// Its raft id.
+    pub id: u64,
+    /// Its addresses.
+    pub info: NodeInfo,
+}
+
+/// The answer: what the other server knows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinReply {
+    /// The answering server's id.
+    pub id: u64,
+    /// Its addresses.
+    pub info: NodeInfo,
+    /// Whether it is part of a cluster (has a membership).
+    pub initialized: bool,
+    /// Every server it has heard of.
+    pub known: BTreeMap<u64, NodeInfo>,
+    /// The leader it follows, if any.
+    pub leader: Option<(u64, NodeInfo)>,
+}
+
+/// A request to the leader to make a server a voter.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AddServer {
+    /// Its raft id.
+    pub id: u64,
+    /// Its addresses.
+    pub info: NodeInfo,
+}
+
+/// A request to the leader to remove a server from the membership.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemoveServer {
+    /// Its raft id.
+    pub id: u64,
+}
+
+/// What this node knows of other servers.
+pub struct Cluster {
+    known: Mutex<BTreeMap<u64, NodeInfo>>,
+    joining: Mutex<BTreeSet<u64>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Cluster {
+    /// Knows only itself.
+    pub fn new(id: u64, info: NodeInfo) -> Self {
+        Cluster {
+            known: Mutex::new(BTreeMap::from([(id, info)])),
+            joining: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    fn learn(&self, id: u64, info: NodeInfo) {
+        let mut known = lock(&self.known);
+        if known.insert(id, info.clone()).is_none() {
+            tracing::info!(target: "agent.server", "adding server: {} id={id:016x}", info);
+        }
+    }
+
+    /// Every server this node has heard of.
+    pub fn known(&self) -> BTreeMap<u64, NodeInfo> {
+        lock(&self.known).clone()
+    }
+}
+
+fn initialized(node: &Node) -> bool {
+    node.raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .nodes()
+        .next()
+        .is_some()
+}
+
+fn is_voter(node: &Node, id: u64) -> bool {
+    node.raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .any(|v| v == id)
+}
+
+/// Answers a join handshake (any server).
+pub fn handle_join(node: &Node, req: JoinRequest) -> JoinReply {
+    if req.id != node.id {
+        node.cluster.learn(req.id, req.info);
+    }
+    JoinReply {
+        id: node.id,
+        info: node.info.clone(),
+        initialized: initialized(node),
+        known: node.cluster.known(),
+        leader: node.leader(),
+    }
+}
+
+/// Makes a server a voter (on the leader): learner first, then voter, in the background.
+pub fn handle_add(node: &Arc<Node>, req: AddServer) -> Result<(), OpError> {
+    if !node.is_leader() {
+        return Err(OpError::NotLeader);
+    }
+    node.cluster.learn(req.id, req.info.clone());
+    if is_voter(node, req.id) || !lock(&node.cluster.joining).insert(req.id) {
+        return Ok(());
+    }
+    let node = node.clone();
+    tokio::spawn(async move {
+        let id = req.id;
+        for attempt in 0..20 {
+            match add_voter(&node, &req).await {
+                Ok(()) => {
+                    tracing::info!(target: "agent.server.raft", "updating configuration: command=AddVoter server-id={id:016x} server-addr={}", req.info.rpc_addr);
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(target: "agent.server.raft", "adding server {} failed (attempt {}): {e}", req.info, attempt + 1);
+                    if !node.is_leader() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+        lock(&node.cluster.joining).remove(&id);
+    });
+    Ok(())
+}
+
+async fn add_voter(node: &Node, req: &AddServer) -> Result<(), String> {
+    let is_learner = node
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .learner_ids()
+        .any(|l| l == req.id);
+    if !is_learner && !is_voter(node, req.id) {
+        node.raft
+            .add_learner(req.id, req.info.clone(), true)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    if !is_voter(node, req.id) {
+        node.raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([req.id])), false)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Removes a server from the membership (on the leader).
+pub async fn handle_remove(node: &Node, req: RemoveServer) -> Result<(), OpError> {
+    if !node.is_leader() {
+        return Err(OpError::NotLeader);
+    }
+    let members = node
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .clone();
+    let is_member = members.nodes().any(|(id, _)| *id == req.id);
+    if !is_member {
+        return Err(OpError::Failed {
+            status: 404,
+            message: format!(
+                "no server with id {:016x} in the raft configuration",
+                req.id
+            ),
+        });
+    }
+    let change = if is_voter(node, req.id) {
+        ChangeMembers::RemoveVoters(BTreeSet::from([req.id]))
+    } else {
+        ChangeMembers::RemoveNodes(BTreeSet::from([req.id]))
+    };
+    node.raft
+        .change_membership(change, false)
+        .await
+        .map_err(|e| OpError::Failed {
+            status: 500,
+            message: format!("removing server {:016x}: {e}", req.id),
+        })?;
+    tracing::info!(target: "agent.server.raft", "updating configuration: command=RemoveServer server-id={:016x}", req.id);
+    Ok(())
+}
+
+/// Removes this server from the cluster through the leader (`fsmhost leave`).
+pub async fn leave(node: &Arc<Node>) -> Result<(), OpError> {
+    let req = RemoveServer { id: node.id };
+    super::ops::through_leader(node, PATH_REMOVE, &req, super::ops::HOLD, || {
+        handle_remove(node, req.clone())
+    })
+    .await
+}
+
+/// Discovery, bootstrap and joining, until the process stops.
+pub async fn run(node: Arc<Node>) {
+    let own = node.info.rpc_addr.clone();
+    let mut round: u64 = 0;
+    loop {
+        round += 1;
+        let has_state = initialized(&node) || node.log.has_state().unwrap_or(true);
+        let mut existing_leader: Option<(u64, NodeInfo)> = None;
+        let mut someone_initialized = false;
+        for addr in node.config.retry_join.iter().filter(|a| **a != own) {
+            let req = JoinRequest {
+                id: node.id,
+                info: node.info.clone(),
+            };
+            match node
+                .client
+                .call::<_, JoinReply>(addr, PATH_JOIN, &req, Duration::from_secs(2))
+                .await
+            {
+                Ok(reply) => {
+                    for (id, info) in reply.known {
+                        if id != node.id {
+                            node.cluster.learn(id, info);
+                        }
+                    }
+                    if reply.initialized {
+                        someone_initialized = true;
+                        existing_leader = existing_leader.or(reply.leader);
+                    }
+                }
+                Err(e) => {
+                    if round % 30 == 1 {
+                        tracing::warn!(target: "agent", "retry_join: {addr}: {e}");
+                    }
+                }
+            }
+        }
+        let leader = node.leader().or(existing_leader);
+        if !is_voter(&node, node.id)
+            && let Some((lid, linfo)) = leader.filter(|(lid, _)| *lid != node.id)
+        {
+            let req = AddServer {
+                id: node.id,
+                info: node.info.clone(),
+            };
+            let r: Result<Result<(), OpError>, _> = node
+                .client
+                .call(&linfo.rpc_addr, PATH_ADD, &req, Duration::from_secs(5))
+                .await;
+            if let Err(e) = r {
+                tracing::debug!(target: "agent", "asking leader {lid:016x} to add this server: {e}");
+            }
+        } else if !has_state && !someone_initialized {
+            try_bootstrap(&node).await;
+        }
+        let settled = is_voter(&node, node.id) && node.leader().is_some();
+        let pause = if settled { 5000 } else { 500 };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+    }
+}
+
+async fn try_bootstrap(node: &Node) {
+    let expect = node.config.bootstrap_expect as usize;
+    if expect == 0 {
+        return;
+    }
+    let known = node.cluster.known();
+    if known.len() < expect || known.keys().next() != Some(&node.id) {
+        return;
+    }
+    let names: Vec<String> = known.values().map(|i| i.to_string()).collect();
+    tracing::info!(target: "agent.server", "found expected number of peers, attempting bootstrap: {}", names.join(", "));
+    match node.raft.initialize(known).await {
+        Ok(()) => tracing::info!(target: "agent.server.raft", "cluster bootstrapped"),
+        Err(e) => tracing::warn!(target: "agent.server.raft", "bootstrap refused: {e}"),
+    }
+}

@@ -1,0 +1,305 @@
+//! The operators' HTTP API (`ports.http`): plugin writes and reads, status, leave.
+//!
+//! Routes:
+//! - `POST|PUT /v1/apply/{plugin}/{command}`: the body is the command's payload; the answer
+//!   is the command's result, with `X-Consul-Index` set to the entry's log index;
+//! - `GET|POST /v1/query/{plugin}/{query}`: the body is the query's arguments;
+//!   `?stale`, `?consistent`, and blocking `?index=N&wait=D`;
+//! - `GET /v1/status/leader`, `GET /v1/status/peers`, `GET /v1/agent/self`;
+//! - `PUT|POST /v1/agent/leave`: leave the cluster, then stop.
+//!
+//! Bodies are CBOR (`application/cbor`) or JSON (`application/json`, converted to CBOR for
+//! the plugin and the answer back to JSON). Errors are plain text naming the problem, with
+//! the plugin's status (404 for an unknown plugin, command or query).
+
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, StatusCode};
+use serde_json::json;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Node;
+use super::cluster;
+use super::ops::{self, ApplyRequest, Consistency, OpError, QueryRequest};
+use super::web::{self, Reply};
+use crate::raft::Response;
+
+/// The largest request body (a command's payload or a query's arguments).
+const MAX_BODY: usize = 4 << 20;
+/// Default blocking wait (Consul: 5 minutes).
+const DEFAULT_WAIT: Duration = Duration::from_secs(300);
+/// Longest blocking wait (Consul: 10 minutes).
+const MAX_WAIT: Duration = Duration::from_secs(600);
+
+/// The handler of the HTTP port.
+pub fn handler(
+    node: Arc<Node>,
+) -> impl Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Reply> + Send>> + Send + Sync + 'static
+{
+    move |req| {
+        let node = node.clone();
+        Box::pin(async move {
+            let mut reply = route(&node, req).await.unwrap_or_else(|r| r);
+            add_leader_headers(&node, &mut reply);
+            reply
+        })
+    }
+}
+
+fn add_leader_headers(node: &Node, reply: &mut Reply) {
+    let h = reply.headers_mut();
+    let known = node.leader().is_some();
+    h.insert(
+        "X-Consul-KnownLeader",
+        HeaderValue::from_static(if known { "true" } else { "false" }),
+    );
+    let contact = node.last_contact().map_or(0, |d| d.as_millis() as u64);
+    if let Ok(v) = HeaderValue::from_str(&contact.to_string()) {
+        h.insert("X-Consul-LastContact", v);
+    }
+}
+
+fn with_index(mut reply: Reply, index: u64) -> Reply {
+    if let Ok(v) = HeaderValue::from_str(&index.to_string()) {
+        reply.headers_mut().insert("X-Consul-Index", v);
+    }
+    reply
+}
+
+fn op_error(e: OpError) -> Reply {
+    match e {
+        OpError::NotLeader => web::text(StatusCode::SERVICE_UNAVAILABLE, "no cluster leader"),
+        OpError::Failed { status, message } => web::text(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            message,
+        ),
+    }
+}
+
+/// Whether the request's body is JSON.
+fn is_json(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+}
+
+/// The request body as CBOR (converted from JSON when it is JSON).
+fn to_plugin_bytes(body: Bytes, json: bool) -> Result<Vec<u8>, Reply> {
+    if !json {
+        return Ok(body.to_vec());
+    }
+    if body.is_empty() {
+        return Ok(Vec::new());
+    }
+    let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+        web::text(
+            StatusCode::BAD_REQUEST,
+            format!("request body is not JSON: {e}"),
+        )
+    })?;
+    Ok(crate::raft::to_cbor(&value))
+}
+
+/// A plugin's answer in the client's format.
+fn plugin_answer(bytes: Vec<u8>, json: bool) -> Reply {
+    if !json {
+        return web::bytes(StatusCode::OK, "application/cbor", bytes);
+    }
+    match ciborium::from_reader::<ciborium::Value, _>(bytes.as_slice())
+        .map_err(|e| e.to_string())
+        .and_then(|v| serde_json::to_value(v).map_err(|e| e.to_string()))
+    {
+        Ok(v) => web::json(StatusCode::OK, &v),
+        Err(e) => web::text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the plugin's answer is not valid CBOR: {e}"),
+        ),
+    }
+}
+
+/// Parses a Consul duration (`10s`, `5m`, `100ms`, `1h`; a bare number is seconds).
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "us" | "µs" => n / 1e6,
+        "ns" => n / 1e9,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return None,
+    };
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+}
+
+/// `?index=&wait=`: the blocking index and the wait, capped at 10 minutes, plus up to
+/// wait/16 of jitter as Consul adds so that woken clients do not return in lockstep.
+fn blocking_params(
+    q: &std::collections::BTreeMap<String, String>,
+) -> Result<(u64, Duration), Reply> {
+    let index = match q.get("index") {
+        None => 0,
+        Some(s) => s.parse().map_err(|_| {
+            web::text(
+                StatusCode::BAD_REQUEST,
+                format!("index: {s:?} is not a non-negative integer"),
+            )
+        })?,
+    };
+    let wait = match q.get("wait") {
+        None => DEFAULT_WAIT,
+        Some(s) => parse_duration(s).ok_or_else(|| {
+            web::text(
+                StatusCode::BAD_REQUEST,
+                format!("wait: {s:?} is not a duration such as 10s or 5m"),
+            )
+        })?,
+    }
+    .min(MAX_WAIT);
+    let mut r = [0u8; 4];
+    let _ = getrandom::fill(&mut r);
+    let jitter = wait / 16 * (u32::from_le_bytes(r) % 1000) / 1000;
+    Ok((index, wait + jitter))
+}
+
+fn consistency(q: &std::collections::BTreeMap<String, String>) -> Result<Consistency, Reply> {
+    match (q.contains_key("stale"), q.contains_key("consistent")) {
+        (true, true) => Err(web::text(
+            StatusCode::BAD_REQUEST,
+            "?stale and ?consistent cannot be used together",
+        )),
+        (true, false) => Ok(Consistency::Stale),
+        (false, true) => Ok(Consistency::Consistent),
+        (false, false) => Ok(Consistency::Default),
+    }
+}
+
+async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Result<Reply, Reply> {
+    let path = req.uri().path().to_string();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let method = req.method().clone();
+    match (&method, segments.as_slice()) {
+        (&Method::POST | &Method::PUT, ["v1", "apply", plugin, command]) => {
+            let json = is_json(&req);
+            let (plugin, command) = (plugin.to_string(), command.to_string());
+            let payload = to_plugin_bytes(web::body(req, MAX_BODY).await?, json)?;
+            let applied = ops::apply(
+                node,
+                &ApplyRequest {
+                    plugin,
+                    command,
+                    payload,
+                },
+            )
+            .await
+            .map_err(op_error)?;
+            let reply = match applied.response {
+                Response::Ok(bytes) => plugin_answer(bytes, json),
+                Response::None => web::bytes(StatusCode::OK, "application/cbor", Vec::new()),
+                Response::Failed { status, message } => {
+                    op_error(OpError::Failed { status, message })
+                }
+            };
+            Ok(with_index(reply, applied.index))
+        }
+        (&Method::GET | &Method::POST, ["v1", "query", plugin, query]) => {
+            let json = is_json(&req);
+            let q = web::query(&req);
+            let consistency = consistency(&q)?;
+            let (min_index, wait) = blocking_params(&q)?;
+            let (plugin, query) = (plugin.to_string(), query.to_string());
+            let args = to_plugin_bytes(web::body(req, MAX_BODY).await?, json)?;
+            let r = QueryRequest {
+                plugin,
+                query,
+                args,
+                consistency,
+                min_index,
+                wait_ms: wait.as_millis() as u64,
+            };
+            let reply = ops::query(node, &r).await.map_err(op_error)?;
+            Ok(with_index(plugin_answer(reply.bytes, json), reply.index))
+        }
+        (&Method::GET, ["v1", "status", "leader"]) => {
+            let leader = node.leader().map(|(_, i)| i.rpc_addr).unwrap_or_default();
+            Ok(web::json(StatusCode::OK, &json!(leader)))
+        }
+        (&Method::GET, ["v1", "status", "peers"]) => {
+            let m = node
+                .raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .clone();
+            let peers: Vec<String> = m
+                .voter_ids()
+                .filter_map(|id| m.get_node(&id).map(|n| n.rpc_addr.clone()))
+                .collect();
+            Ok(web::json(StatusCode::OK, &json!(peers)))
+        }
+        (&Method::GET, ["v1", "agent", "self"]) => Ok(web::json(StatusCode::OK, &agent_self(node))),
+        (&Method::PUT | &Method::POST, ["v1", "agent", "leave"]) => {
+            cluster::leave(node).await.map_err(op_error)?;
+            tracing::info!(target: "agent", "graceful leave complete; shutting down");
+            node.request_shutdown();
+            Ok(web::text(StatusCode::OK, "left the cluster"))
+        }
+        _ => Err(web::text(
+            StatusCode::NOT_FOUND,
+            format!("no route {method} {path}"),
+        )),
+    }
+}
+
+/// `GET /v1/agent/self`: this node's configuration and raft and FSM state.
+fn agent_self(node: &Node) -> serde_json::Value {
+    let m = node.raft.metrics().borrow().clone();
+    let membership = m.membership_config.membership();
+    let voters: Vec<String> = membership
+        .voter_ids()
+        .map(|v| format!("{v:016x}"))
+        .collect();
+    let learners: Vec<String> = membership
+        .learner_ids()
+        .map(|v| format!("{v:016x}"))
+        .collect();
+    json!({
+        "Config": {
+            "NodeName": node.info.name,
+            "NodeID": format!("{:016x}", node.id),
+            "Server": true,
+            "Version": env!("CARGO_PKG_VERSION"),
+        },
+        "Member": {
+            "Name": node.info.name,
+            "Addr": node.info.rpc_addr,
+            "HTTPAddr": node.info.http_addr,
+        },
+        "Stats": {
+            "raft": {
+                "state": format!("{:?}", m.state),
+                "term": m.current_term,
+                "last_log_index": m.last_log_index.unwrap_or(0),
+                "applied_index": m.last_applied.map_or(0, |l| l.index),
+                "leader": m.current_leader.map(|l| format!("{l:016x}")),
+                "voters": voters,
+                "learners": learners,
+            },
+            "fsm": {
+                "last_applied": node.fsm.last_applied(),
+                "state_hash": hex::encode(node.fsm.state_hash()),
+            },
+        },
+    })
+}

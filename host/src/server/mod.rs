@@ -1,0 +1,318 @@
+//! A running server (`fsmhost agent`): its identity and data dir, raft, the FSM, and the two
+//! listeners (server RPC on `ports.server`, the HTTP API on `ports.http`), from start to a
+//! graceful stop.
+//!
+//! Owns: start-up order and shutdown. The pieces it wires together live beside it:
+//! - [`ops`]: writes and reads as the leader does them, or forwarded to it;
+//! - [`cluster`]: discovery, bootstrap (`bootstrap_expect`), joining, leaving;
+//! - [`rpc`]: the server-port routes (raft RPCs, forwarding, joins);
+//! - [`http`]: the operators' HTTP API;
+//! - [`web`]: the HTTP plumbing both listeners share.
+//!
+//! Boundaries: the server holds no plugin-specific code; a plugin's commands and queries
+//! are names and bytes here.
+
+pub mod cluster;
+pub mod http;
+pub mod ops;
+pub mod rpc;
+pub mod web;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::fsm::Fsm;
+use crate::plugin::{Runtime, RuntimeConfig};
+use crate::raft::log_store::{LogStore, OpenMode};
+use crate::raft::network::{Network, RpcClient};
+use crate::raft::state_machine::StateMachine;
+use crate::raft::{NodeInfo, Raft};
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data dir could not be used.
+    #[error("data_dir {path}: {reason}")]
+    DataDir {
+        /// The directory or file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The raft log could not be opened.
+    #[error(transparent)]
+    Log(#[from] crate::raft::log_store::OpenError),
+    /// The plugins could not be loaded.
+    #[error("loading plugins: {0}")]
+    Plugins(String),
+    /// A port could not be bound.
+    #[error("cannot listen on {addr} ({what}): {reason}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Which listener.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// openraft refused to start.
+    #[error("starting raft: {0}")]
+    Raft(String),
+}
+
+/// Everything the handlers of one server share.
+pub struct Node {
+    /// This node's raft id.
+    pub id: u64,
+    /// This node's addresses and name.
+    pub info: NodeInfo,
+    /// The configuration.
+    pub config: Config,
+    /// Raft.
+    pub raft: Raft,
+    /// The state machine (shared with raft's state machine worker).
+    pub fsm: Arc<Fsm>,
+    /// The log store (for `has_state`).
+    pub log: LogStore,
+    /// The client for server-to-server calls.
+    pub client: RpcClient,
+    /// Discovery and membership work.
+    pub cluster: cluster::Cluster,
+    /// When this node last heard from a leader (ms since the epoch; 0: never).
+    last_contact_ms: AtomicU64,
+    /// Turns true when the server should stop.
+    shutdown: watch::Sender<bool>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Node {
+    /// Records that a leader contacted this node now.
+    pub fn touch_leader_contact(&self) {
+        self.last_contact_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Time since a leader last contacted this node (zero on the leader itself; `None` if
+    /// never).
+    pub fn last_contact(&self) -> Option<Duration> {
+        if self.is_leader() {
+            return Some(Duration::ZERO);
+        }
+        match self.last_contact_ms.load(Ordering::Relaxed) {
+            0 => None,
+            t => Some(Duration::from_millis(now_ms().saturating_sub(t))),
+        }
+    }
+
+    /// Whether this node believes it is the leader.
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.id)
+    }
+
+    /// The current leader's id and addresses, if known.
+    pub fn leader(&self) -> Option<(u64, NodeInfo)> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        let info = m.membership_config.membership().get_node(&id)?.clone();
+        Some((id, info))
+    }
+
+    /// Asks the server to stop (what SIGTERM does).
+    pub fn request_shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// A receiver that turns true when the server stops.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+}
+
+/// Reads this data dir's node id, or makes one (first start). Returns the id and whether
+/// the raft log must already exist.
+fn node_identity(data_dir: &Path) -> Result<(u64, OpenMode), StartError> {
+    let err = |path: &Path, reason: String| StartError::DataDir {
+        path: path.to_path_buf(),
+        reason,
+    };
+    std::fs::create_dir_all(data_dir).map_err(|e| err(data_dir, e.to_string()))?;
+    let path = data_dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let id = text.trim().parse::<u64>().map_err(|_| {
+                err(
+                    &path,
+                    format!("{:?} is not a node id (a decimal u64)", text.trim()),
+                )
+            })?;
+            Ok((id, OpenMode::Existing))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut buf = [0u8; 8];
+            getrandom::fill(&mut buf).map_err(|e| err(&path, format!("no randomness: {e}")))?;
+            let id = u64::from_le_bytes(buf).max(1);
+            Ok((id, OpenMode::Create))
+        }
+        Err(e) => Err(err(&path, e.to_string())),
+    }
+}
+
+/// Writes the node-id file durably (temporary name, fsync, rename).
+fn write_node_id(data_dir: &Path, id: u64) -> Result<(), StartError> {
+    let path = data_dir.join("node-id");
+    let tmp = data_dir.join("node-id.tmp");
+    let err = |e: std::io::Error| StartError::DataDir {
+        path: path.clone(),
+        reason: e.to_string(),
+    };
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp).map_err(err)?;
+        writeln!(f, "{id}").map_err(err)?;
+        f.sync_all().map_err(err)?;
+    }
+    std::fs::rename(&tmp, &path).map_err(err)?;
+    if let Ok(dir) = std::fs::File::open(data_dir) {
+        let _ = dir.sync_all();
+    }
+    Ok(())
+}
+
+fn raft_config(config: &Config) -> Result<openraft::Config, StartError> {
+    let t = config.timers;
+    let c = openraft::Config {
+        cluster_name: "fsmhost".to_string(),
+        heartbeat_interval: t.heartbeat.as_millis() as u64,
+        election_timeout_min: t.election_min.as_millis() as u64,
+        election_timeout_max: t.election_max.as_millis() as u64,
+        install_snapshot_timeout: 10_000,
+        // Snapshots of the state store arrive with the "Snapshots" issue; until then the
+        // log is the whole history.
+        snapshot_policy: openraft::SnapshotPolicy::Never,
+        max_in_snapshot_log_to_keep: 10240,
+        purge_batch_size: 1024,
+        ..Default::default()
+    };
+    c.validate().map_err(|e| StartError::Raft(e.to_string()))
+}
+
+async fn bind(addr: std::net::SocketAddr, what: &'static str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|e| StartError::Bind {
+        addr,
+        what,
+        reason: e.to_string(),
+    })
+}
+
+/// Starts a server and runs it until `stop` resolves or a leave completes; then shuts down
+/// gracefully: stops accepting, finishes in-flight requests, stops raft (every log write
+/// was already committed durably).
+pub async fn run(
+    config: Config,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), StartError> {
+    let (id, log) = match &config.data_dir {
+        Some(dir) => {
+            let (id, mode) = node_identity(dir)?;
+            let log_path = dir.join("raft").join("raft.db");
+            let log = LogStore::open(&log_path, id, mode)?;
+            if mode == OpenMode::Create {
+                write_node_id(dir, id)?;
+            }
+            (id, log)
+        }
+        None => {
+            let (id, _) = {
+                let mut buf = [0u8; 8];
+                getrandom::fill(&mut buf).map_err(|e| StartError::Raft(e.to_string()))?;
+                (u64::from_le_bytes(buf).max(1), ())
+            };
+            (id, LogStore::in_memory(id)?)
+        }
+    };
+    let runtime =
+        Runtime::new(RuntimeConfig::default()).map_err(|e| StartError::Plugins(e.to_string()))?;
+    let plugins = runtime
+        .load_bundled()
+        .map_err(|e| StartError::Plugins(e.to_string()))?;
+    let fsm = Arc::new(Fsm::new(plugins));
+
+    let rpc_listener = bind(config.rpc_bind, "ports.server").await?;
+    let http_listener = bind(config.http_bind, "ports.http").await?;
+    let info = NodeInfo {
+        name: config.node_name.clone(),
+        rpc_addr: config.rpc_advertise.to_string(),
+        http_addr: http_listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| config.http_bind.to_string()),
+    };
+    let client = RpcClient::new();
+    let raft = Raft::new(
+        id,
+        Arc::new(raft_config(&config)?),
+        Network {
+            id,
+            client: client.clone(),
+        },
+        log.clone(),
+        StateMachine::new(fsm.clone()),
+    )
+    .await
+    .map_err(|e| StartError::Raft(e.to_string()))?;
+    let (shutdown, _) = watch::channel(false);
+    let node = Arc::new(Node {
+        id,
+        info: info.clone(),
+        cluster: cluster::Cluster::new(id, info.clone()),
+        config,
+        raft,
+        fsm,
+        log,
+        client,
+        last_contact_ms: AtomicU64::new(0),
+        shutdown,
+    });
+    tracing::info!(target: "agent.server", "started: node={} id={id:016x} server={} http={}",
+        info.name, info.rpc_addr, info.http_addr);
+
+    let rpc_task = tokio::spawn(web::serve(
+        rpc_listener,
+        rpc::handler(node.clone()),
+        node.shutdown_signal(),
+        "server rpc",
+    ));
+    let http_task = tokio::spawn(web::serve(
+        http_listener,
+        http::handler(node.clone()),
+        node.shutdown_signal(),
+        "http",
+    ));
+    let cluster_task = tokio::spawn(cluster::run(node.clone()));
+
+    let mut signal = node.shutdown_signal();
+    tokio::select! {
+        _ = stop => tracing::info!(target: "agent", "caught signal, shutting down"),
+        _ = async { signal.wait_for(|s| *s).await.map(|_| ()) } => {}
+    }
+    node.request_shutdown();
+    cluster_task.abort();
+    let _ = http_task.await;
+    let _ = rpc_task.await;
+    if let Err(e) = node.raft.shutdown().await {
+        tracing::warn!(target: "agent.server.raft", "raft stopped with an error: {e}");
+    }
+    tracing::info!(target: "agent", "shutdown complete");
+    Ok(())
+}

@@ -1,0 +1,269 @@
+//! Writes and reads, done the way the leader does them, or forwarded to it.
+//!
+//! Owns: the forwarding rules. A write is applied through the leader's raft log; a server
+//! that is not the leader forwards it over the server port and retries while the outcome
+//! is certain to be "not applied" (no leader yet, the leader moved, the leader could not be
+//! reached), for up to [`HOLD`] (Consul's `rpc_hold_timeout`). Once a request may have
+//! reached a leader, a lost answer is reported as such, never retried behind the client's
+//! back.
+//!
+//! Reads: `stale` runs on this server; `default` runs on the leader while its lease holds
+//! (a quorum acknowledged it within 90% of the election timeout), else after a read-index
+//! round; `consistent` always after a read-index round (`ensure_linearizable`).
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use super::Node;
+use crate::fsm::{self, FsmError};
+use crate::raft::network::CallFailure;
+use crate::raft::{Request, Response};
+
+/// How long a request waits for a leader before failing.
+pub const HOLD: Duration = Duration::from_secs(7);
+/// Path of a forwarded write.
+pub const PATH_APPLY: &str = "/v1/internal/apply";
+/// Path of a forwarded read.
+pub const PATH_QUERY: &str = "/v1/internal/query";
+
+/// A write: a plugin command with its payload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApplyRequest {
+    /// The plugin.
+    pub plugin: String,
+    /// The command.
+    pub command: String,
+    /// The payload (CBOR).
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+}
+
+/// A committed write.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Applied {
+    /// The log index of the entry.
+    pub index: u64,
+    /// Its outcome.
+    pub response: Response,
+}
+
+/// How fresh a read must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Consistency {
+    /// The leader's state, under its lease.
+    Default,
+    /// The leader's state after a read-index round.
+    Consistent,
+    /// This server's state, however old.
+    Stale,
+}
+
+/// A read: a plugin query, its arguments, and blocking parameters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueryRequest {
+    /// The plugin.
+    pub plugin: String,
+    /// The query.
+    pub query: String,
+    /// The arguments (CBOR).
+    #[serde(with = "serde_bytes")]
+    pub args: Vec<u8>,
+    /// Freshness.
+    pub consistency: Consistency,
+    /// Block until the result's index exceeds this (0: answer at once).
+    pub min_index: u64,
+    /// How long to block at most, in ms.
+    pub wait_ms: u64,
+}
+
+/// A read's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueryReply {
+    /// The result (CBOR).
+    #[serde(with = "serde_bytes")]
+    pub bytes: Vec<u8>,
+    /// The index of the data read.
+    pub index: u64,
+}
+
+/// Why a write or read failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum OpError {
+    /// This server is not the leader (used between servers; clients never see it).
+    #[error("this server is not the leader")]
+    NotLeader,
+    /// The request failed: an HTTP status and a message.
+    #[error("{message}")]
+    Failed {
+        /// The status.
+        status: u16,
+        /// The message.
+        message: String,
+    },
+}
+
+fn failed(status: u16, message: impl Into<String>) -> OpError {
+    OpError::Failed {
+        status,
+        message: message.into(),
+    }
+}
+
+impl From<FsmError> for OpError {
+    fn from(e: FsmError) -> Self {
+        failed(e.http_status(), e.to_string())
+    }
+}
+
+/// Refuses a request naming an unknown plugin or command before it reaches the log.
+fn check_command(node: &Node, plugin: &str, command: &str) -> Result<(), OpError> {
+    let p = node
+        .fsm
+        .plugins()
+        .get(plugin)
+        .ok_or_else(|| failed(404, format!("no plugin named {plugin} is loaded")))?;
+    if !p.description().commands.iter().any(|c| c == command) {
+        return Err(failed(
+            404,
+            format!("plugin {plugin} has no command {command}"),
+        ));
+    }
+    Ok(())
+}
+
+async fn wait_for_change(node: &Node, deadline: Instant) {
+    let mut metrics = node.raft.metrics();
+    let left = deadline.saturating_duration_since(Instant::now());
+    let _ = tokio::time::timeout(left.min(Duration::from_millis(100)), metrics.changed()).await;
+}
+
+/// Applies a write on this server, which must be the leader.
+pub async fn apply_local(node: &Node, req: &ApplyRequest) -> Result<Applied, OpError> {
+    check_command(node, &req.plugin, &req.command)?;
+    let entry = Request::Plugin(fsm::Entry {
+        plugin: req.plugin.clone(),
+        command: req.command.clone(),
+        payload: req.payload.clone(),
+        timestamp_ms: super::now_ms(),
+    });
+    match node.raft.client_write(entry).await {
+        Ok(r) => Ok(Applied {
+            index: r.log_id.index,
+            response: r.data,
+        }),
+        Err(openraft::error::RaftError::APIError(
+            openraft::error::ClientWriteError::ForwardToLeader(_),
+        )) => Err(OpError::NotLeader),
+        Err(e) => Err(failed(500, format!("raft: {e}"))),
+    }
+}
+
+/// Runs `local` if this server is the leader, or sends `req` to the leader's `path`;
+/// waits for a leader and retries while the request surely was not carried out, up to
+/// [`HOLD`]. `timeout` bounds one forwarded call.
+pub async fn through_leader<Req, Resp, F, Fut>(
+    node: &Node,
+    path: &str,
+    req: &Req,
+    timeout: Duration,
+    local: F,
+) -> Result<Resp, OpError>
+where
+    Req: Serialize,
+    Resp: DeserializeOwned,
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<Resp, OpError>>,
+{
+    let deadline = Instant::now() + HOLD;
+    loop {
+        match node.leader() {
+            Some((id, _)) if id == node.id => match local().await {
+                Err(OpError::NotLeader) => {}
+                other => return other,
+            },
+            Some((_, leader)) => {
+                let answer: Result<Result<Resp, OpError>, CallFailure> =
+                    node.client.call(&leader.rpc_addr, path, req, timeout).await;
+                match answer {
+                    Ok(Err(OpError::NotLeader)) | Err(CallFailure::Unreachable { .. }) => {}
+                    Ok(result) => return result,
+                    Err(f) => {
+                        return Err(failed(
+                            503,
+                            format!(
+                                "forwarding to the leader {}: {f}; the request may or may not \
+                                 have been carried out",
+                                leader.name
+                            ),
+                        ));
+                    }
+                }
+            }
+            None => {}
+        }
+        if Instant::now() >= deadline {
+            return Err(failed(
+                503,
+                format!("no cluster leader after {HOLD:?}; is a quorum of servers up?"),
+            ));
+        }
+        wait_for_change(node, deadline).await;
+    }
+}
+
+/// Applies a write through the leader, wherever it is.
+pub async fn apply(node: &Node, req: &ApplyRequest) -> Result<Applied, OpError> {
+    through_leader(node, PATH_APPLY, req, HOLD, || apply_local(node, req)).await
+}
+
+/// Whether the leader's lease covers a local read now.
+fn lease_holds(node: &Node) -> bool {
+    let m = node.raft.metrics().borrow().clone();
+    m.current_leader == Some(node.id)
+        && m.millis_since_quorum_ack
+            .is_some_and(|ms| Duration::from_millis(ms) < node.config.timers.lease())
+}
+
+async fn run_query(node: &Node, req: &QueryRequest) -> Result<QueryReply, OpError> {
+    let out = node
+        .fsm
+        .blocking_query(
+            &req.plugin,
+            &req.query,
+            &req.args,
+            req.min_index,
+            Duration::from_millis(req.wait_ms),
+        )
+        .await?;
+    Ok(QueryReply {
+        bytes: out.bytes,
+        index: out.index,
+    })
+}
+
+/// Runs a read on this server as the leader would: under the lease, or after a read-index
+/// round. Fails with `NotLeader` elsewhere.
+pub async fn query_local(node: &Node, req: &QueryRequest) -> Result<QueryReply, OpError> {
+    let fast = req.consistency == Consistency::Default && lease_holds(node);
+    if !fast {
+        match node.raft.ensure_linearizable().await {
+            Ok(_) => {}
+            Err(openraft::error::RaftError::APIError(
+                openraft::error::CheckIsLeaderError::ForwardToLeader(_),
+            )) => return Err(OpError::NotLeader),
+            Err(e) => return Err(failed(503, format!("confirming leadership: {e}"))),
+        }
+    }
+    run_query(node, req).await
+}
+
+/// Runs a read with the consistency it asks for, forwarding to the leader when needed.
+pub async fn query(node: &Node, req: &QueryRequest) -> Result<QueryReply, OpError> {
+    if req.consistency == Consistency::Stale {
+        return run_query(node, req).await;
+    }
+    let timeout = Duration::from_millis(req.wait_ms) + HOLD;
+    through_leader(node, PATH_QUERY, req, timeout, || query_local(node, req)).await
+}

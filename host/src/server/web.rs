@@ -1,0 +1,140 @@
+//! The HTTP plumbing both listeners share: an accept loop with graceful shutdown, bounded
+//! body reading, query-string parsing and response builders.
+//!
+//! Owns: nothing about routes; `http` (the operators' API) and `rpc` (server-to-server)
+//! give it a handler.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// The response type of every handler.
+pub type Reply = Response<Full<Bytes>>;
+
+/// How long a shutdown waits for in-flight requests.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Serves `listener` with `handler` until `shutdown` turns true, then stops accepting,
+/// lets in-flight requests finish (up to 10 s) and returns.
+pub async fn serve<H, F>(
+    listener: TcpListener,
+    handler: H,
+    mut shutdown: watch::Receiver<bool>,
+    what: &'static str,
+) where
+    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+    F: Future<Output = Reply> + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(target: "agent.http", "{what}: accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let handler = handler.clone();
+                let service = service_fn(move |req| {
+                    let handler = handler.clone();
+                    async move { Ok::<_, Infallible>(handler(req).await) }
+                });
+                let conn = http1::Builder::new()
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            _ = async { shutdown.wait_for(|s| *s).await.map(|_| ()) } => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(target: "agent.http", "{what}: requests still running after {DRAIN:?}; closing them");
+    }
+}
+
+/// Reads a request body of at most `limit` bytes.
+pub async fn body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Reply> {
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                Err(text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("request body is larger than {limit} bytes"),
+                ))
+            } else {
+                Err(text(
+                    StatusCode::BAD_REQUEST,
+                    format!("reading the request body: {e}"),
+                ))
+            }
+        }
+    }
+}
+
+/// The query string as a map (a key given without a value maps to "").
+pub fn query(req: &Request<Incoming>) -> BTreeMap<String, String> {
+    req.uri()
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
+}
+
+/// A plain-text response.
+pub fn text(status: StatusCode, message: impl Into<String>) -> Reply {
+    let mut body = message.into();
+    body.push('\n');
+    Response::builder()
+        .status(status)
+        .header(hyper::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+/// A response with a body and content type.
+pub fn bytes(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Reply {
+    Response::builder()
+        .status(status)
+        .header(hyper::header::CONTENT_TYPE, content_type)
+        .body(Full::new(body.into()))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+/// A JSON response.
+pub fn json(status: StatusCode, value: &serde_json::Value) -> Reply {
+    bytes(status, "application/json", value.to_string())
+}
+
+/// A CBOR response.
+pub fn cbor<T: serde::Serialize>(value: &T) -> Reply {
+    bytes(
+        StatusCode::OK,
+        "application/cbor",
+        crate::raft::to_cbor(value),
+    )
+}
