@@ -6,6 +6,8 @@
 //! `wasi-import` (imports `wasi:cli/environment`). The example plugins under `examples/`
 //! are built the same way, under their directory names (e.g. `users-plugin`).
 
+pub mod cluster;
+
 include!(concat!(env!("OUT_DIR"), "/fixtures.rs"));
 
 /// Encodes a value as CBOR, the wire format of payloads and results.

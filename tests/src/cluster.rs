@@ -1,0 +1,474 @@
+//! The cluster harness: N `fsmhost agent` processes on free loopback ports, each with its own
+//! data dir and config file in a temporary directory.
+//!
+//! A test can SIGKILL, SIGTERM, restart, SIGSTOP and SIGCONT any server, wait for a leader
+//! all live servers agree on, and wait until they applied the same log and hold the same
+//! state hash. Every server's output goes to `<dir>/<name>.log`; when a test panics, the
+//! harness prints the tail of each log before it kills the processes.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// An HTTP answer.
+#[derive(Debug, Clone)]
+pub struct HttpReply {
+    /// The status code.
+    pub status: u16,
+    /// Headers, names in lower case.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl HttpReply {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as JSON; panics (a test failure) when it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`). Errors are connection
+/// failures and timeouts, as text.
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+    timeout: Duration,
+) -> Result<HttpReply, String> {
+    let sock: std::net::SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    let mut s = TcpStream::connect_timeout(&sock, timeout).map_err(|e| format!("{addr}: {e}"))?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes())
+        .and_then(|_| s.write_all(body))
+        .map_err(|e| format!("{addr}: {e}"))?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)
+        .map_err(|e| format!("{addr}: {e}"))?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| format!("{addr}: malformed response"))?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("{addr}: no status line"))?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Ok(HttpReply {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    })
+}
+
+/// A free loopback port (bound, then released; a race with another process is possible
+/// but rare).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// What one server reports about itself (`/v1/agent/self`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeState {
+    /// Raft role: `Leader`, `Follower`, `Candidate`, `Learner`.
+    pub role: String,
+    /// Raft's applied index.
+    pub applied: u64,
+    /// The state hash (hex).
+    pub hash: String,
+    /// The leader's node id (hex), if known.
+    pub leader: Option<String>,
+    /// This node's id (hex).
+    pub id: String,
+    /// The voters' ids (hex).
+    pub voters: Vec<String>,
+}
+
+/// One server of the cluster.
+pub struct Server {
+    /// Its name (`s1`, `s2`, ...).
+    pub name: String,
+    /// Its server (RPC) port.
+    pub rpc_port: u16,
+    /// Its HTTP port.
+    pub http_port: u16,
+    /// Its data dir.
+    pub data_dir: PathBuf,
+    /// Its config file.
+    pub config: PathBuf,
+    /// Its log file.
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Server {
+    /// `127.0.0.1:<http port>`.
+    pub fn http_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.http_port)
+    }
+
+    /// `127.0.0.1:<server port>`.
+    pub fn rpc_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.rpc_port)
+    }
+
+    /// Whether its process is running (not killed, not exited).
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    fn signal(&self, sig: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill(2) on our own child's pid; no memory is shared.
+            unsafe {
+                libc::kill(c.id() as i32, sig);
+            }
+        }
+    }
+}
+
+/// A cluster of real `fsmhost` processes.
+pub struct Cluster {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    /// The servers, in start order.
+    pub servers: Vec<Server>,
+}
+
+impl Cluster {
+    /// Starts `n` servers with `bootstrap_expect = n`, each told to `retry_join` all the
+    /// others; `bin` is the fsmhost binary.
+    pub fn start(bin: &str, n: usize) -> Cluster {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut cluster = Cluster {
+            bin: PathBuf::from(bin),
+            dir,
+            servers: Vec::new(),
+        };
+        for _ in 0..n {
+            cluster.define_server();
+        }
+        let join: Vec<String> = cluster.servers.iter().map(Server::rpc_addr).collect();
+        for i in 0..n {
+            cluster.write_config(i, n, &join);
+            cluster.spawn(i);
+        }
+        cluster
+    }
+
+    /// The temporary directory holding every server's files.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn define_server(&mut self) -> usize {
+        let i = self.servers.len();
+        let name = format!("s{}", i + 1);
+        let root = self.dir.path();
+        self.servers.push(Server {
+            data_dir: root.join(&name),
+            config: root.join(format!("{name}.toml")),
+            log: root.join(format!("{name}.log")),
+            name,
+            rpc_port: free_port(),
+            http_port: free_port(),
+            child: None,
+        });
+        i
+    }
+
+    fn write_config(&self, i: usize, expect: usize, join: &[String]) {
+        let s = &self.servers[i];
+        let join: Vec<String> = join.iter().map(|a| format!("{a:?}")).collect();
+        let text = format!(
+            "node_name = {:?}\ndata_dir = {:?}\nserver = true\nbootstrap_expect = {expect}\n\
+             bind_addr = \"127.0.0.1\"\nretry_join = [{}]\n[ports]\nserver = {}\nhttp = {}\n",
+            s.name,
+            s.data_dir.display().to_string(),
+            join.join(", "),
+            s.rpc_port,
+            s.http_port
+        );
+        std::fs::write(&s.config, text).expect("config file written");
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let s = &mut self.servers[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&s.log)
+            .expect("log file");
+        let child = Command::new(&self.bin)
+            .arg("agent")
+            .arg("--config-file")
+            .arg(&s.config)
+            .env("FSMHOST_LOG", "info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", self.bin.display()));
+        s.child = Some(child);
+    }
+
+    /// Adds a server that joins the running cluster through `retry_join` (no bootstrap).
+    pub fn add_server(&mut self) -> usize {
+        let i = self.define_server();
+        let join: Vec<String> = self.servers[..i].iter().map(Server::rpc_addr).collect();
+        self.write_config(i, 0, &join);
+        self.spawn(i);
+        i
+    }
+
+    /// SIGKILLs server `i` and reaps it.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.servers[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERMs server `i` and waits for it to exit; returns its exit code.
+    pub fn terminate(&mut self, i: usize) -> Option<i32> {
+        self.servers[i].signal(libc::SIGTERM);
+        self.wait_exit(i, Duration::from_secs(20))
+    }
+
+    /// Waits for server `i` to exit on its own; returns its exit code (`None`: still
+    /// running at the deadline, or killed by a signal).
+    pub fn wait_exit(&mut self, i: usize, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        let child = self.servers[i].child.as_mut()?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.servers[i].child = None;
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts server `i` again from its data dir.
+    pub fn restart(&mut self, i: usize) {
+        assert!(
+            self.servers[i].child.is_none(),
+            "{} is still running",
+            self.servers[i].name
+        );
+        self.spawn(i);
+    }
+
+    /// SIGSTOPs server `i`.
+    pub fn pause(&self, i: usize) {
+        self.servers[i].signal(libc::SIGSTOP);
+    }
+
+    /// SIGCONTs server `i`.
+    pub fn resume(&self, i: usize) {
+        self.servers[i].signal(libc::SIGCONT);
+    }
+
+    /// The running servers.
+    pub fn live(&mut self) -> Vec<usize> {
+        (0..self.servers.len())
+            .filter(|&i| self.servers[i].is_running())
+            .collect()
+    }
+
+    /// Server `i`'s own report, or `None` if it does not answer.
+    pub fn state(&self, i: usize) -> Option<NodeState> {
+        let r = http(
+            &self.servers[i].http_addr(),
+            "GET",
+            "/v1/agent/self",
+            "application/json",
+            b"",
+            Duration::from_secs(2),
+        )
+        .ok()?;
+        if r.status != 200 {
+            return None;
+        }
+        let v = r.json();
+        let raft = &v["Stats"]["raft"];
+        Some(NodeState {
+            role: raft["state"].as_str()?.to_string(),
+            applied: raft["applied_index"].as_u64()?,
+            hash: v["Stats"]["fsm"]["state_hash"].as_str()?.to_string(),
+            leader: raft["leader"].as_str().map(str::to_string),
+            id: v["Config"]["NodeID"].as_str()?.to_string(),
+            voters: raft["voters"]
+                .as_array()?
+                .iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect(),
+        })
+    }
+
+    /// Waits until every running server names the same leader, which is one of them;
+    /// returns the leader's index in `servers`.
+    pub fn wait_leader(&mut self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let live = self.live();
+            let states: Vec<(usize, Option<NodeState>)> =
+                live.iter().map(|&i| (i, self.state(i))).collect();
+            let leader_ids: Vec<Option<String>> = states
+                .iter()
+                .map(|(_, s)| s.as_ref().and_then(|s| s.leader.clone()))
+                .collect();
+            if let Some(Some(lid)) = leader_ids.first()
+                && leader_ids
+                    .iter()
+                    .all(|l| l.as_deref() == Some(lid.as_str()))
+                && let Some((i, _)) = states.iter().find(|(_, s)| {
+                    s.as_ref()
+                        .is_some_and(|s| &s.id == lid && s.role == "Leader")
+                })
+            {
+                return *i;
+            }
+            if Instant::now() > deadline {
+                panic!("no agreed leader within {timeout:?}: {states:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until every running server applied the same index and holds the same state
+    /// hash; returns that hash.
+    pub fn wait_converged(&mut self, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let live = self.live();
+            let states: Vec<Option<NodeState>> = live.iter().map(|&i| self.state(i)).collect();
+            if let Some(Some(first)) = states.first()
+                && states.iter().all(|s| {
+                    s.as_ref()
+                        .is_some_and(|s| s.applied == first.applied && s.hash == first.hash)
+                })
+            {
+                return first.hash.clone();
+            }
+            if Instant::now() > deadline {
+                panic!("servers did not converge within {timeout:?}: {states:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// POSTs a CBOR command to server `i`'s `/v1/apply/{plugin}/{command}`.
+    pub fn apply(
+        &self,
+        i: usize,
+        plugin: &str,
+        command: &str,
+        payload: &[u8],
+    ) -> Result<HttpReply, String> {
+        http(
+            &self.servers[i].http_addr(),
+            "POST",
+            &format!("/v1/apply/{plugin}/{command}"),
+            "application/cbor",
+            payload,
+            Duration::from_secs(15),
+        )
+    }
+
+    /// Runs a CBOR query on server `i` (`query_string` such as `?stale`).
+    pub fn query(
+        &self,
+        i: usize,
+        plugin: &str,
+        query: &str,
+        args: &[u8],
+        query_string: &str,
+    ) -> Result<HttpReply, String> {
+        http(
+            &self.servers[i].http_addr(),
+            "POST",
+            &format!("/v1/query/{plugin}/{query}{query_string}"),
+            "application/cbor",
+            args,
+            Duration::from_secs(15),
+        )
+    }
+
+    /// The last `lines` lines of server `i`'s log.
+    pub fn log_tail(&self, i: usize, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.servers[i].log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for i in 0..self.servers.len() {
+                eprintln!(
+                    "----- {} log (tail) -----\n{}",
+                    self.servers[i].name,
+                    self.log_tail(i, 40)
+                );
+            }
+        }
+        for s in &mut self.servers {
+            if let Some(mut c) = s.child.take() {
+                s_cont(&c);
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+/// Resumes a child that a test may have paused, so that nothing is left stopped.
+fn s_cont(c: &Child) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(c.id() as i32, libc::SIGCONT);
+    }
+}

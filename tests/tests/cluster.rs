@@ -1,0 +1,445 @@
+//! Whole-cluster behaviour on real processes: formation, forwarding, failover, restarts,
+//! joins and leaves, and refusals of a damaged data dir.
+
+use fsmhost_plugin_kv::{GetArgs, KeysArgs, KeysResult, SetRequest};
+use fsmhost_tests::cluster::{Cluster, http};
+use fsmhost_tests::{cbor, decode};
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_fsmhost-node");
+const LEADER_WAIT: Duration = Duration::from_secs(30);
+const CONVERGE_WAIT: Duration = Duration::from_secs(30);
+
+fn set(key: &str, value: &str) -> Vec<u8> {
+    cbor(&SetRequest {
+        key: key.into(),
+        value: value.as_bytes().to_vec(),
+        flags: 0,
+    })
+}
+
+/// The keys under `prefix` on server `i`, read from its own state (`?stale`).
+fn keys_on(c: &Cluster, i: usize, prefix: &str) -> BTreeSet<String> {
+    let args = cbor(&KeysArgs {
+        prefix: prefix.into(),
+        separator: None,
+    });
+    let r = c
+        .query(i, "kv", "keys", &args, "?stale")
+        .expect("query answered");
+    assert_eq!(r.status, 200, "{}", r.text());
+    decode::<KeysResult>(&r.body).keys.into_iter().collect()
+}
+
+fn follower_of(c: &mut Cluster, leader: usize) -> usize {
+    c.live()
+        .into_iter()
+        .find(|&i| i != leader)
+        .expect("a follower")
+}
+
+#[test]
+fn three_servers_bootstrap_and_take_1000_writes_through_a_follower() {
+    let mut c = Cluster::start(BIN, 3);
+    let leader = c.wait_leader(LEADER_WAIT);
+    let f = follower_of(&mut c, leader);
+    let mut last_index = 0;
+    for n in 0..1000 {
+        let r = c
+            .apply(f, "kv", "set", &set(&format!("k/{n:04}"), "v"))
+            .expect("write answered");
+        assert_eq!(r.status, 200, "write {n}: {}", r.text());
+        let index: u64 = r
+            .header("X-Consul-Index")
+            .expect("index header")
+            .parse()
+            .unwrap();
+        assert!(
+            index > last_index,
+            "indexes increase: {index} after {last_index}"
+        );
+        last_index = index;
+        assert_eq!(decode::<bool>(&r.body), true);
+    }
+    c.wait_converged(CONVERGE_WAIT);
+    for i in 0..3 {
+        assert_eq!(keys_on(&c, i, "k/").len(), 1000, "server {i}");
+    }
+    // Every server reports the same peers, and the leader's address.
+    let leader_addr = c.servers[leader].rpc_addr();
+    for i in 0..3 {
+        let r = http(
+            &c.servers[i].http_addr(),
+            "GET",
+            "/v1/status/leader",
+            "",
+            b"",
+            Duration::from_secs(2),
+        )
+        .unwrap();
+        assert_eq!(r.json(), serde_json::json!(leader_addr));
+        assert_eq!(r.header("X-Consul-KnownLeader"), Some("true"));
+        let r = http(
+            &c.servers[i].http_addr(),
+            "GET",
+            "/v1/status/peers",
+            "",
+            b"",
+            Duration::from_secs(2),
+        )
+        .unwrap();
+        assert_eq!(r.json().as_array().unwrap().len(), 3);
+    }
+}
+
+#[test]
+fn reads_honour_consistency_modes_and_errors_name_the_problem() {
+    let mut c = Cluster::start(BIN, 3);
+    let leader = c.wait_leader(LEADER_WAIT);
+    let f = follower_of(&mut c, leader);
+    let r = c.apply(f, "kv", "set", &set("a", "1")).unwrap();
+    assert_eq!(r.status, 200);
+    let index: u64 = r.header("X-Consul-Index").unwrap().parse().unwrap();
+    let get = cbor(&GetArgs { key: "a".into() });
+    for qs in ["", "?consistent", "?stale"] {
+        let r = c.query(f, "kv", "get", &get, qs).unwrap();
+        // A stale read on a follower may lag; default and consistent go through the leader.
+        if qs != "?stale" {
+            assert_eq!(r.status, 200, "{qs}: {}", r.text());
+            assert_eq!(
+                r.header("X-Consul-Index").unwrap().parse::<u64>().unwrap(),
+                index
+            );
+        }
+    }
+    let r = c.apply(f, "kv", "no-such-command", &[]).unwrap();
+    assert_eq!(r.status, 404);
+    assert!(
+        r.text().contains("no command no-such-command"),
+        "{}",
+        r.text()
+    );
+    let r = c.apply(f, "nope", "set", &[]).unwrap();
+    assert_eq!(r.status, 404);
+    assert!(r.text().contains("no plugin named nope"), "{}", r.text());
+    let r = c.apply(f, "kv", "set", b"\xff\x00 not cbor").unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = c.query(f, "kv", "get", &get, "?stale&consistent").unwrap();
+    assert_eq!(r.status, 400);
+    let r = c.query(f, "kv", "get", &get, "?index=x").unwrap();
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("index"), "{}", r.text());
+    // Garbage on the server port is refused without harm.
+    let r = http(
+        &c.servers[f].rpc_addr(),
+        "POST",
+        "/v1/internal/raft/append",
+        "application/cbor",
+        b"junk",
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("malformed"), "{}", r.text());
+    assert_eq!(
+        c.apply(leader, "kv", "set", &set("b", "2")).unwrap().status,
+        200
+    );
+    c.wait_converged(CONVERGE_WAIT);
+}
+
+#[test]
+fn acknowledged_writes_survive_a_leader_sigkill_mid_stream() {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let mut c = Cluster::start(BIN, 3);
+    let leader = c.wait_leader(LEADER_WAIT);
+    let f = follower_of(&mut c, leader);
+    // Four writers stream through a follower while the leader is SIGKILLed, so that some
+    // writes are in flight at the leader when it dies.
+    let acked = Mutex::new(Vec::new());
+    let failed = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let cluster = Mutex::new(c);
+    let addr = cluster.lock().unwrap().servers[f].http_addr();
+    std::thread::scope(|scope| {
+        for w in 0..4 {
+            let (acked, failed, done, addr) = (&acked, &failed, &done, addr.clone());
+            scope.spawn(move || {
+                for n in 0..150 {
+                    let key = format!("stream/{w}/{n:04}");
+                    let r = http(
+                        &addr,
+                        "POST",
+                        "/v1/apply/kv/set",
+                        "application/cbor",
+                        &set(&key, "v"),
+                        Duration::from_secs(15),
+                    );
+                    match r {
+                        Ok(r) if r.status == 200 => acked.lock().unwrap().push(key),
+                        _ => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        while done.load(Ordering::Relaxed) < 200 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        cluster.lock().unwrap().kill(leader);
+    });
+    let mut c = cluster.into_inner().unwrap();
+    let acked = acked.into_inner().unwrap();
+    let failed = failed.into_inner();
+    eprintln!(
+        "{} writes acknowledged, {failed} failed across the failover",
+        acked.len()
+    );
+    assert!(
+        acked.len() >= 400,
+        "most writes succeed across a failover ({} acked, {failed} failed)",
+        acked.len()
+    );
+    let new_leader = c.wait_leader(LEADER_WAIT);
+    assert_ne!(new_leader, leader);
+    c.restart(leader);
+    c.wait_leader(LEADER_WAIT);
+    c.wait_converged(CONVERGE_WAIT);
+    for i in 0..3 {
+        let keys = keys_on(&c, i, "stream/");
+        for k in &acked {
+            assert!(keys.contains(k), "server {i} lost acknowledged write {k}");
+        }
+    }
+}
+
+#[test]
+fn all_servers_restart_from_disk_with_everything() {
+    let mut c = Cluster::start(BIN, 3);
+    let leader = c.wait_leader(LEADER_WAIT);
+    for n in 0..100 {
+        assert_eq!(
+            c.apply(leader, "kv", "set", &set(&format!("d/{n}"), "x"))
+                .unwrap()
+                .status,
+            200
+        );
+    }
+    let before = c.wait_converged(CONVERGE_WAIT);
+    for i in 0..3 {
+        c.kill(i);
+    }
+    for i in 0..3 {
+        c.restart(i);
+    }
+    let leader = c.wait_leader(LEADER_WAIT);
+    // The new leader commits a blank entry of its term; the state is the same.
+    let after = c.wait_converged(CONVERGE_WAIT);
+    assert_eq!(before, after);
+    for i in 0..3 {
+        assert_eq!(keys_on(&c, i, "d/").len(), 100);
+    }
+    assert_eq!(
+        c.apply(leader, "kv", "set", &set("d/after", "x"))
+            .unwrap()
+            .status,
+        200
+    );
+    c.wait_converged(CONVERGE_WAIT);
+}
+
+#[test]
+fn five_servers_keep_serving_with_two_down() {
+    let mut c = Cluster::start(BIN, 5);
+    let leader = c.wait_leader(LEADER_WAIT);
+    // Take down the leader and one follower.
+    let other = follower_of(&mut c, leader);
+    c.kill(leader);
+    c.kill(other);
+    let new_leader = c.wait_leader(LEADER_WAIT);
+    for n in 0..50 {
+        let r = c
+            .apply(new_leader, "kv", "set", &set(&format!("five/{n}"), "x"))
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    c.wait_converged(CONVERGE_WAIT);
+    for i in c.live() {
+        assert_eq!(keys_on(&c, i, "five/").len(), 50);
+    }
+    c.restart(leader);
+    c.restart(other);
+    c.wait_leader(LEADER_WAIT);
+    c.wait_converged(CONVERGE_WAIT);
+    assert_eq!(keys_on(&c, other, "five/").len(), 50);
+}
+
+#[test]
+fn a_later_server_joins_and_a_leave_removes_only_when_asked() {
+    let mut c = Cluster::start(BIN, 3);
+    let leader = c.wait_leader(LEADER_WAIT);
+    for n in 0..20 {
+        assert_eq!(
+            c.apply(leader, "kv", "set", &set(&format!("j/{n}"), "x"))
+                .unwrap()
+                .status,
+            200
+        );
+    }
+    let newcomer = c.add_server();
+    let deadline = std::time::Instant::now() + LEADER_WAIT;
+    loop {
+        let s = c.state(leader).expect("leader answers");
+        let me = c.state(newcomer).map(|s| s.id);
+        if me.is_some_and(|me| s.voters.contains(&me)) && s.voters.len() == 4 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "newcomer never became a voter: {s:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    c.wait_converged(CONVERGE_WAIT);
+    assert_eq!(keys_on(&c, newcomer, "j/").len(), 20);
+
+    // SIGTERM stops a server without leaving: it stays in the configuration.
+    let f = follower_of(&mut c, leader);
+    assert_eq!(c.terminate(f), Some(0), "graceful stop exits 0");
+    assert_eq!(c.state(leader).unwrap().voters.len(), 4);
+    c.restart(f);
+    c.wait_converged(CONVERGE_WAIT);
+
+    // `fsmhost leave` removes it, and the process exits.
+    let out = Command::new(BIN)
+        .args(["leave", "--http-addr", &c.servers[newcomer].http_addr()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(c.wait_exit(newcomer, Duration::from_secs(20)), Some(0));
+    let leader = c.wait_leader(LEADER_WAIT);
+    assert_eq!(c.state(leader).unwrap().voters.len(), 3);
+    assert_eq!(
+        c.apply(leader, "kv", "set", &set("j/after", "x"))
+            .unwrap()
+            .status,
+        200
+    );
+}
+
+#[test]
+fn a_paused_leader_is_replaced_and_catches_up() {
+    let mut c = Cluster::start(BIN, 3);
+    let leader = c.wait_leader(LEADER_WAIT);
+    c.pause(leader);
+    let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    // The others elect a new leader among themselves.
+    let deadline = std::time::Instant::now() + LEADER_WAIT;
+    let new_leader = loop {
+        if let Some(i) = others
+            .iter()
+            .copied()
+            .find(|&i| c.state(i).is_some_and(|s| s.role == "Leader"))
+        {
+            break i;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no new leader while the old one is paused"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for n in 0..10 {
+        assert_eq!(
+            c.apply(new_leader, "kv", "set", &set(&format!("p/{n}"), "x"))
+                .unwrap()
+                .status,
+            200
+        );
+    }
+    c.resume(leader);
+    c.wait_leader(LEADER_WAIT);
+    c.wait_converged(CONVERGE_WAIT);
+    assert_eq!(keys_on(&c, leader, "p/").len(), 10);
+}
+
+fn agent_fails(config: &std::path::Path) -> String {
+    let out = Command::new(BIN)
+        .args(["agent", "--config-file"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "the agent must refuse to start");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_damaged_data_dir_is_refused_by_name() {
+    let mut c = Cluster::start(BIN, 2);
+    c.wait_leader(LEADER_WAIT);
+    c.kill(0);
+    c.kill(1);
+    let log0 = c.servers[0].data_dir.join("raft").join("raft.db");
+    let log1 = c.servers[1].data_dir.join("raft").join("raft.db");
+
+    // Another node's log.
+    let saved = std::fs::read(&log0).unwrap();
+    std::fs::copy(&log1, &log0).unwrap();
+    let err = agent_fails(&c.servers[0].config);
+    assert!(
+        err.contains("belongs to node") && err.contains("raft.db"),
+        "{err}"
+    );
+
+    // A corrupt log.
+    std::fs::write(&log0, b"this is not a database").unwrap();
+    let err = agent_fails(&c.servers[0].config);
+    assert!(
+        err.contains("raft.db") && err.contains("cannot be opened"),
+        "{err}"
+    );
+
+    // A missing log, with the node id still there.
+    std::fs::remove_file(&log0).unwrap();
+    let err = agent_fails(&c.servers[0].config);
+    assert!(
+        err.contains("is missing") && err.contains("raft.db"),
+        "{err}"
+    );
+
+    // Restored, the server starts again with its state.
+    std::fs::write(&log0, saved).unwrap();
+    c.restart(0);
+    c.restart(1);
+    c.wait_leader(LEADER_WAIT);
+    c.wait_converged(CONVERGE_WAIT);
+}
+
+#[test]
+fn a_bad_config_is_one_line_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("bad.toml");
+    for (text, key) in [
+        ("server = false\ndata_dir = \"/tmp/x\"", "server:"),
+        (
+            "bind_addr = \"not-an-ip\"\ndata_dir = \"/tmp/x\"",
+            "bind_addr:",
+        ),
+        ("node_name = 3", "node_name"),
+        ("bootstrap_expect = 3", "data_dir:"),
+    ] {
+        std::fs::write(&f, text).unwrap();
+        let err = agent_fails(&f);
+        assert!(err.contains(key), "{text:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+}
