@@ -25,7 +25,7 @@ use std::time::Duration;
 use super::Node;
 use super::cluster;
 use super::ops::{self, ApplyRequest, Consistency, OpError, QueryRequest};
-use super::web::{self, Reply};
+use super::web::{self, Refusal, Reply};
 use crate::raft::Response;
 
 /// The largest request body (a command's payload or a query's arguments).
@@ -43,7 +43,7 @@ pub fn handler(
     move |req| {
         let node = node.clone();
         Box::pin(async move {
-            let mut reply = route(&node, req).await.unwrap_or_else(|r| r);
+            let mut reply = route(&node, req).await.unwrap_or_else(Reply::from);
             add_leader_headers(&node, &mut reply);
             reply
         })
@@ -70,10 +70,10 @@ fn with_index(mut reply: Reply, index: u64) -> Reply {
     reply
 }
 
-fn op_error(e: OpError) -> Reply {
+fn op_error(e: OpError) -> Refusal {
     match e {
-        OpError::NotLeader => web::text(StatusCode::SERVICE_UNAVAILABLE, "no cluster leader"),
-        OpError::Failed { status, message } => web::text(
+        OpError::NotLeader => Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "no cluster leader"),
+        OpError::Failed { status, message } => Refusal::new(
             StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             message,
         ),
@@ -89,19 +89,15 @@ fn is_json(req: &Request<Incoming>) -> bool {
 }
 
 /// The request body as CBOR (converted from JSON when it is JSON).
-fn to_plugin_bytes(body: Bytes, json: bool) -> Result<Vec<u8>, Reply> {
+fn to_plugin_bytes(body: Bytes, json: bool) -> Result<Vec<u8>, Refusal> {
     if !json {
         return Ok(body.to_vec());
     }
     if body.is_empty() {
         return Ok(Vec::new());
     }
-    let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
-        web::text(
-            StatusCode::BAD_REQUEST,
-            format!("request body is not JSON: {e}"),
-        )
-    })?;
+    let value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| Refusal::bad_request(format!("request body is not JSON: {e}")))?;
     Ok(crate::raft::to_cbor(&value))
 }
 
@@ -146,23 +142,17 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 /// wait/16 of jitter as Consul adds so that woken clients do not return in lockstep.
 fn blocking_params(
     q: &std::collections::BTreeMap<String, String>,
-) -> Result<(u64, Duration), Reply> {
+) -> Result<(u64, Duration), Refusal> {
     let index = match q.get("index") {
         None => 0,
         Some(s) => s.parse().map_err(|_| {
-            web::text(
-                StatusCode::BAD_REQUEST,
-                format!("index: {s:?} is not a non-negative integer"),
-            )
+            Refusal::bad_request(format!("index: {s:?} is not a non-negative integer"))
         })?,
     };
     let wait = match q.get("wait") {
         None => DEFAULT_WAIT,
         Some(s) => parse_duration(s).ok_or_else(|| {
-            web::text(
-                StatusCode::BAD_REQUEST,
-                format!("wait: {s:?} is not a duration such as 10s or 5m"),
-            )
+            Refusal::bad_request(format!("wait: {s:?} is not a duration such as 10s or 5m"))
         })?,
     }
     .min(MAX_WAIT);
@@ -172,10 +162,9 @@ fn blocking_params(
     Ok((index, wait + jitter))
 }
 
-fn consistency(q: &std::collections::BTreeMap<String, String>) -> Result<Consistency, Reply> {
+fn consistency(q: &std::collections::BTreeMap<String, String>) -> Result<Consistency, Refusal> {
     match (q.contains_key("stale"), q.contains_key("consistent")) {
-        (true, true) => Err(web::text(
-            StatusCode::BAD_REQUEST,
+        (true, true) => Err(Refusal::bad_request(
             "?stale and ?consistent cannot be used together",
         )),
         (true, false) => Ok(Consistency::Stale),
@@ -184,7 +173,7 @@ fn consistency(q: &std::collections::BTreeMap<String, String>) -> Result<Consist
     }
 }
 
-async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Result<Reply, Reply> {
+async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusal> {
     let path = req.uri().path().to_string();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let method = req.method().clone();
@@ -207,7 +196,7 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Result<Reply, Reply>
                 Response::Ok(bytes) => plugin_answer(bytes, json),
                 Response::None => web::bytes(StatusCode::OK, "application/cbor", Vec::new()),
                 Response::Failed { status, message } => {
-                    op_error(OpError::Failed { status, message })
+                    Reply::from(op_error(OpError::Failed { status, message }))
                 }
             };
             Ok(with_index(reply, applied.index))
@@ -255,7 +244,7 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Result<Reply, Reply>
             node.request_shutdown();
             Ok(web::text(StatusCode::OK, "left the cluster"))
         }
-        _ => Err(web::text(
+        _ => Err(Refusal::new(
             StatusCode::NOT_FOUND,
             format!("no route {method} {path}"),
         )),

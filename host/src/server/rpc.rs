@@ -15,16 +15,16 @@ use std::sync::Arc;
 use super::Node;
 use super::cluster::{self, AddServer, JoinRequest, RemoveServer};
 use super::ops::{self, ApplyRequest, OpError, QueryRequest};
-use super::web::{self, Reply};
+use super::web::{self, Refusal, Reply};
 use crate::raft::from_cbor;
 use crate::raft::network::{PATH_APPEND, PATH_SNAPSHOT, PATH_VOTE};
 
 /// The largest body accepted on the server port (raft batches, snapshot chunks).
 const MAX_BODY: usize = 64 << 20;
 
-async fn decode<T: DeserializeOwned>(req: Request<Incoming>, path: &str) -> Result<T, Reply> {
+async fn decode<T: DeserializeOwned>(req: Request<Incoming>, path: &str) -> Result<T, Refusal> {
     let body = web::body(req, MAX_BODY).await?;
-    from_cbor(&body, path).map_err(|e| web::text(StatusCode::BAD_REQUEST, e))
+    from_cbor(&body, path).map_err(Refusal::bad_request)
 }
 
 /// The handler of the server port.
@@ -34,11 +34,11 @@ pub fn handler(
 {
     move |req| {
         let node = node.clone();
-        Box::pin(async move { route(node, req).await.unwrap_or_else(|r| r) })
+        Box::pin(async move { route(node, req).await.unwrap_or_else(Reply::from) })
     }
 }
 
-async fn route(node: Arc<Node>, req: Request<Incoming>) -> Result<Reply, Reply> {
+async fn route(node: Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusal> {
     if req.method() != Method::POST {
         return Ok(web::text(
             StatusCode::METHOD_NOT_ALLOWED,

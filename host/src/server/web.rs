@@ -75,25 +75,52 @@ pub async fn serve<H, F>(
     }
 }
 
+/// A refused request: the status and the message naming the problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The status.
+    pub status: StatusCode,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Refusal {
+    /// A refusal with this status.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Refusal {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// A 400.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl From<Refusal> for Reply {
+    fn from(r: Refusal) -> Reply {
+        text(r.status, r.message)
+    }
+}
+
 /// Reads a request body of at most `limit` bytes.
-pub async fn body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Reply> {
+pub async fn body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Refusal> {
     match Limited::new(req.into_body(), limit).collect().await {
         Ok(b) => Ok(b.to_bytes()),
-        Err(e) => {
+        Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                Err(text(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("request body is larger than {limit} bytes"),
-                ))
-            } else {
-                Err(text(
-                    StatusCode::BAD_REQUEST,
-                    format!("reading the request body: {e}"),
-                ))
-            }
+                .is_some() =>
+        {
+            Err(Refusal::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body is larger than {limit} bytes"),
+            ))
         }
+        Err(e) => Err(Refusal::bad_request(format!(
+            "reading the request body: {e}"
+        ))),
     }
 }
 
