@@ -93,13 +93,33 @@ pub fn http(
     })
 }
 
-/// A free loopback port (bound, then released; a race with another process is possible
-/// but rare).
+/// A free loopback port for a server to listen on.
+///
+/// Ports come from below the kernel's ephemeral range (where the servers' own outgoing
+/// connections take theirs), each handed out once per test process, starting at an offset
+/// derived from the process id; each is checked free by binding it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<u32>().ok())
+        })
+        .unwrap_or(32768);
+    let base = 10_000u32;
+    let span = ephemeral_low.saturating_sub(base).max(1000);
+    let start = (std::process::id() * 97) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (base + (start + n) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port below {ephemeral_low}")
 }
 
 /// What one server reports about itself (`/v1/agent/self`).
@@ -380,20 +400,31 @@ impl Cluster {
     /// Waits until every running server applied the same index and holds the same state
     /// hash; returns that hash.
     pub fn wait_converged(&mut self, timeout: Duration) -> String {
+        self.wait_converged_past(0, timeout).1
+    }
+
+    /// Waits until every running server applied the same index, at least `min_applied`,
+    /// and holds the same state hash; returns the index and the hash. (Servers keep their
+    /// state in memory and replay the log at start, so right after a restart they all
+    /// agree on the empty state at index 0.)
+    pub fn wait_converged_past(&mut self, min_applied: u64, timeout: Duration) -> (u64, String) {
         let deadline = Instant::now() + timeout;
         loop {
             let live = self.live();
             let states: Vec<Option<NodeState>> = live.iter().map(|&i| self.state(i)).collect();
             if let Some(Some(first)) = states.first()
+                && first.applied >= min_applied
                 && states.iter().all(|s| {
                     s.as_ref()
                         .is_some_and(|s| s.applied == first.applied && s.hash == first.hash)
                 })
             {
-                return first.hash.clone();
+                return (first.applied, first.hash.clone());
             }
             if Instant::now() > deadline {
-                panic!("servers did not converge within {timeout:?}: {states:?}");
+                panic!(
+                    "servers did not converge past index {min_applied} within {timeout:?}: {states:?}"
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
