@@ -1,16 +1,20 @@
 //! The durable raft log: entries, vote, committed and last-purged log ids in one redb file,
 //! `<data_dir>/raft/raft.db` (Consul keeps raft-boltdb's `raft/raft.db`; redb is our bbolt).
 //!
-//! Invariants, enforced here:
-//! - every `append` batch is one redb write transaction committed with
-//!   `Durability::Immediate`, and openraft's flush callback fires only after that commit
-//!   returned; the vote is saved the same way, so a server never forgets a vote it cast;
+//! Invariants, enforced here and in [`writer`]:
+//! - appended entries are committed with `Durability::Immediate`, and openraft's flush
+//!   callback fires only after that commit returned; one writer thread commits every
+//!   operation queued during the previous commit in one transaction (group commit: one
+//!   fsync for many appends); until then the entries are readable from memory;
+//! - the vote is saved durably before `save_vote` returns, so a server never forgets a
+//!   vote it cast; `truncate` and `purge` also return only once committed;
 //! - the log has no holes: entries are keyed by index, `truncate` removes a suffix and
 //!   `purge` a prefix, each in one transaction; `last_purged` is written in the same
 //!   transaction as the purge, so the two cannot disagree after a crash;
 //! - the file carries an identity record (format, version, node id). Opening a file that is
 //!   missing when it should exist, unreadable, not an fsmhost log, or another node's log is
 //!   an [`OpenError`] naming the path and the problem, never a silent fresh start.
+//!
 //!
 //! Purges and the committed id are written with `Durability::None`: losing them in a crash
 //! only brings back entries that were already safe to drop (or a slightly older committed
@@ -21,10 +25,13 @@ use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{LogState, RaftLogReader, StorageIOError, Vote};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
+use writer::Op;
 
 use super::{LogEntry, LogId, StorageError, TypeConfig, from_cbor, to_cbor};
 
@@ -115,11 +122,15 @@ pub enum OpenMode {
 }
 
 struct Inner {
-    db: Database,
+    db: Arc<Database>,
     /// The file (or `:memory:`), for error messages.
     path: PathBuf,
     /// The last purged log id, mirrored from the file.
     last_purged: Mutex<Option<LogId>>,
+    /// Entries appended but not yet committed to the file.
+    pending: writer::Pending,
+    /// The writer thread.
+    writer: writer::Writer,
 }
 
 /// The redb raft log of one node. Cheap to clone: clones share the database.
@@ -226,11 +237,17 @@ impl LogStore {
         };
         drop(meta);
         drop(txn);
+        let db = Arc::new(db);
+        let pending = writer::Pending::default();
+        let writer = writer::Writer::spawn(db.clone(), pending.clone(), path.clone())
+            .map_err(|e| unreadable(&e))?;
         Ok(LogStore {
             inner: Arc::new(Inner {
                 db,
                 path,
                 last_purged: Mutex::new(last_purged),
+                pending,
+                writer,
             }),
         })
     }
@@ -248,7 +265,7 @@ impl LogStore {
         let entries = txn.open_table(ENTRIES).map_err(|e| self.read_err(e))?;
         let voted = meta.get(KEY_VOTE).map_err(|e| self.read_err(e))?.is_some();
         let logged = entries.last().map_err(|e| self.read_err(e))?.is_some();
-        Ok(voted || logged || self.last_purged().is_some())
+        Ok(voted || logged || self.last_purged().is_some() || !self.pending().is_empty())
     }
 
     fn last_purged(&self) -> Option<LogId> {
@@ -285,33 +302,42 @@ impl LogStore {
         }
     }
 
-    /// Runs `f` in one write transaction of the given durability, on a blocking thread
-    /// (an immediate commit waits for fsync).
-    async fn write<F>(&self, durability: Durability, f: F) -> Result<(), StorageError>
-    where
-        F: FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error> + Send + 'static,
-    {
-        let this = self.clone();
-        let result = tokio::task::spawn_blocking(move || -> Result<(), String> {
-            let mut txn = this.inner.db.begin_write().map_err(|e| e.to_string())?;
-            txn.set_durability(durability).map_err(|e| e.to_string())?;
-            f(&txn).map_err(|e| e.to_string())?;
-            txn.commit().map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r);
-        result.map_err(|e| self.write_err(e))
+    /// Queues an operation that answers once committed, and waits for that answer.
+    async fn queue_and_wait(
+        &self,
+        op: impl FnOnce(writer::Done) -> Op,
+    ) -> Result<(), StorageError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if !self.inner.writer.send(op(tx)) {
+            return Err(self.write_err("the log writer thread has stopped"));
+        }
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(self.write_err(e)),
+            Err(_) => Err(self.write_err("the log writer thread has stopped")),
+        }
     }
 
+    fn pending(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, LogEntry>> {
+        self.inner.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Entries in the range: from the file, overlaid with pending ones. The pending map is
+    /// read first: the writer commits before it removes, so an entry is always in one or
+    /// the other of the two reads.
     fn read_range(
         &self,
         start: Bound<u64>,
         end: Bound<u64>,
     ) -> Result<Vec<LogEntry>, StorageError> {
+        let pending: Vec<LogEntry> = self
+            .pending()
+            .range((start, end))
+            .map(|(_, e)| e.clone())
+            .collect();
         let txn = self.inner.db.begin_read().map_err(|e| self.read_err(e))?;
         let entries = txn.open_table(ENTRIES).map_err(|e| self.read_err(e))?;
-        let mut out = Vec::new();
+        let mut out = BTreeMap::new();
         for item in entries
             .range::<u64>((start, end))
             .map_err(|e| self.read_err(e))?
@@ -319,9 +345,12 @@ impl LogStore {
             let (k, v) = item.map_err(|e| self.read_err(e))?;
             let entry: LogEntry = from_cbor(v.value(), "log entry")
                 .map_err(|e| self.read_err(format!("index {}: {e}", k.value())))?;
-            out.push(entry);
+            out.insert(k.value(), entry);
         }
-        Ok(out)
+        for e in pending {
+            out.insert(e.log_id.index, e);
+        }
+        Ok(out.into_values().collect())
     }
 }
 
@@ -344,15 +373,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged_log_id = self.last_purged();
+        let last_pending = self.pending().last_key_value().map(|(_, e)| e.log_id);
         let txn = self.inner.db.begin_read().map_err(|e| self.read_err(e))?;
         let entries = txn.open_table(ENTRIES).map_err(|e| self.read_err(e))?;
-        let last = match entries.last().map_err(|e| self.read_err(e))? {
+        let last_stored = match entries.last().map_err(|e| self.read_err(e))? {
             None => None,
             Some((k, v)) => {
                 let entry: LogEntry = from_cbor(v.value(), "log entry")
                     .map_err(|e| self.read_err(format!("index {}: {e}", k.value())))?;
                 Some(entry.log_id)
             }
+        };
+        let last = match (last_pending, last_stored) {
+            (Some(p), Some(s)) => Some(if p.index >= s.index { p } else { s }),
+            (p, s) => p.or(s),
         };
         Ok(LogState {
             last_purged_log_id,
@@ -365,10 +399,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError> {
-        let bytes = to_cbor(vote);
-        self.write(Durability::Immediate, move |txn| {
-            txn.open_table(META)?.insert(KEY_VOTE, bytes.as_slice())?;
-            Ok(())
+        let value = to_cbor(vote);
+        self.queue_and_wait(|done| Op::Meta {
+            key: KEY_VOTE,
+            value,
+            durable: true,
+            done: Some(done),
         })
         .await
     }
@@ -378,13 +414,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        let bytes = to_cbor(&committed);
-        self.write(Durability::None, move |txn| {
-            txn.open_table(META)?
-                .insert(KEY_COMMITTED, bytes.as_slice())?;
+        // Not waited for: a committed id lost in a crash only means replaying from an
+        // older one (the log still holds every entry after it).
+        let op = Op::Meta {
+            key: KEY_COMMITTED,
+            value: to_cbor(&committed),
+            durable: false,
+            done: None,
+        };
+        if self.inner.writer.send(op) {
             Ok(())
-        })
-        .await
+        } else {
+            Err(self.write_err("the log writer thread has stopped"))
+        }
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
@@ -400,32 +442,30 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = LogEntry> + Send,
         I::IntoIter: Send,
     {
-        let batch: Vec<(u64, Vec<u8>)> = entries
-            .into_iter()
-            .map(|e| (e.log_id.index, to_cbor(&e)))
-            .collect();
-        let result = self
-            .write(Durability::Immediate, move |txn| {
-                let mut table = txn.open_table(ENTRIES)?;
-                for (index, bytes) in &batch {
-                    table.insert(*index, bytes.as_slice())?;
-                }
-                Ok(())
-            })
-            .await;
-        match &result {
-            Ok(()) => callback.log_io_completed(Ok(())),
-            Err(e) => callback.log_io_completed(Err(std::io::Error::other(e.to_string()))),
+        let mut batch = Vec::new();
+        {
+            let mut pending = self.pending();
+            for e in entries {
+                batch.push((e.log_id.index, e.log_id, to_cbor(&e)));
+                pending.insert(e.log_id.index, e);
+            }
         }
-        result
+        if self.inner.writer.send(Op::Append {
+            entries: batch,
+            callback,
+        }) {
+            Ok(())
+        } else {
+            Err(self.write_err("the log writer thread has stopped"))
+        }
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         tracing::debug!(target: "agent.server.raft", "truncating log: from={}", log_id.index);
-        self.write(Durability::Immediate, move |txn| {
-            txn.open_table(ENTRIES)?
-                .retain_in(log_id.index.., |_, _| false)?;
-            Ok(())
+        self.pending().retain(|index, _| *index < log_id.index);
+        self.queue_and_wait(|done| Op::Truncate {
+            from: log_id.index,
+            done,
         })
         .await
     }
@@ -433,13 +473,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         tracing::info!(target: "agent.server.raft", "compacting logs: from={} to={}",
             self.last_purged().map_or(0, |l| l.index + 1), log_id.index);
-        let bytes = to_cbor(&log_id);
-        self.write(Durability::None, move |txn| {
-            txn.open_table(ENTRIES)?
-                .retain_in(..=log_id.index, |_, _| false)?;
-            txn.open_table(META)?
-                .insert(KEY_LAST_PURGED, bytes.as_slice())?;
-            Ok(())
+        self.pending().retain(|index, _| *index > log_id.index);
+        let record = to_cbor(&log_id);
+        self.queue_and_wait(|done| Op::Purge {
+            upto: log_id.index,
+            record,
+            key: KEY_LAST_PURGED,
+            done,
         })
         .await?;
         *self
@@ -450,6 +490,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(())
     }
 }
+
+mod writer;
 
 #[cfg(test)]
 mod tests;

@@ -21,6 +21,8 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::io::Cursor;
 
+use serde_bytes::ByteBuf;
+
 use crate::fsm::{self, FsmError};
 
 openraft::declare_raft_types!(
@@ -53,6 +55,10 @@ pub type StorageError = openraft::StorageError<u64>;
 pub enum Request {
     /// A plugin command: `{plugin, command, payload, leader timestamp}`.
     Plugin(fsm::Entry),
+    /// Plugin commands the leader received at the same time, applied in this order, each as
+    /// its own transaction at its own FSM index (see [`state_machine`]). One log entry, so
+    /// one fsync and one replication round for all of them.
+    Batch(Vec<fsm::Entry>),
 }
 
 impl fmt::Display for Request {
@@ -61,37 +67,49 @@ impl fmt::Display for Request {
             Request::Plugin(e) => {
                 write!(f, "{}/{} ({} bytes)", e.plugin, e.command, e.payload.len())
             }
+            Request::Batch(es) => write!(f, "batch of {} commands", es.len()),
         }
     }
 }
 
-/// The outcome of applying one entry; the same on every server.
+/// A command that failed: the HTTP status a client gets and the message naming the problem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// The status.
+    pub status: u16,
+    /// The error.
+    pub message: String,
+}
+
+/// The outcome of one plugin command; the same on every server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The FSM index the command was applied at (its `X-Consul-Index`).
+    pub index: u64,
+    /// The result bytes (CBOR), or the failure.
+    pub result: Result<ByteBuf, Failure>,
+}
+
+impl Outcome {
+    /// The outcome of an FSM call at `index`.
+    pub fn new(index: u64, result: Result<Vec<u8>, FsmError>) -> Self {
+        Outcome {
+            index,
+            result: result.map(ByteBuf::from).map_err(|e| Failure {
+                status: e.http_status(),
+                message: e.to_string(),
+            }),
+        }
+    }
+}
+
+/// What applying one log entry returns.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     /// Membership changes and blank entries: nothing to report.
     None,
-    /// The command's result bytes (CBOR).
-    Ok(#[serde(with = "serde_bytes")] Vec<u8>),
-    /// The command failed: an HTTP status and the message naming the problem.
-    Failed {
-        /// The status an HTTP client gets.
-        status: u16,
-        /// The error.
-        message: String,
-    },
-}
-
-impl Response {
-    /// The response for an FSM outcome.
-    pub fn from_result(result: Result<Vec<u8>, FsmError>) -> Self {
-        match result {
-            Ok(bytes) => Response::Ok(bytes),
-            Err(e) => Response::Failed {
-                status: e.http_status(),
-                message: e.to_string(),
-            },
-        }
-    }
+    /// One outcome per plugin command, in the entry's order.
+    Applied(Vec<Outcome>),
 }
 
 /// What servers know about each other: stored in the raft membership.

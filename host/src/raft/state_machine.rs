@@ -5,7 +5,13 @@
 //! to the committed id the log store saved).
 //!
 //! Invariants: a plugin command's outcome, success or failure, is the entry's response on
-//! every server; blank and membership entries only advance the applied id. A failure of
+//! every server; blank and membership entries only advance the applied id.
+//!
+//! Indexes: each plugin command is applied at its own FSM index, one more than the last
+//! command's, whether it came alone or in a [`Request::Batch`]. The FSM index stamps the
+//! store's transaction (Consul's `ModifyIndex`, `X-Consul-Index`) and is derived from the
+//! log alone, so every server assigns the same one. It differs from the raft index, which
+//! also counts blank and membership entries and gives a batch one index. A failure of
 //! this server's own (no instance slot) is retried, never recorded as the outcome; if it
 //! persists it is a storage error, which stops the node loudly rather than diverge.
 //!
@@ -20,9 +26,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    LogEntry, LogId, NodeInfo, Request, Response, StorageError, StoredMembership, TypeConfig,
+    LogEntry, LogId, NodeInfo, Outcome, Request, Response, StorageError, StoredMembership,
+    TypeConfig,
 };
-use crate::fsm::Fsm;
+use crate::fsm::{self, Fsm};
 
 /// How often a command that found no free instance slot is retried before the node stops.
 const UNAVAILABLE_RETRIES: u32 = 50;
@@ -50,7 +57,6 @@ impl StateMachine {
     }
 
     fn apply_one(&mut self, entry: &LogEntry) -> Result<Response, StorageError> {
-        let index = entry.log_id.index;
         let response = match &entry.payload {
             EntryPayload::Blank => Response::None,
             EntryPayload::Membership(m) => {
@@ -58,31 +64,39 @@ impl StateMachine {
                 Response::None
             }
             EntryPayload::Normal(Request::Plugin(e)) => {
-                let mut attempt = 0;
-                loop {
-                    let result = self.fsm.apply(index, e);
-                    match result {
-                        Err(err) if err.is_retryable() && attempt < UNAVAILABLE_RETRIES => {
-                            attempt += 1;
-                            std::thread::sleep(Duration::from_millis(10));
-                        }
-                        Err(err) if err.is_retryable() => {
-                            let msg =
-                                format!("entry {index} could not be applied on this server: {err}");
-                            tracing::error!(target: "agent.server.fsm", "{msg}");
-                            return Err(StorageIOError::apply(
-                                entry.log_id,
-                                &std::io::Error::other(msg),
-                            )
-                            .into());
-                        }
-                        other => break Response::from_result(other),
-                    }
-                }
+                Response::Applied(vec![self.apply_command(entry.log_id, e)?])
             }
+            EntryPayload::Normal(Request::Batch(es)) => Response::Applied(
+                es.iter()
+                    .map(|e| self.apply_command(entry.log_id, e))
+                    .collect::<Result<_, _>>()?,
+            ),
         };
         self.last_applied = Some(entry.log_id);
         Ok(response)
+    }
+
+    /// Applies one plugin command at the next FSM index.
+    fn apply_command(&self, log_id: LogId, e: &fsm::Entry) -> Result<Outcome, StorageError> {
+        let index = self.fsm.last_applied() + 1;
+        let mut attempt = 0;
+        loop {
+            match self.fsm.apply(index, e) {
+                Err(err) if err.is_retryable() && attempt < UNAVAILABLE_RETRIES => {
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(err) if err.is_retryable() => {
+                    let msg = format!(
+                        "log entry {} (FSM index {index}) could not be applied on this server: {err}",
+                        log_id.index
+                    );
+                    tracing::error!(target: "agent.server.fsm", "{msg}");
+                    return Err(StorageIOError::apply(log_id, &std::io::Error::other(msg)).into());
+                }
+                other => return Ok(Outcome::new(index, other)),
+            }
+        }
     }
 }
 

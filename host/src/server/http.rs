@@ -26,7 +26,6 @@ use super::Node;
 use super::cluster;
 use super::ops::{self, ApplyRequest, Consistency, OpError, QueryRequest};
 use super::web::{self, Refusal, Reply};
-use crate::raft::Response;
 
 /// The largest request body (a command's payload or a query's arguments).
 const MAX_BODY: usize = 4 << 20;
@@ -192,13 +191,16 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusa
             )
             .await
             .map_err(op_error)?;
-            let reply = match applied.response {
-                Response::Ok(bytes) => plugin_answer(bytes, json),
-                Response::None => web::bytes(StatusCode::OK, "application/cbor", Vec::new()),
-                Response::Failed { status, message } => {
-                    Reply::from(op_error(OpError::Failed { status, message }))
-                }
+            let mut reply = match applied.result {
+                Ok(bytes) => plugin_answer(bytes.into_vec(), json),
+                Err(f) => Reply::from(op_error(OpError::Failed {
+                    status: f.status,
+                    message: f.message,
+                })),
             };
+            if let Ok(v) = HeaderValue::from_str(&applied.raft_index.to_string()) {
+                reply.headers_mut().insert("X-Fsmhost-Raft-Index", v);
+            }
             Ok(with_index(reply, applied.index))
         }
         (&Method::GET | &Method::POST, ["v1", "query", plugin, query]) => {

@@ -4,6 +4,7 @@
 //!
 //! Owns: start-up order and shutdown. The pieces it wires together live beside it:
 //! - [`ops`]: writes and reads as the leader does them, or forwarded to it;
+//! - [`batch`]: the leader's proposer, which puts concurrent writes into one log entry;
 //! - [`cluster`]: discovery, bootstrap (`bootstrap_expect`), joining, leaving;
 //! - [`rpc`]: the server-port routes (raft RPCs, forwarding, joins);
 //! - [`http`]: the operators' HTTP API;
@@ -12,6 +13,7 @@
 //! Boundaries: the server holds no plugin-specific code; a plugin's commands and queries
 //! are names and bytes here.
 
+pub mod batch;
 pub mod cluster;
 pub mod http;
 pub mod ops;
@@ -83,6 +85,8 @@ pub struct Node {
     pub client: RpcClient,
     /// Discovery and membership work.
     pub cluster: cluster::Cluster,
+    /// The proposer of writes (used while this server leads).
+    pub batcher: batch::Batcher,
     /// When this node last heard from a leader (ms since the epoch; 0: never).
     last_contact_ms: AtomicU64,
     /// Turns true when the server should stop.
@@ -276,6 +280,7 @@ pub async fn run(
         id,
         info: info.clone(),
         cluster: cluster::Cluster::new(id, info.clone()),
+        batcher: batch::Batcher::spawn(raft.clone()),
         config,
         raft,
         fsm,

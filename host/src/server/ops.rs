@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 
 use super::Node;
 use crate::fsm::{self, FsmError};
+use crate::raft::Failure;
 use crate::raft::network::CallFailure;
-use crate::raft::{Request, Response};
+use serde_bytes::ByteBuf;
 
 /// How long a request waits for a leader before failing.
 pub const HOLD: Duration = Duration::from_secs(7);
@@ -43,10 +44,12 @@ pub struct ApplyRequest {
 /// A committed write.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Applied {
-    /// The log index of the entry.
+    /// The FSM index the command was applied at (`X-Consul-Index`).
     pub index: u64,
-    /// Its outcome.
-    pub response: Response,
+    /// The raft log index of the entry that carried it.
+    pub raft_index: u64,
+    /// The result bytes (CBOR), or the command's failure.
+    pub result: Result<ByteBuf, Failure>,
 }
 
 /// How fresh a read must be.
@@ -139,25 +142,17 @@ async fn wait_for_change(node: &Node, deadline: Instant) {
     let _ = tokio::time::timeout(left.min(Duration::from_millis(100)), metrics.changed()).await;
 }
 
-/// Applies a write on this server, which must be the leader.
+/// Applies a write on this server, which must be the leader (through its proposer, which
+/// batches concurrent writes into one log entry).
 pub async fn apply_local(node: &Node, req: &ApplyRequest) -> Result<Applied, OpError> {
     check_command(node, &req.plugin, &req.command)?;
-    let entry = Request::Plugin(fsm::Entry {
+    let entry = fsm::Entry {
         plugin: req.plugin.clone(),
         command: req.command.clone(),
         payload: req.payload.clone(),
         timestamp_ms: super::now_ms(),
-    });
-    match node.raft.client_write(entry).await {
-        Ok(r) => Ok(Applied {
-            index: r.log_id.index,
-            response: r.data,
-        }),
-        Err(openraft::error::RaftError::APIError(
-            openraft::error::ClientWriteError::ForwardToLeader(_),
-        )) => Err(OpError::NotLeader),
-        Err(e) => Err(failed(500, format!("raft: {e}"))),
-    }
+    };
+    node.batcher.propose(entry).await
 }
 
 /// Runs `local` if this server is the leader, or sends `req` to the leader's `path`;

@@ -1,0 +1,126 @@
+//! The leader's proposer: plugin commands that arrive together go into one raft entry.
+//!
+//! openraft 0.9 appends (and fsyncs) each `client_write` before it handles the next, so one
+//! command per entry caps a leader at one fsync per write. Here commands queue; a proposer
+//! takes everything queued (up to [`MAX_BATCH`] commands or [`MAX_BATCH_BYTES`]) into one
+//! [`Request::Batch`] whenever one of its [`IN_FLIGHT`] slots is free. Under load a slot
+//! frees as a commit completes, so batches grow with concurrency; a lone write goes out at
+//! once as a single command. Each command keeps its own FSM index and outcome.
+
+use std::sync::Arc;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use super::ops::{Applied, OpError};
+use crate::fsm;
+use crate::raft::{Raft, Request, Response};
+
+/// The most commands in one entry.
+pub const MAX_BATCH: usize = 512;
+/// The most payload bytes in one entry.
+pub const MAX_BATCH_BYTES: usize = 4 << 20;
+/// How many entries the proposer keeps in flight.
+pub const IN_FLIGHT: usize = 4;
+
+type Waiter = oneshot::Sender<Result<Applied, OpError>>;
+
+/// The handle that queues commands.
+pub struct Batcher {
+    tx: mpsc::UnboundedSender<(fsm::Entry, Waiter)>,
+}
+
+impl Batcher {
+    /// Starts the proposer task for `raft`.
+    pub fn spawn(raft: Raft) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(raft, rx));
+        Batcher { tx }
+    }
+
+    /// Proposes a command and waits for its outcome.
+    pub async fn propose(&self, entry: fsm::Entry) -> Result<Applied, OpError> {
+        let (tx, rx) = oneshot::channel();
+        let stopped = || OpError::Failed {
+            status: 503,
+            message: "this server is shutting down".into(),
+        };
+        self.tx.send((entry, tx)).map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
+async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<(fsm::Entry, Waiter)>) {
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = rx.recv().await else {
+            return;
+        };
+        let mut bytes = first.0.payload.len();
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(item) => {
+                    bytes += item.0.payload.len();
+                    batch.push(item);
+                }
+                Err(_) => break,
+            }
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            propose(&raft, batch).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn propose(raft: &Raft, batch: Vec<(fsm::Entry, Waiter)>) {
+    let (mut entries, waiters): (Vec<fsm::Entry>, Vec<Waiter>) = batch.into_iter().unzip();
+    let request = if entries.len() == 1 {
+        Request::Plugin(entries.remove(0))
+    } else {
+        Request::Batch(entries)
+    };
+    match raft.client_write(request).await {
+        Ok(r) => {
+            let raft_index = r.log_id.index;
+            let outcomes = match r.data {
+                Response::Applied(o) => o,
+                Response::None => Vec::new(),
+            };
+            let mut outcomes = outcomes.into_iter();
+            for w in waiters {
+                let answer = match outcomes.next() {
+                    Some(o) => Ok(Applied {
+                        index: o.index,
+                        raft_index,
+                        result: o.result,
+                    }),
+                    None => Err(OpError::Failed {
+                        status: 500,
+                        message: format!(
+                            "log entry {raft_index} returned fewer outcomes than commands"
+                        ),
+                    }),
+                };
+                let _ = w.send(answer);
+            }
+        }
+        Err(e) => {
+            let err = match e {
+                openraft::error::RaftError::APIError(
+                    openraft::error::ClientWriteError::ForwardToLeader(_),
+                ) => OpError::NotLeader,
+                e => OpError::Failed {
+                    status: 500,
+                    message: format!("raft: {e}"),
+                },
+            };
+            for w in waiters {
+                let _ = w.send(Err(err.clone()));
+            }
+        }
+    }
+}

@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# Write throughput and latency of a 3-server fsmhost cluster on loopback, next to a
+# 3-member etcd 3.4 cluster and one fdatasync, all measured in the same run on the same disk.
+#
+#   bash tests/bench-cluster.sh            # 1, 16 and 64 clients, 8-byte keys, 256-byte values
+#   CLIENTS="1 64" REQUESTS=5000 bash tests/bench-cluster.sh
+#   ONLY=etcd|fsmhost bash tests/bench-cluster.sh
+#
+# Installs Debian's etcd-server if `etcd` is missing. Builds fsmhost and loadgen in release.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CLIENTS=${CLIENTS:-"1 16 64"}
+ONLY=${ONLY:-}
+KEY_SIZE=${KEY_SIZE:-8}
+VALUE_SIZE=${VALUE_SIZE:-256}
+requests_for() { # clients -> measured requests
+  if [ -n "${REQUESTS:-}" ]; then echo "$REQUESTS"; elif [ "$1" -le 1 ]; then echo 2000; else echo 20000; fi
+}
+
+if ! command -v etcd >/dev/null; then
+  sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get install -y etcd-server >/dev/null 2>&1 || { $sudo apt-get update >/dev/null && $sudo apt-get install -y etcd-server >/dev/null; }
+fi
+
+cargo build --release -p fsmhost --bin fsmhost -p fsmhost-tests --bin loadgen >&2
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+FSMHOST="$TARGET_DIR/release/fsmhost"
+LOADGEN="$TARGET_DIR/release/loadgen"
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/fsmhost-bench.XXXXXX")
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+start_etcd() {
+  local cluster="" i
+  for i in 1 2 3; do
+    EC[$i]=$(port); EP[$i]=$(port)
+    cluster+="e$i=http://127.0.0.1:${EP[$i]},"
+  done
+  cluster=${cluster%,}
+  for i in 1 2 3; do
+    etcd --name "e$i" --data-dir "$WORK/etcd$i" \
+      --listen-client-urls "http://127.0.0.1:${EC[$i]}" --advertise-client-urls "http://127.0.0.1:${EC[$i]}" \
+      --listen-peer-urls "http://127.0.0.1:${EP[$i]}" --initial-advertise-peer-urls "http://127.0.0.1:${EP[$i]}" \
+      --initial-cluster "$cluster" --initial-cluster-state new --initial-cluster-token bench \
+      >"$WORK/etcd$i.log" 2>&1 &
+    PIDS+=($!)
+  done
+  # The leader: the member whose status names itself as leader.
+  for _ in $(seq 1 100); do
+    for i in 1 2 3; do
+      s=$(curl -sf -X POST -d '{}' "http://127.0.0.1:${EC[$i]}/v3/maintenance/status" 2>/dev/null || true)
+      if [ -n "$s" ] && python3 -c 'import json,sys; d=json.loads(sys.argv[1]); sys.exit(0 if d.get("leader") and d["leader"]==d["header"]["member_id"] else 1)' "$s"; then
+        ETCD_LEADER="127.0.0.1:${EC[$i]}"; return 0
+      fi
+    done
+    sleep 0.2
+  done
+  echo "etcd did not elect a leader; see $WORK/etcd*.log" >&2; exit 1
+}
+
+start_fsmhost() {
+  local i join=""
+  for i in 1 2 3; do FS[$i]=$(port); FH[$i]=$(port); join+="\"127.0.0.1:${FS[$i]}\", "; done
+  for i in 1 2 3; do
+    cat >"$WORK/s$i.toml" <<TOML
+node_name = "s$i"
+data_dir = "$WORK/s$i"
+server = true
+bootstrap_expect = 3
+bind_addr = "127.0.0.1"
+retry_join = [${join%, }]
+log_level = "warn"
+[ports]
+server = ${FS[$i]}
+http = ${FH[$i]}
+TOML
+    "$FSMHOST" agent --config-file "$WORK/s$i.toml" >"$WORK/s$i.log" 2>&1 &
+    PIDS+=($!)
+  done
+  for _ in $(seq 1 150); do
+    l=$(curl -sf "http://127.0.0.1:${FH[1]}/v1/status/leader" 2>/dev/null | tr -d '"' || true)
+    for i in 1 2 3; do
+      if [ "$l" = "127.0.0.1:${FS[$i]}" ]; then FSMHOST_LEADER="127.0.0.1:${FH[$i]}"; return 0; fi
+    done
+    sleep 0.2
+  done
+  echo "fsmhost did not elect a leader; see $WORK/s*.log" >&2; exit 1
+}
+
+json_field() { python3 -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])[sys.argv[1]])' "$1"; }
+
+echo "machine: $(nproc) cores, $(uname -r); disk of $WORK: $(df -h "$WORK" | awk 'NR==2{print $1}')" >&2
+FSYNC=$("$LOADGEN" fsync --dir "$WORK" --count 500)
+FSYNC_P50=$(echo "$FSYNC" | json_field p50_ms)
+echo "$FSYNC" | head -1 >&2
+
+declare -A TP P50 P99 MAX
+run() { # target clients
+  local out
+  if [ "$1" = etcd ]; then
+    out=$("$LOADGEN" etcd --endpoints "$ETCD_LEADER" --clients "$2" --requests "$(requests_for "$2")" --key-size "$KEY_SIZE" --value-size "$VALUE_SIZE")
+  else
+    out=$("$LOADGEN" fsmhost --addr "$FSMHOST_LEADER" --clients "$2" --requests "$(requests_for "$2")" --key-size "$KEY_SIZE" --value-size "$VALUE_SIZE")
+  fi
+  echo "$out" | head -1 >&2
+  TP[$1,$2]=$(echo "$out" | json_field throughput)
+  P50[$1,$2]=$(echo "$out" | json_field p50_ms)
+  P99[$1,$2]=$(echo "$out" | json_field p99_ms)
+  MAX[$1,$2]=$(echo "$out" | json_field max_ms)
+}
+
+TARGETS="etcd fsmhost"
+[ -n "$ONLY" ] && TARGETS=$ONLY
+for t in $TARGETS; do
+  if [ "$t" = etcd ]; then start_etcd; else start_fsmhost; fi
+  for c in $CLIENTS; do run "$t" "$c"; done
+done
+
+printf '\n| target | clients | writes/s | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|---:|\n'
+for t in $TARGETS; do for c in $CLIENTS; do
+  printf '| %s | %s | %.0f | %.2f | %.2f | %.2f |\n' "$t" "$c" "${TP[$t,$c]}" "${P50[$t,$c]}" "${P99[$t,$c]}" "${MAX[$t,$c]}"
+done; done
+printf '\nfdatasync of the same disk (256 B append): p50 %.3f ms\n' "$FSYNC_P50"
+if [ -z "$ONLY" ]; then
+  for c in $CLIENTS; do
+    printf 'clients %s: fsmhost/etcd throughput %.2fx; fsmhost p50 = %.1f fdatasyncs\n' "$c" \
+      "$(python3 -c "print(${TP[fsmhost,$c]}/${TP[etcd,$c]})")" "$(python3 -c "print(${P50[fsmhost,$c]}/$FSYNC_P50)")"
+  done
+fi
