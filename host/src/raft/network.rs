@@ -224,10 +224,14 @@ impl Peer {
         E: std::error::Error + DeserializeOwned,
     {
         let timeout = option.hard_ttl();
+        let started = std::time::Instant::now();
         let answer: Result<Resp, RaftError<u64, E>> = self
             .client
             .call(&self.addr, path, req, timeout)
             .await
+            .inspect(|_| {
+                tracing::trace!(target: "agent.server.raft", "{action:?} to {}: {:?}", self.addr, started.elapsed());
+            })
             .map_err(|f| match f {
                 CallFailure::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&f)),
                 CallFailure::Timeout { .. } => RPCError::Timeout(Timeout {

@@ -48,8 +48,12 @@ async fn route(node: Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusal
     let path = req.uri().path().to_string();
     Ok(match path.as_str() {
         PATH_APPEND => {
-            let rpc = decode(req, PATH_APPEND).await?;
+            let rpc: openraft::raft::AppendEntriesRequest<crate::raft::TypeConfig> =
+                decode(req, PATH_APPEND).await?;
+            let started = std::time::Instant::now();
+            let entries = rpc.entries.len();
             let answer = node.raft.append_entries(rpc).await;
+            tracing::trace!(target: "agent.server.raft", "append_entries of {entries} entries handled in {:?}", started.elapsed());
             if answer.is_ok() {
                 node.touch_leader_contact();
             }

@@ -132,10 +132,13 @@ fn everything_survives_a_reopen() {
         log.save_vote(&Vote::new(1, 7)).await.unwrap();
         log.purge(entry(3).log_id).await.unwrap();
         log.truncate(entry(9).log_id).await.unwrap();
+        // The committed id rides with the next commit, or is written when the store closes.
+        log.save_committed(Some(entry(8).log_id)).await.unwrap();
         drop(log);
         let mut log = LogStore::open(&path, 9, OpenMode::Existing).unwrap();
         assert!(log.has_state().unwrap());
         assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(1, 7)));
+        assert_eq!(log.read_committed().await.unwrap(), Some(entry(8).log_id));
         let state = log.get_log_state().await.unwrap();
         assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(3));
         assert_eq!(state.last_log_id.map(|l| l.index), Some(8));

@@ -45,6 +45,8 @@ pub(super) enum Op {
     },
     /// Deletes entries at and after `from`.
     Truncate { from: u64, done: Done },
+    /// Writes nothing itself: makes the deferred records durable (at close).
+    Barrier,
     /// Deletes entries up to `upto` and records it as the last purged id.
     Purge {
         upto: u64,
@@ -57,10 +59,23 @@ pub(super) enum Op {
 impl Op {
     fn durable(&self) -> bool {
         match self {
-            Op::Append { .. } | Op::Truncate { .. } => true,
+            Op::Append { .. } | Op::Truncate { .. } | Op::Barrier => true,
             Op::Meta { durable, .. } => *durable,
             Op::Purge { .. } => false,
         }
+    }
+
+    /// A record nobody waits for and that may be lost in a crash: written with the next
+    /// commit rather than on its own.
+    fn deferrable(&self) -> bool {
+        matches!(
+            self,
+            Op::Meta {
+                durable: false,
+                done: None,
+                ..
+            }
+        )
     }
 }
 
@@ -111,6 +126,9 @@ impl Writer {
 const MAX_BATCH: usize = 8192;
 
 fn run(db: &Database, pending: &Pending, path: &std::path::Path, rx: mpsc::Receiver<Op>) {
+    // Meta records nobody waits for (the committed id) ride along with the next commit
+    // instead of costing one of their own; the last ones are written when the store closes.
+    let mut deferred: BTreeMap<&'static str, Vec<u8>> = BTreeMap::new();
     while let Ok(first) = rx.recv() {
         let mut ops = vec![first];
         while ops.len() < MAX_BATCH {
@@ -119,12 +137,22 @@ fn run(db: &Database, pending: &Pending, path: &std::path::Path, rx: mpsc::Recei
                 Err(_) => break,
             }
         }
-        let result = commit(db, &ops).map_err(|e| {
+        let (ops, later): (Vec<Op>, Vec<Op>) = ops.into_iter().partition(|op| !op.deferrable());
+        for op in later {
+            if let Op::Meta { key, value, .. } = op {
+                deferred.insert(key, value);
+            }
+        }
+        if ops.is_empty() {
+            continue;
+        }
+        let result = commit(db, &deferred, &ops).map_err(|e| {
             let msg = format!("raft log {}: {e}", path.display());
             tracing::error!(target: "agent.server.raft", "{msg}");
             msg
         });
         if result.is_ok() {
+            deferred.clear();
             let mut p = pending.lock().unwrap_or_else(|p| p.into_inner());
             for op in &ops {
                 if let Op::Append { entries, .. } = op {
@@ -150,12 +178,22 @@ fn run(db: &Database, pending: &Pending, path: &std::path::Path, rx: mpsc::Recei
                 Op::Truncate { done, .. } | Op::Purge { done, .. } => {
                     let _ = done.send(r);
                 }
+                Op::Barrier => {}
             }
         }
     }
+    if !deferred.is_empty()
+        && let Err(e) = commit(db, &deferred, &[Op::Barrier])
+    {
+        tracing::warn!(target: "agent.server.raft", "raft log {}: writing the last committed id at close: {e}", path.display());
+    }
 }
 
-fn commit(db: &Database, ops: &[Op]) -> Result<(), redb::Error> {
+fn commit(
+    db: &Database,
+    deferred: &BTreeMap<&'static str, Vec<u8>>,
+    ops: &[Op],
+) -> Result<(), redb::Error> {
     let mut txn = db.begin_write()?;
     let durable = ops.iter().any(Op::durable);
     txn.set_durability(if durable {
@@ -166,6 +204,9 @@ fn commit(db: &Database, ops: &[Op]) -> Result<(), redb::Error> {
     {
         let mut entries = txn.open_table(ENTRIES)?;
         let mut meta = txn.open_table(META)?;
+        for (key, value) in deferred {
+            meta.insert(*key, value.as_slice())?;
+        }
         for op in ops {
             match op {
                 Op::Append { entries: batch, .. } => {
@@ -185,6 +226,7 @@ fn commit(db: &Database, ops: &[Op]) -> Result<(), redb::Error> {
                     entries.retain_in(..=*upto, |_, _| false)?;
                     meta.insert(*key, record.as_slice())?;
                 }
+                Op::Barrier => {}
             }
         }
     }
