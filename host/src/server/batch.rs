@@ -6,6 +6,9 @@
 //! [`Request::Batch`] whenever one of its [`IN_FLIGHT`] slots is free. Under load a slot
 //! frees as a commit completes, so batches grow with concurrency; a lone write goes out at
 //! once as a single command. Each command keeps its own FSM index and outcome.
+//!
+//! One entry in flight measured as fast as two or four (BENCHMARKS.md) and keeps commands
+//! in the order they reached the leader.
 
 use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -18,8 +21,8 @@ use crate::raft::{Raft, Request, Response};
 pub const MAX_BATCH: usize = 512;
 /// The most payload bytes in one entry.
 pub const MAX_BATCH_BYTES: usize = 4 << 20;
-/// How many entries the proposer keeps in flight.
-pub const IN_FLIGHT: usize = 4;
+/// How many entries the proposer keeps in flight (see the module doc).
+pub const IN_FLIGHT: usize = 1;
 
 type Waiter = oneshot::Sender<Result<Applied, OpError>>;
 
