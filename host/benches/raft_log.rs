@@ -37,7 +37,8 @@ fn bench(c: &mut Criterion) {
     let mut next = 1;
     g.bench_function("redb log store append (1 entry)", |b| {
         b.iter(|| {
-            rt.block_on(log.blocking_append([entry(next)])).expect("append");
+            rt.block_on(log.blocking_append([entry(next)]))
+                .expect("append");
             next += 1;
         })
     });

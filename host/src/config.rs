@@ -103,6 +103,8 @@ pub struct RawConfig {
     pub performance: Option<Performance>,
     /// Log level: trace, debug, info, warn, err.
     pub log_level: Option<String>,
+    /// Log JSON lines instead of text.
+    pub log_json: Option<bool>,
 }
 
 impl RawConfig {
@@ -145,6 +147,7 @@ impl RawConfig {
             addresses,
             performance: over.performance.or(self.performance),
             log_level: over.log_level.or(self.log_level),
+            log_json: over.log_json.or(self.log_json),
         }
     }
 }
@@ -200,6 +203,8 @@ pub struct Config {
     pub timers: RaftTimers,
     /// Log level.
     pub log_level: String,
+    /// Log JSON lines.
+    pub log_json: bool,
 }
 
 fn parse_ip(key: &'static str, s: &str) -> Result<IpAddr, ConfigError> {
@@ -287,6 +292,7 @@ impl Config {
             http_bind: SocketAddr::new(http_ip, http_port),
             timers: RaftTimers::for_multiplier(multiplier),
             log_level,
+            log_json: raw.log_json.unwrap_or(false),
         })
     }
 }

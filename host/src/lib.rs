@@ -4,6 +4,7 @@
 //! Modules, one concern each (see ARCHITECTURE.md for the map and its boundaries):
 //! - [`cli`]: the command line;
 //! - [`config`]: the agent's configuration file and flags;
+//! - [`logging`]: log lines in Consul's shape (text or JSON);
 //! - [`server`]: a running server: listeners, forwarding, cluster formation;
 //! - [`raft`]: openraft's types, the redb log store, the state machine adapter, the peer client;
 //! - [`plugin`]: the wasm runtime: loading, validation, limits, artifact cache, calls;
@@ -14,6 +15,7 @@
 pub mod cli;
 pub mod config;
 pub mod fsm;
+pub mod logging;
 pub mod plugin;
 pub mod raft;
 pub mod server;

@@ -67,6 +67,24 @@ fn three_servers_bootstrap_and_take_1000_writes_through_a_follower() {
     for i in 0..3 {
         assert_eq!(keys_on(&c, i, "k/").len(), 1000, "server {i}");
     }
+    // Exactly one server bootstrapped the cluster, and said so in Consul's log shape.
+    let bootstrapped: Vec<String> = (0..3)
+        .flat_map(|i| {
+            c.log_tail(i, 10_000)
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .filter(|l| l.contains("cluster bootstrapped"))
+        .collect();
+    assert_eq!(bootstrapped.len(), 1, "{bootstrapped:?}");
+    let line = &bootstrapped[0];
+    assert!(
+        line.len() > 24
+            && &line[10..11] == "T"
+            && line[23..].starts_with("Z [INFO]  agent.server.raft: "),
+        "not Consul's shape: {line}"
+    );
     // Every server reports the same peers, and the leader's address.
     let leader_addr = c.servers[leader].rpc_addr();
     for i in 0..3 {

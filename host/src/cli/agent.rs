@@ -49,6 +49,9 @@ pub struct AgentArgs {
     /// `log_level`.
     #[arg(long)]
     pub log_level: Option<String>,
+    /// `log_json`.
+    #[arg(long)]
+    pub log_json: Option<bool>,
 }
 
 impl AgentArgs {
@@ -69,6 +72,7 @@ impl AgentArgs {
             addresses: self.http_addr.clone().map(|h| Addresses { http: Some(h) }),
             performance: None,
             log_level: self.log_level.clone(),
+            log_json: self.log_json,
         }
     }
 
@@ -100,17 +104,6 @@ impl AgentArgs {
     }
 }
 
-/// Installs the log output for the agent's level.
-fn init_logging(level: &str) {
-    let level = if level == "err" { "error" } else { level };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FSMHOST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},openraft=warn")));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
 async fn stop_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
@@ -130,7 +123,7 @@ async fn stop_signal() {
 /// Runs a server until SIGINT/SIGTERM or a leave.
 pub fn run(args: &AgentArgs) -> Result<(), String> {
     let config = args.config()?;
-    init_logging(&config.log_level);
+    crate::logging::init(&config.log_level, config.log_json);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("fsmhost")

@@ -143,6 +143,13 @@ impl Node {
     }
 }
 
+/// A fresh random node id (never 0).
+fn random_node_id() -> Result<u64, String> {
+    let mut buf = [0u8; 8];
+    getrandom::fill(&mut buf).map_err(|e| format!("no randomness for a node id: {e}"))?;
+    Ok(u64::from_le_bytes(buf).max(1))
+}
+
 /// Reads this data dir's node id, or makes one (first start). Returns the id and whether
 /// the raft log must already exist.
 fn node_identity(data_dir: &Path) -> Result<(u64, OpenMode), StartError> {
@@ -163,9 +170,7 @@ fn node_identity(data_dir: &Path) -> Result<(u64, OpenMode), StartError> {
             Ok((id, OpenMode::Existing))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut buf = [0u8; 8];
-            getrandom::fill(&mut buf).map_err(|e| err(&path, format!("no randomness: {e}")))?;
-            let id = u64::from_le_bytes(buf).max(1);
+            let id = random_node_id().map_err(|reason| err(&path, reason))?;
             Ok((id, OpenMode::Create))
         }
         Err(e) => Err(err(&path, e.to_string())),
@@ -237,11 +242,10 @@ pub async fn run(
             (id, log)
         }
         None => {
-            let (id, _) = {
-                let mut buf = [0u8; 8];
-                getrandom::fill(&mut buf).map_err(|e| StartError::Raft(e.to_string()))?;
-                (u64::from_le_bytes(buf).max(1), ())
-            };
+            let id = random_node_id().map_err(|reason| StartError::DataDir {
+                path: PathBuf::from(":memory:"),
+                reason,
+            })?;
             (id, LogStore::in_memory(id)?)
         }
     };

@@ -130,7 +130,15 @@ impl Conn {
         let (client, req) = match self {
             Conn::Http1 { client, addr } => {
                 let mut body = Vec::new();
-                ciborium::into_writer(&Set { key, value, flags: 0 }, &mut body).map_err(|e| e.to_string())?;
+                ciborium::into_writer(
+                    &Set {
+                        key,
+                        value,
+                        flags: 0,
+                    },
+                    &mut body,
+                )
+                .map_err(|e| e.to_string())?;
                 let req = hyper::Request::post(format!("http://{addr}/v1/apply/kv/set"))
                     .header("content-type", "application/cbor")
                     .body(Full::new(Bytes::from(body)))
@@ -148,14 +156,21 @@ impl Conn {
         };
         let resp = client.request(req).await.map_err(|e| format!("{e:?}"))?;
         let status = resp.status();
-        let collected = resp.into_body().collect().await.map_err(|e| e.to_string())?;
+        let collected = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
         let grpc_status = collected
             .trailers()
             .and_then(|t| t.get("grpc-status"))
             .map(|v| v.to_str().unwrap_or("?").to_string());
         let body = collected.to_bytes();
         if !status.is_success() {
-            return Err(format!("{status}: {}", String::from_utf8_lossy(&body).trim()));
+            return Err(format!(
+                "{status}: {}",
+                String::from_utf8_lossy(&body).trim()
+            ));
         }
         if let Conn::Grpc { .. } = self
             && grpc_status.as_deref() != Some("0")
@@ -187,7 +202,9 @@ async fn drive(target: &str, servers: Vec<String>, load: Load, grpc: bool) {
     for c in 0..load.clients {
         let addr = servers[c % servers.len()].clone();
         let client = if grpc {
-            Client::builder(TokioExecutor::new()).http2_only(true).build(connector())
+            Client::builder(TokioExecutor::new())
+                .http2_only(true)
+                .build(connector())
         } else {
             Client::builder(TokioExecutor::new()).build(connector())
         };
@@ -203,7 +220,10 @@ async fn drive(target: &str, servers: Vec<String>, load: Load, grpc: bool) {
             let mut errors = Vec::new();
             for n in 0..warmup {
                 let key = format!("w{c:03}{n:0width$}", width = key_size.saturating_sub(4));
-                if let Err(e) = conn.put(&key[..key.len().min(key_size.max(5))], &value).await {
+                if let Err(e) = conn
+                    .put(&key[..key.len().min(key_size.max(5))], &value)
+                    .await
+                {
                     errors.push(e);
                 }
             }
@@ -238,7 +258,11 @@ async fn drive(target: &str, servers: Vec<String>, load: Load, grpc: bool) {
     lat.sort();
     let ok = lat.len();
     let throughput = ok as f64 / secs;
-    let (p50, p99, max) = (percentile(&lat, 0.5), percentile(&lat, 0.99), lat.last().copied().unwrap_or_default());
+    let (p50, p99, max) = (
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        lat.last().copied().unwrap_or_default(),
+    );
     println!(
         "{target}: clients={} requests={ok} errors={} {throughput:.0} writes/s p50={:.2}ms p99={:.2}ms max={:.2}ms",
         load.clients,
@@ -278,8 +302,15 @@ fn fsync(dir: &std::path::Path, count: usize) -> Result<(), String> {
     let _ = std::fs::remove_file(&path);
     lat.sort();
     let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
-    println!("fsync: count={count} p50={:.3}ms p99={:.3}ms", ms(p50), ms(p99));
-    println!("{}", serde_json::json!({"target": "fsync", "count": count, "p50_ms": ms(p50), "p99_ms": ms(p99)}));
+    println!(
+        "fsync: count={count} p50={:.3}ms p99={:.3}ms",
+        ms(p50),
+        ms(p99)
+    );
+    println!(
+        "{}",
+        serde_json::json!({"target": "fsync", "count": count, "p50_ms": ms(p50), "p99_ms": ms(p99)})
+    );
     Ok(())
 }
 
@@ -292,7 +323,10 @@ fn main() {
         }
         return;
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting the runtime: {e}");
