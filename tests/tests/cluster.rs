@@ -33,6 +33,20 @@ fn keys_on(c: &Cluster, i: usize, prefix: &str) -> BTreeSet<String> {
     decode::<KeysResult>(&r.body).keys.into_iter().collect()
 }
 
+/// How many voters `/v1/status/peers` lists on the server at `http_addr`.
+fn peers(http_addr: &str) -> usize {
+    let r = http(
+        http_addr,
+        "GET",
+        "/v1/status/peers",
+        "",
+        b"",
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    r.json().as_array().map_or(0, Vec::len)
+}
+
 fn follower_of(c: &mut Cluster, leader: usize) -> usize {
     c.live()
         .into_iter()
@@ -99,16 +113,7 @@ fn three_servers_bootstrap_and_take_1000_writes_through_a_follower() {
         .unwrap();
         assert_eq!(r.json(), serde_json::json!(leader_addr));
         assert_eq!(r.header("X-Consul-KnownLeader"), Some("true"));
-        let r = http(
-            &c.servers[i].http_addr(),
-            "GET",
-            "/v1/status/peers",
-            "",
-            b"",
-            Duration::from_secs(2),
-        )
-        .unwrap();
-        assert_eq!(r.json().as_array().unwrap().len(), 3);
+        assert_eq!(peers(&c.servers[i].http_addr()), 3);
     }
 }
 
@@ -461,4 +466,89 @@ fn a_bad_config_is_one_line_naming_the_key() {
         assert!(err.contains(key), "{text:?}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     }
+}
+
+fn cli(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn operator_lists_peers_and_removes_a_dead_one() {
+    let mut c = Cluster::start(BIN, 3);
+    let leader = c.wait_leader(LEADER_WAIT);
+    assert_eq!(
+        c.apply(leader, "kv", "set", &set("op", "x"))
+            .unwrap()
+            .status,
+        200
+    );
+    c.wait_converged_past(1, CONVERGE_WAIT);
+    let http_addr = c.servers[leader].http_addr();
+    let (ok, out, err) = cli(&["operator", "raft", "list-peers", "--http-addr", &http_addr]);
+    assert!(ok, "{err}");
+    eprintln!("{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("Node") && lines[0].contains("Trails Leader By"),
+        "{out}"
+    );
+    assert_eq!(lines.len(), 4, "{out}");
+    assert_eq!(
+        lines.iter().filter(|l| l.contains("leader")).count(),
+        1,
+        "{out}"
+    );
+    assert!(
+        lines[1..]
+            .iter()
+            .all(|l| l.contains("true") && l.contains(" 0 commits")),
+        "{out}"
+    );
+
+    // A dead follower is removed by address; an unknown address is refused by name.
+    let f = follower_of(&mut c, leader);
+    c.kill(f);
+    let gone = c.servers[f].rpc_addr();
+    let (ok, _, err) = cli(&[
+        "operator",
+        "raft",
+        "remove-peer",
+        "--address",
+        "127.0.0.1:1",
+        "--http-addr",
+        &http_addr,
+    ]);
+    assert!(
+        !ok && err.contains("no server with address 127.0.0.1:1"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let (ok, _, err) = cli(&[
+        "operator",
+        "raft",
+        "remove-peer",
+        "--address",
+        &gone,
+        "--http-addr",
+        &http_addr,
+    ]);
+    assert!(ok, "{err}");
+    let (ok, out, _) = cli(&["operator", "raft", "list-peers", "--http-addr", &http_addr]);
+    assert!(
+        ok && out.lines().count() == 3 && !out.contains(&gone),
+        "{out}"
+    );
+    assert_eq!(peers(&http_addr), 2);
+    // With two voters left, both are needed; writes still commit.
+    assert_eq!(
+        c.apply(leader, "kv", "set", &set("op2", "x"))
+            .unwrap()
+            .status,
+        200
+    );
 }

@@ -138,22 +138,7 @@ pub fn run(args: &AgentArgs) -> Result<(), String> {
 
 /// `fsmhost leave`: asks the server at `http_addr` to leave the cluster and stop.
 pub fn leave(http_addr: &str) -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("starting the async runtime: {e}"))?;
-    runtime.block_on(async {
-        let client = crate::raft::network::RpcClient::new();
-        client
-            .call_raw(
-                http_addr,
-                "/v1/agent/leave",
-                Vec::new(),
-                Duration::from_secs(30),
-            )
-            .await
-            .map_err(|e| e.to_string())
-    })?;
+    super::operator::http(hyper::Method::PUT, http_addr, "/v1/agent/leave")?;
     println!("Graceful leave complete");
     Ok(())
 }

@@ -6,6 +6,7 @@
 
 mod agent;
 mod demo;
+mod operator;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -32,10 +33,45 @@ pub enum Command {
     Plugin(PluginCommand),
     /// Runs a server: `--dev` for a one-server in-memory cluster, or `--config-file F`.
     Agent(agent::AgentArgs),
+    /// Cluster operations on a running server.
+    #[command(subcommand)]
+    Operator(OperatorCommand),
     /// Asks a running server to leave the cluster (removing it from the raft
     /// configuration), then to stop.
     Leave {
         /// The server's HTTP address.
+        #[arg(long, env = "FSMHOST_HTTP_ADDR", default_value = "127.0.0.1:8500")]
+        http_addr: String,
+    },
+}
+
+/// `fsmhost operator ...`
+#[derive(Debug, Subcommand)]
+pub enum OperatorCommand {
+    /// The raft configuration.
+    #[command(subcommand)]
+    Raft(RaftCommand),
+}
+
+/// `fsmhost operator raft ...`
+#[derive(Debug, Subcommand)]
+pub enum RaftCommand {
+    /// Lists the servers in the raft configuration (asked of the leader, it also shows how
+    /// far each trails it).
+    ListPeers {
+        /// The server's HTTP address.
+        #[arg(long, env = "FSMHOST_HTTP_ADDR", default_value = "127.0.0.1:8500")]
+        http_addr: String,
+    },
+    /// Removes a server from the raft configuration.
+    RemovePeer {
+        /// The server's id, as list-peers shows it.
+        #[arg(long)]
+        id: Option<String>,
+        /// The server's address (its server port), as list-peers shows it.
+        #[arg(long)]
+        address: Option<String>,
+        /// The HTTP address of any server.
         #[arg(long, env = "FSMHOST_HTTP_ADDR", default_value = "127.0.0.1:8500")]
         http_addr: String,
     },
@@ -62,6 +98,14 @@ pub fn run(cli: Cli) -> i32 {
         Command::Plugin(PluginCommand::Bundled) => bundled(),
         Command::Agent(args) => agent::run(&args),
         Command::Leave { http_addr } => agent::leave(&http_addr),
+        Command::Operator(OperatorCommand::Raft(RaftCommand::ListPeers { http_addr })) => {
+            operator::list_peers(&http_addr)
+        }
+        Command::Operator(OperatorCommand::Raft(RaftCommand::RemovePeer {
+            id,
+            address,
+            http_addr,
+        })) => operator::remove_peer(&http_addr, id.as_deref(), address.as_deref()),
     };
     match result {
         Ok(()) => 0,

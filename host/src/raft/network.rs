@@ -125,11 +125,26 @@ impl RpcClient {
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<Bytes, CallFailure> {
+        self.request(hyper::Method::POST, addr, path, body, timeout)
+            .await
+    }
+
+    /// Sends a request with any method and returns the raw answer of a 2xx.
+    pub async fn request(
+        &self,
+        method: hyper::Method,
+        addr: &str,
+        path: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Bytes, CallFailure> {
         let network = |reason: String| CallFailure::Network {
             addr: addr.to_string(),
             reason,
         };
-        let request = hyper::Request::post(format!("http://{addr}{path}"))
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(format!("http://{addr}{path}"))
             .header(hyper::header::CONTENT_TYPE, "application/cbor")
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| network(e.to_string()))?;

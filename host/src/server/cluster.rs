@@ -105,24 +105,11 @@ impl Cluster {
 }
 
 fn initialized(node: &Node) -> bool {
-    node.raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .nodes()
-        .next()
-        .is_some()
+    node.membership().nodes().next().is_some()
 }
 
 fn is_voter(node: &Node, id: u64) -> bool {
-    node.raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .voter_ids()
-        .any(|v| v == id)
+    node.membership().voter_ids().any(|v| v == id)
 }
 
 /// Answers a join handshake (any server).
@@ -172,14 +159,7 @@ pub fn handle_add(node: &Arc<Node>, req: AddServer) -> Result<(), OpError> {
 }
 
 async fn add_voter(node: &Node, req: &AddServer) -> Result<(), String> {
-    let is_learner = node
-        .raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .learner_ids()
-        .any(|l| l == req.id);
+    let is_learner = node.membership().learner_ids().any(|l| l == req.id);
     if !is_learner && !is_voter(node, req.id) {
         node.raft
             .add_learner(req.id, req.info.clone(), true)
@@ -200,13 +180,7 @@ pub async fn handle_remove(node: &Node, req: RemoveServer) -> Result<(), OpError
     if !node.is_leader() {
         return Err(OpError::NotLeader);
     }
-    let members = node
-        .raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .clone();
+    let members = node.membership();
     let is_member = members.nodes().any(|(id, _)| *id == req.id);
     if !is_member {
         return Err(OpError::Failed {
@@ -235,7 +209,12 @@ pub async fn handle_remove(node: &Node, req: RemoveServer) -> Result<(), OpError
 
 /// Removes this server from the cluster through the leader (`fsmhost leave`).
 pub async fn leave(node: &Arc<Node>) -> Result<(), OpError> {
-    let req = RemoveServer { id: node.id };
+    remove(node, node.id).await
+}
+
+/// Removes server `id` from the cluster through the leader (`operator raft remove-peer`).
+pub async fn remove(node: &Node, id: u64) -> Result<(), OpError> {
+    let req = RemoveServer { id };
     super::ops::through_leader(node, PATH_REMOVE, &req, super::ops::HOLD, || {
         handle_remove(node, req.clone())
     })

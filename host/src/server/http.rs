@@ -6,6 +6,7 @@
 //! - `GET|POST /v1/query/{plugin}/{query}`: the body is the query's arguments;
 //!   `?stale`, `?consistent`, and blocking `?index=N&wait=D`;
 //! - `GET /v1/status/leader`, `GET /v1/status/peers`, `GET /v1/agent/self`;
+//! - `GET /v1/operator/raft/configuration`, `DELETE /v1/operator/raft/peer?id=|address=`;
 //! - `PUT|POST /v1/agent/leave`: leave the cluster, then stop.
 //!
 //! Bodies are CBOR (`application/cbor`) or JSON (`application/json`, converted to CBOR for
@@ -226,13 +227,7 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusa
             Ok(web::json(StatusCode::OK, &json!(leader)))
         }
         (&Method::GET, ["v1", "status", "peers"]) => {
-            let m = node
-                .raft
-                .metrics()
-                .borrow()
-                .membership_config
-                .membership()
-                .clone();
+            let m = node.membership();
             let peers: Vec<String> = m
                 .voter_ids()
                 .filter_map(|id| m.get_node(&id).map(|n| n.rpc_addr.clone()))
@@ -240,6 +235,17 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusa
             Ok(web::json(StatusCode::OK, &json!(peers)))
         }
         (&Method::GET, ["v1", "agent", "self"]) => Ok(web::json(StatusCode::OK, &agent_self(node))),
+        (&Method::GET, ["v1", "operator", "raft", "configuration"]) => {
+            Ok(web::json(StatusCode::OK, &raft_configuration(node)))
+        }
+        (&Method::DELETE, ["v1", "operator", "raft", "peer"]) => {
+            let id = peer_id(node, &web::query(&req))?;
+            cluster::remove(node, id).await.map_err(op_error)?;
+            Ok(web::text(
+                StatusCode::OK,
+                format!("removed server {id:016x}"),
+            ))
+        }
         (&Method::PUT | &Method::POST, ["v1", "agent", "leave"]) => {
             cluster::leave(node).await.map_err(op_error)?;
             tracing::info!(target: "agent", "graceful leave complete; shutting down");
@@ -251,6 +257,72 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusa
             format!("no route {method} {path}"),
         )),
     }
+}
+
+/// The server a remove-peer names: `?id=` (hex, as `list-peers` prints it) or `?address=`
+/// (its server address).
+fn peer_id(node: &Node, q: &std::collections::BTreeMap<String, String>) -> Result<u64, Refusal> {
+    let m = node.membership();
+    if let Some(id) = q.get("id") {
+        return u64::from_str_radix(id.trim(), 16).map_err(|_| {
+            Refusal::bad_request(format!(
+                "id: {id:?} is not a server id (16 hex digits, as list-peers shows)"
+            ))
+        });
+    }
+    if let Some(addr) = q.get("address") {
+        return m
+            .nodes()
+            .find(|(_, n)| n.rpc_addr == *addr)
+            .map(|(id, _)| *id)
+            .ok_or_else(|| {
+                Refusal::new(
+                    StatusCode::NOT_FOUND,
+                    format!("no server with address {addr} in the raft configuration"),
+                )
+            });
+    }
+    Err(Refusal::bad_request(
+        "give ?id= or ?address= of the server to remove",
+    ))
+}
+
+/// `GET /v1/operator/raft/configuration`: Consul's shape, plus each server's last log index
+/// as the leader knows it (`null` when this server is not the leader).
+fn raft_configuration(node: &Node) -> serde_json::Value {
+    let m = node.raft.metrics().borrow().clone();
+    let membership = m.membership_config.membership();
+    let voters: Vec<u64> = membership.voter_ids().collect();
+    let servers: Vec<serde_json::Value> = membership
+        .nodes()
+        .map(|(id, info)| {
+            let last_index = if m.current_leader == Some(node.id) {
+                if *id == node.id {
+                    m.last_log_index
+                } else {
+                    m.replication
+                        .as_ref()
+                        .and_then(|r| r.get(id).cloned().flatten())
+                        .map(|l| l.index)
+                }
+            } else {
+                None
+            };
+            json!({
+                "ID": format!("{id:016x}"),
+                "Node": info.name,
+                "Address": info.rpc_addr,
+                "Leader": m.current_leader == Some(*id),
+                "Voter": voters.contains(id),
+                "ProtocolVersion": "3",
+                "LastIndex": last_index,
+            })
+        })
+        .collect();
+    json!({
+        "Servers": servers,
+        "Index": m.membership_config.log_id().as_ref().map_or(0, |l| l.index),
+    })
 }
 
 /// `GET /v1/agent/self`: this node's configuration and raft and FSM state.

@@ -132,6 +132,16 @@ impl Node {
         Some((id, info))
     }
 
+    /// The current raft membership (voters, learners and their addresses).
+    pub fn membership(&self) -> openraft::Membership<u64, NodeInfo> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .clone()
+    }
+
     /// Asks the server to stop (what SIGTERM does).
     pub fn request_shutdown(&self) {
         let _ = self.shutdown.send(true);

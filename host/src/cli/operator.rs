@@ -1,0 +1,89 @@
+//! `fsmhost operator raft list-peers|remove-peer`, and the HTTP client every command that
+//! talks to a running server uses.
+
+use std::time::Duration;
+
+/// Sends one request to a server's HTTP API; the answer of a 2xx, or one line naming the
+/// server's refusal.
+pub(super) fn http(method: hyper::Method, addr: &str, path: &str) -> Result<bytes::Bytes, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the async runtime: {e}"))?;
+    runtime.block_on(async {
+        crate::raft::network::RpcClient::new()
+            .request(method, addr, path, Vec::new(), Duration::from_secs(30))
+            .await
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// Prints the raft configuration as a table.
+pub fn list_peers(addr: &str) -> Result<(), String> {
+    let body = http(hyper::Method::GET, addr, "/v1/operator/raft/configuration")?;
+    let v: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| format!("{addr} answered something that is not JSON: {e}"))?;
+    let servers = v["Servers"].as_array().cloned().unwrap_or_default();
+    let leader_index = servers
+        .iter()
+        .find(|s| s["Leader"].as_bool() == Some(true))
+        .and_then(|s| s["LastIndex"].as_u64());
+    let mut rows = vec![[
+        "Node".to_string(),
+        "ID".into(),
+        "Address".into(),
+        "State".into(),
+        "Voter".into(),
+        "Commit Index".into(),
+        "Trails Leader By".into(),
+    ]];
+    for s in &servers {
+        let last = s["LastIndex"].as_u64();
+        let trails = match (leader_index, last) {
+            (Some(l), Some(i)) => format!("{} commits", l.saturating_sub(i)),
+            _ => "-".into(),
+        };
+        rows.push([
+            s["Node"].as_str().unwrap_or("?").to_string(),
+            s["ID"].as_str().unwrap_or("?").to_string(),
+            s["Address"].as_str().unwrap_or("?").to_string(),
+            if s["Leader"].as_bool() == Some(true) {
+                "leader"
+            } else {
+                "follower"
+            }
+            .to_string(),
+            s["Voter"].as_bool().unwrap_or(false).to_string(),
+            last.map_or("-".to_string(), |i| i.to_string()),
+            trails,
+        ]);
+    }
+    let widths: Vec<usize> = (0..7)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+    Ok(())
+}
+
+/// Removes a server from the raft configuration by id or address.
+pub fn remove_peer(addr: &str, id: Option<&str>, address: Option<&str>) -> Result<(), String> {
+    let query = match (id, address) {
+        (Some(id), None) => format!("id={id}"),
+        (None, Some(a)) => format!("address={a}"),
+        _ => return Err("give exactly one of -id or -address".into()),
+    };
+    http(
+        hyper::Method::DELETE,
+        addr,
+        &format!("/v1/operator/raft/peer?{query}"),
+    )?;
+    println!("Removed peer with {query}");
+    Ok(())
+}
