@@ -105,6 +105,17 @@ pub struct RawConfig {
     pub log_level: Option<String>,
     /// Log JSON lines instead of text.
     pub log_json: Option<bool>,
+    /// Consul's `raft_snapshot_threshold`: log entries since the last snapshot that make
+    /// the next check take one (default 16384).
+    pub raft_snapshot_threshold: Option<u64>,
+    /// Consul's `raft_snapshot_interval`: how often the threshold is checked, randomized
+    /// between 1x and 2x (default "30s").
+    pub raft_snapshot_interval: Option<String>,
+    /// Consul's `raft_trailing_logs`: log entries kept after a snapshot compacts the log,
+    /// so slightly lagging servers catch up from the log (default 10240).
+    pub raft_trailing_logs: Option<u64>,
+    /// How many raft snapshots to keep on disk (default 2, as Consul).
+    pub raft_snapshot_retain: Option<u32>,
 }
 
 impl RawConfig {
@@ -148,6 +159,12 @@ impl RawConfig {
             performance: over.performance.or(self.performance),
             log_level: over.log_level.or(self.log_level),
             log_json: over.log_json.or(self.log_json),
+            raft_snapshot_threshold: over
+                .raft_snapshot_threshold
+                .or(self.raft_snapshot_threshold),
+            raft_snapshot_interval: over.raft_snapshot_interval.or(self.raft_snapshot_interval),
+            raft_trailing_logs: over.raft_trailing_logs.or(self.raft_trailing_logs),
+            raft_snapshot_retain: over.raft_snapshot_retain.or(self.raft_snapshot_retain),
         }
     }
 }
@@ -205,6 +222,33 @@ pub struct Config {
     pub log_level: String,
     /// Log JSON lines.
     pub log_json: bool,
+    /// When raft snapshots are taken and how many are kept.
+    pub snapshots: SnapshotPolicy,
+}
+
+/// When raft snapshots are taken, what they leave of the log, and how many are kept
+/// (Consul's options and defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotPolicy {
+    /// `raft_snapshot_threshold`.
+    pub threshold: u64,
+    /// `raft_snapshot_interval`.
+    pub interval: Duration,
+    /// `raft_trailing_logs`.
+    pub trailing_logs: u64,
+    /// `raft_snapshot_retain`.
+    pub retain: usize,
+}
+
+impl Default for SnapshotPolicy {
+    fn default() -> Self {
+        SnapshotPolicy {
+            threshold: 16384,
+            interval: Duration::from_secs(30),
+            trailing_logs: 10240,
+            retain: 2,
+        }
+    }
 }
 
 fn parse_ip(key: &'static str, s: &str) -> Result<IpAddr, ConfigError> {
@@ -282,7 +326,39 @@ impl Config {
                 format!("{log_level:?} is not one of trace, debug, info, warn, err"),
             ));
         }
+        let defaults = SnapshotPolicy::default();
+        let threshold = raw.raft_snapshot_threshold.unwrap_or(defaults.threshold);
+        if threshold == 0 {
+            return Err(invalid("raft_snapshot_threshold", "must be at least 1"));
+        }
+        let interval = match &raw.raft_snapshot_interval {
+            None => defaults.interval,
+            Some(s) => match parse_duration(s) {
+                Some(d) if d >= Duration::from_millis(10) => d,
+                Some(_) => return Err(invalid("raft_snapshot_interval", "must be at least 10ms")),
+                None => {
+                    return Err(invalid(
+                        "raft_snapshot_interval",
+                        format!("{s:?} is not a duration such as 30s or 5m"),
+                    ));
+                }
+            },
+        };
+        let retain = raw.raft_snapshot_retain.unwrap_or(2);
+        if !(1..=100).contains(&retain) {
+            return Err(invalid(
+                "raft_snapshot_retain",
+                format!("{retain} is out of range: keep 1 to 100 snapshots"),
+            ));
+        }
+        let snapshots = SnapshotPolicy {
+            threshold,
+            interval,
+            trailing_logs: raw.raft_trailing_logs.unwrap_or(defaults.trailing_logs),
+            retain: retain as usize,
+        };
         Ok(Config {
+            snapshots,
             node_name,
             data_dir,
             bootstrap_expect,
@@ -295,6 +371,26 @@ impl Config {
             log_json: raw.log_json.unwrap_or(false),
         })
     }
+}
+
+/// Parses a Consul duration (`10s`, `5m`, `100ms`, `1h`; a bare number is seconds).
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "us" | "µs" => n / 1e6,
+        "ns" => n / 1e9,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return None,
+    };
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
 }
 
 fn hostname() -> String {
@@ -338,6 +434,40 @@ mod tests {
         assert_eq!(c.rpc_advertise, "127.0.0.1:8300".parse().unwrap());
         assert_eq!(c.http_bind, "127.0.0.1:8501".parse().unwrap());
         assert_eq!(c.bootstrap_expect, 3);
+        assert_eq!(c.snapshots, SnapshotPolicy::default());
+        assert_eq!(c.snapshots.threshold, 16384);
+        assert_eq!(c.snapshots.interval, Duration::from_secs(30));
+        assert_eq!(c.snapshots.trailing_logs, 10240);
+    }
+
+    #[test]
+    fn snapshot_options() {
+        let c = parse(
+            "raft_snapshot_threshold = 100\nraft_snapshot_interval = \"500ms\"\nraft_trailing_logs = 5\nraft_snapshot_retain = 3",
+        )
+        .unwrap();
+        assert_eq!(
+            c.snapshots,
+            SnapshotPolicy {
+                threshold: 100,
+                interval: Duration::from_millis(500),
+                trailing_logs: 5,
+                retain: 3
+            }
+        );
+        let e = parse("raft_snapshot_interval = \"soon\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("raft_snapshot_interval:") && e.contains("soon"),
+            "{e}"
+        );
+        let e = parse("raft_snapshot_threshold = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("raft_snapshot_threshold:"), "{e}");
+        let e = parse("raft_snapshot_retain = 0").unwrap_err().to_string();
+        assert!(e.starts_with("raft_snapshot_retain:"), "{e}");
     }
 
     #[test]

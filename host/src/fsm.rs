@@ -16,6 +16,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::plugin::{CallError, PluginSet};
@@ -105,9 +106,12 @@ pub struct QueryOutput {
 }
 
 /// The state machine of one server: its plugins and its store.
+///
+/// The store is replaced whole by [`Fsm::restore`] (a snapshot installed or restored); the
+/// old one is abandoned, which wakes every blocking query so it re-reads the new one.
 pub struct Fsm {
     plugins: PluginSet,
-    store: Store,
+    store: RwLock<Arc<Store>>,
     last_applied: AtomicU64,
 }
 
@@ -117,9 +121,21 @@ impl Fsm {
         let store = Store::new(plugins.schema().clone());
         Fsm {
             plugins,
-            store,
+            store: RwLock::new(Arc::new(store)),
             last_applied: AtomicU64::new(0),
         }
+    }
+
+    /// Replaces the whole state with `store`, whose last applied entry is `last_applied`,
+    /// then abandons the old store (its blocking queries wake and re-read). The caller
+    /// serializes this with [`Fsm::apply`] (both run on raft's state machine worker).
+    pub fn restore(&self, store: Store, last_applied: u64) {
+        let old = {
+            let mut current = self.store.write().unwrap_or_else(|p| p.into_inner());
+            std::mem::replace(&mut *current, Arc::new(store))
+        };
+        self.last_applied.store(last_applied, Ordering::Release);
+        old.abandon();
     }
 
     /// The plugins.
@@ -127,9 +143,9 @@ impl Fsm {
         &self.plugins
     }
 
-    /// The store.
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// The current store.
+    pub fn store(&self) -> Arc<Store> {
+        self.store.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The index of the last applied entry (0 before the first).
@@ -142,7 +158,8 @@ impl Fsm {
     /// result bytes, or its error (the entry is applied either way, unless the error is
     /// retryable).
     pub fn apply(&self, index: u64, entry: &Entry) -> Result<Vec<u8>, FsmError> {
-        let mut txn = self.store.write(index);
+        let store = self.store();
+        let mut txn = store.write(index);
         let last = self.last_applied();
         if index <= last {
             return Err(FsmError::OutOfOrder { index, last });
@@ -164,11 +181,22 @@ impl Fsm {
 
     /// Runs query `name` of `plugin` against the current state.
     pub fn query(&self, plugin: &str, name: &str, args: &[u8]) -> Result<QueryOutput, FsmError> {
+        self.query_in(&self.store(), plugin, name, args)
+    }
+
+    /// Runs a query against `store` (the current one, or one a blocking query watches).
+    fn query_in(
+        &self,
+        store: &Store,
+        plugin: &str,
+        name: &str,
+        args: &[u8],
+    ) -> Result<QueryOutput, FsmError> {
         let p = self
             .plugins
             .get(plugin)
             .ok_or_else(|| FsmError::UnknownPlugin(plugin.to_string()))?;
-        let read = self.store.read();
+        let read = store.read();
         let (bytes, tables) = p.query_with_reads(&read, name, args)?;
         let index = read.max_index(tables.iter().map(String::as_str))?.max(1);
         Ok(QueryOutput {
@@ -191,15 +219,17 @@ impl Fsm {
     ) -> Result<QueryOutput, FsmError> {
         let deadline = Instant::now() + wait;
         loop {
-            let out = self.query(plugin, name, args)?;
+            // The watch is on the store the query read: if a restore replaces it meanwhile,
+            // the watch wakes at once (abandoned) and the answer comes from the new store.
+            let store = self.store();
+            let out = self.query_in(&store, plugin, name, args)?;
             if out.index > min_index || min_index == 0 {
                 return Ok(out);
             }
             // Watch first, then check again: a commit between the query and the watch would
             // otherwise be missed.
-            let watch = self.store.watch(out.tables.iter().map(String::as_str))?;
-            let now = self
-                .store
+            let watch = store.watch(out.tables.iter().map(String::as_str))?;
+            let now = store
                 .read()
                 .max_index(out.tables.iter().map(String::as_str))?;
             if now > min_index {
@@ -215,6 +245,6 @@ impl Fsm {
 
     /// A hash of the whole state; servers that applied the same log have the same hash.
     pub fn state_hash(&self) -> [u8; 32] {
-        self.store.read().hash()
+        self.store().read().hash()
     }
 }

@@ -15,8 +15,10 @@
 pub mod cli;
 pub mod config;
 pub mod fsm;
+pub mod http_body;
 pub mod logging;
 pub mod plugin;
 pub mod raft;
 pub mod server;
+pub mod snapshot;
 pub mod state;

@@ -52,6 +52,15 @@ pub struct AgentArgs {
     /// `log_json`.
     #[arg(long)]
     pub log_json: Option<bool>,
+    /// `raft_snapshot_threshold`.
+    #[arg(long)]
+    pub raft_snapshot_threshold: Option<u64>,
+    /// `raft_snapshot_interval` (a duration: 30s, 5m).
+    #[arg(long)]
+    pub raft_snapshot_interval: Option<String>,
+    /// `raft_trailing_logs`.
+    #[arg(long)]
+    pub raft_trailing_logs: Option<u64>,
 }
 
 impl AgentArgs {
@@ -73,6 +82,10 @@ impl AgentArgs {
             performance: None,
             log_level: self.log_level.clone(),
             log_json: self.log_json,
+            raft_snapshot_threshold: self.raft_snapshot_threshold,
+            raft_snapshot_interval: self.raft_snapshot_interval.clone(),
+            raft_trailing_logs: self.raft_trailing_logs,
+            raft_snapshot_retain: None,
         }
     }
 

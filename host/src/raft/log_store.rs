@@ -268,7 +268,8 @@ impl LogStore {
         Ok(voted || logged || self.last_purged().is_some() || !self.pending().is_empty())
     }
 
-    fn last_purged(&self) -> Option<LogId> {
+    /// The last purged (compacted) log id.
+    pub fn last_purged(&self) -> Option<LogId> {
         *self
             .inner
             .last_purged

@@ -19,7 +19,6 @@ pub mod state_machine;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::io::Cursor;
 
 use serde_bytes::ByteBuf;
 
@@ -33,7 +32,7 @@ openraft::declare_raft_types!(
         NodeId = u64,
         Node = NodeInfo,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = crate::snapshot::SnapshotFile,
 );
 
 /// The raft handle of one server.

@@ -9,31 +9,55 @@
 //! before trying that peer again); a timeout is `Timeout`; any other failure is `Network`.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use openraft::RPCTypes;
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+    Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed,
+    StreamingError, Timeout, Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    SnapshotResponse, VoteRequest, VoteResponse,
 };
-use serde::Serialize;
+use openraft::{Snapshot, SnapshotMeta, Vote};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::future::Future;
 use std::time::Duration;
 
 use super::{NodeInfo, TypeConfig, from_cbor, to_cbor};
+use crate::http_body::{self, Body};
 
 /// Path of the AppendEntries RPC.
 pub const PATH_APPEND: &str = "/v1/internal/raft/append";
 /// Path of the RequestVote RPC.
 pub const PATH_VOTE: &str = "/v1/internal/raft/vote";
-/// Path of the InstallSnapshot RPC (one chunk per call).
+/// Path of the InstallSnapshot RPC (one chunk per call; kept for openraft's chunked
+/// transport, which fsmhost's own senders do not use).
 pub const PATH_SNAPSHOT: &str = "/v1/internal/raft/snapshot";
+/// Path of a whole snapshot streamed in one request: the body is `state.bin`, the
+/// [`SNAPSHOT_HEAD`] header its [`SnapshotHead`].
+pub const PATH_SNAPSHOT_STREAM: &str = "/v1/internal/raft/snapshot-stream";
+/// The header carrying a streamed snapshot's [`SnapshotHead`] (base64 of its CBOR).
+pub const SNAPSHOT_HEAD: &str = "x-fsmhost-snapshot-head";
+
+/// How long a streamed snapshot may take, sending and installing.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// What precedes a streamed snapshot's bytes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotHead {
+    /// The leader's vote.
+    pub vote: Vote<u64>,
+    /// The snapshot's raft meta.
+    pub meta: SnapshotMeta<u64, NodeInfo>,
+    /// The CRC of `state.bin` from the sender's `meta.json`, checked by the receiver.
+    pub crc: Option<String>,
+}
 
 /// The largest response body accepted from a peer.
 const MAX_RESPONSE: usize = 64 << 20;
@@ -80,7 +104,7 @@ pub enum CallFailure {
 /// A pooled HTTP client for CBOR calls to other servers.
 #[derive(Clone)]
 pub struct RpcClient {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpConnector, Body>,
 }
 
 impl Default for RpcClient {
@@ -146,8 +170,44 @@ impl RpcClient {
             .method(method)
             .uri(format!("http://{addr}{path}"))
             .header(hyper::header::CONTENT_TYPE, "application/cbor")
-            .body(Full::new(Bytes::from(body)))
+            .body(http_body::full(body))
             .map_err(|e| network(e.to_string()))?;
+        self.send(addr, request, timeout).await
+    }
+
+    /// POSTs a streamed body (`application/octet-stream`) with one extra header and returns
+    /// the raw answer of a 2xx.
+    pub async fn post_stream(
+        &self,
+        addr: &str,
+        path: &str,
+        header: (&str, String),
+        body: Body,
+        timeout: Duration,
+    ) -> Result<Bytes, CallFailure> {
+        let request = hyper::Request::builder()
+            .method(hyper::Method::POST)
+            .uri(format!("http://{addr}{path}"))
+            .header(hyper::header::CONTENT_TYPE, "application/octet-stream")
+            .header(header.0, header.1)
+            .body(body)
+            .map_err(|e| CallFailure::Network {
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            })?;
+        self.send(addr, request, timeout).await
+    }
+
+    async fn send(
+        &self,
+        addr: &str,
+        request: hyper::Request<Body>,
+        timeout: Duration,
+    ) -> Result<Bytes, CallFailure> {
+        let network = |reason: String| CallFailure::Network {
+            addr: addr.to_string(),
+            reason,
+        };
         let exchange = async {
             let response = self.client.request(request).await.map_err(|e| {
                 if e.is_connect() {
@@ -291,5 +351,84 @@ impl RaftNetwork<TypeConfig> for Peer {
     > {
         self.rpc(RPCTypes::InstallSnapshot, PATH_SNAPSHOT, &rpc, &option)
             .await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote<u64>,
+        snapshot: Snapshot<TypeConfig>,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<u64>, StreamingError<TypeConfig, Fatal<u64>>> {
+        tokio::select! {
+            answer = self.stream_snapshot(vote, snapshot) => answer,
+            closed = cancel => Err(StreamingError::Closed(closed)),
+        }
+    }
+}
+
+impl Peer {
+    fn streaming_error(
+        &self,
+        f: CallFailure,
+        timeout: Duration,
+    ) -> StreamingError<TypeConfig, Fatal<u64>> {
+        match f {
+            CallFailure::Unreachable { .. } => StreamingError::Unreachable(Unreachable::new(&f)),
+            CallFailure::Timeout { .. } => StreamingError::Timeout(Timeout {
+                action: RPCTypes::InstallSnapshot,
+                id: self.id,
+                target: self.target,
+                timeout,
+            }),
+            CallFailure::Network { .. } | CallFailure::Status { .. } => {
+                StreamingError::Network(NetworkError::new(&f))
+            }
+        }
+    }
+
+    /// Streams a whole snapshot in one request: the head, then `state.bin` read from disk
+    /// as the peer takes it. The peer checks it whole before raft installs it.
+    async fn stream_snapshot(
+        &self,
+        vote: Vote<u64>,
+        snapshot: Snapshot<TypeConfig>,
+    ) -> Result<SnapshotResponse<u64>, StreamingError<TypeConfig, Fatal<u64>>> {
+        let path = snapshot.snapshot.path().to_path_buf();
+        let crc = path
+            .parent()
+            .and_then(|dir| crate::snapshot::store::read_meta(dir).ok())
+            .map(|m| m.crc);
+        use base64::Engine as _;
+        let head = base64::engine::general_purpose::STANDARD.encode(to_cbor(&SnapshotHead {
+            vote,
+            meta: snapshot.meta.clone(),
+            crc,
+        }));
+        drop(snapshot);
+        tracing::info!(target: "agent.server.raft", "sending snapshot to {}: path={}", self.addr, path.display());
+        let body = http_body::file(path, Bytes::new(), false);
+        let bytes = self
+            .client
+            .post_stream(
+                &self.addr,
+                PATH_SNAPSHOT_STREAM,
+                (SNAPSHOT_HEAD, head),
+                body,
+                SNAPSHOT_TIMEOUT,
+            )
+            .await
+            .map_err(|f| {
+                tracing::warn!(target: "agent.server.raft", "sending snapshot to {} failed: {f}", self.addr);
+                self.streaming_error(f, SNAPSHOT_TIMEOUT)
+            })?;
+        let answer: Result<SnapshotResponse<u64>, Fatal<u64>> =
+            from_cbor(&bytes, PATH_SNAPSHOT_STREAM).map_err(|reason| {
+                StreamingError::Network(NetworkError::new(&CallFailure::Network {
+                    addr: self.addr.clone(),
+                    reason,
+                }))
+            })?;
+        answer.map_err(|e| StreamingError::RemoteError(RemoteError::new(self.target, e)))
     }
 }

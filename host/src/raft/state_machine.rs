@@ -15,21 +15,30 @@
 //! this server's own (no instance slot) is retried, never recorded as the outcome; if it
 //! persists it is a storage error, which stops the node loudly rather than diverge.
 //!
-//! Snapshots of the state store are the "Snapshots" issue: until then the raft config
-//! never builds one (`SnapshotPolicy::Never`) and logs are never purged, so a new or
-//! lagging server catches up from the log.
+//! Snapshots: [`StateMachine::get_snapshot_builder`] captures the store (an O(1) read
+//! snapshot) with the applied log id, FSM index and membership while no entry is being
+//! applied, so all four agree; the builder then writes `state.bin` in the background
+//! (openraft applies entries meanwhile). A snapshot received from the leader is checked
+//! whole (size, CRC, every record, the state hash, the plugin set) before it replaces the
+//! store; a server starts from its newest usable snapshot ([`recover`]) and replays the log
+//! after it.
 
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageIOError};
-use std::io::Cursor;
-use std::sync::Arc;
-use std::time::Duration;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::{
     LogEntry, LogId, NodeInfo, Outcome, Request, Response, StorageError, StoredMembership,
     TypeConfig,
 };
 use crate::fsm::{self, Fsm};
+use crate::snapshot::state_file::{StateHeader, StateReader};
+use crate::snapshot::store::{self as disk, CrcReader, SnapshotDir, SnapshotStore};
+use crate::snapshot::{SnapshotError, SnapshotFile};
+use crate::state::{ReadTxn, Store};
 
 /// How often a command that found no free instance slot is retried before the node stops.
 const UNAVAILABLE_RETRIES: u32 = 50;
@@ -37,17 +46,140 @@ const UNAVAILABLE_RETRIES: u32 = 50;
 /// The state machine of one node.
 pub struct StateMachine {
     fsm: Arc<Fsm>,
+    snapshots: Arc<Snapshots>,
     last_applied: Option<LogId>,
     last_membership: StoredMembership,
 }
 
+/// A received snapshot already read and checked whole, waiting for openraft to install it.
+pub struct Prepared {
+    /// The received `state.bin`.
+    pub path: PathBuf,
+    /// Its header.
+    pub header: StateHeader,
+    /// The store it holds.
+    pub store: Store,
+    /// Its size and CRC.
+    pub size: u64,
+    /// Its CRC (meta.json's form).
+    pub crc: String,
+}
+
+/// What the state machine and the snapshot receiver share: the directory, and the one
+/// snapshot received and checked but not yet installed.
+pub struct Snapshots {
+    /// The snapshot directory.
+    pub store: SnapshotStore,
+    prepared: Mutex<Option<Prepared>>,
+}
+
+impl Snapshots {
+    /// Over this directory.
+    pub fn new(store: SnapshotStore) -> Self {
+        Snapshots {
+            store,
+            prepared: Mutex::new(None),
+        }
+    }
+
+    /// Reads a received `state.bin` at `path` whole and checks it against `fsm`'s plugins:
+    /// the CRC (when the sender gave one), every record, the state hash. Keeps the result
+    /// for [`StateMachine::install_snapshot`]. Blocking: run it off the async threads.
+    pub fn prepare(
+        &self,
+        fsm: &Fsm,
+        path: &Path,
+        expected_crc: Option<&str>,
+    ) -> Result<(), SnapshotError> {
+        let prepared = read_received(fsm, path)?;
+        if let Some(crc) = expected_crc
+            && crc != prepared.crc
+        {
+            return Err(SnapshotError::Corrupt(format!(
+                "received state.bin has CRC {}, the sender's meta.json says {crc}",
+                prepared.crc
+            )));
+        }
+        *self.prepared.lock().unwrap_or_else(|p| p.into_inner()) = Some(prepared);
+        Ok(())
+    }
+
+    /// Forgets the snapshot prepared from `path` if raft did not install it (it was older
+    /// than this server's state, or the vote was stale), removing the file.
+    pub fn discard(&self, path: &Path) {
+        if self.take_prepared(path).is_some() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    fn take_prepared(&self, path: &Path) -> Option<Prepared> {
+        let mut slot = self.prepared.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.as_ref().is_some_and(|p| p.path == path) {
+            slot.take()
+        } else {
+            None
+        }
+    }
+}
+
+/// Reads `state.bin` at `path` into a new store for `fsm`'s plugins, computing its CRC.
+fn read_received(fsm: &Fsm, path: &Path) -> Result<Prepared, SnapshotError> {
+    let file = std::fs::File::open(path).map_err(|e| SnapshotError::at(path, e))?;
+    let mut crc = CrcReader::new(BufReader::with_capacity(1 << 20, file));
+    let reader = StateReader::open(&mut crc)?;
+    reader.header().check_against(fsm.plugins())?;
+    let (header, store) = reader.restore(fsm.plugins().schema().clone())?;
+    let (size, crc) = crc.finish().map_err(|e| SnapshotError::at(path, e))?;
+    Ok(Prepared {
+        path: path.to_path_buf(),
+        header,
+        store,
+        size,
+        crc,
+    })
+}
+
+/// Restores `fsm` from the newest usable snapshot in `snapshots`, logging and skipping any
+/// that is damaged (an older one is tried). Returns the header of the one restored, or
+/// `None` when there is none. A snapshot written under other plugins is an error, not
+/// skipped: an older one would not match either, and starting empty would be wrong.
+pub fn recover(fsm: &Fsm, snapshots: &SnapshotStore) -> Result<Option<StateHeader>, SnapshotError> {
+    for dir in snapshots.list() {
+        let started = Instant::now();
+        let attempt = disk::verify(&dir.path).and_then(|_| read_received(fsm, &dir.state_path()));
+        match attempt {
+            Ok(p) => {
+                fsm.restore(p.store, p.header.fsm_index);
+                tracing::info!(target: "agent.server.snapshot",
+                    "restored from snapshot: path={} index={} duration={:?}",
+                    dir.path.display(), dir.index, started.elapsed());
+                return Ok(Some(p.header));
+            }
+            Err(e @ SnapshotError::Incompatible(_)) => {
+                return Err(e.context(dir.path.display()));
+            }
+            Err(e) => {
+                tracing::error!(target: "agent.server.snapshot",
+                    "snapshot is unusable, trying an older one: path={} error={e}", dir.path.display());
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn io_error(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
 impl StateMachine {
-    /// A state machine over `fsm`, which must be empty (nothing applied yet).
-    pub fn new(fsm: Arc<Fsm>) -> Self {
+    /// A state machine over `fsm`: empty, or restored from the snapshot whose header is
+    /// `recovered` (see [`recover`]).
+    pub fn new(fsm: Arc<Fsm>, snapshots: Arc<Snapshots>, recovered: Option<&StateHeader>) -> Self {
         StateMachine {
             fsm,
-            last_applied: None,
-            last_membership: StoredMembership::default(),
+            snapshots,
+            last_applied: recovered.and_then(|h| h.last_log_id),
+            last_membership: recovered.map(|h| h.membership.clone()).unwrap_or_default(),
         }
     }
 
@@ -100,18 +232,55 @@ impl StateMachine {
     }
 }
 
-/// Builds snapshots (not yet: see the module doc).
-pub struct SnapshotBuilder;
+/// Writes one snapshot: what [`StateMachine::get_snapshot_builder`] captured.
+pub struct SnapshotBuilder {
+    snapshots: Arc<Snapshots>,
+    read: ReadTxn,
+    header: StateHeader,
+}
 
-fn no_snapshots() -> StorageError {
-    let msg = "state store snapshots are not implemented in this build (raft is configured never to take one)";
-    tracing::error!(target: "agent.server.snapshot", "{msg}");
-    StorageIOError::write_snapshot(None, &std::io::Error::other(msg)).into()
+fn snapshot_meta(header: &StateHeader, dir: &SnapshotDir) -> SnapshotMeta<u64, NodeInfo> {
+    SnapshotMeta {
+        last_log_id: header.last_log_id,
+        last_membership: header.membership.clone(),
+        snapshot_id: dir
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    }
+}
+
+async fn open_snapshot(
+    header: &StateHeader,
+    dir: &SnapshotDir,
+) -> Result<Snapshot<TypeConfig>, StorageError> {
+    let file = SnapshotFile::open(dir.state_path())
+        .await
+        .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+    Ok(Snapshot {
+        meta: snapshot_meta(header, dir),
+        snapshot: Box::new(file),
+    })
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        Err(no_snapshots())
+        let index = self.header.last_log_id.map_or(0, |l| l.index);
+        tracing::info!(target: "agent.server.raft", "starting snapshot up to: index={index}");
+        let (snapshots, read, header) = (
+            self.snapshots.clone(),
+            self.read.clone(),
+            self.header.clone(),
+        );
+        let dir = tokio::task::spawn_blocking(move || snapshots.store.create(&read, &header))
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(None, &io_error(e)))?
+            .map_err(|e| {
+                tracing::error!(target: "agent.server.snapshot", "failed to write snapshot: {e}");
+                StorageIOError::write_snapshot(None, &io_error(e))
+            })?;
+        open_snapshot(&self.header, &dir).await
     }
 }
 
@@ -135,22 +304,95 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        SnapshotBuilder
+        // Called between applies: the store, the FSM index and the log id agree.
+        let started = Instant::now();
+        let read = self.fsm.store().read();
+        let header = StateHeader::new(
+            self.fsm.plugins(),
+            self.fsm.last_applied(),
+            self.last_applied,
+            self.last_membership.clone(),
+        );
+        tracing::info!(target: "agent.server.fsm", "snapshot created: duration={:?}", started.elapsed());
+        SnapshotBuilder {
+            snapshots: self.snapshots.clone(),
+            read,
+            header,
+        }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Err(no_snapshots())
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>, StorageError> {
+        let path = self.snapshots.store.receiving_path();
+        let file = SnapshotFile::create(path)
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        Ok(Box::new(file))
     }
 
     async fn install_snapshot(
         &mut self,
-        _meta: &SnapshotMeta<u64, NodeInfo>,
-        _snapshot: Box<Cursor<Vec<u8>>>,
+        meta: &SnapshotMeta<u64, NodeInfo>,
+        mut snapshot: Box<SnapshotFile>,
     ) -> Result<(), StorageError> {
-        Err(no_snapshots())
+        let fail = |e: SnapshotError| {
+            tracing::error!(target: "agent.server.raft", "failed to install snapshot: {e}");
+            StorageError::from(StorageIOError::write_snapshot(
+                Some(meta.signature()),
+                &io_error(e),
+            ))
+        };
+        snapshot
+            .finish_writing()
+            .await
+            .map_err(|e| fail(SnapshotError::at(snapshot.path(), e)))?;
+        let path = snapshot.path().to_path_buf();
+        drop(snapshot);
+        let (fsm, snapshots) = (self.fsm.clone(), self.snapshots.clone());
+        let announced = meta.last_log_id;
+        let prepared = tokio::task::spawn_blocking(move || {
+            let p = match snapshots.take_prepared(&path) {
+                Some(p) => p,
+                None => read_received(&fsm, &path)?,
+            };
+            if p.header.last_log_id != announced {
+                let _ = std::fs::remove_file(&path);
+                return Err(SnapshotError::Corrupt(format!(
+                    "{}: its header ends at {:?}, raft announced {announced:?}",
+                    path.display(),
+                    p.header.last_log_id
+                )));
+            }
+            let dir = snapshots
+                .store
+                .adopt(&p.path, &p.header, p.size, p.crc.clone())?;
+            Ok::<_, SnapshotError>((p, dir))
+        })
+        .await
+        .map_err(|e| fail(SnapshotError::Io(e.to_string())))?
+        .map_err(fail)?;
+        let (p, dir) = prepared;
+        self.fsm.restore(p.store, p.header.fsm_index);
+        self.last_applied = meta.last_log_id;
+        self.last_membership = meta.last_membership.clone();
+        tracing::info!(target: "agent.server.raft", "installed remote snapshot: index={} term={} path={}",
+            dir.index, dir.term, dir.path.display());
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        Ok(None)
+        let Some(dir) = self.snapshots.store.list().into_iter().next() else {
+            return Ok(None);
+        };
+        let header = {
+            let path = dir.state_path();
+            tokio::task::spawn_blocking(move || {
+                let file = std::fs::File::open(&path).map_err(|e| SnapshotError::at(&path, e))?;
+                StateReader::open(file).map(|r| r.header().clone())
+            })
+            .await
+            .map_err(|e| StorageIOError::read_snapshot(None, &io_error(e)))?
+            .map_err(|e| StorageIOError::read_snapshot(None, &io_error(e)))?
+        };
+        open_snapshot(&header, &dir).await.map(Some)
     }
 }

@@ -118,26 +118,6 @@ fn plugin_answer(bytes: Vec<u8>, json: bool) -> Reply {
     }
 }
 
-/// Parses a Consul duration (`10s`, `5m`, `100ms`, `1h`; a bare number is seconds).
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let secs = match unit {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "us" | "µs" => n / 1e6,
-        "ns" => n / 1e9,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return None,
-    };
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
-}
-
 /// `?index=&wait=`: the blocking index and the wait, capped at 10 minutes, plus up to
 /// wait/16 of jitter as Consul adds so that woken clients do not return in lockstep.
 fn blocking_params(
@@ -151,7 +131,7 @@ fn blocking_params(
     };
     let wait = match q.get("wait") {
         None => DEFAULT_WAIT,
-        Some(s) => parse_duration(s).ok_or_else(|| {
+        Some(s) => crate::config::parse_duration(s).ok_or_else(|| {
             Refusal::bad_request(format!("wait: {s:?} is not a duration such as 10s or 5m"))
         })?,
     }

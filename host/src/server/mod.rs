@@ -7,6 +7,7 @@
 //! - [`batch`]: the leader's proposer, which puts concurrent writes into one log entry;
 //! - [`cluster`]: discovery, bootstrap (`bootstrap_expect`), joining, leaving;
 //! - [`rpc`]: the server-port routes (raft RPCs, forwarding, joins);
+//! - [`snapshots`]: when raft snapshots are taken, log compaction, user save and restore;
 //! - [`http`]: the operators' HTTP API;
 //! - [`web`]: the HTTP plumbing both listeners share.
 //!
@@ -18,6 +19,7 @@ pub mod cluster;
 pub mod http;
 pub mod ops;
 pub mod rpc;
+pub mod snapshots;
 pub mod web;
 
 use std::path::{Path, PathBuf};
@@ -32,8 +34,9 @@ use crate::fsm::Fsm;
 use crate::plugin::{Runtime, RuntimeConfig};
 use crate::raft::log_store::{LogStore, OpenMode};
 use crate::raft::network::{Network, RpcClient};
-use crate::raft::state_machine::StateMachine;
+use crate::raft::state_machine::{self, Snapshots, StateMachine};
 use crate::raft::{NodeInfo, Raft};
+use crate::snapshot::store::SnapshotStore;
 
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +68,9 @@ pub enum StartError {
     /// openraft refused to start.
     #[error("starting raft: {0}")]
     Raft(String),
+    /// The snapshots on disk cannot give this server its state.
+    #[error("{0}")]
+    Snapshot(String),
 }
 
 /// Everything the handlers of one server share.
@@ -87,6 +93,12 @@ pub struct Node {
     pub cluster: cluster::Cluster,
     /// The proposer of writes (used while this server leads).
     pub batcher: batch::Batcher,
+    /// Raft snapshots on disk, shared with the state machine.
+    pub snapshots: Arc<Snapshots>,
+    /// One snapshot at a time (the policy's and operators' saves).
+    pub snapshot_lock: tokio::sync::Mutex<()>,
+    /// A dev server's temporary snapshot directory, removed when the server stops.
+    _dev_snapshots: Option<tempfile::TempDir>,
     /// When this node last heard from a leader (ms since the epoch; 0: never).
     last_contact_ms: AtomicU64,
     /// Turns true when the server should stop.
@@ -216,14 +228,44 @@ fn raft_config(config: &Config) -> Result<openraft::Config, StartError> {
         election_timeout_min: t.election_min.as_millis() as u64,
         election_timeout_max: t.election_max.as_millis() as u64,
         install_snapshot_timeout: 10_000,
-        // Snapshots of the state store arrive with the "Snapshots" issue; until then the
-        // log is the whole history.
+        // Snapshots are taken by `snapshots::run_policy` on Consul's schedule
+        // (raft_snapshot_threshold checked every raft_snapshot_interval), and the log is
+        // compacted by it too (raft_trailing_logs), so openraft does neither on its own.
         snapshot_policy: openraft::SnapshotPolicy::Never,
-        max_in_snapshot_log_to_keep: 10240,
-        purge_batch_size: 1024,
+        max_in_snapshot_log_to_keep: u64::MAX,
+        purge_batch_size: 1,
         ..Default::default()
     };
     c.validate().map_err(|e| StartError::Raft(e.to_string()))
+}
+
+/// Restores the FSM from the newest usable snapshot, and checks that the log continues
+/// where it ends: a log compacted past the snapshot (its newest snapshot lost or damaged)
+/// cannot give this server its state, and starting without it would diverge.
+fn recover(
+    fsm: &Fsm,
+    snapshots: &SnapshotStore,
+    log: &LogStore,
+) -> Result<Option<crate::snapshot::state_file::StateHeader>, StartError> {
+    let recovered = state_machine::recover(fsm, snapshots)
+        .map_err(|e| StartError::Snapshot(format!("restoring a snapshot: {e}")))?;
+    let snapshot_index = recovered
+        .as_ref()
+        .and_then(|h| h.last_log_id)
+        .map_or(0, |l| l.index);
+    if let Some(purged) = log.last_purged()
+        && purged.index > snapshot_index
+    {
+        return Err(StartError::Snapshot(format!(
+            "the raft log in {} was compacted up to index {}, but the newest usable snapshot \
+             in {} ends at index {snapshot_index}: this server cannot rebuild its state. \
+             Move its data_dir aside and start it empty to receive a snapshot from the leader",
+            log.path().display(),
+            purged.index,
+            snapshots.dir().display(),
+        )));
+    }
+    Ok(recovered)
 }
 
 async fn bind(addr: std::net::SocketAddr, what: &'static str) -> Result<TcpListener, StartError> {
@@ -265,6 +307,24 @@ pub async fn run(
         .load_bundled()
         .map_err(|e| StartError::Plugins(e.to_string()))?;
     let fsm = Arc::new(Fsm::new(plugins));
+    let (snapshot_dir, dev_snapshots) = match &config.data_dir {
+        Some(dir) => (dir.join("raft").join("snapshots"), None),
+        None => {
+            let tmp = tempfile::Builder::new()
+                .prefix("fsmhost-dev-snapshots-")
+                .tempdir()
+                .map_err(|e| StartError::DataDir {
+                    path: std::env::temp_dir(),
+                    reason: format!("a temporary snapshot directory: {e}"),
+                })?;
+            (tmp.path().to_path_buf(), Some(tmp))
+        }
+    };
+    let snapshots = Arc::new(Snapshots::new(
+        SnapshotStore::open(snapshot_dir, config.snapshots.retain)
+            .map_err(|e| StartError::Snapshot(e.to_string()))?,
+    ));
+    let recovered = recover(&fsm, &snapshots.store, &log)?;
 
     let rpc_listener = bind(config.rpc_bind, "ports.server").await?;
     let http_listener = bind(config.http_bind, "ports.http").await?;
@@ -285,7 +345,7 @@ pub async fn run(
             client: client.clone(),
         },
         log.clone(),
-        StateMachine::new(fsm.clone()),
+        StateMachine::new(fsm.clone(), snapshots.clone(), recovered.as_ref()),
     )
     .await
     .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -295,6 +355,9 @@ pub async fn run(
         info: info.clone(),
         cluster: cluster::Cluster::new(id, info.clone()),
         batcher: batch::Batcher::spawn(raft.clone()),
+        snapshots,
+        snapshot_lock: tokio::sync::Mutex::new(()),
+        _dev_snapshots: dev_snapshots,
         config,
         raft,
         fsm,
@@ -319,6 +382,7 @@ pub async fn run(
         "http",
     ));
     let cluster_task = tokio::spawn(cluster::run(node.clone()));
+    let snapshot_task = tokio::spawn(snapshots::run_policy(node.clone()));
 
     let mut signal = node.shutdown_signal();
     tokio::select! {
@@ -327,6 +391,7 @@ pub async fn run(
     }
     node.request_shutdown();
     cluster_task.abort();
+    snapshot_task.abort();
     let _ = http_task.await;
     let _ = rpc_task.await;
     if let Err(e) = node.raft.shutdown().await {

@@ -17,10 +17,65 @@ use super::cluster::{self, AddServer, JoinRequest, RemoveServer};
 use super::ops::{self, ApplyRequest, OpError, QueryRequest};
 use super::web::{self, Refusal, Reply};
 use crate::raft::from_cbor;
-use crate::raft::network::{PATH_APPEND, PATH_SNAPSHOT, PATH_VOTE};
+use crate::raft::network::{
+    PATH_APPEND, PATH_SNAPSHOT, PATH_SNAPSHOT_STREAM, PATH_VOTE, SNAPSHOT_HEAD, SnapshotHead,
+};
+use crate::snapshot::SnapshotFile;
 
 /// The largest body accepted on the server port (raft batches, snapshot chunks).
 const MAX_BODY: usize = 64 << 20;
+/// The largest streamed snapshot accepted (it goes to disk, not memory).
+const MAX_SNAPSHOT: u64 = 1 << 40;
+
+/// Receives a snapshot streamed by the leader (`PATH_SNAPSHOT_STREAM`): the body to a file,
+/// then checked whole (CRC, every record, the state hash, the plugins) before raft is asked
+/// to install it. A damaged or mismatched snapshot is refused here with a 422 naming the
+/// problem (the leader retries later); raft never sees it, so it cannot stop this server.
+async fn receive_snapshot(node: &Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusal> {
+    use base64::Engine as _;
+    let head = req
+        .headers()
+        .get(SNAPSHOT_HEAD)
+        .and_then(|v| {
+            base64::engine::general_purpose::STANDARD
+                .decode(v.as_bytes())
+                .ok()
+        })
+        .ok_or_else(|| Refusal::bad_request(format!("no valid {SNAPSHOT_HEAD} header")))?;
+    let head: SnapshotHead = from_cbor(&head, SNAPSHOT_HEAD).map_err(Refusal::bad_request)?;
+    let path = node.snapshots.store.receiving_path();
+    web::body_to_file(req, &path, MAX_SNAPSHOT).await?;
+    let (fsm, snapshots, at) = (node.fsm.clone(), node.snapshots.clone(), path.clone());
+    let crc = head.crc.clone();
+    let checked = tokio::task::spawn_blocking(move || snapshots.prepare(&fsm, &at, crc.as_deref()))
+        .await
+        .map_err(|e| crate::snapshot::SnapshotError::Io(e.to_string()))
+        .and_then(|r| r);
+    if let Err(e) = checked {
+        let _ = tokio::fs::remove_file(&path).await;
+        tracing::error!(target: "agent.server.raft", "refused a snapshot from the leader: {e}");
+        return Err(Refusal::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("snapshot refused: {e}"),
+        ));
+    }
+    let file = SnapshotFile::open(path.clone()).await.map_err(|e| {
+        Refusal::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{}: {e}", path.display()),
+        )
+    })?;
+    let snapshot = openraft::Snapshot {
+        meta: head.meta,
+        snapshot: Box::new(file),
+    };
+    let answer = node.raft.install_full_snapshot(head.vote, snapshot).await;
+    node.snapshots.discard(&path);
+    if answer.is_ok() {
+        node.touch_leader_contact();
+    }
+    Ok(web::cbor(&answer))
+}
 
 async fn decode<T: DeserializeOwned>(req: Request<Incoming>, path: &str) -> Result<T, Refusal> {
     let body = web::body(req, MAX_BODY).await?;
@@ -60,6 +115,7 @@ async fn route(node: Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusal
             web::cbor(&answer)
         }
         PATH_VOTE => web::cbor(&node.raft.vote(decode(req, PATH_VOTE).await?).await),
+        PATH_SNAPSHOT_STREAM => receive_snapshot(&node, req).await?,
         PATH_SNAPSHOT => {
             let rpc = decode(req, PATH_SNAPSHOT).await?;
             web::cbor(&node.raft.install_snapshot(rpc).await)

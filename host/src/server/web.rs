@@ -5,7 +5,7 @@
 //! give it a handler.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 /// The response type of every handler.
-pub type Reply = Response<Full<Bytes>>;
+pub type Reply = Response<crate::http_body::Body>;
 
 /// How long a shutdown waits for in-flight requests.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -105,6 +105,71 @@ impl From<Refusal> for Reply {
     }
 }
 
+/// A streamed response: the file at `path`, removed after it is sent when `remove_after`.
+pub fn file(
+    status: StatusCode,
+    content_type: &str,
+    path: std::path::PathBuf,
+    remove_after: bool,
+) -> Reply {
+    Response::builder()
+        .status(status)
+        .header(hyper::header::CONTENT_TYPE, content_type)
+        .body(crate::http_body::file(path, Bytes::new(), remove_after))
+        .unwrap_or_else(|_| Response::new(crate::http_body::full(Bytes::new())))
+}
+
+/// Streams a request body into a new file at `path` (at most `limit` bytes); returns its
+/// size. The file is flushed and closed; on error it is removed.
+pub async fn body_to_file(
+    req: Request<Incoming>,
+    path: &std::path::Path,
+    limit: u64,
+) -> Result<u64, Refusal> {
+    use tokio::io::AsyncWriteExt;
+    let result = async {
+        let mut file = tokio::fs::File::create(path).await.map_err(|e| {
+            Refusal::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("{}: {e}", path.display()),
+            )
+        })?;
+        let mut body = req.into_body();
+        let mut total = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame = frame
+                .map_err(|e| Refusal::bad_request(format!("reading the request body: {e}")))?;
+            if let Ok(data) = frame.into_data() {
+                total += data.len() as u64;
+                if total > limit {
+                    return Err(Refusal::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("request body is larger than {limit} bytes"),
+                    ));
+                }
+                file.write_all(&data).await.map_err(|e| {
+                    Refusal::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("{}: {e}", path.display()),
+                    )
+                })?;
+            }
+        }
+        file.flush().await.map_err(|e| {
+            Refusal::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("{}: {e}", path.display()),
+            )
+        })?;
+        Ok(total)
+    }
+    .await;
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(path).await;
+    }
+    result
+}
+
 /// Reads a request body of at most `limit` bytes.
 pub async fn body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Refusal> {
     match Limited::new(req.into_body(), limit).collect().await {
@@ -139,8 +204,8 @@ pub fn text(status: StatusCode, message: impl Into<String>) -> Reply {
     Response::builder()
         .status(status)
         .header(hyper::header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(Full::new(Bytes::from(body)))
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+        .body(crate::http_body::full(body))
+        .unwrap_or_else(|_| Response::new(crate::http_body::full(Bytes::new())))
 }
 
 /// A response with a body and content type.
@@ -148,8 +213,8 @@ pub fn bytes(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> 
     Response::builder()
         .status(status)
         .header(hyper::header::CONTENT_TYPE, content_type)
-        .body(Full::new(body.into()))
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+        .body(crate::http_body::full(body))
+        .unwrap_or_else(|_| Response::new(crate::http_body::full(Bytes::new())))
 }
 
 /// A JSON response.

@@ -450,6 +450,20 @@ impl Tables {
         Ok(self.last_change[self.schema.lookup(table)?])
     }
 
+    /// The objects of the table at schema position `t`, in id order, each with its index
+    /// keys in schema order: what a snapshot writes. Panics if `t` is not a position of this
+    /// schema (callers iterate [`Schema::tables`]).
+    pub fn rows_at(&self, t: usize) -> impl Iterator<Item = (&Bytes, &[Vec<Bytes>])> + '_ {
+        self.data[t].rows.values().map(|r| (&r.object, &r.keys[..]))
+    }
+
+    /// Number of objects, bytes held and last-change index of the table at schema position
+    /// `t` (see [`Tables::rows_at`]).
+    pub fn stats_at(&self, t: usize) -> (usize, u64, u64) {
+        let d = &self.data[t];
+        (d.rows.len(), d.bytes, self.last_change[t])
+    }
+
     fn writable(&self, owner: &str, table: &str) -> Result<usize, StateError> {
         let t = self.schema.lookup(table)?;
         let schema = &self.schema.tables[t];
@@ -489,6 +503,27 @@ impl Tables {
             .into_iter()
             .map(Option::unwrap_or_default)
             .collect();
+        self.insert_row(t, index, Bytes::from(object), row_keys)
+    }
+
+    /// Inserts `object` into table `t` with its keys per index (schema order), checking every
+    /// invariant of the module doc; replaces the object with the same id and returns it.
+    fn insert_row(
+        &mut self,
+        t: usize,
+        index: u64,
+        object: Bytes,
+        row_keys: Vec<Vec<Bytes>>,
+    ) -> Result<Option<Bytes>, StateError> {
+        let schema = &self.schema.tables[t];
+        let table = &schema.name;
+        if row_keys.len() != schema.indexes.len() {
+            return Err(StateError::BadKeys(format!(
+                "table {table}: keys for {} indexes, the table has {}",
+                row_keys.len(),
+                schema.indexes.len()
+            )));
+        }
         for (ix, ks) in schema.indexes.iter().zip(&row_keys) {
             if ks.is_empty() && !ix.allow_missing {
                 return Err(StateError::BadKeys(format!(
@@ -525,7 +560,7 @@ impl Tables {
             }
         }
         let row = Row {
-            object: Bytes::from(object),
+            object,
             keys: row_keys.into(),
         };
         let data = &mut self.data[t];
@@ -584,6 +619,82 @@ impl Tables {
     }
 }
 
+/// A store being rebuilt from a snapshot, object by object. Every object goes through the
+/// checks an insert makes (index cardinality, unique keys), and an id may appear only once,
+/// so a damaged or hostile snapshot cannot build a store that breaks the module's
+/// invariants. Nothing is visible to anyone until [`Restore::finish`].
+pub struct Restore {
+    tables: Tables,
+}
+
+impl Restore {
+    /// An empty store with this schema, to fill.
+    pub fn new(schema: Schema) -> Self {
+        Restore {
+            tables: Tables::empty(Arc::new(schema)),
+        }
+    }
+
+    /// The schema being filled.
+    pub fn schema(&self) -> &Schema {
+        &self.tables.schema
+    }
+
+    /// Adds an object to the table at schema position `t` with its keys per index, in
+    /// schema order. Refuses an unknown position, keys that break the schema, and an id
+    /// already restored.
+    pub fn insert(
+        &mut self,
+        t: usize,
+        object: Vec<u8>,
+        keys: Vec<Vec<Vec<u8>>>,
+    ) -> Result<(), StateError> {
+        if t >= self.tables.data.len() {
+            return Err(StateError::UnknownTable(format!("table number {t}")));
+        }
+        let keys: Vec<Vec<Bytes>> = keys
+            .into_iter()
+            .map(|ks| ks.into_iter().map(Bytes::from).collect())
+            .collect();
+        let id_pos = self.tables.schema.id_pos[t];
+        if let Some(id) = keys.get(id_pos).and_then(|ks| ks.first())
+            && self.tables.data[t].rows.contains_key(id)
+        {
+            let table = &self.tables.schema.tables[t].name;
+            return Err(StateError::BadKeys(format!(
+                "table {table}: id {} appears twice",
+                DisplayKey(id)
+            )));
+        }
+        let index = self.tables.last_change[t];
+        self.tables
+            .insert_row(t, index, Bytes::from(object), keys)?;
+        Ok(())
+    }
+
+    /// Sets the last-change index of the table at schema position `t`.
+    pub fn set_table_index(&mut self, t: usize, index: u64) {
+        if let Some(slot) = self.tables.last_change.get_mut(t) {
+            *slot = index;
+        }
+    }
+
+    /// The hash of what was restored so far (see [`Tables::hash`]).
+    pub fn hash(&self) -> [u8; 32] {
+        self.tables.hash()
+    }
+
+    /// The finished store.
+    pub fn finish(self) -> Store {
+        let notifier = watch::Notifier::new(self.tables.data.len());
+        Store {
+            current: RwLock::new(Arc::new(self.tables)),
+            writer: Mutex::new(()),
+            notifier,
+        }
+    }
+}
+
 /// The store: the last committed [`Tables`], the single-writer lock, and the watches.
 pub struct Store {
     current: RwLock<Arc<Tables>>,
@@ -594,12 +705,7 @@ pub struct Store {
 impl Store {
     /// An empty store with this schema.
     pub fn new(schema: Schema) -> Self {
-        let notifier = watch::Notifier::new(schema.tables.len());
-        Store {
-            current: RwLock::new(Arc::new(Tables::empty(Arc::new(schema)))),
-            writer: Mutex::new(()),
-            notifier,
-        }
+        Restore::new(schema).finish()
     }
 
     /// A watch on `tables`: it wakes when a commit changes one of them, or the store is

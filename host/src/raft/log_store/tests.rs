@@ -1,10 +1,11 @@
-//! Tests of the redb log store: openraft's storage conformance suite (every test of it but
-//! the snapshot ones, which belong to the "Snapshots" issue), and the refusals at open.
+//! Tests of the redb log store: openraft's storage conformance suite (with the state
+//! machine and its snapshots), and the refusals at open.
 
 use super::*;
 use crate::fsm::Fsm;
 use crate::plugin::PluginSet;
-use crate::raft::state_machine::StateMachine;
+use crate::raft::state_machine::{Snapshots, StateMachine};
+use crate::snapshot::store::SnapshotStore;
 use openraft::storage::RaftLogStorageExt;
 use openraft::testing::{StoreBuilder, Suite};
 
@@ -16,7 +17,9 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
         let log =
             LogStore::open(&dir.path().join("raft.db"), 7, OpenMode::Create).expect("log opens");
         let fsm = Fsm::new(PluginSet::new(Vec::new()).expect("empty plugin set"));
-        Ok((dir, log, StateMachine::new(Arc::new(fsm))))
+        let snapshots = SnapshotStore::open(dir.path().join("snapshots"), 2).expect("snapshot dir");
+        let snapshots = Arc::new(Snapshots::new(snapshots));
+        Ok((dir, log, StateMachine::new(Arc::new(fsm), snapshots, None)))
     }
 }
 
@@ -39,13 +42,8 @@ where
     });
 }
 
-/// openraft's suite, but for its snapshot tests and four start-up tests that need a
-/// snapshot: two whose state machine is ahead of the log (`..._membership_from_log_and_sm`,
-/// `..._last_log_lt_sm`) and two whose log was purged (`..._log_ids`,
-/// `..._re_apply_committed`; re-applying the committed log after a restart is tested on
-/// real processes in `tests/tests/cluster.rs`). Those need a
-/// persisted state machine, which fsmhost will only have once snapshots exist
-/// (the "Snapshots" issue); here the state machine starts empty and replays the log.
+/// openraft's whole storage suite, its snapshot and start-up-from-snapshot tests included,
+/// against the redb log and the state machine with its snapshot store.
 #[test]
 fn openraft_conformance_suite() {
     run(
@@ -107,6 +105,20 @@ fn openraft_conformance_suite() {
     run("append_to_log", S::append_to_log);
     run("apply_single", S::apply_single);
     run("apply_multiple", S::apply_multiple);
+    run("snapshot_meta", S::snapshot_meta);
+    run(
+        "get_initial_state_last_log_lt_sm",
+        S::get_initial_state_last_log_lt_sm,
+    );
+    run("get_initial_state_log_ids", S::get_initial_state_log_ids);
+    run(
+        "get_initial_state_membership_from_log_and_sm",
+        S::get_initial_state_membership_from_log_and_sm,
+    );
+    run(
+        "get_initial_state_re_apply_committed",
+        S::get_initial_state_re_apply_committed,
+    );
 }
 
 fn entry(index: u64) -> LogEntry {
