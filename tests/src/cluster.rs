@@ -189,6 +189,8 @@ impl Server {
 pub struct Cluster {
     bin: PathBuf,
     dir: tempfile::TempDir,
+    /// Top-level config lines every server gets (e.g. snapshot options).
+    extra: String,
     /// The servers, in start order.
     pub servers: Vec<Server>,
 }
@@ -197,10 +199,17 @@ impl Cluster {
     /// Starts `n` servers with `bootstrap_expect = n`, each told to `retry_join` all the
     /// others; `bin` is the fsmhost binary.
     pub fn start(bin: &str, n: usize) -> Cluster {
+        Self::start_with(bin, n, "")
+    }
+
+    /// Like [`Cluster::start`], with `extra` (top-level TOML lines such as
+    /// `raft_snapshot_threshold = 100`) in every server's config, later ones included.
+    pub fn start_with(bin: &str, n: usize, extra: &str) -> Cluster {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let mut cluster = Cluster {
             bin: PathBuf::from(bin),
             dir,
+            extra: extra.to_string(),
             servers: Vec::new(),
         };
         for _ in 0..n {
@@ -240,10 +249,11 @@ impl Cluster {
         let join: Vec<String> = join.iter().map(|a| format!("{a:?}")).collect();
         let text = format!(
             "node_name = {:?}\ndata_dir = {:?}\nserver = true\nbootstrap_expect = {expect}\n\
-             bind_addr = \"127.0.0.1\"\nretry_join = [{}]\n[ports]\nserver = {}\nhttp = {}\n",
+             bind_addr = \"127.0.0.1\"\nretry_join = [{}]\n{}\n[ports]\nserver = {}\nhttp = {}\n",
             s.name,
             s.data_dir.display().to_string(),
             join.join(", "),
+            self.extra,
             s.rpc_port,
             s.http_port
         );
@@ -465,6 +475,25 @@ impl Cluster {
             args,
             Duration::from_secs(15),
         )
+    }
+
+    /// Server `i`'s `/v1/agent/self` `Stats.raft` object, or `None` if it does not answer.
+    pub fn raft_stats(&self, i: usize) -> Option<serde_json::Value> {
+        let r = http(
+            &self.servers[i].http_addr(),
+            "GET",
+            "/v1/agent/self",
+            "application/json",
+            b"",
+            Duration::from_secs(2),
+        )
+        .ok()?;
+        (r.status == 200).then(|| r.json()["Stats"]["raft"].clone())
+    }
+
+    /// Server `i`'s whole log so far.
+    pub fn log_text(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.servers[i].log).unwrap_or_default()
     }
 
     /// The last `lines` lines of server `i`'s log.
