@@ -23,18 +23,19 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed()
 }
 
-/// A body of `prefix` (may be empty) followed by the file at `path`, read chunk by chunk as
-/// the peer takes them. `remove_after` deletes the file once it is sent or the transfer stops (a temporary
+/// Called with the bytes sent so far, after each chunk (a progress display).
+pub type Progress = Box<dyn Fn(u64) + Send + Sync + 'static>;
+
+/// A body of the file at `path`, read chunk by chunk as the peer takes them.
+/// `remove_after` deletes the file once it is sent or the transfer stops (a temporary
 /// archive). A read error aborts the body, so the peer sees a broken transfer, never a
 /// short one.
-pub fn file(path: PathBuf, prefix: Bytes, remove_after: bool) -> Body {
+pub fn file(path: PathBuf, remove_after: bool, progress: Option<Progress>) -> Body {
     let (mut tx, body) = http_body_util::channel::Channel::<Bytes, std::io::Error>::new(4);
     tokio::spawn(async move {
         let sent: std::io::Result<()> = async {
-            if !prefix.is_empty() && tx.send_data(prefix).await.is_err() {
-                return Ok(());
-            }
             let mut file = tokio::fs::File::open(&path).await?;
+            let mut total = 0u64;
             loop {
                 let mut buf = vec![0u8; CHUNK];
                 let n = file.read(&mut buf).await?;
@@ -44,6 +45,10 @@ pub fn file(path: PathBuf, prefix: Bytes, remove_after: bool) -> Body {
                 buf.truncate(n);
                 if tx.send_data(Bytes::from(buf)).await.is_err() {
                     return Ok(()); // the peer went away
+                }
+                total += n as u64;
+                if let Some(p) = &progress {
+                    p(total);
                 }
             }
         }
@@ -57,4 +62,42 @@ pub fn file(path: PathBuf, prefix: Bytes, remove_after: bool) -> Body {
         }
     });
     body.boxed()
+}
+
+/// Writes a body (a request's or a response's) into a new file at `path`, at most `limit`
+/// bytes; returns its size. A body over the limit is `ErrorKind::FileTooLarge`; a broken
+/// transfer is `ErrorKind::Other` naming the cause. On any error the file is removed.
+pub async fn to_file<B>(body: B, path: &std::path::Path, limit: u64) -> std::io::Result<u64>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: std::fmt::Display,
+{
+    use tokio::io::AsyncWriteExt;
+    let result = async {
+        let mut file = tokio::fs::File::create(path).await?;
+        let mut body = std::pin::pin!(body);
+        let mut total = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame =
+                frame.map_err(|e| std::io::Error::other(format!("the transfer broke: {e}")))?;
+            if let Ok(data) = frame.into_data() {
+                total += data.len() as u64;
+                if total > limit {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::FileTooLarge,
+                        format!("the body is larger than {limit} bytes"),
+                    ));
+                }
+                file.write_all(&data).await?;
+            }
+        }
+        file.flush().await?;
+        file.sync_all().await?;
+        Ok(total)
+    }
+    .await;
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(path).await;
+    }
+    result
 }

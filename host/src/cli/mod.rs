@@ -7,6 +7,7 @@
 mod agent;
 mod demo;
 mod operator;
+mod snapshot;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -36,12 +37,50 @@ pub enum Command {
     /// Cluster operations on a running server.
     #[command(subcommand)]
     Operator(OperatorCommand),
+    /// Saves, restores and inspects snapshot archives.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
     /// Asks a running server to leave the cluster (removing it from the raft
     /// configuration), then to stop.
     Leave {
         /// The server's HTTP address.
         #[arg(long, env = "FSMHOST_HTTP_ADDR", default_value = "127.0.0.1:8500")]
         http_addr: String,
+    },
+}
+
+/// `fsmhost snapshot ...`
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Saves an archive of the cluster's state to FILE (read back and verified before it
+    /// takes the name).
+    Save {
+        /// Where to write the archive.
+        file: PathBuf,
+        /// Let any server answer from its own state (works without a leader).
+        #[arg(long)]
+        stale: bool,
+        /// The HTTP address of any server.
+        #[arg(long, env = "FSMHOST_HTTP_ADDR", default_value = "127.0.0.1:8500")]
+        http_addr: String,
+    },
+    /// Restores the cluster's state from an archive: every server switches to it at the
+    /// same index. Meant for disaster recovery into a fresh cluster.
+    Restore {
+        /// The archive.
+        file: PathBuf,
+        /// The HTTP address of any server.
+        #[arg(long, env = "FSMHOST_HTTP_ADDR", default_value = "127.0.0.1:8500")]
+        http_addr: String,
+    },
+    /// Prints an archive's (or a raw `raft/snapshots/<id>` directory's) metadata and the
+    /// records and bytes of each table, after checking it whole.
+    Inspect {
+        /// An archive, or a snapshot directory holding meta.json and state.bin.
+        file: PathBuf,
+        /// `pretty` (default) or `json`.
+        #[arg(long, default_value = "pretty", value_parser = ["pretty", "json"])]
+        format: String,
     },
 }
 
@@ -98,6 +137,17 @@ pub fn run(cli: Cli) -> i32 {
         Command::Plugin(PluginCommand::Bundled) => bundled(),
         Command::Agent(args) => agent::run(&args),
         Command::Leave { http_addr } => agent::leave(&http_addr),
+        Command::Snapshot(SnapshotCommand::Save {
+            file,
+            stale,
+            http_addr,
+        }) => snapshot::save(&http_addr, &file, stale),
+        Command::Snapshot(SnapshotCommand::Restore { file, http_addr }) => {
+            snapshot::restore(&http_addr, &file)
+        }
+        Command::Snapshot(SnapshotCommand::Inspect { file, format }) => {
+            snapshot::inspect(&file, format == "json")
+        }
         Command::Operator(OperatorCommand::Raft(RaftCommand::ListPeers { http_addr })) => {
             operator::list_peers(&http_addr)
         }

@@ -58,6 +58,20 @@ pub enum Request {
     /// its own transaction at its own FSM index (see [`state_machine`]). One log entry, so
     /// one fsync and one replication round for all of them.
     Batch(Vec<fsm::Entry>),
+    /// A user restore: every server replaces its whole state with the `state.bin` whose
+    /// SHA-256 this names, at this entry's index (see `state_machine`).
+    Restore(RestoreEntry),
+}
+
+/// What a restore entry carries: the blob to restore, and who has it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreEntry {
+    /// SHA-256 (hex) of the `state.bin` to restore.
+    pub sha256: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Server address of the server that proposed it (it holds the blob).
+    pub origin: String,
 }
 
 impl fmt::Display for Request {
@@ -67,6 +81,7 @@ impl fmt::Display for Request {
                 write!(f, "{}/{} ({} bytes)", e.plugin, e.command, e.payload.len())
             }
             Request::Batch(es) => write!(f, "batch of {} commands", es.len()),
+            Request::Restore(r) => write!(f, "restore of {} ({} bytes)", r.sha256, r.size),
         }
     }
 }
@@ -109,6 +124,8 @@ pub enum Response {
     None,
     /// One outcome per plugin command, in the entry's order.
     Applied(Vec<Outcome>),
+    /// A restore replaced the state; the FSM index it was applied at.
+    Restored(u64),
 }
 
 /// What servers know about each other: stored in the raft membership.

@@ -175,27 +175,78 @@ impl RpcClient {
         self.send(addr, request, timeout).await
     }
 
-    /// POSTs a streamed body (`application/octet-stream`) with one extra header and returns
-    /// the raw answer of a 2xx.
+    /// POSTs a streamed body (`application/octet-stream`), with an extra header if given,
+    /// and returns the raw answer of a 2xx.
     pub async fn post_stream(
         &self,
         addr: &str,
         path: &str,
-        header: (&str, String),
+        header: Option<(&str, String)>,
         body: Body,
         timeout: Duration,
     ) -> Result<Bytes, CallFailure> {
-        let request = hyper::Request::builder()
-            .method(hyper::Method::POST)
-            .uri(format!("http://{addr}{path}"))
-            .header(hyper::header::CONTENT_TYPE, "application/octet-stream")
-            .header(header.0, header.1)
-            .body(body)
-            .map_err(|e| CallFailure::Network {
-                addr: addr.to_string(),
-                reason: e.to_string(),
-            })?;
+        let request = self.stream_request(hyper::Method::POST, addr, path, header, body)?;
         self.send(addr, request, timeout).await
+    }
+
+    /// Sends a request with a streamed body and returns the response of a 2xx with its
+    /// body still streaming (a non-2xx answer is read whole into the error). Only the
+    /// connection and the response head are bounded by `timeout`: the body may take as
+    /// long as it needs.
+    pub async fn stream(
+        &self,
+        method: hyper::Method,
+        addr: &str,
+        path: &str,
+        header: Option<(&str, String)>,
+        body: Body,
+        timeout: Duration,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, CallFailure> {
+        let request = self.stream_request(method, addr, path, header, body)?;
+        let response = match tokio::time::timeout(timeout, self.client.request(request)).await {
+            Err(_) => {
+                return Err(CallFailure::Timeout {
+                    addr: addr.to_string(),
+                    timeout,
+                });
+            }
+            Ok(r) => r.map_err(|e| connect_failure(addr, &e))?,
+        };
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status().as_u16();
+        let body = Limited::new(response.into_body(), MAX_RESPONSE)
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        Err(CallFailure::Status {
+            addr: addr.to_string(),
+            status,
+            message: String::from_utf8_lossy(&body).trim().to_string(),
+        })
+    }
+
+    fn stream_request(
+        &self,
+        method: hyper::Method,
+        addr: &str,
+        path: &str,
+        header: Option<(&str, String)>,
+        body: Body,
+    ) -> Result<hyper::Request<Body>, CallFailure> {
+        let mut builder = hyper::Request::builder()
+            .method(method)
+            .uri(format!("http://{addr}{path}"))
+            .header(hyper::header::CONTENT_TYPE, "application/octet-stream");
+        if let Some((name, value)) = header {
+            builder = builder.header(name, value);
+        }
+        builder.body(body).map_err(|e| CallFailure::Network {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        })
     }
 
     async fn send(
@@ -209,16 +260,11 @@ impl RpcClient {
             reason,
         };
         let exchange = async {
-            let response = self.client.request(request).await.map_err(|e| {
-                if e.is_connect() {
-                    CallFailure::Unreachable {
-                        addr: addr.to_string(),
-                        reason: source_chain(&e),
-                    }
-                } else {
-                    network(source_chain(&e))
-                }
-            })?;
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| connect_failure(addr, &e))?;
             let status = response.status();
             let body = Limited::new(response.into_body(), MAX_RESPONSE)
                 .collect()
@@ -240,6 +286,21 @@ impl RpcClient {
                 addr: addr.to_string(),
                 timeout,
             }),
+        }
+    }
+}
+
+/// A failed request: `Unreachable` when no connection was made, else `Network`.
+fn connect_failure(addr: &str, e: &hyper_util::client::legacy::Error) -> CallFailure {
+    if e.is_connect() {
+        CallFailure::Unreachable {
+            addr: addr.to_string(),
+            reason: source_chain(e),
+        }
+    } else {
+        CallFailure::Network {
+            addr: addr.to_string(),
+            reason: source_chain(e),
         }
     }
 }
@@ -407,13 +468,13 @@ impl Peer {
         }));
         drop(snapshot);
         tracing::info!(target: "agent.server.raft", "sending snapshot to {}: path={}", self.addr, path.display());
-        let body = http_body::file(path, Bytes::new(), false);
+        let body = http_body::file(path, false, None);
         let bytes = self
             .client
             .post_stream(
                 &self.addr,
                 PATH_SNAPSHOT_STREAM,
-                (SNAPSHOT_HEAD, head),
+                Some((SNAPSHOT_HEAD, head)),
                 body,
                 SNAPSHOT_TIMEOUT,
             )

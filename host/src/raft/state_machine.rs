@@ -30,11 +30,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::network::RpcClient;
 use super::{
-    LogEntry, LogId, NodeInfo, Outcome, Request, Response, StorageError, StoredMembership,
-    TypeConfig,
+    LogEntry, LogId, NodeInfo, Outcome, Request, Response, RestoreEntry, StorageError,
+    StoredMembership, TypeConfig,
 };
 use crate::fsm::{self, Fsm};
+use crate::snapshot::blobs::Blobs;
 use crate::snapshot::state_file::{StateHeader, StateReader};
 use crate::snapshot::store::{self as disk, CrcReader, SnapshotDir, SnapshotStore};
 use crate::snapshot::{SnapshotError, SnapshotFile};
@@ -65,21 +67,69 @@ pub struct Prepared {
     pub crc: String,
 }
 
-/// What the state machine and the snapshot receiver share: the directory, and the one
-/// snapshot received and checked but not yet installed.
+/// What the state machine and the server share: the snapshot directory, the blobs restore
+/// entries name, the client that fetches a missing blob, and the one snapshot received and
+/// checked but not yet installed.
 pub struct Snapshots {
     /// The snapshot directory.
     pub store: SnapshotStore,
+    /// Restore blobs.
+    pub blobs: Blobs,
+    client: RpcClient,
     prepared: Mutex<Option<Prepared>>,
 }
 
+/// Path of the server-port route that serves a blob (body: the SHA-256 as CBOR text).
+pub const PATH_BLOB: &str = "/v1/internal/blob";
+
+/// How long a server keeps trying to fetch a restore's blob before it stops.
+const BLOB_FETCH_ATTEMPTS: u32 = 120;
+
 impl Snapshots {
-    /// Over this directory.
-    pub fn new(store: SnapshotStore) -> Self {
+    /// Over these directories; `client` fetches blobs from peers.
+    pub fn new(store: SnapshotStore, blobs: Blobs, client: RpcClient) -> Self {
         Snapshots {
             store,
+            blobs,
+            client,
             prepared: Mutex::new(None),
         }
+    }
+
+    /// Fetches blob `sha256` from the first of `peers` that has it, checking its hash.
+    async fn fetch_blob(&self, sha256: &str, peers: &[String]) -> Result<(), String> {
+        let mut last = String::from("no peer to ask");
+        for addr in peers {
+            let tmp = self.blobs.tmp_path();
+            let body = crate::http_body::full(super::to_cbor(&sha256));
+            let got = match self
+                .client
+                .stream(
+                    hyper::Method::POST,
+                    addr,
+                    PATH_BLOB,
+                    None,
+                    body,
+                    Duration::from_secs(10),
+                )
+                .await
+            {
+                Ok(response) => crate::http_body::to_file(response.into_body(), &tmp, u64::MAX)
+                    .await
+                    .map_err(|e| format!("{addr}: {e}"))
+                    .and_then(|_| {
+                        self.blobs
+                            .adopt(&tmp, Some(sha256))
+                            .map_err(|e| format!("{addr}: {e}"))
+                    }),
+                Err(e) => Err(e.to_string()),
+            };
+            match got {
+                Ok(_) => return Ok(()),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
     }
 
     /// Reads a received `state.bin` at `path` whole and checks it against `fsm`'s plugins:
@@ -123,7 +173,7 @@ impl Snapshots {
 }
 
 /// Reads `state.bin` at `path` into a new store for `fsm`'s plugins, computing its CRC.
-fn read_received(fsm: &Fsm, path: &Path) -> Result<Prepared, SnapshotError> {
+pub fn read_received(fsm: &Fsm, path: &Path) -> Result<Prepared, SnapshotError> {
     let file = std::fs::File::open(path).map_err(|e| SnapshotError::at(path, e))?;
     let mut crc = CrcReader::new(BufReader::with_capacity(1 << 20, file));
     let reader = StateReader::open(&mut crc)?;
@@ -203,9 +253,81 @@ impl StateMachine {
                     .map(|e| self.apply_command(entry.log_id, e))
                     .collect::<Result<_, _>>()?,
             ),
+            EntryPayload::Normal(Request::Restore(_)) => {
+                unreachable!("restore entries are applied by apply_restore")
+            }
         };
         self.last_applied = Some(entry.log_id);
         Ok(response)
+    }
+
+    /// Applies a user restore: the blob it names (fetched from a peer if this server lacks
+    /// it), checked against its hash and the plugins, replaces the whole state. The FSM
+    /// index moves past both the old and the restored state's, so indexes never go back.
+    /// The leader checked the blob before proposing the entry; a server that cannot get a
+    /// good copy stops loudly rather than diverge.
+    async fn apply_restore(
+        &mut self,
+        log_id: LogId,
+        r: &RestoreEntry,
+    ) -> Result<Response, StorageError> {
+        let fail = |msg: String| {
+            tracing::error!(target: "agent.server.fsm", "{msg}");
+            StorageError::from(StorageIOError::apply(log_id, &std::io::Error::other(msg)))
+        };
+        let path = self
+            .snapshots
+            .blobs
+            .path(&r.sha256)
+            .map_err(|e| fail(format!("restore entry {}: {e}", log_id.index)))?;
+        let mut attempt = 0;
+        while !path.exists() {
+            let mut peers = vec![r.origin.clone()];
+            for (_, node) in self.last_membership.membership().nodes() {
+                if !peers.contains(&node.rpc_addr) {
+                    peers.push(node.rpc_addr.clone());
+                }
+            }
+            match self.snapshots.fetch_blob(&r.sha256, &peers).await {
+                Ok(()) => break,
+                Err(e) if attempt < BLOB_FETCH_ATTEMPTS => {
+                    attempt += 1;
+                    tracing::warn!(target: "agent.server.fsm",
+                        "fetching the blob of restore entry {} ({}): {e}; retrying", log_id.index, r.sha256);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => {
+                    return Err(fail(format!(
+                        "restore entry {}: no peer could give blob {}: {e}",
+                        log_id.index, r.sha256
+                    )));
+                }
+            }
+        }
+        let fsm = self.fsm.clone();
+        let (at, sha) = (path.clone(), r.sha256.clone());
+        let prepared = tokio::task::spawn_blocking(move || {
+            let (actual, _) =
+                crate::snapshot::blobs::hash_file(&at).map_err(|e| SnapshotError::at(&at, e))?;
+            if actual != sha {
+                let _ = std::fs::remove_file(&at);
+                return Err(SnapshotError::Corrupt(format!(
+                    "{}: SHA-256 is {actual}, not {sha}",
+                    at.display()
+                )));
+            }
+            read_received(&fsm, &at)
+        })
+        .await
+        .map_err(|e| fail(e.to_string()))?
+        .map_err(|e| fail(format!("restore entry {}: {e}", log_id.index)))?;
+        let index = self.fsm.last_applied().max(prepared.header.fsm_index) + 1;
+        self.fsm.restore(prepared.store, index);
+        self.last_applied = Some(log_id);
+        self.snapshots.blobs.mark_applied(&r.sha256, log_id.index);
+        tracing::info!(target: "agent.server.fsm",
+            "restored a user snapshot: index={} fsm_index={index} sha256={}", log_id.index, r.sha256);
+        Ok(Response::Restored(index))
     }
 
     /// Applies one plugin command at the next FSM index.
@@ -298,7 +420,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut out = Vec::new();
         for entry in entries {
-            out.push(self.apply_one(&entry)?);
+            out.push(match &entry.payload {
+                EntryPayload::Normal(Request::Restore(r)) => {
+                    self.apply_restore(entry.log_id, r).await?
+                }
+                _ => self.apply_one(&entry)?,
+            });
         }
         Ok(out)
     }

@@ -7,7 +7,8 @@
 //!   `?stale`, `?consistent`, and blocking `?index=N&wait=D`;
 //! - `GET /v1/status/leader`, `GET /v1/status/peers`, `GET /v1/agent/self`;
 //! - `GET /v1/operator/raft/configuration`, `DELETE /v1/operator/raft/peer?id=|address=`;
-//! - `PUT|POST /v1/agent/leave`: leave the cluster, then stop.
+//! - `PUT|POST /v1/agent/leave`: leave the cluster, then stop;
+//! - `GET /v1/snapshot` (`?stale`): a user snapshot archive; `PUT /v1/snapshot`: restore one.
 //!
 //! Bodies are CBOR (`application/cbor`) or JSON (`application/json`, converted to CBOR for
 //! the plugin and the answer back to JSON). Errors are plain text naming the problem, with
@@ -26,7 +27,11 @@ use std::time::Duration;
 use super::Node;
 use super::cluster;
 use super::ops::{self, ApplyRequest, Consistency, OpError, QueryRequest};
+use super::rpc::{MAX_ARCHIVE, PATH_SNAPSHOT_RESTORE, PATH_SNAPSHOT_SAVE};
+use super::snapshots;
 use super::web::{self, Refusal, Reply};
+use crate::http_body;
+use crate::raft::network::CallFailure;
 
 /// The largest request body (a command's payload or a query's arguments).
 const MAX_BODY: usize = 4 << 20;
@@ -60,23 +65,6 @@ fn add_leader_headers(node: &Node, reply: &mut Reply) {
     let contact = node.last_contact().map_or(0, |d| d.as_millis() as u64);
     if let Ok(v) = HeaderValue::from_str(&contact.to_string()) {
         h.insert("X-Consul-LastContact", v);
-    }
-}
-
-fn with_index(mut reply: Reply, index: u64) -> Reply {
-    if let Ok(v) = HeaderValue::from_str(&index.to_string()) {
-        reply.headers_mut().insert("X-Consul-Index", v);
-    }
-    reply
-}
-
-fn op_error(e: OpError) -> Refusal {
-    match e {
-        OpError::NotLeader => Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "no cluster leader"),
-        OpError::Failed { status, message } => Refusal::new(
-            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            message,
-        ),
     }
 }
 
@@ -171,10 +159,10 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusa
                 },
             )
             .await
-            .map_err(op_error)?;
+            .map_err(Refusal::from)?;
             let mut reply = match applied.result {
                 Ok(bytes) => plugin_answer(bytes.into_vec(), json),
-                Err(f) => Reply::from(op_error(OpError::Failed {
+                Err(f) => Reply::from(Refusal::from(OpError::Failed {
                     status: f.status,
                     message: f.message,
                 })),
@@ -182,7 +170,7 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusa
             if let Ok(v) = HeaderValue::from_str(&applied.raft_index.to_string()) {
                 reply.headers_mut().insert("X-Fsmhost-Raft-Index", v);
             }
-            Ok(with_index(reply, applied.index))
+            Ok(web::with_index(reply, applied.index))
         }
         (&Method::GET | &Method::POST, ["v1", "query", plugin, query]) => {
             let json = is_json(&req);
@@ -199,8 +187,11 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusa
                 min_index,
                 wait_ms: wait.as_millis() as u64,
             };
-            let reply = ops::query(node, &r).await.map_err(op_error)?;
-            Ok(with_index(plugin_answer(reply.bytes, json), reply.index))
+            let reply = ops::query(node, &r).await.map_err(Refusal::from)?;
+            Ok(web::with_index(
+                plugin_answer(reply.bytes, json),
+                reply.index,
+            ))
         }
         (&Method::GET, ["v1", "status", "leader"]) => {
             let leader = node.leader().map(|(_, i)| i.rpc_addr).unwrap_or_default();
@@ -214,20 +205,22 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusa
                 .collect();
             Ok(web::json(StatusCode::OK, &json!(peers)))
         }
+        (&Method::GET, ["v1", "snapshot"]) => snapshot_save(node, &web::query(&req)).await,
+        (&Method::PUT, ["v1", "snapshot"]) => snapshot_restore(node, req).await,
         (&Method::GET, ["v1", "agent", "self"]) => Ok(web::json(StatusCode::OK, &agent_self(node))),
         (&Method::GET, ["v1", "operator", "raft", "configuration"]) => {
             Ok(web::json(StatusCode::OK, &raft_configuration(node)))
         }
         (&Method::DELETE, ["v1", "operator", "raft", "peer"]) => {
             let id = peer_id(node, &web::query(&req))?;
-            cluster::remove(node, id).await.map_err(op_error)?;
+            cluster::remove(node, id).await.map_err(Refusal::from)?;
             Ok(web::text(
                 StatusCode::OK,
                 format!("removed server {id:016x}"),
             ))
         }
         (&Method::PUT | &Method::POST, ["v1", "agent", "leave"]) => {
-            cluster::leave(node).await.map_err(op_error)?;
+            cluster::leave(node).await.map_err(Refusal::from)?;
             tracing::info!(target: "agent", "graceful leave complete; shutting down");
             node.request_shutdown();
             Ok(web::text(StatusCode::OK, "left the cluster"))
@@ -306,6 +299,104 @@ fn raft_configuration(node: &Node) -> serde_json::Value {
 }
 
 /// `GET /v1/agent/self`: this node's configuration and raft and FSM state.
+/// A failed call to the leader, as the client's refusal: the leader's own status and
+/// message when it answered, else 503 naming the failure.
+fn leader_refusal(what: &str, e: CallFailure) -> Refusal {
+    match e {
+        CallFailure::Status {
+            status, message, ..
+        } => Refusal::new(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            message,
+        ),
+        e => Refusal::new(StatusCode::SERVICE_UNAVAILABLE, format!("{what}: {e}")),
+    }
+}
+
+fn leader_rpc_addr(node: &Node) -> Result<String, Refusal> {
+    node.leader()
+        .map(|(_, l)| l.rpc_addr)
+        .ok_or_else(|| Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "no cluster leader"))
+}
+
+/// `GET /v1/snapshot`: an archive of the leader's state (this server's with `?stale`),
+/// streamed, with `X-Consul-Index` set to the FSM index of the state it holds.
+async fn snapshot_save(
+    node: &Arc<Node>,
+    q: &std::collections::BTreeMap<String, String>,
+) -> Result<Reply, Refusal> {
+    if q.contains_key("stale") || node.is_leader() {
+        let saved = snapshots::save(node).await?;
+        let reply = web::file(StatusCode::OK, "application/x-gzip", saved.path, true);
+        return Ok(web::with_index(reply, saved.fsm_index));
+    }
+    let leader = leader_rpc_addr(node)?;
+    let response = node
+        .client
+        .stream(
+            Method::POST,
+            &leader,
+            PATH_SNAPSHOT_SAVE,
+            None,
+            http_body::full(Bytes::new()),
+            Duration::from_secs(600),
+        )
+        .await
+        .map_err(|e| leader_refusal("asking the leader for a snapshot", e))?;
+    let index = response.headers().get("X-Consul-Index").cloned();
+    let body = http_body_util::BodyExt::boxed(http_body_util::BodyExt::map_err(
+        response.into_body(),
+        std::io::Error::other,
+    ));
+    let mut reply = hyper::Response::new(body);
+    reply
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/x-gzip"));
+    if let Some(i) = index {
+        reply.headers_mut().insert("X-Consul-Index", i);
+    }
+    Ok(reply)
+}
+
+/// `PUT /v1/snapshot`: restores an archive into the running cluster (through the leader).
+/// An empty 200 with `X-Consul-Index` once every server switches at the restore's index
+/// (the leader's commit); a refused archive is a 400 naming the problem, and nothing changes.
+async fn snapshot_restore(node: &Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusal> {
+    if web::query(&req).contains_key("stale") {
+        return Err(Refusal::bad_request("stale not allowed for restore"));
+    }
+    let path = node.snapshots.store.tmp_path("upload");
+    web::body_to_file(req, &path, MAX_ARCHIVE).await?;
+    let restored = if node.is_leader() {
+        snapshots::restore(node, &path).await.map_err(Refusal::from)
+    } else {
+        match leader_rpc_addr(node) {
+            Err(e) => Err(e),
+            Ok(leader) => node
+                .client
+                .post_stream(
+                    &leader,
+                    PATH_SNAPSHOT_RESTORE,
+                    None,
+                    http_body::file(path.clone(), false, None),
+                    Duration::from_secs(600),
+                )
+                .await
+                .map_err(|e| leader_refusal("sending the archive to the leader", e))
+                .and_then(|bytes| {
+                    crate::raft::from_cbor::<Result<u64, OpError>>(&bytes, PATH_SNAPSHOT_RESTORE)
+                        .map_err(|e| Refusal::new(StatusCode::BAD_GATEWAY, e))
+                })
+                .and_then(|answer| answer.map_err(Refusal::from)),
+        }
+    };
+    let _ = tokio::fs::remove_file(&path).await;
+    Ok(web::with_index(
+        web::bytes(StatusCode::OK, "text/plain; charset=utf-8", Bytes::new()),
+        restored?,
+    ))
+}
+
 fn agent_self(node: &Node) -> serde_json::Value {
     let m = node.raft.metrics().borrow().clone();
     let membership = m.membership_config.membership();

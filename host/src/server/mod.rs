@@ -36,6 +36,7 @@ use crate::raft::log_store::{LogStore, OpenMode};
 use crate::raft::network::{Network, RpcClient};
 use crate::raft::state_machine::{self, Snapshots, StateMachine};
 use crate::raft::{NodeInfo, Raft};
+use crate::snapshot::blobs::Blobs;
 use crate::snapshot::store::SnapshotStore;
 
 /// Why a server could not start.
@@ -307,11 +308,13 @@ pub async fn run(
         .load_bundled()
         .map_err(|e| StartError::Plugins(e.to_string()))?;
     let fsm = Arc::new(Fsm::new(plugins));
-    let (snapshot_dir, dev_snapshots) = match &config.data_dir {
-        Some(dir) => (dir.join("raft").join("snapshots"), None),
+    // Raft's snapshots and restore blobs: under data_dir/raft, or a temporary directory
+    // for a dev server.
+    let (raft_dir, dev_snapshots) = match &config.data_dir {
+        Some(dir) => (dir.join("raft"), None),
         None => {
             let tmp = tempfile::Builder::new()
-                .prefix("fsmhost-dev-snapshots-")
+                .prefix("fsmhost-dev-")
                 .tempdir()
                 .map_err(|e| StartError::DataDir {
                     path: std::env::temp_dir(),
@@ -320,9 +323,13 @@ pub async fn run(
             (tmp.path().to_path_buf(), Some(tmp))
         }
     };
+    let client = RpcClient::new();
+    let snapshot_error = |e: crate::snapshot::SnapshotError| StartError::Snapshot(e.to_string());
     let snapshots = Arc::new(Snapshots::new(
-        SnapshotStore::open(snapshot_dir, config.snapshots.retain)
-            .map_err(|e| StartError::Snapshot(e.to_string()))?,
+        SnapshotStore::open(raft_dir.join("snapshots"), config.snapshots.retain)
+            .map_err(snapshot_error)?,
+        Blobs::open(raft_dir.join("blobs")).map_err(snapshot_error)?,
+        client.clone(),
     ));
     let recovered = recover(&fsm, &snapshots.store, &log)?;
 
@@ -336,7 +343,6 @@ pub async fn run(
             .map(|a| a.to_string())
             .unwrap_or_else(|_| config.http_bind.to_string()),
     };
-    let client = RpcClient::new();
     let raft = Raft::new(
         id,
         Arc::new(raft_config(&config)?),

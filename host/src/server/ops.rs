@@ -107,6 +107,19 @@ pub enum OpError {
     },
 }
 
+impl From<OpError> for super::web::Refusal {
+    fn from(e: OpError) -> Self {
+        use hyper::StatusCode;
+        match e {
+            OpError::NotLeader => Self::new(StatusCode::SERVICE_UNAVAILABLE, "no cluster leader"),
+            OpError::Failed { status, message } => Self::new(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                message,
+            ),
+        }
+    }
+}
+
 fn failed(status: u16, message: impl Into<String>) -> OpError {
     OpError::Failed {
         status,

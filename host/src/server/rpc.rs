@@ -15,12 +15,22 @@ use std::sync::Arc;
 use super::Node;
 use super::cluster::{self, AddServer, JoinRequest, RemoveServer};
 use super::ops::{self, ApplyRequest, OpError, QueryRequest};
+use super::snapshots;
 use super::web::{self, Refusal, Reply};
 use crate::raft::from_cbor;
 use crate::raft::network::{
     PATH_APPEND, PATH_SNAPSHOT, PATH_SNAPSHOT_STREAM, PATH_VOTE, SNAPSHOT_HEAD, SnapshotHead,
 };
+use crate::raft::state_machine::PATH_BLOB;
 use crate::snapshot::SnapshotFile;
+
+/// Path of a user snapshot save done by the leader for another server (answer: the archive).
+pub const PATH_SNAPSHOT_SAVE: &str = "/v1/internal/snapshot/save";
+/// Path of a user restore forwarded to the leader (body: the archive; answer: CBOR of
+/// `Result<u64, OpError>`, the FSM index restored at).
+pub const PATH_SNAPSHOT_RESTORE: &str = "/v1/internal/snapshot/restore";
+/// The largest archive a restore accepts (it goes to disk, not memory).
+pub const MAX_ARCHIVE: u64 = 1 << 40;
 
 /// The largest body accepted on the server port (raft batches, snapshot chunks).
 const MAX_BODY: usize = 64 << 20;
@@ -116,6 +126,35 @@ async fn route(node: Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusal
         }
         PATH_VOTE => web::cbor(&node.raft.vote(decode(req, PATH_VOTE).await?).await),
         PATH_SNAPSHOT_STREAM => receive_snapshot(&node, req).await?,
+        PATH_BLOB => {
+            let sha: String = decode(req, PATH_BLOB).await?;
+            let path = node
+                .snapshots
+                .blobs
+                .path(&sha)
+                .map_err(|e| Refusal::bad_request(e.to_string()))?;
+            if !path.exists() {
+                return Err(Refusal::new(
+                    StatusCode::NOT_FOUND,
+                    format!("no blob {sha}"),
+                ));
+            }
+            web::file(StatusCode::OK, "application/octet-stream", path, false)
+        }
+        PATH_SNAPSHOT_SAVE => match snapshots::save(&node).await {
+            Ok(saved) => web::with_index(
+                web::file(StatusCode::OK, "application/x-gzip", saved.path, true),
+                saved.fsm_index,
+            ),
+            Err(e) => Reply::from(Refusal::from(e)),
+        },
+        PATH_SNAPSHOT_RESTORE => {
+            let path = node.snapshots.store.tmp_path("upload");
+            web::body_to_file(req, &path, MAX_ARCHIVE).await?;
+            let answer = snapshots::restore(&node, &path).await;
+            let _ = tokio::fs::remove_file(&path).await;
+            web::cbor(&answer)
+        }
         PATH_SNAPSHOT => {
             let rpc = decode(req, PATH_SNAPSHOT).await?;
             web::cbor(&node.raft.install_snapshot(rpc).await)

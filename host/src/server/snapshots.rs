@@ -3,17 +3,25 @@
 //! Owns: the policy loop (every `raft_snapshot_interval`, randomized between 1x and 2x as
 //! hashicorp/raft does, a snapshot is taken if `raft_snapshot_threshold` entries were applied
 //! since the last one), [`take`] (one snapshot, then log compaction keeping
-//! `raft_trailing_logs` entries, with Consul's log lines), shared with operators' saves.
+//! `raft_trailing_logs` entries, with Consul's log lines), and the operators' [`save`] (a
+//! fresh raft snapshot packed as an archive, as Consul's `snapshot save` leaves one in
+//! `raft/snapshots`) and [`restore`] (an archive checked whole, stored as a blob, then one
+//! log entry that switches every server to it at the same index).
 //!
 //! Invariants: one snapshot at a time on a server (`Node::snapshot_lock`); the log is only
 //! compacted up to a snapshot that is complete on disk; `snapshot complete up to` is logged
 //! after the compaction, as Consul does.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::Node;
-use crate::raft::LogId;
+use super::ops::OpError;
+use crate::raft::{LogId, Request, Response, RestoreEntry};
+use crate::snapshot::SnapshotError;
+use crate::snapshot::archive;
+use crate::snapshot::state_file::StateReader;
 
 /// How long [`take`] waits for openraft to build a snapshot.
 const BUILD_TIMEOUT: Duration = Duration::from_secs(600);
@@ -54,6 +62,11 @@ pub async fn run_policy(node: Arc<Node>) {
 /// snapshot's log id.
 pub async fn take(node: &Node) -> Result<LogId, String> {
     let _one = node.snapshot_lock.lock().await;
+    take_locked(node).await
+}
+
+/// [`take`], with `Node::snapshot_lock` held by the caller.
+async fn take_locked(node: &Node) -> Result<LogId, String> {
     let m = node.raft.metrics().borrow().clone();
     let Some(applied) = m.last_applied else {
         return Err("nothing has been applied yet".to_string());
@@ -104,8 +117,122 @@ async fn compact(node: &Node, snapshot_index: u64) {
             "log compacted",
         )
         .await;
-    if done.is_err() {
-        tracing::info!(target: "agent.server.raft",
-            "log compaction up to index {upto} is deferred while a server catches up");
+    match done {
+        Ok(m) => node.snapshots.blobs.prune(m.purged.map_or(0, |l| l.index)),
+        Err(_) => tracing::info!(target: "agent.server.raft",
+            "log compaction up to index {upto} is deferred while a server catches up"),
     }
+}
+
+fn failed(status: u16, message: impl Into<String>) -> OpError {
+    OpError::Failed {
+        status,
+        message: message.into(),
+    }
+}
+
+fn snapshot_failure(e: SnapshotError) -> OpError {
+    match e {
+        SnapshotError::Io(m) => failed(500, m),
+        e => failed(400, e.to_string()),
+    }
+}
+
+/// A saved archive: a temporary file (the caller sends it, then removes it).
+pub struct Saved {
+    /// The archive.
+    pub path: PathBuf,
+    /// The FSM index of the state it holds (its `X-Consul-Index`).
+    pub fsm_index: u64,
+}
+
+/// Takes a raft snapshot of everything applied on this server and packs it as a user
+/// archive in a temporary file.
+pub async fn save(node: &Node) -> Result<Saved, OpError> {
+    let _one = node.snapshot_lock.lock().await;
+    let snap = take_locked(node).await.map_err(|e| failed(500, e))?;
+    let dir = node
+        .snapshots
+        .store
+        .list()
+        .into_iter()
+        .find(|d| d.index >= snap.index)
+        .ok_or_else(|| failed(500, "the snapshot just taken is not on disk"))?;
+    let path = node.snapshots.store.tmp_path("archive");
+    let out = path.clone();
+    let fsm_index = tokio::task::spawn_blocking(move || {
+        let state = dir.state_path();
+        let header = std::fs::File::open(&state)
+            .map_err(|e| SnapshotError::at(&state, e))
+            .and_then(StateReader::open)?
+            .header()
+            .clone();
+        let file = std::fs::File::create(&out).map_err(|e| SnapshotError::at(&out, e))?;
+        archive::write(&dir.path, std::io::BufWriter::with_capacity(1 << 20, file))?;
+        Ok::<_, SnapshotError>(header.fsm_index)
+    })
+    .await
+    .map_err(|e| failed(500, e.to_string()))?
+    .map_err(|e| {
+        let _ = std::fs::remove_file(&path);
+        snapshot_failure(e)
+    })?;
+    tracing::info!(target: "agent.server.snapshot",
+        "saved a snapshot archive: index={} fsm_index={fsm_index}", snap.index);
+    Ok(Saved { path, fsm_index })
+}
+
+/// Restores the archive at `archive_path` into the running cluster (leader only): checks
+/// it whole (names, SHA256SUMS, size, CRC, every record, the state hash, the plugins)
+/// before anything is committed, stores its `state.bin` as a blob, and commits one restore
+/// entry that every server applies at the same index. Returns the FSM index the state was
+/// restored at. A refused archive changes nothing.
+pub async fn restore(node: &Arc<Node>, archive_path: &Path) -> Result<u64, OpError> {
+    if !node.is_leader() {
+        return Err(OpError::NotLeader);
+    }
+    let work = node.snapshots.store.tmp_path("restore");
+    let (fsm, snapshots, archive_path, at) = (
+        node.fsm.clone(),
+        node.snapshots.clone(),
+        archive_path.to_path_buf(),
+        work.clone(),
+    );
+    let checked = tokio::task::spawn_blocking(move || {
+        std::fs::create_dir(&at).map_err(|e| SnapshotError::at(&at, e))?;
+        let file =
+            std::fs::File::open(&archive_path).map_err(|e| SnapshotError::at(&archive_path, e))?;
+        archive::read(file, &at)?;
+        let state = at.join("state.bin");
+        // Read and check every record now, so a bad archive is refused before the log.
+        drop(crate::raft::state_machine::read_received(&fsm, &state)?);
+        snapshots.blobs.adopt(&state, None)
+    })
+    .await
+    .map_err(|e| failed(500, e.to_string()))
+    .and_then(|r| r.map_err(snapshot_failure));
+    let _ = std::fs::remove_dir_all(&work);
+    let (sha256, size) = checked?;
+    let entry = Request::Restore(RestoreEntry {
+        sha256,
+        size,
+        origin: node.info.rpc_addr.clone(),
+    });
+    let written = node.raft.client_write(entry).await.map_err(|e| match e {
+        openraft::error::RaftError::APIError(
+            openraft::error::ClientWriteError::ForwardToLeader(_),
+        ) => OpError::NotLeader,
+        e => failed(500, format!("raft: {e}")),
+    })?;
+    let Response::Restored(index) = written.data else {
+        return Err(failed(500, "the restore entry returned no restore outcome"));
+    };
+    // A snapshot right away, so that a restart need not replay the restore entry.
+    let n = node.clone();
+    tokio::spawn(async move {
+        if let Err(e) = take(&n).await {
+            tracing::warn!(target: "agent.server.raft", "snapshot after restore: {e}");
+        }
+    });
+    Ok(index)
 }

@@ -115,7 +115,7 @@ pub fn file(
     Response::builder()
         .status(status)
         .header(hyper::header::CONTENT_TYPE, content_type)
-        .body(crate::http_body::file(path, Bytes::new(), remove_after))
+        .body(crate::http_body::file(path, remove_after, None))
         .unwrap_or_else(|_| Response::new(crate::http_body::full(Bytes::new())))
 }
 
@@ -126,48 +126,18 @@ pub async fn body_to_file(
     path: &std::path::Path,
     limit: u64,
 ) -> Result<u64, Refusal> {
-    use tokio::io::AsyncWriteExt;
-    let result = async {
-        let mut file = tokio::fs::File::create(path).await.map_err(|e| {
-            Refusal::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("{}: {e}", path.display()),
-            )
-        })?;
-        let mut body = req.into_body();
-        let mut total = 0u64;
-        while let Some(frame) = body.frame().await {
-            let frame = frame
-                .map_err(|e| Refusal::bad_request(format!("reading the request body: {e}")))?;
-            if let Ok(data) = frame.into_data() {
-                total += data.len() as u64;
-                if total > limit {
-                    return Err(Refusal::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        format!("request body is larger than {limit} bytes"),
-                    ));
-                }
-                file.write_all(&data).await.map_err(|e| {
-                    Refusal::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        format!("{}: {e}", path.display()),
-                    )
-                })?;
+    crate::http_body::to_file(req.into_body(), path, limit)
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::FileTooLarge => {
+                Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body: {e}"))
             }
-        }
-        file.flush().await.map_err(|e| {
-            Refusal::new(
+            std::io::ErrorKind::Other => Refusal::bad_request(format!("request body: {e}")),
+            _ => Refusal::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("{}: {e}", path.display()),
-            )
-        })?;
-        Ok(total)
-    }
-    .await;
-    if result.is_err() {
-        let _ = tokio::fs::remove_file(path).await;
-    }
-    result
+            ),
+        })
 }
 
 /// Reads a request body of at most `limit` bytes.
@@ -195,6 +165,14 @@ pub fn query(req: &Request<Incoming>) -> BTreeMap<String, String> {
         .query()
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default()
+}
+
+/// `reply` with `X-Consul-Index: index`.
+pub fn with_index(mut reply: Reply, index: u64) -> Reply {
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&index.to_string()) {
+        reply.headers_mut().insert("X-Consul-Index", v);
+    }
+    reply
 }
 
 /// A plain-text response.

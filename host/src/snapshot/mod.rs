@@ -13,6 +13,7 @@
 //! `server::snapshots`.
 
 pub mod archive;
+pub mod blobs;
 pub mod state_file;
 pub mod store;
 

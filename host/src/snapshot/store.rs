@@ -386,10 +386,16 @@ impl SnapshotStore {
     /// A fresh path for a snapshot being received (a `.tmp` name: removed at start if the
     /// receive never finished).
     pub fn receiving_path(&self) -> PathBuf {
+        self.tmp_path("receiving")
+    }
+
+    /// A fresh `<what>-<ms>-<random>.tmp` path in the snapshot directory, for temporary
+    /// files and directories (archives being sent or received); removed at start if left.
+    pub fn tmp_path(&self, what: &str) -> PathBuf {
         let mut n = [0u8; 8];
         let _ = getrandom::fill(&mut n);
         self.dir.join(format!(
-            "receiving-{}-{:016x}.tmp",
+            "{what}-{}-{:016x}.tmp",
             crate::server::now_ms(),
             u64::from_le_bytes(n)
         ))

@@ -4,7 +4,9 @@
 use super::*;
 use crate::fsm::Fsm;
 use crate::plugin::PluginSet;
+use crate::raft::network::RpcClient;
 use crate::raft::state_machine::{Snapshots, StateMachine};
+use crate::snapshot::blobs::Blobs;
 use crate::snapshot::store::SnapshotStore;
 use openraft::storage::RaftLogStorageExt;
 use openraft::testing::{StoreBuilder, Suite};
@@ -18,7 +20,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
             LogStore::open(&dir.path().join("raft.db"), 7, OpenMode::Create).expect("log opens");
         let fsm = Fsm::new(PluginSet::new(Vec::new()).expect("empty plugin set"));
         let snapshots = SnapshotStore::open(dir.path().join("snapshots"), 2).expect("snapshot dir");
-        let snapshots = Arc::new(Snapshots::new(snapshots));
+        let blobs = Blobs::open(dir.path().join("blobs")).expect("blob dir");
+        let snapshots = Arc::new(Snapshots::new(snapshots, blobs, RpcClient::new()));
         Ok((dir, log, StateMachine::new(Arc::new(fsm), snapshots, None)))
     }
 }

@@ -1,0 +1,142 @@
+//! Content-addressed files that a log entry names by SHA-256 (a user restore's `state.bin`):
+//! the leader stores one before it proposes the entry, and a server that applies the entry
+//! without having it fetches it from a peer and checks the hash.
+//!
+//! Owns: `<data_dir>/raft/blobs/<sha256 hex>`, with a marker `<sha256>.applied` holding the
+//! raft index a blob's entry was applied at.
+//!
+//! Invariants: a file under a hash name has that SHA-256 (it is written under a `.tmp`
+//! name, checked, then renamed); a blob is removed only once this server's log is compacted
+//! past the entry that names it (replaying the log no longer needs it), and the newest
+//! applied blob is kept even then, for peers still catching up.
+
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use super::SnapshotError;
+
+/// The blob directory of one server.
+#[derive(Debug)]
+pub struct Blobs {
+    dir: PathBuf,
+}
+
+/// Whether `s` is a SHA-256 in lower-case hex (a blob name; never a path).
+pub fn is_sha256(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The SHA-256 (hex) and size of the file at `path`.
+pub fn hash_file(path: &Path) -> io::Result<(String, u64)> {
+    let mut r = BufReader::with_capacity(1 << 20, File::open(path)?);
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            return Ok((hex::encode(h.finalize()), size));
+        }
+        h.update(&buf[..n]);
+        size += n as u64;
+    }
+}
+
+impl Blobs {
+    /// Opens (creating it) the blob directory and removes `.tmp` leftovers.
+    pub fn open(dir: PathBuf) -> Result<Self, SnapshotError> {
+        std::fs::create_dir_all(&dir).map_err(|e| SnapshotError::at(&dir, e))?;
+        for entry in std::fs::read_dir(&dir)
+            .map_err(|e| SnapshotError::at(&dir, e))?
+            .flatten()
+        {
+            if entry.path().extension().is_some_and(|e| e == "tmp") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        Ok(Blobs { dir })
+    }
+
+    /// Where the blob `sha256` lives (whether or not it is there). Refuses a name that is
+    /// not a SHA-256.
+    pub fn path(&self, sha256: &str) -> Result<PathBuf, SnapshotError> {
+        if !is_sha256(sha256) {
+            return Err(SnapshotError::Corrupt(format!(
+                "{sha256:?} is not a SHA-256 in hex"
+            )));
+        }
+        Ok(self.dir.join(sha256))
+    }
+
+    /// A fresh temporary path in the blob directory.
+    pub fn tmp_path(&self) -> PathBuf {
+        let mut n = [0u8; 8];
+        let _ = getrandom::fill(&mut n);
+        self.dir
+            .join(format!("incoming-{:016x}.tmp", u64::from_le_bytes(n)))
+    }
+
+    /// Moves the file at `src` into the store under its hash; returns the hash and size.
+    /// `expected` (when given) must match, or the file is removed and refused.
+    pub fn adopt(
+        &self,
+        src: &Path,
+        expected: Option<&str>,
+    ) -> Result<(String, u64), SnapshotError> {
+        let (sha, size) = hash_file(src).map_err(|e| SnapshotError::at(src, e))?;
+        if let Some(want) = expected
+            && want != sha
+        {
+            let _ = std::fs::remove_file(src);
+            return Err(SnapshotError::Corrupt(format!(
+                "blob has SHA-256 {sha}, {want} was asked for"
+            )));
+        }
+        let dst = self.path(&sha)?;
+        std::fs::rename(src, &dst).map_err(|e| SnapshotError::at(&dst, e))?;
+        if let Ok(dir) = File::open(&self.dir) {
+            let _ = dir.sync_all();
+        }
+        Ok((sha, size))
+    }
+
+    /// Records that the entry naming `sha256` was applied at raft `index`.
+    pub fn mark_applied(&self, sha256: &str, index: u64) {
+        if let Ok(p) = self.path(sha256) {
+            let _ = std::fs::write(p.with_extension("applied"), index.to_string());
+        }
+    }
+
+    /// Removes every blob whose entry was applied at or below `purged` (the log no longer
+    /// holds it), except the newest applied one.
+    pub fn prune(&self, purged: u64) {
+        let mut applied: Vec<(u64, PathBuf)> = std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "applied"))
+            .filter_map(|e| {
+                let index = std::fs::read_to_string(e.path())
+                    .ok()?
+                    .trim()
+                    .parse()
+                    .ok()?;
+                Some((index, e.path()))
+            })
+            .collect();
+        applied.sort();
+        applied.pop(); // the newest stays
+        for (index, marker) in applied {
+            if index <= purged {
+                tracing::info!(target: "agent.server.snapshot",
+                    "removing restored blob: path={}", marker.with_extension("").display());
+                let _ = std::fs::remove_file(marker.with_extension(""));
+                let _ = std::fs::remove_file(&marker);
+            }
+        }
+    }
+}
