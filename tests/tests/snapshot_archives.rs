@@ -1,0 +1,388 @@
+//! User snapshot archives on real processes, through the CLI and the HTTP API: save from a
+//! cluster (through a follower, and `-stale`), inspect, restore into a fresh cluster with an
+//! identical state hash, blocked reads woken by a restore, and refused archives that change
+//! nothing.
+
+use fsmhost_plugin_kv::{GetArgs, KeysArgs, KeysResult, SetRequest};
+use fsmhost_tests::cluster::{Cluster, http};
+use fsmhost_tests::{cbor, decode};
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_fsmhost-node");
+const WAIT: Duration = Duration::from_secs(60);
+
+fn write_keys(c: &Cluster, i: usize, prefix: &str, n: u32) {
+    for k in 0..n {
+        let req = cbor(&SetRequest {
+            key: format!("{prefix}{k:04}"),
+            value: format!("value {k}").into_bytes(),
+            flags: u64::from(k),
+        });
+        let r = c.apply(i, "kv", "set", &req).expect("write answered");
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+}
+
+fn keys(c: &Cluster, i: usize) -> Vec<String> {
+    let args = cbor(&KeysArgs {
+        prefix: String::new(),
+        separator: None,
+    });
+    let r = c.query(i, "kv", "keys", &args, "?stale").expect("query");
+    assert_eq!(r.status, 200, "{}", r.text());
+    decode::<KeysResult>(&r.body).keys
+}
+
+/// Runs the CLI; returns (exit code, stdout, stderr).
+fn cli(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN).args(args).output().expect("the CLI runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Rewrites the archive at `src` into `dst` with `edit` applied to each (name, bytes), using
+/// the system's tar and gzip so the test does not trust the host's archive code.
+fn rewrite_archive(src: &Path, dst: &Path, edit: impl Fn(&str, Vec<u8>) -> Vec<u8>) {
+    let work = tempfile::tempdir().unwrap();
+    let ok = Command::new("tar")
+        .arg("-xzf")
+        .arg(src)
+        .arg("-C")
+        .arg(work.path())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    for name in ["meta.json", "state.bin", "SHA256SUMS"] {
+        let p = work.path().join(name);
+        let bytes = std::fs::read(&p).unwrap();
+        std::fs::write(&p, edit(name, bytes)).unwrap();
+    }
+    let ok = Command::new("tar")
+        .arg("-czf")
+        .arg(dst)
+        .arg("-C")
+        .arg(work.path())
+        .args(["meta.json", "state.bin", "SHA256SUMS"])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+#[test]
+fn save_inspect_and_restore_into_a_fresh_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("backup.snap");
+    let archive_s = archive.to_str().unwrap();
+
+    // The source cluster: saved through a follower (forwarded to the leader).
+    let (hash, key_list) = {
+        let mut src = Cluster::start(BIN, 3);
+        let leader = src.wait_leader(WAIT);
+        write_keys(&src, leader, "app/", 300);
+        let (_, hash) = src.wait_converged_past(300, WAIT);
+        let follower = (0..3).find(|&i| i != leader).unwrap();
+        let addr = src.servers[follower].http_addr();
+        let (code, out, err) = cli(&["snapshot", "save", archive_s, "--http-addr", &addr]);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(
+            out.starts_with("Saved and verified snapshot to index "),
+            "{out}"
+        );
+        // The save left a raft snapshot in the leader's data dir, as Consul's does.
+        let snaps = src.servers[leader].data_dir.join("raft").join("snapshots");
+        let raw = std::fs::read_dir(&snaps)
+            .unwrap()
+            .flatten()
+            .next()
+            .unwrap()
+            .path();
+
+        // inspect: the archive and the raw snapshot directory agree.
+        let (code, out, err) = cli(&["snapshot", "inspect", archive_s]);
+        assert_eq!(code, 0, "{err}");
+        for field in ["ID", "Size", "Index", "Term", "Version"] {
+            assert!(out.contains(&format!(" {field} ")), "{field} in:\n{out}");
+        }
+        let row = out
+            .lines()
+            .find(|l| l.trim_start().starts_with("kvs"))
+            .unwrap();
+        assert!(row.split_whitespace().any(|w| w == "300"), "{row}");
+        let (code, json, err) = cli(&["snapshot", "inspect", "--format", "json", archive_s]);
+        assert_eq!(code, 0, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let kvs = v["Stats"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["Name"] == "kvs")
+            .unwrap();
+        assert_eq!(kvs["Count"], 300);
+        let (code, raw_json, err) = cli(&[
+            "snapshot",
+            "inspect",
+            "--format",
+            "json",
+            raw.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let r: serde_json::Value = serde_json::from_str(&raw_json).unwrap();
+        assert_eq!(r["Stats"], v["Stats"]);
+
+        // -stale on a follower answers from its own state, with X-Consul-Index.
+        let r = http(&addr, "GET", "/v1/snapshot?stale", "", b"", WAIT).unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("content-type"), Some("application/x-gzip"));
+        assert!(r.header("x-consul-index").unwrap().parse::<u64>().unwrap() >= 300);
+        (hash, keys(&src, leader))
+    };
+    assert_eq!(key_list.len(), 300);
+
+    // A fresh cluster, with its own data, receives the archive through a follower.
+    let mut dst = Cluster::start(BIN, 3);
+    let leader = dst.wait_leader(WAIT);
+    write_keys(&dst, leader, "other/", 20);
+    dst.wait_converged_past(20, WAIT);
+    let follower = (0..3).find(|&i| i != leader).unwrap();
+    let addr = dst.servers[follower].http_addr();
+
+    // A blocking read on a follower waits on the current index; the restore wakes it.
+    let get = cbor(&GetArgs {
+        key: "other/0000".into(),
+    });
+    let r = dst.query(follower, "kv", "get", &get, "?stale").unwrap();
+    let index = r.header("x-consul-index").unwrap().to_string();
+    let blocked = {
+        let addr = addr.clone();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let r = http(
+                &addr,
+                "POST",
+                &format!("/v1/query/kv/get?stale&index={index}&wait=60s"),
+                "application/cbor",
+                &get,
+                Duration::from_secs(90),
+            )
+            .unwrap();
+            (started.elapsed(), r.status, r.body)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+
+    let (code, out, err) = cli(&["snapshot", "restore", archive_s, "--http-addr", &addr]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("Restored snapshot at index "), "{out}");
+    let (woke_after, status, body) = blocked.join().unwrap();
+    assert!(
+        woke_after > Duration::from_millis(400) && woke_after < Duration::from_secs(30),
+        "blocked until the restore woke it: {woke_after:?}"
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        decode::<Option<serde_json::Value>>(&body),
+        None,
+        "the key is gone after the restore"
+    );
+
+    let (_, restored) = dst.wait_converged_past(0, WAIT);
+    assert_eq!(restored, hash, "every server holds exactly the saved state");
+    for i in 0..3 {
+        assert_eq!(keys(&dst, i), key_list, "{}", dst.servers[i].name);
+    }
+
+    // Writes go on after the restore, at higher indexes than before it.
+    write_keys(&dst, follower, "after/", 5);
+    dst.wait_converged_past(0, WAIT);
+    assert_eq!(keys(&dst, leader).len(), 305);
+
+    // A server restarted after the restore comes back with the restored state.
+    dst.kill(follower);
+    dst.restart(follower);
+    dst.wait_leader(WAIT);
+    let (_, h1) = dst.wait_converged_past(0, WAIT);
+    std::thread::sleep(Duration::from_secs(1));
+    let (_, h2) = dst.wait_converged_past(0, WAIT);
+    assert_eq!(h1, h2);
+    assert_eq!(keys(&dst, follower).len(), 305);
+}
+
+#[test]
+fn damaged_archives_are_refused_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.snap");
+    let mut c = Cluster::start(BIN, 1);
+    let leader = c.wait_leader(WAIT);
+    write_keys(&c, leader, "k/", 10);
+    let addr = c.servers[leader].http_addr();
+    let (code, _, err) = cli(&[
+        "snapshot",
+        "save",
+        good.to_str().unwrap(),
+        "--http-addr",
+        &addr,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    write_keys(&c, leader, "later/", 3);
+    let (_, before) = c.wait_converged_past(13, WAIT);
+
+    // A wrong SHA256SUMS line.
+    let bad_sum = dir.path().join("bad-sum.snap");
+    rewrite_archive(&good, &bad_sum, |name, bytes| {
+        if name != "SHA256SUMS" {
+            return bytes;
+        }
+        let text = String::from_utf8(bytes).unwrap();
+        text.lines()
+            .map(|l| {
+                if l.ends_with("state.bin") {
+                    format!("{}{}", if l.starts_with('0') { '1' } else { '0' }, &l[1..])
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+            .into_bytes()
+    });
+    let (code, _, err) = cli(&[
+        "snapshot",
+        "restore",
+        bad_sum.to_str().unwrap(),
+        "--http-addr",
+        &addr,
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("SHA-256 of state.bin") && err.contains("SHA256SUMS says"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+
+    // A flipped byte in state.bin with sums made to match: the CRC in meta.json catches it.
+    let flipped = dir.path().join("flipped.snap");
+    let sha = |b: &[u8]| {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(b).unwrap();
+        let out = Command::new("sha256sum").arg(f.path()).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let state: Vec<u8> = {
+        let work = tempfile::tempdir().unwrap();
+        Command::new("tar")
+            .arg("-xzf")
+            .arg(&good)
+            .arg("-C")
+            .arg(work.path())
+            .status()
+            .unwrap();
+        let mut s = std::fs::read(work.path().join("state.bin")).unwrap();
+        let mid = s.len() / 2;
+        s[mid] ^= 1;
+        s
+    };
+    let state_sum = sha(&state);
+    rewrite_archive(&good, &flipped, |name, bytes| match name {
+        "state.bin" => state.clone(),
+        "SHA256SUMS" => {
+            let text = String::from_utf8(bytes).unwrap();
+            let meta = text
+                .lines()
+                .find(|l| l.ends_with("meta.json"))
+                .unwrap()
+                .to_string();
+            format!("{meta}\n{state_sum}  state.bin\n").into_bytes()
+        }
+        _ => bytes,
+    });
+    let (code, _, err) = cli(&[
+        "snapshot",
+        "restore",
+        flipped.to_str().unwrap(),
+        "--http-addr",
+        &addr,
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("CRC"), "{err}");
+
+    // An unexpected file, and bytes after the gzip stream.
+    let extra = dir.path().join("extra.snap");
+    let work = tempfile::tempdir().unwrap();
+    Command::new("tar")
+        .arg("-xzf")
+        .arg(&good)
+        .arg("-C")
+        .arg(work.path())
+        .status()
+        .unwrap();
+    std::fs::write(work.path().join("notes.txt"), b"hello").unwrap();
+    Command::new("tar")
+        .arg("-czf")
+        .arg(&extra)
+        .arg("-C")
+        .arg(work.path())
+        .args(["meta.json", "state.bin", "SHA256SUMS", "notes.txt"])
+        .status()
+        .unwrap();
+    let (code, _, err) = cli(&[
+        "snapshot",
+        "restore",
+        extra.to_str().unwrap(),
+        "--http-addr",
+        &addr,
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("unexpected file \"notes.txt\""), "{err}");
+    let trailing = dir.path().join("trailing.snap");
+    let mut bytes = std::fs::read(&good).unwrap();
+    bytes.extend_from_slice(b"trailing");
+    std::fs::write(&trailing, bytes).unwrap();
+    let (code, _, err) = cli(&[
+        "snapshot",
+        "restore",
+        trailing.to_str().unwrap(),
+        "--http-addr",
+        &addr,
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("bytes follow the gzip stream"), "{err}");
+
+    // ?stale is refused for a restore, as Consul refuses it.
+    let r = http(
+        &addr,
+        "PUT",
+        "/v1/snapshot?stale",
+        "application/octet-stream",
+        b"x",
+        WAIT,
+    )
+    .unwrap();
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("stale not allowed for restore"));
+
+    // Nothing changed, and the server still serves.
+    let (_, after) = c.wait_converged_past(13, WAIT);
+    assert_eq!(after, before);
+    assert_eq!(keys(&c, leader).len(), 13);
+    write_keys(&c, leader, "still/", 1);
+    // The good archive still restores.
+    let (code, _, err) = cli(&[
+        "snapshot",
+        "restore",
+        good.to_str().unwrap(),
+        "--http-addr",
+        &addr,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(keys(&c, leader).len(), 10);
+}
