@@ -6,35 +6,11 @@
 
 use fsmhost::plugin::{Runtime, RuntimeConfig};
 use fsmhost::state::Store;
-use fsmhost_plugin_kv as kv;
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
 
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: delegates to the system allocator; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+mod support;
 
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static ALLOC: support::Counting = support::Counting;
 
 fn main() {
     const N: usize = 1_000_000;
@@ -42,27 +18,9 @@ fn main() {
     let rt = Runtime::new(RuntimeConfig::default()).expect("engine");
     let set = rt.load_bundled().expect("bundled plugins");
     let store = Store::new(set.schema().clone());
-    let before = LIVE.load(Ordering::Relaxed);
-    let mut raw = 0usize;
-    let mut w = store.write(1);
-    for i in 0..N {
-        let e = kv::Entry {
-            key: format!("service/{:04}/config/{:03}", i / 1000, i % 1000),
-            value: vec![b'v'; VALUE],
-            create_index: 1,
-            modify_index: 1,
-            ..Default::default()
-        };
-        raw += e.key.len() + e.value.len();
-        let keys = kv::KVS.index_keys(&e);
-        let mut obj = Vec::new();
-        ciborium::into_writer(&e, &mut obj).expect("encode");
-        w.tables_mut()
-            .insert("kv", 1, "kvs", &obj, &keys)
-            .expect("insert");
-    }
-    w.commit();
-    let held = (LIVE.load(Ordering::Relaxed) - before) as f64;
+    let before = support::live();
+    let raw = support::fill_kv(&store, N, VALUE);
+    let held = (support::live() - before) as f64;
     let read = store.read();
     println!("entries: {N}, value bytes: {VALUE}");
     println!(

@@ -9,6 +9,8 @@
 //! - [`raft`]: openraft's types, the redb log store, the state machine adapter, the peer client;
 //! - [`plugin`]: the wasm runtime: loading, validation, limits, artifact cache, calls;
 //! - [`fsm`]: log entries applied in order, queries, blocking queries, state hash;
+//! - [`snapshot`]: `state.bin`, raft's snapshot directory, user archives, restore blobs;
+//! - [`http_body`]: HTTP bodies, whole or streamed from and to files;
 //! - [`state`]: the in-memory store of tables and indexes the plugins declare.
 #![warn(missing_docs)]
 

@@ -347,8 +347,8 @@ impl Cluster {
             .collect()
     }
 
-    /// Server `i`'s own report, or `None` if it does not answer.
-    pub fn state(&self, i: usize) -> Option<NodeState> {
+    /// Server `i`'s `/v1/agent/self`, or `None` if it does not answer.
+    pub fn agent_self(&self, i: usize) -> Option<serde_json::Value> {
         let r = http(
             &self.servers[i].http_addr(),
             "GET",
@@ -358,10 +358,17 @@ impl Cluster {
             Duration::from_secs(2),
         )
         .ok()?;
-        if r.status != 200 {
-            return None;
-        }
-        let v = r.json();
+        (r.status == 200).then(|| r.json())
+    }
+
+    /// Server `i`'s `Stats.raft` (raft's state, indexes and snapshot figures).
+    pub fn raft_stats(&self, i: usize) -> Option<serde_json::Value> {
+        Some(self.agent_self(i)?["Stats"]["raft"].clone())
+    }
+
+    /// Server `i`'s own report, or `None` if it does not answer.
+    pub fn state(&self, i: usize) -> Option<NodeState> {
+        let v = self.agent_self(i)?;
         let raft = &v["Stats"]["raft"];
         Some(NodeState {
             role: raft["state"].as_str()?.to_string(),
@@ -475,20 +482,6 @@ impl Cluster {
             args,
             Duration::from_secs(15),
         )
-    }
-
-    /// Server `i`'s `/v1/agent/self` `Stats.raft` object, or `None` if it does not answer.
-    pub fn raft_stats(&self, i: usize) -> Option<serde_json::Value> {
-        let r = http(
-            &self.servers[i].http_addr(),
-            "GET",
-            "/v1/agent/self",
-            "application/json",
-            b"",
-            Duration::from_secs(2),
-        )
-        .ok()?;
-        (r.status == 200).then(|| r.json()["Stats"]["raft"].clone())
     }
 
     /// Server `i`'s whole log so far.

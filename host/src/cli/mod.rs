@@ -166,6 +166,28 @@ pub fn run(cli: Cli) -> i32 {
     }
 }
 
+/// Prints rows as left-aligned columns two spaces apart, each line after `indent`.
+fn print_table(rows: &[Vec<String>], indent: &str) {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(String::len)
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        println!("{indent}{}", line.join("  ").trim_end());
+    }
+}
+
 fn print_plugin(p: &crate::plugin::LoadedPlugin) {
     let d = p.description();
     println!(

@@ -28,7 +28,7 @@ pub fn list_peers(addr: &str) -> Result<(), String> {
         .iter()
         .find(|s| s["Leader"].as_bool() == Some(true))
         .and_then(|s| s["LastIndex"].as_u64());
-    let mut rows = vec![[
+    let mut rows: Vec<Vec<String>> = vec![vec![
         "Node".to_string(),
         "ID".into(),
         "Address".into(),
@@ -43,7 +43,7 @@ pub fn list_peers(addr: &str) -> Result<(), String> {
             (Some(l), Some(i)) => format!("{} commits", l.saturating_sub(i)),
             _ => "-".into(),
         };
-        rows.push([
+        rows.push(vec![
             s["Node"].as_str().unwrap_or("?").to_string(),
             s["ID"].as_str().unwrap_or("?").to_string(),
             s["Address"].as_str().unwrap_or("?").to_string(),
@@ -58,17 +58,7 @@ pub fn list_peers(addr: &str) -> Result<(), String> {
             trails,
         ]);
     }
-    let widths: Vec<usize> = (0..7)
-        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
-        .collect();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        println!("{}", line.join("  ").trim_end());
-    }
+    super::print_table(&rows, "");
     Ok(())
 }
 

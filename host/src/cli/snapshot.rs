@@ -259,49 +259,31 @@ pub fn inspect(path: &Path, json: bool) -> Result<(), String> {
         println!(" Plugin       {n} {v} ({e})");
     }
     println!();
-    let rows: Vec<[String; 4]> = std::iter::once([
-        "Table".to_string(),
-        "Plugin".into(),
-        "Count".into(),
-        "Size".into(),
-    ])
-    .chain(std::iter::once([
-        "----".to_string(),
-        "----".into(),
-        "----".into(),
-        "----".into(),
-    ]))
-    .chain(stats.iter().map(|t| {
-        [
+    let rule = || vec!["----".to_string(); 4];
+    let mut rows = vec![
+        vec![
+            "Table".to_string(),
+            "Plugin".into(),
+            "Count".into(),
+            "Size".into(),
+        ],
+        rule(),
+    ];
+    for t in &stats {
+        rows.push(vec![
             t.name.clone(),
             t.plugin.clone(),
             t.records.to_string(),
             human(t.bytes),
-        ]
-    }))
-    .chain(std::iter::once([
-        "----".to_string(),
-        "----".into(),
-        "----".into(),
-        "----".into(),
-    ]))
-    .chain(std::iter::once([
+        ]);
+    }
+    rows.push(rule());
+    rows.push(vec![
         "Total".to_string(),
         String::new(),
         String::new(),
         human(total),
-    ]))
-    .collect();
-    let widths: Vec<usize> = (0..4)
-        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
-        .collect();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        println!(" {}", line.join("  ").trim_end());
-    }
+    ]);
+    super::print_table(&rows, " ");
     Ok(())
 }

@@ -203,15 +203,26 @@ impl RpcClient {
         timeout: Duration,
     ) -> Result<hyper::Response<hyper::body::Incoming>, CallFailure> {
         let request = self.stream_request(method, addr, path, header, body)?;
-        let response = match tokio::time::timeout(timeout, self.client.request(request)).await {
-            Err(_) => {
-                return Err(CallFailure::Timeout {
-                    addr: addr.to_string(),
-                    timeout,
-                });
-            }
-            Ok(r) => r.map_err(|e| connect_failure(addr, &e))?,
-        };
+        match tokio::time::timeout(timeout, self.exchange(addr, request)).await {
+            Ok(result) => result,
+            Err(_) => Err(CallFailure::Timeout {
+                addr: addr.to_string(),
+                timeout,
+            }),
+        }
+    }
+
+    /// Sends `request`; the response of a 2xx, else its status and body as the error.
+    async fn exchange(
+        &self,
+        addr: &str,
+        request: hyper::Request<Body>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, CallFailure> {
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| connect_failure(addr, &e))?;
         if response.status().is_success() {
             return Ok(response);
         }
@@ -255,30 +266,16 @@ impl RpcClient {
         request: hyper::Request<Body>,
         timeout: Duration,
     ) -> Result<Bytes, CallFailure> {
-        let network = |reason: String| CallFailure::Network {
-            addr: addr.to_string(),
-            reason,
-        };
         let exchange = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| connect_failure(addr, &e))?;
-            let status = response.status();
-            let body = Limited::new(response.into_body(), MAX_RESPONSE)
+            let response = self.exchange(addr, request).await?;
+            Limited::new(response.into_body(), MAX_RESPONSE)
                 .collect()
                 .await
-                .map_err(|e| network(e.to_string()))?
-                .to_bytes();
-            if !status.is_success() {
-                return Err(CallFailure::Status {
+                .map(|b| b.to_bytes())
+                .map_err(|e| CallFailure::Network {
                     addr: addr.to_string(),
-                    status: status.as_u16(),
-                    message: String::from_utf8_lossy(&body).trim().to_string(),
-                });
-            }
-            Ok(body)
+                    reason: e.to_string(),
+                })
         };
         match tokio::time::timeout(timeout, exchange).await {
             Ok(result) => result,
