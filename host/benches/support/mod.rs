@@ -53,15 +53,27 @@ pub fn peak() -> isize {
     PEAK.load(Ordering::Relaxed)
 }
 
-/// Inserts `n` kv entries with `value` bytes each into `store` in one transaction at index
+/// Inserts `n` kv entries with `value` pseudo-random bytes each into `store` in one transaction at index
 /// 1; returns the raw key + value bytes.
 pub fn fill_kv(store: &Store, n: usize, value: usize) -> usize {
     let mut raw = 0usize;
     let mut w = store.write(1);
+    // Values are pseudo-random bytes (xorshift), so that compressed sizes are honest.
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut bytes = |len: usize| -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    };
     for i in 0..n {
         let e = kv::Entry {
             key: format!("service/{:04}/config/{:03}", i / 1000, i % 1000),
-            value: vec![b'v'; value],
+            value: bytes(value),
             create_index: 1,
             modify_index: 1,
             ..Default::default()

@@ -162,7 +162,14 @@ impl Snapshots {
         }
     }
 
-    fn take_prepared(&self, path: &Path) -> Option<Prepared> {
+    /// Keeps a state already read and checked (a restore's blob, on the leader that checked
+    /// it) for the entry that will apply it, so the leader reads it once.
+    pub fn keep(&self, prepared: Prepared) {
+        *self.prepared.lock().unwrap_or_else(|p| p.into_inner()) = Some(prepared);
+    }
+
+    /// Takes the state prepared from `path`, if it is the one kept.
+    pub fn take_prepared(&self, path: &Path) -> Option<Prepared> {
         let mut slot = self.prepared.lock().unwrap_or_else(|p| p.into_inner());
         if slot.as_ref().is_some_and(|p| p.path == path) {
             slot.take()
@@ -306,7 +313,11 @@ impl StateMachine {
         }
         let fsm = self.fsm.clone();
         let (at, sha) = (path.clone(), r.sha256.clone());
+        let snapshots = self.snapshots.clone();
         let prepared = tokio::task::spawn_blocking(move || {
+            if let Some(p) = snapshots.take_prepared(&at) {
+                return Ok(p);
+            }
             let (actual, _) =
                 crate::snapshot::blobs::hash_file(&at).map_err(|e| SnapshotError::at(&at, e))?;
             if actual != sha {

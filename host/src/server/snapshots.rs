@@ -204,21 +204,33 @@ pub async fn restore(node: &Arc<Node>, archive_path: &Path) -> Result<u64, OpErr
             std::fs::File::open(&archive_path).map_err(|e| SnapshotError::at(&archive_path, e))?;
         archive::read(file, &at)?;
         let state = at.join("state.bin");
-        // Read and check every record now, so a bad archive is refused before the log.
-        drop(crate::raft::state_machine::read_received(&fsm, &state)?);
-        snapshots.blobs.adopt(&state, None)
+        // Read and check every record now, so a bad archive is refused before the log;
+        // the store read is kept for this server's own apply of the entry.
+        let mut prepared = crate::raft::state_machine::read_received(&fsm, &state)?;
+        let (sha256, size) = snapshots.blobs.adopt(&state, None)?;
+        prepared.path = snapshots.blobs.path(&sha256)?;
+        snapshots.keep(prepared);
+        Ok((sha256, size))
     })
     .await
     .map_err(|e| failed(500, e.to_string()))
     .and_then(|r| r.map_err(snapshot_failure));
     let _ = std::fs::remove_dir_all(&work);
     let (sha256, size) = checked?;
+    let blob = node
+        .snapshots
+        .blobs
+        .path(&sha256)
+        .map_err(snapshot_failure)?;
     let entry = Request::Restore(RestoreEntry {
         sha256,
         size,
         origin: node.info.rpc_addr.clone(),
     });
-    let written = node.raft.client_write(entry).await.map_err(|e| match e {
+    let written = node.raft.client_write(entry).await;
+    // Applied (the kept store was taken) or not committed: either way, let it go.
+    drop(node.snapshots.take_prepared(&blob));
+    let written = written.map_err(|e| match e {
         openraft::error::RaftError::APIError(
             openraft::error::ClientWriteError::ForwardToLeader(_),
         ) => OpError::NotLeader,
