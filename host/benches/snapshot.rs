@@ -9,7 +9,9 @@
 //! store in for the empty one. Its peak RSS (VmHWM) over its RSS before the
 //! restore is compared with the RSS the same state takes in the parent.
 //!
-//! `cargo bench -p fsmhost --bench snapshot` (set `SNAPSHOT_BENCH_N` for another count)
+//! `cargo bench -p fsmhost --bench snapshot` (set `SNAPSHOT_BENCH_N` for another count, and
+//! `SNAPSHOT_BENCH_KEEP=FILE` to keep the archive: `tests/bench-snapshot.sh` restores it into
+//! a real server)
 
 use fsmhost::fsm::Fsm;
 use fsmhost::plugin::{Runtime, RuntimeConfig};
@@ -117,6 +119,9 @@ fn main() {
         .expect("archive written");
     let save = t.elapsed();
     let archive_len = std::fs::metadata(&archive_path).expect("archive").len();
+    if let Ok(keep) = std::env::var("SNAPSHOT_BENCH_KEEP") {
+        std::fs::copy(&archive_path, &keep).expect("archive kept");
+    }
 
     let child = std::process::Command::new(std::env::current_exe().expect("this bench"))
         .arg("restore-phase")

@@ -344,4 +344,38 @@ fn damaged_archives_are_refused_and_change_nothing() {
     ]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(keys(&c, leader).len(), 10);
+
+    // On a terminal (script(1) gives it one), save and restore show their progress.
+    let on_tty = |args: &str| {
+        let out = Command::new("script")
+            .args([
+                "-qec",
+                &format!("{BIN} {args} --http-addr {addr}"),
+                "/dev/null",
+            ])
+            .output()
+            .expect("script(1) runs");
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let again = dir.path().join("again.snap");
+    let shown = on_tty(&format!("snapshot save {}", again.display()));
+    assert!(
+        shown.contains("\rSaved ") && shown.contains(" in "),
+        "{shown:?}"
+    );
+    let shown = on_tty(&format!("snapshot restore {}", again.display()));
+    assert!(
+        shown.contains("\rSent ") && shown.contains("Restored snapshot"),
+        "{shown:?}"
+    );
+    // Not on a terminal (the cli() calls above): no progress line.
+    let (_, _, err) = cli(&[
+        "snapshot",
+        "save",
+        again.to_str().unwrap(),
+        "--http-addr",
+        &addr,
+    ]);
+    assert!(!err.contains("Saved"), "{err:?}");
 }

@@ -314,6 +314,9 @@ fn a_flipped_byte_in_the_newest_snapshot_is_caught_and_the_older_one_used() {
         "{complaint}"
     );
     assert!(log.contains("restored from snapshot"), "{log}");
+    // The damaged snapshot is set aside for the operator, out of raft's sight.
+    assert!(!newest.exists());
+    assert!(newest.with_extension("damaged").join("state.bin").exists());
     let (_, after) = c.wait_converged_past(130, WAIT);
     assert_eq!(
         after, hash,

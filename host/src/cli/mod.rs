@@ -37,6 +37,8 @@ pub enum Command {
     /// Cluster operations on a running server.
     #[command(subcommand)]
     Operator(OperatorCommand),
+    /// Prints this binary's version and the plugin contract it serves.
+    Version,
     /// Saves, restores and inspects snapshot archives.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
@@ -127,6 +129,12 @@ pub enum PluginCommand {
     },
     /// Lists the plugins built into this binary.
     Bundled,
+    /// Lists the plugins a running server has loaded (`GET /v1/plugins`).
+    List {
+        /// The server's HTTP address.
+        #[arg(long, env = "FSMHOST_HTTP_ADDR", default_value = "127.0.0.1:8500")]
+        http_addr: String,
+    },
 }
 
 /// Runs the parsed command line; returns the process exit code.
@@ -135,6 +143,15 @@ pub fn run(cli: Cli) -> i32 {
         Command::Demo => demo::run(),
         Command::Plugin(PluginCommand::Inspect { file }) => inspect(&file),
         Command::Plugin(PluginCommand::Bundled) => bundled(),
+        Command::Plugin(PluginCommand::List { http_addr }) => operator::plugin_list(&http_addr),
+        Command::Version => {
+            println!("fsmhost v{}", env!("CARGO_PKG_VERSION"));
+            println!(
+                "Plugin contract: fsmhost:plugin@{}",
+                crate::plugin::CONTRACT_VERSION
+            );
+            Ok(())
+        }
         Command::Agent(args) => agent::run(&args),
         Command::Leave { http_addr } => agent::leave(&http_addr),
         Command::Snapshot(SnapshotCommand::Save {

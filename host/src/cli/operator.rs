@@ -1,5 +1,5 @@
-//! `fsmhost operator raft list-peers|remove-peer`, and the HTTP client every command that
-//! talks to a running server uses.
+//! `fsmhost operator raft list-peers|remove-peer`, `fsmhost plugin list`, and the HTTP
+//! client every command that talks to a running server uses.
 
 use std::time::Duration;
 
@@ -75,5 +75,44 @@ pub fn remove_peer(addr: &str, id: Option<&str>, address: Option<&str>) -> Resul
         &format!("/v1/operator/raft/peer?{query}"),
     )?;
     println!("Removed peer with {query}");
+    Ok(())
+}
+
+/// Prints the plugins a server has loaded.
+pub fn plugin_list(addr: &str) -> Result<(), String> {
+    let body = http(hyper::Method::GET, addr, "/v1/plugins")?;
+    let v: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| format!("{addr} answered something that is not JSON: {e}"))?;
+    let names = |x: &serde_json::Value, key: &str| -> String {
+        x[key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|t| t.as_str().or(t["Name"].as_str()).unwrap_or("?"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default()
+    };
+    let mut rows = vec![
+        [
+            "Name", "Version", "Edition", "Hash", "Tables", "Commands", "Queries",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for p in v.as_array().cloned().unwrap_or_default() {
+        let hash = p["Hash"].as_str().unwrap_or("?");
+        rows.push(vec![
+            p["Name"].as_str().unwrap_or("?").to_string(),
+            p["Version"].as_str().unwrap_or("?").to_string(),
+            p["Edition"].as_str().unwrap_or("?").to_string(),
+            hash[..hash.len().min(12)].to_string(),
+            names(&p, "Tables"),
+            names(&p, "Commands"),
+            names(&p, "Queries"),
+        ]);
+    }
+    super::print_table(&rows, "");
     Ok(())
 }

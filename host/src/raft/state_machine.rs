@@ -196,8 +196,8 @@ pub fn read_received(fsm: &Fsm, path: &Path) -> Result<Prepared, SnapshotError> 
     })
 }
 
-/// Restores `fsm` from the newest usable snapshot in `snapshots`, logging and skipping any
-/// that is damaged (an older one is tried). Returns the header of the one restored, or
+/// Restores `fsm` from the newest usable snapshot in `snapshots`, logging any that is
+/// damaged and moving it aside as `<name>.damaged` (an older one is tried). Returns the header of the one restored, or
 /// `None` when there is none. A snapshot written under other plugins is an error, not
 /// skipped: an older one would not match either, and starting empty would be wrong.
 pub fn recover(fsm: &Fsm, snapshots: &SnapshotStore) -> Result<Option<StateHeader>, SnapshotError> {
@@ -216,8 +216,13 @@ pub fn recover(fsm: &Fsm, snapshots: &SnapshotStore) -> Result<Option<StateHeade
                 return Err(e.context(dir.path.display()));
             }
             Err(e) => {
+                // Set aside (kept for the operator, out of raft's sight): a damaged snapshot
+                // must never be offered to openraft or sent to a follower.
+                let aside = dir.path.with_extension("damaged");
                 tracing::error!(target: "agent.server.snapshot",
-                    "snapshot is unusable, trying an older one: path={} error={e}", dir.path.display());
+                    "snapshot is unusable, trying an older one: path={} error={e} moved_to={}",
+                    dir.path.display(), aside.display());
+                std::fs::rename(&dir.path, &aside).map_err(|e| SnapshotError::at(&dir.path, e))?;
             }
         }
     }

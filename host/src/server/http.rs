@@ -8,6 +8,8 @@
 //! - `GET /v1/status/leader`, `GET /v1/status/peers`, `GET /v1/agent/self`;
 //! - `GET /v1/operator/raft/configuration`, `DELETE /v1/operator/raft/peer?id=|address=`;
 //! - `PUT|POST /v1/agent/leave`: leave the cluster, then stop;
+//! - `GET /v1/plugins`: the loaded plugins (version, edition, hash, tables and indexes,
+//!   commands, queries);
 //! - `GET /v1/snapshot` (`?stale`): a user snapshot archive; `PUT /v1/snapshot`: restore one.
 //!
 //! Bodies are CBOR (`application/cbor`) or JSON (`application/json`, converted to CBOR for
@@ -205,6 +207,10 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusa
                 .collect();
             Ok(web::json(StatusCode::OK, &json!(peers)))
         }
+        (&Method::GET, ["v1", "plugins"]) => Ok(web::with_index(
+            web::json(StatusCode::OK, &plugins_json(node)),
+            node.fsm.last_applied().max(1),
+        )),
         (&Method::GET, ["v1", "snapshot"]) => snapshot_save(node, &web::query(&req)).await,
         (&Method::PUT, ["v1", "snapshot"]) => snapshot_restore(node, req).await,
         (&Method::GET, ["v1", "agent", "self"]) => Ok(web::json(StatusCode::OK, &agent_self(node))),
@@ -395,6 +401,49 @@ async fn snapshot_restore(node: &Arc<Node>, req: Request<Incoming>) -> Result<Re
         web::bytes(StatusCode::OK, "text/plain; charset=utf-8", Bytes::new()),
         restored?,
     ))
+}
+
+/// `GET /v1/plugins`: the loaded plugins with their schemas, commands and queries.
+fn plugins_json(node: &Node) -> serde_json::Value {
+    let plugins: Vec<serde_json::Value> = node
+        .fsm
+        .plugins()
+        .plugins()
+        .iter()
+        .map(|p| {
+            let d = p.description();
+            let tables: Vec<serde_json::Value> = d
+                .tables
+                .iter()
+                .map(|t| {
+                    let indexes: Vec<serde_json::Value> = t
+                        .indexes
+                        .iter()
+                        .map(|i| {
+                            json!({
+                                "Name": i.name,
+                                "Unique": i.unique,
+                                "Multi": i.multi,
+                                "AllowMissing": i.allow_missing,
+                                "Prefix": i.prefix,
+                            })
+                        })
+                        .collect();
+                    json!({ "Name": t.name, "Indexes": indexes })
+                })
+                .collect();
+            json!({
+                "Name": d.name,
+                "Version": d.version,
+                "Edition": d.edition,
+                "Hash": p.hash_hex(),
+                "Tables": tables,
+                "Commands": d.commands,
+                "Queries": d.queries,
+            })
+        })
+        .collect();
+    json!(plugins)
 }
 
 fn agent_self(node: &Node) -> serde_json::Value {
