@@ -77,6 +77,19 @@ pub struct Performance {
     pub raft_multiplier: Option<u32>,
 }
 
+/// `[plugin_limits]`: what one plugin call may use. Every server must run the same limits:
+/// whether a command runs out of fuel or memory decides its outcome, on every server alike.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginLimits {
+    /// Fuel per call (about one unit per wasm instruction; default 1e9).
+    pub fuel: Option<u64>,
+    /// Most bytes of linear memory an instance may grow to (default 256 MiB).
+    pub memory_bytes: Option<u64>,
+    /// Most bytes one call may insert into the store (default 64 MiB).
+    pub write_bytes: Option<u64>,
+}
+
 /// The configuration as written in a file, or given as flags: every key optional.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -116,6 +129,10 @@ pub struct RawConfig {
     pub raft_trailing_logs: Option<u64>,
     /// How many raft snapshots to keep on disk (default 2, as Consul).
     pub raft_snapshot_retain: Option<u32>,
+    /// Plugin component files (`.wasm`) to load instead of the bundled set.
+    pub plugins: Option<Vec<PathBuf>>,
+    /// Limits of one plugin call.
+    pub plugin_limits: Option<PluginLimits>,
 }
 
 impl RawConfig {
@@ -165,6 +182,8 @@ impl RawConfig {
             raft_snapshot_interval: over.raft_snapshot_interval.or(self.raft_snapshot_interval),
             raft_trailing_logs: over.raft_trailing_logs.or(self.raft_trailing_logs),
             raft_snapshot_retain: over.raft_snapshot_retain.or(self.raft_snapshot_retain),
+            plugins: over.plugins.or(self.plugins),
+            plugin_limits: over.plugin_limits.or(self.plugin_limits),
         }
     }
 }
@@ -224,6 +243,10 @@ pub struct Config {
     pub log_json: bool,
     /// When raft snapshots are taken and how many are kept.
     pub snapshots: SnapshotPolicy,
+    /// Plugin files to load; empty loads the plugins bundled into the binary.
+    pub plugins: Vec<PathBuf>,
+    /// Limits of one plugin call.
+    pub plugin_limits: crate::plugin::Limits,
 }
 
 /// When raft snapshots are taken, what they leave of the log, and how many are kept
@@ -357,8 +380,15 @@ impl Config {
             trailing_logs: raw.raft_trailing_logs.unwrap_or(defaults.trailing_logs),
             retain: retain as usize,
         };
+        let plugins = raw.plugins.unwrap_or_default();
+        if let Some(p) = plugins.iter().find(|p| p.as_os_str().is_empty()) {
+            return Err(invalid("plugins", format!("{p:?}: an empty path")));
+        }
+        let plugin_limits = resolve_limits(raw.plugin_limits.unwrap_or_default())?;
         Ok(Config {
             snapshots,
+            plugins,
+            plugin_limits,
             node_name,
             data_dir,
             bootstrap_expect,
@@ -391,6 +421,36 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         _ => return None,
     };
     (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+}
+
+fn resolve_limits(raw: PluginLimits) -> Result<crate::plugin::Limits, ConfigError> {
+    let d = crate::plugin::Limits::default();
+    let fuel = raw.fuel.unwrap_or(d.fuel);
+    if fuel < 1_000_000 {
+        return Err(invalid(
+            "plugin_limits.fuel",
+            format!("{fuel} is too little for any call: give at least 1000000"),
+        ));
+    }
+    let memory = raw.memory_bytes.unwrap_or(d.memory_bytes as u64);
+    if !(1 << 20..=4 << 30).contains(&memory) {
+        return Err(invalid(
+            "plugin_limits.memory_bytes",
+            format!("{memory} is out of range: use 1 MiB (1048576) to 4 GiB (4294967296)"),
+        ));
+    }
+    let write_bytes = raw.write_bytes.unwrap_or(d.write_bytes);
+    if write_bytes < 1024 {
+        return Err(invalid(
+            "plugin_limits.write_bytes",
+            format!("{write_bytes} is too small: give at least 1024"),
+        ));
+    }
+    Ok(crate::plugin::Limits {
+        fuel,
+        memory_bytes: memory as usize,
+        write_bytes,
+    })
 }
 
 fn hostname() -> String {
@@ -468,6 +528,33 @@ mod tests {
         assert!(e.starts_with("raft_snapshot_threshold:"), "{e}");
         let e = parse("raft_snapshot_retain = 0").unwrap_err().to_string();
         assert!(e.starts_with("raft_snapshot_retain:"), "{e}");
+    }
+
+    #[test]
+    fn plugins_and_their_limits() {
+        let c = parse("").unwrap();
+        assert!(c.plugins.is_empty(), "the bundled set by default");
+        assert_eq!(c.plugin_limits, crate::plugin::Limits::default());
+        let c = parse(
+            "plugins = [\"/p/a.wasm\", \"/p/b.wasm\"]\n[plugin_limits]\nfuel = 5000000\nmemory_bytes = 16777216",
+        )
+        .unwrap();
+        assert_eq!(
+            c.plugins,
+            [PathBuf::from("/p/a.wasm"), PathBuf::from("/p/b.wasm")]
+        );
+        assert_eq!(c.plugin_limits.fuel, 5_000_000);
+        assert_eq!(c.plugin_limits.memory_bytes, 16 << 20);
+        let e = parse("[plugin_limits]\nfuel = 10").unwrap_err().to_string();
+        assert!(e.starts_with("plugin_limits.fuel:"), "{e}");
+        let e = parse("[plugin_limits]\nmemory_bytes = 1")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("plugin_limits.memory_bytes:"), "{e}");
+        let e = parse("[plugin_limits]\nspeed = 1").unwrap_err().to_string();
+        assert!(e.contains("speed"), "{e}");
+        let e = parse("plugins = [\"\"]").unwrap_err().to_string();
+        assert!(e.starts_with("plugins:"), "{e}");
     }
 
     #[test]

@@ -91,3 +91,111 @@ fn plugins_endpoint_list_and_version() {
         )
     );
 }
+
+/// Writes `bytes` to `dir/name` and returns the path as TOML string content.
+fn component_file(dir: &std::path::Path, name: &str, bytes: &[u8]) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path.display().to_string()
+}
+
+/// Runs an agent that must refuse to start; returns its stderr.
+fn agent_refuses(dir: &std::path::Path, extra: &str) -> String {
+    let config = dir.join("refused.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "node_name = \"x\"\ndata_dir = {:?}\nbootstrap_expect = 1\nbind_addr = \"127.0.0.1\"\n{extra}\n[ports]\nserver = {}\nhttp = {}\n",
+            dir.join("refused-data").display().to_string(),
+            free_port(),
+            free_port()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["agent", "--config-file"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "the agent must refuse to start");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn plugins_from_files_replace_the_bundled_set() {
+    let files = tempfile::tempdir().unwrap();
+    let kv = component_file(files.path(), "kv.wasm", fsmhost_tests::bundled("kv"));
+    let users = component_file(
+        files.path(),
+        "users.wasm",
+        fsmhost_tests::fixture("users-plugin"),
+    );
+    let mut c = Cluster::start_with(
+        BIN,
+        1,
+        &format!("plugins = [{kv:?}, {users:?}]\n[plugin_limits]\nfuel = 50000000"),
+    );
+    let leader = c.wait_leader(Duration::from_secs(30));
+    let addr = c.servers[leader].http_addr();
+    let v = http(&addr, "GET", "/v1/plugins", "", b"", Duration::from_secs(5))
+        .unwrap()
+        .json();
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["Name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["kv", "users"]);
+
+    // The user's plugin serves its commands and queries through the generic API.
+    let r = http(
+        &addr,
+        "POST",
+        "/v1/apply/users/register",
+        "application/json",
+        br#"{"name": "ann", "email": "Ann@Example.com", "groups": ["ops"]}"#,
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), serde_json::json!(true));
+    let r = http(
+        &addr,
+        "POST",
+        "/v1/query/users/by-group",
+        "application/json",
+        br#""ops""#,
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()[0]["name"], "ann");
+
+    // Compiled artifacts are cached in the data dir, so a restart does not compile again.
+    let cache = c.servers[leader].data_dir.join("plugin-cache");
+    let cached = std::fs::read_dir(&cache).map(|d| d.count()).unwrap_or(0);
+    assert!(cached >= 2, "{} holds {cached} artifacts", cache.display());
+    c.kill(leader);
+    c.restart(leader);
+    c.wait_leader(Duration::from_secs(30));
+    c.wait_converged_past(1, Duration::from_secs(30));
+    let log = c.log_text(leader);
+    assert!(
+        log.contains("loaded plugin: name=users version=0.1.0"),
+        "{log}"
+    );
+
+    // Files that cannot be plugins are refused at start, by name.
+    let err = agent_refuses(files.path(), "plugins = [\"/nonexistent/x.wasm\"]");
+    assert!(err.contains("/nonexistent/x.wasm"), "{err}");
+    let wasi = component_file(
+        files.path(),
+        "wasi.wasm",
+        fsmhost_tests::fixture("wasi-import"),
+    );
+    let err = agent_refuses(files.path(), &format!("plugins = [{wasi:?}]"));
+    assert!(err.contains("wasi:cli/environment"), "{err}");
+    let err = agent_refuses(files.path(), "[plugin_limits]\nfuel = 1");
+    assert!(err.contains("plugin_limits.fuel"), "{err}");
+}

@@ -61,6 +61,9 @@ pub struct AgentArgs {
     /// `raft_trailing_logs`.
     #[arg(long)]
     pub raft_trailing_logs: Option<u64>,
+    /// `plugins` (repeatable): a plugin component to load instead of the bundled set.
+    #[arg(long, value_name = "FILE.wasm")]
+    pub plugin: Vec<PathBuf>,
 }
 
 impl AgentArgs {
@@ -86,6 +89,8 @@ impl AgentArgs {
             raft_snapshot_interval: self.raft_snapshot_interval.clone(),
             raft_trailing_logs: self.raft_trailing_logs,
             raft_snapshot_retain: None,
+            plugins: (!self.plugin.is_empty()).then(|| self.plugin.clone()),
+            plugin_limits: None,
         }
     }
 

@@ -31,7 +31,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::fsm::Fsm;
-use crate::plugin::{Runtime, RuntimeConfig};
+use crate::plugin::{PluginSet, Runtime, RuntimeConfig};
 use crate::raft::log_store::{LogStore, OpenMode};
 use crate::raft::network::{Network, RpcClient};
 use crate::raft::state_machine::{self, Snapshots, StateMachine};
@@ -240,6 +240,35 @@ fn raft_config(config: &Config) -> Result<openraft::Config, StartError> {
     c.validate().map_err(|e| StartError::Raft(e.to_string()))
 }
 
+/// Loads `plugins` (or the bundled set when none are named) with the configured limits,
+/// caching compiled artifacts under `data_dir/plugin-cache` so a restart does not compile
+/// again. A file that cannot be read or loaded is an error naming it.
+fn load_plugins(config: &Config) -> Result<PluginSet, StartError> {
+    let runtime = Runtime::new(RuntimeConfig {
+        limits: config.plugin_limits,
+        cache_dir: config.data_dir.as_ref().map(|d| d.join("plugin-cache")),
+    })
+    .map_err(|e| StartError::Plugins(e.to_string()))?;
+    if config.plugins.is_empty() {
+        return runtime
+            .load_bundled()
+            .map_err(|e| StartError::Plugins(e.to_string()));
+    }
+    let mut loaded = Vec::new();
+    for path in &config.plugins {
+        let bytes = std::fs::read(path)
+            .map_err(|e| StartError::Plugins(format!("{}: {e}", path.display())))?;
+        let plugin = runtime
+            .load(&path.display().to_string(), &bytes)
+            .map_err(|e| StartError::Plugins(e.to_string()))?;
+        tracing::info!(target: "agent.plugin", "loaded plugin: name={} version={} edition={} path={}",
+            plugin.description().name, plugin.description().version,
+            plugin.description().edition, path.display());
+        loaded.push(plugin);
+    }
+    PluginSet::new(loaded).map_err(|e| StartError::Plugins(e.to_string()))
+}
+
 /// Restores the FSM from the newest usable snapshot, and checks that the log continues
 /// where it ends: a log compacted past the snapshot (its newest snapshot lost or damaged)
 /// cannot give this server its state, and starting without it would diverge.
@@ -302,11 +331,7 @@ pub async fn run(
             (id, LogStore::in_memory(id)?)
         }
     };
-    let runtime =
-        Runtime::new(RuntimeConfig::default()).map_err(|e| StartError::Plugins(e.to_string()))?;
-    let plugins = runtime
-        .load_bundled()
-        .map_err(|e| StartError::Plugins(e.to_string()))?;
+    let plugins = load_plugins(&config)?;
     let fsm = Arc::new(Fsm::new(plugins));
     // Raft's snapshots and restore blobs: under data_dir/raft, or a temporary directory
     // for a dev server.
