@@ -5,6 +5,7 @@
 //! - [`cli`]: the command line;
 //! - [`config`]: the agent's configuration file and flags;
 //! - [`logging`]: log lines in Consul's shape (text or JSON);
+//! - [`metrics`]: the process's metrics, in Consul's JSON or Prometheus' text;
 //! - [`server`]: a running server: listeners, forwarding, cluster formation;
 //! - [`raft`]: openraft's types, the redb log store, the state machine adapter, the peer client;
 //! - [`plugin`]: the wasm runtime: loading, validation, limits, artifact cache, calls;
@@ -19,6 +20,7 @@ pub mod config;
 pub mod fsm;
 pub mod http_body;
 pub mod logging;
+pub mod metrics;
 pub mod plugin;
 pub mod raft;
 pub mod server;

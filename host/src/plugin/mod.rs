@@ -363,13 +363,13 @@ impl LoadedPlugin {
     }
 
     /// Runs one export in a fresh instance with fuel and memory limits, and returns the
-    /// store's final host state with the result.
+    /// store's final host state and the fuel it used with the result.
     fn call_with_state<R>(
         &self,
         call: &str,
         access: Access,
         f: impl FnOnce(&wit_guest::Guest, &mut Store<HostState>) -> wasmtime::Result<R>,
-    ) -> (HostState, Result<R, CallError>) {
+    ) -> (HostState, u64, Result<R, CallError>) {
         let state = HostState::new(&self.description.name, access, &self.limits);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -386,7 +386,11 @@ impl LoadedPlugin {
             Some(which) => Err(self.budget_error(call, which)),
             None => result,
         };
-        (store.into_data(), result)
+        let fuel_used = self
+            .limits
+            .fuel
+            .saturating_sub(store.get_fuel().unwrap_or(0));
+        (store.into_data(), fuel_used, result)
     }
 
     fn budget_error(&self, call: &str, which: host::Exceeded) -> CallError {
@@ -432,7 +436,7 @@ impl LoadedPlugin {
                 INSTANCE_POOL - RESERVED_FOR_APPLY
             ),
         })?;
-        let (state, result) = self.call_with_state(call, access, f);
+        let (state, _, result) = self.call_with_state(call, access, f);
         result.map(|r| (r, state.read_set))
     }
 
@@ -442,7 +446,7 @@ impl LoadedPlugin {
         access: Access,
         f: impl FnOnce(&wit_guest::Guest, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
-        self.call_with_state(call, access, f).1
+        self.call_with_state(call, access, f).2
     }
 
     fn classify(&self, call: &str, state: &HostState, e: wasmtime::Error) -> CallError {
@@ -524,9 +528,10 @@ impl LoadedPlugin {
             index,
             timestamp_ms,
         };
-        let (state, result) =
+        let started = std::time::Instant::now();
+        let (state, fuel, result) =
             self.call_with_state(&call, access, |g, s| g.call_apply(s, command, payload, ctx));
-        match result {
+        let outcome = match result {
             Ok(Ok(out)) => {
                 if let Access::Write { tables, .. } = state.access {
                     *txn.tables_mut() = tables;
@@ -535,7 +540,15 @@ impl LoadedPlugin {
             }
             Ok(Err(e)) => Err(self.plugin_error(&call, e)),
             Err(e) => Err(e),
-        }
+        };
+        crate::metrics::METRICS.record_apply(
+            &self.description.name,
+            command,
+            started.elapsed(),
+            fuel,
+            outcome.is_ok(),
+        );
+        outcome
     }
 
     /// Runs the read-only query `name` against `txn`; returns its result bytes.

@@ -207,6 +207,7 @@ pub fn recover(fsm: &Fsm, snapshots: &SnapshotStore) -> Result<Option<StateHeade
         match attempt {
             Ok(p) => {
                 fsm.restore(p.store, p.header.fsm_index);
+                crate::metrics::METRICS.record_snapshot("recover", started.elapsed());
                 tracing::info!(target: "agent.server.snapshot",
                     "restored from snapshot: path={} index={} duration={:?}",
                     dir.path.display(), dir.index, started.elapsed());
@@ -292,6 +293,7 @@ impl StateMachine {
             .blobs
             .path(&r.sha256)
             .map_err(|e| fail(format!("restore entry {}: {e}", log_id.index)))?;
+        let started = Instant::now();
         let mut attempt = 0;
         while !path.exists() {
             let mut peers = vec![r.origin.clone()];
@@ -337,6 +339,7 @@ impl StateMachine {
         .await
         .map_err(|e| fail(e.to_string()))?
         .map_err(|e| fail(format!("restore entry {}: {e}", log_id.index)))?;
+        crate::metrics::METRICS.record_snapshot("restore", started.elapsed());
         let index = self.fsm.last_applied().max(prepared.header.fsm_index) + 1;
         self.fsm.restore(prepared.store, index);
         self.last_applied = Some(log_id);
@@ -406,6 +409,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let index = self.header.last_log_id.map_or(0, |l| l.index);
         tracing::info!(target: "agent.server.raft", "starting snapshot up to: index={index}");
+        let started = Instant::now();
         let (snapshots, read, header) = (
             self.snapshots.clone(),
             self.read.clone(),
@@ -418,6 +422,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 tracing::error!(target: "agent.server.snapshot", "failed to write snapshot: {e}");
                 StorageIOError::write_snapshot(None, &io_error(e))
             })?;
+        crate::metrics::METRICS.record_snapshot("build", started.elapsed());
         open_snapshot(&self.header, &dir).await
     }
 }
@@ -488,6 +493,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .finish_writing()
             .await
             .map_err(|e| fail(SnapshotError::at(snapshot.path(), e)))?;
+        let started = Instant::now();
         let path = snapshot.path().to_path_buf();
         drop(snapshot);
         let (fsm, snapshots) = (self.fsm.clone(), self.snapshots.clone());
@@ -515,6 +521,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .map_err(fail)?;
         let (p, dir) = prepared;
         self.fsm.restore(p.store, p.header.fsm_index);
+        crate::metrics::METRICS.record_snapshot("install", started.elapsed());
         self.last_applied = meta.last_log_id;
         self.last_membership = meta.last_membership.clone();
         tracing::info!(target: "agent.server.raft", "installed remote snapshot: index={} term={} path={}",

@@ -86,8 +86,15 @@ async fn propose(raft: &Raft, batch: Vec<(fsm::Entry, Waiter)>) {
     } else {
         Request::Batch(entries)
     };
+    let started = std::time::Instant::now();
+    let commands = waiters.len() as u64;
     match raft.client_write(request).await {
         Ok(r) => {
+            let m = &crate::metrics::METRICS;
+            m.raft_commit_time
+                .with_label_values(&[] as &[&str])
+                .observe(started.elapsed().as_secs_f64());
+            m.raft_apply.inc_by(commands);
             let raft_index = r.log_id.index;
             let outcomes = match r.data {
                 Response::Applied(o) => o,

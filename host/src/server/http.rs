@@ -50,11 +50,36 @@ pub fn handler(
     move |req| {
         let node = node.clone();
         Box::pin(async move {
+            let started = std::time::Instant::now();
+            let method = req.method().to_string();
+            let prefix = route_prefix(req.uri().path());
             let mut reply = route(&node, req).await.unwrap_or_else(Reply::from);
             add_leader_headers(&node, &mut reply);
+            crate::metrics::METRICS
+                .http_request_time
+                .with_label_values(&[method.as_str(), prefix])
+                .observe(started.elapsed().as_secs_f64());
             reply
         })
     }
+}
+
+/// A path's route prefix, as metrics label it (`/v1/kv/a/b` is `/v1/kv`): a bounded set.
+fn route_prefix(path: &str) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "/v1/apply",
+        "/v1/query",
+        "/v1/status",
+        "/v1/agent",
+        "/v1/operator",
+        "/v1/snapshot",
+        "/v1/plugins",
+    ];
+    KNOWN
+        .iter()
+        .find(|p| path == **p || path.starts_with(&format!("{p}/")))
+        .copied()
+        .unwrap_or("other")
 }
 
 fn add_leader_headers(node: &Node, reply: &mut Reply) {
@@ -206,6 +231,28 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusa
                 .filter_map(|id| m.get_node(&id).map(|n| n.rpc_addr.clone()))
                 .collect();
             Ok(web::json(StatusCode::OK, &json!(peers)))
+        }
+        (&Method::GET, ["v1", "agent", "metrics"]) => {
+            let q = web::query(&req);
+            let m = agent_metrics(node);
+            Ok(match q.get("format").map(String::as_str) {
+                Some("prometheus") => web::bytes(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    m.prometheus(),
+                ),
+                None | Some("json") => web::json(
+                    StatusCode::OK,
+                    &m.consul_json(&crate::logging::timestamp(
+                        std::time::Duration::from_millis(super::now_ms()),
+                    )),
+                ),
+                Some(other) => {
+                    return Err(Refusal::bad_request(format!(
+                        "format: {other:?} is not prometheus or json"
+                    )));
+                }
+            })
         }
         (&Method::GET, ["v1", "plugins"]) => Ok(web::with_index(
             web::json(StatusCode::OK, &plugins_json(node)),
@@ -401,6 +448,26 @@ async fn snapshot_restore(node: &Arc<Node>, req: Request<Incoming>) -> Result<Re
         web::bytes(StatusCode::OK, "text/plain; charset=utf-8", Bytes::new()),
         restored?,
     ))
+}
+
+/// The metrics, with raft's figures read now.
+fn agent_metrics(node: &Node) -> &'static crate::metrics::Metrics {
+    let m = node.raft.metrics().borrow().clone();
+    let metrics = &crate::metrics::METRICS;
+    for (field, value) in [
+        ("last_log_index", m.last_log_index.unwrap_or(0)),
+        ("applied_index", m.last_applied.map_or(0, |l| l.index)),
+        ("term", m.current_term),
+        ("last_snapshot_index", m.snapshot.map_or(0, |l| l.index)),
+        ("is_leader", u64::from(m.current_leader == Some(node.id))),
+        ("fsm_index", node.fsm.last_applied()),
+    ] {
+        metrics
+            .raft_state
+            .with_label_values(&[field])
+            .set(value as f64);
+    }
+    metrics
 }
 
 /// `GET /v1/plugins`: the loaded plugins with their schemas, commands and queries.

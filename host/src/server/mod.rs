@@ -240,6 +240,19 @@ fn raft_config(config: &Config) -> Result<openraft::Config, StartError> {
     c.validate().map_err(|e| StartError::Raft(e.to_string()))
 }
 
+/// Counts leader changes (metrics) until raft stops.
+async fn count_leader_changes(raft: Raft) {
+    let mut rx = raft.metrics();
+    let mut last = rx.borrow().current_leader;
+    while rx.changed().await.is_ok() {
+        let now = rx.borrow().current_leader;
+        if now != last {
+            crate::metrics::METRICS.raft_leader_changes.inc();
+            last = now;
+        }
+    }
+}
+
 /// Loads `plugins` (or the bundled set when none are named) with the configured limits,
 /// caching compiled artifacts under `data_dir/plugin-cache` so a restart does not compile
 /// again. A file that cannot be read or loaded is an error naming it.
@@ -414,6 +427,7 @@ pub async fn run(
     ));
     let cluster_task = tokio::spawn(cluster::run(node.clone()));
     let snapshot_task = tokio::spawn(snapshots::run_policy(node.clone()));
+    let leader_watch = tokio::spawn(count_leader_changes(node.raft.clone()));
 
     let mut signal = node.shutdown_signal();
     tokio::select! {
@@ -423,6 +437,7 @@ pub async fn run(
     node.request_shutdown();
     cluster_task.abort();
     snapshot_task.abort();
+    leader_watch.abort();
     let _ = http_task.await;
     let _ = rpc_task.await;
     if let Err(e) = node.raft.shutdown().await {

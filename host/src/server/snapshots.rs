@@ -150,6 +150,7 @@ pub struct Saved {
 /// archive in a temporary file.
 pub async fn save(node: &Node) -> Result<Saved, OpError> {
     let _one = node.snapshot_lock.lock().await;
+    let started = std::time::Instant::now();
     let snap = take_locked(node).await.map_err(|e| failed(500, e))?;
     let dir = node
         .snapshots
@@ -177,6 +178,7 @@ pub async fn save(node: &Node) -> Result<Saved, OpError> {
         let _ = std::fs::remove_file(&path);
         snapshot_failure(e)
     })?;
+    crate::metrics::METRICS.record_snapshot("save", started.elapsed());
     tracing::info!(target: "agent.server.snapshot",
         "saved a snapshot archive: index={} fsm_index={fsm_index}", snap.index);
     Ok(Saved { path, fsm_index })
