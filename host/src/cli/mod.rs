@@ -33,7 +33,7 @@ pub enum Command {
     #[command(subcommand)]
     Plugin(PluginCommand),
     /// Runs a server: `--dev` for a one-server in-memory cluster, or `--config-file F`.
-    Agent(agent::AgentArgs),
+    Agent(Box<agent::AgentArgs>),
     /// Cluster operations on a running server.
     #[command(subcommand)]
     Operator(OperatorCommand),
