@@ -122,6 +122,7 @@
 extern crate self as fsmhost_guest;
 
 mod error;
+pub mod http;
 mod key;
 mod mem;
 mod plugin;

@@ -449,6 +449,36 @@ impl Harness {
         from_cbor(&out, &format!("result of query {name}"))
     }
 
+    /// Serves an HTTP request as the host does: routes it, applies the command (at the next
+    /// index) or runs the query, and renders the outcome. A query's index is the highest
+    /// last-change index of the plugin's tables (the host uses the tables the query read).
+    pub fn http(&mut self, req: crate::http::Request) -> crate::http::Response {
+        use crate::http::Action;
+        let plan = self.plugin.route_request(&req);
+        let (outcome, index) = match plan.action {
+            Action::Respond(r) => return r,
+            Action::Apply { command, payload } => {
+                let ctx = Ctx {
+                    index: self.next_index,
+                    timestamp_ms: self.next_index,
+                };
+                (self.apply_raw(ctx, &command, &payload), ctx.index)
+            }
+            Action::Query { name, args } => {
+                let index = self
+                    .plugin
+                    .describe()
+                    .tables
+                    .iter()
+                    .filter_map(|t| self.store.table_index(&t.name).ok())
+                    .max()
+                    .unwrap_or(0);
+                (self.plugin.query_raw(&self.store, &name, &args), index)
+            }
+        };
+        self.plugin.render(&plan.context, outcome, index.max(1))
+    }
+
     /// The store, for assertions.
     pub fn store(&self) -> &MemStore {
         &self.store

@@ -4,6 +4,7 @@
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::error::{Error, from_cbor, to_cbor};
+use crate::http::{Plan, RenderFn, Request, Response, Route, RouteFn, Routes};
 use crate::schema::{AnyTable, TableSchema};
 use crate::txn::{IndexKeys, Txn};
 
@@ -31,6 +32,8 @@ pub struct Description {
     pub commands: Vec<String>,
     /// Query names.
     pub queries: Vec<String>,
+    /// HTTP routes.
+    pub routes: Vec<Route>,
 }
 
 type CommandFn = Box<dyn Fn(&mut dyn Txn, &Ctx, &[u8]) -> Result<Vec<u8>, Error> + Send + Sync>;
@@ -47,6 +50,7 @@ pub struct Plugin {
     tables: Vec<&'static dyn AnyTable>,
     commands: Vec<(&'static str, CommandFn)>,
     queries: Vec<(&'static str, QueryFn)>,
+    routes: Routes,
 }
 
 impl Plugin {
@@ -59,6 +63,7 @@ impl Plugin {
             tables: Vec::new(),
             commands: Vec::new(),
             queries: Vec::new(),
+            routes: Routes::default(),
         }
     }
 
@@ -104,6 +109,13 @@ impl Plugin {
         self
     }
 
+    /// Serves an HTTP route: `router` maps a request to a command, a query or a response,
+    /// and `renderer` turns the outcome into the response (see [`crate::http`]).
+    pub fn route(mut self, route: Route, router: RouteFn, renderer: RenderFn) -> Self {
+        self.routes.add(route, router, renderer);
+        self
+    }
+
     /// The plugin's description (the `describe` export).
     pub fn describe(&self) -> Description {
         Description {
@@ -113,6 +125,7 @@ impl Plugin {
             tables: self.tables.iter().map(|t| t.schema()).collect(),
             commands: self.commands.iter().map(|(n, _)| n.to_string()).collect(),
             queries: self.queries.iter().map(|(n, _)| n.to_string()).collect(),
+            routes: self.routes.list(),
         }
     }
 
@@ -142,6 +155,16 @@ impl Plugin {
             .find(|(n, _)| *n == name)
             .ok_or_else(|| Error::not_found(format!("plugin {} has no query {name}", self.name)))?;
         f(tx, args)
+    }
+
+    /// Plans a request on one of the plugin's routes (the `route` export).
+    pub fn route_request(&self, req: &Request) -> Plan {
+        self.routes.route(req)
+    }
+
+    /// Renders the outcome of a plan (the `render` export).
+    pub fn render(&self, context: &[u8], outcome: Result<Vec<u8>, Error>, index: u64) -> Response {
+        self.routes.render(context, outcome, index)
     }
 
     /// Every index key of an encoded object of `table` (the `index` export).

@@ -206,6 +206,15 @@ pub fn describe(p: &Plugin) -> wit::PluginDescription {
             .collect(),
         commands: d.commands,
         queries: d.queries,
+        routes: d
+            .routes
+            .into_iter()
+            .map(|r| wit::HttpRoute {
+                method: r.method.to_string(),
+                path: r.path.to_string(),
+                prefix: r.prefix,
+            })
+            .collect(),
     }
 }
 
@@ -252,6 +261,57 @@ pub fn index_args(
         .map_err(error_to_wit)
 }
 
+fn response_to_wit(r: crate::http::Response) -> wit::HttpResponse {
+    wit::HttpResponse {
+        status: r.status,
+        content_type: r.content_type,
+        body: r.body,
+    }
+}
+
+/// `route` export.
+pub fn route(p: &Plugin, req: wit::HttpRequest) -> wit::HttpPlan {
+    use crate::http::{Action, Request};
+    let plan = p.route_request(&Request {
+        method: req.method,
+        path: req.path,
+        query: req.query,
+        body: req.body,
+    });
+    let action = match plan.action {
+        Action::Apply { command, payload } => wit::HttpAction::Apply(wit::Call {
+            name: command,
+            input: payload,
+        }),
+        Action::Query { name, args } => wit::HttpAction::Query(wit::Call { name, input: args }),
+        Action::Respond(r) => wit::HttpAction::Respond(response_to_wit(r)),
+    };
+    wit::HttpPlan {
+        action,
+        context: plan.context,
+    }
+}
+
+/// `render` export.
+pub fn render(
+    p: &Plugin,
+    context: Vec<u8>,
+    outcome: Result<Vec<u8>, wit::PluginError>,
+    index: u64,
+) -> wit::HttpResponse {
+    let outcome = outcome.map_err(|e| {
+        let kind = match e.kind {
+            wit::ErrorKind::BadRequest => ErrorKind::BadRequest,
+            wit::ErrorKind::NotFound => ErrorKind::NotFound,
+            wit::ErrorKind::Conflict => ErrorKind::Conflict,
+            wit::ErrorKind::State => ErrorKind::State,
+            wit::ErrorKind::Internal => ErrorKind::Internal,
+        };
+        Error::new(kind, e.message)
+    });
+    response_to_wit(p.render(&context, outcome, index))
+}
+
 /// Exports a plugin as the component's `guest` interface.
 ///
 /// The argument is a function returning the [`Plugin`]; it runs once per instance, on the
@@ -296,6 +356,16 @@ macro_rules! export_plugin {
                     prefix: bool,
                 ) -> Result<Vec<u8>, t::PluginError> {
                     $crate::__rt::index_args(&PLUGIN, table, index, args, prefix)
+                }
+                fn route(request: t::HttpRequest) -> t::HttpPlan {
+                    $crate::__rt::route(&PLUGIN, request)
+                }
+                fn render(
+                    context: Vec<u8>,
+                    outcome: Result<Vec<u8>, t::PluginError>,
+                    index: u64,
+                ) -> t::HttpResponse {
+                    $crate::__rt::render(&PLUGIN, context, outcome, index)
                 }
             }
             $crate::__rt::bindings::__export_plugin_world!(FsmhostPlugin with_types_in $crate::__rt::bindings);

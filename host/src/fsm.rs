@@ -65,6 +65,19 @@ impl FsmError {
         matches!(self, FsmError::Call(CallError::Unavailable { .. }))
     }
 
+    /// The plugin's own error, when the plugin refused (not a trap, a limit or the host).
+    pub fn refusal(&self) -> Option<crate::raft::PluginRefusal> {
+        match self {
+            FsmError::Call(CallError::Plugin { kind, message, .. }) => {
+                Some(crate::raft::PluginRefusal {
+                    kind: *kind,
+                    message: message.clone(),
+                })
+            }
+            _ => None,
+        }
+    }
+
     /// The HTTP status a client gets for this error: the plugin's own kind where it gave
     /// one, 404 for an unknown plugin, command or query, 422 for a command stopped by a
     /// limit, 500 for a trap (a plugin bug) and 503 for this server's own failure.

@@ -6,6 +6,7 @@
 
 mod agent;
 mod demo;
+mod kv;
 mod operator;
 mod snapshot;
 
@@ -42,6 +43,15 @@ pub enum Command {
     /// Saves, restores and inspects snapshot archives.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// Reads and writes Consul's key/value store (the kv plugin's `/v1/kv/` API).
+    #[command(subcommand)]
+    Kv(KvCommand),
+    /// Lists the servers of the cluster and whether each answers.
+    Members {
+        /// The HTTP address of any server.
+        #[arg(long, env = "FSMHOST_HTTP_ADDR", default_value = "127.0.0.1:8500")]
+        http_addr: String,
+    },
     /// Asks a running server to leave the cluster (removing it from the raft
     /// configuration), then to stop.
     Leave {
@@ -49,6 +59,104 @@ pub enum Command {
         #[arg(long, env = "FSMHOST_HTTP_ADDR", default_value = "127.0.0.1:8500")]
         http_addr: String,
     },
+}
+
+/// `fsmhost kv ...` (flags may be written Consul's way, `-recurse`, or `--recurse`).
+#[derive(Debug, Subcommand)]
+pub enum KvCommand {
+    /// Prints a key's value (`-recurse`: `key:value` for every key under a prefix;
+    /// `-keys`: only key names; `-detailed`: every field).
+    Get {
+        /// The key or prefix.
+        #[arg(default_value = "")]
+        key: String,
+        /// Every key under the prefix.
+        #[arg(long)]
+        recurse: bool,
+        /// Only key names, cut after `-separator`.
+        #[arg(long)]
+        keys: bool,
+        /// The separator for `-keys`.
+        #[arg(long, default_value = "/")]
+        separator: String,
+        /// Every field of the entry.
+        #[arg(long)]
+        detailed: bool,
+        /// Print values in base64.
+        #[arg(long)]
+        base64: bool,
+        /// The HTTP address of any server.
+        #[arg(long, env = "FSMHOST_HTTP_ADDR", default_value = "127.0.0.1:8500")]
+        http_addr: String,
+    },
+    /// Writes a key: DATA, `@file`, or `-` for stdin (empty when absent).
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        data: Option<String>,
+        /// Flags to store with the key.
+        #[arg(long, default_value_t = 0)]
+        flags: u64,
+        /// Write only if the key's ModifyIndex is `-modify-index` (0: only if absent).
+        #[arg(long)]
+        cas: bool,
+        /// The ModifyIndex for `-cas`.
+        #[arg(long)]
+        modify_index: Option<u64>,
+        /// DATA is base64.
+        #[arg(long)]
+        base64: bool,
+        /// The HTTP address of any server.
+        #[arg(long, env = "FSMHOST_HTTP_ADDR", default_value = "127.0.0.1:8500")]
+        http_addr: String,
+    },
+    /// Deletes a key (`-recurse`: every key under a prefix).
+    Delete {
+        /// The key or prefix.
+        #[arg(default_value = "")]
+        key: String,
+        /// Every key under the prefix.
+        #[arg(long)]
+        recurse: bool,
+        /// Delete only if the key's ModifyIndex is `-modify-index`.
+        #[arg(long)]
+        cas: bool,
+        /// The ModifyIndex for `-cas`.
+        #[arg(long)]
+        modify_index: Option<u64>,
+        /// The HTTP address of any server.
+        #[arg(long, env = "FSMHOST_HTTP_ADDR", default_value = "127.0.0.1:8500")]
+        http_addr: String,
+    },
+}
+
+/// Consul writes long flags with one dash (`-recurse`, `-modify-index=5`); clap wants two.
+/// Rewrites a one-dash word of two or more letters to the two-dash form, leaving short
+/// flags (`-h`), `-` (stdin) and negative numbers alone.
+pub fn normalize_args(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Vec<std::ffi::OsString> {
+    args.into_iter()
+        .map(|a| match a.to_str() {
+            Some(s)
+                if s.len() > 2
+                    && s.starts_with('-')
+                    && !s.starts_with("--")
+                    && s[1..]
+                        .chars()
+                        .take_while(|c| *c != '=')
+                        .all(|c| c.is_ascii_lowercase() || c == '-')
+                    && s[1..]
+                        .chars()
+                        .nth(1)
+                        .is_some_and(|c| c.is_ascii_lowercase() || c == '-') =>
+            {
+                format!("-{s}").into()
+            }
+            _ => a,
+        })
+        .collect()
 }
 
 /// `fsmhost snapshot ...`
@@ -154,6 +262,52 @@ pub fn run(cli: Cli) -> i32 {
         }
         Command::Agent(args) => agent::run(&args),
         Command::Leave { http_addr } => agent::leave(&http_addr),
+        Command::Members { http_addr } => kv::members(&http_addr),
+        Command::Kv(KvCommand::Get {
+            key,
+            recurse,
+            keys,
+            separator,
+            detailed,
+            base64,
+            http_addr,
+        }) => kv::get(
+            &http_addr,
+            &kv::GetArgs {
+                key: &key,
+                recurse,
+                keys,
+                separator: &separator,
+                detailed,
+                base64,
+            },
+        ),
+        Command::Kv(KvCommand::Put {
+            key,
+            data,
+            flags,
+            cas,
+            modify_index,
+            base64,
+            http_addr,
+        }) => kv::put(
+            &http_addr,
+            &kv::PutArgs {
+                key: &key,
+                data: data.as_deref(),
+                flags,
+                cas,
+                modify_index,
+                base64,
+            },
+        ),
+        Command::Kv(KvCommand::Delete {
+            key,
+            recurse,
+            cas,
+            modify_index,
+            http_addr,
+        }) => kv::delete(&http_addr, &key, recurse, cas, modify_index),
         Command::Snapshot(SnapshotCommand::Save {
             file,
             stale,
@@ -233,6 +387,8 @@ fn print_plugin(p: &crate::plugin::LoadedPlugin) {
     }
     println!("  commands: {}", d.commands.join(", "));
     println!("  queries: {}", d.queries.join(", "));
+    let routes: Vec<String> = d.routes.iter().map(ToString::to_string).collect();
+    println!("  routes: {}", routes.join(", "));
 }
 
 fn inspect(file: &std::path::Path) -> Result<(), String> {

@@ -6,15 +6,38 @@ use std::time::Duration;
 /// Sends one request to a server's HTTP API; the answer of a 2xx, or one line naming the
 /// server's refusal.
 pub(super) fn http(method: hyper::Method, addr: &str, path: &str) -> Result<bytes::Bytes, String> {
+    http_maybe(method, addr, path, Vec::new())?
+        .ok_or_else(|| format!("{addr} answered 404 for {path}"))
+}
+
+/// Sends one request with a body; the answer of a 2xx, `None` for a 404, or one line naming
+/// the server's refusal.
+pub(super) fn http_maybe(
+    method: hyper::Method,
+    addr: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<Option<bytes::Bytes>, String> {
+    use crate::raft::network::CallFailure;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("starting the async runtime: {e}"))?;
     runtime.block_on(async {
-        crate::raft::network::RpcClient::new()
-            .request(method, addr, path, Vec::new(), Duration::from_secs(30))
+        match crate::raft::network::RpcClient::new()
+            .request(method, addr, path, body, Duration::from_secs(30))
             .await
-            .map_err(|e| e.to_string())
+        {
+            Ok(b) => Ok(Some(b)),
+            Err(CallFailure::Status { status: 404, .. }) => Ok(None),
+            Err(CallFailure::Status {
+                status, message, ..
+            }) => Err(format!(
+                "Unexpected response code: {status} ({})",
+                message.trim()
+            )),
+            Err(e) => Err(e.to_string()),
+        }
     })
 }
 

@@ -156,7 +156,7 @@ pub enum CallError {
 }
 
 /// The kind of a plugin's own error; the HTTP layer maps it to a status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ErrorKind {
     /// 400.
     BadRequest,

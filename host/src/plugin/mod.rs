@@ -23,6 +23,7 @@
 mod cache;
 mod error;
 mod host;
+mod routes;
 mod validate;
 
 use sha2::{Digest, Sha256};
@@ -34,13 +35,14 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 
 pub use error::{CallError, ErrorKind, LoadError};
+pub use routes::{HttpAction, HttpPlan, HttpRequest, HttpResponse, HttpRoute};
 
 use crate::state::{IndexKeys, ReadTxn, Schema, TableSchema, WriteTxn};
 use cache::ArtifactCache;
 use host::{Access, HostState};
 
 /// The version of the `fsmhost:plugin` WIT package this host serves.
-pub const CONTRACT_VERSION: &str = "0.1.0";
+pub const CONTRACT_VERSION: &str = "0.2.0";
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -138,6 +140,8 @@ pub struct Description {
     pub commands: Vec<String>,
     /// Query names.
     pub queries: Vec<String>,
+    /// HTTP routes the plugin serves.
+    pub routes: Vec<HttpRoute>,
 }
 
 /// The wasm engine and linker shared by every plugin.
@@ -259,6 +263,7 @@ impl Runtime {
                 tables: Vec::new(),
                 commands: Vec::new(),
                 queries: Vec::new(),
+                routes: Vec::new(),
             },
             hash,
             compiled,
@@ -298,8 +303,18 @@ impl Runtime {
             edition: d.edition,
             commands: d.commands,
             queries: d.queries,
+            routes: d
+                .routes
+                .into_iter()
+                .map(|r| HttpRoute {
+                    method: r.method,
+                    path: r.path,
+                    prefix: r.prefix,
+                })
+                .collect(),
         };
         validate::description(origin, &plugin.description)?;
+        routes::check(&plugin.description.name, &plugin.description.routes)?;
         Ok(plugin)
     }
 
@@ -611,6 +626,70 @@ impl LoadedPlugin {
     }
 }
 
+impl LoadedPlugin {
+    /// Plans a request on one of the plugin's routes (the `route` export), outside any
+    /// transaction.
+    pub fn route(&self, req: &HttpRequest) -> Result<HttpPlan, CallError> {
+        let call = format!("route {} {}", req.method, req.path);
+        let wreq = wit::HttpRequest {
+            method: req.method.clone(),
+            path: req.path.clone(),
+            query: req.query.clone(),
+            body: req.body.clone(),
+        };
+        let (plan, _) = self.gated_call(&call, Access::None, |g, s| g.call_route(s, &wreq))?;
+        let action = match plan.action {
+            wit::HttpAction::Apply(c) => HttpAction::Apply {
+                command: c.name,
+                payload: c.input,
+            },
+            wit::HttpAction::Query(c) => HttpAction::Query {
+                name: c.name,
+                args: c.input,
+            },
+            wit::HttpAction::Respond(r) => HttpAction::Respond(response(r)),
+        };
+        Ok(HttpPlan {
+            action,
+            context: plan.context,
+        })
+    }
+
+    /// Renders the outcome of a plan (the `render` export): the result bytes, or the
+    /// plugin's own error; `index` is the outcome's index.
+    pub fn render(
+        &self,
+        context: &[u8],
+        outcome: Result<&[u8], (ErrorKind, &str)>,
+        index: u64,
+    ) -> Result<HttpResponse, CallError> {
+        let outcome = outcome
+            .map(<[u8]>::to_vec)
+            .map_err(|(kind, message)| wit::PluginError {
+                kind: match kind {
+                    ErrorKind::BadRequest => wit::ErrorKind::BadRequest,
+                    ErrorKind::NotFound => wit::ErrorKind::NotFound,
+                    ErrorKind::Conflict => wit::ErrorKind::Conflict,
+                    ErrorKind::State => wit::ErrorKind::State,
+                    ErrorKind::Internal => wit::ErrorKind::Internal,
+                },
+                message: message.to_string(),
+            });
+        let (r, _) = self.gated_call("render", Access::None, |g, s| {
+            g.call_render(s, context, outcome.as_deref().map_err(|e| e), index)
+        })?;
+        Ok(response(r))
+    }
+}
+
+fn response(r: wit::HttpResponse) -> HttpResponse {
+    HttpResponse {
+        status: r.status,
+        content_type: r.content_type,
+        body: r.body,
+    }
+}
+
 /// The plugins a server runs, checked together: unique plugin names, and every table owned by
 /// exactly one plugin.
 pub struct PluginSet {
@@ -645,6 +724,16 @@ impl PluginSet {
                 tables.push(t.clone());
             }
         }
+        let routes: Vec<(String, &[HttpRoute])> = plugins
+            .iter()
+            .map(|p| {
+                (
+                    format!("{} ({})", p.name(), p.origin),
+                    &p.description.routes[..],
+                )
+            })
+            .collect();
+        routes::check_set(&routes)?;
         Ok(PluginSet {
             plugins: plugins.into_iter().map(Arc::new).collect(),
             schema: Schema::new(tables).map_err(|problem| LoadError::InvalidDescription {
@@ -657,6 +746,13 @@ impl PluginSet {
     /// The plugin named `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<LoadedPlugin>> {
         self.plugins.iter().find(|p| p.name() == name)
+    }
+
+    /// The plugin serving `method path` on one of its routes (at most one does).
+    pub fn route_for(&self, method: &str, path: &str) -> Option<&Arc<LoadedPlugin>> {
+        self.plugins
+            .iter()
+            .find(|p| p.description.routes.iter().any(|r| r.matches(method, path)))
     }
 
     /// Every plugin, in load order.

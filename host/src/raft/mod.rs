@@ -93,6 +93,20 @@ pub struct Failure {
     pub status: u16,
     /// The error.
     pub message: String,
+    /// The plugin's own error, as it gave it, when the plugin refused the command (so that
+    /// the plugin's `render` can present it); `None` for a trap, a limit or the host's own
+    /// refusal.
+    #[serde(default)]
+    pub refusal: Option<PluginRefusal>,
+}
+
+/// A plugin's own error: its kind and message, unprefixed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginRefusal {
+    /// The kind the plugin gave.
+    pub kind: crate::plugin::ErrorKind,
+    /// The plugin's message.
+    pub message: String,
 }
 
 /// The outcome of one plugin command; the same on every server.
@@ -112,6 +126,7 @@ impl Outcome {
             result: result.map(ByteBuf::from).map_err(|e| Failure {
                 status: e.http_status(),
                 message: e.to_string(),
+                refusal: e.refusal(),
             }),
         }
     }

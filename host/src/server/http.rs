@@ -5,12 +5,18 @@
 //!   is the command's result, with `X-Consul-Index` set to the entry's log index;
 //! - `GET|POST /v1/query/{plugin}/{query}`: the body is the query's arguments;
 //!   `?stale`, `?consistent`, and blocking `?index=N&wait=D`;
-//! - `GET /v1/status/leader`, `GET /v1/status/peers`, `GET /v1/agent/self`;
+//! - `GET /v1/status/leader`, `GET /v1/status/peers`, `GET /v1/agent/self`,
+//!   `GET /v1/agent/members`;
 //! - `GET /v1/operator/raft/configuration`, `DELETE /v1/operator/raft/peer?id=|address=`;
 //! - `PUT|POST /v1/agent/leave`: leave the cluster, then stop;
 //! - `GET /v1/plugins`: the loaded plugins (version, edition, hash, tables and indexes,
 //!   commands, queries);
-//! - `GET /v1/snapshot` (`?stale`): a user snapshot archive; `PUT /v1/snapshot`: restore one.
+//! - `GET /v1/snapshot` (`?stale`): a user snapshot archive; `PUT /v1/snapshot`: restore one;
+//! - any other path: the plugin whose routes serve it (`plugin_http`), e.g. the kv plugin's
+//!   `/v1/kv/` and `/v1/txn`.
+//!
+//! Every response carries `X-Consul-Index` (the data's index, or the last applied FSM index),
+//! `X-Consul-KnownLeader` and `X-Consul-LastContact`.
 //!
 //! Bodies are CBOR (`application/cbor`) or JSON (`application/json`, converted to CBOR for
 //! the plugin and the answer back to JSON). Errors are plain text naming the problem, with
@@ -36,7 +42,7 @@ use crate::http_body;
 use crate::raft::network::CallFailure;
 
 /// The largest request body (a command's payload or a query's arguments).
-const MAX_BODY: usize = 4 << 20;
+pub(super) const MAX_BODY: usize = 4 << 20;
 /// Default blocking wait (Consul: 5 minutes).
 const DEFAULT_WAIT: Duration = Duration::from_secs(300);
 /// Longest blocking wait (Consul: 10 minutes).
@@ -55,6 +61,9 @@ pub fn handler(
             let prefix = route_prefix(req.uri().path());
             let mut reply = route(&node, req).await.unwrap_or_else(Reply::from);
             add_leader_headers(&node, &mut reply);
+            if !reply.headers().contains_key("X-Consul-Index") {
+                reply = web::with_index(reply, node.fsm.last_applied().max(1));
+            }
             crate::metrics::METRICS
                 .http_request_time
                 .with_label_values(&[method.as_str(), prefix])
@@ -135,7 +144,7 @@ fn plugin_answer(bytes: Vec<u8>, json: bool) -> Reply {
 
 /// `?index=&wait=`: the blocking index and the wait, capped at 10 minutes, plus up to
 /// wait/16 of jitter as Consul adds so that woken clients do not return in lockstep.
-fn blocking_params(
+pub(super) fn blocking_params(
     q: &std::collections::BTreeMap<String, String>,
 ) -> Result<(u64, Duration), Refusal> {
     let index = match q.get("index") {
@@ -157,7 +166,9 @@ fn blocking_params(
     Ok((index, wait + jitter))
 }
 
-fn consistency(q: &std::collections::BTreeMap<String, String>) -> Result<Consistency, Refusal> {
+pub(super) fn consistency(
+    q: &std::collections::BTreeMap<String, String>,
+) -> Result<Consistency, Refusal> {
     match (q.contains_key("stale"), q.contains_key("consistent")) {
         (true, true) => Err(Refusal::bad_request(
             "?stale and ?consistent cannot be used together",
@@ -261,6 +272,9 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusa
         (&Method::GET, ["v1", "snapshot"]) => snapshot_save(node, &web::query(&req)).await,
         (&Method::PUT, ["v1", "snapshot"]) => snapshot_restore(node, req).await,
         (&Method::GET, ["v1", "agent", "self"]) => Ok(web::json(StatusCode::OK, &agent_self(node))),
+        (&Method::GET, ["v1", "agent", "members"]) => {
+            Ok(web::json(StatusCode::OK, &members(node).await))
+        }
         (&Method::GET, ["v1", "operator", "raft", "configuration"]) => {
             Ok(web::json(StatusCode::OK, &raft_configuration(node)))
         }
@@ -278,10 +292,13 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusa
             node.request_shutdown();
             Ok(web::text(StatusCode::OK, "left the cluster"))
         }
-        _ => Err(Refusal::new(
-            StatusCode::NOT_FOUND,
-            format!("no route {method} {path}"),
-        )),
+        _ => match node.fsm.plugins().route_for(method.as_str(), &path) {
+            Some(plugin) => super::plugin_http::serve(node, plugin.clone(), req).await,
+            None => Err(Refusal::new(
+                StatusCode::NOT_FOUND,
+                format!("no route {method} {path}"),
+            )),
+        },
     }
 }
 
@@ -507,10 +524,66 @@ fn plugins_json(node: &Node) -> serde_json::Value {
                 "Tables": tables,
                 "Commands": d.commands,
                 "Queries": d.queries,
+                "Routes": d.routes.iter().map(|r| json!({
+                    "Method": r.method,
+                    "Path": r.path,
+                    "Prefix": r.prefix,
+                })).collect::<Vec<_>>(),
             })
         })
         .collect();
     json!(plugins)
+}
+
+/// `GET /v1/agent/members`: the servers of the raft configuration in the shape of Consul's
+/// members list. Without a gossip layer, `Status` is 1 (alive) for a server whose HTTP API
+/// answers within a second, and 4 (failed) for one that does not.
+async fn members(node: &Arc<Node>) -> serde_json::Value {
+    let membership = node.membership();
+    let voters: Vec<u64> = membership.voter_ids().collect();
+    let mut probes = tokio::task::JoinSet::new();
+    for (id, info) in membership.nodes() {
+        let (id, info, node) = (*id, info.clone(), node.clone());
+        probes.spawn(async move {
+            let alive = id == node.id
+                || node
+                    .client
+                    .request(
+                        Method::GET,
+                        &info.http_addr,
+                        "/v1/status/leader",
+                        Vec::new(),
+                        Duration::from_secs(1),
+                    )
+                    .await
+                    .is_ok();
+            (id, info, alive)
+        });
+    }
+    let mut rows = Vec::new();
+    while let Some(Ok((id, info, alive))) = probes.join_next().await {
+        let (host, port) = info
+            .rpc_addr
+            .rsplit_once(':')
+            .unwrap_or((&info.rpc_addr, "0"));
+        rows.push(json!({
+            "Name": info.name,
+            "Addr": host,
+            "Port": port.parse::<u16>().unwrap_or(0),
+            "Tags": {
+                "role": "consul",
+                "dc": "dc1",
+                "id": format!("{id:016x}"),
+                "build": env!("CARGO_PKG_VERSION"),
+                "vsn": "2",
+                "http_addr": info.http_addr,
+                "voter": voters.contains(&id).to_string(),
+            },
+            "Status": if alive { 1 } else { 4 },
+        }));
+    }
+    rows.sort_by(|a, b| a["Name"].as_str().cmp(&b["Name"].as_str()));
+    json!(rows)
 }
 
 fn agent_self(node: &Node) -> serde_json::Value {

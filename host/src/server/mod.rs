@@ -18,6 +18,7 @@ pub mod batch;
 pub mod cluster;
 pub mod http;
 pub mod ops;
+pub mod plugin_http;
 pub mod rpc;
 pub mod snapshots;
 pub mod web;

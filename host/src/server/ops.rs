@@ -105,6 +105,17 @@ pub enum OpError {
         /// The message.
         message: String,
     },
+    /// The plugin refused a query: the status and message a client gets, and the plugin's
+    /// own error for its `render`.
+    #[error("{message}")]
+    Refused {
+        /// The status.
+        status: u16,
+        /// The message.
+        message: String,
+        /// The plugin's error.
+        refusal: crate::raft::PluginRefusal,
+    },
 }
 
 impl From<OpError> for super::web::Refusal {
@@ -112,7 +123,10 @@ impl From<OpError> for super::web::Refusal {
         use hyper::StatusCode;
         match e {
             OpError::NotLeader => Self::new(StatusCode::SERVICE_UNAVAILABLE, "no cluster leader"),
-            OpError::Failed { status, message } => Self::new(
+            OpError::Failed { status, message }
+            | OpError::Refused {
+                status, message, ..
+            } => Self::new(
                 StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
                 message,
             ),
@@ -129,7 +143,14 @@ fn failed(status: u16, message: impl Into<String>) -> OpError {
 
 impl From<FsmError> for OpError {
     fn from(e: FsmError) -> Self {
-        failed(e.http_status(), e.to_string())
+        match e.refusal() {
+            Some(refusal) => OpError::Refused {
+                status: e.http_status(),
+                message: e.to_string(),
+                refusal,
+            },
+            None => failed(e.http_status(), e.to_string()),
+        }
     }
 }
 

@@ -161,6 +161,11 @@ pub async fn body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Refusal
 
 /// The query string as a map (a key given without a value maps to "").
 pub fn query(req: &Request<Incoming>) -> BTreeMap<String, String> {
+    query_pairs(req).into_iter().collect()
+}
+
+/// The query string's parameters in their order (a key given without a value has "").
+pub fn query_pairs(req: &Request<Incoming>) -> Vec<(String, String)> {
     req.uri()
         .query()
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())

@@ -6,11 +6,18 @@
 //! - `tombstones`: [`Tombstone`] records left by deletes, keyed like `kvs`, so that the index
 //!   of a prefix never goes backwards after a delete (Consul's graveyard).
 //!
-//! Commands: `set`, `cas`, `delete`, `delete-cas`, `delete-tree`, `reap-tombstones`.
-//! Queries: `get`, `list`, `keys`. Sessions and locks come later; their fields are kept.
+//! Commands: `set`, `cas`, `delete`, `delete-cas`, `delete-tree`, `reap-tombstones`, `txn`.
+//! Queries: `get`, `list`, `keys`, `txn-read`. Sessions and locks come later; their fields
+//! are kept.
+//!
+//! HTTP (module [`http`]): Consul's `/v1/kv/<key>` and `/v1/txn`.
 
+use fsmhost_guest::http::Route;
 use fsmhost_guest::{Ctx, Error, Index, Key, KeyRange, Plugin, Table, Txn, serde_bytes};
 use serde::{Deserialize, Serialize};
+
+pub mod http;
+pub mod txn;
 
 /// A key/value entry: Consul's `DirEntry`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
@@ -236,13 +243,13 @@ fn write_entry(
     Ok(true)
 }
 
-fn set(tx: &mut dyn Txn, ctx: &Ctx, req: SetRequest) -> Result<bool, Error> {
+pub(crate) fn set(tx: &mut dyn Txn, ctx: &Ctx, req: SetRequest) -> Result<bool, Error> {
     check_key(&req.key, "key", false)?;
     let existing = KVS_ID.get(tx, &req.key)?;
     write_entry(tx, ctx, existing, req.key, req.value, req.flags)
 }
 
-fn cas(tx: &mut dyn Txn, ctx: &Ctx, req: CasRequest) -> Result<bool, Error> {
+pub(crate) fn cas(tx: &mut dyn Txn, ctx: &Ctx, req: CasRequest) -> Result<bool, Error> {
     check_key(&req.key, "key", false)?;
     let existing = KVS_ID.get(tx, &req.key)?;
     let matches = match &existing {
@@ -268,7 +275,7 @@ fn remove_entry(tx: &mut dyn Txn, ctx: &Ctx, entry: &Entry) -> Result<(), Error>
     Ok(())
 }
 
-fn delete(tx: &mut dyn Txn, ctx: &Ctx, req: DeleteRequest) -> Result<bool, Error> {
+pub(crate) fn delete(tx: &mut dyn Txn, ctx: &Ctx, req: DeleteRequest) -> Result<bool, Error> {
     check_key(&req.key, "key", false)?;
     if let Some(e) = KVS_ID.get(tx, &req.key)? {
         remove_entry(tx, ctx, &e)?;
@@ -276,7 +283,11 @@ fn delete(tx: &mut dyn Txn, ctx: &Ctx, req: DeleteRequest) -> Result<bool, Error
     Ok(true)
 }
 
-fn delete_cas(tx: &mut dyn Txn, ctx: &Ctx, req: DeleteCasRequest) -> Result<bool, Error> {
+pub(crate) fn delete_cas(
+    tx: &mut dyn Txn,
+    ctx: &Ctx,
+    req: DeleteCasRequest,
+) -> Result<bool, Error> {
     check_key(&req.key, "key", false)?;
     match KVS_ID.get(tx, &req.key)? {
         // Consul answers true for a key that is already gone.
@@ -289,7 +300,11 @@ fn delete_cas(tx: &mut dyn Txn, ctx: &Ctx, req: DeleteCasRequest) -> Result<bool
     }
 }
 
-fn delete_tree(tx: &mut dyn Txn, ctx: &Ctx, req: DeleteTreeRequest) -> Result<bool, Error> {
+pub(crate) fn delete_tree(
+    tx: &mut dyn Txn,
+    ctx: &Ctx,
+    req: DeleteTreeRequest,
+) -> Result<bool, Error> {
     check_key(&req.prefix, "prefix", true)?;
     let deleted = KVS_ID.delete_prefix(tx, &req.prefix)?;
     // One tombstone for the whole prefix; none for "" (every watcher sees the table index).
@@ -391,9 +406,27 @@ pub fn plugin() -> Plugin {
         .command("delete-cas", delete_cas)
         .command("delete-tree", delete_tree)
         .command("reap-tombstones", reap_tombstones)
+        .command("txn", txn::txn)
         .query("get", get)
         .query("list", list)
         .query("keys", keys)
+        .query("txn-read", txn::txn_read)
+        .route(
+            Route::get(http::KV_PATH).prefix(),
+            http::route_get,
+            http::render_get,
+        )
+        .route(
+            Route::put(http::KV_PATH).prefix(),
+            http::route_put,
+            http::render_bool,
+        )
+        .route(
+            Route::delete(http::KV_PATH).prefix(),
+            http::route_delete,
+            http::render_bool,
+        )
+        .route(Route::put("/v1/txn"), http::route_txn, http::render_txn)
 }
 
 fsmhost_guest::export_plugin!(plugin);

@@ -1,0 +1,231 @@
+//! HTTP routes plugins serve: the host's side of the `route` and `render` exports.
+//!
+//! Owns: the plain types of a routed request (no wasmtime type leaves this module's parent),
+//! the load-time checks of a plugin's routes, and finding the plugin that serves a request.
+//! Invariants (checked at load, in [`check`] and [`check_set`]): a route's path starts with
+//! `/v1/`, is not under one of the host's own paths, and no two plugins of a set serve an
+//! overlapping route, so a request has at most one plugin.
+
+use super::LoadError;
+
+/// Paths the host serves itself; a plugin route under one of them is refused.
+pub const RESERVED: &[&str] = &[
+    "/v1/apply",
+    "/v1/query",
+    "/v1/plugins",
+    "/v1/snapshot",
+    "/v1/status",
+    "/v1/agent",
+    "/v1/operator",
+    "/v1/internal",
+];
+
+/// Methods a route may use.
+const METHODS: &[&str] = &["GET", "PUT", "POST", "DELETE"];
+
+/// A route a plugin serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpRoute {
+    /// `GET`, `PUT`, `POST` or `DELETE`.
+    pub method: String,
+    /// The path, starting with `/v1/`.
+    pub path: String,
+    /// Serves every path starting with `path` (which ends with `/`).
+    pub prefix: bool,
+}
+
+impl HttpRoute {
+    /// Whether a request with this method and path is the route's.
+    pub fn matches(&self, method: &str, path: &str) -> bool {
+        self.method == method
+            && if self.prefix {
+                path.starts_with(&self.path)
+            } else {
+                path == self.path
+            }
+    }
+
+    /// Whether some request would match both routes.
+    fn overlaps(&self, other: &HttpRoute) -> bool {
+        self.method == other.method
+            && match (self.prefix, other.prefix) {
+                (false, false) => self.path == other.path,
+                (true, false) => other.path.starts_with(&self.path),
+                (false, true) => self.path.starts_with(&other.path),
+                (true, true) => {
+                    self.path.starts_with(&other.path) || other.path.starts_with(&self.path)
+                }
+            }
+    }
+}
+
+impl std::fmt::Display for HttpRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let star = if self.prefix { "*" } else { "" };
+        write!(f, "{} {}{star}", self.method, self.path)
+    }
+}
+
+/// A request on a plugin's route.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpRequest {
+    /// The method.
+    pub method: String,
+    /// The path, percent-decoded.
+    pub path: String,
+    /// Query parameters in order, percent-decoded.
+    pub query: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+/// A plugin's response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    /// The status code.
+    pub status: u16,
+    /// The `Content-Type`.
+    pub content_type: String,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+/// What to do for a routed request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpAction {
+    /// Apply `command` through the log.
+    Apply {
+        /// The command.
+        command: String,
+        /// Its payload.
+        payload: Vec<u8>,
+    },
+    /// Run query `name`.
+    Query {
+        /// The query.
+        name: String,
+        /// Its arguments.
+        args: Vec<u8>,
+    },
+    /// Answer with this.
+    Respond(HttpResponse),
+}
+
+/// A plugin's plan for a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpPlan {
+    /// What to do.
+    pub action: HttpAction,
+    /// Handed back to `render`.
+    pub context: Vec<u8>,
+}
+
+/// Checks one plugin's routes on their own.
+pub(crate) fn check(plugin: &str, routes: &[HttpRoute]) -> Result<(), LoadError> {
+    let invalid = |problem: String| LoadError::InvalidDescription {
+        plugin: plugin.to_string(),
+        problem,
+    };
+    for (i, r) in routes.iter().enumerate() {
+        if !METHODS.contains(&r.method.as_str()) {
+            return Err(invalid(format!(
+                "route {r}: method {:?} is not one of {}",
+                r.method,
+                METHODS.join(", ")
+            )));
+        }
+        if !r.path.starts_with("/v1/") || r.path.contains(['?', '#', ' ']) {
+            return Err(invalid(format!(
+                "route {r}: the path must start with /v1/ and hold no ?, # or space"
+            )));
+        }
+        if r.prefix && !r.path.ends_with('/') {
+            return Err(invalid(format!(
+                "route {r}: a prefix route's path must end with /"
+            )));
+        }
+        if let Some(host) = RESERVED.iter().find(|h| {
+            r.path == **h
+                || r.path.starts_with(&format!("{h}/"))
+                || (r.prefix && h.starts_with(&r.path))
+        }) {
+            return Err(invalid(format!(
+                "route {r} would take requests for the host's own {host}"
+            )));
+        }
+        if let Some(twice) = routes[..i].iter().find(|o| *o == r) {
+            return Err(invalid(format!("route {twice} is declared twice")));
+        }
+    }
+    Ok(())
+}
+
+/// Checks that no two plugins serve overlapping routes; `routes` is `(plugin, its routes)`.
+pub(crate) fn check_set(routes: &[(String, &[HttpRoute])]) -> Result<(), LoadError> {
+    for (i, (plugin, mine)) in routes.iter().enumerate() {
+        for (other, theirs) in &routes[..i] {
+            for r in mine.iter() {
+                if let Some(clash) = theirs.iter().find(|t| t.overlaps(r)) {
+                    return Err(LoadError::Conflict {
+                        first: other.clone(),
+                        second: plugin.clone(),
+                        what: format!("overlapping HTTP routes ({clash} and {r})"),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(method: &str, path: &str, prefix: bool) -> HttpRoute {
+        HttpRoute {
+            method: method.into(),
+            path: path.into(),
+            prefix,
+        }
+    }
+
+    #[test]
+    fn routes_are_checked() {
+        assert!(
+            check(
+                "kv",
+                &[r("GET", "/v1/kv/", true), r("PUT", "/v1/txn", false)]
+            )
+            .is_ok()
+        );
+        let e = |routes: &[HttpRoute]| check("kv", routes).unwrap_err().to_string();
+        assert!(e(&[r("PATCH", "/v1/kv/", true)]).contains("method \"PATCH\""));
+        assert!(e(&[r("GET", "/kv/", true)]).contains("must start with /v1/"));
+        assert!(e(&[r("GET", "/v1/kv", true)]).contains("must end with /"));
+        assert!(e(&[r("GET", "/v1/status/x", false)]).contains("host's own /v1/status"));
+        assert!(e(&[r("GET", "/v1/", true)]).contains("host's own"));
+        assert!(e(&[r("GET", "/v1/kv/", true), r("GET", "/v1/kv/", true)]).contains("twice"));
+    }
+
+    #[test]
+    fn overlapping_routes_of_two_plugins_conflict() {
+        let a = [r("GET", "/v1/kv/", true)];
+        let b = [r("GET", "/v1/kv/special", false)];
+        let c = [
+            r("PUT", "/v1/kv/special", false),
+            r("GET", "/v1/catalog/", true),
+        ];
+        let set = |x: &[HttpRoute], y: &[HttpRoute]| {
+            check_set(&[("a".to_string(), x), ("b".to_string(), y)])
+        };
+        let err = set(&a, &b).unwrap_err().to_string();
+        assert!(
+            err.contains("plugins a and b both declare overlapping HTTP routes"),
+            "{err}"
+        );
+        assert!(set(&a, &c).is_ok(), "another method, another path");
+        assert!(r("GET", "/v1/kv/", true).matches("GET", "/v1/kv/a/b"));
+        assert!(!r("GET", "/v1/txn", false).matches("GET", "/v1/txn/x"));
+    }
+}

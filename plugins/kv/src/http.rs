@@ -1,0 +1,585 @@
+//! Consul's KV HTTP API, served by this plugin: `GET`, `PUT`, `DELETE /v1/kv/<key>` and
+//! `PUT /v1/txn` (`agent/kvs_endpoint.go`, `agent/txn_endpoint.go`).
+//!
+//! The routers turn a request into one of the plugin's commands or queries; the renderers
+//! give Consul's answers: `DirEntry` JSON with base64 values, `true`/`false` bodies, a 404
+//! with an empty body for a missing key, the raw value with `?raw`, and the Txn `Results`
+//! and `Errors`. The host does the rest (the log, forwarding, `?index`/`?wait`, `?stale`/
+//! `?consistent`, `X-Consul-Index`).
+//!
+//! Where Consul answers 500 for a client's mistake (a malformed `?flags`, `?cas`, or an
+//! unknown session), this plugin answers 400 with the same message.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use fsmhost_guest::http::{Plan, Request, Response, context};
+use fsmhost_guest::{Error, from_cbor};
+use serde::{Deserialize, Serialize};
+
+use crate::txn::{self, MAX_OPS, Op, TxnError, TxnRequest, Verb};
+use crate::{
+    CasRequest, DeleteCasRequest, DeleteRequest, DeleteTreeRequest, Entry, GetArgs, KeysArgs,
+    KeysResult, ListArgs, ListResult, SetRequest,
+};
+
+/// The largest value (Consul's `kv_max_value_size`, 512 KiB).
+pub const MAX_VALUE: usize = 512 * 1024;
+
+/// The path prefix of the KV API.
+pub const KV_PATH: &str = "/v1/kv/";
+
+/// Consul's `DirEntry` in JSON, fields in Consul's order.
+#[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct DirEntry {
+    /// How many times the key was locked.
+    pub lock_index: u64,
+    /// The key.
+    pub key: String,
+    /// The flags.
+    pub flags: u64,
+    /// The value in base64; `null` when empty.
+    pub value: Option<String>,
+    /// The lock holder; omitted when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// Index of the write that created the key.
+    pub create_index: u64,
+    /// Index of the last write that changed it.
+    pub modify_index: u64,
+}
+
+impl From<&Entry> for DirEntry {
+    fn from(e: &Entry) -> Self {
+        DirEntry {
+            lock_index: e.lock_index,
+            key: e.key.clone(),
+            flags: e.flags,
+            value: (!e.value.is_empty()).then(|| B64.encode(&e.value)),
+            session: e.session.clone(),
+            create_index: e.create_index,
+            modify_index: e.modify_index,
+        }
+    }
+}
+
+/// What a `GET /v1/kv/` answer looks like.
+#[derive(Serialize, Deserialize)]
+enum Read {
+    /// One key: `[DirEntry]`, or its raw value.
+    Entry { raw: bool },
+    /// `?recurse`: every entry under the prefix.
+    List,
+    /// `?keys`: the keys under the prefix; an empty list is a 404 unless the prefix is "".
+    Keys { prefix_empty: bool },
+}
+
+fn missing_key() -> Error {
+    Error::bad_request("Missing key name")
+}
+
+/// Consul's answer when flags that exclude each other are given together.
+fn conflicting(req: &Request) -> Error {
+    let mut params: Vec<String> = req.query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    params.sort();
+    Error::bad_request(format!("Conflicting flags: {}", params.join("&")))
+}
+
+fn not_found() -> Response {
+    Response::bytes(404, "text/plain; charset=utf-8", Vec::new())
+}
+
+/// `GET /v1/kv/<key>`: a key, `?recurse` a prefix, `?keys` (with `?separator`) key names.
+pub fn route_get(req: &Request) -> Result<Plan, Error> {
+    let key = req.path_after(KV_PATH).to_string();
+    if req.has("keys") {
+        let separator = req
+            .get("separator")
+            .or_else(|| req.get("seperator"))
+            .map(str::to_string);
+        let prefix_empty = key.is_empty();
+        let args = KeysArgs {
+            prefix: key,
+            separator,
+        };
+        return Plan::query("keys", &args)?.context(&Read::Keys { prefix_empty });
+    }
+    if req.has("recurse") {
+        return Plan::query("list", &ListArgs { prefix: key })?.context(&Read::List);
+    }
+    if key.is_empty() {
+        return Err(missing_key());
+    }
+    let raw = req.has("raw");
+    Plan::query("get", &GetArgs { key })?.context(&Read::Entry { raw })
+}
+
+/// Renders a `GET /v1/kv/` answer.
+pub fn render_get(ctx: &[u8], outcome: Result<Vec<u8>, Error>, _index: u64) -> Response {
+    let rendered = context::<Read>(ctx).and_then(|read| {
+        let bytes = outcome?;
+        Ok(match read {
+            Read::Entry { raw } => match from_cbor::<Option<Entry>>(&bytes, "get result")? {
+                None => not_found(),
+                Some(e) if raw => Response::bytes(200, "text/plain", e.value),
+                Some(e) => Response::json(200, &[DirEntry::from(&e)]),
+            },
+            Read::List => {
+                let list: ListResult = from_cbor(&bytes, "list result")?;
+                if list.entries.is_empty() {
+                    not_found()
+                } else {
+                    let entries: Vec<DirEntry> = list.entries.iter().map(DirEntry::from).collect();
+                    Response::json(200, &entries)
+                }
+            }
+            Read::Keys { prefix_empty } => {
+                let keys: KeysResult = from_cbor(&bytes, "keys result")?;
+                if keys.keys.is_empty() && !prefix_empty {
+                    not_found()
+                } else {
+                    Response::json(200, &keys.keys)
+                }
+            }
+        })
+    });
+    rendered.unwrap_or_else(|e| Response::error(&e))
+}
+
+/// `PUT /v1/kv/<key>`: the body is the value; `?flags`, `?cas`.
+pub fn route_put(req: &Request) -> Result<Plan, Error> {
+    let key = req.path_after(KV_PATH).to_string();
+    if key.is_empty() {
+        return Err(missing_key());
+    }
+    let given = ["cas", "acquire", "release"]
+        .iter()
+        .filter(|f| req.has(f))
+        .count();
+    if given > 1 {
+        return Err(conflicting(req));
+    }
+    for flag in ["acquire", "release"] {
+        match req.get(flag) {
+            Some("") => return Err(Error::bad_request("missing session")),
+            Some(s) => {
+                return Err(Error::bad_request(format!(
+                    "invalid session {s:?}: this kv plugin has no sessions yet, so ?{flag} \
+                     cannot be used"
+                )));
+            }
+            None => {}
+        }
+    }
+    if req.body.len() > MAX_VALUE {
+        return Ok(Plan::respond(Response::text(
+            413,
+            format!(
+                "Request body({} bytes) too large, max size: {MAX_VALUE} bytes",
+                req.body.len()
+            ),
+        )));
+    }
+    let flags = req.get_u64("flags")?.unwrap_or(0);
+    let value = req.body.clone();
+    match req.get_u64("cas")? {
+        Some(index) => Plan::apply(
+            "cas",
+            &CasRequest {
+                key,
+                value,
+                flags,
+                index,
+            },
+        ),
+        None => Plan::apply("set", &SetRequest { key, value, flags }),
+    }
+}
+
+/// `DELETE /v1/kv/<key>`: `?recurse` deletes a prefix, `?cas` only at that ModifyIndex.
+pub fn route_delete(req: &Request) -> Result<Plan, Error> {
+    let key = req.path_after(KV_PATH).to_string();
+    let cas = req.get_u64("cas")?;
+    if req.has("recurse") {
+        if cas.is_some() {
+            return Err(conflicting(req));
+        }
+        return Plan::apply("delete-tree", &DeleteTreeRequest { prefix: key });
+    }
+    if key.is_empty() {
+        return Err(missing_key());
+    }
+    match cas {
+        Some(index) => Plan::apply("delete-cas", &DeleteCasRequest { key, index }),
+        None => Plan::apply("delete", &DeleteRequest { key }),
+    }
+}
+
+/// Renders a write's `true` or `false`.
+pub fn render_bool(_ctx: &[u8], outcome: Result<Vec<u8>, Error>, _index: u64) -> Response {
+    match outcome.and_then(|b| from_cbor::<bool>(&b, "write result")) {
+        Ok(ok) => Response::json(200, &ok),
+        Err(e) => Response::error(&e),
+    }
+}
+
+/// One element of a Txn request (`api.TxnOp`); only `KV` is served here.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TxnOpJson {
+    #[serde(rename = "KV", alias = "kv", alias = "Kv")]
+    kv: Option<KvOpJson>,
+    #[serde(rename = "Node", alias = "node")]
+    node: Option<serde_json::Value>,
+    #[serde(rename = "Service", alias = "service")]
+    service: Option<serde_json::Value>,
+    #[serde(rename = "Check", alias = "check")]
+    check: Option<serde_json::Value>,
+}
+
+/// A KV operation (`api.KVTxnOp`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+struct KvOpJson {
+    #[serde(alias = "verb")]
+    verb: String,
+    #[serde(default, alias = "key")]
+    key: String,
+    #[serde(default, alias = "value")]
+    value: Option<String>,
+    #[serde(default, alias = "flags")]
+    flags: u64,
+    #[serde(default, alias = "index")]
+    index: u64,
+    #[serde(default, alias = "session")]
+    session: String,
+    #[serde(default, alias = "namespace")]
+    namespace: Option<String>,
+    #[serde(default, alias = "partition")]
+    partition: Option<String>,
+}
+
+/// One element of a Txn answer's `Results`.
+#[derive(Serialize)]
+struct TxnResultJson {
+    #[serde(rename = "KV")]
+    kv: DirEntry,
+}
+
+/// A Txn answer, fields in Consul's order.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct TxnResponseJson<'a> {
+    results: Option<Vec<TxnResultJson>>,
+    errors: Option<&'a [TxnError]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<u64>,
+}
+
+/// The context of a Txn answer.
+#[derive(Serialize, Deserialize)]
+struct TxnAnswer {
+    read_only: bool,
+}
+
+fn txn_rolled_back(errors: &[TxnError]) -> Response {
+    let body = TxnResponseJson {
+        results: None,
+        errors: Some(errors),
+        index: None,
+    };
+    Response::json(409, &body)
+}
+
+/// Turns one JSON operation into an [`Op`], or the reason it cannot run.
+fn txn_op(i: usize, op: TxnOpJson) -> Result<Result<Op, String>, Response> {
+    let other = [
+        ("Node", op.node.is_some()),
+        ("Service", op.service.is_some()),
+        ("Check", op.check.is_some()),
+    ];
+    if let Some((what, _)) = other.iter().find(|(_, given)| *given) {
+        return Err(Response::text(
+            400,
+            format!(
+                "operation {i} is a {what} operation; /v1/txn here serves KV operations only \
+                 (the kv plugin's)"
+            ),
+        ));
+    }
+    let Some(kv) = op.kv else {
+        return Err(Response::text(
+            400,
+            format!("operation {i} has no KV member"),
+        ));
+    };
+    let value = match kv.value.as_deref() {
+        None => Vec::new(),
+        Some(v) => B64.decode(v).map_err(|e| {
+            Response::text(
+                400,
+                format!("Failed to parse body: operation {i}: Value: {e}"),
+            )
+        })?,
+    };
+    if value.len() > MAX_VALUE {
+        return Err(Response::text(
+            413,
+            format!(
+                "Value for key {:?} is too large ({} > {MAX_VALUE} bytes)",
+                kv.key,
+                value.len()
+            ),
+        ));
+    }
+    for (what, v) in [("Namespace", &kv.namespace), ("Partition", &kv.partition)] {
+        if let Some(v) = v.as_deref().filter(|v| !v.is_empty() && *v != "default") {
+            return Err(Response::text(
+                400,
+                format!("operation {i}: {what} {v:?}: this is the oss edition of the kv plugin"),
+            ));
+        }
+    }
+    let Some(verb) = Verb::parse(&kv.verb) else {
+        return Ok(Err(format!("unknown KV verb {:?}", kv.verb)));
+    };
+    if kv.key.is_empty() && verb != Verb::DeleteTree {
+        return Ok(Err("Must provide key".into()));
+    }
+    if kv.key.contains('\0') {
+        return Ok(Err(format!("key {:?} contains a NUL byte", kv.key)));
+    }
+    Ok(Ok(Op {
+        verb,
+        key: kv.key,
+        value,
+        flags: kv.flags,
+        index: kv.index,
+        session: kv.session,
+    }))
+}
+
+/// `PUT /v1/txn`: up to 64 KV operations, all or nothing; reads only run as a query.
+pub fn route_txn(req: &Request) -> Result<Plan, Error> {
+    let parsed: Vec<TxnOpJson> = match serde_json::from_slice(&req.body) {
+        Ok(ops) => ops,
+        Err(e) => {
+            return Ok(Plan::respond(Response::text(
+                400,
+                format!("Failed to parse body: {e}"),
+            )));
+        }
+    };
+    if parsed.len() > MAX_OPS {
+        return Ok(Plan::respond(Response::text(
+            413,
+            format!(
+                "Transaction contains too many operations ({} > {MAX_OPS})",
+                parsed.len()
+            ),
+        )));
+    }
+    let mut ops = Vec::with_capacity(parsed.len());
+    let mut errors = Vec::new();
+    for (i, op) in parsed.into_iter().enumerate() {
+        match txn_op(i, op) {
+            Err(response) => return Ok(Plan::respond(response)),
+            Ok(Ok(op)) => ops.push(op),
+            Ok(Err(what)) => errors.push(TxnError { op_index: i, what }),
+        }
+    }
+    if !errors.is_empty() {
+        return Ok(Plan::respond(txn_rolled_back(&errors)));
+    }
+    let read_only = ops.iter().all(|o| o.verb.is_read());
+    let request = TxnRequest { ops };
+    let plan = if read_only {
+        Plan::query("txn-read", &request)?
+    } else {
+        Plan::apply("txn", &request)?
+    };
+    plan.context(&TxnAnswer { read_only })
+}
+
+/// Renders a Txn answer: `{"Results": [{"KV": ...}], "Errors": null}`, or the failures
+/// with 409. A read-only answer carries its `Index` too, as Consul's does.
+pub fn render_txn(ctx: &[u8], outcome: Result<Vec<u8>, Error>, index: u64) -> Response {
+    let read_only = context::<TxnAnswer>(ctx).is_ok_and(|c| c.read_only);
+    let entries = match outcome.and_then(|b| from_cbor::<Vec<Entry>>(&b, "txn result")) {
+        Ok(entries) => entries,
+        Err(e) => {
+            return match txn::failures(&e) {
+                Some(errors) => txn_rolled_back(&errors),
+                None => Response::error(&e),
+            };
+        }
+    };
+    let results = entries
+        .iter()
+        .map(|e| TxnResultJson {
+            kv: DirEntry::from(e),
+        })
+        .collect();
+    let body = TxnResponseJson {
+        results: Some(results),
+        errors: None,
+        index: read_only.then_some(index),
+    };
+    Response::json(200, &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fsmhost_guest::Harness;
+
+    fn h() -> Harness {
+        Harness::new(crate::plugin()).expect("kv schema is valid")
+    }
+
+    fn json(r: &Response) -> serde_json::Value {
+        serde_json::from_slice(&r.body).expect("a JSON body")
+    }
+
+    fn put(h: &mut Harness, key: &str, value: &str) -> Response {
+        h.http(Request::new("PUT", &format!("/v1/kv/{key}")).body(value))
+    }
+
+    #[test]
+    fn get_put_delete_in_consuls_shapes() {
+        let mut h = h();
+        let r = put(&mut h, "my-key", "test");
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"true"[..]));
+        let r = h.http(Request::new("GET", "/v1/kv/my-key"));
+        assert_eq!(
+            json(&r),
+            serde_json::json!([{"LockIndex": 0, "Key": "my-key", "Flags": 0,
+                "Value": "dGVzdA==", "CreateIndex": 1, "ModifyIndex": 1}])
+        );
+        let r = h.http(Request::new("GET", "/v1/kv/my-key").param("raw", ""));
+        assert_eq!(
+            (r.content_type.as_str(), r.body.as_slice()),
+            ("text/plain", &b"test"[..])
+        );
+        let r = h.http(Request::new("DELETE", "/v1/kv/my-key"));
+        assert_eq!(r.body, b"true");
+        let r = h.http(Request::new("GET", "/v1/kv/my-key"));
+        assert_eq!((r.status, r.body.len()), (404, 0));
+        let r = h.http(Request::new("GET", "/v1/kv/"));
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (400, &b"Missing key name"[..])
+        );
+    }
+
+    #[test]
+    fn cas_flags_and_conflicting_flags() {
+        let mut h = h();
+        let r = h.http(
+            Request::new("PUT", "/v1/kv/k")
+                .param("flags", "42")
+                .body("v"),
+        );
+        assert_eq!(r.body, b"true");
+        let r = h.http(Request::new("PUT", "/v1/kv/k").param("cas", "0").body("w"));
+        assert_eq!(r.body, b"false", "cas=0 on an existing key");
+        let r = h.http(Request::new("PUT", "/v1/kv/k").param("cas", "1").body("w"));
+        assert_eq!(r.body, b"true");
+        let r = h.http(Request::new("DELETE", "/v1/kv/k").param("cas", "0"));
+        assert_eq!(r.body, b"false", "cas=0 never deletes");
+        let r = h.http(
+            Request::new("DELETE", "/v1/kv/k")
+                .param("recurse", "")
+                .param("cas", "2"),
+        );
+        assert_eq!(
+            (r.status, String::from_utf8_lossy(&r.body).as_ref()),
+            (400, "Conflicting flags: cas=2&recurse=")
+        );
+        let r = h.http(Request::new("PUT", "/v1/kv/k").param("flags", "x"));
+        assert_eq!(r.status, 400);
+        let big = vec![b'x'; MAX_VALUE + 1];
+        let r = h.http(Request::new("PUT", "/v1/kv/big").body(big));
+        assert_eq!(r.status, 413);
+        assert_eq!(h.store().len("kvs"), 1, "refused writes wrote nothing");
+    }
+
+    #[test]
+    fn keys_and_recurse_as_the_documentation_shows() {
+        let mut h = h();
+        for k in ["/web/bar", "/web/foo", "/web/subdir/x", "/web/subdir/y"] {
+            put(&mut h, k, "v");
+        }
+        let r = h.http(
+            Request::new("GET", "/v1/kv//web/")
+                .param("keys", "")
+                .param("separator", "/"),
+        );
+        assert_eq!(
+            json(&r),
+            serde_json::json!(["/web/bar", "/web/foo", "/web/subdir/"])
+        );
+        let r = h.http(Request::new("GET", "/v1/kv//web/subdir/").param("recurse", ""));
+        assert_eq!(json(&r).as_array().map(Vec::len), Some(2));
+        let r = h.http(Request::new("GET", "/v1/kv/nothing/").param("keys", ""));
+        assert_eq!(r.status, 404);
+        let r = h.http(Request::new("GET", "/v1/kv/").param("keys", ""));
+        assert_eq!(json(&r).as_array().map(Vec::len), Some(4));
+    }
+
+    fn txn(h: &mut Harness, ops: serde_json::Value) -> Response {
+        h.http(Request::new("PUT", "/v1/txn").body(ops.to_string()))
+    }
+
+    #[test]
+    fn a_txn_is_all_or_nothing_and_reports_every_failure() {
+        let mut h = h();
+        let r = txn(
+            &mut h,
+            serde_json::json!([
+                {"KV": {"Verb": "set", "Key": "a", "Value": "aGVsbG8="}},
+                {"KV": {"Verb": "get", "Key": "a"}},
+            ]),
+        );
+        assert_eq!(r.status, 200);
+        let v = json(&r);
+        assert_eq!(v["Errors"], serde_json::Value::Null);
+        assert_eq!(v["Results"][0]["KV"]["Value"], serde_json::Value::Null);
+        assert_eq!(v["Results"][1]["KV"]["Value"], "aGVsbG8=");
+        let r = txn(
+            &mut h,
+            serde_json::json!([
+                {"KV": {"Verb": "set", "Key": "b", "Value": "eA=="}},
+                {"KV": {"Verb": "cas", "Key": "a", "Value": "eA==", "Index": 99}},
+                {"KV": {"Verb": "check-not-exists", "Key": "a"}},
+            ]),
+        );
+        assert_eq!(r.status, 409);
+        assert_eq!(
+            json(&r),
+            serde_json::json!({"Results": null, "Errors": [
+                {"OpIndex": 1, "What": "failed to set key \"a\", index is stale"},
+                {"OpIndex": 2, "What": "key \"a\" exists"},
+            ]})
+        );
+        assert_eq!(h.store().len("kvs"), 1, "b was rolled back");
+        let r = txn(
+            &mut h,
+            serde_json::json!([{"KV": {"Verb": "frob", "Key": "a"}}]),
+        );
+        assert_eq!(json(&r)["Errors"][0]["What"], "unknown KV verb \"frob\"");
+        let r = txn(
+            &mut h,
+            serde_json::json!([{"KV": {"Verb": "get", "Key": "a"}}]),
+        );
+        assert_eq!(json(&r)["Index"], 1, "a read-only txn carries its index");
+        let many: Vec<_> = (0..65)
+            .map(|i| serde_json::json!({"KV": {"Verb": "get", "Key": format!("k{i}")}}))
+            .collect();
+        let r = txn(&mut h, serde_json::json!(many));
+        assert_eq!(r.status, 413);
+        let r = h.http(Request::new("PUT", "/v1/txn").body("{"));
+        assert_eq!(r.status, 400);
+        assert!(String::from_utf8_lossy(&r.body).starts_with("Failed to parse body: "));
+    }
+}
