@@ -245,6 +245,13 @@ pub enum PluginCommand {
     },
 }
 
+/// The whole of `fsmhost`'s `main`: parses the process's arguments (Consul's one-dash long
+/// flags accepted) and runs them; returns the exit code.
+pub fn main() -> i32 {
+    use clap::Parser;
+    run(Cli::parse_from(normalize_args(std::env::args_os())))
+}
+
 /// Runs the parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     let result = match cli.command {

@@ -1,0 +1,177 @@
+//! The operators' HTTP API endpoint by endpoint on a real server: answers, errors, and the
+//! headers every response carries (`X-Consul-Index`, `X-Consul-KnownLeader`,
+//! `X-Consul-LastContact`).
+
+use fsmhost_tests::cluster::{Cluster, HttpReply, http};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_fsmhost-node");
+const T: Duration = Duration::from_secs(10);
+
+fn call(addr: &str, method: &str, path: &str, content_type: &str, body: &[u8]) -> HttpReply {
+    let r = http(addr, method, path, content_type, body, T)
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    for h in [
+        "X-Consul-Index",
+        "X-Consul-KnownLeader",
+        "X-Consul-LastContact",
+    ] {
+        assert!(r.header(h).is_some(), "{method} {path}: no {h}: {r:?}");
+    }
+    assert!(
+        r.header("X-Consul-Index")
+            .and_then(|v| v.parse::<u64>().ok())
+            >= Some(1),
+        "{method} {path}: the index is at least 1"
+    );
+    r
+}
+
+#[test]
+fn every_endpoint_answers_with_the_consul_headers_and_errors_name_the_problem() {
+    let mut c = Cluster::start(BIN, 1);
+    let leader = c.wait_leader(Duration::from_secs(30));
+    let a = c.servers[leader].http_addr();
+    let rpc = c.servers[leader].rpc_addr();
+    let get = |path: &str| call(&a, "GET", path, "", b"");
+
+    let r = get("/v1/status/leader");
+    assert_eq!(r.json(), json!(rpc));
+    assert_eq!(get("/v1/status/peers").json(), json!([rpc]));
+    let me = get("/v1/agent/self").json();
+    assert_eq!(me["Config"]["Server"], true);
+    assert_eq!(me["Stats"]["raft"]["state"], "Leader");
+    let members = get("/v1/agent/members").json();
+    assert_eq!(members[0]["Status"], 1);
+    assert_eq!(members[0]["Tags"]["role"], "consul");
+    let conf = get("/v1/operator/raft/configuration").json();
+    assert_eq!(conf["Servers"][0]["Leader"], true);
+    assert_eq!(conf["Servers"][0]["Voter"], true);
+    let plugins = get("/v1/plugins").json();
+    let kv = plugins
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["Name"] == "kv")
+        .unwrap()
+        .clone();
+    assert!(
+        kv["Routes"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"Method": "PUT", "Path": "/v1/txn", "Prefix": false})),
+        "{kv}"
+    );
+    assert_eq!(get("/v1/agent/metrics").status, 200);
+    assert_eq!(get("/v1/agent/metrics?format=prometheus").status, 200);
+
+    // The generic plugin API: JSON in, JSON out, the index of the write.
+    let r = call(
+        &a,
+        "POST",
+        "/v1/apply/kv/set",
+        "application/json",
+        br#"{"key":"j","value":[104,105]}"#,
+    );
+    assert_eq!((r.status, r.text().as_str()), (200, "true"));
+    let index: u64 = r.header("X-Consul-Index").unwrap().parse().unwrap();
+    let r = call(
+        &a,
+        "GET",
+        "/v1/query/kv/get",
+        "application/json",
+        br#"{"key":"j"}"#,
+    );
+    assert_eq!(r.json()["key"], "j");
+    assert_eq!(r.header("X-Consul-Index"), Some(index.to_string().as_str()));
+    // A blocking generic query returns at its wait when nothing changes.
+    let started = Instant::now();
+    let r = call(
+        &a,
+        "GET",
+        &format!("/v1/query/kv/get?index={index}&wait=200ms"),
+        "application/json",
+        br#"{"key":"j"}"#,
+    );
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert_eq!(r.status, 200);
+
+    // Errors: a status and one message naming what is wrong.
+    for (method, path, ctype, body, status, text) in [
+        (
+            "POST",
+            "/v1/apply/nope/set",
+            "",
+            &b""[..],
+            404,
+            "no plugin named nope",
+        ),
+        ("POST", "/v1/apply/kv/nope", "", b"", 404, "no command nope"),
+        ("GET", "/v1/query/kv/nope", "", b"", 404, "no query nope"),
+        (
+            "POST",
+            "/v1/apply/kv/set",
+            "application/json",
+            b"{",
+            400,
+            "not JSON",
+        ),
+        (
+            "POST",
+            "/v1/apply/kv/set",
+            "application/json",
+            br#"{"key":"","value":[]}"#,
+            400,
+            "key must not be empty",
+        ),
+        ("GET", "/v1/query/kv/get?wait=forever", "", b"", 400, "wait"),
+        (
+            "GET",
+            "/v1/agent/metrics?format=xml",
+            "",
+            b"",
+            400,
+            "format",
+        ),
+        (
+            "DELETE",
+            "/v1/operator/raft/peer",
+            "",
+            b"",
+            400,
+            "give ?id= or ?address=",
+        ),
+        (
+            "DELETE",
+            "/v1/operator/raft/peer?address=10.0.0.1:1",
+            "",
+            b"",
+            404,
+            "no server with address",
+        ),
+        (
+            "GET",
+            "/v1/nothing/here",
+            "",
+            b"",
+            404,
+            "no route GET /v1/nothing/here",
+        ),
+        (
+            "PUT",
+            "/v1/snapshot?stale",
+            "",
+            b"",
+            400,
+            "stale not allowed",
+        ),
+        ("PUT", "/v1/snapshot", "", b"not an archive", 400, "archive"),
+    ] {
+        let r = call(&a, method, path, ctype, body);
+        assert_eq!(r.status, status, "{method} {path}: {}", r.text());
+        assert!(r.text().contains(text), "{method} {path}: {}", r.text());
+    }
+    // The server still serves after all of that.
+    assert_eq!(get("/v1/kv/j").status, 200);
+}
