@@ -10,8 +10,13 @@ pub(super) fn http(method: hyper::Method, addr: &str, path: &str) -> Result<byte
         .ok_or_else(|| format!("{addr} answered 404 for {path}"))
 }
 
-/// Sends one request with a body; the answer of a 2xx, `None` for a 404, or one line naming
-/// the server's refusal.
+/// The one line shown for a server's refusal: its status and message.
+fn refusal(status: u16, message: &str) -> String {
+    format!("Unexpected response code: {status} ({})", message.trim())
+}
+
+/// Sends one request with a body; the answer of a 2xx, `None` for a 404 without a message
+/// (Consul's answer for a missing key), or one line naming the server's refusal.
 pub(super) fn http_maybe(
     method: hyper::Method,
     addr: &str,
@@ -29,13 +34,14 @@ pub(super) fn http_maybe(
             .await
         {
             Ok(b) => Ok(Some(b)),
-            Err(CallFailure::Status { status: 404, .. }) => Ok(None),
+            Err(CallFailure::Status {
+                status: 404,
+                message,
+                ..
+            }) if message.trim().is_empty() => Ok(None),
             Err(CallFailure::Status {
                 status, message, ..
-            }) => Err(format!(
-                "Unexpected response code: {status} ({})",
-                message.trim()
-            )),
+            }) => Err(refusal(status, &message)),
             Err(e) => Err(e.to_string()),
         }
     })

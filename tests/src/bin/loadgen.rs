@@ -3,7 +3,13 @@
 //!
 //! - `loadgen fsmhost --addr H:P[,H:P..]`: Consul-style KV writes, `POST /v1/apply/kv/set`
 //!   with a CBOR `{key, value, flags}` body, over keep-alive HTTP/1.1 (one connection per
-//!   client).
+//!   client). `--op kv-put` writes through Consul's KV API instead (`PUT /v1/kv/<key>`);
+//!   `--op kv-get` and `--op kv-get-stale` read keys of `--keyspace` (written first by a
+//!   `kv-put` run) with `GET /v1/kv/<key>` (`?stale`).
+//! - `loadgen watchers --addr H:P --count N --pid P`: holds N blocking reads of one key open
+//!   at once (`?index=&wait=10m`, one connection each), reports the server's resident memory
+//!   per waiter (from `/proc/P/status`), then writes the key once and reports how long the
+//!   write took to wake every waiter.
 //! - `loadgen etcd --endpoints H:P[,H:P..]`: the same writes through etcd's native gRPC API
 //!   (`etcdserverpb.KV/Put`, hand-encoded protobuf over HTTP/2; one connection per client).
 //! - `loadgen fsync --dir D`: the latency of one 256-byte append + `fdatasync` on D's disk,
@@ -44,6 +50,13 @@ struct Load {
     /// Value size in bytes.
     #[arg(long, default_value_t = 256)]
     value_size: usize,
+    /// What each request does (fsmhost only): `apply` (`POST /v1/apply/kv/set`), `kv-put`,
+    /// `kv-get` or `kv-get-stale` (Consul's KV API).
+    #[arg(long, default_value = "apply", value_parser = ["apply", "kv-put", "kv-get", "kv-get-stale"])]
+    op: String,
+    /// Reads pick keys among the first `keyspace` ids (0: every id, as writes do).
+    #[arg(long, default_value_t = 0)]
+    keyspace: usize,
 }
 
 #[derive(Subcommand)]
@@ -63,6 +76,18 @@ enum Target {
         endpoints: Vec<String>,
         #[command(flatten)]
         load: Load,
+    },
+    /// Holds blocking reads open on one fsmhost server, then wakes them with one write.
+    Watchers {
+        /// The server's HTTP address.
+        #[arg(long)]
+        addr: String,
+        /// How many blocking reads.
+        #[arg(long, default_value_t = 10_000)]
+        count: usize,
+        /// The server's process id (for its resident memory).
+        #[arg(long)]
+        pid: u32,
     },
     /// Measures append + fdatasync latency in a directory.
     Fsync {
@@ -126,8 +151,21 @@ fn etcd_put(key: &[u8], value: &[u8]) -> Vec<u8> {
 }
 
 impl Conn {
-    async fn put(&self, key: &str, value: &[u8]) -> Result<(), String> {
+    async fn send(&self, op: &str, key: &str, value: &[u8]) -> Result<(), String> {
         let (client, req) = match self {
+            Conn::Http1 { client, addr } if op != "apply" => {
+                let (method, query, body) = match op {
+                    "kv-put" => (hyper::Method::PUT, "", value.to_vec()),
+                    "kv-get" => (hyper::Method::GET, "", Vec::new()),
+                    _ => (hyper::Method::GET, "?stale", Vec::new()),
+                };
+                let req = hyper::Request::builder()
+                    .method(method)
+                    .uri(format!("http://{addr}/v1/kv/{key}{query}"))
+                    .body(Full::new(Bytes::from(body)))
+                    .map_err(|e| e.to_string())?;
+                (client, req)
+            }
             Conn::Http1 { client, addr } => {
                 let mut body = Vec::new();
                 ciborium::into_writer(
@@ -216,12 +254,17 @@ async fn drive(target: &str, servers: Vec<String>, load: Load, grpc: bool) {
         let value = value.clone();
         let barrier = start_barrier.clone();
         let key_size = load.key_size;
+        let (op, keyspace) = (load.op.clone(), load.keyspace);
         tasks.push(tokio::spawn(async move {
             let mut errors = Vec::new();
             for n in 0..warmup {
-                let key = format!("w{c:03}{n:0width$}", width = key_size.saturating_sub(4));
+                let key = if op.starts_with("kv-get") {
+                    format!("{:0key_size$}", n % keyspace.max(1))
+                } else {
+                    format!("w{c:03}{n:0width$}", width = key_size.saturating_sub(4))
+                };
                 if let Err(e) = conn
-                    .put(&key[..key.len().min(key_size.max(5))], &value)
+                    .send(&op, &key[..key.len().min(key_size.max(5))], &value)
                     .await
                 {
                     errors.push(e);
@@ -230,10 +273,13 @@ async fn drive(target: &str, servers: Vec<String>, load: Load, grpc: bool) {
             barrier.wait().await;
             let mut lat = Vec::with_capacity(per_client);
             for n in 0..per_client {
-                let id = c * per_client + n;
+                let mut id = c * per_client + n;
+                if keyspace > 0 {
+                    id %= keyspace;
+                }
                 let key = format!("{id:0width$}", width = key_size);
                 let t = Instant::now();
-                match conn.put(&key, &value).await {
+                match conn.send(&op, &key, &value).await {
                     Ok(()) => lat.push(t.elapsed()),
                     Err(e) => errors.push(e),
                 }
@@ -264,7 +310,8 @@ async fn drive(target: &str, servers: Vec<String>, load: Load, grpc: bool) {
         lat.last().copied().unwrap_or_default(),
     );
     println!(
-        "{target}: clients={} requests={ok} errors={} {throughput:.0} writes/s p50={:.2}ms p99={:.2}ms max={:.2}ms",
+        "{target} {}: clients={} requests={ok} errors={} {throughput:.0} requests/s p50={:.2}ms p99={:.2}ms max={:.2}ms",
+        load.op,
         load.clients,
         errors.len(),
         ms(p50),
@@ -277,11 +324,115 @@ async fn drive(target: &str, servers: Vec<String>, load: Load, grpc: bool) {
     println!(
         "{}",
         serde_json::json!({
-            "target": target, "clients": load.clients, "requests": ok + errors.len(), "ok": ok,
+            "target": target, "op": load.op, "clients": load.clients, "requests": ok + errors.len(), "ok": ok,
             "errors": errors.len(), "seconds": secs, "throughput": throughput,
             "p50_ms": ms(p50), "p99_ms": ms(p99), "max_ms": ms(max),
         })
     );
+}
+
+/// Resident memory of process `pid`, in bytes.
+fn rss(pid: u32) -> Result<u64, String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .ok_or_else(|| format!("no VmRSS in /proc/{pid}/status"))
+}
+
+/// One request on a fresh connection; the status and the `X-Consul-Index` header.
+async fn once(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    method: hyper::Method,
+    uri: String,
+    body: &[u8],
+) -> Result<(u16, u64), String> {
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(Full::new(Bytes::from(body.to_vec())))
+        .map_err(|e| e.to_string())?;
+    let resp = client.request(req).await.map_err(|e| format!("{e:?}"))?;
+    let index = resp
+        .headers()
+        .get("x-consul-index")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let status = resp.status().as_u16();
+    resp.into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((status, index))
+}
+
+async fn watchers(addr: String, count: usize, pid: u32) -> Result<(), String> {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(connector());
+    let key = format!("http://{addr}/v1/kv/watched");
+    let (_, index) = once(&client, hyper::Method::PUT, key.clone(), b"0").await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss(pid)?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for _ in 0..count {
+        // One client (so one connection) per waiter, as separate applications would have.
+        let client: Client<HttpConnector, Full<Bytes>> =
+            Client::builder(TokioExecutor::new()).build(connector());
+        let (uri, tx) = (format!("{key}?index={index}&wait=10m"), tx.clone());
+        tokio::spawn(async move {
+            let r = once(&client, hyper::Method::GET, uri, b"").await;
+            let _ = tx.send((Instant::now(), r));
+        });
+    }
+    // Wait until the server holds every read: its memory stops growing.
+    let mut last = 0;
+    for _ in 0..120 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = rss(pid)?;
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    let held = rss(pid)?;
+    let per_waiter = held.saturating_sub(before) as f64 / count as f64;
+    let t0 = Instant::now();
+    let (_, woke_at) = once(&client, hyper::Method::PUT, key.clone(), b"1").await?;
+    let write_done = t0.elapsed();
+    let mut lat = Vec::with_capacity(count);
+    let mut errors = 0;
+    for _ in 0..count {
+        match rx.recv().await {
+            Some((at, Ok((200, i)))) if i >= woke_at => lat.push(at.saturating_duration_since(t0)),
+            Some(_) => errors += 1,
+            None => break,
+        }
+    }
+    lat.sort();
+    let (p50, all) = (
+        percentile(&lat, 0.5),
+        lat.last().copied().unwrap_or_default(),
+    );
+    println!(
+        "watchers: count={count} woken={} errors={errors} server RSS {:.1} MiB -> {:.1} MiB, {per_waiter:.0} bytes per waiter; write {:.2}ms, woken p50={:.1}ms all={:.1}ms",
+        lat.len(),
+        before as f64 / 1048576.0,
+        held as f64 / 1048576.0,
+        ms(write_done),
+        ms(p50),
+        ms(all)
+    );
+    println!(
+        "{}",
+        serde_json::json!({"target": "watchers", "count": count, "woken": lat.len(), "errors": errors,
+            "rss_before": before, "rss_held": held, "bytes_per_waiter": per_waiter,
+            "write_ms": ms(write_done), "wake_p50_ms": ms(p50), "wake_all_ms": ms(all)})
+    );
+    Ok(())
 }
 
 fn fsync(dir: &std::path::Path, count: usize) -> Result<(), String> {
@@ -336,6 +487,12 @@ fn main() {
     rt.block_on(async {
         match cli.target {
             Target::Fsmhost { addr, load } => drive("fsmhost", addr, load, false).await,
+            Target::Watchers { addr, count, pid } => {
+                if let Err(e) = watchers(addr, count, pid).await {
+                    eprintln!("error: {e}");
+                    std::process::exit(1);
+                }
+            }
             Target::Etcd { endpoints, load } => drive("etcd", endpoints, load, true).await,
             Target::Fsync { .. } => {}
         }
