@@ -21,9 +21,9 @@ TARGET_DIR=${CARGO_TARGET_DIR:-target}
 FSMHOST="$TARGET_DIR/release/fsmhost"
 LOADGEN="$TARGET_DIR/release/loadgen"
 
-# Every blocked read holds a connection on each side.
+# Every blocked read holds a connection: one descriptor in the server, one in loadgen.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-if [ "$(ulimit -n)" -lt $((2 * WATCHERS + 256)) ]; then
+if [ "$(ulimit -n)" -lt $((WATCHERS + 256)) ]; then
   echo "open-file limit $(ulimit -n) is below what $WATCHERS waiters need; set WATCHERS lower" >&2
   exit 1
 fi

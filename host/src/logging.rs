@@ -110,12 +110,20 @@ where
                 .unwrap_or_default(),
         );
         let level = level_name(meta.level());
-        let module = module(meta.target());
+        let mut module = module(meta.target()).to_string();
+        // A plugin's lines go under `agent.plugin.<name>` (targets are static in tracing, so
+        // the name travels as the `plugin` field).
+        if module == "agent.plugin"
+            && let Some(at) = fields.rest.iter().position(|(k, _)| *k == "plugin")
+        {
+            let (_, name) = fields.rest.remove(at);
+            module = format!("agent.plugin.{name}");
+        }
         if self.json {
             let mut obj = serde_json::Map::new();
             obj.insert("@timestamp".into(), ts.into());
             obj.insert("@level".into(), level.to_ascii_lowercase().into());
-            obj.insert("@module".into(), module.into());
+            obj.insert("@module".into(), module.clone().into());
             obj.insert("@message".into(), fields.message.into());
             for (k, v) in fields.rest {
                 obj.insert(k.into(), v.into());

@@ -185,6 +185,11 @@ fn plugins_from_files_replace_the_bundled_set() {
         log.contains("loaded plugin: name=users version=0.1.0"),
         "{log}"
     );
+    // A plugin's own log lines are tagged with its name, in Consul's shape.
+    assert!(
+        log.contains("[INFO]  agent.plugin.users: registered user ann"),
+        "{log}"
+    );
 
     // Files that cannot be plugins are refused at start, by name.
     let err = agent_refuses(files.path(), "plugins = [\"/nonexistent/x.wasm\"]");
@@ -198,4 +203,17 @@ fn plugins_from_files_replace_the_bundled_set() {
     assert!(err.contains("wasi:cli/environment"), "{err}");
     let err = agent_refuses(files.path(), "[plugin_limits]\nfuel = 1");
     assert!(err.contains("plugin_limits.fuel"), "{err}");
+
+    // `plugin inspect FILE`: the description, routes and imports, with no server.
+    let (code, out, err) = cli(&["plugin", "inspect", &kv]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("plugin kv "), "{out}");
+    assert!(
+        out.contains("  routes: GET /v1/kv/*, PUT /v1/kv/*, DELETE /v1/kv/*, PUT /v1/txn"),
+        "{out}"
+    );
+    assert!(out.contains("fsmhost:plugin/state@0.2.0"), "{out}");
+    let (code, _, err) = cli(&["plugin", "inspect", &wasi]);
+    assert_eq!(code, 1);
+    assert!(err.contains("wasi:cli/environment"), "{err}");
 }

@@ -91,6 +91,11 @@ fn register(tx: &mut dyn Txn, ctx: &Ctx, req: Register) -> Result<bool, Error> {
         create_index: ctx.index,
     };
     USERS.insert(tx, &user)?;
+    // Goes to the server's log as `agent.plugin.users: registered user ...`.
+    fsmhost_guest::log(
+        fsmhost_guest::LogLevel::Info,
+        &format!("registered user {}", user.name),
+    );
     Ok(true)
 }
 

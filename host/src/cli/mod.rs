@@ -396,6 +396,7 @@ fn print_plugin(p: &crate::plugin::LoadedPlugin) {
     println!("  queries: {}", d.queries.join(", "));
     let routes: Vec<String> = d.routes.iter().map(ToString::to_string).collect();
     println!("  routes: {}", routes.join(", "));
+    println!("  imports: {}", p.imports().join(", "));
 }
 
 fn inspect(file: &std::path::Path) -> Result<(), String> {

@@ -242,8 +242,10 @@ impl Runtime {
         let hash: [u8; 32] = Sha256::digest(bytes).into();
         let (component, compiled) = self.compile(origin, bytes, &hash)?;
         let ty = component.component_type();
+        let mut imports = Vec::new();
         for (name, _) in ty.imports(&self.engine) {
             validate::import(origin, name)?;
+            imports.push(name.to_string());
         }
         let pre = self
             .linker
@@ -266,6 +268,7 @@ impl Runtime {
                 routes: Vec::new(),
             },
             hash,
+            imports,
             compiled,
             pre: Arc::new(pre),
             engine: self.engine.clone(),
@@ -335,6 +338,7 @@ pub struct LoadedPlugin {
     gate: CallGate,
     description: Description,
     hash: [u8; 32],
+    imports: Vec<String>,
     compiled: bool,
     pre: Arc<bindings::PluginPre<HostState>>,
     engine: Engine,
@@ -370,6 +374,12 @@ impl LoadedPlugin {
     /// The hash as hex.
     pub fn hash_hex(&self) -> String {
         hex::encode(self.hash)
+    }
+
+    /// The interfaces the component imports (all within the contract, or it would not have
+    /// loaded).
+    pub fn imports(&self) -> &[String] {
+        &self.imports
     }
 
     /// Whether loading compiled the component (false: it came from the artifact cache).
