@@ -21,8 +21,9 @@
 //!   is built for `wasm32-unknown-unknown` and imports nothing but `fsmhost:plugin`.
 //! - **All or nothing.** A command returning `Err`, trapping (a panic) or running out of
 //!   fuel or memory leaves no write behind.
-//! - **No state between calls.** Every command runs in a fresh instance; statics do not
-//!   survive from one command to the next.
+//! - **No state between calls.** Every command and query runs in a fresh instance; statics
+//!   do not survive from one to the next. HTTP routers and renderers ([`http`]) run on
+//!   instances the host keeps warm, so their statics may or may not survive: keep them pure.
 //! - **Index keys are computed in the guest.** [`Table::insert`] sends the keys with the
 //!   object; the `index` export computes the same keys for the host (restores, rebuilds).
 //!

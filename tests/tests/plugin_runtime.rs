@@ -425,6 +425,36 @@ fn a_panic_in_a_query_is_a_trap_and_kv_still_answers() {
 }
 
 #[test]
+fn route_runs_on_a_warm_instance_that_a_trap_retires() {
+    use fsmhost::plugin::{HttpAction, HttpRequest};
+    let rt = runtime();
+    let n = Node::new(&rt, Some("panicker"));
+    let p = n.plugin("panicker");
+    let route = |path: &str| {
+        p.route(&HttpRequest {
+            method: "GET".into(),
+            path: path.into(),
+            ..HttpRequest::default()
+        })
+    };
+    let count = |path: &str| match route(path).expect("routed").action {
+        HttpAction::Respond(r) => String::from_utf8(r.body).unwrap(),
+        other => panic!("expected a response, got {other:?}"),
+    };
+    // One caller at a time reuses the one warm instance: its static counter goes on.
+    assert_eq!(count("/v1/panicker/a"), "1");
+    assert_eq!(count("/v1/panicker/b"), "2");
+    let err = route("/v1/panicker/boom").unwrap_err();
+    let CallError::Trap { call, trap, .. } = &err else {
+        panic!("expected a trap, got {err}");
+    };
+    assert_eq!(call, "route GET /v1/panicker/boom");
+    assert!(trap.ends_with("route boom after 3 requests"), "{trap}");
+    // The trapped instance was dropped: the next request gets a fresh one.
+    assert_eq!(count("/v1/panicker/c"), "1");
+}
+
+#[test]
 fn the_write_budget_fails_a_command_that_ignores_its_errors() {
     let rt = runtime_with(SMALL_BUDGETS);
     let mut n = Node::new(&rt, Some("alloc-unbounded"));

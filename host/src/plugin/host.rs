@@ -22,6 +22,8 @@ pub(crate) enum Access {
 pub(crate) struct Limiter {
     pub(crate) memory_limit: usize,
     pub(crate) denied: Option<usize>,
+    /// The largest linear memory the instance has grown to, in bytes.
+    pub(crate) memory_size: usize,
 }
 
 /// Most table elements an instance may have.
@@ -42,6 +44,7 @@ impl ResourceLimiter for Limiter {
             self.denied = Some(desired);
             return Ok(false);
         }
+        self.memory_size = self.memory_size.max(desired);
         Ok(true)
     }
 
@@ -98,6 +101,7 @@ impl HostState {
             limiter: Limiter {
                 memory_limit: limits.memory_bytes,
                 denied: None,
+                memory_size: 0,
             },
             work_left: limits.fuel,
             write_left: limits.write_bytes,
@@ -106,6 +110,18 @@ impl HostState {
             read_set: BTreeSet::new(),
             log_lines: 0,
         }
+    }
+
+    /// Readies a kept instance's state for its next call: full budgets, no error, no
+    /// panic message, no reads. (Memory already grown stays grown.)
+    pub(crate) fn reset(&mut self, limits: &super::Limits) {
+        self.work_left = limits.fuel;
+        self.write_left = limits.write_bytes;
+        self.exceeded = None;
+        self.panic_message = None;
+        self.read_set.clear();
+        self.log_lines = 0;
+        self.limiter.denied = None;
     }
 
     /// Draws `objects` and `bytes` of host work (plus the per-call cost) from the budget;

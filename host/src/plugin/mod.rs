@@ -11,10 +11,14 @@
 //! - the component imports nothing but `fsmhost:plugin` (checked at load, before anything
 //!   runs), so it has no clock, randomness or I/O.
 //!
-//! Isolation: every call gets a fresh instance from one [`wasmtime::component::InstancePre`]
-//! (a few microseconds), so a trap, or static state left by an earlier command, can never
-//! affect the next one; and an `apply` runs on a private copy of the write transaction's
-//! tables (an O(1) persistent-map clone) that is adopted only if the command returns `ok`.
+//! Isolation: every call that touches state (`apply`, `query`) or computes index keys gets a
+//! fresh instance from one [`wasmtime::component::InstancePre`] (a few microseconds), so a
+//! trap, or static state left by an earlier command, can never affect the next one; and an
+//! `apply` runs on a private copy of the write transaction's tables (an O(1) persistent-map
+//! clone) that is adopted only if the command returns `ok`. The HTTP pair `route` and
+//! `render` are pure functions of their arguments that run outside any transaction and
+//! outside the log (a route's command is fixed before it is proposed), so they run on a few
+//! kept-warm instances: a trap, an exhausted budget or a grown memory retires the instance.
 //!
 //! Index keys: instances are not re-entrant, so the host never calls `index` while `apply`
 //! runs. The guest SDK computes keys inside the guest and passes them with `insert`; the
@@ -86,6 +90,19 @@ impl Default for Limits {
             write_bytes: 64 << 20,
         }
     }
+}
+
+/// Instances kept warm per plugin for `route` and `render`.
+const WARM_INSTANCES: usize = 4;
+
+/// A warm instance whose memory grew past this is retired rather than kept.
+const WARM_MAX_MEMORY: usize = 8 << 20;
+
+/// An instance kept for `route` and `render`, with the gate slot it holds while it lives.
+struct Warm {
+    store: Store<HostState>,
+    instance: bindings::Plugin,
+    _slot: GateSlot,
 }
 
 /// Instance slots kept free of reads, so the serial write path always finds one.
@@ -269,6 +286,7 @@ impl Runtime {
             },
             hash,
             imports,
+            warm: std::sync::Mutex::new(Vec::new()),
             compiled,
             pre: Arc::new(pre),
             engine: self.engine.clone(),
@@ -339,6 +357,7 @@ pub struct LoadedPlugin {
     description: Description,
     hash: [u8; 32],
     imports: Vec<String>,
+    warm: std::sync::Mutex<Vec<Warm>>,
     compiled: bool,
     pre: Arc<bindings::PluginPre<HostState>>,
     engine: Engine,
@@ -463,6 +482,59 @@ impl LoadedPlugin {
         })?;
         let (state, _, result) = self.call_with_state(call, access, f);
         result.map(|r| (r, state.read_set))
+    }
+
+    /// Runs a pure call (`route`, `render`) on a warm instance, or a new one that is kept
+    /// afterwards if there is room; an instance that trapped, ran out of a budget or grew its
+    /// memory past [`WARM_MAX_MEMORY`] is dropped.
+    fn warm_call<R>(
+        &self,
+        call: &str,
+        f: impl FnOnce(&wit_guest::Guest, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        let kept = self.warm.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut warm = match kept {
+            Some(w) => w,
+            None => {
+                let slot = self.gate.enter().ok_or_else(|| CallError::Unavailable {
+                    plugin: self.description.name.clone(),
+                    call: call.to_string(),
+                    reason: format!(
+                        "{} plugin calls are already running",
+                        INSTANCE_POOL - RESERVED_FOR_APPLY
+                    ),
+                })?;
+                let state = HostState::new(&self.description.name, Access::None, &self.limits);
+                let mut store = Store::new(&self.engine, state);
+                store.limiter(|s| &mut s.limiter);
+                let instance = store
+                    .set_fuel(self.limits.fuel)
+                    .and_then(|()| self.pre.instantiate(&mut store))
+                    .map_err(|e| self.instantiate_error(call, store.data(), e))?;
+                Warm {
+                    store,
+                    instance,
+                    _slot: slot,
+                }
+            }
+        };
+        warm.store.data_mut().reset(&self.limits);
+        let result = warm
+            .store
+            .set_fuel(self.limits.fuel)
+            .and_then(|()| f(warm.instance.fsmhost_plugin_guest(), &mut warm.store))
+            .map_err(|e| self.classify(call, warm.store.data(), e));
+        let result = match warm.store.data().exceeded {
+            Some(which) => Err(self.budget_error(call, which)),
+            None => result,
+        };
+        if result.is_ok() && warm.store.data().limiter.memory_size <= WARM_MAX_MEMORY {
+            let mut pool = self.warm.lock().unwrap_or_else(|p| p.into_inner());
+            if pool.len() < WARM_INSTANCES {
+                pool.push(warm);
+            }
+        }
+        result
     }
 
     fn call<R>(
@@ -647,7 +719,7 @@ impl LoadedPlugin {
             query: req.query.clone(),
             body: req.body.clone(),
         };
-        let (plan, _) = self.gated_call(&call, Access::None, |g, s| g.call_route(s, &wreq))?;
+        let plan = self.warm_call(&call, |g, s| g.call_route(s, &wreq))?;
         let action = match plan.action {
             wit::HttpAction::Apply(c) => HttpAction::Apply {
                 command: c.name,
@@ -685,7 +757,7 @@ impl LoadedPlugin {
                 },
                 message: message.to_string(),
             });
-        let (r, _) = self.gated_call("render", Access::None, |g, s| {
+        let r = self.warm_call("render", |g, s| {
             g.call_render(s, context, outcome.as_deref().map_err(|e| e), index)
         })?;
         Ok(response(r))
