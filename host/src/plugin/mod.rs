@@ -758,7 +758,7 @@ impl LoadedPlugin {
                 message: message.to_string(),
             });
         let r = self.warm_call("render", |g, s| {
-            g.call_render(s, context, outcome.as_deref().map_err(|e| e), index)
+            g.call_render(s, context, outcome.as_deref(), index)
         })?;
         Ok(response(r))
     }
