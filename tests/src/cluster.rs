@@ -299,7 +299,13 @@ impl Cluster {
 
     /// SIGTERMs server `i` and waits for it to exit; returns its exit code.
     pub fn terminate(&mut self, i: usize) -> Option<i32> {
-        self.servers[i].signal(libc::SIGTERM);
+        self.stop_with(i, libc::SIGTERM)
+    }
+
+    /// Sends `signal` (SIGTERM, SIGINT) to server `i` and waits for it to exit; returns its
+    /// exit code.
+    pub fn stop_with(&mut self, i: usize, signal: i32) -> Option<i32> {
+        self.servers[i].signal(signal);
         self.wait_exit(i, Duration::from_secs(20))
     }
 

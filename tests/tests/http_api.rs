@@ -175,3 +175,45 @@ fn every_endpoint_answers_with_the_consul_headers_and_errors_name_the_problem() 
     // The server still serves after all of that.
     assert_eq!(get("/v1/kv/j").status, 200);
 }
+
+#[test]
+fn json_logs_and_sigint_lets_in_flight_requests_finish() {
+    let mut c = Cluster::start_with(BIN, 1, "log_json = true");
+    let leader = c.wait_leader(Duration::from_secs(30));
+    let a = c.servers[leader].http_addr();
+    let r = call(&a, "PUT", "/v1/kv/k", "", b"v");
+    let index = r.header("X-Consul-Index").unwrap().to_string();
+    // A blocking read is in flight when SIGINT arrives: it still gets its answer.
+    let reader = {
+        let a = a.clone();
+        std::thread::spawn(move || {
+            http(
+                &a,
+                "GET",
+                &format!("/v1/kv/k?index={index}&wait=2s"),
+                "",
+                b"",
+                T,
+            )
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(c.stop_with(leader, libc::SIGINT), Some(0), "SIGINT exits 0");
+    let r = reader
+        .join()
+        .unwrap()
+        .expect("the in-flight read is answered");
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Every log line is one JSON object with Consul's keys.
+    let log = c.log_text(leader);
+    let mut modules = std::collections::BTreeSet::new();
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        for key in ["@timestamp", "@level", "@module", "@message"] {
+            assert!(v.get(key).is_some(), "no {key}: {line}");
+        }
+        modules.insert(v["@module"].as_str().unwrap_or("").to_string());
+    }
+    assert!(modules.contains("agent.server.raft"), "{modules:?}");
+}
