@@ -472,16 +472,21 @@ impl LoadedPlugin {
         access: Access,
         f: impl FnOnce(&wit_guest::Guest, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<(R, BTreeSet<String>), CallError> {
-        let _slot = self.gate.enter().ok_or_else(|| CallError::Unavailable {
+        let _slot = self.enter_gate(call)?;
+        let (state, _, result) = self.call_with_state(call, access, f);
+        result.map(|r| (r, state.read_set))
+    }
+
+    /// A slot for a call other than `apply`, or `Unavailable` when every such slot is taken.
+    fn enter_gate(&self, call: &str) -> Result<GateSlot, CallError> {
+        self.gate.enter().ok_or_else(|| CallError::Unavailable {
             plugin: self.description.name.clone(),
             call: call.to_string(),
             reason: format!(
                 "{} plugin calls are already running",
                 INSTANCE_POOL - RESERVED_FOR_APPLY
             ),
-        })?;
-        let (state, _, result) = self.call_with_state(call, access, f);
-        result.map(|r| (r, state.read_set))
+        })
     }
 
     /// Runs a pure call (`route`, `render`) on a warm instance, or a new one that is kept
@@ -496,14 +501,7 @@ impl LoadedPlugin {
         let mut warm = match kept {
             Some(w) => w,
             None => {
-                let slot = self.gate.enter().ok_or_else(|| CallError::Unavailable {
-                    plugin: self.description.name.clone(),
-                    call: call.to_string(),
-                    reason: format!(
-                        "{} plugin calls are already running",
-                        INSTANCE_POOL - RESERVED_FOR_APPLY
-                    ),
-                })?;
+                let slot = self.enter_gate(call)?;
                 let state = HostState::new(&self.description.name, Access::None, &self.limits);
                 let mut store = Store::new(&self.engine, state);
                 store.limiter(|s| &mut s.limiter);
