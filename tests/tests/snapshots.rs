@@ -220,7 +220,19 @@ fn threshold_snapshots_keep_two_compact_the_log_and_catch_up_a_new_server() {
         c.log_tail(leader, 60)
     );
 
-    // The log was compacted, keeping the trailing logs after the snapshot.
+    // The log was compacted, keeping the trailing logs after the snapshot. The policy may
+    // still be one interval from its snapshot after the last writes: wait for it.
+    wait_for(
+        "a snapshot past index 600 and the compaction after it",
+        || {
+            c.raft_stats(leader).is_some_and(|s| {
+                let snap = s["last_snapshot_index"].as_u64().unwrap_or(0);
+                let purged = s["last_purged_index"].as_u64().unwrap_or(0);
+                let last = s["last_log_index"].as_u64().unwrap_or(u64::MAX);
+                snap >= 600 && purged + 50 + 100 >= last
+            })
+        },
+    );
     let stats = c.raft_stats(leader).unwrap();
     let snap = stats["last_snapshot_index"].as_u64().unwrap();
     let purged = stats["last_purged_index"]
