@@ -64,7 +64,7 @@ fn restore_phase(archive_path: &str) {
     let p = read_received(&fsm, &state).expect("state.bin checks and restores");
     let check = t.elapsed();
     let t = Instant::now();
-    fsm.restore(p.store, p.header.fsm_index);
+    fsm.restore(p.store, p.header.system.clone(), p.header.fsm_index);
     let apply = t.elapsed();
     let rows = fsm.store().read().len("kvs").expect("kvs");
     println!(
@@ -103,7 +103,13 @@ fn main() {
 
     let dir = tempfile::tempdir().expect("temp dir");
     let snapshots = SnapshotStore::open(dir.path().join("snapshots"), 2).expect("snapshot dir");
-    let header = StateHeader::new(fsm.plugins(), n as u64, None, StoredMembership::default());
+    let header = StateHeader::new(
+        fsm.plugins(),
+        n as u64,
+        None,
+        StoredMembership::default(),
+        fsm.system(),
+    );
     let read = fsm.store().read();
     let t = Instant::now();
     let snap = snapshots.create(&read, &header).expect("snapshot written");

@@ -90,6 +90,30 @@ pub struct PluginLimits {
     pub write_bytes: Option<u64>,
 }
 
+/// `[autopilot]`: Consul's `autopilot` stanza. These seed the replicated configuration the
+/// first time a leader finds none stored; after that `PUT /v1/operator/autopilot/configuration`
+/// (or `operator autopilot set-config`) changes it for every server. The two intervals are
+/// this server's own (Consul fixes them at 10s and 2s).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAutopilot {
+    /// Remove dead servers (default true).
+    pub cleanup_dead_servers: Option<bool>,
+    /// Longest time since a server's last contact with the leader for it to be healthy
+    /// (default "200ms").
+    pub last_contact_threshold: Option<String>,
+    /// Most log entries a healthy server trails the leader by (default 250).
+    pub max_trailing_logs: Option<u64>,
+    /// Fewest voters dead-server cleanup leaves (default 0: no minimum).
+    pub min_quorum: Option<u32>,
+    /// How long a new server must be healthy before it becomes a voter (default "10s").
+    pub server_stabilization_time: Option<String>,
+    /// How often autopilot promotes and cleans up (default "10s").
+    pub reconcile_interval: Option<String>,
+    /// How often the leader gathers server health (default "2s").
+    pub update_interval: Option<String>,
+}
+
 /// The configuration as written in a file, or given as flags: every key optional.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -133,6 +157,8 @@ pub struct RawConfig {
     pub plugins: Option<Vec<PathBuf>>,
     /// Limits of one plugin call.
     pub plugin_limits: Option<PluginLimits>,
+    /// Autopilot.
+    pub autopilot: Option<RawAutopilot>,
 }
 
 impl RawConfig {
@@ -184,6 +210,7 @@ impl RawConfig {
             raft_snapshot_retain: over.raft_snapshot_retain.or(self.raft_snapshot_retain),
             plugins: over.plugins.or(self.plugins),
             plugin_limits: over.plugin_limits.or(self.plugin_limits),
+            autopilot: over.autopilot.or(self.autopilot),
         }
     }
 }
@@ -247,6 +274,28 @@ pub struct Config {
     pub plugins: Vec<PathBuf>,
     /// Limits of one plugin call.
     pub plugin_limits: crate::plugin::Limits,
+    /// The autopilot configuration a leader stores when none is stored yet.
+    pub autopilot: crate::autopilot::AutopilotConfig,
+    /// How often this server's autopilot runs, while it leads.
+    pub autopilot_timing: AutopilotTiming,
+}
+
+/// How often autopilot works (raft-autopilot's `ReconcileInterval` and `UpdateInterval`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AutopilotTiming {
+    /// Promotions and dead-server cleanup (Consul: 10s).
+    pub reconcile_interval: Duration,
+    /// Gathering server health (Consul: 2s).
+    pub update_interval: Duration,
+}
+
+impl Default for AutopilotTiming {
+    fn default() -> Self {
+        AutopilotTiming {
+            reconcile_interval: Duration::from_secs(10),
+            update_interval: Duration::from_secs(2),
+        }
+    }
 }
 
 /// When raft snapshots are taken, what they leave of the log, and how many are kept
@@ -354,19 +403,12 @@ impl Config {
         if threshold == 0 {
             return Err(invalid("raft_snapshot_threshold", "must be at least 1"));
         }
-        let interval = match &raw.raft_snapshot_interval {
-            None => defaults.interval,
-            Some(s) => match parse_duration(s) {
-                Some(d) if d >= Duration::from_millis(10) => d,
-                Some(_) => return Err(invalid("raft_snapshot_interval", "must be at least 10ms")),
-                None => {
-                    return Err(invalid(
-                        "raft_snapshot_interval",
-                        format!("{s:?} is not a duration such as 30s or 5m"),
-                    ));
-                }
-            },
-        };
+        let interval = duration_option(
+            "raft_snapshot_interval",
+            raw.raft_snapshot_interval.as_deref(),
+            defaults.interval,
+            Duration::from_millis(10),
+        )?;
         let retain = raw.raft_snapshot_retain.unwrap_or(2);
         if !(1..=100).contains(&retain) {
             return Err(invalid(
@@ -385,7 +427,10 @@ impl Config {
             return Err(invalid("plugins", format!("{p:?}: an empty path")));
         }
         let plugin_limits = resolve_limits(raw.plugin_limits.unwrap_or_default())?;
+        let (autopilot, autopilot_timing) = resolve_autopilot(raw.autopilot.unwrap_or_default())?;
         Ok(Config {
+            autopilot,
+            autopilot_timing,
             snapshots,
             plugins,
             plugin_limits,
@@ -403,24 +448,70 @@ impl Config {
     }
 }
 
-/// Parses a Consul duration (`10s`, `5m`, `100ms`, `1h`; a bare number is seconds).
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let secs = match unit {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "us" | "µs" => n / 1e6,
-        "ns" => n / 1e9,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return None,
+/// A duration option: absent is `default`; below `min` or not a duration is refused.
+fn duration_option(
+    key: &'static str,
+    value: Option<&str>,
+    default: Duration,
+    min: Duration,
+) -> Result<Duration, ConfigError> {
+    let Some(s) = value else {
+        return Ok(default);
     };
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+    match crate::duration::parse(s) {
+        Some(d) if d >= min => Ok(d),
+        Some(_) => Err(invalid(
+            key,
+            format!(
+                "{s:?} is too short: give at least {}",
+                crate::duration::format(min)
+            ),
+        )),
+        None => Err(invalid(
+            key,
+            format!("{s:?} is not a duration such as 200ms, 10s or 5m"),
+        )),
+    }
+}
+
+fn resolve_autopilot(
+    raw: RawAutopilot,
+) -> Result<(crate::autopilot::AutopilotConfig, AutopilotTiming), ConfigError> {
+    let d = crate::autopilot::AutopilotConfig::default();
+    let t = AutopilotTiming::default();
+    let ms = Duration::from_millis;
+    let config = crate::autopilot::AutopilotConfig {
+        cleanup_dead_servers: raw.cleanup_dead_servers.unwrap_or(d.cleanup_dead_servers),
+        last_contact_threshold: duration_option(
+            "autopilot.last_contact_threshold",
+            raw.last_contact_threshold.as_deref(),
+            d.last_contact_threshold,
+            ms(1),
+        )?,
+        max_trailing_logs: raw.max_trailing_logs.unwrap_or(d.max_trailing_logs),
+        min_quorum: raw.min_quorum.unwrap_or(d.min_quorum),
+        server_stabilization_time: duration_option(
+            "autopilot.server_stabilization_time",
+            raw.server_stabilization_time.as_deref(),
+            d.server_stabilization_time,
+            Duration::ZERO,
+        )?,
+    };
+    let timing = AutopilotTiming {
+        reconcile_interval: duration_option(
+            "autopilot.reconcile_interval",
+            raw.reconcile_interval.as_deref(),
+            t.reconcile_interval,
+            ms(50),
+        )?,
+        update_interval: duration_option(
+            "autopilot.update_interval",
+            raw.update_interval.as_deref(),
+            t.update_interval,
+            ms(50),
+        )?,
+    };
+    Ok((config, timing))
 }
 
 fn resolve_limits(raw: PluginLimits) -> Result<crate::plugin::Limits, ConfigError> {
@@ -571,6 +662,48 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("performance.raft_multiplier:"), "{e}");
+    }
+
+    #[test]
+    fn autopilot_stanza() {
+        let c = parse("").unwrap();
+        assert_eq!(c.autopilot, crate::autopilot::AutopilotConfig::default());
+        assert_eq!(c.autopilot_timing, AutopilotTiming::default());
+        let c = parse(
+            "[autopilot]\ncleanup_dead_servers = false\nlast_contact_threshold = \"1s\"\n\
+             max_trailing_logs = 10\nmin_quorum = 3\nserver_stabilization_time = \"1m30s\"\n\
+             update_interval = \"250ms\"\nreconcile_interval = \"1s\"",
+        )
+        .unwrap();
+        assert!(!c.autopilot.cleanup_dead_servers);
+        assert_eq!(c.autopilot.last_contact_threshold, Duration::from_secs(1));
+        assert_eq!(c.autopilot.max_trailing_logs, 10);
+        assert_eq!(c.autopilot.min_quorum, 3);
+        assert_eq!(
+            c.autopilot.server_stabilization_time,
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            c.autopilot_timing.update_interval,
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            c.autopilot_timing.reconcile_interval,
+            Duration::from_secs(1)
+        );
+        for (text, key) in [
+            (
+                "last_contact_threshold = \"soon\"",
+                "autopilot.last_contact_threshold:",
+            ),
+            ("update_interval = \"1ms\"", "autopilot.update_interval:"),
+            ("redundancy_zone_tag = \"az\"", "redundancy_zone_tag"),
+        ] {
+            let e = parse(&format!("[autopilot]\n{text}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{e}");
+        }
     }
 
     #[test]

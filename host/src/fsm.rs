@@ -2,7 +2,8 @@
 //! order, queries (plain and blocking) out.
 //!
 //! Owns: the mapping from a log entry to a plugin call and a store transaction, the last
-//! applied index, and the state hash servers compare.
+//! applied index, the host's own replicated state beside the plugins' tables
+//! ([`SystemState`]: the autopilot configuration), and the state hash servers compare.
 //!
 //! Invariants:
 //! - entries are applied in strictly increasing index order; an entry at or below the last
@@ -19,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::autopilot::{ConfigUpdate, StoredConfig};
 use crate::plugin::{CallError, PluginSet};
 use crate::state::{Store, Wake};
 
@@ -118,6 +120,15 @@ pub struct QueryOutput {
     pub tables: BTreeSet<String>,
 }
 
+/// What the host itself keeps in the replicated state, beside the plugins' tables (Consul
+/// keeps these in its state store; here they travel in every snapshot's header).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SystemState {
+    /// The autopilot configuration, once a leader or an operator stored one.
+    #[serde(default)]
+    pub autopilot: Option<StoredConfig>,
+}
+
 /// The state machine of one server: its plugins and its store.
 ///
 /// The store is replaced whole by [`Fsm::restore`] (a snapshot installed or restored); the
@@ -125,6 +136,7 @@ pub struct QueryOutput {
 pub struct Fsm {
     plugins: PluginSet,
     store: RwLock<Arc<Store>>,
+    system: RwLock<SystemState>,
     last_applied: AtomicU64,
 }
 
@@ -135,18 +147,21 @@ impl Fsm {
         Fsm {
             plugins,
             store: RwLock::new(Arc::new(store)),
+            system: RwLock::new(SystemState::default()),
             last_applied: AtomicU64::new(0),
         }
     }
 
-    /// Replaces the whole state with `store`, whose last applied entry is `last_applied`,
-    /// then abandons the old store (its blocking queries wake and re-read). The caller
-    /// serializes this with [`Fsm::apply`] (both run on raft's state machine worker).
-    pub fn restore(&self, store: Store, last_applied: u64) {
+    /// Replaces the whole state with `store` and `system`, whose last applied entry is
+    /// `last_applied`, then abandons the old store (its blocking queries wake and re-read).
+    /// The caller serializes this with [`Fsm::apply`] (both run on raft's state machine
+    /// worker).
+    pub fn restore(&self, store: Store, system: SystemState, last_applied: u64) {
         let old = {
             let mut current = self.store.write().unwrap_or_else(|p| p.into_inner());
             std::mem::replace(&mut *current, Arc::new(store))
         };
+        *self.system.write().unwrap_or_else(|p| p.into_inner()) = system;
         self.last_applied.store(last_applied, Ordering::Release);
         old.abandon();
     }
@@ -159,6 +174,27 @@ impl Fsm {
     /// The current store.
     pub fn store(&self) -> Arc<Store> {
         self.store.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The host's replicated state.
+    pub fn system(&self) -> SystemState {
+        self.system
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Applies an autopilot configuration write at raft index `raft_index`; false when
+    /// its compare-and-set fails (nothing changes).
+    pub fn set_autopilot(&self, update: &ConfigUpdate, raft_index: u64) -> bool {
+        let mut system = self.system.write().unwrap_or_else(|p| p.into_inner());
+        match update.apply(system.autopilot.as_ref(), raft_index) {
+            Some(stored) => {
+                system.autopilot = Some(stored);
+                true
+            }
+            None => false,
+        }
     }
 
     /// The index of the last applied entry (0 before the first).
@@ -256,7 +292,10 @@ impl Fsm {
         }
     }
 
-    /// A hash of the whole state; servers that applied the same log have the same hash.
+    /// A hash of the plugins' tables; servers that applied the same log have the same
+    /// hash. The host's own [`SystemState`] is not in it: a leader writes that state on its
+    /// own schedule (the autopilot seed), and a restored archive must hash as the state it
+    /// was saved from whatever the restoring cluster's autopilot configuration is.
     pub fn state_hash(&self) -> [u8; 32] {
         self.store().read().hash()
     }

@@ -12,11 +12,15 @@
 //! - [`fsm`]: log entries applied in order, queries, blocking queries, state hash;
 //! - [`snapshot`]: `state.bin`, raft's snapshot directory, user archives, restore blobs;
 //! - [`http_body`]: HTTP bodies, whole or streamed from and to files;
-//! - [`state`]: the in-memory store of tables and indexes the plugins declare.
+//! - [`state`]: the in-memory store of tables and indexes the plugins declare;
+//! - [`autopilot`]: server health, failure tolerance, promotion and dead-server cleanup;
+//! - [`duration`]: durations in Consul's (Go's) text form.
 #![warn(missing_docs)]
 
+pub mod autopilot;
 pub mod cli;
 pub mod config;
+pub mod duration;
 pub mod fsm;
 pub mod http_body;
 pub mod logging;

@@ -84,6 +84,7 @@ fn header(f: &Fsm) -> StateHeader {
         f.last_applied(),
         None,
         StoredMembership::default(),
+        f.system(),
     )
 }
 
@@ -101,13 +102,23 @@ fn snapshot(f: &Fsm, dir: &Path) -> std::path::PathBuf {
 fn state_bin_round_trips_every_index_kind() {
     let a = fsm(true);
     fill(&a, true);
+    // The host's own replicated state travels in the header.
+    let autopilot = fsmhost::autopilot::ConfigUpdate {
+        config: fsmhost::autopilot::AutopilotConfig {
+            min_quorum: 3,
+            ..Default::default()
+        },
+        cas: Some(0),
+    };
+    assert!(a.set_autopilot(&autopilot, 7));
     let dir = tempfile::tempdir().unwrap();
     let state = snapshot(&a, dir.path());
 
     let b = fsm(true);
     let p = read_received(&b, &state).expect("restores");
     assert_eq!(p.header.fsm_index, a.last_applied());
-    b.restore(p.store, p.header.fsm_index);
+    b.restore(p.store, p.header.system.clone(), p.header.fsm_index);
+    assert_eq!(b.system(), a.system());
     assert_eq!(b.state_hash(), a.state_hash());
     assert_eq!(b.last_applied(), a.last_applied());
     // The restored indexes answer queries as the originals do.

@@ -91,6 +91,7 @@ impl AgentArgs {
             raft_snapshot_retain: None,
             plugins: (!self.plugin.is_empty()).then(|| self.plugin.clone()),
             plugin_limits: None,
+            autopilot: None,
         }
     }
 

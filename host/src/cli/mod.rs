@@ -5,6 +5,7 @@
 //! naming the problem.
 
 mod agent;
+mod autopilot;
 mod demo;
 mod kv;
 mod operator;
@@ -200,6 +201,50 @@ pub enum OperatorCommand {
     /// The raft configuration.
     #[command(subcommand)]
     Raft(RaftCommand),
+    /// Autopilot: server health, promotion of new servers, dead-server cleanup.
+    #[command(subcommand)]
+    Autopilot(AutopilotCommand),
+}
+
+/// `fsmhost operator autopilot ...`
+#[derive(Debug, Subcommand)]
+pub enum AutopilotCommand {
+    /// Prints the autopilot configuration.
+    GetConfig {
+        /// The HTTP address of any server.
+        #[arg(long, env = "FSMHOST_HTTP_ADDR", default_value = "127.0.0.1:8500")]
+        http_addr: String,
+    },
+    /// Changes the autopilot configuration (only the settings given; compare-and-set).
+    SetConfig {
+        /// Remove dead servers (true or false).
+        #[arg(long, value_name = "BOOL")]
+        cleanup_dead_servers: Option<bool>,
+        /// Most log entries a healthy server may trail the leader by.
+        #[arg(long)]
+        max_trailing_logs: Option<u64>,
+        /// Fewest voters dead-server cleanup leaves.
+        #[arg(long)]
+        min_quorum: Option<u32>,
+        /// Longest time since last contact with the leader for a healthy server (e.g. 200ms).
+        #[arg(long)]
+        last_contact_threshold: Option<String>,
+        /// How long a new server must be healthy before it becomes a voter (e.g. 10s).
+        #[arg(long)]
+        server_stabilization_time: Option<String>,
+        /// The HTTP address of any server.
+        #[arg(long, env = "FSMHOST_HTTP_ADDR", default_value = "127.0.0.1:8500")]
+        http_addr: String,
+    },
+    /// Prints autopilot's view of every server (asked of the leader).
+    State {
+        /// `pretty` (default) or `json`.
+        #[arg(long, default_value = "pretty", value_parser = ["pretty", "json"])]
+        format: String,
+        /// The HTTP address of any server.
+        #[arg(long, env = "FSMHOST_HTTP_ADDR", default_value = "127.0.0.1:8500")]
+        http_addr: String,
+    },
 }
 
 /// `fsmhost operator raft ...`
@@ -334,6 +379,29 @@ pub fn run(cli: Cli) -> i32 {
             address,
             http_addr,
         })) => operator::remove_peer(&http_addr, id.as_deref(), address.as_deref()),
+        Command::Operator(OperatorCommand::Autopilot(c)) => match c {
+            AutopilotCommand::GetConfig { http_addr } => autopilot::get_config(&http_addr),
+            AutopilotCommand::SetConfig {
+                cleanup_dead_servers,
+                max_trailing_logs,
+                min_quorum,
+                last_contact_threshold,
+                server_stabilization_time,
+                http_addr,
+            } => autopilot::set_config(
+                &http_addr,
+                &autopilot::Changes {
+                    cleanup_dead_servers,
+                    max_trailing_logs,
+                    min_quorum,
+                    last_contact_threshold,
+                    server_stabilization_time,
+                },
+            ),
+            AutopilotCommand::State { format, http_addr } => {
+                autopilot::state(&http_addr, format == "json")
+            }
+        },
     };
     match result {
         Ok(()) => 0,

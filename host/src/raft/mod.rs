@@ -61,6 +61,9 @@ pub enum Request {
     /// A user restore: every server replaces its whole state with the `state.bin` whose
     /// SHA-256 this names, at this entry's index (see `state_machine`).
     Restore(RestoreEntry),
+    /// A write of the autopilot configuration (compare-and-set when it says so); takes
+    /// no FSM index: its `ModifyIndex` is the entry's raft index.
+    Autopilot(crate::autopilot::ConfigUpdate),
 }
 
 /// What a restore entry carries: the blob to restore, and who has it.
@@ -82,6 +85,7 @@ impl fmt::Display for Request {
             }
             Request::Batch(es) => write!(f, "batch of {} commands", es.len()),
             Request::Restore(r) => write!(f, "restore of {} ({} bytes)", r.sha256, r.size),
+            Request::Autopilot(_) => write!(f, "autopilot configuration"),
         }
     }
 }
@@ -141,6 +145,9 @@ pub enum Response {
     Applied(Vec<Outcome>),
     /// A restore replaced the state; the FSM index it was applied at.
     Restored(u64),
+    /// An autopilot configuration write: whether it was stored (false: its
+    /// compare-and-set failed).
+    AutopilotSet(bool),
 }
 
 /// What servers know about each other: stored in the raft membership.

@@ -26,8 +26,10 @@ use openraft::raft::{
 use openraft::{Snapshot, SnapshotMeta, Vote};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::future::Future;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::{NodeInfo, TypeConfig, from_cbor, to_cbor};
 use crate::http_body::{self, Body};
@@ -313,6 +315,24 @@ fn source_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// When each peer last answered this node's replication (an append, a heartbeat or a
+/// snapshot): the leader's evidence that a server is alive, for autopilot.
+#[derive(Clone, Default)]
+pub struct Acks(Arc<Mutex<HashMap<u64, Instant>>>);
+
+impl Acks {
+    fn record(&self, peer: u64) {
+        let mut acks = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        acks.insert(peer, Instant::now());
+    }
+
+    /// When `peer` last answered, if it ever did.
+    pub fn last(&self, peer: u64) -> Option<Instant> {
+        let acks = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        acks.get(&peer).copied()
+    }
+}
+
 /// openraft's view of the network: a client per peer over the shared [`RpcClient`].
 #[derive(Clone)]
 pub struct Network {
@@ -320,6 +340,8 @@ pub struct Network {
     pub id: u64,
     /// The shared client.
     pub client: RpcClient,
+    /// Where answers to replication are recorded.
+    pub acks: Acks,
 }
 
 /// The connection to one peer.
@@ -328,6 +350,7 @@ pub struct Peer {
     target: u64,
     addr: String,
     client: RpcClient,
+    acks: Acks,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -339,6 +362,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             addr: node.rpc_addr.clone(),
             client: self.client.clone(),
+            acks: self.acks.clone(),
         }
     }
 }
@@ -387,8 +411,13 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, NodeInfo, RaftError<u64>>> {
-        self.rpc(RPCTypes::AppendEntries, PATH_APPEND, &rpc, &option)
-            .await
+        let answer = self
+            .rpc(RPCTypes::AppendEntries, PATH_APPEND, &rpc, &option)
+            .await;
+        if answer.is_ok() {
+            self.acks.record(self.target);
+        }
+        answer
     }
 
     async fn vote(
@@ -418,10 +447,14 @@ impl RaftNetwork<TypeConfig> for Peer {
         cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<u64>, StreamingError<TypeConfig, Fatal<u64>>> {
-        tokio::select! {
+        let answer = tokio::select! {
             answer = self.stream_snapshot(vote, snapshot) => answer,
             closed = cancel => Err(StreamingError::Closed(closed)),
+        };
+        if answer.is_ok() {
+            self.acks.record(self.target);
         }
+        answer
     }
 }
 

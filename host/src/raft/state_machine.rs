@@ -206,7 +206,7 @@ pub fn recover(fsm: &Fsm, snapshots: &SnapshotStore) -> Result<Option<StateHeade
         let attempt = disk::verify(&dir.path).and_then(|_| read_received(fsm, &dir.state_path()));
         match attempt {
             Ok(p) => {
-                fsm.restore(p.store, p.header.fsm_index);
+                fsm.restore(p.store, p.header.system.clone(), p.header.fsm_index);
                 crate::metrics::METRICS.record_snapshot("recover", started.elapsed());
                 tracing::info!(target: "agent.server.snapshot",
                     "restored from snapshot: path={} index={} duration={:?}",
@@ -266,6 +266,9 @@ impl StateMachine {
                     .map(|e| self.apply_command(entry.log_id, e))
                     .collect::<Result<_, _>>()?,
             ),
+            EntryPayload::Normal(Request::Autopilot(update)) => {
+                Response::AutopilotSet(self.fsm.set_autopilot(update, entry.log_id.index))
+            }
             EntryPayload::Normal(Request::Restore(_)) => {
                 unreachable!("restore entries are applied by apply_restore")
             }
@@ -341,7 +344,8 @@ impl StateMachine {
         .map_err(|e| fail(format!("restore entry {}: {e}", log_id.index)))?;
         crate::metrics::METRICS.record_snapshot("restore", started.elapsed());
         let index = self.fsm.last_applied().max(prepared.header.fsm_index) + 1;
-        self.fsm.restore(prepared.store, index);
+        self.fsm
+            .restore(prepared.store, prepared.header.system.clone(), index);
         self.last_applied = Some(log_id);
         self.snapshots.blobs.mark_applied(&r.sha256, log_id.index);
         tracing::info!(target: "agent.server.fsm",
@@ -460,6 +464,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.fsm.last_applied(),
             self.last_applied,
             self.last_membership.clone(),
+            self.fsm.system(),
         );
         tracing::info!(target: "agent.server.fsm", "snapshot created: duration={:?}", started.elapsed());
         SnapshotBuilder {
@@ -520,7 +525,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .map_err(|e| fail(SnapshotError::Io(e.to_string())))?
         .map_err(fail)?;
         let (p, dir) = prepared;
-        self.fsm.restore(p.store, p.header.fsm_index);
+        self.fsm
+            .restore(p.store, p.header.system.clone(), p.header.fsm_index);
         crate::metrics::METRICS.record_snapshot("install", started.elapsed());
         self.last_applied = meta.last_log_id;
         self.last_membership = meta.last_membership.clone();

@@ -12,8 +12,13 @@
 //!   lowest node id among the `bootstrap_expect` (or more) servers it knows. Every server
 //!   learns the others' lists through the handshake, so all agree on who that is (as in
 //!   Consul, `bootstrap_expect` must equal the number of servers started to bootstrap);
-//! - adding a server is idempotent: learner first (it catches up from the log), then
-//!   voter; a join repeated while one is in progress does nothing more.
+//! - a server joins as a non-voter (an openraft learner: it catches up from the log or a
+//!   snapshot without counting in quorums); autopilot promotes it once it has been healthy
+//!   for `server_stabilization_time` (`server::autopilot`). Adding is idempotent: a join
+//!   repeated while one is in progress, or by a member, does nothing more;
+//! - a running server that is not in the leader's configuration (removed by autopilot's
+//!   dead-server cleanup while it was down, or by `remove-peer`) asks to be added again,
+//!   as Consul's leader re-adds a live server; one that is leaving does not.
 
 use openraft::ChangeMembers;
 use serde::{Deserialize, Serialize};
@@ -76,6 +81,7 @@ pub struct RemoveServer {
 pub struct Cluster {
     known: Mutex<BTreeMap<u64, NodeInfo>>,
     joining: Mutex<BTreeSet<u64>>,
+    leaving: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -88,6 +94,7 @@ impl Cluster {
         Cluster {
             known: Mutex::new(BTreeMap::from([(id, info)])),
             joining: Mutex::new(BTreeSet::new()),
+            leaving: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -112,6 +119,10 @@ fn is_voter(node: &Node, id: u64) -> bool {
     node.membership().voter_ids().any(|v| v == id)
 }
 
+fn is_member(node: &Node, id: u64) -> bool {
+    node.membership().nodes().any(|(m, _)| *m == id)
+}
+
 /// Answers a join handshake (any server).
 pub fn handle_join(node: &Node, req: JoinRequest) -> JoinReply {
     if req.id != node.id {
@@ -126,22 +137,22 @@ pub fn handle_join(node: &Node, req: JoinRequest) -> JoinReply {
     }
 }
 
-/// Makes a server a voter (on the leader): learner first, then voter, in the background.
+/// Adds a server as a non-voter (on the leader), in the background; autopilot promotes it.
 pub fn handle_add(node: &Arc<Node>, req: AddServer) -> Result<(), OpError> {
     if !node.is_leader() {
         return Err(OpError::NotLeader);
     }
     node.cluster.learn(req.id, req.info.clone());
-    if is_voter(node, req.id) || !lock(&node.cluster.joining).insert(req.id) {
+    if is_member(node, req.id) || !lock(&node.cluster.joining).insert(req.id) {
         return Ok(());
     }
     let node = node.clone();
     tokio::spawn(async move {
         let id = req.id;
         for attempt in 0..20 {
-            match add_voter(&node, &req).await {
-                Ok(()) => {
-                    tracing::info!(target: "agent.server.raft", "updating configuration: command=AddVoter server-id={id:016x} server-addr={}", req.info.rpc_addr);
+            match node.raft.add_learner(req.id, req.info.clone(), false).await {
+                Ok(_) => {
+                    tracing::info!(target: "agent.server.raft", "updating configuration: command=AddNonvoter server-id={id:016x} server-addr={}", req.info.rpc_addr);
                     break;
                 }
                 Err(e) => {
@@ -155,23 +166,6 @@ pub fn handle_add(node: &Arc<Node>, req: AddServer) -> Result<(), OpError> {
         }
         lock(&node.cluster.joining).remove(&id);
     });
-    Ok(())
-}
-
-async fn add_voter(node: &Node, req: &AddServer) -> Result<(), String> {
-    let is_learner = node.membership().learner_ids().any(|l| l == req.id);
-    if !is_learner && !is_voter(node, req.id) {
-        node.raft
-            .add_learner(req.id, req.info.clone(), true)
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    if !is_voter(node, req.id) {
-        node.raft
-            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([req.id])), false)
-            .await
-            .map_err(|e| e.to_string())?;
-    }
     Ok(())
 }
 
@@ -209,6 +203,9 @@ pub async fn handle_remove(node: &Node, req: RemoveServer) -> Result<(), OpError
 
 /// Removes this server from the cluster through the leader (`fsmhost leave`).
 pub async fn leave(node: &Arc<Node>) -> Result<(), OpError> {
+    node.cluster
+        .leaving
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     remove(node, node.id).await
 }
 
@@ -259,9 +256,14 @@ pub async fn run(node: Arc<Node>) {
             }
         }
         let leader = node.leader().or(existing_leader);
-        if !is_voter(&node, node.id)
-            && let Some((lid, linfo)) = leader.filter(|(lid, _)| *lid != node.id)
-        {
+        let leaving = node
+            .cluster
+            .leaving
+            .load(std::sync::atomic::Ordering::Relaxed);
+        // Asked every round, not only when this server thinks it is not a member: a server
+        // removed while it was down still holds the old configuration. The leader does
+        // nothing for a member.
+        if let Some((lid, linfo)) = leader.filter(|(lid, _)| *lid != node.id && !leaving) {
             let req = AddServer {
                 id: node.id,
                 info: node.info.clone(),
@@ -276,7 +278,7 @@ pub async fn run(node: Arc<Node>) {
         } else if !has_state && !someone_initialized {
             try_bootstrap(&node).await;
         }
-        let settled = is_voter(&node, node.id) && node.leader().is_some();
+        let settled = is_member(&node, node.id) && node.leader().is_some();
         let pause = if settled { 5000 } else { 500 };
         tokio::time::sleep(Duration::from_millis(pause)).await;
     }

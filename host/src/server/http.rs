@@ -8,6 +8,9 @@
 //! - `GET /v1/status/leader`, `GET /v1/status/peers`, `GET /v1/agent/self`,
 //!   `GET /v1/agent/members`;
 //! - `GET /v1/operator/raft/configuration`, `DELETE /v1/operator/raft/peer?id=|address=`;
+//! - `GET|PUT /v1/operator/autopilot/configuration` (`?cas=`, `?stale`),
+//!   `GET /v1/operator/autopilot/health` (429 when unhealthy), `GET .../state`
+//!   (`server::autopilot`);
 //! - `PUT|POST /v1/agent/leave`: leave the cluster, then stop;
 //! - `GET /v1/plugins`: the loaded plugins (version, edition, hash, tables and indexes,
 //!   commands, queries);
@@ -155,7 +158,7 @@ pub(super) fn blocking_params(
     };
     let wait = match q.get("wait") {
         None => DEFAULT_WAIT,
-        Some(s) => crate::config::parse_duration(s).ok_or_else(|| {
+        Some(s) => crate::duration::parse(s).ok_or_else(|| {
             Refusal::bad_request(format!("wait: {s:?} is not a duration such as 10s or 5m"))
         })?,
     }
@@ -277,6 +280,18 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusa
         }
         (&Method::GET, ["v1", "operator", "raft", "configuration"]) => {
             Ok(web::json(StatusCode::OK, &raft_configuration(node)))
+        }
+        (
+            _,
+            [
+                "v1",
+                "operator",
+                "autopilot",
+                leaf @ ("configuration" | "health" | "state"),
+            ],
+        ) => {
+            let leaf = leaf.to_string();
+            super::autopilot::serve_http(node, req, &leaf).await
         }
         (&Method::DELETE, ["v1", "operator", "raft", "peer"]) => {
             let id = peer_id(node, &web::query(&req))?;

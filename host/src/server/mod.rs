@@ -6,6 +6,7 @@
 //! - [`ops`]: writes and reads as the leader does them, or forwarded to it;
 //! - [`batch`]: the leader's proposer, which puts concurrent writes into one log entry;
 //! - [`cluster`]: discovery, bootstrap (`bootstrap_expect`), joining, leaving;
+//! - [`autopilot`]: the leader's server health, promotions and dead-server cleanup;
 //! - [`rpc`]: the server-port routes (raft RPCs, forwarding, joins);
 //! - [`snapshots`]: when raft snapshots are taken, log compaction, user save and restore;
 //! - [`http`]: the operators' HTTP API;
@@ -14,6 +15,7 @@
 //! Boundaries: the server holds no plugin-specific code; a plugin's commands and queries
 //! are names and bytes here.
 
+pub mod autopilot;
 pub mod batch;
 pub mod cluster;
 pub mod http;
@@ -34,7 +36,7 @@ use crate::config::Config;
 use crate::fsm::Fsm;
 use crate::plugin::{PluginSet, Runtime, RuntimeConfig};
 use crate::raft::log_store::{LogStore, OpenMode};
-use crate::raft::network::{Network, RpcClient};
+use crate::raft::network::{Acks, Network, RpcClient};
 use crate::raft::state_machine::{self, Snapshots, StateMachine};
 use crate::raft::{NodeInfo, Raft};
 use crate::snapshot::blobs::Blobs;
@@ -93,6 +95,10 @@ pub struct Node {
     pub client: RpcClient,
     /// Discovery and membership work.
     pub cluster: cluster::Cluster,
+    /// When each peer last answered this server's replication (while it leads).
+    pub acks: Acks,
+    /// Autopilot's latest judgement (while this server leads).
+    pub autopilot: autopilot::Autopilot,
     /// The proposer of writes (used while this server leads).
     pub batcher: batch::Batcher,
     /// Raft snapshots on disk, shared with the state machine.
@@ -363,6 +369,7 @@ pub async fn run(
         }
     };
     let client = RpcClient::new();
+    let acks = Acks::default();
     let snapshot_error = |e: crate::snapshot::SnapshotError| StartError::Snapshot(e.to_string());
     let snapshots = Arc::new(Snapshots::new(
         SnapshotStore::open(raft_dir.join("snapshots"), config.snapshots.retain)
@@ -388,6 +395,7 @@ pub async fn run(
         Network {
             id,
             client: client.clone(),
+            acks: acks.clone(),
         },
         log.clone(),
         StateMachine::new(fsm.clone(), snapshots.clone(), recovered.as_ref()),
@@ -399,6 +407,8 @@ pub async fn run(
         id,
         info: info.clone(),
         cluster: cluster::Cluster::new(id, info.clone()),
+        acks,
+        autopilot: autopilot::Autopilot::default(),
         batcher: batch::Batcher::spawn(raft.clone()),
         snapshots,
         snapshot_lock: tokio::sync::Mutex::new(()),
@@ -428,6 +438,7 @@ pub async fn run(
     ));
     let cluster_task = tokio::spawn(cluster::run(node.clone()));
     let snapshot_task = tokio::spawn(snapshots::run_policy(node.clone()));
+    let autopilot_task = tokio::spawn(autopilot::run(node.clone()));
     let leader_watch = tokio::spawn(count_leader_changes(node.raft.clone()));
 
     let mut signal = node.shutdown_signal();
@@ -438,6 +449,7 @@ pub async fn run(
     node.request_shutdown();
     cluster_task.abort();
     snapshot_task.abort();
+    autopilot_task.abort();
     leader_watch.abort();
     let _ = http_task.await;
     let _ = rpc_task.await;

@@ -242,6 +242,25 @@ where
     }
 }
 
+/// Writes a host entry (not a plugin command) on this server, which must lead; the
+/// entry's response. Not leading is [`OpError::NotLeader`], so that a caller going
+/// [`through_leader`] retries on the new leader.
+pub async fn write_host_entry(
+    node: &Node,
+    entry: crate::raft::Request,
+) -> Result<crate::raft::Response, OpError> {
+    node.raft
+        .client_write(entry)
+        .await
+        .map(|written| written.data)
+        .map_err(|e| match e {
+            openraft::error::RaftError::APIError(
+                openraft::error::ClientWriteError::ForwardToLeader(_),
+            ) => OpError::NotLeader,
+            e => failed(500, format!("raft: {e}")),
+        })
+}
+
 /// Applies a write through the leader, wherever it is.
 pub async fn apply(node: &Node, req: &ApplyRequest) -> Result<Applied, OpError> {
     through_leader(node, PATH_APPLY, req, HOLD, || apply_local(node, req)).await

@@ -13,10 +13,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use super::Node;
+use super::autopilot;
 use super::cluster::{self, AddServer, JoinRequest, RemoveServer};
 use super::ops::{self, ApplyRequest, OpError, QueryRequest};
 use super::snapshots;
 use super::web::{self, Refusal, Reply};
+use crate::autopilot::ConfigUpdate;
 use crate::raft::from_cbor;
 use crate::raft::network::{
     PATH_APPEND, PATH_SNAPSHOT, PATH_SNAPSHOT_STREAM, PATH_VOTE, SNAPSHOT_HEAD, SnapshotHead,
@@ -174,6 +176,13 @@ async fn route(node: Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusal
         cluster::PATH_ADD => {
             let r: AddServer = decode(req, cluster::PATH_ADD).await?;
             web::cbor(&cluster::handle_add(&node, r))
+        }
+        autopilot::PATH_PROBE => web::cbor(&autopilot::probe_reply(&node)),
+        autopilot::PATH_STATE => web::cbor(&autopilot::state_local(&node)),
+        autopilot::PATH_CONFIG_GET => web::cbor(&autopilot::config_local(&node)),
+        autopilot::PATH_CONFIG_SET => {
+            let update: ConfigUpdate = decode(req, autopilot::PATH_CONFIG_SET).await?;
+            web::cbor(&autopilot::set_config_local(&node, update).await)
         }
         cluster::PATH_REMOVE => {
             let r: RemoveServer = decode(req, cluster::PATH_REMOVE).await?;

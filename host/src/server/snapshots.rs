@@ -229,16 +229,10 @@ pub async fn restore(node: &Arc<Node>, archive_path: &Path) -> Result<u64, OpErr
         size,
         origin: node.info.rpc_addr.clone(),
     });
-    let written = node.raft.client_write(entry).await;
+    let written = super::ops::write_host_entry(node, entry).await;
     // Applied (the kept store was taken) or not committed: either way, let it go.
     drop(node.snapshots.take_prepared(&blob));
-    let written = written.map_err(|e| match e {
-        openraft::error::RaftError::APIError(
-            openraft::error::ClientWriteError::ForwardToLeader(_),
-        ) => OpError::NotLeader,
-        e => failed(500, format!("raft: {e}")),
-    })?;
-    let Response::Restored(index) = written.data else {
+    let Response::Restored(index) = written? else {
         return Err(failed(500, "the restore entry returned no restore outcome"));
     };
     // A snapshot right away, so that a restart need not replay the restore entry.

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 
 use super::SnapshotError;
+use crate::fsm::SystemState;
 use crate::plugin::PluginSet;
 use crate::raft::{LogId, StoredMembership};
 use crate::state::{IndexSchema, Restore, Schema, Store, TableSchema, Tables};
@@ -88,6 +89,9 @@ pub struct StateHeader {
     pub membership: StoredMembership,
     /// The plugin set the state was written under.
     pub plugins: Vec<PluginRecord>,
+    /// The host's own replicated state (absent in snapshots written before it existed).
+    #[serde(default)]
+    pub system: SystemState,
 }
 
 impl StateHeader {
@@ -97,6 +101,7 @@ impl StateHeader {
         fsm_index: u64,
         last_log_id: Option<LogId>,
         membership: StoredMembership,
+        system: SystemState,
     ) -> Self {
         let plugins = plugins
             .plugins()
@@ -118,6 +123,7 @@ impl StateHeader {
             last_log_id,
             membership,
             plugins,
+            system,
         }
     }
 
@@ -134,7 +140,13 @@ impl StateHeader {
     /// an index added, removed or declared differently. The component hash may differ (a
     /// rebuild of the same version).
     pub fn check_against(&self, loaded: &PluginSet) -> Result<(), SnapshotError> {
-        let ours = StateHeader::new(loaded, 0, None, StoredMembership::default());
+        let ours = StateHeader::new(
+            loaded,
+            0,
+            None,
+            StoredMembership::default(),
+            SystemState::default(),
+        );
         let incompatible = |m: String| Err(SnapshotError::Incompatible(m));
         for p in &self.plugins {
             let Some(q) = ours.plugins.iter().find(|q| q.name == p.name) else {

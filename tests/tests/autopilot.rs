@@ -1,0 +1,418 @@
+//! Autopilot on real processes: a new server joins as a non-voter and is promoted after
+//! the stabilization time; dead voters are removed within the failure tolerance and never
+//! below `min_quorum`; the health endpoint follows a server down and back; the
+//! configuration is replicated and compare-and-set; a rolling restart keeps quorum.
+
+use fsmhost_plugin_kv::SetRequest;
+use fsmhost_tests::cbor;
+use fsmhost_tests::cluster::{Cluster, http};
+use serde_json::Value;
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const BIN: &str = env!("CARGO_BIN_EXE_fsmhost-node");
+const LEADER_WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Autopilot's intervals shortened for tests (Consul's are 2s and 10s). The contact
+/// threshold is raised from 200ms because these shared 2-core machines run several
+/// clusters at once and a heartbeat can be late; each test names what else it changes.
+fn fast(more: &str) -> String {
+    format!(
+        "[autopilot]\nupdate_interval = \"250ms\"\nreconcile_interval = \"500ms\"\n\
+         last_contact_threshold = \"1s\"\n{more}\n"
+    )
+}
+
+fn get(c: &Cluster, i: usize, path: &str) -> Option<(u16, Value)> {
+    let r = http(
+        &c.servers[i].http_addr(),
+        "GET",
+        path,
+        "application/json",
+        b"",
+        Duration::from_secs(10),
+    )
+    .ok()?;
+    let v = serde_json::from_slice(&r.body).ok()?;
+    Some((r.status, v))
+}
+
+fn put(c: &Cluster, i: usize, path: &str, body: &str) -> (u16, String) {
+    let r = http(
+        &c.servers[i].http_addr(),
+        "PUT",
+        path,
+        "application/json",
+        body.as_bytes(),
+        Duration::from_secs(10),
+    )
+    .expect("server answers");
+    (r.status, r.text())
+}
+
+/// Polls `f` every 100 ms until it gives a value.
+fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `/v1/operator/autopilot/health` as asked of server `i`: (status, body).
+fn health(c: &Cluster, i: usize) -> Option<(u16, Value)> {
+    get(c, i, "/v1/operator/autopilot/health")
+}
+
+/// Waits until the health endpoint says healthy with `voters` voters and no other server.
+fn wait_healthy(c: &Cluster, i: usize, voters: usize) -> Value {
+    wait_for(
+        &format!("a healthy cluster of {voters} voters"),
+        WAIT,
+        || {
+            let (status, h) = health(c, i)?;
+            let servers = h["Servers"].as_array()?;
+            (status == 200
+                && servers.len() == voters
+                && servers
+                    .iter()
+                    .all(|s| s["Voter"] == true && s["Healthy"] == true))
+            .then_some(h)
+        },
+    )
+}
+
+fn id_of(c: &Cluster, i: usize) -> String {
+    wait_for("the server's id", WAIT, || c.state(i).map(|s| s.id))
+}
+
+fn server<'a>(h: &'a Value, id: &str) -> Option<&'a Value> {
+    h["Servers"].as_array()?.iter().find(|s| s["ID"] == id)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Parses the state document's `StableSince` (`2026-11-22T22:13:12.600Z`) as ms since
+/// the epoch.
+fn stable_since_ms(v: &Value) -> u64 {
+    let t = v.as_str().expect("StableSince is text");
+    let (date, time) = t
+        .trim_end_matches('Z')
+        .split_once('T')
+        .expect("a date and a time");
+    let d: Vec<i64> = date.split('-').map(|x| x.parse().unwrap()).collect();
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let h: Vec<i64> = hms.split(':').map(|x| x.parse().unwrap()).collect();
+    // Days from the civil date (Howard Hinnant's days_from_civil).
+    let (y, m) = if d[1] <= 2 {
+        (d[0] - 1, d[1] + 9)
+    } else {
+        (d[0], d[1] - 3)
+    };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + d[2] - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let ms: i64 = format!("{frac:0<3}")[..3].parse().unwrap();
+    ((days * 86_400 + h[0] * 3600 + h[1] * 60 + h[2]) * 1000 + ms) as u64
+}
+
+fn write(c: &Cluster, i: usize, key: &str) -> u16 {
+    let body = cbor(&SetRequest {
+        key: key.into(),
+        value: b"x".to_vec(),
+        flags: 0,
+    });
+    c.apply(i, "kv", "set", &body).map_or(0, |r| r.status)
+}
+
+fn cli(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN).args(args).output().expect("fsmhost runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_new_server_joins_as_a_non_voter_and_is_promoted_after_stabilization() {
+    let stabilization = Duration::from_secs(4);
+    let mut c = Cluster::start_with(BIN, 3, &fast("server_stabilization_time = \"4s\""));
+    let leader = c.wait_leader(LEADER_WAIT);
+    wait_healthy(&c, leader, 3);
+    // Autopilot waits out the stabilization time only once it has run that long itself.
+    std::thread::sleep(stabilization + Duration::from_millis(500));
+    for n in 0..20 {
+        assert_eq!(write(&c, leader, &format!("before/{n}")), 200);
+    }
+    let newcomer = c.add_server();
+    let id = id_of(&c, newcomer);
+
+    let mut seen_healthy_non_voter = false;
+    let (promoted_at, stable_since) = wait_for("the newcomer's promotion", WAIT, || {
+        let (_, s) = get(&c, leader, "/v1/operator/autopilot/state")?;
+        let me = &s["Servers"][&id];
+        match me["Status"].as_str()? {
+            "non-voter" => {
+                if me["Healthy"] == true {
+                    seen_healthy_non_voter = true;
+                }
+                None
+            }
+            "voter" => Some((now_ms(), stable_since_ms(&me["StableSince"]))),
+            other => panic!("unexpected status {other}: {s}"),
+        }
+    });
+    assert!(
+        seen_healthy_non_voter,
+        "the newcomer was seen healthy while still a non-voter"
+    );
+    let waited = Duration::from_millis(promoted_at.saturating_sub(stable_since));
+    assert!(
+        waited >= stabilization,
+        "promoted {waited:?} after it became healthy, before the stabilization time"
+    );
+    let h = wait_healthy(&c, leader, 4);
+    assert_eq!(h["FailureTolerance"], 1, "4 voters: quorum 3");
+    assert!(
+        c.log_text(leader).contains("Promoting server: id="),
+        "the promotion is logged"
+    );
+    // Both documents and the CLI agree.
+    let (ok, out, err) = cli(&[
+        "operator",
+        "autopilot",
+        "state",
+        "-http-addr",
+        &c.servers[newcomer].http_addr(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.starts_with("Healthy:                      true\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("   {id}\n      Name:            s4\n")),
+        "{out}"
+    );
+    assert_eq!(out.matches("Status:          voter").count(), 3, "{out}");
+    assert_eq!(out.matches("Status:          leader").count(), 1, "{out}");
+}
+
+#[test]
+fn a_killed_voter_is_removed_once_failed_and_the_failure_tolerance_follows() {
+    let mut c = Cluster::start_with(BIN, 5, &fast(""));
+    let leader = c.wait_leader(LEADER_WAIT);
+    let h = wait_healthy(&c, leader, 5);
+    assert_eq!(h["FailureTolerance"], 2, "5 voters: quorum 3");
+    let victim = (leader + 1) % 5;
+    let victim_id = id_of(&c, victim);
+    c.kill(victim);
+
+    // First it is failed and the tolerance drops; then it is removed.
+    let (status, down) = wait_for("the victim declared failed", WAIT, || {
+        let (status, h) = health(&c, leader)?;
+        (server(&h, &victim_id)?["SerfStatus"] == "failed").then_some((status, h))
+    });
+    assert_eq!(status, 429, "{down}");
+    assert_eq!(down["Healthy"], false);
+    assert_eq!(down["FailureTolerance"], 1, "4 healthy of 5 voters: {down}");
+    let after = wait_healthy(&c, leader, 4);
+    assert!(server(&after, &victim_id).is_none());
+    assert_eq!(after["FailureTolerance"], 1, "4 voters: quorum 3");
+    let log = c.log_text(leader);
+    assert!(
+        log.contains(&format!(
+            "Attempting removal of failed server node: id={victim_id}"
+        )),
+        "{log}"
+    );
+    assert_eq!(c.state(leader).unwrap().voters.len(), 4);
+    assert_eq!(write(&c, leader, "after-removal"), 200);
+}
+
+#[test]
+fn min_quorum_stops_cleanup_at_that_many_voters() {
+    let mut c = Cluster::start_with(BIN, 4, &fast("min_quorum = 3"));
+    let leader = c.wait_leader(LEADER_WAIT);
+    wait_healthy(&c, leader, 4);
+    let first = (leader + 1) % 4;
+    c.kill(first);
+    // 4 voters, min 3: the first dead one goes.
+    wait_healthy(&c, leader, 3);
+
+    let second = (leader + 2) % 4;
+    let second_id = id_of(&c, second);
+    c.kill(second);
+    let (status, h) = wait_for("the second victim declared failed", WAIT, || {
+        let (status, h) = health(&c, leader)?;
+        (server(&h, &second_id)?["SerfStatus"] == "failed").then_some((status, h))
+    });
+    assert_eq!(status, 429);
+    assert_eq!(h["FailureTolerance"], 0, "2 healthy of 3 voters: {h}");
+    // Many reconcile rounds later it is still there: removing it would leave 2 < 3.
+    std::thread::sleep(Duration::from_secs(4));
+    let (_, h) = health(&c, leader).expect("health answers");
+    let kept = server(&h, &second_id).expect("still in the configuration");
+    assert_eq!(kept["Voter"], true);
+    assert_eq!(c.state(leader).unwrap().voters.len(), 3);
+    assert!(
+        c.log_text(leader).contains(
+            "will not remove server node as it would leave less voters than the minimum number allowed"
+        ),
+        "the refusal is logged"
+    );
+    // The two left still make a quorum.
+    assert_eq!(write(&c, leader, "with-two"), 200);
+}
+
+#[test]
+fn health_is_429_while_a_server_is_down_and_200_when_it_is_back() {
+    let mut c = Cluster::start_with(BIN, 3, &fast(""));
+    let leader = c.wait_leader(LEADER_WAIT);
+    let follower = (leader + 1) % 3;
+    wait_healthy(&c, follower, 3);
+
+    // The configuration is replicated: set on a follower, read on every server.
+    let (status, _) = get(&c, follower, "/v1/operator/autopilot/configuration").unwrap();
+    assert_eq!(status, 200);
+    let (ok, out, err) = cli(&[
+        "operator",
+        "autopilot",
+        "set-config",
+        "-cleanup-dead-servers=false",
+        "-max-trailing-logs=500",
+        "-http-addr",
+        &c.servers[follower].http_addr(),
+    ]);
+    assert!(ok && out == "Configuration updated!\n", "{out}{err}");
+    for i in 0..3 {
+        let (_, conf) = wait_for("the replicated configuration", WAIT, || {
+            let (s, v) = get(&c, i, "/v1/operator/autopilot/configuration?stale")?;
+            (v["MaxTrailingLogs"] == 500).then_some((s, v))
+        });
+        assert_eq!(conf["CleanupDeadServers"], false);
+        assert_eq!(conf["LastContactThreshold"], "1s", "kept from the seed");
+    }
+    let (ok, out, _) = cli(&[
+        "operator",
+        "autopilot",
+        "get-config",
+        "-http-addr",
+        &c.servers[leader].http_addr(),
+    ]);
+    assert!(ok);
+    assert!(
+        out.starts_with(
+            "CleanupDeadServers = false\nLastContactThreshold = 1s\nMaxTrailingLogs = 500\n\
+             MinQuorum = 0\nServerStabilizationTime = 10s\nRedundancyZoneTag = \"\"\n"
+        ),
+        "{out}"
+    );
+    // Compare-and-set: a stale index changes nothing.
+    let (_, conf) = get(&c, leader, "/v1/operator/autopilot/configuration").unwrap();
+    let index = conf["ModifyIndex"].as_u64().unwrap();
+    let body = r#"{"CleanupDeadServers": false, "MaxTrailingLogs": 7}"#;
+    let stale = put(
+        &c,
+        leader,
+        &format!("/v1/operator/autopilot/configuration?cas={}", index - 1),
+        body,
+    );
+    assert_eq!(stale, (200, "false".to_string()));
+    let fresh = put(
+        &c,
+        follower,
+        &format!("/v1/operator/autopilot/configuration?cas={index}"),
+        body,
+    );
+    assert_eq!(fresh, (200, "true".to_string()));
+    let refused = put(
+        &c,
+        leader,
+        "/v1/operator/autopilot/configuration",
+        r#"{"MinQuorum": "3"}"#,
+    );
+    assert_eq!(refused.0, 400);
+    assert!(
+        refused
+            .1
+            .contains("Error parsing autopilot config: MinQuorum"),
+        "{}",
+        refused.1
+    );
+
+    // Down: 429 naming it failed. Back: 200.
+    let victim = (leader + 2) % 3;
+    let victim_id = id_of(&c, victim);
+    c.kill(victim);
+    let down = wait_for("health to turn 429", WAIT, || {
+        let (status, h) = health(&c, follower)?;
+        (status == 429).then_some(h)
+    });
+    assert_eq!(down["Healthy"], false);
+    let s = server(&down, &victim_id).expect("the victim is listed");
+    assert_eq!(s["Healthy"], false);
+    assert_eq!(down["FailureTolerance"], 0, "2 healthy of 3 voters");
+    c.restart(victim);
+    let back = wait_healthy(&c, follower, 3);
+    assert_eq!(back["FailureTolerance"], 1);
+    assert!(server(&back, &victim_id).is_some(), "the same server, kept");
+}
+
+#[test]
+fn a_rolling_restart_never_loses_quorum() {
+    // min_quorum = 3 keeps a restarting server from being cleaned up as dead (the setting
+    // Consul recommends for exactly this).
+    let mut c = Cluster::start_with(BIN, 3, &fast("min_quorum = 3"));
+    let leader = c.wait_leader(LEADER_WAIT);
+    wait_healthy(&c, leader, 3);
+    let mut n = 0;
+    for round in 0..2 {
+        for i in 0..3 {
+            assert_eq!(c.terminate(i), Some(0), "graceful stop");
+            // The other two commit writes while it is down.
+            let other = (i + 1) % 3;
+            for _ in 0..5 {
+                n += 1;
+                assert_eq!(
+                    write(&c, other, &format!("rolling/{n}")),
+                    200,
+                    "round {round} server {i}"
+                );
+            }
+            c.restart(i);
+            let h = wait_healthy(&c, other, 3);
+            assert_eq!(h["FailureTolerance"], 1);
+        }
+    }
+    let leader = c.wait_leader(LEADER_WAIT);
+    c.wait_converged(WAIT);
+    assert_eq!(c.state(leader).unwrap().voters.len(), 3);
+    for i in 0..3 {
+        let r = c
+            .query(
+                i,
+                "kv",
+                "keys",
+                &cbor(&fsmhost_plugin_kv::KeysArgs {
+                    prefix: "rolling/".into(),
+                    separator: None,
+                }),
+                "?stale",
+            )
+            .unwrap();
+        let keys: fsmhost_plugin_kv::KeysResult = fsmhost_tests::decode(&r.body);
+        assert_eq!(keys.keys.len(), n, "server {i}");
+    }
+}
