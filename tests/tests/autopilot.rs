@@ -416,3 +416,54 @@ fn a_rolling_restart_never_loses_quorum() {
         assert_eq!(keys.keys.len(), n, "server {i}");
     }
 }
+
+#[test]
+fn a_wiped_server_comes_back_as_a_new_one_and_its_old_id_is_cleaned_up_as_stale() {
+    let mut c = Cluster::start_with(BIN, 3, &fast("server_stabilization_time = \"2s\""));
+    let leader = c.wait_leader(LEADER_WAIT);
+    wait_healthy(&c, leader, 3);
+    assert_eq!(write(&c, leader, "before-wipe"), 200);
+    let f = (leader + 1) % 3;
+    let old_id = id_of(&c, f);
+    c.kill(f);
+    std::fs::remove_dir_all(&c.servers[f].data_dir).expect("data dir removed");
+    // Same name and address, empty data dir: a new server id.
+    c.restart(f);
+    let new_id = wait_for("the new id", WAIT, || {
+        c.state(f).map(|s| s.id).filter(|id| *id != old_id)
+    });
+    // The old id is gone from the configuration (stale: its address answers as another
+    // server), and the new server is promoted in its place.
+    let h = wait_for(
+        "the old id cleaned up and the new one a voter",
+        WAIT,
+        || {
+            let (status, h) = health(&c, leader)?;
+            let new = server(&h, &new_id)?;
+            (status == 200 && server(&h, &old_id).is_none() && new["Voter"] == true).then_some(h)
+        },
+    );
+    assert_eq!(h["Servers"].as_array().unwrap().len(), 3, "{h}");
+    let log = c.log_text(leader);
+    assert!(
+        log.contains(&format!(
+            "server {old_id} is gone: its address now answers as server {new_id}"
+        )),
+        "{log}"
+    );
+    // Raft traffic for the old id was refused at the address, not taken as that server's
+    // log going backwards (which would stop the leader).
+    assert!(
+        log.contains(&format!("this is server {new_id}, not {old_id}")),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "Attempting removal of failed server node: id={old_id} name=s{} address={} reason=StaleVoter",
+            f + 1,
+            c.servers[f].rpc_addr()
+        )),
+        "{log}"
+    );
+    c.wait_converged(WAIT);
+}

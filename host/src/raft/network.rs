@@ -367,7 +367,18 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     }
 }
 
+/// The query parameter naming the server a raft RPC is for (hex id).
+pub const TARGET_PARAM: &str = "target";
+
 impl Peer {
+    /// `path` with the target's id, so that a server at a reused address (a wiped data dir
+    /// means a new id) refuses traffic meant for the server that was there: accepting it
+    /// would look like that server's log going backwards, which openraft's leader cannot
+    /// survive.
+    fn addressed(&self, path: &str) -> String {
+        format!("{path}?{TARGET_PARAM}={:016x}", self.target)
+    }
+
     async fn rpc<Req, Resp, E>(
         &self,
         action: RPCTypes,
@@ -384,7 +395,7 @@ impl Peer {
         let started = std::time::Instant::now();
         let answer: Result<Resp, RaftError<u64, E>> = self
             .client
-            .call(&self.addr, path, req, timeout)
+            .call(&self.addr, &self.addressed(path), req, timeout)
             .await
             .inspect(|_| {
                 tracing::trace!(target: "agent.server.raft", "{action:?} to {}: {:?}", self.addr, started.elapsed());
@@ -503,7 +514,7 @@ impl Peer {
             .client
             .post_stream(
                 &self.addr,
-                PATH_SNAPSHOT_STREAM,
+                &self.addressed(PATH_SNAPSHOT_STREAM),
                 Some((SNAPSHOT_HEAD, head)),
                 body,
                 SNAPSHOT_TIMEOUT,

@@ -22,6 +22,7 @@ use crate::autopilot::ConfigUpdate;
 use crate::raft::from_cbor;
 use crate::raft::network::{
     PATH_APPEND, PATH_SNAPSHOT, PATH_SNAPSHOT_STREAM, PATH_VOTE, SNAPSHOT_HEAD, SnapshotHead,
+    TARGET_PARAM,
 };
 use crate::raft::state_machine::PATH_BLOB;
 use crate::snapshot::SnapshotFile;
@@ -89,6 +90,23 @@ async fn receive_snapshot(node: &Arc<Node>, req: Request<Incoming>) -> Result<Re
     Ok(web::cbor(&answer))
 }
 
+/// Refuses a raft RPC addressed to another server id (421): this address used to be that
+/// server's, and the leader has not yet dropped it from the configuration.
+fn refuse_misdirected(node: &Node, req: &Request<Incoming>) -> Result<(), Refusal> {
+    let q = web::query(req);
+    match q.get(TARGET_PARAM) {
+        Some(target) if u64::from_str_radix(target, 16).ok() != Some(node.id) => Err(Refusal::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            format!(
+                "this is server {:016x}, not {target}: that server no longer exists at \
+                     this address",
+                node.id
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 async fn decode<T: DeserializeOwned>(req: Request<Incoming>, path: &str) -> Result<T, Refusal> {
     let body = web::body(req, MAX_BODY).await?;
     from_cbor(&body, path).map_err(Refusal::bad_request)
@@ -113,6 +131,9 @@ async fn route(node: Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusal
         ));
     }
     let path = req.uri().path().to_string();
+    if [PATH_APPEND, PATH_VOTE, PATH_SNAPSHOT, PATH_SNAPSHOT_STREAM].contains(&path.as_str()) {
+        refuse_misdirected(&node, &req)?;
+    }
     Ok(match path.as_str() {
         PATH_APPEND => {
             let rpc: openraft::raft::AppendEntriesRequest<crate::raft::TypeConfig> =
