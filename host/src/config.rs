@@ -427,7 +427,9 @@ impl Config {
             return Err(invalid("plugins", format!("{p:?}: an empty path")));
         }
         let plugin_limits = resolve_limits(raw.plugin_limits.unwrap_or_default())?;
-        let (autopilot, autopilot_timing) = resolve_autopilot(raw.autopilot.unwrap_or_default())?;
+        let timers = RaftTimers::for_multiplier(multiplier);
+        let (autopilot, autopilot_timing) =
+            resolve_autopilot(raw.autopilot.unwrap_or_default(), &timers)?;
         Ok(Config {
             autopilot,
             autopilot_timing,
@@ -441,7 +443,7 @@ impl Config {
             rpc_bind: SocketAddr::new(bind, server_port),
             rpc_advertise: SocketAddr::new(advertise, server_port),
             http_bind: SocketAddr::new(http_ip, http_port),
-            timers: RaftTimers::for_multiplier(multiplier),
+            timers,
             log_level,
             log_json: raw.log_json.unwrap_or(false),
         })
@@ -474,20 +476,37 @@ fn duration_option(
     }
 }
 
+/// The `[autopilot]` stanza. `last_contact_threshold` must exceed the raft heartbeat
+/// interval, or followers flap between healthy and unhealthy between heartbeats; its
+/// default is Consul's 200ms, or two heartbeats when `raft_multiplier` makes those longer.
 fn resolve_autopilot(
     raw: RawAutopilot,
+    timers: &RaftTimers,
 ) -> Result<(crate::autopilot::AutopilotConfig, AutopilotTiming), ConfigError> {
     let d = crate::autopilot::AutopilotConfig::default();
     let t = AutopilotTiming::default();
     let ms = Duration::from_millis;
+    let key = "autopilot.last_contact_threshold";
+    let threshold = duration_option(
+        key,
+        raw.last_contact_threshold.as_deref(),
+        d.last_contact_threshold.max(timers.heartbeat * 2),
+        ms(1),
+    )?;
+    if threshold <= timers.heartbeat {
+        return Err(invalid(
+            key,
+            format!(
+                "{} is not above the raft heartbeat interval ({}): followers would flap \
+                 between healthy and unhealthy; give more",
+                crate::duration::format(threshold),
+                crate::duration::format(timers.heartbeat)
+            ),
+        ));
+    }
     let config = crate::autopilot::AutopilotConfig {
         cleanup_dead_servers: raw.cleanup_dead_servers.unwrap_or(d.cleanup_dead_servers),
-        last_contact_threshold: duration_option(
-            "autopilot.last_contact_threshold",
-            raw.last_contact_threshold.as_deref(),
-            d.last_contact_threshold,
-            ms(1),
-        )?,
+        last_contact_threshold: threshold,
         max_trailing_logs: raw.max_trailing_logs.unwrap_or(d.max_trailing_logs),
         min_quorum: raw.min_quorum.unwrap_or(d.min_quorum),
         server_stabilization_time: duration_option(
@@ -691,10 +710,20 @@ mod tests {
             c.autopilot_timing.reconcile_interval,
             Duration::from_secs(1)
         );
+        let slow = parse("[performance]\nraft_multiplier = 5").unwrap();
+        assert_eq!(
+            slow.autopilot.last_contact_threshold,
+            Duration::from_secs(1),
+            "two 500ms heartbeats"
+        );
         for (text, key) in [
             (
                 "last_contact_threshold = \"soon\"",
                 "autopilot.last_contact_threshold:",
+            ),
+            (
+                "last_contact_threshold = \"100ms\"",
+                "not above the raft heartbeat",
             ),
             ("update_interval = \"1ms\"", "autopilot.update_interval:"),
             ("redundancy_zone_tag = \"az\"", "redundancy_zone_tag"),

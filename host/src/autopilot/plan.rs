@@ -7,8 +7,12 @@
 //!   applies only once this leader's autopilot has been running that long (before that it
 //!   cannot know how long anyone has been healthy);
 //! - removals come in the order stale non-voters, stale voters, failed non-voters, failed
-//!   voters, by id within each; within each group at most (servers − 1) / 2 go, and none
-//!   that would leave fewer than `min_quorum`; the leader is never removed (it is alive).
+//!   voters, by id within each; in one round at most (servers − 1) / 2 go, no voter once
+//!   that is used up, and none that would leave fewer than `min_quorum`; the leader is
+//!   never removed (it is alive);
+//! - nothing changes while the voters heard from (the leader included) are fewer than a
+//!   quorum: openraft keeps a leader that lost its quorum in place, and a membership change
+//!   it proposed then could only commit once servers it wanted removed came back.
 
 use std::time::Duration;
 
@@ -103,31 +107,45 @@ pub fn removals(config: &AutopilotConfig, state: &State) -> Vec<Removal> {
         })
         .collect();
     candidates.sort();
-    let mut potential = state.servers.len() as i64;
+    let potential = state.servers.len() as i64;
+    let mut max_removal = (potential - 1) / 2;
+    let mut removed = 0i64;
     let mut out = Vec::new();
-    for group in candidates.chunk_by(|a, b| a.0 == b.0) {
-        let initial = potential;
-        let mut max_removal = (initial - 1) / 2;
-        let mut removed = 0i64;
-        for &(category, id, voter) in group {
-            let decision = if initial - removed - 1 < i64::from(config.min_quorum) {
-                Err(Kept::MinQuorum)
-            } else if voter && max_removal < 1 {
-                Err(Kept::Majority)
-            } else {
-                max_removal -= 1;
-                removed += 1;
-                Ok(())
-            };
-            out.push(Removal {
-                id,
-                category,
-                decision,
-            });
-        }
-        potential -= removed;
+    for (category, id, voter) in candidates {
+        let decision = if potential - removed - 1 < i64::from(config.min_quorum) {
+            Err(Kept::MinQuorum)
+        } else if voter && max_removal < 1 {
+            Err(Kept::Majority)
+        } else {
+            max_removal -= 1;
+            removed += 1;
+            Ok(())
+        };
+        out.push(Removal {
+            id,
+            category,
+            decision,
+        });
     }
     out
+}
+
+/// Whether the voters heard from within the contact threshold, the leader included, make
+/// a quorum: the condition for any membership change.
+pub fn has_quorum(config: &AutopilotConfig, state: &State) -> bool {
+    let voters: Vec<_> = state
+        .servers
+        .iter()
+        .filter(|s| s.seen.status.is_voter())
+        .collect();
+    let in_touch = voters
+        .iter()
+        .filter(|s| {
+            s.seen.node_status == NodeStatus::Alive
+                && s.seen.last_contact <= config.last_contact_threshold
+        })
+        .count();
+    in_touch >= super::quorum(voters.len())
 }
 
 #[cfg(test)]
@@ -197,7 +215,30 @@ mod tests {
                 (5, Category::FailedVoter),
             ]
         );
-        assert_eq!(removed(&r), vec![6, 3, 7, 5]);
+        // 7 servers: at most 3 in one round, and the last voter is kept.
+        assert_eq!(removed(&r), vec![6, 3, 7]);
+        assert_eq!(r[3].decision, Err(Kept::Majority));
+    }
+
+    #[test]
+    fn no_change_without_a_quorum_in_touch() {
+        let config = AutopilotConfig::default();
+        assert!(has_quorum(
+            &config,
+            &with_status(3, 0, &[(3, NodeStatus::Failed)])
+        ));
+        let lost = with_status(3, 2, &[(2, NodeStatus::Failed), (3, NodeStatus::Failed)]);
+        assert!(
+            !has_quorum(&config, &lost),
+            "1 of 3 voters; non-voters do not count"
+        );
+        let mut obs = cluster(3, 0);
+        obs[1].last_contact = Duration::from_secs(2);
+        obs[2].last_contact = Duration::from_secs(2);
+        assert!(
+            !has_quorum(&config, &judge(obs, None, 0)),
+            "alive but out of touch"
+        );
     }
 
     #[test]

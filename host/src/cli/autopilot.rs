@@ -55,6 +55,11 @@ pub struct Changes {
 /// compare-and-set, so a concurrent change is not overwritten.
 pub fn set_config(addr: &str, changes: &Changes) -> Result<(), String> {
     let mut c = current(addr)?;
+    if !c.is_object() {
+        return Err(format!(
+            "{addr} answered a configuration that is not a JSON object: {c}"
+        ));
+    }
     for (key, text) in [
         ("LastContactThreshold", &changes.last_contact_threshold),
         (

@@ -79,7 +79,8 @@ impl Autopilot {
 /// What this leader heard during its leadership.
 struct Heard {
     term: u64,
-    since: Instant,
+    /// When each server of the configuration was first seen in it during this leadership.
+    first_seen: HashMap<u64, Instant>,
     /// Last answer to a probe, per server.
     probed: HashMap<u64, Instant>,
     /// The version each server last reported.
@@ -94,7 +95,7 @@ impl Heard {
         let now = Instant::now();
         Heard {
             term,
-            since: now,
+            first_seen: HashMap::new(),
             probed: HashMap::new(),
             versions: HashMap::new(),
             gone: BTreeSet::new(),
@@ -131,8 +132,6 @@ pub async fn run(node: Arc<Node>) {
                 heard.insert(Heard::new(m.current_term))
             }
         };
-        // Every round, not once: a restored archive may carry no configuration.
-        seed_config(&node).await;
         let config = config_in_force(&node);
         let seen = observe(&node, h, &m).await;
         let previous = node.autopilot.state();
@@ -146,6 +145,8 @@ pub async fn run(node: Arc<Node>) {
         );
         log_changes(previous.as_ref(), &state);
         node.autopilot.set(Some(state.clone()));
+        // Every round, not once: a restored archive may carry no configuration.
+        seed_config(&node, &state).await;
         if h.last_reconcile.elapsed() >= timing.reconcile_interval {
             h.last_reconcile = Instant::now();
             reconcile(&node, &config, &state).await;
@@ -153,23 +154,47 @@ pub async fn run(node: Arc<Node>) {
     }
 }
 
+/// Longest wait for one raft change (a seed, a promotion, a removal): without a quorum
+/// openraft answers only once the entry commits, and the loop must go on judging.
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Writes this server's `[autopilot]` settings when none are stored (as Consul's leader
-/// does whenever it finds none).
-async fn seed_config(node: &Node) {
-    if node.fsm.system().autopilot.is_some() {
+/// does whenever it finds none), once every server has answered the probe: a server too
+/// old to have autopilot could not read the entry (Consul gates its autopilot entry on
+/// the servers' versions the same way).
+async fn seed_config(node: &Node, state: &State) {
+    if node.fsm.system().autopilot.is_some()
+        || state.servers.iter().any(|s| s.seen.version.is_empty())
+    {
         return;
     }
     let update = ConfigUpdate {
         config: node.config.autopilot.clone(),
         cas: Some(0),
     };
-    match ops::write_host_entry(node, Request::Autopilot(update)).await {
-        Ok(_) => {
+    let write = ops::write_host_entry(node, Request::Autopilot(update));
+    match tokio::time::timeout(CHANGE_TIMEOUT, write).await {
+        Ok(Ok(_)) => {
             tracing::info!(target: "agent.server.autopilot", "stored this server's autopilot configuration: the cluster had none");
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             tracing::warn!(target: "agent.server.autopilot", "storing the autopilot configuration: {e}");
         }
+        Err(_) => {
+            tracing::warn!(target: "agent.server.autopilot", "storing the autopilot configuration: not committed within {CHANGE_TIMEOUT:?}");
+        }
+    }
+}
+
+/// Proposes a membership change, waiting at most [`CHANGE_TIMEOUT`].
+async fn change(
+    node: &Node,
+    what: ChangeMembers<u64, crate::raft::NodeInfo>,
+) -> Result<(), String> {
+    match tokio::time::timeout(CHANGE_TIMEOUT, node.raft.change_membership(what, false)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("not committed within {CHANGE_TIMEOUT:?}")),
     }
 }
 
@@ -196,7 +221,8 @@ async fn observe(
             (id, answer)
         });
     }
-    while let Some(Ok((id, answer))) = probes.join_next().await {
+    while let Some(joined) = probes.join_next().await {
+        let Ok((id, answer)) = joined else { continue };
         match answer {
             Ok(reply) if reply.id == id => {
                 heard.probed.insert(id, Instant::now());
@@ -214,6 +240,13 @@ async fn observe(
     }
     let now = Instant::now();
     let failed_after = timing.update_interval * 2;
+    // A server is judged from when it joined the configuration, or from when this
+    // leadership began, whichever is later: never from before it could have answered.
+    let members: BTreeSet<u64> = servers.iter().map(|(id, _)| *id).collect();
+    heard.first_seen.retain(|id, _| members.contains(id));
+    for id in &members {
+        heard.first_seen.entry(*id).or_insert(now);
+    }
     servers
         .into_iter()
         .map(|(id, info)| {
@@ -224,12 +257,9 @@ async fn observe(
             } else {
                 RaftStatus::NonVoter
             };
-            let ack = node.acks.last(id);
-            let last_heard = [ack, heard.probed.get(&id).copied()]
-                .into_iter()
-                .flatten()
-                .max()
-                .unwrap_or(heard.since);
+            let floor = heard.first_seen.get(&id).copied().unwrap_or(now);
+            let ack = node.acks.last(id).map_or(floor, |a| a.max(floor));
+            let last_heard = heard.probed.get(&id).map_or(ack, |p| ack.max(*p));
             let node_status = if id == node.id {
                 NodeStatus::Alive
             } else if heard.gone.contains(&id) {
@@ -250,7 +280,7 @@ async fn observe(
                     .as_ref()
                     .and_then(|r| r.get(&id).cloned().flatten());
                 (
-                    now.duration_since(ack.unwrap_or(heard.since)),
+                    now.duration_since(ack),
                     matched.map_or((0, 0), |l| (l.leader_id.term, l.index)),
                 )
             };
@@ -289,7 +319,13 @@ fn log_changes(previous: Option<&State>, state: &State) {
 }
 
 /// Promotes stable non-voters; if none, removes dead servers (raft-autopilot's order).
+/// Nothing while the voters in touch are fewer than a quorum.
 async fn reconcile(node: &Node, config: &AutopilotConfig, state: &State) {
+    if !plan::has_quorum(config, state) {
+        tracing::warn!(target: "agent.server.autopilot",
+            "no quorum of voters in touch with the leader: not changing the raft configuration");
+        return;
+    }
     let promote: BTreeSet<u64> = plan::promotions(config, state, super::now_ms())
         .into_iter()
         .collect();
@@ -299,11 +335,7 @@ async fn reconcile(node: &Node, config: &AutopilotConfig, state: &State) {
                 tracing::info!(target: "agent.server.autopilot", "Promoting server: id={id:016x} address={} name={}", s.seen.address, s.seen.name);
             }
         }
-        if let Err(e) = node
-            .raft
-            .change_membership(ChangeMembers::AddVoterIds(promote), false)
-            .await
-        {
+        if let Err(e) = change(node, ChangeMembers::AddVoterIds(promote)).await {
             tracing::warn!(target: "agent.server.autopilot", "failed promoting servers: {e}");
         }
         return;
@@ -329,15 +361,15 @@ async fn reconcile(node: &Node, config: &AutopilotConfig, state: &State) {
             }
         }
     }
-    for (ids, change) in [
+    for (ids, what) in [
         (non_voters.clone(), ChangeMembers::RemoveNodes(non_voters)),
         (voters.clone(), ChangeMembers::RemoveVoters(voters)),
     ] {
         if ids.is_empty() {
             continue;
         }
-        match node.raft.change_membership(change, false).await {
-            Ok(_) => {
+        match change(node, what).await {
+            Ok(()) => {
                 for id in ids {
                     tracing::info!(target: "agent.server.autopilot", "removed server: id={id:016x}");
                 }

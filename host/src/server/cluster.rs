@@ -18,7 +18,11 @@
 //!   repeated while one is in progress, or by a member, does nothing more;
 //! - a running server that is not in the leader's configuration (removed by autopilot's
 //!   dead-server cleanup while it was down, or by `remove-peer`) asks to be added again,
-//!   as Consul's leader re-adds a live server; one that is leaving does not.
+//!   as Consul's leader re-adds a live server; one that is leaving does not. The leader
+//!   adds only a server it can reach at the address given, answering with the id given.
+//!   A voter removed while it was down comes back believing it still votes; its elections
+//!   fail (its log is behind) but raise its term, so the leader's first append after the
+//!   re-add meets a higher term and one election follows (openraft 0.9 has no pre-vote).
 
 use openraft::ChangeMembers;
 use serde::{Deserialize, Serialize};
@@ -81,7 +85,10 @@ pub struct RemoveServer {
 pub struct Cluster {
     known: Mutex<BTreeMap<u64, NodeInfo>>,
     joining: Mutex<BTreeSet<u64>>,
-    leaving: std::sync::atomic::AtomicBool,
+    /// Whether this server is leaving. Held by the join loop while it asks to be added,
+    /// and by `leave` while it marks this server as leaving: no request to add it can be in
+    /// flight once it leaves.
+    leaving: tokio::sync::Mutex<bool>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -94,7 +101,7 @@ impl Cluster {
         Cluster {
             known: Mutex::new(BTreeMap::from([(id, info)])),
             joining: Mutex::new(BTreeSet::new()),
-            leaving: std::sync::atomic::AtomicBool::new(false),
+            leaving: tokio::sync::Mutex::new(false),
         }
     }
 
@@ -150,6 +157,12 @@ pub fn handle_add(node: &Arc<Node>, req: AddServer) -> Result<(), OpError> {
     tokio::spawn(async move {
         let id = req.id;
         for attempt in 0..20 {
+            // Only a server the leader can reach, and that is who it says: one the leader
+            // cannot reach would be judged failed, removed, and ask again, forever.
+            if let Err(e) = reachable(&node, &req).await {
+                tracing::warn!(target: "agent.server.raft", "not adding server {}: {e}", req.info);
+                break;
+            }
             match node.raft.add_learner(req.id, req.info.clone(), false).await {
                 Ok(_) => {
                     tracing::info!(target: "agent.server.raft", "updating configuration: command=AddNonvoter server-id={id:016x} server-addr={}", req.info.rpc_addr);
@@ -203,10 +216,25 @@ pub async fn handle_remove(node: &Node, req: RemoveServer) -> Result<(), OpError
 
 /// Removes this server from the cluster through the leader (`fsmhost leave`).
 pub async fn leave(node: &Arc<Node>) -> Result<(), OpError> {
-    node.cluster
-        .leaving
-        .store(true, std::sync::atomic::Ordering::Relaxed);
+    *node.cluster.leaving.lock().await = true;
     remove(node, node.id).await
+}
+
+/// Checks that the leader reaches `req`'s server address and finds that server there.
+async fn reachable(node: &Node, req: &AddServer) -> Result<(), String> {
+    let path = super::autopilot::PATH_PROBE;
+    let reply: super::autopilot::ProbeReply = node
+        .client
+        .call(&req.info.rpc_addr, path, &(), Duration::from_secs(2))
+        .await
+        .map_err(|e| format!("the leader cannot reach it: {e}"))?;
+    if reply.id != req.id {
+        return Err(format!(
+            "its address {} answers as server {:016x}, not {:016x}",
+            req.info.rpc_addr, reply.id, req.id
+        ));
+    }
+    Ok(())
 }
 
 /// Removes server `id` from the cluster through the leader (`operator raft remove-peer`).
@@ -256,14 +284,11 @@ pub async fn run(node: Arc<Node>) {
             }
         }
         let leader = node.leader().or(existing_leader);
-        let leaving = node
-            .cluster
-            .leaving
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let leaving = node.cluster.leaving.lock().await;
         // Asked every round, not only when this server thinks it is not a member: a server
         // removed while it was down still holds the old configuration. The leader does
         // nothing for a member.
-        if let Some((lid, linfo)) = leader.filter(|(lid, _)| *lid != node.id && !leaving) {
+        if let Some((lid, linfo)) = leader.filter(|(lid, _)| *lid != node.id && !*leaving) {
             let req = AddServer {
                 id: node.id,
                 info: node.info.clone(),
@@ -278,6 +303,7 @@ pub async fn run(node: Arc<Node>) {
         } else if !has_state && !someone_initialized {
             try_bootstrap(&node).await;
         }
+        drop(leaving);
         let settled = is_member(&node, node.id) && node.leader().is_some();
         let pause = if settled { 5000 } else { 500 };
         tokio::time::sleep(Duration::from_millis(pause)).await;
