@@ -39,6 +39,9 @@ pub struct Metrics {
     pub snapshot_time: HistogramVec,
     /// HTTP API requests, by method and route prefix.
     pub http_request_time: HistogramVec,
+    /// Autopilot's judgement, on the leader only (Consul's `autopilot.healthy` and
+    /// `autopilot.failure_tolerance`): `healthy` (1 or 0), `failure_tolerance`.
+    pub autopilot: GaugeVec,
 }
 
 /// Latency buckets, in seconds: 50 µs to 60 s.
@@ -97,6 +100,17 @@ impl Metrics {
         registry
             .register(Box::new(raft_state.clone()))
             .expect("each metric is registered once");
+        let autopilot = GaugeVec::new(
+            Opts::new(
+                "fsmhost_autopilot",
+                "Autopilot's judgement on the leader: healthy (1 or 0), failure_tolerance.",
+            ),
+            &["field"],
+        )
+        .expect("a valid gauge definition");
+        registry
+            .register(Box::new(autopilot.clone()))
+            .expect("each metric is registered once");
         let fsm_apply_errors = CounterVec::new(
             Opts::new(
                 "fsmhost_fsm_apply_errors",
@@ -109,6 +123,7 @@ impl Metrics {
             .register(Box::new(fsm_apply_errors.clone()))
             .expect("each metric is registered once");
         Metrics {
+            autopilot,
             raft_apply,
             raft_leader_changes,
             raft_state,

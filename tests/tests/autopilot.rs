@@ -98,6 +98,20 @@ fn server<'a>(h: &'a Value, id: &str) -> Option<&'a Value> {
     h["Servers"].as_array()?.iter().find(|s| s["ID"] == id)
 }
 
+/// Server `i`'s metrics in Prometheus' text.
+fn metrics(c: &Cluster, i: usize) -> String {
+    http(
+        &c.servers[i].http_addr(),
+        "GET",
+        "/v1/agent/metrics?format=prometheus",
+        "text/plain",
+        b"",
+        Duration::from_secs(10),
+    )
+    .map(|r| r.text())
+    .unwrap_or_default()
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -370,9 +384,21 @@ fn health_is_429_while_a_server_is_down_and_200_when_it_is_back() {
     let s = server(&down, &victim_id).expect("the victim is listed");
     assert_eq!(s["Healthy"], false);
     assert_eq!(down["FailureTolerance"], 0, "2 healthy of 3 voters");
+    let m = metrics(&c, leader);
+    assert!(m.contains("fsmhost_autopilot{field=\"healthy\"} 0"), "{m}");
+    assert!(
+        m.contains("fsmhost_autopilot{field=\"failure_tolerance\"} 0"),
+        "{m}"
+    );
     c.restart(victim);
     let back = wait_healthy(&c, follower, 3);
     assert_eq!(back["FailureTolerance"], 1);
+    let m = metrics(&c, leader);
+    assert!(m.contains("fsmhost_autopilot{field=\"healthy\"} 1"), "{m}");
+    assert!(
+        !metrics(&c, follower).contains("fsmhost_autopilot{"),
+        "only the leader reports autopilot"
+    );
     assert!(server(&back, &victim_id).is_some(), "the same server, kept");
 }
 

@@ -499,6 +499,24 @@ fn agent_metrics(node: &Node) -> &'static crate::metrics::Metrics {
             .with_label_values(&[field])
             .set(value as f64);
     }
+    match node.autopilot.state() {
+        Some(s) => {
+            let healthy = if s.healthy { 1.0 } else { 0.0 };
+            metrics
+                .autopilot
+                .with_label_values(&["healthy"])
+                .set(healthy);
+            metrics
+                .autopilot
+                .with_label_values(&["failure_tolerance"])
+                .set(f64::from(s.failure_tolerance));
+        }
+        None => {
+            for field in ["healthy", "failure_tolerance"] {
+                let _ = metrics.autopilot.remove_label_values(&[field]);
+            }
+        }
+    }
     metrics
 }
 
