@@ -1,0 +1,234 @@
+//! The catalog's semantics through the plugin's own commands and queries (natively, with
+//! the SDK's harness).
+
+use super::*;
+use fsmhost_guest::Harness;
+
+fn h() -> Harness {
+    Harness::new(plugin()).expect("catalog schema is valid")
+}
+
+fn node_req(node: &str, address: &str) -> RegisterRequest {
+    RegisterRequest {
+        node: node.into(),
+        address: address.into(),
+        ..Default::default()
+    }
+}
+
+fn with_service(node: &str, id: &str, name: &str, tags: &[&str]) -> RegisterRequest {
+    RegisterRequest {
+        service: Some(Service {
+            id: id.into(),
+            service: name.into(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            port: 8080,
+            ..Default::default()
+        }),
+        ..node_req(node, "10.0.0.1")
+    }
+}
+
+fn check(id: &str, service_id: &str, status: &str) -> Check {
+    Check {
+        check_id: id.into(),
+        name: id.into(),
+        service_id: service_id.into(),
+        status: status.into(),
+        ..Default::default()
+    }
+}
+
+fn register(h: &mut Harness, req: &RegisterRequest) {
+    assert!(h.apply::<_, bool>("register", req).unwrap());
+}
+
+fn health(h: &Harness, service: &str, passing: bool) -> Vec<ServiceHealth> {
+    let args = ServiceArgs {
+        service: service.into(),
+        tag: None,
+        passing,
+    };
+    h.query::<_, Indexed<Vec<ServiceHealth>>>("service-health", &args)
+        .unwrap()
+        .items
+}
+
+#[test]
+fn register_upserts_and_skips_unchanged_writes() {
+    let mut h = h();
+    register(&mut h, &node_req("web1", "10.0.0.1")); // 1
+    register(&mut h, &node_req("web1", "10.0.0.1")); // 2: unchanged
+    let n: Indexed<Vec<Node>> = h.query("nodes", &NodesArgs::default()).unwrap();
+    assert_eq!(n.items.len(), 1);
+    assert_eq!((n.items[0].create_index, n.items[0].modify_index), (1, 1));
+    register(&mut h, &node_req("WEB1", "10.0.0.2")); // 3: same node, any case
+    let n: Indexed<Vec<Node>> = h.query("nodes", &NodesArgs::default()).unwrap();
+    assert_eq!(n.items.len(), 1);
+    assert_eq!((n.items[0].create_index, n.items[0].modify_index), (1, 3));
+    assert_eq!(n.index, 3);
+}
+
+#[test]
+fn services_and_checks_need_their_node_and_service() {
+    let mut h = h();
+    register(&mut h, &with_service("web1", "web-a", "web", &["v1"]));
+    let mut req = node_req("web1", "10.0.0.1");
+    req.check = Some(check("c1", "nope", "passing"));
+    let e = h.apply::<_, bool>("register", &req).unwrap_err();
+    assert!(
+        e.to_string().contains("service \"nope\" is not registered"),
+        "{e}"
+    );
+    let mut req = node_req("", "10.0.0.1");
+    req.node = " ".into();
+    let e = h.apply::<_, bool>("register", &req).unwrap_err();
+    assert!(e.to_string().contains("Must provide node"), "{e}");
+    let mut req = node_req("web1", "10.0.0.1");
+    req.check = Some(check("c1", "", "bogus"));
+    let e = h.apply::<_, bool>("register", &req).unwrap_err();
+    assert!(e.to_string().contains("is not one of passing"), "{e}");
+}
+
+#[test]
+fn a_node_id_belongs_to_one_node() {
+    let mut h = h();
+    let mut a = node_req("a", "10.0.0.1");
+    a.id = "0c4a8f7e-0000-0000-0000-000000000001".into();
+    register(&mut h, &a);
+    let mut b = node_req("b", "10.0.0.2");
+    b.id = a.id.clone();
+    let e = h.apply::<_, bool>("register", &b).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("is already registered by node \"a\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn health_joins_node_and_service_checks_and_filters_passing() {
+    let mut h = h();
+    for (node, status) in [("web1", "passing"), ("web2", "critical")] {
+        let mut req = with_service(node, "web", "web", &["v1"]);
+        req.checks = vec![
+            check("serfHealth", "", "passing"),
+            check("http", "web", status),
+        ];
+        register(&mut h, &req);
+    }
+    let all = health(&h, "web", false);
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].checks.len(), 2, "node check and service check");
+    let http = all[0].checks.iter().find(|c| c.check_id == "http").unwrap();
+    assert_eq!(http.service_name, "web", "filled in from the service");
+    assert_eq!(http.service_tags, ["v1"]);
+    let passing = health(&h, "web", true);
+    assert_eq!(passing.len(), 1);
+    assert_eq!(passing[0].node.node, "web1");
+    let critical: Indexed<Vec<Check>> = h
+        .query(
+            "checks-in-state",
+            &StateArgs {
+                state: "critical".into(),
+            },
+        )
+        .unwrap();
+    assert_eq!(critical.items.len(), 1);
+    assert_eq!(critical.items[0].node, "web2");
+    let e = h
+        .query::<_, Indexed<Vec<Check>>>(
+            "checks-in-state",
+            &StateArgs {
+                state: "sad".into(),
+            },
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("Invalid check state"), "{e}");
+}
+
+#[test]
+fn services_list_names_with_their_tags_and_tag_filters() {
+    let mut h = h();
+    register(&mut h, &with_service("n1", "web-1", "web", &["v1", "blue"]));
+    register(&mut h, &with_service("n2", "web-2", "web", &["v2"]));
+    register(&mut h, &with_service("n2", "db", "db", &[]));
+    let s: Indexed<BTreeMap<String, Vec<String>>> = h.query("services", &()).unwrap();
+    assert_eq!(s.items["web"], ["blue", "v1", "v2"]);
+    assert_eq!(s.items["db"], Vec::<String>::new());
+    let tagged: Indexed<Vec<ServiceNode>> = h
+        .query(
+            "service-nodes",
+            &ServiceArgs {
+                service: "WEB".into(),
+                tag: Some("v2".into()),
+                passing: false,
+            },
+        )
+        .unwrap();
+    assert_eq!(tagged.items.len(), 1);
+    assert_eq!(tagged.items[0].node.node, "n2");
+}
+
+#[test]
+fn deregister_a_check_a_service_or_the_whole_node() {
+    let mut h = h();
+    let mut req = with_service("n1", "web", "web", &[]);
+    req.checks = vec![
+        check("node-ok", "", "passing"),
+        check("web-ok", "web", "passing"),
+    ];
+    register(&mut h, &req);
+    register(&mut h, &with_service("n1", "db", "db", &[]));
+    let checks = |h: &Harness| -> Vec<String> {
+        let c: Indexed<Vec<Check>> = h
+            .query("node-checks", &NodeArgs { node: "n1".into() })
+            .unwrap();
+        c.items.into_iter().map(|c| c.check_id).collect()
+    };
+    let dereg = |h: &mut Harness, service: &str, check: &str| {
+        let req = DeregisterRequest {
+            node: "n1".into(),
+            service_id: service.into(),
+            check_id: check.into(),
+        };
+        assert!(h.apply::<_, bool>("deregister", &req).unwrap());
+    };
+    dereg(&mut h, "web", "");
+    assert_eq!(checks(&h), ["node-ok"], "the service's checks went with it");
+    let ns: Indexed<Option<NodeServices>> = h
+        .query("node-services", &NodeArgs { node: "n1".into() })
+        .unwrap();
+    assert_eq!(
+        ns.items.unwrap().services.keys().collect::<Vec<_>>(),
+        ["db"]
+    );
+    dereg(&mut h, "", "node-ok");
+    assert!(checks(&h).is_empty());
+    dereg(&mut h, "", "");
+    let ns: Indexed<Option<NodeServices>> = h
+        .query("node-services", &NodeArgs { node: "n1".into() })
+        .unwrap();
+    assert_eq!(ns.items, None);
+    let s: Indexed<BTreeMap<String, Vec<String>>> = h.query("services", &()).unwrap();
+    assert!(s.items.is_empty(), "the node's services went with it");
+}
+
+#[test]
+fn nodes_filter_by_meta() {
+    let mut h = h();
+    for (name, rack) in [("a", "r1"), ("b", "r2"), ("c", "r1")] {
+        let mut req = node_req(name, "10.0.0.1");
+        req.node_meta =
+            BTreeMap::from([("rack".into(), rack.into()), ("os".into(), "linux".into())]);
+        register(&mut h, &req);
+    }
+    let args = NodesArgs {
+        node_meta: BTreeMap::from([("rack".into(), "r1".into()), ("os".into(), "linux".into())]),
+    };
+    let n: Indexed<Vec<Node>> = h.query("nodes", &args).unwrap();
+    assert_eq!(
+        n.items.iter().map(|n| n.node.as_str()).collect::<Vec<_>>(),
+        ["a", "c"]
+    );
+}
