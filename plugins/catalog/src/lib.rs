@@ -15,10 +15,15 @@
 //! `node-checks`, `service-checks`, `checks-in-state`, `service-health`.
 //!
 //! Record field names are Consul's, so the HTTP module renders records as they are stored.
+//!
+//! HTTP (module [`http`]): Consul's `/v1/catalog/*` and `/v1/health/*`.
 
+use fsmhost_guest::http::Route;
 use fsmhost_guest::{Ctx, Error, Index, Key, KeyRange, Plugin, Table, Txn};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+pub mod http;
 
 /// A node: Consul's `Node`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
@@ -735,6 +740,26 @@ pub fn plugin() -> Plugin {
         .query("node-checks", node_checks)
         .query("service-checks", service_checks)
         .query("checks-in-state", checks_in_state)
+        .route(
+            Route::put("/v1/catalog/register"),
+            http::route_write,
+            http::render_write,
+        )
+        .route(
+            Route::put("/v1/catalog/deregister"),
+            http::route_write,
+            http::render_write,
+        )
+        .route(
+            Route::get(http::CATALOG).prefix(),
+            http::route_catalog,
+            http::render_read,
+        )
+        .route(
+            Route::get(http::HEALTH).prefix(),
+            http::route_health,
+            http::render_read,
+        )
 }
 
 fsmhost_guest::export_plugin!(plugin);

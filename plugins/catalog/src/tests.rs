@@ -232,3 +232,152 @@ fn nodes_filter_by_meta() {
         ["a", "c"]
     );
 }
+
+mod http_api {
+    use super::*;
+    use fsmhost_guest::http::Request;
+    use serde_json::{Value, json};
+
+    fn call(h: &mut Harness, method: &str, path: &str, body: &str) -> (u16, Value) {
+        let r = h.http(Request::new(method, path).body(body.as_bytes().to_vec()));
+        let v = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+        (r.status, v)
+    }
+
+    fn get(h: &mut Harness, path_and_query: &str) -> (u16, Value) {
+        let (path, query) = path_and_query
+            .split_once('?')
+            .unwrap_or((path_and_query, ""));
+        let mut req = Request::new("GET", path);
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            req = req.param(k, v);
+        }
+        let r = h.http(req);
+        (
+            r.status,
+            serde_json::from_slice(&r.body).unwrap_or(Value::Null),
+        )
+    }
+
+    /// The register example of Consul's catalog API documentation, trimmed.
+    const REGISTER: &str = r#"{
+        "Datacenter": "dc1",
+        "ID": "40e4a748-2192-161a-0510-9bf59fe950b5",
+        "Node": "foobar",
+        "Address": "192.168.10.10",
+        "TaggedAddresses": {"lan": "192.168.10.10", "wan": "10.0.10.10"},
+        "NodeMeta": {"somekey": "somevalue"},
+        "Service": {
+            "ID": "redis1",
+            "Service": "redis",
+            "Tags": ["primary", "v1"],
+            "Address": "127.0.0.1",
+            "Meta": {"redis_version": "4.0"},
+            "Port": 8000
+        },
+        "Check": {
+            "Node": "foobar",
+            "CheckID": "service:redis1",
+            "Name": "Redis health check",
+            "Notes": "Script based health check",
+            "Status": "passing",
+            "ServiceID": "redis1"
+        },
+        "SkipNodeUpdate": false
+    }"#;
+
+    #[test]
+    fn the_documentations_register_example_then_every_read() {
+        let mut h = h();
+        assert_eq!(
+            call(&mut h, "PUT", "/v1/catalog/register", REGISTER),
+            (200, json!(true))
+        );
+
+        let (s, nodes) = get(&mut h, "/v1/catalog/nodes");
+        assert_eq!(s, 200);
+        assert_eq!(nodes[0]["Node"], "foobar");
+        assert_eq!(nodes[0]["ID"], "40e4a748-2192-161a-0510-9bf59fe950b5");
+        assert_eq!(nodes[0]["TaggedAddresses"]["wan"], "10.0.10.10");
+        assert_eq!(
+            get(&mut h, "/v1/catalog/nodes?node-meta=somekey:other").1,
+            json!([])
+        );
+        assert_eq!(
+            get(&mut h, "/v1/catalog/nodes?node-meta=somekey:somevalue").1[0]["Node"],
+            "foobar"
+        );
+
+        assert_eq!(
+            get(&mut h, "/v1/catalog/services").1,
+            json!({"redis": ["primary", "v1"]})
+        );
+
+        let (_, instances) = get(&mut h, "/v1/catalog/service/redis?tag=v1");
+        let i = &instances[0];
+        assert_eq!(
+            (
+                i["Node"].as_str(),
+                i["ServiceID"].as_str(),
+                i["ServicePort"].as_u64()
+            ),
+            (Some("foobar"), Some("redis1"), Some(8000))
+        );
+        assert_eq!(i["NodeMeta"]["somekey"], "somevalue");
+        assert_eq!(get(&mut h, "/v1/catalog/service/redis?tag=v9").1, json!([]));
+
+        let (_, node) = get(&mut h, "/v1/catalog/node/foobar");
+        assert_eq!(node["Services"]["redis1"]["Port"], 8000);
+        assert_eq!(get(&mut h, "/v1/catalog/node/nobody"), (200, Value::Null));
+
+        let (_, checks) = get(&mut h, "/v1/health/node/foobar");
+        assert_eq!(checks[0]["CheckID"], "service:redis1");
+        assert_eq!(checks[0]["ServiceName"], "redis");
+        assert_eq!(
+            get(&mut h, "/v1/health/checks/redis").1[0]["Status"],
+            "passing"
+        );
+        assert_eq!(
+            get(&mut h, "/v1/health/state/passing")
+                .1
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(get(&mut h, "/v1/health/state/critical").1, json!([]));
+        assert_eq!(get(&mut h, "/v1/health/state/bogus").0, 400);
+
+        let (_, entries) = get(&mut h, "/v1/health/service/redis?passing");
+        assert_eq!(entries[0]["Service"]["ID"], "redis1");
+        assert_eq!(entries[0]["Checks"][0]["Name"], "Redis health check");
+
+        let dereg = r#"{"Node": "foobar", "ServiceID": "redis1"}"#;
+        assert_eq!(
+            call(&mut h, "PUT", "/v1/catalog/deregister", dereg),
+            (200, json!(true))
+        );
+        assert_eq!(get(&mut h, "/v1/catalog/services").1, json!({}));
+        assert_eq!(
+            get(&mut h, "/v1/health/node/foobar").1,
+            json!([]),
+            "its check went too"
+        );
+    }
+
+    #[test]
+    fn bad_requests_are_named() {
+        let mut h = h();
+        let r = h.http(Request::new("PUT", "/v1/catalog/register").body(b"{".to_vec()));
+        assert_eq!(r.status, 400);
+        assert!(String::from_utf8_lossy(&r.body).contains("Failed to decode request body"));
+        let (s, _) = call(&mut h, "PUT", "/v1/catalog/register", r#"{"Node": "n"}"#);
+        assert_eq!(s, 400, "no address");
+        let r = h.http(Request::new("GET", "/v1/catalog/service/"));
+        assert_eq!(r.status, 400);
+        assert!(String::from_utf8_lossy(&r.body).contains("Missing service name"));
+        let r = h.http(Request::new("GET", "/v1/catalog/elsewhere"));
+        assert_eq!(r.status, 404);
+    }
+}

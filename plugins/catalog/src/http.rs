@@ -1,0 +1,227 @@
+//! Consul's catalog and health HTTP API, served by this plugin (`agent/catalog_endpoint.go`,
+//! `agent/health_endpoint.go`):
+//! - `PUT /v1/catalog/register`, `PUT /v1/catalog/deregister` (Consul's request bodies);
+//! - `GET /v1/catalog/nodes` (`?node-meta=key:value`, repeatable), `/v1/catalog/services`,
+//!   `/v1/catalog/service/<name>` (`?tag=`), `/v1/catalog/node/<node>`;
+//! - `GET /v1/health/node/<node>`, `/v1/health/checks/<service>`,
+//!   `/v1/health/service/<service>` (`?passing`, `?tag=`), `/v1/health/state/<state>`.
+//!
+//! The host does the rest: the log, forwarding, `?index`/`?wait`, `?stale`/`?consistent`,
+//! `X-Consul-Index`.
+
+use fsmhost_guest::http::{Plan, Request, Response, context};
+use fsmhost_guest::{Error, from_cbor};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use crate::{
+    Check, DeregisterRequest, Indexed, Node, NodeArgs, NodeServices, NodesArgs, RegisterRequest,
+    ServiceArgs, ServiceHealth, ServiceNode, StateArgs,
+};
+
+/// The catalog API's prefix.
+pub const CATALOG: &str = "/v1/catalog/";
+/// The health API's prefix.
+pub const HEALTH: &str = "/v1/health/";
+
+/// Which answer a read renders.
+#[derive(Serialize, Deserialize)]
+enum Read {
+    Nodes,
+    Services,
+    ServiceNodes,
+    Node,
+    Checks,
+    ServiceHealth,
+}
+
+fn body<T: DeserializeOwned>(req: &Request) -> Result<T, Error> {
+    serde_json::from_slice(&req.body)
+        .map_err(|e| Error::bad_request(format!("Failed to decode request body: {e}")))
+}
+
+/// `PUT /v1/catalog/register` and `/deregister`.
+pub fn route_write(req: &Request) -> Result<Plan, Error> {
+    match req.path.as_str() {
+        "/v1/catalog/register" => Plan::apply("register", &body::<RegisterRequest>(req)?),
+        "/v1/catalog/deregister" => Plan::apply("deregister", &body::<DeregisterRequest>(req)?),
+        other => Err(Error::not_found(format!("no catalog endpoint PUT {other}"))),
+    }
+}
+
+/// Renders `true`, or the error.
+pub fn render_write(_ctx: &[u8], outcome: Result<Vec<u8>, Error>, _index: u64) -> Response {
+    match outcome.and_then(|b| from_cbor::<bool>(&b, "register result")) {
+        Ok(done) => Response::json(200, &done),
+        Err(e) => Response::error(&e),
+    }
+}
+
+fn named<'a>(req: &'a Request, prefix: &str, what: &str) -> Result<String, Error> {
+    let name = req.path_after(prefix);
+    if name.is_empty() {
+        return Err(Error::bad_request(format!("Missing {what} name")));
+    }
+    Ok(name.to_string())
+}
+
+fn service_args(req: &Request, prefix: &str) -> Result<ServiceArgs, Error> {
+    Ok(ServiceArgs {
+        service: named(req, prefix, "service")?,
+        tag: req.get("tag").map(str::to_string),
+        passing: req.has("passing"),
+    })
+}
+
+/// `GET /v1/catalog/...`.
+pub fn route_catalog(req: &Request) -> Result<Plan, Error> {
+    let rest = req.path_after(CATALOG);
+    if rest == "nodes" {
+        let mut node_meta = BTreeMap::new();
+        for (k, v) in &req.query {
+            if k == "node-meta" {
+                let (key, value) = v.split_once(':').unwrap_or((v.as_str(), ""));
+                node_meta.insert(key.to_string(), value.to_string());
+            }
+        }
+        return Plan::query("nodes", &NodesArgs { node_meta })?.context(&Read::Nodes);
+    }
+    if rest == "services" {
+        return Plan::query("services", &())?.context(&Read::Services);
+    }
+    if rest.starts_with("service/") {
+        let args = service_args(req, "/v1/catalog/service/")?;
+        return Plan::query("service-nodes", &args)?.context(&Read::ServiceNodes);
+    }
+    if rest.starts_with("node/") {
+        let node = named(req, "/v1/catalog/node/", "node")?;
+        return Plan::query("node-services", &NodeArgs { node })?.context(&Read::Node);
+    }
+    Err(Error::not_found(format!(
+        "no catalog endpoint GET {}",
+        req.path
+    )))
+}
+
+/// `GET /v1/health/...`.
+pub fn route_health(req: &Request) -> Result<Plan, Error> {
+    let rest = req.path_after(HEALTH);
+    if rest.starts_with("node/") {
+        let node = named(req, "/v1/health/node/", "node")?;
+        return Plan::query("node-checks", &NodeArgs { node })?.context(&Read::Checks);
+    }
+    if rest.starts_with("checks/") {
+        let args = service_args(req, "/v1/health/checks/")?;
+        return Plan::query("service-checks", &args)?.context(&Read::Checks);
+    }
+    if rest.starts_with("service/") {
+        let args = service_args(req, "/v1/health/service/")?;
+        return Plan::query("service-health", &args)?.context(&Read::ServiceHealth);
+    }
+    if rest.starts_with("state/") {
+        let state = named(req, "/v1/health/state/", "check state")?;
+        return Plan::query("checks-in-state", &StateArgs { state })?.context(&Read::Checks);
+    }
+    Err(Error::not_found(format!(
+        "no health endpoint GET {}",
+        req.path
+    )))
+}
+
+/// One instance as `/v1/catalog/service/<name>` lists it: Consul's flattened
+/// `ServiceNode`.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct FlatServiceNode<'a> {
+    #[serde(rename = "ID")]
+    id: &'a str,
+    node: &'a str,
+    address: &'a str,
+    datacenter: &'a str,
+    tagged_addresses: &'a BTreeMap<String, String>,
+    node_meta: &'a BTreeMap<String, String>,
+    service_kind: &'a str,
+    #[serde(rename = "ServiceID")]
+    service_id: &'a str,
+    service_name: &'a str,
+    service_tags: &'a [String],
+    service_address: &'a str,
+    service_meta: &'a BTreeMap<String, String>,
+    service_port: u16,
+    create_index: u64,
+    modify_index: u64,
+}
+
+impl<'a> From<&'a ServiceNode> for FlatServiceNode<'a> {
+    fn from(sn: &'a ServiceNode) -> Self {
+        let (n, s) = (&sn.node, &sn.service);
+        FlatServiceNode {
+            id: &n.id,
+            node: &n.node,
+            address: &n.address,
+            datacenter: &n.datacenter,
+            tagged_addresses: &n.tagged_addresses,
+            node_meta: &n.meta,
+            service_kind: &s.kind,
+            service_id: &s.id,
+            service_name: &s.service,
+            service_tags: &s.tags,
+            service_address: &s.address,
+            service_meta: &s.meta,
+            service_port: s.port,
+            create_index: s.create_index,
+            modify_index: s.modify_index,
+        }
+    }
+}
+
+/// `/v1/health/service/<name>`'s entry: `{Node, Service, Checks}`.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct HealthEntry<'a> {
+    node: &'a Node,
+    service: &'a crate::Service,
+    checks: &'a [Check],
+}
+
+fn items<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    Ok(from_cbor::<Indexed<T>>(bytes, "query result")?.items)
+}
+
+/// Renders a read in Consul's JSON.
+pub fn render_read(ctx: &[u8], outcome: Result<Vec<u8>, Error>, _index: u64) -> Response {
+    let rendered = context::<Read>(ctx).and_then(|read| {
+        let bytes = outcome?;
+        Ok(match read {
+            Read::Nodes => Response::json(200, &items::<Vec<Node>>(&bytes)?),
+            Read::Services => Response::json(200, &items::<BTreeMap<String, Vec<String>>>(&bytes)?),
+            Read::ServiceNodes => {
+                let list = items::<Vec<ServiceNode>>(&bytes)?;
+                let flat: Vec<FlatServiceNode> = list.iter().map(FlatServiceNode::from).collect();
+                Response::json(200, &flat)
+            }
+            Read::Node => {
+                let node = items::<Option<NodeServices>>(&bytes)?;
+                Response::json(
+                    200,
+                    &node.map(|n| serde_json::json!({"Node": n.node, "Services": n.services})),
+                )
+            }
+            Read::Checks => Response::json(200, &items::<Vec<Check>>(&bytes)?),
+            Read::ServiceHealth => {
+                let list = items::<Vec<ServiceHealth>>(&bytes)?;
+                let entries: Vec<HealthEntry> = list
+                    .iter()
+                    .map(|h| HealthEntry {
+                        node: &h.node,
+                        service: &h.service,
+                        checks: &h.checks,
+                    })
+                    .collect();
+                Response::json(200, &entries)
+            }
+        })
+    });
+    rendered.unwrap_or_else(|e| Response::error(&e))
+}
