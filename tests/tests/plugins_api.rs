@@ -68,7 +68,13 @@ fn plugins_endpoint_list_and_version() {
             "Name", "Version", "Edition", "Hash", "Tables", "Commands", "Queries"
         ]
     );
-    let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split_whitespace().collect()).collect();
+    let catalog = rows
+        .iter()
+        .find(|r| r[0] == "catalog")
+        .expect("a catalog row");
+    assert_eq!(catalog[4], "nodes,services,checks");
+    let row = rows.iter().find(|r| r[0] == "kv").expect("a kv row");
     assert_eq!(&row[..3], ["kv", kv["Version"].as_str().unwrap(), "oss"]);
     assert_eq!(row[3], &kv["Hash"].as_str().unwrap()[..12]);
     assert_eq!(row[4], "kvs,tombstones");

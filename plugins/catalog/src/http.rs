@@ -58,7 +58,7 @@ pub fn render_write(_ctx: &[u8], outcome: Result<Vec<u8>, Error>, _index: u64) -
     }
 }
 
-fn named<'a>(req: &'a Request, prefix: &str, what: &str) -> Result<String, Error> {
+fn named(req: &Request, prefix: &str, what: &str) -> Result<String, Error> {
     let name = req.path_after(prefix);
     if name.is_empty() {
         return Err(Error::bad_request(format!("Missing {what} name")));
