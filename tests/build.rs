@@ -1,6 +1,6 @@
-//! Builds the fixture plugins (`tests/fixtures/*`) and the example plugins (`examples/*`)
-//! as components, with the same pipeline as the bundled plugins, and generates
-//! `fixtures.rs`.
+//! Builds the fixture plugins (`tests/fixtures/*`), the example plugins (`examples/*`) and
+//! other editions and versions of the bundled plugins as components, with the same pipeline
+//! as the bundled plugins, and generates `fixtures.rs`.
 
 #[path = "../host/build/wasm_components.rs"]
 mod wasm_components;
@@ -17,7 +17,29 @@ fn main() {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo"));
     let mut dirs = wasm_components::crate_dirs(&manifest.join("fixtures"));
     dirs.extend(wasm_components::crate_dirs(&workspace.join("examples")));
-    let built = wasm_components::build(&workspace, &dirs, &out_dir);
+    let mut built = wasm_components::build(&workspace, &dirs, &out_dir);
+    // Other editions and versions of the bundled plugins, from the same source: the
+    // enterprise kv and catalog (`kv-enterprise`, `catalog-enterprise`), and the next kv
+    // release (`kv-v2`, which adds an index) that the upgrade tests install.
+    let plugins = workspace.join("plugins");
+    let (kv, catalog) = (plugins.join("kv"), plugins.join("catalog"));
+    built.extend(wasm_components::build_variant(
+        &workspace,
+        &[catalog, kv.clone()],
+        &out_dir,
+        &[
+            "fsmhost-plugin-kv/enterprise",
+            "fsmhost-plugin-catalog/enterprise",
+        ],
+        "-enterprise",
+    ));
+    built.extend(wasm_components::build_variant(
+        &workspace,
+        &[kv],
+        &out_dir,
+        &["fsmhost-plugin-kv/v2"],
+        "-v2",
+    ));
 
     let mut src = String::from("/// The fixture plugins: (name, component bytes).\n");
     src.push_str("pub static FIXTURES: &[(&str, &[u8])] = &[\n");

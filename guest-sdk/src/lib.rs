@@ -128,6 +128,7 @@ mod key;
 mod mem;
 mod plugin;
 mod schema;
+pub mod tenancy;
 mod txn;
 mod wasm;
 
@@ -140,6 +141,7 @@ pub use schema::{
 };
 /// Re-exported so plugins can mark byte fields `#[serde(with = "fsmhost_guest::serde_bytes")]`.
 pub use serde_bytes;
+pub use tenancy::{Edition, Tenancy};
 pub use txn::{Bound, IndexKeys, KeyRange, ScanBatch, StateError, Txn, cursor};
 
 /// Severity of a log line.

@@ -26,6 +26,7 @@ fn set_payloads() -> Vec<Vec<u8>> {
     (0..PAYLOADS)
         .map(|i| {
             cbor(&kv::SetRequest {
+                tenancy: Default::default(),
                 key: format!("service/web/config/{:04}", i % KEYS),
                 value: format!("value-{i}-{}", "x".repeat(64)).into_bytes(),
                 flags: 0,
@@ -38,6 +39,7 @@ fn get_args() -> Vec<Vec<u8>> {
     (0..KEYS)
         .map(|i| {
             cbor(&kv::GetArgs {
+                tenancy: Default::default(),
                 key: format!("service/web/config/{i:04}"),
             })
         })

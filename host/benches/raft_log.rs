@@ -16,6 +16,7 @@ fn entry(index: u64) -> LogEntry {
     openraft::Entry {
         log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
         payload: openraft::EntryPayload::Normal(Request::Plugin(fsm::Entry {
+            version: None,
             plugin: "kv".into(),
             command: "set".into(),
             payload: vec![7; 256],

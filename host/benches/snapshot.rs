@@ -64,7 +64,12 @@ fn restore_phase(archive_path: &str) {
     let p = read_received(&fsm, &state).expect("state.bin checks and restores");
     let check = t.elapsed();
     let t = Instant::now();
-    fsm.restore(p.store, p.header.system.clone(), p.header.fsm_index);
+    fsm.restore(
+        p.plugins,
+        p.store,
+        p.header.system.clone(),
+        p.header.fsm_index,
+    );
     let apply = t.elapsed();
     let rows = fsm.store().read().len("kvs").expect("kvs");
     println!(
@@ -104,7 +109,7 @@ fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let snapshots = SnapshotStore::open(dir.path().join("snapshots"), 2).expect("snapshot dir");
     let header = StateHeader::new(
-        fsm.plugins(),
+        &fsm.plugins(),
         n as u64,
         None,
         StoredMembership::default(),

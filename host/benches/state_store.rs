@@ -48,7 +48,10 @@ fn bench(c: &mut Criterion) {
     let big = kv_store(N);
     let small = kv_store(10);
     let read = big.read();
-    let ids: Vec<Vec<u8>> = (0..N).step_by(7).map(|i| kv::KVS_ID.key(&key(i))).collect();
+    let ids: Vec<Vec<u8>> = (0..N)
+        .step_by(7)
+        .map(|i| kv::KVS_ID.key(&kv::key_in(&Default::default(), &key(i))))
+        .collect();
 
     let mut g = c.benchmark_group("state");
     g.throughput(Throughput::Elements(1));
@@ -89,9 +92,11 @@ fn bench(c: &mut Criterion) {
     let fsm = Fsm::new(rt.load_bundled().expect("bundled plugins"));
     let entries: Vec<Entry> = (0..10_000)
         .map(|i| Entry {
+            version: None,
             plugin: "kv".into(),
             command: "set".into(),
             payload: cbor(&kv::SetRequest {
+                tenancy: Default::default(),
                 key: key(i % 1000),
                 value: format!("{i:0100}").into_bytes(),
                 flags: 0,

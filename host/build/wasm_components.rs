@@ -91,6 +91,19 @@ fn ensure_wasm_target() {
 
 /// Builds the crates in `dirs` for wasm and writes `<out_dir>/<dir name>.wasm` components.
 pub fn build(workspace: &Path, dirs: &[PathBuf], out_dir: &Path) -> Vec<Built> {
+    build_variant(workspace, dirs, out_dir, &[], "")
+}
+
+/// Builds the crates in `dirs` with cargo `features` (`package/feature`) and writes
+/// `<out_dir>/<dir name><suffix>.wasm` components: another edition or version of the same
+/// source (`kv` with `fsmhost-plugin-kv/enterprise` as `kv-enterprise`).
+pub fn build_variant(
+    workspace: &Path,
+    dirs: &[PathBuf],
+    out_dir: &Path,
+    features: &[&str],
+    suffix: &str,
+) -> Vec<Built> {
     println!("cargo:rerun-if-changed={}", workspace.join("wit").display());
     println!(
         "cargo:rerun-if-changed={}",
@@ -141,6 +154,9 @@ pub fn build(workspace: &Path, dirs: &[PathBuf], out_dir: &Path) -> Vec<Built> {
     for p in &packages {
         cmd.args(["-p", p]);
     }
+    if !features.is_empty() {
+        cmd.arg("--features").arg(features.join(","));
+    }
     let status = cmd
         .status()
         .unwrap_or_else(|e| panic!("running cargo for the wasm plugins: {e}"));
@@ -165,7 +181,8 @@ pub fn build(workspace: &Path, dirs: &[PathBuf], out_dir: &Path) -> Vec<Built> {
             let name = dir
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| package.clone());
+                .unwrap_or_else(|| package.clone())
+                + suffix;
             let path = out_dir.join(format!("{name}.wasm"));
             std::fs::write(&path, component)
                 .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));

@@ -2,8 +2,10 @@
 //! order, queries (plain and blocking) out.
 //!
 //! Owns: the mapping from a log entry to a plugin call and a store transaction, the last
-//! applied index, the host's own replicated state beside the plugins' tables
-//! ([`SystemState`]: the autopilot configuration), and the state hash servers compare.
+//! applied index, the plugin set in effect (the configured one, with installed upgrades in
+//! place: [`Fsm::install`]), the host's own replicated state beside the plugins' tables
+//! ([`SystemState`]: the autopilot configuration and the installed plugins), and the
+//! state hash servers compare.
 //!
 //! Invariants:
 //! - entries are applied in strictly increasing index order; an entry at or below the last
@@ -12,17 +14,20 @@
 //!   still applied: its outcome is that error, the same on every server, and the store is
 //!   unchanged;
 //! - a failure of this server's own ([`CallError::Unavailable`]) does not apply the entry:
-//!   the caller retries it.
+//!   the caller retries it;
+//! - an entry is applied by the plugin version in effect at its place in the log; one
+//!   written for a newer version than that is refused ([`FsmError::WrittenForNewer`]).
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::autopilot::{ConfigUpdate, StoredConfig};
-use crate::plugin::{CallError, PluginSet};
+use crate::plugin::{CallError, LoadedPlugin, PluginSet, Runtime};
 use crate::state::{Store, Wake};
+use crate::upgrade::{self, UpgradeError};
 
 /// A command as it travels in the raft log: which plugin, which command, its payload, and
 /// the leader's clock when it accepted the entry.
@@ -37,6 +42,11 @@ pub struct Entry {
     pub payload: Vec<u8>,
     /// The leader's wall clock, ms since the Unix epoch; the plugin's only clock.
     pub timestamp_ms: u64,
+    /// The plugin version the command was written for (the one in effect on the leader
+    /// when it accepted the command); absent in entries written before versions were
+    /// recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// Why an entry or a query failed.
@@ -59,6 +69,20 @@ pub enum FsmError {
     /// The store refused an operation of the host's own.
     #[error(transparent)]
     State(#[from] crate::state::StateError),
+    /// The command was written for a newer plugin version than the one in effect at its
+    /// place in the log.
+    #[error(
+        "the command was written for plugin {plugin} {written}, but {running} is in effect \
+         at this point of the log; send it again"
+    )]
+    WrittenForNewer {
+        /// The plugin.
+        plugin: String,
+        /// The version the entry names.
+        written: String,
+        /// The version in effect.
+        running: String,
+    },
 }
 
 impl FsmError {
@@ -89,6 +113,7 @@ impl FsmError {
             FsmError::UnknownPlugin(_) => 404,
             FsmError::OutOfOrder { .. } => 500,
             FsmError::State(_) => 500,
+            FsmError::WrittenForNewer { .. } => 409,
             FsmError::Call(c) => match c {
                 CallError::UnknownCommand { .. } | CallError::UnknownQuery { .. } => 404,
                 CallError::Plugin { kind, .. } => match kind {
@@ -127,6 +152,21 @@ pub struct SystemState {
     /// The autopilot configuration, once a leader or an operator stored one.
     #[serde(default)]
     pub autopilot: Option<StoredConfig>,
+    /// The plugins installed through the log, by name (they replace or join the
+    /// configured set); their components travel in the snapshot header.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub plugins: BTreeMap<String, Installed>,
+}
+
+/// A plugin installed through the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Installed {
+    /// Its version.
+    pub version: String,
+    /// SHA-256 of its component, hex.
+    pub sha256: String,
+    /// The raft index of the entry that installed it.
+    pub raft_index: u64,
 }
 
 /// The state machine of one server: its plugins and its store.
@@ -134,29 +174,54 @@ pub struct SystemState {
 /// The store is replaced whole by [`Fsm::restore`] (a snapshot installed or restored); the
 /// old one is abandoned, which wakes every blocking query so it re-reads the new one.
 pub struct Fsm {
-    plugins: PluginSet,
+    /// The configured plugin set (what a snapshot's installed plugins are applied over).
+    base: Arc<PluginSet>,
+    plugins: RwLock<Arc<PluginSet>>,
+    runtime: Option<Arc<Runtime>>,
     store: RwLock<Arc<Store>>,
     system: RwLock<SystemState>,
     last_applied: AtomicU64,
 }
 
 impl Fsm {
-    /// An empty state machine for this plugin set.
+    /// An empty state machine for this plugin set. Without a runtime it cannot load
+    /// installed plugins ([`Fsm::with_runtime`]).
     pub fn new(plugins: PluginSet) -> Self {
         let store = Store::new(plugins.schema().clone());
+        let plugins = Arc::new(plugins);
         Fsm {
-            plugins,
+            base: plugins.clone(),
+            plugins: RwLock::new(plugins),
+            runtime: None,
             store: RwLock::new(Arc::new(store)),
             system: RwLock::new(SystemState::default()),
             last_applied: AtomicU64::new(0),
         }
     }
 
-    /// Replaces the whole state with `store` and `system`, whose last applied entry is
-    /// `last_applied`, then abandons the old store (its blocking queries wake and re-read).
-    /// The caller serializes this with [`Fsm::apply`] (both run on raft's state machine
-    /// worker).
-    pub fn restore(&self, store: Store, system: SystemState, last_applied: u64) {
+    /// With the runtime that loads installed plugins (from install entries and snapshots).
+    pub fn with_runtime(mut self, runtime: Arc<Runtime>) -> Self {
+        self.runtime = Some(runtime);
+        self
+    }
+
+    /// The runtime, if any.
+    pub fn runtime(&self) -> Option<&Arc<Runtime>> {
+        self.runtime.as_ref()
+    }
+
+    /// Replaces the whole state with `store`, read under `plugins`, and `system`, whose
+    /// last applied entry is `last_applied`, then abandons the old store (its blocking
+    /// queries wake and re-read). The caller serializes this with [`Fsm::apply`] (both run
+    /// on raft's state machine worker).
+    pub fn restore(
+        &self,
+        plugins: Arc<PluginSet>,
+        store: Store,
+        system: SystemState,
+        last_applied: u64,
+    ) {
+        *self.plugins.write().unwrap_or_else(|p| p.into_inner()) = plugins;
         let old = {
             let mut current = self.store.write().unwrap_or_else(|p| p.into_inner());
             std::mem::replace(&mut *current, Arc::new(store))
@@ -166,9 +231,109 @@ impl Fsm {
         old.abandon();
     }
 
-    /// The plugins.
-    pub fn plugins(&self) -> &PluginSet {
-        &self.plugins
+    /// The plugins in effect.
+    pub fn plugins(&self) -> Arc<PluginSet> {
+        self.plugins
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The plugin set a snapshot whose host state is `system` was written under: the
+    /// configured set with the snapshot's installed plugins in place, each loaded from
+    /// `components` (SHA-256 hex → bytes) unless it is already loaded here.
+    pub fn plugins_for(
+        &self,
+        system: &SystemState,
+        components: &BTreeMap<String, serde_bytes::ByteBuf>,
+    ) -> Result<Arc<PluginSet>, String> {
+        let current = self.plugins();
+        if system.plugins.is_empty() {
+            return Ok(self.base.clone());
+        }
+        let mut set = self.base.clone();
+        for (name, installed) in &system.plugins {
+            let loaded = current
+                .plugins()
+                .iter()
+                .find(|p| p.name() == name && p.hash_hex() == installed.sha256)
+                .cloned();
+            let plugin = match loaded {
+                Some(p) => p,
+                None => {
+                    let bytes = components.get(&installed.sha256).ok_or_else(|| {
+                        format!(
+                            "plugin {name} {} (sha256 {}) is installed in the snapshot but \
+                             its component is not in it",
+                            installed.version, installed.sha256
+                        )
+                    })?;
+                    Arc::new(self.load_installed(name, &installed.sha256, bytes)?)
+                }
+            };
+            set = Arc::new(upgrade::replaced(&set, plugin).map_err(|e| e.to_string())?);
+        }
+        Ok(set)
+    }
+
+    /// Loads an installed component, checking its hash and its name.
+    pub fn load_installed(
+        &self,
+        name: &str,
+        sha256: &str,
+        bytes: &[u8],
+    ) -> Result<LoadedPlugin, String> {
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| format!("plugin {name}: this state machine cannot load plugins"))?;
+        let plugin = runtime
+            .load(&format!("installed:{name}@{sha256}"), bytes)
+            .map_err(|e| e.to_string())?;
+        if plugin.hash_hex() != sha256 {
+            return Err(format!(
+                "plugin {name}: the component's SHA-256 is {}, not {sha256}",
+                plugin.hash_hex()
+            ));
+        }
+        if plugin.name() != name {
+            return Err(format!(
+                "installed plugin {name}: the component describes itself as {}",
+                plugin.name()
+            ));
+        }
+        Ok(plugin)
+    }
+
+    /// Checks installing `plugin` now and says what it would change (the dry run).
+    pub fn plan_install(&self, plugin: &LoadedPlugin) -> Result<upgrade::Plan, UpgradeError> {
+        upgrade::plan(&self.plugins(), &self.store(), plugin)
+    }
+
+    /// Installs `plugin` (the install entry at raft index `raft_index`): checks it as
+    /// [`Fsm::plan_install`] does, rebuilds the store for the new set, and switches both at
+    /// once. A refusal changes nothing and is the same on every server.
+    pub fn install(
+        &self,
+        plugin: Arc<LoadedPlugin>,
+        raft_index: u64,
+    ) -> Result<upgrade::Plan, UpgradeError> {
+        let current = self.plugins();
+        let store = self.store();
+        let plan = upgrade::plan(&current, &store, &plugin)?;
+        let next = Arc::new(upgrade::replaced(&current, plugin.clone())?);
+        let rebuilt = upgrade::rebuild_store(&store, &next, &plan, &plugin)?;
+        let mut system = self.system();
+        system.plugins.insert(
+            plan.plugin.clone(),
+            Installed {
+                version: plan.to_version.clone(),
+                sha256: plan.sha256.clone(),
+                raft_index,
+            },
+        );
+        self.restore(next, rebuilt, system, self.last_applied());
+        Ok(plan)
     }
 
     /// The current store.
@@ -213,11 +378,15 @@ impl Fsm {
         if index <= last {
             return Err(FsmError::OutOfOrder { index, last });
         }
-        let result = match self.plugins.get(&entry.plugin) {
+        let plugins = self.plugins();
+        let result = match plugins.get(&entry.plugin) {
             None => Err(FsmError::UnknownPlugin(entry.plugin.clone())),
-            Some(plugin) => plugin
-                .apply(&mut txn, &entry.command, &entry.payload, entry.timestamp_ms)
-                .map_err(FsmError::from),
+            Some(plugin) => match written_for_newer(entry, &plugin.description().version) {
+                Some(e) => Err(e),
+                None => plugin
+                    .apply(&mut txn, &entry.command, &entry.payload, entry.timestamp_ms)
+                    .map_err(FsmError::from),
+            },
         };
         match &result {
             Ok(_) => txn.commit(),
@@ -241,8 +410,8 @@ impl Fsm {
         name: &str,
         args: &[u8],
     ) -> Result<QueryOutput, FsmError> {
-        let p = self
-            .plugins
+        let plugins = self.plugins();
+        let p = plugins
             .get(plugin)
             .ok_or_else(|| FsmError::UnknownPlugin(plugin.to_string()))?;
         let read = store.read();
@@ -299,4 +468,20 @@ impl Fsm {
     pub fn state_hash(&self) -> [u8; 32] {
         self.store().read().hash()
     }
+}
+
+/// The refusal of an entry written for a newer version of its plugin than `running`.
+/// Versions that do not parse as semantic versions are compared as equal only when equal
+/// text, and never refused.
+fn written_for_newer(entry: &Entry, running: &str) -> Option<FsmError> {
+    let written = entry.version.as_deref()?;
+    let (w, r) = (
+        semver::Version::parse(written).ok()?,
+        semver::Version::parse(running).ok()?,
+    );
+    (w > r).then(|| FsmError::WrittenForNewer {
+        plugin: entry.plugin.clone(),
+        written: written.to_string(),
+        running: running.to_string(),
+    })
 }

@@ -14,7 +14,8 @@
 //! - [`http_body`]: HTTP bodies, whole or streamed from and to files;
 //! - [`state`]: the in-memory store of tables and indexes the plugins declare;
 //! - [`autopilot`]: server health, failure tolerance, promotion and dead-server cleanup;
-//! - [`duration`]: durations in Consul's (Go's) text form.
+//! - [`duration`]: durations in Consul's (Go's) text form;
+//! - [`upgrade`]: plugin installs: the rules, the plan, the store rebuilt for the new set.
 #![warn(missing_docs)]
 
 pub mod autopilot;
@@ -30,3 +31,4 @@ pub mod raft;
 pub mod server;
 pub mod snapshot;
 pub mod state;
+pub mod upgrade;

@@ -4,7 +4,10 @@
 //! Fixtures (each in `tests/fixtures/<name>`): `loop-forever`, `alloc-unbounded`,
 //! `panicker` (each writes a row, then misbehaves), `bad-describe` (no `id` index) and
 //! `wasi-import` (imports `wasi:cli/environment`). The example plugins under `examples/`
-//! are built the same way, under their directory names (e.g. `users-plugin`).
+//! are built the same way, under their directory names (e.g. `users-plugin`), and so are
+//! other builds of the bundled plugins: `kv-enterprise` and `catalog-enterprise` (the
+//! enterprise edition) and `kv-v2` (the next kv release, which adds the `kvs.flags`
+//! index).
 
 pub mod cluster;
 
@@ -38,4 +41,33 @@ pub fn bundled(name: &str) -> &'static [u8] {
         .find(|(n, _)| *n == name)
         .map(|(_, b)| *b)
         .unwrap_or_else(|| panic!("no bundled plugin named {name}"))
+}
+
+/// Runs the fsmhost binary `bin` with `args`; whether it succeeded, its stdout and stderr.
+pub fn run_cli(bin: &str, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(bin)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {bin}: {e}"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// One HTTP call to `addr`: the status and the body as JSON (`null` when it is not JSON),
+/// and the body as text.
+pub fn call(addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, serde_json::Value, String) {
+    let r = cluster::http(
+        addr,
+        method,
+        path,
+        "application/octet-stream",
+        body,
+        std::time::Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| panic!("{method} {path} on {addr}: {e}"));
+    let v = serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::Null);
+    (r.status, v, r.text())
 }

@@ -146,6 +146,7 @@ fn stable_since_ms(v: &Value) -> u64 {
 
 fn write(c: &Cluster, i: usize, key: &str) -> u16 {
     let body = cbor(&SetRequest {
+        tenancy: Default::default(),
         key: key.into(),
         value: b"x".to_vec(),
         flags: 0,
@@ -444,6 +445,7 @@ fn a_rolling_restart_never_loses_quorum() {
                 "kv",
                 "keys",
                 &cbor(&fsmhost_plugin_kv::KeysArgs {
+                    tenancy: Default::default(),
                     prefix: "rolling/".into(),
                     separator: None,
                 }),

@@ -14,6 +14,7 @@ const CONVERGE_WAIT: Duration = Duration::from_secs(30);
 
 fn set(key: &str, value: &str) -> Vec<u8> {
     cbor(&SetRequest {
+        tenancy: Default::default(),
         key: key.into(),
         value: value.as_bytes().to_vec(),
         flags: 0,
@@ -23,6 +24,7 @@ fn set(key: &str, value: &str) -> Vec<u8> {
 /// The keys under `prefix` on server `i`, read from its own state (`?stale`).
 fn keys_on(c: &Cluster, i: usize, prefix: &str) -> BTreeSet<String> {
     let args = cbor(&KeysArgs {
+        tenancy: Default::default(),
         prefix: prefix.into(),
         separator: None,
     });
@@ -125,7 +127,10 @@ fn reads_honour_consistency_modes_and_errors_name_the_problem() {
     let r = c.apply(f, "kv", "set", &set("a", "1")).unwrap();
     assert_eq!(r.status, 200);
     let index: u64 = r.header("X-Consul-Index").unwrap().parse().unwrap();
-    let get = cbor(&GetArgs { key: "a".into() });
+    let get = cbor(&GetArgs {
+        tenancy: Default::default(),
+        key: "a".into(),
+    });
     for qs in ["", "?consistent", "?stale"] {
         let r = c.query(f, "kv", "get", &get, qs).unwrap();
         // A stale read on a follower may lag; default and consistent go through the leader.

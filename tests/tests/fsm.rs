@@ -20,6 +20,7 @@ fn fsm_with(extra: &[&str]) -> Fsm {
 
 fn entry<T: Serialize>(command: &str, payload: &T) -> Entry {
     Entry {
+        version: None,
         plugin: "kv".into(),
         command: command.into(),
         payload: cbor(payload),
@@ -31,6 +32,7 @@ fn set(key: &str, value: &str) -> Entry {
     entry(
         "set",
         &kv::SetRequest {
+            tenancy: Default::default(),
             key: key.into(),
             value: value.into(),
             flags: 0,
@@ -48,17 +50,32 @@ fn log(n: u64) -> Vec<Entry> {
                 4 => entry(
                     "cas",
                     &kv::CasRequest {
+                        tenancy: Default::default(),
                         key,
                         value: b"c".to_vec(),
                         flags: 1,
                         index: i / 2,
                     },
                 ),
-                5 => entry("delete", &kv::DeleteRequest { key }),
-                6 => entry("delete-cas", &kv::DeleteCasRequest { key, index: i - 2 }),
+                5 => entry(
+                    "delete",
+                    &kv::DeleteRequest {
+                        tenancy: Default::default(),
+                        key,
+                    },
+                ),
+                6 => entry(
+                    "delete-cas",
+                    &kv::DeleteCasRequest {
+                        tenancy: Default::default(),
+                        key,
+                        index: i - 2,
+                    },
+                ),
                 7 => entry(
                     "delete-tree",
                     &kv::DeleteTreeRequest {
+                        tenancy: Default::default(),
                         prefix: format!("svc/{:02}", i % 7),
                     },
                 ),
@@ -103,9 +120,16 @@ fn kv_semantics_through_apply_and_query() {
     let fsm = fsm_with(&[]);
     let get = |key: &str| -> Option<kv::Entry> {
         decode(
-            &fsm.query("kv", "get", &cbor(&kv::GetArgs { key: key.into() }))
-                .unwrap()
-                .bytes,
+            &fsm.query(
+                "kv",
+                "get",
+                &cbor(&kv::GetArgs {
+                    tenancy: Default::default(),
+                    key: key.into(),
+                }),
+            )
+            .unwrap()
+            .bytes,
         )
     };
     let list = |prefix: &str| -> (kv::ListResult, u64) {
@@ -114,6 +138,7 @@ fn kv_semantics_through_apply_and_query() {
                 "kv",
                 "list",
                 &cbor(&kv::ListArgs {
+                    tenancy: Default::default(),
                     prefix: prefix.into(),
                 }),
             )
@@ -129,6 +154,7 @@ fn kv_semantics_through_apply_and_query() {
         entry(
             "cas",
             &kv::CasRequest {
+                tenancy: Default::default(),
                 key: "app/a".into(),
                 value: b"3".to_vec(),
                 flags: 0,
@@ -145,6 +171,7 @@ fn kv_semantics_through_apply_and_query() {
         entry(
             "delete-cas",
             &kv::DeleteCasRequest {
+                tenancy: Default::default(),
                 key: "app/b".into(),
                 index,
             },
@@ -163,6 +190,7 @@ fn kv_semantics_through_apply_and_query() {
         &entry(
             "delete-tree",
             &kv::DeleteTreeRequest {
+                tenancy: Default::default(),
                 prefix: "app/".into()
             }
         )
@@ -178,6 +206,7 @@ fn a_failed_entry_is_applied_as_its_error_and_changes_nothing() {
     fsm.apply(1, &set("a", "1")).unwrap();
     let hash = fsm.state_hash();
     let boom = Entry {
+        version: None,
         plugin: "panicker".into(),
         command: "boom".into(),
         payload: cbor(&()),
@@ -215,6 +244,7 @@ async fn a_blocking_query_wakes_on_a_change_to_what_it_read() {
     let fsm = Arc::new(fsm_with(&["loop-forever"]));
     fsm.apply(1, &set("web/a", "1")).unwrap();
     let args = cbor(&kv::ListArgs {
+        tenancy: Default::default(),
         prefix: "web/".into(),
     });
     let first = fsm.query("kv", "list", &args).unwrap();
@@ -231,6 +261,7 @@ async fn a_blocking_query_wakes_on_a_change_to_what_it_read() {
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(100)).await;
             let other = Entry {
+                version: None,
                 plugin: "loop-forever".into(),
                 command: "spin".into(),
                 payload: cbor(&()),
@@ -281,4 +312,86 @@ async fn a_blocking_query_wakes_on_a_change_to_what_it_read() {
         .unwrap()
         .unwrap();
     assert_eq!(out.index, 3);
+}
+
+#[test]
+fn an_entry_written_for_a_newer_plugin_version_is_refused() {
+    let f = fsm_with(&[]);
+    let mut e = set("a", "1");
+    e.version = Some("9.0.0".into());
+    let err = f.apply(1, &e).unwrap_err();
+    assert!(matches!(err, FsmError::WrittenForNewer { .. }), "{err}");
+    assert_eq!(err.http_status(), 409);
+    assert!(err.to_string().contains("kv 9.0.0"), "{err}");
+    // Applied (as its error): the index is used, the store unchanged.
+    assert_eq!(f.last_applied(), 1);
+    e.version = Some("0.1.0".into());
+    f.apply(2, &e).expect("written for the version in effect");
+    // Written for an older version: the version in effect at its place applies it.
+    e.version = Some("0.0.9".into());
+    f.apply(3, &set("b", "2")).expect("no version recorded");
+    f.apply(4, &e).expect("an older version's command");
+}
+
+#[test]
+fn installing_kv_v2_rebuilds_its_indexes_and_a_new_plugin_joins() {
+    let rt = Arc::new(Runtime::new(RuntimeConfig::default()).expect("engine"));
+    let set_of = PluginSet::new(vec![rt.load("bundled:kv", bundled("kv")).expect("kv")]);
+    let f = Fsm::new(set_of.expect("set")).with_runtime(rt.clone());
+    for (i, k) in ["a", "b", "c"].iter().enumerate() {
+        f.apply(i as u64 + 1, &set(k, "v")).expect("set");
+    }
+    let before = f.state_hash();
+    let v2 = Arc::new(rt.load("kv-v2", fixture("kv-v2")).expect("kv v2 loads"));
+    let plan = f.install(v2.clone(), 10).expect("install");
+    assert_eq!(
+        (plan.from_version.as_deref(), plan.to_version.as_str()),
+        (Some("0.1.0"), "0.2.0")
+    );
+    let kvs = plan.tables.iter().find(|t| t.table == "kvs").expect("kvs");
+    assert_eq!(
+        (kvs.change.as_str(), kvs.objects, &kvs.indexes_added[..]),
+        ("rebuilt", 3, &["flags".to_string()][..])
+    );
+    // The objects are kept; the new index has a key for each (the hash covers keys).
+    assert_ne!(f.state_hash(), before);
+    assert_eq!(f.store().read().len("kvs").expect("kvs"), 3);
+    let plugins = f.plugins();
+    let kv_now = plugins.get("kv").expect("kv");
+    assert_eq!(kv_now.description().version, "0.2.0");
+    assert_eq!(f.system().plugins["kv"].raft_index, 10);
+    let got = f
+        .query(
+            "kv",
+            "get",
+            &cbor(&kv::GetArgs {
+                key: "b".into(),
+                tenancy: Default::default(),
+            }),
+        )
+        .expect("query under 0.2.0");
+    let e: Option<kv::Entry> = decode(&got.bytes);
+    assert_eq!(e.map(|e| e.value), Some(b"v".to_vec()));
+    f.apply(4, &set("d", "after")).expect("writes under 0.2.0");
+
+    // Refused: the same version again, and the older one.
+    let again = f.install(v2, 11).unwrap_err();
+    assert!(again.to_string().contains("0.2.0 is not higher"), "{again}");
+    let v1 = Arc::new(rt.load("bundled:kv", bundled("kv")).expect("kv"));
+    let down = f.install(v1, 12).unwrap_err();
+    assert!(down.to_string().contains("0.1.0 is not higher"), "{down}");
+    assert_eq!(
+        f.plugins().get("kv").expect("kv").description().version,
+        "0.2.0"
+    );
+
+    // A plugin new to the set joins with its tables, empty.
+    let users = Arc::new(
+        rt.load("users-plugin", fixture("users-plugin"))
+            .expect("users"),
+    );
+    let plan = f.install(users, 13).expect("a new plugin");
+    assert_eq!(plan.from_version, None);
+    assert!(plan.tables.iter().all(|t| t.change == "added"), "{plan:?}");
+    assert_eq!(f.store().read().len("kvs").expect("kvs"), 4);
 }

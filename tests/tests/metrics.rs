@@ -28,6 +28,7 @@ fn metrics_in_consuls_json_and_prometheus_text() {
     let addr = c.servers[leader].http_addr();
     for i in 0..20 {
         let req = cbor(&SetRequest {
+            tenancy: Default::default(),
             key: format!("m/{i}"),
             value: vec![1; 10],
             flags: 0,

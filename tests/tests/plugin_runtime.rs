@@ -75,6 +75,7 @@ impl Node {
 
     fn kv_set(&mut self, key: &str, value: &str) -> bool {
         let req = kv::SetRequest {
+            tenancy: Default::default(),
             key: key.into(),
             value: value.into(),
             flags: 0,
@@ -83,7 +84,10 @@ impl Node {
     }
 
     fn kv_get(&self, key: &str) -> Option<kv::Entry> {
-        let args = cbor(&kv::GetArgs { key: key.into() });
+        let args = cbor(&kv::GetArgs {
+            tenancy: Default::default(),
+            key: key.into(),
+        });
         decode(
             &self
                 .plugin("kv")
@@ -173,6 +177,7 @@ fn kv_semantics_through_wasm() {
     );
 
     let cas = |index| kv::CasRequest {
+        tenancy: Default::default(),
         key: "app/b".into(),
         value: b"x".to_vec(),
         flags: 7,
@@ -190,6 +195,7 @@ fn kv_semantics_through_wasm() {
         "kv",
         "delete",
         &cbor(&kv::DeleteRequest {
+            tenancy: Default::default(),
             key: "app/b".into(),
         }),
     )
@@ -200,6 +206,7 @@ fn kv_semantics_through_wasm() {
                 &n.store.read(),
                 "list",
                 &cbor(&kv::ListArgs {
+                    tenancy: Default::default(),
                     prefix: "app/".into(),
                 }),
             )
@@ -222,6 +229,7 @@ fn command_mix(count: u32) -> Vec<(&'static str, Vec<u8>)> {
                 0..=2 => (
                     "set",
                     cbor(&kv::SetRequest {
+                        tenancy: Default::default(),
                         key,
                         value: i.to_be_bytes().to_vec(),
                         flags: u64::from(i % 3),
@@ -230,16 +238,24 @@ fn command_mix(count: u32) -> Vec<(&'static str, Vec<u8>)> {
                 3 => (
                     "cas",
                     cbor(&kv::CasRequest {
+                        tenancy: Default::default(),
                         key,
                         value: b"cas".to_vec(),
                         flags: 0,
                         index: u64::from(i / 2),
                     }),
                 ),
-                4 => ("delete", cbor(&kv::DeleteRequest { key })),
+                4 => (
+                    "delete",
+                    cbor(&kv::DeleteRequest {
+                        tenancy: Default::default(),
+                        key,
+                    }),
+                ),
                 5 => (
                     "delete-cas",
                     cbor(&kv::DeleteCasRequest {
+                        tenancy: Default::default(),
                         key,
                         index: u64::from(i - 1),
                     }),
@@ -247,6 +263,7 @@ fn command_mix(count: u32) -> Vec<(&'static str, Vec<u8>)> {
                 _ => (
                     "delete-tree",
                     cbor(&kv::DeleteTreeRequest {
+                        tenancy: Default::default(),
                         prefix: format!("k/{:02}", i % 5),
                     }),
                 ),
@@ -276,6 +293,7 @@ fn wasm_and_native_give_the_same_answers() {
     );
     for prefix in ["k/", "k/01", "k/036/", "nothing"] {
         let args = kv::KeysArgs {
+            tenancy: Default::default(),
             prefix: prefix.into(),
             separator: Some("/".into()),
         };
@@ -287,6 +305,7 @@ fn wasm_and_native_give_the_same_answers() {
         let native: kv::KeysResult = h.query("keys", &args).unwrap();
         assert_eq!(wasm, native, "prefix {prefix}");
         let args = kv::ListArgs {
+            tenancy: Default::default(),
             prefix: prefix.into(),
         };
         let wasm: kv::ListResult = decode(
@@ -333,7 +352,10 @@ fn a_query_reads_its_snapshot() {
     n.kv_set("a", "1");
     let snapshot = n.store.read();
     n.kv_set("a", "2");
-    let args = cbor(&kv::GetArgs { key: "a".into() });
+    let args = cbor(&kv::GetArgs {
+        tenancy: Default::default(),
+        key: "a".into(),
+    });
     let old: Option<kv::Entry> = decode(&n.plugin("kv").query(&snapshot, "get", &args).unwrap());
     assert_eq!(old.unwrap().value, b"1");
 }

@@ -16,6 +16,7 @@ const WAIT: Duration = Duration::from_secs(60);
 fn write_keys(c: &Cluster, i: usize, prefix: &str, n: u32) {
     for k in 0..n {
         let req = cbor(&SetRequest {
+            tenancy: Default::default(),
             key: format!("{prefix}{k:04}"),
             value: format!("value {k}").into_bytes(),
             flags: u64::from(k),
@@ -27,6 +28,7 @@ fn write_keys(c: &Cluster, i: usize, prefix: &str, n: u32) {
 
 fn keys(c: &Cluster, i: usize) -> Vec<String> {
     let args = cbor(&KeysArgs {
+        tenancy: Default::default(),
         prefix: String::new(),
         separator: None,
     });
@@ -179,6 +181,7 @@ fn save_inspect_and_restore_into_a_fresh_cluster() {
 
     // A blocking read on a follower waits on the current index; the restore wakes it.
     let get = cbor(&GetArgs {
+        tenancy: Default::default(),
         key: "other/0000".into(),
     });
     let r = dst.query(follower, "kv", "get", &get, "?stale").unwrap();

@@ -29,6 +29,7 @@ fn fsm(with_users: bool) -> Fsm {
 
 fn entry<T: serde::Serialize>(plugin: &str, command: &str, payload: &T) -> Entry {
     Entry {
+        version: None,
         plugin: plugin.into(),
         command: command.into(),
         payload: cbor(payload),
@@ -49,6 +50,7 @@ fn fill(f: &Fsm, with_users: bool) {
             "kv",
             "set",
             &kv::SetRequest {
+                tenancy: Default::default(),
                 key: format!("app/{:02}/{i}", i % 17),
                 value: vec![i as u8; i % 50],
                 flags: i as u64,
@@ -59,6 +61,7 @@ fn fill(f: &Fsm, with_users: bool) {
         "kv",
         "delete-tree",
         &kv::DeleteTreeRequest {
+            tenancy: Default::default(),
             prefix: "app/03".into(),
         },
     ));
@@ -80,7 +83,7 @@ fn fill(f: &Fsm, with_users: bool) {
 
 fn header(f: &Fsm) -> StateHeader {
     StateHeader::new(
-        f.plugins(),
+        &f.plugins(),
         f.last_applied(),
         None,
         StoredMembership::default(),
@@ -117,7 +120,12 @@ fn state_bin_round_trips_every_index_kind() {
     let b = fsm(true);
     let p = read_received(&b, &state).expect("restores");
     assert_eq!(p.header.fsm_index, a.last_applied());
-    b.restore(p.store, p.header.system.clone(), p.header.fsm_index);
+    b.restore(
+        p.plugins,
+        p.store,
+        p.header.system.clone(),
+        p.header.fsm_index,
+    );
     assert_eq!(b.system(), a.system());
     assert_eq!(b.state_hash(), a.state_hash());
     assert_eq!(b.last_applied(), a.last_applied());
@@ -129,6 +137,7 @@ fn state_bin_round_trips_every_index_kind() {
             "kv",
             "keys",
             cbor(&kv::KeysArgs {
+                tenancy: Default::default(),
                 prefix: "app/".into(),
                 separator: Some("/".into()),
             }),

@@ -18,6 +18,7 @@ const POLICY: &str =
 
 fn set(key: &str, value: &str) -> Vec<u8> {
     cbor(&SetRequest {
+        tenancy: Default::default(),
         key: key.into(),
         value: value.as_bytes().to_vec(),
         flags: 0,
@@ -35,6 +36,7 @@ fn write_keys(c: &Cluster, i: usize, range: std::ops::Range<u32>) {
 
 fn keys_on(c: &Cluster, i: usize) -> BTreeSet<String> {
     let args = cbor(&KeysArgs {
+        tenancy: Default::default(),
         prefix: "k/".into(),
         separator: None,
     });

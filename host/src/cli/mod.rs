@@ -282,6 +282,20 @@ pub enum PluginCommand {
     },
     /// Lists the plugins built into this binary.
     Bundled,
+    /// Installs a component on every server of a running cluster through the log
+    /// (`PUT /v1/plugins`): a higher version of a loaded plugin, or a new plugin. Prints
+    /// what changed per table.
+    Install {
+        /// The component file (.wasm).
+        file: PathBuf,
+        /// Check the component against the running cluster and report what it would
+        /// change, without installing it.
+        #[arg(long)]
+        dry_run: bool,
+        /// The server's HTTP address.
+        #[arg(long, env = "FSMHOST_HTTP_ADDR", default_value = "127.0.0.1:8500")]
+        http_addr: String,
+    },
     /// Lists the plugins a running server has loaded (`GET /v1/plugins`).
     List {
         /// The server's HTTP address.
@@ -304,6 +318,11 @@ pub fn run(cli: Cli) -> i32 {
         Command::Plugin(PluginCommand::Inspect { file }) => inspect(&file),
         Command::Plugin(PluginCommand::Bundled) => bundled(),
         Command::Plugin(PluginCommand::List { http_addr }) => operator::plugin_list(&http_addr),
+        Command::Plugin(PluginCommand::Install {
+            file,
+            dry_run,
+            http_addr,
+        }) => operator::plugin_install(&http_addr, &file, dry_run),
         Command::Version => {
             println!("fsmhost v{}", env!("CARGO_PKG_VERSION"));
             println!(

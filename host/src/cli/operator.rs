@@ -1,4 +1,4 @@
-//! `fsmhost operator raft list-peers|remove-peer`, `fsmhost plugin list`, and the HTTP
+//! `fsmhost operator raft list-peers|remove-peer`, `fsmhost plugin list|install`, and the HTTP
 //! client every command that talks to a running server uses.
 
 use std::time::Duration;
@@ -143,5 +143,60 @@ pub fn plugin_list(addr: &str) -> Result<(), String> {
         ]);
     }
     super::print_table(&rows, "");
+    Ok(())
+}
+
+/// `fsmhost plugin install FILE [--dry-run]`: sends the component to `PUT /v1/plugins` and
+/// prints the report, one line per table.
+pub fn plugin_install(addr: &str, file: &std::path::Path, dry_run: bool) -> Result<(), String> {
+    let bytes = std::fs::read(file).map_err(|e| format!("reading {}: {e}", file.display()))?;
+    let path = if dry_run {
+        "/v1/plugins?dry-run"
+    } else {
+        "/v1/plugins"
+    };
+    let body = http_maybe(hyper::Method::PUT, addr, path, bytes)?
+        .ok_or_else(|| format!("{addr} answered 404 for {path}"))?;
+    let r: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| format!("{addr} answered something that is not JSON: {e}"))?;
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("none").to_string();
+    let sha = text(&r["SHA256"]);
+    let what = format!(
+        "plugin {} {} -> {} (sha256:{})",
+        text(&r["Plugin"]),
+        text(&r["FromVersion"]),
+        text(&r["ToVersion"]),
+        &sha[..sha.len().min(12)]
+    );
+    if dry_run {
+        println!("Dry run: installing {what} would change:");
+    } else {
+        println!("Installed {what} at index {}", r["Index"]);
+    }
+    for t in r["Tables"].as_array().cloned().unwrap_or_default() {
+        let list = |key: &str| {
+            t[key]
+                .as_array()
+                .map(|a| a.iter().map(text).collect::<Vec<_>>().join(","))
+                .unwrap_or_default()
+        };
+        let mut detail = vec![format!("{} objects", t["Objects"])];
+        for (key, label) in [
+            ("IndexesAdded", "indexes added"),
+            ("IndexesRemoved", "indexes removed"),
+            ("IndexesChanged", "indexes changed"),
+        ] {
+            let l = list(key);
+            if !l.is_empty() {
+                detail.push(format!("{label}: {l}"));
+            }
+        }
+        println!(
+            "  table {}: {} ({})",
+            text(&t["Table"]),
+            text(&t["Change"]),
+            detail.join("; ")
+        );
+    }
     Ok(())
 }

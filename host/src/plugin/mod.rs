@@ -285,6 +285,7 @@ impl Runtime {
                 routes: Vec::new(),
             },
             hash,
+            component: Arc::from(bytes),
             imports,
             warm: std::sync::Mutex::new(Vec::new()),
             compiled,
@@ -356,6 +357,8 @@ pub struct LoadedPlugin {
     gate: CallGate,
     description: Description,
     hash: [u8; 32],
+    /// The component's bytes: an installed plugin travels in raft snapshots.
+    component: Arc<[u8]>,
     imports: Vec<String>,
     warm: std::sync::Mutex<Vec<Warm>>,
     compiled: bool,
@@ -388,6 +391,11 @@ impl LoadedPlugin {
     /// SHA-256 of the component bytes: the plugin's identity.
     pub fn hash(&self) -> &[u8; 32] {
         &self.hash
+    }
+
+    /// The component's bytes.
+    pub fn component(&self) -> &Arc<[u8]> {
+        &self.component
     }
 
     /// The hash as hex.
@@ -780,6 +788,11 @@ pub struct PluginSet {
 impl PluginSet {
     /// Checks the set and builds the store schema from it.
     pub fn new(plugins: Vec<LoadedPlugin>) -> Result<Self, LoadError> {
+        Self::from_shared(plugins.into_iter().map(Arc::new).collect())
+    }
+
+    /// [`PluginSet::new`] over plugins already shared (another set's, with one replaced).
+    pub fn from_shared(plugins: Vec<Arc<LoadedPlugin>>) -> Result<Self, LoadError> {
         let mut tables: Vec<TableSchema> = Vec::new();
         for (i, p) in plugins.iter().enumerate() {
             if let Some(other) = plugins[..i].iter().find(|o| o.name() == p.name()) {
@@ -815,7 +828,7 @@ impl PluginSet {
             .collect();
         routes::check_set(&routes)?;
         Ok(PluginSet {
-            plugins: plugins.into_iter().map(Arc::new).collect(),
+            plugins,
             schema: Schema::new(tables).map_err(|problem| LoadError::InvalidDescription {
                 plugin: "the plugin set".into(),
                 problem,
@@ -846,7 +859,7 @@ impl PluginSet {
     }
 }
 
-fn owner_origin(plugins: &[LoadedPlugin], owner: &str) -> String {
+fn owner_origin(plugins: &[Arc<LoadedPlugin>], owner: &str) -> String {
     plugins
         .iter()
         .find(|p| p.name() == owner)

@@ -64,6 +64,22 @@ pub enum Request {
     /// A write of the autopilot configuration (compare-and-set when it says so); takes
     /// no FSM index: its `ModifyIndex` is the entry's raft index.
     Autopilot(crate::autopilot::ConfigUpdate),
+    /// A plugin install: every server switches to the component whose SHA-256 this names
+    /// at this entry's index (see `state_machine`); takes no FSM index.
+    Install(InstallEntry),
+}
+
+/// What an install entry carries: the component, and who has it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallEntry {
+    /// The plugin's name.
+    pub name: String,
+    /// Its new version.
+    pub version: String,
+    /// SHA-256 (hex) of the component.
+    pub sha256: String,
+    /// Server address of the server that proposed it (it holds the blob).
+    pub origin: String,
 }
 
 /// What a restore entry carries: the blob to restore, and who has it.
@@ -86,6 +102,7 @@ impl fmt::Display for Request {
             Request::Batch(es) => write!(f, "batch of {} commands", es.len()),
             Request::Restore(r) => write!(f, "restore of {} ({} bytes)", r.sha256, r.size),
             Request::Autopilot(_) => write!(f, "autopilot configuration"),
+            Request::Install(i) => write!(f, "install of plugin {} {}", i.name, i.version),
         }
     }
 }
@@ -148,6 +165,8 @@ pub enum Response {
     /// An autopilot configuration write: whether it was stored (false: its
     /// compare-and-set failed).
     AutopilotSet(bool),
+    /// A plugin install: what it changed, or why it was refused.
+    Installed(Result<crate::upgrade::Plan, String>),
 }
 
 /// What servers know about each other: stored in the raft membership.

@@ -32,10 +32,11 @@ use std::time::{Duration, Instant};
 
 use super::network::RpcClient;
 use super::{
-    LogEntry, LogId, NodeInfo, Outcome, Request, Response, RestoreEntry, StorageError,
-    StoredMembership, TypeConfig,
+    InstallEntry, LogEntry, LogId, NodeInfo, Outcome, Request, Response, RestoreEntry,
+    StorageError, StoredMembership, TypeConfig,
 };
 use crate::fsm::{self, Fsm};
+use crate::plugin::PluginSet;
 use crate::snapshot::blobs::Blobs;
 use crate::snapshot::state_file::{StateHeader, StateReader};
 use crate::snapshot::store::{self as disk, CrcReader, SnapshotDir, SnapshotStore};
@@ -57,6 +58,9 @@ pub struct StateMachine {
 pub struct Prepared {
     /// The received `state.bin`.
     pub path: PathBuf,
+    /// The plugin set it was written under (the configured set with its installed
+    /// plugins), which it was read with.
+    pub plugins: Arc<PluginSet>,
     /// Its header.
     pub header: StateHeader,
     /// The store it holds.
@@ -184,11 +188,15 @@ pub fn read_received(fsm: &Fsm, path: &Path) -> Result<Prepared, SnapshotError> 
     let file = std::fs::File::open(path).map_err(|e| SnapshotError::at(path, e))?;
     let mut crc = CrcReader::new(BufReader::with_capacity(1 << 20, file));
     let reader = StateReader::open(&mut crc)?;
-    reader.header().check_against(fsm.plugins())?;
-    let (header, store) = reader.restore(fsm.plugins().schema().clone())?;
+    let plugins = fsm
+        .plugins_for(&reader.header().system, &reader.header().components)
+        .map_err(SnapshotError::Incompatible)?;
+    reader.header().check_against(&plugins)?;
+    let (header, store) = reader.restore(plugins.schema().clone())?;
     let (size, crc) = crc.finish().map_err(|e| SnapshotError::at(path, e))?;
     Ok(Prepared {
         path: path.to_path_buf(),
+        plugins,
         header,
         store,
         size,
@@ -206,7 +214,12 @@ pub fn recover(fsm: &Fsm, snapshots: &SnapshotStore) -> Result<Option<StateHeade
         let attempt = disk::verify(&dir.path).and_then(|_| read_received(fsm, &dir.state_path()));
         match attempt {
             Ok(p) => {
-                fsm.restore(p.store, p.header.system.clone(), p.header.fsm_index);
+                fsm.restore(
+                    p.plugins,
+                    p.store,
+                    p.header.system.clone(),
+                    p.header.fsm_index,
+                );
                 crate::metrics::METRICS.record_snapshot("recover", started.elapsed());
                 tracing::info!(target: "agent.server.snapshot",
                     "restored from snapshot: path={} index={} duration={:?}",
@@ -269,8 +282,8 @@ impl StateMachine {
             EntryPayload::Normal(Request::Autopilot(update)) => {
                 Response::AutopilotSet(self.fsm.set_autopilot(update, entry.log_id.index))
             }
-            EntryPayload::Normal(Request::Restore(_)) => {
-                unreachable!("restore entries are applied by apply_restore")
+            EntryPayload::Normal(Request::Restore(_) | Request::Install(_)) => {
+                unreachable!("restore and install entries are applied by their own functions")
             }
         };
         self.last_applied = Some(entry.log_id);
@@ -287,40 +300,9 @@ impl StateMachine {
         log_id: LogId,
         r: &RestoreEntry,
     ) -> Result<Response, StorageError> {
-        let fail = |msg: String| {
-            tracing::error!(target: "agent.server.fsm", "{msg}");
-            StorageError::from(StorageIOError::apply(log_id, &std::io::Error::other(msg)))
-        };
-        let path = self
-            .snapshots
-            .blobs
-            .path(&r.sha256)
-            .map_err(|e| fail(format!("restore entry {}: {e}", log_id.index)))?;
+        let fail = |msg: String| apply_failure(log_id, msg);
         let started = Instant::now();
-        let mut attempt = 0;
-        while !path.exists() {
-            let mut peers = vec![r.origin.clone()];
-            for (_, node) in self.last_membership.membership().nodes() {
-                if !peers.contains(&node.rpc_addr) {
-                    peers.push(node.rpc_addr.clone());
-                }
-            }
-            match self.snapshots.fetch_blob(&r.sha256, &peers).await {
-                Ok(()) => break,
-                Err(e) if attempt < BLOB_FETCH_ATTEMPTS => {
-                    attempt += 1;
-                    tracing::warn!(target: "agent.server.fsm",
-                        "fetching the blob of restore entry {} ({}): {e}; retrying", log_id.index, r.sha256);
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                Err(e) => {
-                    return Err(fail(format!(
-                        "restore entry {}: no peer could give blob {}: {e}",
-                        log_id.index, r.sha256
-                    )));
-                }
-            }
-        }
+        let path = self.blob(log_id, "restore", &r.sha256, &r.origin).await?;
         let fsm = self.fsm.clone();
         let (at, sha) = (path.clone(), r.sha256.clone());
         let snapshots = self.snapshots.clone();
@@ -344,13 +326,96 @@ impl StateMachine {
         .map_err(|e| fail(format!("restore entry {}: {e}", log_id.index)))?;
         crate::metrics::METRICS.record_snapshot("restore", started.elapsed());
         let index = self.fsm.last_applied().max(prepared.header.fsm_index) + 1;
-        self.fsm
-            .restore(prepared.store, prepared.header.system.clone(), index);
+        self.fsm.restore(
+            prepared.plugins,
+            prepared.store,
+            prepared.header.system.clone(),
+            index,
+        );
         self.last_applied = Some(log_id);
         self.snapshots.blobs.mark_applied(&r.sha256, log_id.index);
         tracing::info!(target: "agent.server.fsm",
             "restored a user snapshot: index={} fsm_index={index} sha256={}", log_id.index, r.sha256);
         Ok(Response::Restored(index))
+    }
+
+    /// The path of blob `sha256`, which the `what` entry at `log_id` names, fetched from
+    /// `origin` or another member when this server lacks it (retrying for a while: a server
+    /// that cannot get it stops loudly rather than diverge).
+    async fn blob(
+        &self,
+        log_id: LogId,
+        what: &str,
+        sha256: &str,
+        origin: &str,
+    ) -> Result<PathBuf, StorageError> {
+        let path =
+            self.snapshots.blobs.path(sha256).map_err(|e| {
+                apply_failure(log_id, format!("{what} entry {}: {e}", log_id.index))
+            })?;
+        let mut attempt = 0;
+        while !path.exists() {
+            let mut peers = vec![origin.to_string()];
+            for (_, node) in self.last_membership.membership().nodes() {
+                if !peers.contains(&node.rpc_addr) {
+                    peers.push(node.rpc_addr.clone());
+                }
+            }
+            match self.snapshots.fetch_blob(sha256, &peers).await {
+                Ok(()) => break,
+                Err(e) if attempt < BLOB_FETCH_ATTEMPTS => {
+                    attempt += 1;
+                    tracing::warn!(target: "agent.server.fsm",
+                        "fetching the blob of {what} entry {} ({sha256}): {e}; retrying", log_id.index);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => {
+                    return Err(apply_failure(
+                        log_id,
+                        format!(
+                            "{what} entry {}: no peer could give blob {sha256}: {e}",
+                            log_id.index
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(path)
+    }
+
+    /// Applies a plugin install: the component the entry names (fetched from a peer if this
+    /// server lacks it), checked against its hash, replaces or joins the plugin set, and
+    /// the store is rebuilt for the new set ([`Fsm::install`]). A refusal (the same on
+    /// every server: it depends on the log alone) changes nothing and is the entry's
+    /// outcome; a component this server cannot load stops it loudly rather than diverge.
+    async fn apply_install(
+        &mut self,
+        log_id: LogId,
+        i: &InstallEntry,
+    ) -> Result<Response, StorageError> {
+        let started = Instant::now();
+        let path = self.blob(log_id, "install", &i.sha256, &i.origin).await?;
+        let fsm = self.fsm.clone();
+        let (name, sha, index) = (i.name.clone(), i.sha256.clone(), log_id.index);
+        let outcome = tokio::task::spawn_blocking(move || {
+            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let plugin = fsm.load_installed(&name, &sha, &bytes)?;
+            Ok::<_, String>(fsm.install(Arc::new(plugin), index))
+        })
+        .await
+        .map_err(|e| apply_failure(log_id, e.to_string()))?
+        .map_err(|e| apply_failure(log_id, format!("install entry {}: {e}", log_id.index)))?;
+        self.last_applied = Some(log_id);
+        self.snapshots.blobs.mark_applied(&i.sha256, log_id.index);
+        match &outcome {
+            Ok(plan) => tracing::info!(target: "agent.server.fsm",
+                "installed plugin: name={} from={} to={} sha256={} index={} duration={:?}",
+                plan.plugin, plan.from_version.as_deref().unwrap_or("none"), plan.to_version,
+                plan.sha256, log_id.index, started.elapsed()),
+            Err(e) => tracing::warn!(target: "agent.server.fsm",
+                "plugin install refused: index={} error={e}", log_id.index),
+        }
+        Ok(Response::Installed(outcome.map_err(|e| e.to_string())))
     }
 
     /// Applies one plugin command at the next FSM index.
@@ -449,6 +514,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Normal(Request::Restore(r)) => {
                     self.apply_restore(entry.log_id, r).await?
                 }
+                EntryPayload::Normal(Request::Install(i)) => {
+                    self.apply_install(entry.log_id, i).await?
+                }
                 _ => self.apply_one(&entry)?,
             });
         }
@@ -460,7 +528,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let started = Instant::now();
         let read = self.fsm.store().read();
         let header = StateHeader::new(
-            self.fsm.plugins(),
+            &self.fsm.plugins(),
             self.fsm.last_applied(),
             self.last_applied,
             self.last_membership.clone(),
@@ -525,8 +593,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .map_err(|e| fail(SnapshotError::Io(e.to_string())))?
         .map_err(fail)?;
         let (p, dir) = prepared;
-        self.fsm
-            .restore(p.store, p.header.system.clone(), p.header.fsm_index);
+        self.fsm.restore(
+            p.plugins,
+            p.store,
+            p.header.system.clone(),
+            p.header.fsm_index,
+        );
         crate::metrics::METRICS.record_snapshot("install", started.elapsed());
         self.last_applied = meta.last_log_id;
         self.last_membership = meta.last_membership.clone();
@@ -551,4 +623,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         };
         open_snapshot(&header, &dir).await.map(Some)
     }
+}
+
+fn apply_failure(log_id: LogId, msg: String) -> StorageError {
+    tracing::error!(target: "agent.server.fsm", "{msg}");
+    StorageError::from(StorageIOError::apply(log_id, &std::io::Error::other(msg)))
 }

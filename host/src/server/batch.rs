@@ -98,7 +98,10 @@ async fn propose(raft: &Raft, batch: Vec<(fsm::Entry, Waiter)>) {
             let raft_index = r.log_id.index;
             let outcomes = match r.data {
                 Response::Applied(o) => o,
-                Response::None | Response::Restored(_) | Response::AutopilotSet(_) => Vec::new(),
+                Response::None
+                | Response::Restored(_)
+                | Response::AutopilotSet(_)
+                | Response::Installed(_) => Vec::new(),
             };
             let mut outcomes = outcomes.into_iter();
             for w in waiters {

@@ -38,6 +38,7 @@ use std::time::Duration;
 use super::Node;
 use super::cluster;
 use super::ops::{self, ApplyRequest, Consistency, OpError, QueryRequest};
+use super::plugins;
 use super::rpc::{MAX_ARCHIVE, PATH_SNAPSHOT_RESTORE, PATH_SNAPSHOT_SAVE};
 use super::snapshots;
 use super::web::{self, Refusal, Reply};
@@ -272,6 +273,7 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusa
             web::json(StatusCode::OK, &plugins_json(node)),
             node.fsm.last_applied().max(1),
         )),
+        (&Method::PUT, ["v1", "plugins"]) => plugin_install(node, req).await,
         (&Method::GET, ["v1", "snapshot"]) => snapshot_save(node, &web::query(&req)).await,
         (&Method::PUT, ["v1", "snapshot"]) => snapshot_restore(node, req).await,
         (&Method::GET, ["v1", "agent", "self"]) => Ok(web::json(StatusCode::OK, &agent_self(node))),
@@ -479,6 +481,25 @@ async fn snapshot_restore(node: &Arc<Node>, req: Request<Incoming>) -> Result<Re
     Ok(web::with_index(
         web::bytes(StatusCode::OK, "text/plain; charset=utf-8", Bytes::new()),
         restored?,
+    ))
+}
+
+/// `PUT /v1/plugins` (`?dry-run`): installs the component in the body on every server
+/// through the log, or with `?dry-run` only reports what it would change. 200 with the
+/// report (and `X-Consul-Index`, the raft index every server switched at); a refused
+/// component is a 400 or 409 naming the problem, and nothing changes.
+async fn plugin_install(node: &Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusal> {
+    let q = web::query(&req);
+    let dry_run = q.contains_key("dry-run") || q.contains_key("dry_run");
+    let component = web::body(req, plugins::MAX_COMPONENT).await?;
+    let request = plugins::InstallRequest {
+        component: serde_bytes::ByteBuf::from(component.to_vec()),
+        dry_run,
+    };
+    let report = plugins::install(node, &request).await?;
+    Ok(web::with_index(
+        web::json(StatusCode::OK, &report.to_json()),
+        report.raft_index.max(1),
     ))
 }
 

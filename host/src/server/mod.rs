@@ -21,6 +21,7 @@ pub mod cluster;
 pub mod http;
 pub mod ops;
 pub mod plugin_http;
+pub mod plugins;
 pub mod rpc;
 pub mod snapshots;
 pub mod web;
@@ -260,19 +261,22 @@ async fn count_leader_changes(raft: Raft) {
     }
 }
 
-/// Loads `plugins` (or the bundled set when none are named) with the configured limits,
+/// Loads `plugins` (or the bundled set when none are named) with the configured limits
+/// (the runtime is kept: it loads plugins installed later),
 /// caching compiled artifacts under `data_dir/plugin-cache` so a restart does not compile
 /// again. A file that cannot be read or loaded is an error naming it.
-fn load_plugins(config: &Config) -> Result<PluginSet, StartError> {
+fn load_plugins(config: &Config) -> Result<(Arc<Runtime>, PluginSet), StartError> {
     let runtime = Runtime::new(RuntimeConfig {
         limits: config.plugin_limits,
         cache_dir: config.data_dir.as_ref().map(|d| d.join("plugin-cache")),
     })
     .map_err(|e| StartError::Plugins(e.to_string()))?;
+    let runtime = Arc::new(runtime);
     if config.plugins.is_empty() {
-        return runtime
+        let set = runtime
             .load_bundled()
-            .map_err(|e| StartError::Plugins(e.to_string()));
+            .map_err(|e| StartError::Plugins(e.to_string()))?;
+        return Ok((runtime, set));
     }
     let mut loaded = Vec::new();
     for path in &config.plugins {
@@ -286,7 +290,8 @@ fn load_plugins(config: &Config) -> Result<PluginSet, StartError> {
             plugin.description().edition, path.display());
         loaded.push(plugin);
     }
-    PluginSet::new(loaded).map_err(|e| StartError::Plugins(e.to_string()))
+    let set = PluginSet::new(loaded).map_err(|e| StartError::Plugins(e.to_string()))?;
+    Ok((runtime, set))
 }
 
 /// Restores the FSM from the newest usable snapshot, and checks that the log continues
@@ -351,8 +356,8 @@ pub async fn run(
             (id, LogStore::in_memory(id)?)
         }
     };
-    let plugins = load_plugins(&config)?;
-    let fsm = Arc::new(Fsm::new(plugins));
+    let (runtime, plugins) = load_plugins(&config)?;
+    let fsm = Arc::new(Fsm::new(plugins).with_runtime(runtime));
     // Raft's snapshots and restore blobs: under data_dir/raft, or a temporary directory
     // for a dev server.
     let (raft_dir, dev_snapshots) = match &config.data_dir {

@@ -155,10 +155,10 @@ impl From<FsmError> for OpError {
 }
 
 /// Refuses a request naming an unknown plugin or command before it reaches the log.
-fn check_command(node: &Node, plugin: &str, command: &str) -> Result<(), OpError> {
-    let p = node
-        .fsm
-        .plugins()
+/// Returns the version of the plugin in effect, which the entry records.
+fn check_command(node: &Node, plugin: &str, command: &str) -> Result<String, OpError> {
+    let plugins = node.fsm.plugins();
+    let p = plugins
         .get(plugin)
         .ok_or_else(|| failed(404, format!("no plugin named {plugin} is loaded")))?;
     if !p.description().commands.iter().any(|c| c == command) {
@@ -167,7 +167,7 @@ fn check_command(node: &Node, plugin: &str, command: &str) -> Result<(), OpError
             format!("plugin {plugin} has no command {command}"),
         ));
     }
-    Ok(())
+    Ok(p.description().version.clone())
 }
 
 async fn wait_for_change(node: &Node, deadline: Instant) {
@@ -179,12 +179,13 @@ async fn wait_for_change(node: &Node, deadline: Instant) {
 /// Applies a write on this server, which must be the leader (through its proposer, which
 /// batches concurrent writes into one log entry).
 pub async fn apply_local(node: &Node, req: &ApplyRequest) -> Result<Applied, OpError> {
-    check_command(node, &req.plugin, &req.command)?;
+    let version = check_command(node, &req.plugin, &req.command)?;
     let entry = fsm::Entry {
         plugin: req.plugin.clone(),
         command: req.command.clone(),
         payload: req.payload.clone(),
         timestamp_ms: super::now_ms(),
+        version: Some(version),
     };
     node.batcher.propose(entry).await
 }
@@ -249,10 +250,18 @@ pub async fn write_host_entry(
     node: &Node,
     entry: crate::raft::Request,
 ) -> Result<crate::raft::Response, OpError> {
+    write_host_entry_at(node, entry).await.map(|(_, r)| r)
+}
+
+/// [`write_host_entry`], with the raft index the entry was committed at.
+pub async fn write_host_entry_at(
+    node: &Node,
+    entry: crate::raft::Request,
+) -> Result<(u64, crate::raft::Response), OpError> {
     node.raft
         .client_write(entry)
         .await
-        .map(|written| written.data)
+        .map(|written| (written.log_id.index, written.data))
         .map_err(|e| match e {
             openraft::error::RaftError::APIError(
                 openraft::error::ClientWriteError::ForwardToLeader(_),

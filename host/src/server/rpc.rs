@@ -16,6 +16,7 @@ use super::Node;
 use super::autopilot;
 use super::cluster::{self, AddServer, JoinRequest, RemoveServer};
 use super::ops::{self, ApplyRequest, OpError, QueryRequest};
+use super::plugins;
 use super::snapshots;
 use super::web::{self, Refusal, Reply};
 use crate::autopilot::ConfigUpdate;
@@ -204,6 +205,12 @@ async fn route(node: Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusal
         autopilot::PATH_CONFIG_SET => {
             let update: ConfigUpdate = decode(req, autopilot::PATH_CONFIG_SET).await?;
             web::cbor(&autopilot::set_config_local(&node, update).await)
+        }
+        plugins::PATH_INSTALL => {
+            let body = web::body(req, plugins::MAX_COMPONENT + 4096).await?;
+            let r: plugins::InstallRequest =
+                from_cbor(&body, plugins::PATH_INSTALL).map_err(Refusal::bad_request)?;
+            web::cbor(&plugins::install_local(&node, &r).await)
         }
         cluster::PATH_REMOVE => {
             let r: RemoveServer = decode(req, cluster::PATH_REMOVE).await?;

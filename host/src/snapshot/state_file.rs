@@ -21,6 +21,8 @@
 //! follows the end record.
 
 use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 
 use super::SnapshotError;
@@ -92,6 +94,10 @@ pub struct StateHeader {
     /// The host's own replicated state (absent in snapshots written before it existed).
     #[serde(default)]
     pub system: SystemState,
+    /// The components of the plugins installed through the log (`system.plugins`), by
+    /// SHA-256 hex, so that a server that gets this snapshot gets them too.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub components: BTreeMap<String, ByteBuf>,
 }
 
 impl StateHeader {
@@ -103,7 +109,8 @@ impl StateHeader {
         membership: StoredMembership,
         system: SystemState,
     ) -> Self {
-        let plugins = plugins
+        let set = plugins;
+        let plugins = set
             .plugins()
             .iter()
             .map(|p| {
@@ -117,6 +124,19 @@ impl StateHeader {
                 }
             })
             .collect();
+        let components = system
+            .plugins
+            .iter()
+            .filter_map(|(name, installed)| {
+                let p = set.get(name)?;
+                (p.hash_hex() == installed.sha256).then(|| {
+                    (
+                        installed.sha256.clone(),
+                        ByteBuf::from(p.component().to_vec()),
+                    )
+                })
+            })
+            .collect();
         StateHeader {
             format: FORMAT,
             fsm_index,
@@ -124,6 +144,7 @@ impl StateHeader {
             membership,
             plugins,
             system,
+            components,
         }
     }
 
@@ -156,8 +177,13 @@ impl StateHeader {
                 ));
             };
             if p.edition != q.edition {
+                // Name the first table and index the editions differ in, when they do.
+                let detail = match diff_tables(&p.name, &p.tables, &q.tables) {
+                    Err(SnapshotError::Incompatible(m)) => format!(" ({m})"),
+                    _ => String::new(),
+                };
                 return incompatible(format!(
-                    "plugin {}: the snapshot's edition is {}, the loaded plugin's is {}",
+                    "plugin {}: the snapshot's edition is {}, the loaded plugin's is {}{detail}",
                     p.name, p.edition, q.edition
                 ));
             }

@@ -10,14 +10,14 @@
 //! `X-Consul-Index`.
 
 use fsmhost_guest::http::{Plan, Request, Response, context};
-use fsmhost_guest::{Error, from_cbor};
+use fsmhost_guest::{Error, Tenancy, from_cbor};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use crate::{
-    Check, DeregisterRequest, Indexed, Node, NodeArgs, NodeServices, NodesArgs, RegisterRequest,
-    ServiceArgs, ServiceHealth, ServiceNode, StateArgs,
+    Check, DeregisterRequest, EDITION, Indexed, Meta, Node, NodeArgs, NodeServices, NodesArgs,
+    RegisterRequest, ServiceArgs, ServiceHealth, ServiceNode, StateArgs,
 };
 
 /// The catalog API's prefix.
@@ -41,11 +41,35 @@ fn body<T: DeserializeOwned>(req: &Request) -> Result<T, Error> {
         .map_err(|e| Error::bad_request(format!("Failed to decode request body: {e}")))
 }
 
+/// The partition and namespace a request names with `?partition=` and `?ns=` (Consul's
+/// `parseEntMeta`; the OSS edition refuses them), over what its body gave.
+fn tenancy(req: &Request, body: &Meta) -> Result<Meta, Error> {
+    Tenancy::from_request(req, EDITION)?;
+    let pick = |param: &str, given: &str| {
+        req.get(param)
+            .filter(|v| !v.is_empty())
+            .unwrap_or(given)
+            .to_string()
+    };
+    Ok(Meta {
+        partition: pick("partition", &body.partition),
+        namespace: pick("ns", &body.namespace),
+    })
+}
+
 /// `PUT /v1/catalog/register` and `/deregister`.
 pub fn route_write(req: &Request) -> Result<Plan, Error> {
     match req.path.as_str() {
-        "/v1/catalog/register" => Plan::apply("register", &body::<RegisterRequest>(req)?),
-        "/v1/catalog/deregister" => Plan::apply("deregister", &body::<DeregisterRequest>(req)?),
+        "/v1/catalog/register" => {
+            let mut r = body::<RegisterRequest>(req)?;
+            r.tenancy = tenancy(req, &r.tenancy)?;
+            Plan::apply("register", &r)
+        }
+        "/v1/catalog/deregister" => {
+            let mut r = body::<DeregisterRequest>(req)?;
+            r.tenancy = tenancy(req, &r.tenancy)?;
+            Plan::apply("deregister", &r)
+        }
         other => Err(Error::not_found(format!("no catalog endpoint PUT {other}"))),
     }
 }
@@ -71,6 +95,7 @@ fn service_args(req: &Request, prefix: &str) -> Result<ServiceArgs, Error> {
         service: named(req, prefix, "service")?,
         tag: req.get("tag").map(str::to_string),
         passing: req.has("passing"),
+        tenancy: tenancy(req, &Meta::default())?,
     })
 }
 
@@ -85,18 +110,26 @@ pub fn route_catalog(req: &Request) -> Result<Plan, Error> {
                 node_meta.insert(key.to_string(), value.to_string());
             }
         }
-        return Plan::query("nodes", &NodesArgs { node_meta })?.context(&Read::Nodes);
+        let args = NodesArgs {
+            node_meta,
+            tenancy: tenancy(req, &Meta::default())?,
+        };
+        return Plan::query("nodes", &args)?.context(&Read::Nodes);
     }
     if rest == "services" {
-        return Plan::query("services", &())?.context(&Read::Services);
+        let args = Some(tenancy(req, &Meta::default())?);
+        return Plan::query("services", &args)?.context(&Read::Services);
     }
     if rest.starts_with("service/") {
         let args = service_args(req, "/v1/catalog/service/")?;
         return Plan::query("service-nodes", &args)?.context(&Read::ServiceNodes);
     }
     if rest.starts_with("node/") {
-        let node = named(req, "/v1/catalog/node/", "node")?;
-        return Plan::query("node-services", &NodeArgs { node })?.context(&Read::Node);
+        let args = NodeArgs {
+            node: named(req, "/v1/catalog/node/", "node")?,
+            tenancy: tenancy(req, &Meta::default())?,
+        };
+        return Plan::query("node-services", &args)?.context(&Read::Node);
     }
     Err(Error::not_found(format!(
         "no catalog endpoint GET {}",
@@ -108,8 +141,11 @@ pub fn route_catalog(req: &Request) -> Result<Plan, Error> {
 pub fn route_health(req: &Request) -> Result<Plan, Error> {
     let rest = req.path_after(HEALTH);
     if rest.starts_with("node/") {
-        let node = named(req, "/v1/health/node/", "node")?;
-        return Plan::query("node-checks", &NodeArgs { node })?.context(&Read::Checks);
+        let args = NodeArgs {
+            node: named(req, "/v1/health/node/", "node")?,
+            tenancy: tenancy(req, &Meta::default())?,
+        };
+        return Plan::query("node-checks", &args)?.context(&Read::Checks);
     }
     if rest.starts_with("checks/") {
         let args = service_args(req, "/v1/health/checks/")?;
@@ -120,8 +156,11 @@ pub fn route_health(req: &Request) -> Result<Plan, Error> {
         return Plan::query("service-health", &args)?.context(&Read::ServiceHealth);
     }
     if rest.starts_with("state/") {
-        let state = named(req, "/v1/health/state/", "check state")?;
-        return Plan::query("checks-in-state", &StateArgs { state })?.context(&Read::Checks);
+        let args = StateArgs {
+            state: named(req, "/v1/health/state/", "check state")?,
+            tenancy: tenancy(req, &Meta::default())?,
+        };
+        return Plan::query("checks-in-state", &args)?.context(&Read::Checks);
     }
     Err(Error::not_found(format!(
         "no health endpoint GET {}",
@@ -151,6 +190,8 @@ struct FlatServiceNode<'a> {
     service_port: u16,
     create_index: u64,
     modify_index: u64,
+    #[serde(flatten)]
+    tenancy: &'a Meta,
 }
 
 impl<'a> From<&'a ServiceNode> for FlatServiceNode<'a> {
@@ -172,6 +213,7 @@ impl<'a> From<&'a ServiceNode> for FlatServiceNode<'a> {
             service_port: s.port,
             create_index: s.create_index,
             modify_index: s.modify_index,
+            tenancy: &s.tenancy,
         }
     }
 }

@@ -19,11 +19,59 @@
 //! HTTP (module [`http`]): Consul's `/v1/catalog/*` and `/v1/health/*`.
 
 use fsmhost_guest::http::Route;
-use fsmhost_guest::{Ctx, Error, Index, Key, KeyRange, Plugin, Table, Txn};
+use fsmhost_guest::{Ctx, Edition, Error, Index, KeyRange, Plugin, Table, Tenancy, Txn};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 pub mod http;
+
+/// The edition this build is (the `enterprise` cargo feature): the enterprise edition puts
+/// nodes in a partition and services and checks in a partition and a namespace, and reads
+/// `?ns=` and `?partition=`.
+pub const EDITION: Edition = if cfg!(feature = "enterprise") {
+    Edition::Enterprise
+} else {
+    Edition::Oss
+};
+
+/// Where a record lives (enterprise edition): Consul's `Partition` and `Namespace` fields,
+/// omitted when empty (always, in OSS).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct Meta {
+    /// The admin partition.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub partition: String,
+    /// The namespace (nodes have none).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+}
+
+impl Meta {
+    fn tenancy(&self) -> Tenancy {
+        Tenancy {
+            partition: self.partition.clone(),
+            namespace: self.namespace.clone(),
+        }
+    }
+
+    /// The partition alone (what nodes, and a node's services and checks, are keyed by).
+    fn partition(&self) -> Tenancy {
+        Tenancy {
+            partition: self.partition.clone(),
+            namespace: String::new(),
+        }
+    }
+
+    /// Checks what a request gave and fills in the defaults (see [`Tenancy::resolve`]).
+    fn resolve(&self) -> Result<Meta, Error> {
+        let t = self.tenancy().resolve(EDITION)?;
+        Ok(Meta {
+            partition: t.partition,
+            namespace: t.namespace,
+        })
+    }
+}
 
 /// A node: Consul's `Node`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
@@ -52,6 +100,9 @@ pub struct Node {
     /// Index of the last write that changed it.
     #[serde(default)]
     pub modify_index: u64,
+    /// Its partition (enterprise edition; empty in OSS).
+    #[serde(flatten)]
+    pub tenancy: Meta,
 }
 
 /// A service instance on a node: Consul's `NodeService`, with its node's name.
@@ -87,6 +138,9 @@ pub struct Service {
     /// Index of the last write that changed it.
     #[serde(default)]
     pub modify_index: u64,
+    /// Its partition and namespace (enterprise edition; empty in OSS).
+    #[serde(flatten)]
+    pub tenancy: Meta,
 }
 
 /// A health check on a node or on one of its services: Consul's `HealthCheck`.
@@ -125,41 +179,63 @@ pub struct Check {
     /// Index of the last write that changed it.
     #[serde(default)]
     pub modify_index: u64,
+    /// Its partition and namespace (enterprise edition; empty in OSS).
+    #[serde(flatten)]
+    pub tenancy: Meta,
 }
 
 /// The check states Consul knows.
 pub const STATES: [&str; 3] = ["passing", "warning", "critical"];
 
-// Indexer functions have the signature `fn(&A) -> Vec<u8>` with `A = String`.
-#[allow(clippy::ptr_arg)]
-fn lower(s: &String) -> Vec<u8> {
-    Key::new().string_lower(s).build()
+/// A name in a tenancy: what most indexes are looked up by.
+pub type Named = (Tenancy, String);
+/// Two names in a tenancy (node + service ID, node + check ID, meta key + value).
+pub type Pair = (Tenancy, String, String);
+
+fn lower(a: &Named) -> Vec<u8> {
+    a.0.key(EDITION).string_lower(&a.1).build()
 }
 
-#[allow(clippy::ptr_arg)]
-fn exact(s: &String) -> Vec<u8> {
-    Key::new().string(s).build()
+fn exact(a: &Named) -> Vec<u8> {
+    a.0.key(EDITION).string(&a.1).build()
 }
 
-fn node_and(pair: &(String, String)) -> Vec<u8> {
-    Key::new().string_lower(&pair.0).string(&pair.1).build()
+fn node_and(a: &Pair) -> Vec<u8> {
+    a.0.key(EDITION).string_lower(&a.1).string(&a.2).build()
 }
 
-fn meta_key(pair: &(String, String)) -> Vec<u8> {
-    Key::new().string(&pair.0).string(&pair.1).build()
+fn meta_key(a: &Pair) -> Vec<u8> {
+    a.0.key(EDITION).string(&a.1).string(&a.2).build()
 }
 
-/// `nodes.id`: the node name, case-insensitive.
-pub static NODES_ID: Index<Node, String> =
-    Index::new("nodes", "id", |n: &Node, k| k.push(lower(&n.node)), lower).unique();
+fn tenancy_key(t: &Tenancy) -> Vec<u8> {
+    t.key(EDITION).build()
+}
+
+fn named(t: Tenancy, name: &str) -> Named {
+    (t, name.to_string())
+}
+
+fn pair(t: Tenancy, a: &str, b: &str) -> Pair {
+    (t, a.to_string(), b.to_string())
+}
+
+/// `nodes.id`: the node name, case-insensitive (in its partition).
+pub static NODES_ID: Index<Node, Named> = Index::new(
+    "nodes",
+    "id",
+    |n: &Node, k| k.push(lower(&named(n.tenancy.partition(), &n.node))),
+    lower,
+)
+.unique();
 
 /// `nodes.uuid`: the node's ID, when it has one.
-pub static NODES_UUID: Index<Node, String> = Index::new(
+pub static NODES_UUID: Index<Node, Named> = Index::new(
     "nodes",
     "uuid",
     |n: &Node, k| {
         if !n.id.is_empty() {
-            k.push(lower(&n.id))
+            k.push(lower(&named(n.tenancy.partition(), &n.id)))
         }
     },
     lower,
@@ -168,12 +244,12 @@ pub static NODES_UUID: Index<Node, String> = Index::new(
 .allow_missing();
 
 /// `nodes.meta`: one key per metadata pair (`(key, value)`).
-pub static NODES_META: Index<Node, (String, String)> = Index::new(
+pub static NODES_META: Index<Node, Pair> = Index::new(
     "nodes",
     "meta",
     |n: &Node, k| {
         for (key, value) in &n.meta {
-            k.push(meta_key(&(key.clone(), value.clone())))
+            k.push(meta_key(&pair(n.tenancy.partition(), key, value)))
         }
     },
     meta_key,
@@ -181,41 +257,68 @@ pub static NODES_META: Index<Node, (String, String)> = Index::new(
 .multi()
 .allow_missing();
 
-/// The `nodes` table.
-pub static NODES: Table<Node> = Table::new("nodes", &[&NODES_ID, &NODES_UUID, &NODES_META]);
+/// `nodes.namespace` (enterprise edition): the nodes of a partition.
+pub static NODES_NAMESPACE: Index<Node, Tenancy> = Index::new(
+    "nodes",
+    "namespace",
+    |n: &Node, k| k.push(tenancy_key(&n.tenancy.partition())),
+    tenancy_key,
+)
+.prefix(tenancy_key);
 
-/// `services.id`: node + service ID.
-pub static SERVICES_ID: Index<Service, (String, String)> = Index::new(
+/// The `nodes` table.
+pub static NODES: Table<Node> = Table::new(
+    "nodes",
+    &[
+        &NODES_ID,
+        &NODES_UUID,
+        &NODES_META,
+        #[cfg(feature = "enterprise")]
+        &NODES_NAMESPACE,
+    ],
+);
+
+/// `services.id`: node + service ID (in the service's partition and namespace).
+pub static SERVICES_ID: Index<Service, Pair> = Index::new(
     "services",
     "id",
-    |s: &Service, k| k.push(node_and(&(s.node.clone(), s.id.clone()))),
+    |s: &Service, k| k.push(node_and(&pair(s.tenancy.tenancy(), &s.node, &s.id))),
     node_and,
 )
 .unique();
 
-/// `services.node`: the node's services.
-pub static SERVICES_NODE: Index<Service, String> = Index::new(
+/// `services.node`: the node's services, in every namespace of its partition.
+pub static SERVICES_NODE: Index<Service, Named> = Index::new(
     "services",
     "node",
-    |s: &Service, k| k.push(lower(&s.node)),
+    |s: &Service, k| k.push(lower(&named(s.tenancy.partition(), &s.node))),
     lower,
 );
 
 /// `services.service`: the instances of a service name, case-insensitive.
-pub static SERVICES_SERVICE: Index<Service, String> = Index::new(
+pub static SERVICES_SERVICE: Index<Service, Named> = Index::new(
     "services",
     "service",
-    |s: &Service, k| k.push(lower(&s.service)),
+    |s: &Service, k| k.push(lower(&named(s.tenancy.tenancy(), &s.service))),
     lower,
 );
 
 /// `services.kind`: the services of one kind (`""` for typical ones).
-pub static SERVICES_KIND: Index<Service, String> = Index::new(
+pub static SERVICES_KIND: Index<Service, Named> = Index::new(
     "services",
     "kind",
-    |s: &Service, k| k.push(exact(&s.kind)),
+    |s: &Service, k| k.push(exact(&named(s.tenancy.tenancy(), &s.kind))),
     exact,
 );
+
+/// `services.namespace` (enterprise edition): the services of a partition and namespace.
+pub static SERVICES_NAMESPACE: Index<Service, Tenancy> = Index::new(
+    "services",
+    "namespace",
+    |s: &Service, k| k.push(tenancy_key(&s.tenancy.tenancy())),
+    tenancy_key,
+)
+.prefix(tenancy_key);
 
 /// The `services` table.
 pub static SERVICES: Table<Service> = Table::new(
@@ -225,33 +328,35 @@ pub static SERVICES: Table<Service> = Table::new(
         &SERVICES_NODE,
         &SERVICES_SERVICE,
         &SERVICES_KIND,
+        #[cfg(feature = "enterprise")]
+        &SERVICES_NAMESPACE,
     ],
 );
 
-/// `checks.id`: node + check ID.
-pub static CHECKS_ID: Index<Check, (String, String)> = Index::new(
+/// `checks.id`: node + check ID (in the check's partition and namespace).
+pub static CHECKS_ID: Index<Check, Pair> = Index::new(
     "checks",
     "id",
-    |c: &Check, k| k.push(node_and(&(c.node.clone(), c.check_id.clone()))),
+    |c: &Check, k| k.push(node_and(&pair(c.tenancy.tenancy(), &c.node, &c.check_id))),
     node_and,
 )
 .unique();
 
-/// `checks.node`: the node's checks.
-pub static CHECKS_NODE: Index<Check, String> = Index::new(
+/// `checks.node`: the node's checks, in every namespace of its partition.
+pub static CHECKS_NODE: Index<Check, Named> = Index::new(
     "checks",
     "node",
-    |c: &Check, k| k.push(lower(&c.node)),
+    |c: &Check, k| k.push(lower(&named(c.tenancy.partition(), &c.node))),
     lower,
 );
 
 /// `checks.service`: the checks of a service name (node checks have none).
-pub static CHECKS_SERVICE: Index<Check, String> = Index::new(
+pub static CHECKS_SERVICE: Index<Check, Named> = Index::new(
     "checks",
     "service",
     |c: &Check, k| {
         if !c.service_name.is_empty() {
-            k.push(lower(&c.service_name))
+            k.push(lower(&named(c.tenancy.tenancy(), &c.service_name)))
         }
     },
     lower,
@@ -259,17 +364,33 @@ pub static CHECKS_SERVICE: Index<Check, String> = Index::new(
 .allow_missing();
 
 /// `checks.status`: the checks in one state.
-pub static CHECKS_STATUS: Index<Check, String> = Index::new(
+pub static CHECKS_STATUS: Index<Check, Named> = Index::new(
     "checks",
     "status",
-    |c: &Check, k| k.push(lower(&c.status)),
+    |c: &Check, k| k.push(lower(&named(c.tenancy.tenancy(), &c.status))),
     lower,
 );
+
+/// `checks.namespace` (enterprise edition): the checks of a partition and namespace.
+pub static CHECKS_NAMESPACE: Index<Check, Tenancy> = Index::new(
+    "checks",
+    "namespace",
+    |c: &Check, k| k.push(tenancy_key(&c.tenancy.tenancy())),
+    tenancy_key,
+)
+.prefix(tenancy_key);
 
 /// The `checks` table.
 pub static CHECKS: Table<Check> = Table::new(
     "checks",
-    &[&CHECKS_ID, &CHECKS_NODE, &CHECKS_SERVICE, &CHECKS_STATUS],
+    &[
+        &CHECKS_ID,
+        &CHECKS_NODE,
+        &CHECKS_SERVICE,
+        &CHECKS_STATUS,
+        #[cfg(feature = "enterprise")]
+        &CHECKS_NAMESPACE,
+    ],
 );
 
 /// `register`: Consul's `RegisterRequest`.
@@ -305,6 +426,9 @@ pub struct RegisterRequest {
     /// Leave an existing node's fields as they are.
     #[serde(default)]
     pub skip_node_update: bool,
+    /// The node's partition, and the namespace of its service and checks (enterprise edition; empty in OSS).
+    #[serde(flatten)]
+    pub tenancy: Meta,
 }
 
 /// `deregister`: Consul's `DeregisterRequest`. With neither `ServiceID` nor `CheckID` the
@@ -320,6 +444,9 @@ pub struct DeregisterRequest {
     /// One check.
     #[serde(rename = "CheckID", default)]
     pub check_id: String,
+    /// The node's partition, and the namespace of the service or check (enterprise edition; empty in OSS).
+    #[serde(flatten)]
+    pub tenancy: Meta,
 }
 
 fn require(what: &str, value: &str) -> Result<(), Error> {
@@ -374,17 +501,24 @@ fn check_indexes(c: &mut Check) -> (&mut u64, &mut u64) {
 }
 
 /// Registers a node, and optionally a service and checks on it (Consul's
-/// `ensureRegistrationTxn`).
+/// `ensureRegistrationTxn`). The node goes in the request's partition; the service and the
+/// checks in its partition and namespace.
 fn register(tx: &mut dyn Txn, ctx: &Ctx, req: RegisterRequest) -> Result<bool, Error> {
     require("node", &req.node)?;
-    let existing = NODES_ID.get(tx, &req.node)?;
+    let meta = req.tenancy.resolve()?;
+    let part = meta.partition();
+    let node_meta = Meta {
+        partition: meta.partition.clone(),
+        namespace: String::new(),
+    };
+    let existing = NODES_ID.get(tx, &named(part.clone(), &req.node))?;
     let node_name = existing
         .as_ref()
         .map_or(req.node.clone(), |n| n.node.clone());
     if !(req.skip_node_update && existing.is_some()) {
         require("address", &req.address)?;
         if !req.id.is_empty()
-            && let Some(other) = NODES_UUID.get(tx, &req.id)?
+            && let Some(other) = NODES_UUID.get(tx, &named(part.clone(), &req.id))?
             && other.node.to_lowercase() != req.node.to_lowercase()
         {
             return Err(Error::conflict(format!(
@@ -401,16 +535,19 @@ fn register(tx: &mut dyn Txn, ctx: &Ctx, req: RegisterRequest) -> Result<bool, E
             meta: req.node_meta.clone(),
             create_index: 0,
             modify_index: 0,
+            tenancy: node_meta,
         };
         upsert(tx, &NODES, ctx, existing, node, node_indexes)?;
     }
+    let t = meta.tenancy();
     if let Some(mut s) = req.service {
         require("service name", &s.service)?;
         if s.id.is_empty() {
             s.id = s.service.clone();
         }
         s.node = node_name.clone();
-        let old = SERVICES_ID.get(tx, &(node_name.clone(), s.id.clone()))?;
+        s.tenancy = meta.clone();
+        let old = SERVICES_ID.get(tx, &pair(t.clone(), &node_name, &s.id))?;
         upsert(tx, &SERVICES, ctx, old, s, service_indexes)?;
     }
     for mut c in req.check.into_iter().chain(req.checks) {
@@ -428,8 +565,9 @@ fn register(tx: &mut dyn Txn, ctx: &Ctx, req: RegisterRequest) -> Result<bool, E
             )));
         }
         c.node = node_name.clone();
+        c.tenancy = meta.clone();
         if !c.service_id.is_empty() {
-            let Some(s) = SERVICES_ID.get(tx, &(node_name.clone(), c.service_id.clone()))? else {
+            let Some(s) = SERVICES_ID.get(tx, &pair(t.clone(), &node_name, &c.service_id))? else {
                 return Err(Error::not_found(format!(
                     "Error registering check {:?}: service {:?} is not registered on node {:?}",
                     c.check_id, c.service_id, node_name
@@ -441,25 +579,33 @@ fn register(tx: &mut dyn Txn, ctx: &Ctx, req: RegisterRequest) -> Result<bool, E
             c.service_name.clear();
             c.service_tags.clear();
         }
-        let old = CHECKS_ID.get(tx, &(node_name.clone(), c.check_id.clone()))?;
+        let old = CHECKS_ID.get(tx, &pair(t.clone(), &node_name, &c.check_id))?;
         upsert(tx, &CHECKS, ctx, old, c, check_indexes)?;
     }
     Ok(true)
 }
 
-/// Deregisters a node with everything on it, one service with its checks, or one check.
+/// Deregisters a node with everything on it (in every namespace of its partition), one
+/// service with its checks, or one check (in the request's namespace).
 fn deregister(tx: &mut dyn Txn, _ctx: &Ctx, req: DeregisterRequest) -> Result<bool, Error> {
     require("node", &req.node)?;
+    let meta = req.tenancy.resolve()?;
+    let (t, part) = (meta.tenancy(), meta.partition());
     if !req.check_id.is_empty() {
-        if let Some(c) = CHECKS_ID.get(tx, &(req.node.clone(), req.check_id.clone()))? {
+        if let Some(c) = CHECKS_ID.get(tx, &pair(t, &req.node, &req.check_id))? {
             CHECKS.delete(tx, &c)?;
         }
         return Ok(true);
     }
-    let checks: Vec<Check> = CHECKS_NODE.iter(tx, &req.node).collect::<Result<_, _>>()?;
+    let checks: Vec<Check> = CHECKS_NODE
+        .iter(tx, &named(part.clone(), &req.node))
+        .collect::<Result<_, _>>()?;
     if !req.service_id.is_empty() {
-        if let Some(s) = SERVICES_ID.get(tx, &(req.node.clone(), req.service_id.clone()))? {
-            for c in checks.iter().filter(|c| c.service_id == s.id) {
+        if let Some(s) = SERVICES_ID.get(tx, &pair(t, &req.node, &req.service_id))? {
+            for c in checks
+                .iter()
+                .filter(|c| c.service_id == s.id && c.tenancy == s.tenancy)
+            {
                 CHECKS.delete(tx, c)?;
             }
             SERVICES.delete(tx, &s)?;
@@ -470,12 +616,12 @@ fn deregister(tx: &mut dyn Txn, _ctx: &Ctx, req: DeregisterRequest) -> Result<bo
         CHECKS.delete(tx, c)?;
     }
     let services: Vec<Service> = SERVICES_NODE
-        .iter(tx, &req.node)
+        .iter(tx, &named(part.clone(), &req.node))
         .collect::<Result<_, _>>()?;
     for s in &services {
         SERVICES.delete(tx, s)?;
     }
-    if let Some(n) = NODES_ID.get(tx, &req.node)? {
+    if let Some(n) = NODES_ID.get(tx, &named(part, &req.node))? {
         NODES.delete(tx, &n)?;
     }
     Ok(true)
@@ -499,11 +645,15 @@ fn max_index(tx: &dyn Txn, tables: &[&str]) -> Result<u64, Error> {
     Ok(max)
 }
 
-fn all<T: serde::de::DeserializeOwned>(
+/// Every record of `index` in tenancy `t` (everything, in OSS), in the index's order.
+fn all_in<T: serde::de::DeserializeOwned, A>(
     tx: &dyn Txn,
-    index: &Index<T, String>,
+    index: &Index<T, A>,
+    t: &Tenancy,
 ) -> Result<Vec<T>, Error> {
-    index.iter_range(tx, KeyRange::Prefix(Vec::new())).collect()
+    index
+        .iter_range(tx, KeyRange::Prefix(tenancy_key(t)))
+        .collect()
 }
 
 /// `nodes` arguments: only nodes with all of this metadata.
@@ -512,13 +662,17 @@ pub struct NodesArgs {
     /// `key → value` pairs a node must have.
     #[serde(default)]
     pub node_meta: BTreeMap<String, String>,
+    /// The partition (enterprise edition).
+    #[serde(default)]
+    pub tenancy: Meta,
 }
 
 fn nodes(tx: &dyn Txn, args: NodesArgs) -> Result<Indexed<Vec<Node>>, Error> {
+    let part = args.tenancy.resolve()?.partition();
     let mut items: Vec<Node> = match args.node_meta.iter().next() {
-        None => all(tx, &NODES_ID)?,
+        None => all_in(tx, &NODES_ID, &part)?,
         Some((k, v)) => NODES_META
-            .iter(tx, &(k.clone(), v.clone()))
+            .iter(tx, &pair(part, k, v))
             .collect::<Result<_, _>>()?,
     };
     items.retain(|n| args.node_meta.iter().all(|(k, v)| n.meta.get(k) == Some(v)));
@@ -529,10 +683,15 @@ fn nodes(tx: &dyn Txn, args: NodesArgs) -> Result<Indexed<Vec<Node>>, Error> {
     })
 }
 
-/// `services`: every service name with the union of its instances' tags.
-fn services(tx: &dyn Txn, _args: ()) -> Result<Indexed<BTreeMap<String, Vec<String>>>, Error> {
+/// `services`: every service name in the namespace (the default one without arguments)
+/// with the union of its instances' tags.
+fn services(
+    tx: &dyn Txn,
+    args: Option<Meta>,
+) -> Result<Indexed<BTreeMap<String, Vec<String>>>, Error> {
+    let t = args.unwrap_or_default().resolve()?.tenancy();
     let mut items: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for s in all(tx, &SERVICES_SERVICE)? {
+    for s in all_in(tx, &SERVICES_SERVICE, &t)? {
         let tags = items.entry(s.service).or_default();
         for t in s.tags {
             if !tags.contains(&t) {
@@ -561,6 +720,9 @@ pub struct ServiceArgs {
     /// Only instances whose checks (node and service) all pass.
     #[serde(default)]
     pub passing: bool,
+    /// The partition and namespace (enterprise edition).
+    #[serde(default)]
+    pub tenancy: Meta,
 }
 
 /// One instance as `/v1/catalog/service` lists it: the service and its node.
@@ -574,8 +736,9 @@ pub struct ServiceNode {
 
 fn instances(tx: &dyn Txn, args: &ServiceArgs) -> Result<Vec<ServiceNode>, Error> {
     require("service name", &args.service)?;
+    let meta = args.tenancy.resolve()?;
     let mut out = Vec::new();
-    for s in SERVICES_SERVICE.iter(tx, &args.service) {
+    for s in SERVICES_SERVICE.iter(tx, &named(meta.tenancy(), &args.service)) {
         let s = s?;
         if args
             .tag
@@ -584,12 +747,14 @@ fn instances(tx: &dyn Txn, args: &ServiceArgs) -> Result<Vec<ServiceNode>, Error
         {
             continue;
         }
-        let node = NODES_ID.get(tx, &s.node)?.ok_or_else(|| {
-            Error::internal(format!(
-                "service {:?} names missing node {:?}",
-                s.id, s.node
-            ))
-        })?;
+        let node = NODES_ID
+            .get(tx, &named(meta.partition(), &s.node))?
+            .ok_or_else(|| {
+                Error::internal(format!(
+                    "service {:?} names missing node {:?}",
+                    s.id, s.node
+                ))
+            })?;
         out.push(ServiceNode { node, service: s });
     }
     out.sort_by(|a, b| (&a.node.node, &a.service.id).cmp(&(&b.node.node, &b.service.id)));
@@ -618,10 +783,11 @@ fn service_health(tx: &dyn Txn, args: ServiceArgs) -> Result<Indexed<Vec<Service
     let mut items = Vec::new();
     for sn in instances(tx, &args)? {
         let checks: Vec<Check> = CHECKS_NODE
-            .iter(tx, &sn.node.node)
+            .iter(tx, &named(sn.node.tenancy.partition(), &sn.node.node))
             .filter(|c| {
                 c.as_ref().map_or(true, |c| {
-                    c.service_id.is_empty() || c.service_id == sn.service.id
+                    c.service_id.is_empty()
+                        || (c.service_id == sn.service.id && c.tenancy == sn.service.tenancy)
                 })
             })
             .collect::<Result<_, _>>()?;
@@ -645,6 +811,10 @@ fn service_health(tx: &dyn Txn, args: ServiceArgs) -> Result<Indexed<Vec<Service
 pub struct NodeArgs {
     /// The node's name.
     pub node: String,
+    /// The node's partition, and the namespace whose services and checks are wanted
+    /// (enterprise edition).
+    #[serde(default)]
+    pub tenancy: Meta,
 }
 
 /// A node and its services (`/v1/catalog/node/<node>`); `None` for an unknown node.
@@ -658,13 +828,17 @@ pub struct NodeServices {
 
 fn node_services(tx: &dyn Txn, args: NodeArgs) -> Result<Indexed<Option<NodeServices>>, Error> {
     require("node", &args.node)?;
-    let items = match NODES_ID.get(tx, &args.node)? {
+    let meta = args.tenancy.resolve()?;
+    let items = match NODES_ID.get(tx, &named(meta.partition(), &args.node))? {
         None => None,
         Some(node) => {
-            let services = SERVICES_NODE
-                .iter(tx, &args.node)
-                .map(|s| s.map(|s| (s.id.clone(), s)))
-                .collect::<Result<_, _>>()?;
+            let mut services = BTreeMap::new();
+            for s in SERVICES_NODE.iter(tx, &named(meta.partition(), &args.node)) {
+                let s = s?;
+                if s.tenancy == meta {
+                    services.insert(s.id.clone(), s);
+                }
+            }
             Some(NodeServices { node, services })
         }
     };
@@ -681,18 +855,27 @@ fn sorted(mut checks: Vec<Check>) -> Vec<Check> {
 
 fn node_checks(tx: &dyn Txn, args: NodeArgs) -> Result<Indexed<Vec<Check>>, Error> {
     require("node", &args.node)?;
+    let meta = args.tenancy.resolve()?;
+    let mut items = Vec::new();
+    for c in CHECKS_NODE.iter(tx, &named(meta.partition(), &args.node)) {
+        let c = c?;
+        if c.tenancy == meta {
+            items.push(c);
+        }
+    }
     Ok(Indexed {
-        items: sorted(CHECKS_NODE.iter(tx, &args.node).collect::<Result<_, _>>()?),
+        items: sorted(items),
         index: max_index(tx, &["checks"])?,
     })
 }
 
 fn service_checks(tx: &dyn Txn, args: ServiceArgs) -> Result<Indexed<Vec<Check>>, Error> {
     require("service name", &args.service)?;
+    let t = args.tenancy.resolve()?.tenancy();
     Ok(Indexed {
         items: sorted(
             CHECKS_SERVICE
-                .iter(tx, &args.service)
+                .iter(tx, &named(t, &args.service))
                 .collect::<Result<_, _>>()?,
         ),
         index: max_index(tx, &["checks"])?,
@@ -704,13 +887,17 @@ fn service_checks(tx: &dyn Txn, args: ServiceArgs) -> Result<Indexed<Vec<Check>>
 pub struct StateArgs {
     /// `passing`, `warning`, `critical` or `any`.
     pub state: String,
+    /// The partition and namespace (enterprise edition).
+    #[serde(default)]
+    pub tenancy: Meta,
 }
 
 fn checks_in_state(tx: &dyn Txn, args: StateArgs) -> Result<Indexed<Vec<Check>>, Error> {
+    let t = args.tenancy.resolve()?.tenancy();
     let items = match args.state.as_str() {
-        "any" => all(tx, &CHECKS_STATUS)?,
+        "any" => all_in(tx, &CHECKS_STATUS, &t)?,
         s if STATES.contains(&s) => CHECKS_STATUS
-            .iter(tx, &args.state)
+            .iter(tx, &named(t, &args.state))
             .collect::<Result<_, _>>()?,
         other => {
             return Err(Error::bad_request(format!(
@@ -726,7 +913,7 @@ fn checks_in_state(tx: &dyn Txn, args: StateArgs) -> Result<Indexed<Vec<Check>>,
 
 /// The plugin.
 pub fn plugin() -> Plugin {
-    Plugin::new("catalog", env!("CARGO_PKG_VERSION"), "oss")
+    Plugin::new("catalog", env!("CARGO_PKG_VERSION"), EDITION.name())
         .table(&NODES)
         .table(&SERVICES)
         .table(&CHECKS)

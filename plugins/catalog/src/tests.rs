@@ -45,6 +45,7 @@ fn register(h: &mut Harness, req: &RegisterRequest) {
 
 fn health(h: &Harness, service: &str, passing: bool) -> Vec<ServiceHealth> {
     let args = ServiceArgs {
+        tenancy: Default::default(),
         service: service.into(),
         tag: None,
         passing,
@@ -130,6 +131,7 @@ fn health_joins_node_and_service_checks_and_filters_passing() {
         .query(
             "checks-in-state",
             &StateArgs {
+                tenancy: Default::default(),
                 state: "critical".into(),
             },
         )
@@ -140,6 +142,7 @@ fn health_joins_node_and_service_checks_and_filters_passing() {
         .query::<_, Indexed<Vec<Check>>>(
             "checks-in-state",
             &StateArgs {
+                tenancy: Default::default(),
                 state: "sad".into(),
             },
         )
@@ -160,6 +163,7 @@ fn services_list_names_with_their_tags_and_tag_filters() {
         .query(
             "service-nodes",
             &ServiceArgs {
+                tenancy: Default::default(),
                 service: "WEB".into(),
                 tag: Some("v2".into()),
                 passing: false,
@@ -182,12 +186,19 @@ fn deregister_a_check_a_service_or_the_whole_node() {
     register(&mut h, &with_service("n1", "db", "db", &[]));
     let checks = |h: &Harness| -> Vec<String> {
         let c: Indexed<Vec<Check>> = h
-            .query("node-checks", &NodeArgs { node: "n1".into() })
+            .query(
+                "node-checks",
+                &NodeArgs {
+                    tenancy: Default::default(),
+                    node: "n1".into(),
+                },
+            )
             .unwrap();
         c.items.into_iter().map(|c| c.check_id).collect()
     };
     let dereg = |h: &mut Harness, service: &str, check: &str| {
         let req = DeregisterRequest {
+            tenancy: Default::default(),
             node: "n1".into(),
             service_id: service.into(),
             check_id: check.into(),
@@ -197,7 +208,13 @@ fn deregister_a_check_a_service_or_the_whole_node() {
     dereg(&mut h, "web", "");
     assert_eq!(checks(&h), ["node-ok"], "the service's checks went with it");
     let ns: Indexed<Option<NodeServices>> = h
-        .query("node-services", &NodeArgs { node: "n1".into() })
+        .query(
+            "node-services",
+            &NodeArgs {
+                tenancy: Default::default(),
+                node: "n1".into(),
+            },
+        )
         .unwrap();
     assert_eq!(
         ns.items.unwrap().services.keys().collect::<Vec<_>>(),
@@ -207,7 +224,13 @@ fn deregister_a_check_a_service_or_the_whole_node() {
     assert!(checks(&h).is_empty());
     dereg(&mut h, "", "");
     let ns: Indexed<Option<NodeServices>> = h
-        .query("node-services", &NodeArgs { node: "n1".into() })
+        .query(
+            "node-services",
+            &NodeArgs {
+                tenancy: Default::default(),
+                node: "n1".into(),
+            },
+        )
         .unwrap();
     assert_eq!(ns.items, None);
     let s: Indexed<BTreeMap<String, Vec<String>>> = h.query("services", &()).unwrap();
@@ -224,6 +247,7 @@ fn nodes_filter_by_meta() {
         register(&mut h, &req);
     }
     let args = NodesArgs {
+        tenancy: Default::default(),
         node_meta: BTreeMap::from([("rack".into(), "r1".into()), ("os".into(), "linux".into())]),
     };
     let n: Indexed<Vec<Node>> = h.query("nodes", &args).unwrap();

@@ -13,13 +13,13 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use fsmhost_guest::http::{Plan, Request, Response, context};
-use fsmhost_guest::{Error, from_cbor};
+use fsmhost_guest::{Error, Tenancy, from_cbor};
 use serde::{Deserialize, Serialize};
 
 use crate::txn::{self, MAX_OPS, Op, TxnError, TxnRequest, Verb};
 use crate::{
-    CasRequest, DeleteCasRequest, DeleteRequest, DeleteTreeRequest, Entry, GetArgs, KeysArgs,
-    KeysResult, ListArgs, ListResult, SetRequest,
+    CasRequest, DeleteCasRequest, DeleteRequest, DeleteTreeRequest, EDITION, Entry, GetArgs,
+    KeysArgs, KeysResult, ListArgs, ListResult, SetRequest,
 };
 
 /// The largest value (Consul's `kv_max_value_size`, 512 KiB).
@@ -47,6 +47,12 @@ pub struct DirEntry {
     pub create_index: u64,
     /// Index of the last write that changed it.
     pub modify_index: u64,
+    /// The namespace (enterprise edition; omitted in OSS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The partition (enterprise edition; omitted in OSS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
 }
 
 impl From<&Entry> for DirEntry {
@@ -59,6 +65,8 @@ impl From<&Entry> for DirEntry {
             session: e.session.clone(),
             create_index: e.create_index,
             modify_index: e.modify_index,
+            namespace: (!e.tenancy.namespace.is_empty()).then(|| e.tenancy.namespace.clone()),
+            partition: (!e.tenancy.partition.is_empty()).then(|| e.tenancy.partition.clone()),
         }
     }
 }
@@ -92,6 +100,7 @@ fn not_found() -> Response {
 /// `GET /v1/kv/<key>`: a key, `?recurse` a prefix, `?keys` (with `?separator`) key names.
 pub fn route_get(req: &Request) -> Result<Plan, Error> {
     let key = req.path_after(KV_PATH).to_string();
+    let tenancy = Tenancy::from_request(req, EDITION)?;
     if req.has("keys") {
         let separator = req
             .get("separator")
@@ -101,17 +110,22 @@ pub fn route_get(req: &Request) -> Result<Plan, Error> {
         let args = KeysArgs {
             prefix: key,
             separator,
+            tenancy,
         };
         return Plan::query("keys", &args)?.context(&Read::Keys { prefix_empty });
     }
     if req.has("recurse") {
-        return Plan::query("list", &ListArgs { prefix: key })?.context(&Read::List);
+        let args = ListArgs {
+            prefix: key,
+            tenancy,
+        };
+        return Plan::query("list", &args)?.context(&Read::List);
     }
     if key.is_empty() {
         return Err(missing_key());
     }
     let raw = req.has("raw");
-    Plan::query("get", &GetArgs { key })?.context(&Read::Entry { raw })
+    Plan::query("get", &GetArgs { key, tenancy })?.context(&Read::Entry { raw })
 }
 
 /// Renders a `GET /v1/kv/` answer.
@@ -149,6 +163,7 @@ pub fn render_get(ctx: &[u8], outcome: Result<Vec<u8>, Error>, _index: u64) -> R
 /// `PUT /v1/kv/<key>`: the body is the value; `?flags`, `?cas`.
 pub fn route_put(req: &Request) -> Result<Plan, Error> {
     let key = req.path_after(KV_PATH).to_string();
+    let tenancy = Tenancy::from_request(req, EDITION)?;
     if key.is_empty() {
         return Err(missing_key());
     }
@@ -190,28 +205,49 @@ pub fn route_put(req: &Request) -> Result<Plan, Error> {
                 value,
                 flags,
                 index,
+                tenancy,
             },
         ),
-        None => Plan::apply("set", &SetRequest { key, value, flags }),
+        None => Plan::apply(
+            "set",
+            &SetRequest {
+                key,
+                value,
+                flags,
+                tenancy,
+            },
+        ),
     }
 }
 
 /// `DELETE /v1/kv/<key>`: `?recurse` deletes a prefix, `?cas` only at that ModifyIndex.
 pub fn route_delete(req: &Request) -> Result<Plan, Error> {
     let key = req.path_after(KV_PATH).to_string();
+    let tenancy = Tenancy::from_request(req, EDITION)?;
     let cas = req.get_u64("cas")?;
     if req.has("recurse") {
         if cas.is_some() {
             return Err(conflicting(req));
         }
-        return Plan::apply("delete-tree", &DeleteTreeRequest { prefix: key });
+        let req = DeleteTreeRequest {
+            prefix: key,
+            tenancy,
+        };
+        return Plan::apply("delete-tree", &req);
     }
     if key.is_empty() {
         return Err(missing_key());
     }
     match cas {
-        Some(index) => Plan::apply("delete-cas", &DeleteCasRequest { key, index }),
-        None => Plan::apply("delete", &DeleteRequest { key }),
+        Some(index) => Plan::apply(
+            "delete-cas",
+            &DeleteCasRequest {
+                key,
+                index,
+                tenancy,
+            },
+        ),
+        None => Plan::apply("delete", &DeleteRequest { key, tenancy }),
     }
 }
 
@@ -292,7 +328,7 @@ fn txn_rolled_back(errors: &[TxnError]) -> Response {
 }
 
 /// Turns one JSON operation into an [`Op`], or the reason it cannot run.
-fn txn_op(i: usize, op: TxnOpJson) -> Result<Result<Op, String>, Response> {
+fn txn_op(i: usize, op: TxnOpJson, base: &Tenancy) -> Result<Result<Op, String>, Response> {
     let other = [
         ("Node", op.node.is_some()),
         ("Service", op.service.is_some()),
@@ -332,14 +368,13 @@ fn txn_op(i: usize, op: TxnOpJson) -> Result<Result<Op, String>, Response> {
             ),
         ));
     }
-    for (what, v) in [("Namespace", &kv.namespace), ("Partition", &kv.partition)] {
-        if let Some(v) = v.as_deref().filter(|v| !v.is_empty() && *v != "default") {
-            return Err(Response::text(
-                400,
-                format!("operation {i}: {what} {v:?}: this is the oss edition of the kv plugin"),
-            ));
-        }
+    // An operation's own Namespace and Partition, else the request's `?ns=`/`?partition=`.
+    let tenancy = Tenancy {
+        partition: kv.partition.unwrap_or_else(|| base.partition.clone()),
+        namespace: kv.namespace.unwrap_or_else(|| base.namespace.clone()),
     }
+    .resolve(EDITION)
+    .map_err(|e| Response::text(400, format!("operation {i}: {}", e.message)))?;
     let Some(verb) = Verb::parse(&kv.verb) else {
         return Ok(Err(format!("unknown KV verb {:?}", kv.verb)));
     };
@@ -356,11 +391,13 @@ fn txn_op(i: usize, op: TxnOpJson) -> Result<Result<Op, String>, Response> {
         flags: kv.flags,
         index: kv.index,
         session: kv.session,
+        tenancy,
     }))
 }
 
 /// `PUT /v1/txn`: up to 64 KV operations, all or nothing; reads only run as a query.
 pub fn route_txn(req: &Request) -> Result<Plan, Error> {
+    let base = Tenancy::from_request(req, EDITION)?;
     let parsed: Vec<TxnOpJson> = match serde_json::from_slice(&req.body) {
         Ok(ops) => ops,
         Err(e) => {
@@ -382,7 +419,7 @@ pub fn route_txn(req: &Request) -> Result<Plan, Error> {
     let mut ops = Vec::with_capacity(parsed.len());
     let mut errors = Vec::new();
     for (i, op) in parsed.into_iter().enumerate() {
-        match txn_op(i, op) {
+        match txn_op(i, op, &base) {
             Err(response) => return Ok(Plan::respond(response)),
             Ok(Ok(op)) => ops.push(op),
             Ok(Err(what)) => errors.push(TxnError { op_index: i, what }),

@@ -13,11 +13,29 @@
 //! HTTP (module [`http`]): Consul's `/v1/kv/<key>` and `/v1/txn`.
 
 use fsmhost_guest::http::Route;
-use fsmhost_guest::{Ctx, Error, Index, Key, KeyRange, Plugin, Table, Txn, serde_bytes};
+use fsmhost_guest::{
+    Ctx, Edition, Error, Index, Key, KeyRange, Plugin, Table, Tenancy, Txn, serde_bytes,
+};
 use serde::{Deserialize, Serialize};
 
 pub mod http;
 pub mod txn;
+
+/// The edition this build is (the `enterprise` cargo feature): the enterprise edition puts
+/// every key in a partition and a namespace and reads `?ns=` and `?partition=`.
+pub const EDITION: Edition = if cfg!(feature = "enterprise") {
+    Edition::Enterprise
+} else {
+    Edition::Oss
+};
+
+/// The plugin's version. The `v2` feature builds the next release, which adds the
+/// `kvs.flags` index (the upgrade tests install it over this one).
+pub const VERSION: &str = if cfg!(feature = "v2") {
+    "0.2.0"
+} else {
+    env!("CARGO_PKG_VERSION")
+};
 
 /// A key/value entry: Consul's `DirEntry`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
@@ -37,6 +55,9 @@ pub struct Entry {
     pub lock_index: u64,
     /// The session holding the lock, if any.
     pub session: Option<String>,
+    /// The key's partition and namespace (enterprise edition; empty in OSS).
+    #[serde(default, skip_serializing_if = "Tenancy::is_empty")]
+    pub tenancy: Tenancy,
 }
 
 /// A deleted key (or deleted prefix) and the index of the delete.
@@ -46,24 +67,67 @@ pub struct Tombstone {
     pub key: String,
     /// Index of the delete.
     pub index: u64,
+    /// The key's partition and namespace (enterprise edition; empty in OSS).
+    #[serde(default, skip_serializing_if = "Tenancy::is_empty")]
+    pub tenancy: Tenancy,
 }
 
-// Indexer functions have the signature `fn(&A) -> Vec<u8>` with `A = String`.
-#[allow(clippy::ptr_arg)]
-fn key_id(key: &String) -> Vec<u8> {
-    Key::new().string(key).build()
+/// A key in its tenancy: what `kvs.id` and `tombstones.id` are looked up by (a prefix for
+/// their prefix lookups).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyIn {
+    /// The partition and namespace (empty in OSS).
+    pub tenancy: Tenancy,
+    /// The key or prefix.
+    pub key: String,
 }
 
-#[allow(clippy::ptr_arg)]
-fn key_prefix(prefix: &String) -> Vec<u8> {
-    Key::new().raw(prefix.as_bytes()).build()
+/// `key` in `tenancy`.
+pub fn key_in(tenancy: &Tenancy, key: &str) -> KeyIn {
+    KeyIn {
+        tenancy: tenancy.clone(),
+        key: key.to_string(),
+    }
 }
 
-/// `kvs.id`: the key.
-pub static KVS_ID: Index<Entry, String> =
-    Index::new("kvs", "id", |e: &Entry, k| k.push(key_id(&e.key)), key_id)
-        .unique()
-        .prefix(key_prefix);
+fn key_id(k: &KeyIn) -> Vec<u8> {
+    k.tenancy.key(EDITION).string(&k.key).build()
+}
+
+fn key_prefix(k: &KeyIn) -> Vec<u8> {
+    k.tenancy.key(EDITION).raw(k.key.as_bytes()).build()
+}
+
+fn tenancy_key(t: &Tenancy) -> Vec<u8> {
+    t.key(EDITION).build()
+}
+
+/// `kvs.id`: the key (in its partition and namespace, enterprise edition).
+pub static KVS_ID: Index<Entry, KeyIn> = Index::new(
+    "kvs",
+    "id",
+    |e: &Entry, k| k.push(key_id(&key_in(&e.tenancy, &e.key))),
+    key_id,
+)
+.unique()
+.prefix(key_prefix);
+
+/// `kvs.namespace` (enterprise edition): every key of a partition and namespace.
+pub static KVS_NAMESPACE: Index<Entry, Tenancy> = Index::new(
+    "kvs",
+    "namespace",
+    |e: &Entry, k| k.push(tenancy_key(&e.tenancy)),
+    tenancy_key,
+)
+.prefix(tenancy_key);
+
+/// `kvs.flags` (version 2): the keys with given flags.
+pub static KVS_FLAGS: Index<Entry, u64> = Index::new(
+    "kvs",
+    "flags",
+    |e: &Entry, k| k.push(Key::new().u64(e.flags)),
+    |f: &u64| Key::new().u64(*f).build(),
+);
 
 /// `kvs.session`: the lock holder.
 pub static KVS_SESSION: Index<Entry, String> = Index::new(
@@ -79,20 +143,46 @@ pub static KVS_SESSION: Index<Entry, String> = Index::new(
 .allow_missing();
 
 /// The `kvs` table.
-pub static KVS: Table<Entry> = Table::new("kvs", &[&KVS_ID, &KVS_SESSION]);
+pub static KVS: Table<Entry> = Table::new(
+    "kvs",
+    &[
+        &KVS_ID,
+        &KVS_SESSION,
+        #[cfg(feature = "enterprise")]
+        &KVS_NAMESPACE,
+        #[cfg(feature = "v2")]
+        &KVS_FLAGS,
+    ],
+);
 
 /// `tombstones.id`: the deleted key.
-pub static TOMBSTONES_ID: Index<Tombstone, String> = Index::new(
+pub static TOMBSTONES_ID: Index<Tombstone, KeyIn> = Index::new(
     "tombstones",
     "id",
-    |t: &Tombstone, k| k.push(key_id(&t.key)),
+    |t: &Tombstone, k| k.push(key_id(&key_in(&t.tenancy, &t.key))),
     key_id,
 )
 .unique()
 .prefix(key_prefix);
 
 /// The `tombstones` table.
-pub static TOMBSTONES: Table<Tombstone> = Table::new("tombstones", &[&TOMBSTONES_ID]);
+pub static TOMBSTONES: Table<Tombstone> = Table::new(
+    "tombstones",
+    &[
+        &TOMBSTONES_ID,
+        #[cfg(feature = "enterprise")]
+        &TOMBSTONES_NAMESPACE,
+    ],
+);
+
+/// `tombstones.namespace` (enterprise edition): every tombstone of a partition and namespace.
+pub static TOMBSTONES_NAMESPACE: Index<Tombstone, Tenancy> = Index::new(
+    "tombstones",
+    "namespace",
+    |t: &Tombstone, k| k.push(tenancy_key(&t.tenancy)),
+    tenancy_key,
+)
+.prefix(tenancy_key);
 
 /// `set`: writes a key (Consul's `KVSSet`).
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]
@@ -105,6 +195,9 @@ pub struct SetRequest {
     /// Flags.
     #[serde(default)]
     pub flags: u64,
+    /// Partition and namespace (enterprise edition; OSS refuses any but the default).
+    #[serde(default, skip_serializing_if = "Tenancy::is_empty")]
+    pub tenancy: Tenancy,
 }
 
 /// `cas`: writes a key if its ModifyIndex matches (0: only if it does not exist).
@@ -120,6 +213,9 @@ pub struct CasRequest {
     pub flags: u64,
     /// The ModifyIndex the key must have; 0 means the key must not exist.
     pub index: u64,
+    /// Partition and namespace (enterprise edition; OSS refuses any but the default).
+    #[serde(default, skip_serializing_if = "Tenancy::is_empty")]
+    pub tenancy: Tenancy,
 }
 
 /// `delete`: removes a key.
@@ -127,6 +223,9 @@ pub struct CasRequest {
 pub struct DeleteRequest {
     /// The key.
     pub key: String,
+    /// Partition and namespace (enterprise edition; OSS refuses any but the default).
+    #[serde(default, skip_serializing_if = "Tenancy::is_empty")]
+    pub tenancy: Tenancy,
 }
 
 /// `delete-cas`: removes a key if its ModifyIndex matches.
@@ -136,6 +235,9 @@ pub struct DeleteCasRequest {
     pub key: String,
     /// The ModifyIndex the key must have; 0 never deletes.
     pub index: u64,
+    /// Partition and namespace (enterprise edition; OSS refuses any but the default).
+    #[serde(default, skip_serializing_if = "Tenancy::is_empty")]
+    pub tenancy: Tenancy,
 }
 
 /// `delete-tree`: removes every key under a prefix.
@@ -143,6 +245,9 @@ pub struct DeleteCasRequest {
 pub struct DeleteTreeRequest {
     /// The prefix; empty deletes everything.
     pub prefix: String,
+    /// Partition and namespace (enterprise edition; OSS refuses any but the default).
+    #[serde(default, skip_serializing_if = "Tenancy::is_empty")]
+    pub tenancy: Tenancy,
 }
 
 /// `reap-tombstones`: drops tombstones at or below an index (Consul's `TombstoneReap`).
@@ -157,6 +262,9 @@ pub struct ReapRequest {
 pub struct GetArgs {
     /// The key.
     pub key: String,
+    /// Partition and namespace (enterprise edition; OSS refuses any but the default).
+    #[serde(default, skip_serializing_if = "Tenancy::is_empty")]
+    pub tenancy: Tenancy,
 }
 
 /// `list` arguments.
@@ -164,6 +272,9 @@ pub struct GetArgs {
 pub struct ListArgs {
     /// The prefix.
     pub prefix: String,
+    /// Partition and namespace (enterprise edition; OSS refuses any but the default).
+    #[serde(default, skip_serializing_if = "Tenancy::is_empty")]
+    pub tenancy: Tenancy,
 }
 
 /// `list` result.
@@ -183,6 +294,9 @@ pub struct KeysArgs {
     /// Keys are cut after the first separator following the prefix, and deduplicated.
     #[serde(default)]
     pub separator: Option<String>,
+    /// Partition and namespace (enterprise edition; OSS refuses any but the default).
+    #[serde(default, skip_serializing_if = "Tenancy::is_empty")]
+    pub tenancy: Tenancy,
 }
 
 /// `keys` result.
@@ -215,18 +329,19 @@ fn write_entry(
     tx: &mut dyn Txn,
     ctx: &Ctx,
     existing: Option<Entry>,
-    key: String,
+    at: KeyIn,
     value: Vec<u8>,
     flags: u64,
 ) -> Result<bool, Error> {
     let mut entry = Entry {
-        key,
+        key: at.key,
         value,
         flags,
         create_index: ctx.index,
         modify_index: ctx.index,
         lock_index: 0,
         session: None,
+        tenancy: at.tenancy,
     };
     if let Some(old) = existing {
         entry.create_index = old.create_index;
@@ -243,15 +358,21 @@ fn write_entry(
     Ok(true)
 }
 
+/// The key a request names, checked, in the request's resolved tenancy.
+fn target(tenancy: &Tenancy, key: &str, what: &str, allow_empty: bool) -> Result<KeyIn, Error> {
+    check_key(key, what, allow_empty)?;
+    Ok(key_in(&tenancy.clone().resolve(EDITION)?, key))
+}
+
 pub(crate) fn set(tx: &mut dyn Txn, ctx: &Ctx, req: SetRequest) -> Result<bool, Error> {
-    check_key(&req.key, "key", false)?;
-    let existing = KVS_ID.get(tx, &req.key)?;
-    write_entry(tx, ctx, existing, req.key, req.value, req.flags)
+    let at = target(&req.tenancy, &req.key, "key", false)?;
+    let existing = KVS_ID.get(tx, &at)?;
+    write_entry(tx, ctx, existing, at, req.value, req.flags)
 }
 
 pub(crate) fn cas(tx: &mut dyn Txn, ctx: &Ctx, req: CasRequest) -> Result<bool, Error> {
-    check_key(&req.key, "key", false)?;
-    let existing = KVS_ID.get(tx, &req.key)?;
+    let at = target(&req.tenancy, &req.key, "key", false)?;
+    let existing = KVS_ID.get(tx, &at)?;
     let matches = match &existing {
         None => req.index == 0,
         Some(e) => req.index != 0 && e.modify_index == req.index,
@@ -259,7 +380,7 @@ pub(crate) fn cas(tx: &mut dyn Txn, ctx: &Ctx, req: CasRequest) -> Result<bool, 
     if !matches {
         return Ok(false);
     }
-    write_entry(tx, ctx, existing, req.key, req.value, req.flags)
+    write_entry(tx, ctx, existing, at, req.value, req.flags)
 }
 
 /// Deletes `entry` and leaves a tombstone at the delete's index.
@@ -270,14 +391,15 @@ fn remove_entry(tx: &mut dyn Txn, ctx: &Ctx, entry: &Entry) -> Result<(), Error>
         &Tombstone {
             key: entry.key.clone(),
             index: ctx.index,
+            tenancy: entry.tenancy.clone(),
         },
     )?;
     Ok(())
 }
 
 pub(crate) fn delete(tx: &mut dyn Txn, ctx: &Ctx, req: DeleteRequest) -> Result<bool, Error> {
-    check_key(&req.key, "key", false)?;
-    if let Some(e) = KVS_ID.get(tx, &req.key)? {
+    let at = target(&req.tenancy, &req.key, "key", false)?;
+    if let Some(e) = KVS_ID.get(tx, &at)? {
         remove_entry(tx, ctx, &e)?;
     }
     Ok(true)
@@ -288,8 +410,8 @@ pub(crate) fn delete_cas(
     ctx: &Ctx,
     req: DeleteCasRequest,
 ) -> Result<bool, Error> {
-    check_key(&req.key, "key", false)?;
-    match KVS_ID.get(tx, &req.key)? {
+    let at = target(&req.tenancy, &req.key, "key", false)?;
+    match KVS_ID.get(tx, &at)? {
         // Consul answers true for a key that is already gone.
         None => Ok(true),
         Some(e) if req.index != 0 && e.modify_index == req.index => {
@@ -305,15 +427,16 @@ pub(crate) fn delete_tree(
     ctx: &Ctx,
     req: DeleteTreeRequest,
 ) -> Result<bool, Error> {
-    check_key(&req.prefix, "prefix", true)?;
-    let deleted = KVS_ID.delete_prefix(tx, &req.prefix)?;
+    let at = target(&req.tenancy, &req.prefix, "prefix", true)?;
+    let deleted = KVS_ID.delete_prefix(tx, &at)?;
     // One tombstone for the whole prefix; none for "" (every watcher sees the table index).
-    if deleted > 0 && !req.prefix.is_empty() {
+    if deleted > 0 && !at.key.is_empty() {
         TOMBSTONES.insert(
             tx,
             &Tombstone {
-                key: req.prefix,
+                key: at.key,
                 index: ctx.index,
+                tenancy: at.tenancy,
             },
         )?;
     }
@@ -333,8 +456,8 @@ fn reap_tombstones(tx: &mut dyn Txn, _ctx: &Ctx, req: ReapRequest) -> Result<u64
 }
 
 fn get(tx: &dyn Txn, args: GetArgs) -> Result<Option<Entry>, Error> {
-    check_key(&args.key, "key", true)?;
-    KVS_ID.get(tx, &args.key)
+    let at = target(&args.tenancy, &args.key, "key", true)?;
+    KVS_ID.get(tx, &at)
 }
 
 /// Consul's `kvsMaxIndex`: the last write to `kvs` or `tombstones`.
@@ -348,9 +471,8 @@ fn kvs_max_index(tx: &dyn Txn) -> Result<u64, Error> {
 /// highest index among the entries and the tombstones under the prefix; when the prefix is
 /// empty, or that is 0 (no entry, no tombstone), the last write to either table. So the
 /// index a client sees for a prefix never goes backwards after a delete.
-#[allow(clippy::ptr_arg)] // the index's argument type is String
-fn list_index(tx: &dyn Txn, prefix: &String, entries_max: u64) -> Result<u64, Error> {
-    if prefix.is_empty() {
+fn list_index(tx: &dyn Txn, prefix: &KeyIn, entries_max: u64) -> Result<u64, Error> {
+    if prefix.key.is_empty() {
         return kvs_max_index(tx);
     }
     let mut max = entries_max;
@@ -364,25 +486,23 @@ fn list_index(tx: &dyn Txn, prefix: &String, entries_max: u64) -> Result<u64, Er
 }
 
 fn list(tx: &dyn Txn, args: ListArgs) -> Result<ListResult, Error> {
-    check_key(&args.prefix, "prefix", true)?;
-    let entries: Vec<Entry> = KVS_ID
-        .iter_prefix(tx, &args.prefix)?
-        .collect::<Result<_, _>>()?;
+    let at = target(&args.tenancy, &args.prefix, "prefix", true)?;
+    let entries: Vec<Entry> = KVS_ID.iter_prefix(tx, &at)?.collect::<Result<_, _>>()?;
     let live = entries.iter().map(|e| e.modify_index).max().unwrap_or(0);
-    let index = list_index(tx, &args.prefix, live)?;
+    let index = list_index(tx, &at, live)?;
     Ok(ListResult { entries, index })
 }
 
 fn keys(tx: &dyn Txn, args: KeysArgs) -> Result<KeysResult, Error> {
-    check_key(&args.prefix, "prefix", true)?;
+    let at = target(&args.tenancy, &args.prefix, "prefix", true)?;
     let mut out: Vec<String> = Vec::new();
     let mut live = 0;
-    for e in KVS_ID.iter_prefix(tx, &args.prefix)? {
+    for e in KVS_ID.iter_prefix(tx, &at)? {
         let e = e?;
         live = live.max(e.modify_index);
         let key = match args.separator.as_deref().filter(|s| !s.is_empty()) {
-            Some(sep) => match e.key[args.prefix.len()..].find(sep) {
-                Some(at) => e.key[..args.prefix.len() + at + sep.len()].to_string(),
+            Some(sep) => match e.key[at.key.len()..].find(sep) {
+                Some(i) => e.key[..at.key.len() + i + sep.len()].to_string(),
                 None => e.key,
             },
             None => e.key,
@@ -391,13 +511,13 @@ fn keys(tx: &dyn Txn, args: KeysArgs) -> Result<KeysResult, Error> {
             out.push(key);
         }
     }
-    let index = list_index(tx, &args.prefix, live)?;
+    let index = list_index(tx, &at, live)?;
     Ok(KeysResult { keys: out, index })
 }
 
 /// The kv plugin.
 pub fn plugin() -> Plugin {
-    Plugin::new("kv", env!("CARGO_PKG_VERSION"), "oss")
+    Plugin::new("kv", VERSION, EDITION.name())
         .table(&KVS)
         .table(&TOMBSTONES)
         .command("set", set)
@@ -442,6 +562,7 @@ mod tests {
 
     fn set_req(key: &str, value: &str) -> SetRequest {
         SetRequest {
+            tenancy: Default::default(),
             key: key.into(),
             value: value.into(),
             flags: 0,
@@ -449,7 +570,14 @@ mod tests {
     }
 
     fn get_entry(h: &Harness, key: &str) -> Option<Entry> {
-        h.query("get", &GetArgs { key: key.into() }).unwrap()
+        h.query(
+            "get",
+            &GetArgs {
+                tenancy: Default::default(),
+                key: key.into(),
+            },
+        )
+        .unwrap()
     }
 
     #[test]
@@ -476,6 +604,7 @@ mod tests {
     fn cas_zero_creates_only() {
         let mut h = h();
         let req = |index| CasRequest {
+            tenancy: Default::default(),
             key: "a".into(),
             value: b"x".to_vec(),
             flags: 0,
@@ -492,6 +621,7 @@ mod tests {
         let mut h = h();
         h.apply::<_, bool>("set", &set_req("a", "1")).unwrap();
         let req = |index| DeleteCasRequest {
+            tenancy: Default::default(),
             key: "a".into(),
             index,
         };
@@ -517,6 +647,7 @@ mod tests {
         h.apply::<_, bool>(
             "delete",
             &DeleteRequest {
+                tenancy: Default::default(),
                 key: "app/b".into(),
             },
         )
@@ -525,6 +656,7 @@ mod tests {
             .query(
                 "list",
                 &ListArgs {
+                    tenancy: Default::default(),
                     prefix: "app/".into(),
                 },
             )
@@ -539,6 +671,7 @@ mod tests {
             .query(
                 "list",
                 &ListArgs {
+                    tenancy: Default::default(),
                     prefix: "app/".into(),
                 },
             )
@@ -555,6 +688,7 @@ mod tests {
         h.apply::<_, bool>(
             "delete-tree",
             &DeleteTreeRequest {
+                tenancy: Default::default(),
                 prefix: "x/".into(),
             },
         )
@@ -565,14 +699,21 @@ mod tests {
             .query(
                 "list",
                 &ListArgs {
+                    tenancy: Default::default(),
                     prefix: "x/".into(),
                 },
             )
             .unwrap();
         assert_eq!((l.entries.len(), l.index), (0, 5));
         // Deleting everything leaves no tombstone.
-        h.apply::<_, bool>("delete-tree", &DeleteTreeRequest { prefix: "".into() })
-            .unwrap();
+        h.apply::<_, bool>(
+            "delete-tree",
+            &DeleteTreeRequest {
+                tenancy: Default::default(),
+                prefix: "".into(),
+            },
+        )
+        .unwrap();
         assert_eq!(h.store().len("kvs"), 0);
         assert_eq!(h.store().len("tombstones"), 1);
     }
@@ -587,6 +728,7 @@ mod tests {
             .query(
                 "keys",
                 &KeysArgs {
+                    tenancy: Default::default(),
                     prefix: "web/".into(),
                     separator: Some("/".into()),
                 },
@@ -608,6 +750,7 @@ mod tests {
             .query(
                 "list",
                 &ListArgs {
+                    tenancy: Default::default(),
                     prefix: "k/".into(),
                 },
             )
@@ -626,27 +769,41 @@ mod tests {
         let mut h = h();
         h.apply::<_, bool>("set", &set_req("x/a/1", "v")).unwrap(); // 1
         let list = |h: &Harness, p: &str| -> u64 {
-            h.query::<_, ListResult>("list", &ListArgs { prefix: p.into() })
-                .unwrap()
-                .index
+            h.query::<_, ListResult>(
+                "list",
+                &ListArgs {
+                    tenancy: Default::default(),
+                    prefix: p.into(),
+                },
+            )
+            .unwrap()
+            .index
         };
         assert_eq!(list(&h, "x/a/"), 1);
         h.apply::<_, bool>(
             "delete-tree",
             &DeleteTreeRequest {
+                tenancy: Default::default(),
                 prefix: "x/".into(),
             },
         )
         .unwrap(); // 2
         assert_eq!(list(&h, "x/a/"), 2);
         h.apply::<_, bool>("set", &set_req("y", "v")).unwrap(); // 3
-        h.apply::<_, bool>("delete-tree", &DeleteTreeRequest { prefix: "".into() })
-            .unwrap(); // 4
+        h.apply::<_, bool>(
+            "delete-tree",
+            &DeleteTreeRequest {
+                tenancy: Default::default(),
+                prefix: "".into(),
+            },
+        )
+        .unwrap(); // 4
         assert_eq!(list(&h, ""), 4);
         let keys: KeysResult = h
             .query(
                 "keys",
                 &KeysArgs {
+                    tenancy: Default::default(),
                     prefix: "nothing/".into(),
                     separator: None,
                 },
@@ -669,6 +826,7 @@ mod tests {
             .query::<_, KeysResult>(
                 "keys",
                 &KeysArgs {
+                    tenancy: Default::default(),
                     prefix: "a\0".into(),
                     separator: Some("/".into()),
                 },

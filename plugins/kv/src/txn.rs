@@ -10,11 +10,12 @@
 //! Sessions do not exist yet, so `lock` fails as it does in Consul for an unknown session,
 //! `unlock` finds no lock held, and `check-session` compares against no session.
 
-use fsmhost_guest::{Ctx, Error, Txn};
+use fsmhost_guest::{Ctx, Error, Tenancy, Txn};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    CasRequest, DeleteCasRequest, DeleteRequest, DeleteTreeRequest, Entry, KVS_ID, SetRequest,
+    CasRequest, DeleteCasRequest, DeleteRequest, DeleteTreeRequest, EDITION, Entry, KVS_ID, KeyIn,
+    SetRequest, key_in,
 };
 
 /// The most operations one transaction may hold.
@@ -100,6 +101,17 @@ pub struct Op {
     pub index: u64,
     /// The session for `lock`, `unlock` and `check-session`.
     pub session: String,
+    /// The key's partition and namespace (enterprise edition; OSS refuses any but the
+    /// default).
+    #[serde(default, skip_serializing_if = "Tenancy::is_empty")]
+    pub tenancy: Tenancy,
+}
+
+impl Op {
+    /// The key the operation names, in its resolved tenancy.
+    fn target(&self) -> Result<KeyIn, Error> {
+        Ok(key_in(&self.tenancy.clone().resolve(EDITION)?, &self.key))
+    }
 }
 
 /// The `txn` command's and the `txn-read` query's argument.
@@ -160,7 +172,8 @@ fn without_value(mut e: Entry) -> Entry {
 /// A read operation.
 fn read(tx: &dyn Txn, op: &Op, out: &mut Vec<Entry>) -> Result<Result<(), String>, Error> {
     let key = &op.key;
-    let entry = || KVS_ID.get(tx, key);
+    let at = op.target()?;
+    let entry = || KVS_ID.get(tx, &at);
     Ok(match op.verb {
         Verb::Get => match entry()? {
             Some(e) => {
@@ -170,7 +183,7 @@ fn read(tx: &dyn Txn, op: &Op, out: &mut Vec<Entry>) -> Result<Result<(), String
             None => Err(format!("key {key:?} doesn't exist")),
         },
         Verb::GetTree => {
-            for e in KVS_ID.iter_prefix(tx, key)? {
+            for e in KVS_ID.iter_prefix(tx, &at)? {
                 out.push(e?);
             }
             Ok(())
@@ -218,11 +231,13 @@ fn write(
     out: &mut Vec<Entry>,
 ) -> Result<Result<(), String>, Error> {
     let key = op.key.clone();
+    let tenancy = op.tenancy.clone();
+    let at = op.target()?;
     let wrote = |tx: &mut dyn Txn, ok: bool, out: &mut Vec<Entry>, stale: String| {
         if !ok {
             return Ok(Err(stale));
         }
-        if let Some(e) = KVS_ID.get(tx, &op.key)? {
+        if let Some(e) = KVS_ID.get(tx, &at)? {
             out.push(without_value(e));
         }
         Ok(Ok(()))
@@ -233,6 +248,7 @@ fn write(
                 key,
                 value: op.value.clone(),
                 flags: op.flags,
+                tenancy,
             };
             let ok = crate::set(tx, ctx, req)?;
             wrote(tx, ok, out, String::new())
@@ -243,6 +259,7 @@ fn write(
                 value: op.value.clone(),
                 flags: op.flags,
                 index: op.index,
+                tenancy,
             };
             let ok = crate::cas(tx, ctx, req)?;
             wrote(
@@ -258,14 +275,19 @@ fn write(
         Verb::Unlock => Ok(Err(format!(
             "failed to unlock key {key:?}, lock isn't held, or is held by another session"
         ))),
-        Verb::Delete => crate::delete(tx, ctx, DeleteRequest { key }).map(|_| Ok(())),
+        Verb::Delete => crate::delete(tx, ctx, DeleteRequest { key, tenancy }).map(|_| Ok(())),
         Verb::DeleteTree => {
-            crate::delete_tree(tx, ctx, DeleteTreeRequest { prefix: key }).map(|_| Ok(()))
+            let req = DeleteTreeRequest {
+                prefix: key,
+                tenancy,
+            };
+            crate::delete_tree(tx, ctx, req).map(|_| Ok(()))
         }
         Verb::DeleteCas => {
             let req = DeleteCasRequest {
                 key,
                 index: op.index,
+                tenancy,
             };
             Ok(if crate::delete_cas(tx, ctx, req)? {
                 Ok(())

@@ -5,7 +5,10 @@
 //!   with a CBOR `{key, value, flags}` body, over keep-alive HTTP/1.1 (one connection per
 //!   client). `--op kv-put` writes through Consul's KV API instead (`PUT /v1/kv/<key>`);
 //!   `--op kv-get` and `--op kv-get-stale` read keys of `--keyspace` (written first by a
-//!   `kv-put` run) with `GET /v1/kv/<key>` (`?stale`).
+//!   `kv-put` run) with `GET /v1/kv/<key>` (`?stale`). `--op catalog-register` registers
+//!   one node with one instance of `--service` per request (`PUT /v1/catalog/register`,
+//!   Consul's body); `--op catalog-service` and `--op health-service` read every instance
+//!   of `--service` (`GET /v1/catalog/service/<name>`, `GET /v1/health/service/<name>`).
 //! - `loadgen watchers --addr H:P --count N --pid P`: holds N blocking reads of one key open
 //!   at once (`?index=&wait=10m`, one connection each), reports the server's resident memory
 //!   per waiter (from `/proc/P/status`), then writes the key once and reports how long the
@@ -51,9 +54,13 @@ struct Load {
     #[arg(long, default_value_t = 256)]
     value_size: usize,
     /// What each request does (fsmhost only): `apply` (`POST /v1/apply/kv/set`), `kv-put`,
-    /// `kv-get` or `kv-get-stale` (Consul's KV API).
-    #[arg(long, default_value = "apply", value_parser = ["apply", "kv-put", "kv-get", "kv-get-stale"])]
+    /// `kv-get` or `kv-get-stale` (Consul's KV API), `catalog-register`, `catalog-service`
+    /// or `health-service` (Consul's catalog and health API).
+    #[arg(long, default_value = "apply", value_parser = ["apply", "kv-put", "kv-get", "kv-get-stale", "catalog-register", "catalog-service", "health-service"])]
     op: String,
+    /// The service the catalog operations register or read.
+    #[arg(long, default_value = "web")]
+    service: String,
     /// Reads pick keys among the first `keyspace` ids (0: every id, as writes do).
     #[arg(long, default_value_t = 0)]
     keyspace: usize,
@@ -150,9 +157,47 @@ fn etcd_put(key: &[u8], value: &[u8]) -> Vec<u8> {
     frame
 }
 
+/// A catalog request: the method, the path and the body.
+fn catalog_request(op: &str, service: &str, key: &str) -> (hyper::Method, String, Vec<u8>) {
+    match op {
+        "catalog-register" => {
+            let body = serde_json::json!({
+                "Node": format!("node-{key}"),
+                "Address": "10.0.0.1",
+                "Service": {"ID": format!("{service}-{key}"), "Service": service, "Port": 8080},
+                "Check": {"CheckID": format!("check-{key}"), "Name": "http", "Status": "passing",
+                          "ServiceID": format!("{service}-{key}")},
+            });
+            let bytes = serde_json::to_vec(&body).unwrap_or_default();
+            (hyper::Method::PUT, "/v1/catalog/register".into(), bytes)
+        }
+        "catalog-service" => (
+            hyper::Method::GET,
+            format!("/v1/catalog/service/{service}"),
+            Vec::new(),
+        ),
+        _ => (
+            hyper::Method::GET,
+            format!("/v1/health/service/{service}"),
+            Vec::new(),
+        ),
+    }
+}
+
 impl Conn {
-    async fn send(&self, op: &str, key: &str, value: &[u8]) -> Result<(), String> {
+    async fn send(&self, op: &str, service: &str, key: &str, value: &[u8]) -> Result<(), String> {
         let (client, req) = match self {
+            Conn::Http1 { client, addr }
+                if op.starts_with("catalog-") || op == "health-service" =>
+            {
+                let (method, path, body) = catalog_request(op, service, key);
+                let req = hyper::Request::builder()
+                    .method(method)
+                    .uri(format!("http://{addr}{path}"))
+                    .body(Full::new(Bytes::from(body)))
+                    .map_err(|e| e.to_string())?;
+                (client, req)
+            }
             Conn::Http1 { client, addr } if op != "apply" => {
                 let (method, query, body) = match op {
                     "kv-put" => (hyper::Method::PUT, "", value.to_vec()),
@@ -254,7 +299,14 @@ async fn drive(target: &str, servers: Vec<String>, load: Load, grpc: bool) {
         let value = value.clone();
         let barrier = start_barrier.clone();
         let key_size = load.key_size;
-        let (op, keyspace) = (load.op.clone(), load.keyspace);
+        let (op, keyspace, service) = (load.op.clone(), load.keyspace, load.service.clone());
+        // Warm-up registrations go to another service, so that the measured one holds
+        // exactly the measured requests' instances.
+        let warmup_service = if op == "catalog-register" {
+            format!("{service}-warmup")
+        } else {
+            service.clone()
+        };
         tasks.push(tokio::spawn(async move {
             let mut errors = Vec::new();
             for n in 0..warmup {
@@ -264,7 +316,12 @@ async fn drive(target: &str, servers: Vec<String>, load: Load, grpc: bool) {
                     format!("w{c:03}{n:0width$}", width = key_size.saturating_sub(4))
                 };
                 if let Err(e) = conn
-                    .send(&op, &key[..key.len().min(key_size.max(5))], &value)
+                    .send(
+                        &op,
+                        &warmup_service,
+                        &key[..key.len().min(key_size.max(5))],
+                        &value,
+                    )
                     .await
                 {
                     errors.push(e);
@@ -279,7 +336,7 @@ async fn drive(target: &str, servers: Vec<String>, load: Load, grpc: bool) {
                 }
                 let key = format!("{id:0width$}", width = key_size);
                 let t = Instant::now();
-                match conn.send(&op, &key, &value).await {
+                match conn.send(&op, &service, &key, &value).await {
                     Ok(()) => lat.push(t.elapsed()),
                     Err(e) => errors.push(e),
                 }

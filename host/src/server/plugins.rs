@@ -1,0 +1,177 @@
+//! Installing a plugin on a running cluster (`PUT /v1/plugins`, `fsmhost plugin install`):
+//! the leader loads and checks the component, stores it as a content-addressed blob, and
+//! commits one install entry; every server switches to it at that entry's index (see
+//! `raft::state_machine`, which fetches the blob from the leader when it lacks it and
+//! checks its hash, and [`crate::upgrade`] for the rules).
+//!
+//! Owns: the install request and its report, the leader's checks, the dry run.
+
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Node;
+use super::ops::{self, OpError};
+use crate::raft::{InstallEntry, Request, Response};
+use crate::upgrade::{self, Plan, UpgradeError};
+
+/// Server-port path of an install forwarded to the leader.
+pub const PATH_INSTALL: &str = "/v1/internal/plugins/install";
+
+/// The largest component accepted.
+pub const MAX_COMPONENT: usize = 32 << 20;
+
+/// How long a forwarded install may take (compiling a large component on 2 cores).
+const INSTALL_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// An install request: the component and whether to only report what it would do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstallRequest {
+    /// The component's bytes.
+    pub component: ByteBuf,
+    /// Check and report only; commit nothing.
+    pub dry_run: bool,
+}
+
+/// What an install did (or, for a dry run, would do).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallReport {
+    /// The plan: plugin, versions, hash, every table's change.
+    pub plan: Plan,
+    /// The raft index every server switched at (0 for a dry run).
+    pub raft_index: u64,
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+}
+
+impl InstallReport {
+    /// The report as the HTTP API answers it (Consul-style field names).
+    pub fn to_json(&self) -> serde_json::Value {
+        let tables: Vec<serde_json::Value> = self
+            .plan
+            .tables
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "Table": t.table,
+                    "Change": t.change,
+                    "IndexesAdded": t.indexes_added,
+                    "IndexesRemoved": t.indexes_removed,
+                    "IndexesChanged": t.indexes_changed,
+                    "Objects": t.objects,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "Plugin": self.plan.plugin,
+            "FromVersion": self.plan.from_version,
+            "ToVersion": self.plan.to_version,
+            "SHA256": self.plan.sha256,
+            "Index": self.raft_index,
+            "DryRun": self.dry_run,
+            "Tables": tables,
+        })
+    }
+}
+
+fn refused(status: u16, message: impl Into<String>) -> OpError {
+    OpError::Failed {
+        status,
+        message: message.into(),
+    }
+}
+
+fn upgrade_refusal(e: UpgradeError) -> OpError {
+    let status = match e {
+        UpgradeError::BadVersion { .. } => 400,
+        _ => 409,
+    };
+    refused(status, e.to_string())
+}
+
+/// Installs (or dry-runs) on this server, which must lead: loads the component, checks it
+/// against the running set and state (the dry run also rebuilds a copy of the store, so a
+/// new unique index that existing objects violate is found), stores the blob and commits
+/// the install entry. A refusal commits nothing.
+pub async fn install_local(
+    node: &Arc<Node>,
+    req: &InstallRequest,
+) -> Result<InstallReport, OpError> {
+    if !node.is_leader() {
+        return Err(OpError::NotLeader);
+    }
+    let (fsm, bytes, dry_run) = (node.fsm.clone(), req.component.clone(), req.dry_run);
+    let checked = tokio::task::spawn_blocking(move || {
+        let runtime = fsm
+            .runtime()
+            .ok_or_else(|| refused(500, "this server cannot load plugins"))?;
+        let plugin = runtime
+            .load("the uploaded component", &bytes)
+            .map_err(|e| refused(400, e.to_string()))?;
+        let plan = fsm.plan_install(&plugin).map_err(upgrade_refusal)?;
+        if dry_run {
+            let plugin = Arc::new(plugin);
+            let next =
+                upgrade::replaced(&fsm.plugins(), plugin.clone()).map_err(upgrade_refusal)?;
+            upgrade::rebuild_store(&fsm.store(), &next, &plan, &plugin).map_err(upgrade_refusal)?;
+        }
+        Ok::<_, OpError>(plan)
+    })
+    .await
+    .map_err(|e| refused(500, e.to_string()))??;
+    if dry_run {
+        return Ok(InstallReport {
+            plan: checked,
+            raft_index: 0,
+            dry_run: true,
+        });
+    }
+    let blobs = &node.snapshots.blobs;
+    let tmp = blobs.tmp_path();
+    tokio::fs::write(&tmp, &req.component)
+        .await
+        .map_err(|e| refused(500, format!("{}: {e}", tmp.display())))?;
+    blobs
+        .adopt(&tmp, Some(&checked.sha256))
+        .map_err(|e| refused(500, e.to_string()))?;
+    let entry = Request::Install(InstallEntry {
+        name: checked.plugin.clone(),
+        version: checked.to_version.clone(),
+        sha256: checked.sha256.clone(),
+        origin: node.info.rpc_addr.clone(),
+    });
+    let (raft_index, written) = ops::write_host_entry_at(node, entry).await?;
+    let plan = match written {
+        Response::Installed(Ok(plan)) => plan,
+        // Another install got in first, or the state changed since the check.
+        Response::Installed(Err(e)) => return Err(refused(409, e)),
+        other => {
+            return Err(refused(
+                500,
+                format!("the install entry returned {other:?}"),
+            ));
+        }
+    };
+    // A snapshot right away: it carries the component, so a new server gets the plugin
+    // with the state, and a restart need not replay the install.
+    let n = node.clone();
+    tokio::spawn(async move {
+        if let Err(e) = super::snapshots::take(&n).await {
+            tracing::warn!(target: "agent.server.raft", "snapshot after plugin install: {e}");
+        }
+    });
+    Ok(InstallReport {
+        plan,
+        raft_index,
+        dry_run: false,
+    })
+}
+
+/// Installs through the leader, from any server.
+pub async fn install(node: &Arc<Node>, req: &InstallRequest) -> Result<InstallReport, OpError> {
+    ops::through_leader(node, PATH_INSTALL, req, INSTALL_TIMEOUT, || {
+        install_local(node, req)
+    })
+    .await
+}
