@@ -29,35 +29,9 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-json_field() { python3 -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])[sys.argv[1]])' "$1"; }
-
-join=""
-for i in 1 2 3; do FS[$i]=$(port); FH[$i]=$(port); join+="\"127.0.0.1:${FS[$i]}\", "; done
-for i in 1 2 3; do
-  cat >"$WORK/s$i.toml" <<TOML
-node_name = "s$i"
-data_dir = "$WORK/s$i"
-server = true
-bootstrap_expect = 3
-bind_addr = "127.0.0.1"
-retry_join = [${join%, }]
-log_level = "warn"
-[ports]
-server = ${FS[$i]}
-http = ${FH[$i]}
-TOML
-  "$FSMHOST" agent --config-file "$WORK/s$i.toml" >"$WORK/s$i.log" 2>&1 &
-  PIDS+=($!)
-done
-LEADER=""
-for _ in $(seq 1 150); do
-  l=$(curl -sf "http://127.0.0.1:${FH[1]}/v1/status/leader" 2>/dev/null | tr -d '"' || true)
-  for i in 1 2 3; do [ "$l" = "127.0.0.1:${FS[$i]}" ] && LEADER="127.0.0.1:${FH[$i]}"; done
-  [ -n "$LEADER" ] && break
-  sleep 0.2
-done
-[ -n "$LEADER" ] || { echo "no leader; see $WORK/s*.log" >&2; exit 1; }
+source tests/bench-lib.sh
+start_fsmhost
+LEADER=$FSMHOST_LEADER
 echo "machine: $(nproc) cores, $(uname -r); leader $LEADER" >&2
 
 rows=()

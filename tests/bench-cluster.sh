@@ -37,7 +37,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source tests/bench-lib.sh
 
 start_etcd() {
   local cluster="" i
@@ -67,36 +67,6 @@ start_etcd() {
   echo "etcd did not elect a leader; see $WORK/etcd*.log" >&2; exit 1
 }
 
-start_fsmhost() {
-  local i join=""
-  for i in 1 2 3; do FS[$i]=$(port); FH[$i]=$(port); join+="\"127.0.0.1:${FS[$i]}\", "; done
-  for i in 1 2 3; do
-    cat >"$WORK/s$i.toml" <<TOML
-node_name = "s$i"
-data_dir = "$WORK/s$i"
-server = true
-bootstrap_expect = 3
-bind_addr = "127.0.0.1"
-retry_join = [${join%, }]
-log_level = "warn"
-[ports]
-server = ${FS[$i]}
-http = ${FH[$i]}
-TOML
-    "$FSMHOST" agent --config-file "$WORK/s$i.toml" >"$WORK/s$i.log" 2>&1 &
-    PIDS+=($!)
-  done
-  for _ in $(seq 1 150); do
-    l=$(curl -sf "http://127.0.0.1:${FH[1]}/v1/status/leader" 2>/dev/null | tr -d '"' || true)
-    for i in 1 2 3; do
-      if [ "$l" = "127.0.0.1:${FS[$i]}" ]; then FSMHOST_LEADER="127.0.0.1:${FH[$i]}"; return 0; fi
-    done
-    sleep 0.2
-  done
-  echo "fsmhost did not elect a leader; see $WORK/s*.log" >&2; exit 1
-}
-
-json_field() { python3 -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])[sys.argv[1]])' "$1"; }
 
 echo "machine: $(nproc) cores, $(uname -r); disk of $WORK: $(df -h "$WORK" | awk 'NR==2{print $1}')" >&2
 FSYNC=$("$LOADGEN" fsync --dir "$WORK" --count 500)

@@ -1,0 +1,39 @@
+# Shared by the bench scripts (sourced, not run): a free loopback port, and a 3-server
+# fsmhost cluster started from config files. Expects FSMHOST (the binary), WORK (a
+# temporary directory) and the array PIDS (processes to stop at exit).
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# Starts servers s1..s3 with `bootstrap_expect = 3` (their server and HTTP ports in FS and
+# FH) and waits for a leader; sets FSMHOST_LEADER to the leader's HTTP address.
+start_fsmhost() {
+  local i join=""
+  for i in 1 2 3; do FS[$i]=$(port); FH[$i]=$(port); join+="\"127.0.0.1:${FS[$i]}\", "; done
+  for i in 1 2 3; do
+    cat >"$WORK/s$i.toml" <<TOML
+node_name = "s$i"
+data_dir = "$WORK/s$i"
+server = true
+bootstrap_expect = 3
+bind_addr = "127.0.0.1"
+retry_join = [${join%, }]
+log_level = "warn"
+[ports]
+server = ${FS[$i]}
+http = ${FH[$i]}
+TOML
+    "$FSMHOST" agent --config-file "$WORK/s$i.toml" >"$WORK/s$i.log" 2>&1 &
+    PIDS+=($!)
+  done
+  for _ in $(seq 1 150); do
+    l=$(curl -sf "http://127.0.0.1:${FH[1]}/v1/status/leader" 2>/dev/null | tr -d '"' || true)
+    for i in 1 2 3; do
+      if [ "$l" = "127.0.0.1:${FS[$i]}" ]; then FSMHOST_LEADER="127.0.0.1:${FH[$i]}"; return 0; fi
+    done
+    sleep 0.2
+  done
+  echo "fsmhost did not elect a leader; see $WORK/s*.log" >&2; exit 1
+}
+
+# The named field of the last JSON line on stdin.
+json_field() { python3 -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])[sys.argv[1]])' "$1"; }
