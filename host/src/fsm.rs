@@ -221,9 +221,12 @@ impl Fsm {
         system: SystemState,
         last_applied: u64,
     ) {
-        *self.plugins.write().unwrap_or_else(|p| p.into_inner()) = plugins;
+        // Both locks at once (plugins first, as `current` takes them), so no reader pairs
+        // the new plugins with the old store or the other way round.
         let old = {
+            let mut set = self.plugins.write().unwrap_or_else(|p| p.into_inner());
             let mut current = self.store.write().unwrap_or_else(|p| p.into_inner());
+            *set = plugins;
             std::mem::replace(&mut *current, Arc::new(store))
         };
         *self.system.write().unwrap_or_else(|p| p.into_inner()) = system;
@@ -399,18 +402,27 @@ impl Fsm {
 
     /// Runs query `name` of `plugin` against the current state.
     pub fn query(&self, plugin: &str, name: &str, args: &[u8]) -> Result<QueryOutput, FsmError> {
-        self.query_in(&self.store(), plugin, name, args)
+        let (plugins, store) = self.current();
+        self.query_in(&plugins, &store, plugin, name, args)
     }
 
-    /// Runs a query against `store` (the current one, or one a blocking query watches).
+    /// The plugins and the store that belong together (an install switches both).
+    fn current(&self) -> (Arc<PluginSet>, Arc<Store>) {
+        let set = self.plugins.read().unwrap_or_else(|p| p.into_inner());
+        let store = self.store.read().unwrap_or_else(|p| p.into_inner());
+        (set.clone(), store.clone())
+    }
+
+    /// Runs a query of `plugins` against `store`, their matching store (the current one, or
+    /// one a blocking query watches).
     fn query_in(
         &self,
+        plugins: &PluginSet,
         store: &Store,
         plugin: &str,
         name: &str,
         args: &[u8],
     ) -> Result<QueryOutput, FsmError> {
-        let plugins = self.plugins();
         let p = plugins
             .get(plugin)
             .ok_or_else(|| FsmError::UnknownPlugin(plugin.to_string()))?;
@@ -439,8 +451,8 @@ impl Fsm {
         loop {
             // The watch is on the store the query read: if a restore replaces it meanwhile,
             // the watch wakes at once (abandoned) and the answer comes from the new store.
-            let store = self.store();
-            let out = self.query_in(&store, plugin, name, args)?;
+            let (plugins, store) = self.current();
+            let out = self.query_in(&plugins, &store, plugin, name, args)?;
             if out.index > min_index || min_index == 0 {
                 return Ok(out);
             }
