@@ -40,6 +40,23 @@ fn main() {
         &["fsmhost-plugin-kv/v2"],
         "-v2",
     ));
+    // The second release of the `notes` fixture, which migrates its tables, and the same
+    // release without its migrations.
+    let notes = [manifest.join("fixtures").join("notes")];
+    built.extend(wasm_components::build_variant(
+        &workspace,
+        &notes,
+        &out_dir,
+        &["fixture-notes/v2"],
+        "-v2",
+    ));
+    built.extend(wasm_components::build_variant(
+        &workspace,
+        &notes,
+        &out_dir,
+        &["fixture-notes/unmigrated"],
+        "-unmigrated",
+    ));
 
     let mut src = String::from("/// The fixture plugins: (name, component bytes).\n");
     src.push_str("pub static FIXTURES: &[(&str, &[u8])] = &[\n");

@@ -112,6 +112,17 @@
 //! assert_eq!(h.store().len("users"), 1); // bob's failed command left nothing behind
 //! ```
 //!
+//! ## Releases and migrations
+//!
+//! A new release of a plugin is installed on a running cluster through the log
+//! (`fsmhost plugin install`). New indexes and new tables need nothing: the host rebuilds
+//! indexes with the new indexers. A release that stores a table's objects differently
+//! raises the table's [`Table::layout`] and declares a migration from the old layout with
+//! [`Plugin::migration`]: a function from the old type to the objects to store instead
+//! ([`Table::migrated`]), possibly in other tables. Dropping a table also takes a
+//! migration (of the dropped table). The host refuses an install that changes a layout or
+//! drops a table without one, and any install whose migration fails for an object.
+//!
 //! ## Building the component
 //!
 //! Inside the fsmhost workspace, `cargo build` does it: the host's build script compiles every
@@ -137,7 +148,7 @@ pub use key::{DisplayKey, Key, prefix_successor};
 pub use mem::{Harness, MemStore};
 pub use plugin::{Ctx, Description, Plugin};
 pub use schema::{
-    AnyIndex, AnyTable, Index, IndexSchema, Iter, Keys, SCAN_BATCH, Table, TableSchema,
+    AnyIndex, AnyTable, Index, IndexSchema, Iter, Keys, Migrated, SCAN_BATCH, Table, TableSchema,
 };
 /// Re-exported so plugins can mark byte fields `#[serde(with = "fsmhost_guest::serde_bytes")]`.
 pub use serde_bytes;

@@ -5,7 +5,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::error::{Error, from_cbor, to_cbor};
 use crate::http::{Plan, RenderFn, Request, Response, Route, RouteFn, Routes};
-use crate::schema::{AnyTable, TableSchema};
+use crate::schema::{AnyTable, Migrated, TableSchema};
 use crate::txn::{IndexKeys, Txn};
 
 /// What the host tells a command about its log entry.
@@ -34,10 +34,13 @@ pub struct Description {
     pub queries: Vec<String>,
     /// HTTP routes.
     pub routes: Vec<Route>,
+    /// Declared migrations: `(table, from_layout)`.
+    pub migrations: Vec<(String, u32)>,
 }
 
 type CommandFn = Box<dyn Fn(&mut dyn Txn, &Ctx, &[u8]) -> Result<Vec<u8>, Error> + Send + Sync>;
 type QueryFn = Box<dyn Fn(&dyn Txn, &[u8]) -> Result<Vec<u8>, Error> + Send + Sync>;
+type MigrateFn = Box<dyn Fn(&[u8]) -> Result<Vec<Migrated>, Error> + Send + Sync>;
 
 /// A plugin under construction and, once built, its dispatcher.
 ///
@@ -51,6 +54,7 @@ pub struct Plugin {
     commands: Vec<(&'static str, CommandFn)>,
     queries: Vec<(&'static str, QueryFn)>,
     routes: Routes,
+    migrations: Vec<(&'static str, u32, MigrateFn)>,
 }
 
 impl Plugin {
@@ -64,6 +68,7 @@ impl Plugin {
             commands: Vec::new(),
             queries: Vec::new(),
             routes: Routes::default(),
+            migrations: Vec::new(),
         }
     }
 
@@ -109,6 +114,63 @@ impl Plugin {
         self
     }
 
+    /// Declares a migration: when this version is installed over one that stored `table`
+    /// at layout `from_layout`, each of those objects is decoded as `Old` (the old
+    /// layout's type, which the plugin keeps for this) and `migrate` returns what to store
+    /// in its place: objects made with [`crate::Table::migrated`] for any of this
+    /// version's tables (the same table at its new layout, or others), or nothing to drop
+    /// it. Declare one for every table whose [`crate::Table::layout`] this version raises
+    /// and every table it drops (then name the old table). `migrate` runs on every
+    /// server at the install's log entry, so, like a command, it must be deterministic;
+    /// an error (or a panic) for any object refuses the install before it is committed.
+    ///
+    /// ```
+    /// use fsmhost_guest::{Error, Index, Key, Plugin, Table};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Deserialize)]
+    /// struct NoteV1 { id: String, text: String }
+    /// #[derive(Serialize, Deserialize)]
+    /// struct Note { id: String, title: String, body: String }
+    ///
+    /// static NOTES_ID: Index<Note, String> = Index::new(
+    ///     "notes", "id",
+    ///     |n: &Note, k| k.push(Key::new().string(&n.id)),
+    ///     |id: &String| Key::new().string(id).build(),
+    /// ).unique();
+    /// static NOTES: Table<Note> = Table::new("notes", &[&NOTES_ID]).layout(2);
+    ///
+    /// fn from_v1(old: NoteV1) -> Result<Vec<fsmhost_guest::Migrated>, Error> {
+    ///     let (title, body) = old.text.split_once('\n').unwrap_or((&old.text, ""));
+    ///     let note = Note { id: old.id, title: title.into(), body: body.into() };
+    ///     Ok(vec![NOTES.migrated(&note)?])
+    /// }
+    ///
+    /// let p = Plugin::new("notes", "0.2.0", "oss").table(&NOTES).migration("notes", 1, from_v1);
+    /// # #[derive(Serialize)] struct V1<'a> { id: &'a str, text: &'a str }
+    /// # let old = fsmhost_guest::to_cbor(&V1 { id: "a", text: "Title\nbody" }).unwrap();
+    /// let out = p.migrate("notes", 1, &old).unwrap();
+    /// let note: Note = fsmhost_guest::from_cbor(&out[0].object, "note").unwrap();
+    /// assert_eq!((note.title.as_str(), note.body.as_str()), ("Title", "body"));
+    /// ```
+    pub fn migration<Old>(
+        mut self,
+        table: &'static str,
+        from_layout: u32,
+        migrate: fn(Old) -> Result<Vec<Migrated>, Error>,
+    ) -> Self
+    where
+        Old: DeserializeOwned + 'static,
+    {
+        let f = move |object: &[u8]| {
+            let what = format!("object of table {table} at layout {from_layout}");
+            let old: Old = from_cbor(object, &what).map_err(|e| Error::internal(e.message))?;
+            migrate(old)
+        };
+        self.migrations.push((table, from_layout, Box::new(f)));
+        self
+    }
+
     /// Serves an HTTP route: `router` maps a request to a command, a query or a response,
     /// and `renderer` turns the outcome into the response (see [`crate::http`]).
     pub fn route(mut self, route: Route, router: RouteFn, renderer: RenderFn) -> Self {
@@ -126,7 +188,33 @@ impl Plugin {
             commands: self.commands.iter().map(|(n, _)| n.to_string()).collect(),
             queries: self.queries.iter().map(|(n, _)| n.to_string()).collect(),
             routes: self.routes.list(),
+            migrations: self
+                .migrations
+                .iter()
+                .map(|(t, l, _)| (t.to_string(), *l))
+                .collect(),
         }
+    }
+
+    /// Migrates one encoded object an older version stored in `table` at layout
+    /// `from_layout` (the `migrate` export); see [`Plugin::migration`].
+    pub fn migrate(
+        &self,
+        table: &str,
+        from_layout: u32,
+        object: &[u8],
+    ) -> Result<Vec<Migrated>, Error> {
+        let (_, _, f) = self
+            .migrations
+            .iter()
+            .find(|(t, l, _)| *t == table && *l == from_layout)
+            .ok_or_else(|| {
+                Error::not_found(format!(
+                    "plugin {} declares no migration of table {table} from layout {from_layout}",
+                    self.name
+                ))
+            })?;
+        f(object)
     }
 
     /// Runs a command on encoded bytes (the `apply` export).

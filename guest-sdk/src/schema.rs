@@ -52,6 +52,8 @@ pub struct TableSchema {
     pub name: String,
     /// Its indexes.
     pub indexes: Vec<IndexSchema>,
+    /// The layout of its objects (see [`Table::layout`]).
+    pub layout: u32,
 }
 
 /// An index of table `T`, looked up with arguments of type `A`.
@@ -239,12 +241,27 @@ impl<T, A: DeserializeOwned> AnyIndex<T> for Index<T, A> {
 pub struct Table<T: 'static> {
     name: &'static str,
     indexes: &'static [&'static dyn AnyIndex<T>],
+    layout: u32,
 }
 
 impl<T> Table<T> {
-    /// Declares a table.
+    /// Declares a table, at layout 1.
     pub const fn new(name: &'static str, indexes: &'static [&'static dyn AnyIndex<T>]) -> Self {
-        Table { name, indexes }
+        Table {
+            name,
+            indexes,
+            layout: 1,
+        }
+    }
+    /// Sets the version of the layout of the table's objects (1 unless set; 0 is refused
+    /// at load). Raise it in a release that stores the objects differently (a field
+    /// renamed, retyped, or added without a serde default), and declare a migration from
+    /// the old layout with [`crate::Plugin::migration`]: the host refuses to install a
+    /// release that changes a layout without one. Adding or changing indexes needs no
+    /// new layout; the host rebuilds them.
+    pub const fn layout(mut self, layout: u32) -> Self {
+        self.layout = layout;
+        self
     }
     /// The table name.
     pub const fn name(&self) -> &'static str {
@@ -274,6 +291,14 @@ impl<T> Table<T> {
 }
 
 impl<T: Serialize + DeserializeOwned> Table<T> {
+    /// `object`, to be stored in this table by a migration (see
+    /// [`crate::Plugin::migration`]).
+    pub fn migrated(&self, object: &T) -> Result<Migrated, Error> {
+        Ok(Migrated {
+            table: self.name.to_string(),
+            object: to_cbor(object)?,
+        })
+    }
     /// Inserts `object`, replacing the object with the same id; returns the replaced one.
     pub fn insert(&self, tx: &mut dyn Txn, object: &T) -> Result<Option<T>, Error> {
         let bytes = to_cbor(object)?;
@@ -287,6 +312,16 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
             .map(|b| decode_object(self.name, &b))
             .transpose()
     }
+}
+
+/// An object a migration stores: a table of the plugin and the object's bytes in that
+/// table's current layout. Made by [`Table::migrated`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migrated {
+    /// The table.
+    pub table: String,
+    /// The encoded object.
+    pub object: Vec<u8>,
 }
 
 /// A table whose object type is hidden: what `describe` and the `index` export need.
@@ -309,6 +344,7 @@ impl<T: Serialize + DeserializeOwned> AnyTable for Table<T> {
         TableSchema {
             name: self.name.to_string(),
             indexes: self.indexes.iter().map(|ix| ix.schema()).collect(),
+            layout: self.layout,
         }
     }
     fn index_object(&self, object: &[u8]) -> Result<Vec<IndexKeys>, Error> {

@@ -202,6 +202,7 @@ pub fn describe(p: &Plugin) -> wit::PluginDescription {
                         prefix: i.prefix,
                     })
                     .collect(),
+                layout: t.layout,
             })
             .collect(),
         commands: d.commands,
@@ -215,7 +216,31 @@ pub fn describe(p: &Plugin) -> wit::PluginDescription {
                 prefix: r.prefix,
             })
             .collect(),
+        migrations: d
+            .migrations
+            .into_iter()
+            .map(|(table, from_layout)| wit::Migration { table, from_layout })
+            .collect(),
     }
+}
+
+/// `migrate` export.
+pub fn migrate(
+    p: &Plugin,
+    table: String,
+    from_layout: u32,
+    object: Vec<u8>,
+) -> Result<Vec<wit::MigratedObject>, wit::PluginError> {
+    let out = p
+        .migrate(&table, from_layout, &object)
+        .map_err(error_to_wit)?;
+    Ok(out
+        .into_iter()
+        .map(|m| wit::MigratedObject {
+            table: m.table,
+            object: m.object,
+        })
+        .collect())
 }
 
 /// `apply` export.
@@ -366,6 +391,13 @@ macro_rules! export_plugin {
                     index: u64,
                 ) -> t::HttpResponse {
                     $crate::__rt::render(&PLUGIN, context, outcome, index)
+                }
+                fn migrate(
+                    table: String,
+                    from_layout: u32,
+                    object: Vec<u8>,
+                ) -> Result<Vec<t::MigratedObject>, t::PluginError> {
+                    $crate::__rt::migrate(&PLUGIN, table, from_layout, object)
                 }
             }
             $crate::__rt::bindings::__export_plugin_world!(FsmhostPlugin with_types_in $crate::__rt::bindings);

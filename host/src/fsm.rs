@@ -326,6 +326,7 @@ impl Fsm {
         let plan = upgrade::plan(&current, &store, &plugin)?;
         let next = Arc::new(upgrade::replaced(&current, plugin.clone())?);
         let rebuilt = upgrade::rebuild_store(&store, &next, &plan, &plugin)?;
+        let plan = plan.counted(&rebuilt);
         let mut system = self.system();
         system.plugins.insert(
             plan.plugin.clone(),

@@ -14,9 +14,17 @@
 //! - a table whose indexes changed (added, removed, declared differently) keeps its
 //!   objects, and every index is rebuilt with the new plugin's indexers (its `index`
 //!   export);
-//! - a table removed would lose data: that needs a migration, and this host has no
-//!   `migrate` export yet, so such an install is refused naming the table;
+//! - a table whose layout changed (the version of its objects' bytes), or that the new
+//!   version drops, needs a migration the new version declares for it (table and old
+//!   layout); without one the install is refused naming the table. With one, every
+//!   object of the table goes through the new plugin's `migrate` export, and what it
+//!   returns (any number of objects, into any of the plugin's tables) is indexed with the
+//!   new indexers. A migration that fails for any object refuses the whole install;
 //! - a plugin new to the set is added with its (empty) tables.
+//!
+//! Invariant: [`rebuild_store`] is a pure function of the old store, the new plugin set
+//! and the plan, and visits objects in schema then id order, so every server (and a dry
+//! run) builds the same store, or fails with the same error.
 //!
 //! Boundaries: nothing here touches raft or the network; loading the component is the
 //! caller's (the `plugin` module's).
@@ -66,16 +74,21 @@ pub enum UpgradeError {
         /// Offered edition.
         new: String,
     },
-    /// A table would disappear with its data.
+    /// A table would disappear, or change layout, without a migration.
     #[error(
-        "plugin {plugin}: table {table} is not in version {version}; removing a table loses \
-         its data and needs a migrate export, which this host does not support yet"
+        "plugin {plugin}: version {version} {what} table {table} (layout {layout}) but \
+         declares no migration from it; declare one (the SDK's `Plugin::migration`) and \
+         implement it in the `migrate` export, or keep the table's layout"
     )]
-    TableRemoved {
+    NeedsMigration {
         /// The plugin.
         plugin: String,
         /// The table.
         table: String,
+        /// The table's current layout.
+        layout: u32,
+        /// `drops` or `changes the layout of`.
+        what: &'static str,
         /// The new version.
         version: String,
     },
@@ -87,8 +100,9 @@ pub enum UpgradeError {
         /// What conflicts.
         reason: String,
     },
-    /// An index rebuild failed (the new plugin's indexer refused an existing object, or
-    /// its keys broke the schema, e.g. a unique index with two objects on one key).
+    /// An index rebuild or a migration failed (the new plugin's indexer or `migrate`
+    /// refused an existing object, or the result broke the schema, e.g. a unique index
+    /// with two objects on one key).
     #[error("plugin {plugin}: rebuilding table {table}: {reason}")]
     Rebuild {
         /// The plugin.
@@ -105,8 +119,13 @@ pub enum UpgradeError {
 pub struct TableChange {
     /// The table.
     pub table: String,
-    /// `added`, `rebuilt` or `unchanged`.
+    /// `added`, `rebuilt`, `unchanged`, `migrated` (its objects go through `migrate`) or
+    /// `removed` (a table the new version drops; its objects go through `migrate`).
     pub change: String,
+    /// The table's layout before (none for an added table).
+    pub from_layout: Option<u32>,
+    /// The table's layout after (none for a removed table).
+    pub to_layout: Option<u32>,
     /// Indexes the new version adds.
     pub indexes_added: Vec<String>,
     /// Indexes the new version drops.
@@ -115,6 +134,8 @@ pub struct TableChange {
     pub indexes_changed: Vec<String>,
     /// Objects in the table now (re-indexed when `rebuilt`).
     pub objects: u64,
+    /// Objects in the table after the rebuild; none until it ran (see [`Plan::counted`]).
+    pub objects_after: Option<u64>,
 }
 
 /// What an install does: the plugin, the versions and every table's change.
@@ -128,8 +149,26 @@ pub struct Plan {
     pub to_version: String,
     /// The new component's SHA-256, hex.
     pub sha256: String,
-    /// Per table of the new version.
+    /// Per table of the new version, then the tables it drops.
     pub tables: Vec<TableChange>,
+}
+
+impl Plan {
+    /// The plan with every table's `objects_after` read from `rebuilt`.
+    pub fn counted(mut self, rebuilt: &Store) -> Plan {
+        let read = rebuilt.read();
+        for t in &mut self.tables {
+            t.objects_after = Some(read.len(&t.table).unwrap_or(0) as u64);
+        }
+        self
+    }
+
+    fn change(&self, table: &str) -> Option<&str> {
+        self.tables
+            .iter()
+            .find(|c| c.table == table)
+            .map(|c| c.change.as_str())
+    }
 }
 
 fn version(plugin: &str, v: &str) -> Result<semver::Version, UpgradeError> {
@@ -164,27 +203,55 @@ pub fn plan(current: &PluginSet, store: &Store, new: &LoadedPlugin) -> Result<Pl
                 new: d.edition.clone(),
             });
         }
-        if let Some(gone) = od
-            .tables
-            .iter()
-            .find(|t| !d.tables.iter().any(|n| n.name == t.name))
-        {
-            return Err(UpgradeError::TableRemoved {
-                plugin: name,
-                table: gone.name.clone(),
-                version: d.version.clone(),
-            });
+        for t in &od.tables {
+            let what = match d.tables.iter().find(|n| n.name == t.name) {
+                None => "drops",
+                Some(n) if n.layout != t.layout => "changes the layout of",
+                Some(_) => continue,
+            };
+            let declared = d
+                .migrations
+                .iter()
+                .any(|m| m.table == t.name && m.from_layout == t.layout);
+            if !declared {
+                return Err(UpgradeError::NeedsMigration {
+                    plugin: name,
+                    table: t.name.clone(),
+                    layout: t.layout,
+                    what,
+                    version: d.version.clone(),
+                });
+            }
         }
     }
     let read = store.read();
-    let tables = d
+    let objects = |table: &str| read.len(table).unwrap_or(0) as u64;
+    let mut tables: Vec<TableChange> = d
         .tables
         .iter()
         .map(|t| {
             let before = old.and_then(|o| o.description().tables.iter().find(|x| x.name == t.name));
-            table_change(t, before, read.len(&t.name).unwrap_or(0) as u64)
+            table_change(t, before, objects(&t.name))
         })
         .collect();
+    if let Some(old) = old {
+        let dropped = old
+            .description()
+            .tables
+            .iter()
+            .filter(|t| !d.tables.iter().any(|n| n.name == t.name));
+        tables.extend(dropped.map(|t| TableChange {
+            table: t.name.clone(),
+            change: "removed".into(),
+            from_layout: Some(t.layout),
+            to_layout: None,
+            indexes_added: Vec::new(),
+            indexes_removed: t.indexes.iter().map(|ix| ix.name.clone()).collect(),
+            indexes_changed: Vec::new(),
+            objects: objects(&t.name),
+            objects_after: None,
+        }));
+    }
     Ok(Plan {
         plugin: name,
         from_version: old.map(|o| o.description().version.clone()),
@@ -198,15 +265,19 @@ fn table_change(new: &TableSchema, old: Option<&TableSchema>, objects: u64) -> T
     let mut c = TableChange {
         table: new.name.clone(),
         change: "added".into(),
+        from_layout: None,
+        to_layout: Some(new.layout),
         indexes_added: Vec::new(),
         indexes_removed: Vec::new(),
         indexes_changed: Vec::new(),
         objects: 0,
+        objects_after: None,
     };
     let Some(old) = old else {
         return c;
     };
     c.objects = objects;
+    c.from_layout = Some(old.layout);
     for ix in &new.indexes {
         match old.indexes.iter().find(|o| o.name == ix.name) {
             None => c.indexes_added.push(ix.name.clone()),
@@ -219,7 +290,9 @@ fn table_change(new: &TableSchema, old: Option<&TableSchema>, objects: u64) -> T
             c.indexes_removed.push(o.name.clone());
         }
     }
-    c.change = if old.indexes == new.indexes {
+    c.change = if old.layout != new.layout {
+        "migrated"
+    } else if old.indexes == new.indexes {
         "unchanged"
     } else {
         "rebuilt"
@@ -243,8 +316,11 @@ pub fn replaced(current: &PluginSet, new: Arc<LoadedPlugin>) -> Result<PluginSet
 
 /// The store for `next` (the set after installing `plan`'s plugin), built from `store`:
 /// unchanged tables keep their objects and keys, rebuilt tables get every object's keys
-/// from the new plugin's indexers, added tables start empty. Every table keeps its
-/// last-change index. Checks every object as a restore does (unique keys, cardinality).
+/// from the new plugin's indexers, added tables start empty, and the objects of migrated
+/// and removed tables go through the new plugin's `migrate`, into the tables it names.
+/// Every table keeps its last-change index (a migration's target takes the highest of its
+/// own and its sources'). Checks every object as a restore does (unique keys,
+/// cardinality, an id only once).
 pub fn rebuild_store(
     store: &Store,
     next: &PluginSet,
@@ -253,49 +329,96 @@ pub fn rebuild_store(
 ) -> Result<Store, UpgradeError> {
     let read = store.read();
     let old_schema = read.schema();
-    let mut out = Restore::new(next.schema().clone());
+    let new_schema = next.schema();
+    let mut out = Restore::new(new_schema.clone());
     let fail = |table: &str, reason: String| UpgradeError::Rebuild {
         plugin: plan.plugin.clone(),
         table: table.to_string(),
         reason,
     };
-    for (t, schema) in next.schema().tables().iter().enumerate() {
-        let Some(old_t) = old_schema
-            .tables()
+    // Keys of `object` in every index of the new table at `t`, from the new plugin.
+    let computed_keys = |t: usize, object: &[u8]| -> Result<Vec<Vec<Vec<u8>>>, UpgradeError> {
+        let schema = &new_schema.tables()[t];
+        let computed = plugin
+            .index(&schema.name, object)
+            .map_err(|e| fail(&schema.name, e.to_string()))?;
+        Ok(schema
+            .indexes
             .iter()
-            .position(|x| x.name == schema.name)
-        else {
+            .map(|ix| {
+                computed
+                    .iter()
+                    .find(|k| k.index == ix.name)
+                    .map(|k| k.keys.clone())
+                    .unwrap_or_default()
+            })
+            .collect())
+    };
+    let mut table_index: Vec<u64> = vec![0; new_schema.tables().len()];
+    for (t, schema) in new_schema.tables().iter().enumerate() {
+        let Some(old_t) = old_schema.position(&schema.name) else {
             continue; // added: empty
         };
-        let rebuild = plan
+        table_index[t] = read.table_index(&schema.name).unwrap_or(0);
+        let owned = schema.owner == plan.plugin;
+        match plan.change(&schema.name).filter(|_| owned) {
+            Some("migrated") => continue, // below, with the removed tables
+            Some("rebuilt") => {
+                for (object, _) in read.rows_at(old_t) {
+                    let keys = computed_keys(t, object)?;
+                    out.insert(t, object.to_vec(), keys)
+                        .map_err(|e| fail(&schema.name, e.to_string()))?;
+                }
+            }
+            _ => {
+                for (object, keys) in read.rows_at(old_t) {
+                    let keys = keys
+                        .iter()
+                        .map(|ks| ks.iter().map(|k| k.to_vec()).collect())
+                        .collect();
+                    out.insert(t, object.to_vec(), keys)
+                        .map_err(|e| fail(&schema.name, e.to_string()))?;
+                }
+            }
+        }
+    }
+    for (old_t, old) in old_schema.tables().iter().enumerate() {
+        let Some(from) = plan
             .tables
             .iter()
-            .any(|c| c.table == schema.name && c.change == "rebuilt");
-        for (object, keys) in read.rows_at(old_t) {
-            let keys: Vec<Vec<Vec<u8>>> = if rebuild {
-                let computed = plugin
-                    .index(&schema.name, object)
-                    .map_err(|e| fail(&schema.name, e.to_string()))?;
-                schema
-                    .indexes
-                    .iter()
-                    .map(|ix| {
-                        computed
-                            .iter()
-                            .find(|k| k.index == ix.name)
-                            .map(|k| k.keys.clone())
-                            .unwrap_or_default()
-                    })
-                    .collect()
-            } else {
-                keys.iter()
-                    .map(|ks| ks.iter().map(|k| k.to_vec()).collect())
-                    .collect()
-            };
-            out.insert(t, object.to_vec(), keys)
-                .map_err(|e| fail(&schema.name, e.to_string()))?;
+            .find(|c| c.table == old.name && (c.change == "migrated" || c.change == "removed"))
+            .and_then(|c| c.from_layout)
+        else {
+            continue;
+        };
+        let source_index = read.table_index(&old.name).unwrap_or(0);
+        for (object, _) in read.rows_at(old_t) {
+            let migrated = plugin
+                .migrate(&old.name, from, object)
+                .map_err(|e| fail(&old.name, e.to_string()))?;
+            for (target, bytes) in migrated {
+                let t = new_schema
+                    .position(&target)
+                    .filter(|&t| new_schema.tables()[t].owner == plan.plugin)
+                    .ok_or_else(|| {
+                        fail(
+                            &old.name,
+                            format!(
+                                "migrate returned an object for table {target:?}, which is \
+                                 not a table of plugin {} {}",
+                                plan.plugin, plan.to_version
+                            ),
+                        )
+                    })?;
+                let keys = computed_keys(t, &bytes)?;
+                out.insert(t, bytes, keys)
+                    .map_err(|e| fail(&old.name, format!("migrated into table {target}: {e}")))?;
+                table_index[t] = table_index[t].max(source_index);
+            }
         }
-        out.set_table_index(t, read.table_index(&schema.name).unwrap_or(0));
+    }
+    for (t, index) in table_index.into_iter().enumerate() {
+        out.set_table_index(t, index);
     }
     Ok(out.finish())
 }

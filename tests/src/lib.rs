@@ -7,7 +7,8 @@
 //! are built the same way, under their directory names (e.g. `users-plugin`), and so are
 //! other builds of the bundled plugins: `kv-enterprise` and `catalog-enterprise` (the
 //! enterprise edition) and `kv-v2` (the next kv release, which adds the `kvs.flags`
-//! index).
+//! index); `notes` (a fixture in two releases) also as `notes-v2` and `notes-unmigrated`.
+//! The `components` binary writes any of them to a directory, for operators.
 
 pub mod cluster;
 

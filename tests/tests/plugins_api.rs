@@ -218,7 +218,12 @@ fn plugins_from_files_replace_the_bundled_set() {
         out.contains("  routes: GET /v1/kv/*, PUT /v1/kv/*, DELETE /v1/kv/*, PUT /v1/txn"),
         "{out}"
     );
-    assert!(out.contains("fsmhost:plugin/state@0.2.0"), "{out}");
+    assert!(
+        out.contains(
+            format!("fsmhost:plugin/state@{}", fsmhost::plugin::CONTRACT_VERSION).as_str()
+        ),
+        "{out}"
+    );
     let (code, _, err) = cli(&["plugin", "inspect", &wasi]);
     assert_eq!(code, 1);
     assert!(err.contains("wasi:cli/environment"), "{err}");

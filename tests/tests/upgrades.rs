@@ -129,6 +129,11 @@ fn kv_v2_installs_on_a_live_cluster_under_write_load() {
     let (ok, out, err) = run_cli(BIN, &["plugin", "install", &v2, "--http-addr", &faddr]);
     assert!(ok, "{out}{err}");
     assert!(out.contains("Installed plugin kv 0.1.0 -> 0.2.0"), "{out}");
+    // The component was on every server before the entry switched them.
+    assert!(
+        out.contains("component copied to 2 of 2 other servers before the entry"),
+        "{out}"
+    );
     let index: u64 = out
         .split("at index ")
         .nth(1)

@@ -172,6 +172,10 @@ pub fn plugin_install(addr: &str, file: &std::path::Path, dry_run: bool) -> Resu
         println!("Dry run: installing {what} would change:");
     } else {
         println!("Installed {what} at index {}", r["Index"]);
+        println!(
+            "  component copied to {} of {} other servers before the entry",
+            r["CopiedTo"], r["OtherServers"]
+        );
     }
     for t in r["Tables"].as_array().cloned().unwrap_or_default() {
         let list = |key: &str| {
@@ -180,7 +184,15 @@ pub fn plugin_install(addr: &str, file: &std::path::Path, dry_run: bool) -> Resu
                 .map(|a| a.iter().map(text).collect::<Vec<_>>().join(","))
                 .unwrap_or_default()
         };
-        let mut detail = vec![format!("{} objects", t["Objects"])];
+        let mut detail = vec![match t["ObjectsAfter"].as_u64() {
+            Some(after) => format!("{} objects -> {after}", t["Objects"]),
+            None => format!("{} objects", t["Objects"]),
+        }];
+        if let (Some(from), Some(to)) = (t["FromLayout"].as_u64(), t["ToLayout"].as_u64())
+            && from != to
+        {
+            detail.push(format!("layout {from} -> {to}"));
+        }
         for (key, label) in [
             ("IndexesAdded", "indexes added"),
             ("IndexesRemoved", "indexes removed"),

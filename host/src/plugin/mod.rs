@@ -46,7 +46,7 @@ use cache::ArtifactCache;
 use host::{Access, HostState};
 
 /// The version of the `fsmhost:plugin` WIT package this host serves.
-pub const CONTRACT_VERSION: &str = "0.2.0";
+pub const CONTRACT_VERSION: &str = "0.3.0";
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -159,6 +159,18 @@ pub struct Description {
     pub queries: Vec<String>,
     /// HTTP routes the plugin serves.
     pub routes: Vec<HttpRoute>,
+    /// The migrations its `migrate` export carries out.
+    pub migrations: Vec<Migration>,
+}
+
+/// A migration a plugin declares: it rewrites the objects an older version stored in
+/// `table` at layout `from_layout` (see [`LoadedPlugin::migrate`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Migration {
+    /// The table, as the older version named it.
+    pub table: String,
+    /// The layout the older version declared for it.
+    pub from_layout: u32,
 }
 
 /// The wasm engine and linker shared by every plugin.
@@ -283,6 +295,7 @@ impl Runtime {
                 commands: Vec::new(),
                 queries: Vec::new(),
                 routes: Vec::new(),
+                migrations: Vec::new(),
             },
             hash,
             component: Arc::from(bytes),
@@ -318,6 +331,7 @@ impl Runtime {
                             prefix: i.prefix,
                         })
                         .collect(),
+                    layout: t.layout,
                 })
                 .collect(),
             name: d.name,
@@ -332,6 +346,14 @@ impl Runtime {
                     method: r.method,
                     path: r.path,
                     prefix: r.prefix,
+                })
+                .collect(),
+            migrations: d
+                .migrations
+                .into_iter()
+                .map(|m| Migration {
+                    table: m.table,
+                    from_layout: m.from_layout,
                 })
                 .collect(),
         };
@@ -695,6 +717,25 @@ impl LoadedPlugin {
                 keys: k.keys,
             })
             .collect())
+    }
+
+    /// Rewrites one object an older version stored in `table` at layout `from_layout` (the
+    /// `migrate` export): the `(table, object)` pairs to store in its place, none to drop
+    /// it. Runs outside any transaction with the per-call limits of a command.
+    pub fn migrate(
+        &self,
+        table: &str,
+        from_layout: u32,
+        object: &[u8],
+    ) -> Result<Vec<(String, Vec<u8>)>, CallError> {
+        let call = format!("migrate of table {table} from layout {from_layout}");
+        let out = self
+            .gated_call(&call, Access::None, |g, s| {
+                g.call_migrate(s, table, from_layout, object)
+            })?
+            .0
+            .map_err(|e| self.plugin_error(&call, e))?;
+        Ok(out.into_iter().map(|o| (o.table, o.object)).collect())
     }
 
     /// The key (or key prefix) for encoded query arguments of `table.index`.

@@ -105,6 +105,37 @@ pub(crate) fn description(origin: &str, d: &Description) -> Result<(), LoadError
                 ),
             ));
         }
+        if t.layout == 0 {
+            return Err(invalid(
+                name,
+                format!("table {}: layout 0; layouts count from 1", t.name),
+            ));
+        }
+    }
+    let mut migrations = BTreeSet::new();
+    for m in &d.migrations {
+        if !migrations.insert((&m.table, m.from_layout)) {
+            return Err(invalid(
+                name,
+                format!(
+                    "the migration of table {} from layout {} is declared twice",
+                    m.table, m.from_layout
+                ),
+            ));
+        }
+        if d.tables
+            .iter()
+            .any(|t| t.name == m.table && t.layout <= m.from_layout)
+        {
+            return Err(invalid(
+                name,
+                format!(
+                    "a migration of table {} from layout {} is declared, but the table's \
+                     layout is not higher than that",
+                    m.table, m.from_layout
+                ),
+            ));
+        }
     }
     Ok(())
 }

@@ -86,6 +86,31 @@ pub struct Snapshots {
 /// Path of the server-port route that serves a blob (body: the SHA-256 as CBOR text).
 pub const PATH_BLOB: &str = "/v1/internal/blob";
 
+/// Path of the server-port route that takes a blob ahead of the entry that names it
+/// (body: a [`BlobPush`] as CBOR).
+pub const PATH_BLOB_PUSH: &str = "/v1/internal/blob/push";
+
+/// A blob sent ahead of its entry; the receiver stores it only if its SHA-256 matches.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct BlobPush {
+    /// The blob's SHA-256, hex.
+    pub sha256: String,
+    /// Its bytes.
+    pub bytes: serde_bytes::ByteBuf,
+}
+
+impl Snapshots {
+    /// Stores a pushed blob under its hash, refusing one whose bytes do not match it.
+    pub fn receive_blob(&self, push: &BlobPush) -> Result<(), SnapshotError> {
+        if self.blobs.path(&push.sha256)?.exists() {
+            return Ok(());
+        }
+        let tmp = self.blobs.tmp_path();
+        std::fs::write(&tmp, &push.bytes).map_err(|e| SnapshotError::at(&tmp, e))?;
+        self.blobs.adopt(&tmp, Some(&push.sha256)).map(|_| ())
+    }
+}
+
 /// How long a server keeps trying to fetch a restore's blob before it stops.
 const BLOB_FETCH_ATTEMPTS: u32 = 120;
 

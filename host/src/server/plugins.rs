@@ -1,8 +1,9 @@
 //! Installing a plugin on a running cluster (`PUT /v1/plugins`, `fsmhost plugin install`):
-//! the leader loads and checks the component, stores it as a content-addressed blob, and
-//! commits one install entry; every server switches to it at that entry's index (see
-//! `raft::state_machine`, which fetches the blob from the leader when it lacks it and
-//! checks its hash, and [`crate::upgrade`] for the rules).
+//! the leader loads and checks the component, stores it as a content-addressed blob, copies
+//! it to every other server (each checks the hash before it keeps it), and commits one
+//! install entry; every server switches to it at that entry's index (see
+//! `raft::state_machine`, which fetches the blob from a peer if the copy missed it, and
+//! [`crate::upgrade`] for the rules).
 //!
 //! Owns: the install request and its report, the leader's checks, the dry run.
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use super::Node;
 use super::ops::{self, OpError};
+use crate::raft::state_machine::{BlobPush, PATH_BLOB_PUSH};
 use crate::raft::{InstallEntry, Request, Response};
 use crate::upgrade::{self, Plan, UpgradeError};
 
@@ -43,6 +45,11 @@ pub struct InstallReport {
     pub raft_index: u64,
     /// Whether this was a dry run.
     pub dry_run: bool,
+    /// The other servers that had the component before the install entry was committed
+    /// (those that did not fetch it when they apply the entry).
+    pub copied_to: usize,
+    /// How many other servers the cluster has.
+    pub others: usize,
 }
 
 impl InstallReport {
@@ -56,10 +63,13 @@ impl InstallReport {
                 serde_json::json!({
                     "Table": t.table,
                     "Change": t.change,
+                    "FromLayout": t.from_layout,
+                    "ToLayout": t.to_layout,
                     "IndexesAdded": t.indexes_added,
                     "IndexesRemoved": t.indexes_removed,
                     "IndexesChanged": t.indexes_changed,
                     "Objects": t.objects,
+                    "ObjectsAfter": t.objects_after,
                 })
             })
             .collect();
@@ -70,6 +80,8 @@ impl InstallReport {
             "SHA256": self.plan.sha256,
             "Index": self.raft_index,
             "DryRun": self.dry_run,
+            "CopiedTo": self.copied_to,
+            "OtherServers": self.others,
             "Tables": tables,
         })
     }
@@ -110,11 +122,19 @@ pub async fn install_local(
             .load("the uploaded component", &bytes)
             .map_err(|e| refused(400, e.to_string()))?;
         let plan = fsm.plan_install(&plugin).map_err(upgrade_refusal)?;
-        if dry_run {
+        // A dry run rebuilds a copy of the store; so does a real install whose tables
+        // go through `migrate`, so a migration that fails is refused before the log.
+        let migrates = plan
+            .tables
+            .iter()
+            .any(|t| t.change == "migrated" || t.change == "removed");
+        if dry_run || migrates {
             let plugin = Arc::new(plugin);
             let next =
                 upgrade::replaced(&fsm.plugins(), plugin.clone()).map_err(upgrade_refusal)?;
-            upgrade::rebuild_store(&fsm.store(), &next, &plan, &plugin).map_err(upgrade_refusal)?;
+            let rebuilt = upgrade::rebuild_store(&fsm.store(), &next, &plan, &plugin)
+                .map_err(upgrade_refusal)?;
+            return Ok(plan.counted(&rebuilt));
         }
         Ok::<_, OpError>(plan)
     })
@@ -125,6 +145,8 @@ pub async fn install_local(
             plan: checked,
             raft_index: 0,
             dry_run: true,
+            copied_to: 0,
+            others: 0,
         });
     }
     let blobs = &node.snapshots.blobs;
@@ -135,6 +157,7 @@ pub async fn install_local(
     blobs
         .adopt(&tmp, Some(&checked.sha256))
         .map_err(|e| refused(500, e.to_string()))?;
+    let (copied_to, others) = copy_component(node, &checked.sha256, &req.component).await;
     let entry = Request::Install(InstallEntry {
         name: checked.plugin.clone(),
         version: checked.to_version.clone(),
@@ -165,7 +188,47 @@ pub async fn install_local(
         plan,
         raft_index,
         dry_run: false,
+        copied_to,
+        others,
     })
+}
+
+/// How long copying the component to one server may take.
+const COPY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Copies the component to every other member, at once; returns how many took it and how
+/// many there are. Best effort: a server the copy misses (down, slow) fetches the blob
+/// from a peer when it applies the entry, so a miss only delays that server.
+async fn copy_component(node: &Arc<Node>, sha256: &str, bytes: &[u8]) -> (usize, usize) {
+    let push = BlobPush {
+        sha256: sha256.to_string(),
+        bytes: ByteBuf::from(bytes.to_vec()),
+    };
+    let body = Arc::new(crate::raft::to_cbor(&push));
+    let mut copies = tokio::task::JoinSet::new();
+    for (id, info) in node.membership().nodes() {
+        if *id == node.id {
+            continue;
+        }
+        let (client, addr, body) = (node.client.clone(), info.rpc_addr.clone(), body.clone());
+        copies.spawn(async move {
+            let sent = client
+                .call_raw(&addr, PATH_BLOB_PUSH, body.to_vec(), COPY_TIMEOUT)
+                .await;
+            (addr, sent)
+        });
+    }
+    let (mut copied, mut others) = (0, 0);
+    while let Some(done) = copies.join_next().await {
+        others += 1;
+        match done {
+            Ok((_, Ok(_))) => copied += 1,
+            Ok((addr, Err(e))) => tracing::warn!(target: "agent.server",
+                "copying plugin component {sha256} to {addr}: {e}; it will fetch it when it applies the install"),
+            Err(e) => tracing::warn!(target: "agent.server", "copying plugin component: {e}"),
+        }
+    }
+    (copied, others)
 }
 
 /// Installs through the leader, from any server.

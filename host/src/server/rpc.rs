@@ -25,7 +25,7 @@ use crate::raft::network::{
     PATH_APPEND, PATH_SNAPSHOT, PATH_SNAPSHOT_STREAM, PATH_VOTE, SNAPSHOT_HEAD, SnapshotHead,
     TARGET_PARAM,
 };
-use crate::raft::state_machine::PATH_BLOB;
+use crate::raft::state_machine::{BlobPush, PATH_BLOB, PATH_BLOB_PUSH};
 use crate::snapshot::SnapshotFile;
 
 /// Path of a user snapshot save done by the leader for another server (answer: the archive).
@@ -164,6 +164,15 @@ async fn route(node: Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusal
                 ));
             }
             web::file(StatusCode::OK, "application/octet-stream", path, false)
+        }
+        PATH_BLOB_PUSH => {
+            let push: BlobPush = decode(req, PATH_BLOB_PUSH).await?;
+            let node = node.clone();
+            tokio::task::spawn_blocking(move || node.snapshots.receive_blob(&push))
+                .await
+                .map_err(|e| Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+                .map_err(|e| Refusal::bad_request(e.to_string()))?;
+            web::text(StatusCode::OK, "stored")
         }
         PATH_SNAPSHOT_SAVE => match snapshots::save(&node).await {
             Ok(saved) => web::with_index(

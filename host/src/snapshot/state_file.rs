@@ -61,6 +61,13 @@ pub struct TableRecord {
     pub name: String,
     /// Its indexes, in schema order (the order of each row's keys).
     pub indexes: Vec<IndexRecord>,
+    /// The layout of its objects (absent in snapshots written before layouts: 1).
+    #[serde(default = "first_layout")]
+    pub layout: u32,
+}
+
+fn first_layout() -> u32 {
+    1
 }
 
 /// A plugin as a snapshot records it.
@@ -223,6 +230,7 @@ fn table_record(t: &TableSchema) -> TableRecord {
                 prefix: ix.prefix,
             })
             .collect(),
+        layout: t.layout,
     }
 }
 
@@ -238,6 +246,12 @@ fn diff_tables(
             return incompatible(format!(
                 "the snapshot has table {} where the loaded plugin has table {}",
                 a.name, b.name
+            ));
+        }
+        if a.layout != b.layout {
+            return incompatible(format!(
+                "table {} has layout {} in the snapshot and {} in the loaded plugin",
+                a.name, a.layout, b.layout
             ));
         }
         for ix in &a.indexes {

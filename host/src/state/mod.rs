@@ -74,6 +74,10 @@ pub struct TableSchema {
     pub owner: String,
     /// Indexes; exactly one is the unique `id` index.
     pub indexes: Vec<IndexSchema>,
+    /// The version of the layout of the table's objects (the plugin's `layout`, from 1).
+    /// The store never reads objects; upgrades compare layouts to decide whether the
+    /// objects need the new plugin's `migrate`.
+    pub layout: u32,
 }
 
 /// The schema of the whole store: every table of every loaded plugin.
@@ -118,6 +122,11 @@ impl Schema {
     /// The tables, in declaration order.
     pub fn tables(&self) -> &[TableSchema] {
         &self.tables
+    }
+
+    /// The schema position of `table`, if the schema has it.
+    pub fn position(&self, table: &str) -> Option<usize> {
+        self.by_name.get(table).copied()
     }
 
     fn lookup(&self, table: &str) -> Result<usize, StateError> {

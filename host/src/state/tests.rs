@@ -25,6 +25,7 @@ fn table(name: &str) -> TableSchema {
             ix("email", true, false, true),
             ix("tag", false, true, true),
         ],
+        layout: 1,
     }
 }
 
@@ -619,6 +620,7 @@ mod unit {
             name: "t".into(),
             owner: "p".into(),
             indexes: vec![ix("id", true, false, true)],
+            layout: 1,
         };
         assert_eq!(
             Schema::new(vec![bad]).unwrap_err(),
@@ -628,6 +630,7 @@ mod unit {
             name: "t".into(),
             owner: "p".into(),
             indexes: vec![ix("id", true, false, false)],
+            layout: 1,
         };
         assert_eq!(
             Schema::new(vec![ok.clone(), ok]).unwrap_err(),
