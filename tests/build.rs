@@ -40,8 +40,9 @@ fn main() {
         &["fsmhost-plugin-kv/v2"],
         "-v2",
     ));
-    // The second release of the `notes` fixture, which migrates its tables, and the same
-    // release without its migrations.
+    // The second release of the `notes` fixture, which migrates its tables, the same
+    // release without its migrations, and one whose migration writes another plugin's
+    // table.
     let notes = [manifest.join("fixtures").join("notes")];
     built.extend(wasm_components::build_variant(
         &workspace,
@@ -56,6 +57,13 @@ fn main() {
         &out_dir,
         &["fixture-notes/unmigrated"],
         "-unmigrated",
+    ));
+    built.extend(wasm_components::build_variant(
+        &workspace,
+        &notes,
+        &out_dir,
+        &["fixture-notes/hostile"],
+        "-hostile",
     ));
 
     let mut src = String::from("/// The fixture plugins: (name, component bytes).\n");

@@ -7,7 +7,8 @@
 //! are built the same way, under their directory names (e.g. `users-plugin`), and so are
 //! other builds of the bundled plugins: `kv-enterprise` and `catalog-enterprise` (the
 //! enterprise edition) and `kv-v2` (the next kv release, which adds the `kvs.flags`
-//! index); `notes` (a fixture in two releases) also as `notes-v2` and `notes-unmigrated`.
+//! index); `notes` (a fixture in two releases) also as `notes-v2`, `notes-unmigrated` and
+//! `notes-hostile`.
 //! The `components` binary writes any of them to a directory, for operators.
 
 pub mod cluster;

@@ -2,7 +2,7 @@
 //! 0.1.0 (installed into the running set as a new plugin) stores notes at layout 1 and
 //! drafts in a table of their own; 0.2.0 moves notes to layout 2 and drops `drafts`, with a
 //! `migrate` export for both. An install that changes a layout without a migration is
-//! refused; a migration that fails for one object refuses the whole install, dry run or
+//! refused, and so is one whose migration writes into another plugin's table; a migration that fails for one object refuses the whole install, dry run or
 //! not, before the log; after the fix, the dry run reports per table what the migration
 //! does, and the install switches every server to the migrated state (same hash).
 
@@ -55,7 +55,8 @@ fn notes_migrate_to_a_new_layout_on_every_server() {
         std::fs::write(&p, fixture(name)).expect("component written");
         p.display().to_string()
     };
-    let (v1, v2, unmigrated) = (file("notes"), file("notes-v2"), file("notes-unmigrated"));
+    let (v1, v2) = (file("notes"), file("notes-v2"));
+    let (unmigrated, hostile) = (file("notes-unmigrated"), file("notes-hostile"));
 
     let mut c = Cluster::start(BIN, 3);
     let leader = c.wait_leader(WAIT);
@@ -84,6 +85,16 @@ fn notes_migrate_to_a_new_layout_on_every_server() {
     assert!(err.contains("409"), "{err}");
     assert!(
         err.contains("changes the layout of table notes (layout 1) but declares no migration"),
+        "{err}"
+    );
+
+    // A migration that returns an object for another plugin's table is refused.
+    let (ok, out, err) = install(&hostile, &faddr, true);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains(
+            "migrate returned an object for table \"kvs\", which is not a table of plugin notes"
+        ),
         "{err}"
     );
 
