@@ -7,7 +7,6 @@ use fsmhost_plugin_kv::SetRequest;
 use fsmhost_tests::cbor;
 use fsmhost_tests::cluster::{Cluster, http};
 use serde_json::Value;
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const BIN: &str = env!("CARGO_BIN_EXE_fsmhost-node");
@@ -154,13 +153,9 @@ fn write(c: &Cluster, i: usize, key: &str) -> u16 {
     c.apply(i, "kv", "set", &body).map_or(0, |r| r.status)
 }
 
+/// Runs the CLI: whether it succeeded, its stdout and stderr.
 fn cli(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN).args(args).output().expect("fsmhost runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    fsmhost_tests::run_cli(BIN, args)
 }
 
 #[test]

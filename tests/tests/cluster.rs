@@ -478,13 +478,9 @@ fn a_bad_config_is_one_line_naming_the_key() {
     }
 }
 
+/// Runs the CLI: whether it succeeded, its stdout and stderr.
 fn cli(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    fsmhost_tests::run_cli(BIN, args)
 }
 
 #[test]
