@@ -12,21 +12,11 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use fsmhost::fsm::{Entry, Fsm};
 use fsmhost::plugin::{LoadedPlugin, PluginSet, Runtime, RuntimeConfig};
 use fsmhost::upgrade;
-use fsmhost_tests::{bundled, cbor, fixture};
+use fsmhost_tests::{bundled, entry, fixture};
 use serde::Serialize;
 use std::sync::Arc;
 
 const OBJECTS: u64 = 10_000;
-
-fn entry<T: Serialize>(plugin: &str, command: &str, payload: &T) -> Entry {
-    Entry {
-        version: None,
-        plugin: plugin.into(),
-        command: command.into(),
-        payload: cbor(payload),
-        timestamp_ms: 1_700_000_000_000,
-    }
-}
 
 /// An Fsm with `base` loaded and `OBJECTS` objects written by `write(i)`.
 fn filled(rt: &Runtime, base: (&str, &[u8]), write: impl Fn(u64) -> Entry) -> Fsm {

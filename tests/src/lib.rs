@@ -22,6 +22,17 @@ pub fn cbor<T: serde::Serialize>(v: &T) -> Vec<u8> {
     out
 }
 
+/// A log entry for `plugin`'s `command` with `payload` (CBOR), at a fixed timestamp.
+pub fn entry<T: serde::Serialize>(plugin: &str, command: &str, payload: &T) -> fsmhost::fsm::Entry {
+    fsmhost::fsm::Entry {
+        version: None,
+        plugin: plugin.into(),
+        command: command.into(),
+        payload: cbor(payload),
+        timestamp_ms: 1_700_000_000_000,
+    }
+}
+
 /// Decodes CBOR; panics (a test failure) on bytes that do not decode.
 pub fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> T {
     ciborium::from_reader(b).expect("the result decodes")

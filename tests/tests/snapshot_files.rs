@@ -12,7 +12,7 @@ use fsmhost::snapshot::SnapshotError;
 use fsmhost::snapshot::state_file::{StateHeader, StateReader};
 use fsmhost::snapshot::store::{self, SnapshotStore};
 use fsmhost_plugin_kv as kv;
-use fsmhost_tests::{bundled, cbor, fixture};
+use fsmhost_tests::{bundled, cbor, entry, fixture};
 use std::path::Path;
 
 fn fsm(with_users: bool) -> Fsm {
@@ -25,16 +25,6 @@ fn fsm(with_users: bool) -> Fsm {
         );
     }
     Fsm::new(PluginSet::new(plugins).expect("set"))
-}
-
-fn entry<T: serde::Serialize>(plugin: &str, command: &str, payload: &T) -> Entry {
-    Entry {
-        version: None,
-        plugin: plugin.into(),
-        command: command.into(),
-        payload: cbor(payload),
-        timestamp_ms: 1_700_000_000_000,
-    }
 }
 
 /// Applies a mix of kv writes (sets and a delete-tree, so tombstones too) and users with
