@@ -16,20 +16,8 @@ INSTANCES=${INSTANCES:-1000}
 READS=${READS:-500}
 requests_for() { if [ -n "${REQUESTS:-}" ]; then echo "$REQUESTS"; elif [ "$1" -le 1 ]; then echo 1000; else echo 10000; fi; }
 
-cargo build --release -p fsmhost --bin fsmhost -p fsmhost-tests --bin loadgen >&2
-TARGET_DIR=${CARGO_TARGET_DIR:-target}
-FSMHOST="$TARGET_DIR/release/fsmhost"
-LOADGEN="$TARGET_DIR/release/loadgen"
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/fsmhost-bench.XXXXXX")
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
 source tests/bench-lib.sh
+bench_setup
 start_fsmhost
 LEADER=$FSMHOST_LEADER
 echo "machine: $(nproc) cores, $(uname -r); leader $LEADER" >&2

@@ -23,21 +23,8 @@ if ! command -v etcd >/dev/null; then
   $sudo apt-get install -y etcd-server >/dev/null 2>&1 || { $sudo apt-get update >/dev/null && $sudo apt-get install -y etcd-server >/dev/null; }
 fi
 
-cargo build --release -p fsmhost --bin fsmhost -p fsmhost-tests --bin loadgen >&2
-TARGET_DIR=${CARGO_TARGET_DIR:-target}
-FSMHOST="$TARGET_DIR/release/fsmhost"
-LOADGEN="$TARGET_DIR/release/loadgen"
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/fsmhost-bench.XXXXXX")
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
 source tests/bench-lib.sh
+bench_setup
 
 start_etcd() {
   local cluster="" i

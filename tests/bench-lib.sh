@@ -1,6 +1,24 @@
-# Shared by the bench scripts (sourced, not run): a free loopback port, and a 3-server
-# fsmhost cluster started from config files. Expects FSMHOST (the binary), WORK (a
-# temporary directory) and the array PIDS (processes to stop at exit).
+# Shared by the bench scripts (sourced, not run): the release build and a work directory
+# cleaned up at exit (bench_setup), a free loopback port, and a 3-server fsmhost cluster
+# started from config files.
+
+# Builds fsmhost and loadgen in release (FSMHOST, LOADGEN), makes WORK, and at exit stops
+# every process in the array PIDS and removes WORK.
+bench_setup() {
+  cargo build --release -p fsmhost --bin fsmhost -p fsmhost-tests --bin loadgen >&2
+  local target_dir=${CARGO_TARGET_DIR:-target}
+  FSMHOST="$target_dir/release/fsmhost"
+  LOADGEN="$target_dir/release/loadgen"
+  WORK=$(mktemp -d "${TMPDIR:-/tmp}/fsmhost-bench.XXXXXX")
+  PIDS=()
+  trap bench_cleanup EXIT
+}
+
+bench_cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
