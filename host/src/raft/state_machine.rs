@@ -106,7 +106,10 @@ impl Snapshots {
             return Ok(());
         }
         let tmp = self.blobs.tmp_path();
-        std::fs::write(&tmp, &push.bytes).map_err(|e| SnapshotError::at(&tmp, e))?;
+        if let Err(e) = std::fs::write(&tmp, &push.bytes) {
+            let _ = std::fs::remove_file(&tmp); // no half-written file left behind
+            return Err(SnapshotError::at(&tmp, e));
+        }
         self.blobs.adopt(&tmp, Some(&push.sha256)).map(|_| ())
     }
 }

@@ -204,7 +204,7 @@ async fn copy_component(node: &Arc<Node>, sha256: &str, bytes: &[u8]) -> (usize,
         sha256: sha256.to_string(),
         bytes: ByteBuf::from(bytes.to_vec()),
     };
-    let body = Arc::new(crate::raft::to_cbor(&push));
+    let body = crate::raft::to_cbor(&push);
     let mut copies = tokio::task::JoinSet::new();
     for (id, info) in node.membership().nodes() {
         if *id == node.id {
@@ -213,7 +213,7 @@ async fn copy_component(node: &Arc<Node>, sha256: &str, bytes: &[u8]) -> (usize,
         let (client, addr, body) = (node.client.clone(), info.rpc_addr.clone(), body.clone());
         copies.spawn(async move {
             let sent = client
-                .call_raw(&addr, PATH_BLOB_PUSH, body.to_vec(), COPY_TIMEOUT)
+                .call_raw(&addr, PATH_BLOB_PUSH, body, COPY_TIMEOUT)
                 .await;
             (addr, sent)
         });
