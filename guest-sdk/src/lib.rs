@@ -21,9 +21,13 @@
 //!   is built for `wasm32-unknown-unknown` and imports nothing but `fsmhost:plugin`.
 //! - **All or nothing.** A command returning `Err`, trapping (a panic) or running out of
 //!   fuel or memory leaves no write behind.
-//! - **No state between calls.** Every command and query runs in a fresh instance; statics
-//!   do not survive from one to the next. HTTP routers and renderers ([`http`]) run on
-//!   instances the host keeps warm, so their statics may or may not survive: keep them pure.
+//! - **No state between calls.** Keep statics out of your logic. Every query runs in a fresh
+//!   instance. The commands of one log entry (the leader batches concurrent writes into
+//!   one entry) run one after another on one instance, so a static a command changes is
+//!   seen by the next command of the same entry. That is deterministic, since every server
+//!   applies the same entries, but it is not the state: only the tables survive an entry.
+//!   HTTP routers and renderers ([`http`]) run on instances the host keeps warm, so their
+//!   statics may or may not survive: keep them pure.
 //! - **Index keys are computed in the guest.** [`Table::insert`] sends the keys with the
 //!   object; the `index` export computes the same keys for the host (restores, rebuilds).
 //!

@@ -86,6 +86,29 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    {
+        // As the FSM applies a log entry of 64 commands: one instance kept across them.
+        let rt = Runtime::new(RuntimeConfig::default()).expect("engine");
+        let set: PluginSet = rt.load_bundled().expect("bundled plugins");
+        let plugin = set.get("kv").expect("kv").clone();
+        let store = Store::new(set.schema().clone());
+        let mut i = 0usize;
+        let mut kept = None;
+        group.bench_function("wasm_kept_64", |b| {
+            b.iter(|| {
+                i += 1;
+                if i.is_multiple_of(64) {
+                    kept = None;
+                }
+                let mut txn = store.write(i as u64);
+                let out = plugin
+                    .apply_kept(&mut kept, &mut txn, "set", &payloads[i % PAYLOADS], 0)
+                    .expect("set");
+                txn.commit();
+                black_box(out)
+            })
+        });
+    }
     group.finish();
 
     let mut group = c.benchmark_group("kv_get");

@@ -25,7 +25,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::autopilot::{ConfigUpdate, StoredConfig};
-use crate::plugin::{CallError, LoadedPlugin, PluginSet, Runtime};
+use crate::plugin::{CallError, Instance, LoadedPlugin, PluginSet, Runtime};
 use crate::state::{Store, Wake};
 use crate::upgrade::{self, UpgradeError};
 
@@ -167,6 +167,30 @@ pub struct Installed {
     pub sha256: String,
     /// The raft index of the entry that installed it.
     pub raft_index: u64,
+}
+
+/// The plugin instances kept across the commands of one log entry, one per plugin.
+///
+/// A kept instance changes the fuel the next command burns (the guest's heap and statics
+/// carry over), so the scope must be one every server shares: the commands of one log
+/// entry, applied in order, with a new `EntryInstances` for every entry. A server that
+/// replays its log then gives every command the same instance history as the leader did.
+#[derive(Debug, Default)]
+pub struct EntryInstances {
+    kept: Vec<(String, Option<Instance>)>,
+}
+
+impl EntryInstances {
+    fn for_plugin(&mut self, name: &str) -> &mut Option<Instance> {
+        let at = match self.kept.iter().position(|(n, _)| n == name) {
+            Some(at) => at,
+            None => {
+                self.kept.push((name.to_string(), None));
+                self.kept.len() - 1
+            }
+        };
+        &mut self.kept[at].1
+    }
 }
 
 /// The state machine of one server: its plugins and its store.
@@ -376,6 +400,18 @@ impl Fsm {
     /// result bytes, or its error (the entry is applied either way, unless the error is
     /// retryable).
     pub fn apply(&self, index: u64, entry: &Entry) -> Result<Vec<u8>, FsmError> {
+        self.apply_in(&mut EntryInstances::default(), index, entry)
+    }
+
+    /// [`Fsm::apply`] for one command of a log entry that carries several (a batch): the
+    /// commands share `instances`, one instance per plugin kept from one command to the
+    /// next. Start a new [`EntryInstances`] for every log entry.
+    pub fn apply_in(
+        &self,
+        instances: &mut EntryInstances,
+        index: u64,
+        entry: &Entry,
+    ) -> Result<Vec<u8>, FsmError> {
         let store = self.store();
         let mut txn = store.write(index);
         let last = self.last_applied();
@@ -388,7 +424,13 @@ impl Fsm {
             Some(plugin) => match written_for_newer(entry, &plugin.description().version) {
                 Some(e) => Err(e),
                 None => plugin
-                    .apply(&mut txn, &entry.command, &entry.payload, entry.timestamp_ms)
+                    .apply_kept(
+                        instances.for_plugin(plugin.name()),
+                        &mut txn,
+                        &entry.command,
+                        &entry.payload,
+                        entry.timestamp_ms,
+                    )
                     .map_err(FsmError::from),
             },
         };

@@ -1,7 +1,7 @@
 //! The state machine end to end: log entries applied through the real kv component into the
 //! store, queries and blocking queries, and the state hash.
 
-use fsmhost::fsm::{Entry, Fsm, FsmError};
+use fsmhost::fsm::{Entry, EntryInstances, Fsm, FsmError};
 use fsmhost::plugin::{CallError, PluginSet, Runtime, RuntimeConfig};
 use fsmhost_plugin_kv as kv;
 use fsmhost_tests::{bundled, cbor, decode, fixture};
@@ -394,4 +394,74 @@ fn installing_kv_v2_rebuilds_its_indexes_and_a_new_plugin_joins() {
     assert_eq!(plan.from_version, None);
     assert!(plan.tables.iter().all(|t| t.change == "added"), "{plan:?}");
     assert_eq!(f.store().read().len("kvs").expect("kvs"), 4);
+}
+
+/// A panicker command (`count`, `refuse`, `boom`): `count` answers how many commands its
+/// instance has run.
+fn panicker(command: &str) -> Entry {
+    Entry {
+        version: None,
+        plugin: "panicker".into(),
+        command: command.into(),
+        payload: cbor(&()),
+        timestamp_ms: 0,
+    }
+}
+
+/// The commands of one log entry share one instance per plugin: a refusal keeps it, a trap
+/// retires it, and the next entry starts fresh. Applied again from empty, the same entries
+/// give the same answers.
+#[test]
+fn the_commands_of_one_entry_share_an_instance_until_one_traps() {
+    let entries = [
+        vec![
+            "count", "count", "refuse", "count", "boom", "count", "count",
+        ],
+        vec!["count"],
+    ];
+    let answers = |fsm: &Fsm| {
+        let mut index = 0;
+        let mut out = Vec::new();
+        for commands in &entries {
+            let mut instances = EntryInstances::default();
+            for c in commands {
+                index += 1;
+                out.push(match fsm.apply_in(&mut instances, index, &panicker(c)) {
+                    Ok(bytes) => format!("{c}: {}", decode::<u64>(&bytes)),
+                    Err(FsmError::Call(CallError::Plugin { message, .. })) => {
+                        format!("{c}: {message}")
+                    }
+                    Err(e) => format!("{c}: {}", e.http_status()),
+                });
+            }
+        }
+        out
+    };
+    let fsm = fsm_with(&["panicker"]);
+    let first = answers(&fsm);
+    assert_eq!(
+        first,
+        [
+            "count: 1",
+            "count: 2",
+            "refuse: refused as command 3 of this instance",
+            "count: 4",
+            "boom: 500",
+            "count: 1",
+            "count: 2",
+            "count: 1",
+        ]
+    );
+    let again = fsm_with(&["panicker"]);
+    assert_eq!(answers(&again), first, "a replay gets the same answers");
+    assert_eq!(again.state_hash(), fsm.state_hash());
+
+    // Alone (its own entry, as `Fsm::apply` takes it) every command gets a fresh instance.
+    let alone = fsm_with(&["panicker"]);
+    for i in 1..=3 {
+        assert_eq!(
+            decode::<u64>(&alone.apply(i, &panicker("count")).unwrap()),
+            1
+        );
+    }
 }

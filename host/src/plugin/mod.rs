@@ -11,11 +11,15 @@
 //! - the component imports nothing but `fsmhost:plugin` (checked at load, before anything
 //!   runs), so it has no clock, randomness or I/O.
 //!
-//! Isolation: every call that touches state (`apply`, `query`) or computes index keys gets a
-//! fresh instance from one [`wasmtime::component::InstancePre`] (a few microseconds), so a
-//! trap, or static state left by an earlier command, can never affect the next one; and an
-//! `apply` runs on a private copy of the write transaction's tables (an O(1) persistent-map
-//! clone) that is adopted only if the command returns `ok`. The HTTP pair `route` and
+//! Isolation: a query, or a call that computes index keys, gets a fresh instance from one
+//! [`wasmtime::component::InstancePre`] (about 20 microseconds, most of it resetting the
+//! memory slot). The commands of one log entry share one instance per plugin
+//! ([`LoadedPlugin::apply_kept`]): every server applies the same entries in the same order,
+//! so a command's fuel use, which depends on the heap and statics the earlier commands of
+//! its entry left, is still a function of the log. A trap or a used-up budget retires the
+//! instance, and the next entry starts on a fresh one, so a trap never reaches past its
+//! own command. An `apply` runs on a private copy of the write transaction's tables (an
+//! O(1) persistent-map clone) that is adopted only if the command returns `ok`. The HTTP pair `route` and
 //! `render` are pure functions of their arguments that run outside any transaction and
 //! outside the log (a route's command is fixed before it is proposed), so they run on a few
 //! kept-warm instances: a trap, an exhausted budget or a grown memory retires the instance.
@@ -100,9 +104,28 @@ const WARM_MAX_MEMORY: usize = 8 << 20;
 
 /// An instance kept for `route` and `render`, with the gate slot it holds while it lives.
 struct Warm {
+    inst: Instance,
+    _slot: GateSlot,
+}
+
+/// A live instance of a plugin, in its own wasmtime store.
+///
+/// Outside this module it is the instance kept for the commands of one log entry
+/// ([`LoadedPlugin::apply_kept`]); it cannot be used with another plugin than the one that
+/// made it.
+pub struct Instance {
     store: Store<HostState>,
     instance: bindings::Plugin,
-    _slot: GateSlot,
+    /// The pre-instance it came from: which plugin it belongs to.
+    pre: Arc<bindings::PluginPre<HostState>>,
+}
+
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance")
+            .field("plugin", &self.store.data().plugin)
+            .finish()
+    }
 }
 
 /// Instance slots kept free of reads, so the serial write path always finds one.
@@ -436,35 +459,75 @@ impl LoadedPlugin {
         self.compiled
     }
 
-    /// Runs one export in a fresh instance with fuel and memory limits, and returns the
-    /// store's final host state and the fuel it used with the result.
-    fn call_with_state<R>(
-        &self,
-        call: &str,
-        access: Access,
-        f: impl FnOnce(&wit_guest::Guest, &mut Store<HostState>) -> wasmtime::Result<R>,
-    ) -> (HostState, u64, Result<R, CallError>) {
+    /// A fresh instance, in a store of its own with fuel and memory limits, whose calls
+    /// see `access`.
+    fn instantiate(&self, call: &str, access: Access) -> Result<Instance, CallError> {
         let state = HostState::new(&self.description.name, access, &self.limits);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
-        let instance = store
+        // Instantiation (the component's start code) burns the call's fuel too.
+        match store
             .set_fuel(self.limits.fuel)
-            .and_then(|()| self.pre.instantiate(&mut store));
-        let result = match instance {
-            Ok(instance) => f(instance.fsmhost_plugin_guest(), &mut store)
-                .map_err(|e| self.classify(call, store.data(), e)),
+            .and_then(|()| self.pre.instantiate(&mut store))
+        {
+            Ok(instance) => Ok(Instance {
+                store,
+                instance,
+                pre: self.pre.clone(),
+            }),
             Err(e) => Err(self.instantiate_error(call, store.data(), e)),
-        };
-        // A used-up budget fails the call whatever the plugin did with the error it got.
-        let result = match store.data().exceeded {
+        }
+    }
+
+    /// Readies a kept instance for its next call: full budgets (fuel, host work, writes),
+    /// no error or reads left from the last one. (A fresh instance starts so.)
+    fn refill(&self, inst: &mut Instance) {
+        inst.store.data_mut().reset(&self.limits);
+        // Fuel is on in every engine this runtime builds, so this cannot fail.
+        let _ = inst.store.set_fuel(self.limits.fuel);
+    }
+
+    /// Runs one export on `inst` (fresh, or refilled); returns the fuel it used with the
+    /// result. A used-up budget fails the call whatever the plugin did with the error it
+    /// got.
+    fn run<R>(
+        &self,
+        call: &str,
+        inst: &mut Instance,
+        f: impl FnOnce(&wit_guest::Guest, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> (u64, Result<R, CallError>) {
+        let result = f(inst.instance.fsmhost_plugin_guest(), &mut inst.store)
+            .map_err(|e| self.classify(call, inst.store.data(), e));
+        let result = match inst.store.data().exceeded {
             Some(which) => Err(self.budget_error(call, which)),
             None => result,
         };
         let fuel_used = self
             .limits
             .fuel
-            .saturating_sub(store.get_fuel().unwrap_or(0));
-        (store.into_data(), fuel_used, result)
+            .saturating_sub(inst.store.get_fuel().unwrap_or(0));
+        (fuel_used, result)
+    }
+
+    /// Runs one export in a fresh instance; returns the store's final host state and the
+    /// fuel it used with the result.
+    fn call_with_state<R>(
+        &self,
+        call: &str,
+        access: Access,
+        f: impl FnOnce(&wit_guest::Guest, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> (HostState, u64, Result<R, CallError>) {
+        match self.instantiate(call, access) {
+            Ok(mut inst) => {
+                let (fuel, result) = self.run(call, &mut inst, f);
+                (inst.store.into_data(), fuel, result)
+            }
+            Err(e) => (
+                HostState::new(&self.description.name, Access::None, &self.limits),
+                0,
+                Err(e),
+            ),
+        }
     }
 
     fn budget_error(&self, call: &str, which: host::Exceeded) -> CallError {
@@ -529,34 +592,20 @@ impl LoadedPlugin {
     ) -> Result<R, CallError> {
         let kept = self.warm.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let mut warm = match kept {
-            Some(w) => w,
+            Some(mut w) => {
+                self.refill(&mut w.inst);
+                w
+            }
             None => {
                 let slot = self.enter_gate(call)?;
-                let state = HostState::new(&self.description.name, Access::None, &self.limits);
-                let mut store = Store::new(&self.engine, state);
-                store.limiter(|s| &mut s.limiter);
-                let instance = store
-                    .set_fuel(self.limits.fuel)
-                    .and_then(|()| self.pre.instantiate(&mut store))
-                    .map_err(|e| self.instantiate_error(call, store.data(), e))?;
                 Warm {
-                    store,
-                    instance,
+                    inst: self.instantiate(call, Access::None)?,
                     _slot: slot,
                 }
             }
         };
-        warm.store.data_mut().reset(&self.limits);
-        let result = warm
-            .store
-            .set_fuel(self.limits.fuel)
-            .and_then(|()| f(warm.instance.fsmhost_plugin_guest(), &mut warm.store))
-            .map_err(|e| self.classify(call, warm.store.data(), e));
-        let result = match warm.store.data().exceeded {
-            Some(which) => Err(self.budget_error(call, which)),
-            None => result,
-        };
-        if result.is_ok() && warm.store.data().limiter.memory_size <= WARM_MAX_MEMORY {
+        let (_, result) = self.run(call, &mut warm.inst, f);
+        if result.is_ok() && warm.inst.store.data().limiter.memory_size <= WARM_MAX_MEMORY {
             let mut pool = self.warm.lock().unwrap_or_else(|p| p.into_inner());
             if pool.len() < WARM_INSTANCES {
                 pool.push(warm);
@@ -628,10 +677,30 @@ impl LoadedPlugin {
         }
     }
 
-    /// Runs `command` in `txn`. On `Ok` the command's writes are in `txn`; on any error
-    /// (the plugin's own, a trap, fuel or memory exhaustion) `txn` is exactly as it was.
+    /// Runs `command` in `txn` in a fresh instance. On `Ok` the command's writes are in
+    /// `txn`; on any error (the plugin's own, a trap, fuel or memory exhaustion) `txn` is
+    /// exactly as it was.
     pub fn apply(
         &self,
+        txn: &mut WriteTxn<'_>,
+        command: &str,
+        payload: &[u8],
+        timestamp_ms: u64,
+    ) -> Result<Vec<u8>, CallError> {
+        self.apply_kept(&mut None, txn, command, payload, timestamp_ms)
+    }
+
+    /// [`LoadedPlugin::apply`] on the instance in `kept` (a fresh one when it is empty or
+    /// belongs to another plugin), which is left in `kept` for the next command unless the
+    /// call trapped or used up a budget (a refusal by the plugin keeps it).
+    ///
+    /// Determinism: a kept instance carries the guest's heap and statics from one command
+    /// to the next, and so changes the fuel the next one burns. The caller keeps one only
+    /// across the commands of one log entry, in log order, starting empty: every server,
+    /// and a server replaying its log, then runs each command on the same instance history.
+    pub fn apply_kept(
+        &self,
+        kept: &mut Option<Instance>,
         txn: &mut WriteTxn<'_>,
         command: &str,
         payload: &[u8],
@@ -654,11 +723,21 @@ impl LoadedPlugin {
             timestamp_ms,
         };
         let started = std::time::Instant::now();
-        let (state, fuel, result) =
-            self.call_with_state(&call, access, |g, s| g.call_apply(s, command, payload, ctx));
+        let mut inst = match kept.take() {
+            Some(mut inst) if Arc::ptr_eq(&inst.pre, &self.pre) => {
+                self.refill(&mut inst);
+                inst.store.data_mut().access = access;
+                inst
+            }
+            _ => self.instantiate(&call, access)?,
+        };
+        let (fuel, result) = self.run(&call, &mut inst, |g, s| {
+            g.call_apply(s, command, payload, ctx)
+        });
+        let access = std::mem::replace(&mut inst.store.data_mut().access, Access::None);
         let outcome = match result {
             Ok(Ok(out)) => {
-                if let Access::Write { tables, .. } = state.access {
+                if let Access::Write { tables, .. } = access {
                     *txn.tables_mut() = tables;
                 }
                 Ok(out)
@@ -666,6 +745,9 @@ impl LoadedPlugin {
             Ok(Err(e)) => Err(self.plugin_error(&call, e)),
             Err(e) => Err(e),
         };
+        if matches!(outcome, Ok(_) | Err(CallError::Plugin { .. })) {
+            *kept = Some(inst);
+        }
         crate::metrics::METRICS.record_apply(
             &self.description.name,
             command,

@@ -35,7 +35,7 @@ use super::{
     InstallEntry, LogEntry, LogId, NodeInfo, Outcome, Request, Response, RestoreEntry,
     StorageError, StoredMembership, TypeConfig,
 };
-use crate::fsm::{self, Fsm};
+use crate::fsm::{self, EntryInstances, Fsm};
 use crate::plugin::PluginSet;
 use crate::snapshot::blobs::Blobs;
 use crate::snapshot::state_file::{StateHeader, StateReader};
@@ -300,13 +300,20 @@ impl StateMachine {
                 Response::None
             }
             EntryPayload::Normal(Request::Plugin(e)) => {
-                Response::Applied(vec![self.apply_command(entry.log_id, e)?])
+                Response::Applied(vec![self.apply_command(
+                    &mut EntryInstances::default(),
+                    entry.log_id,
+                    e,
+                )?])
             }
-            EntryPayload::Normal(Request::Batch(es)) => Response::Applied(
-                es.iter()
-                    .map(|e| self.apply_command(entry.log_id, e))
-                    .collect::<Result<_, _>>()?,
-            ),
+            EntryPayload::Normal(Request::Batch(es)) => {
+                let mut instances = EntryInstances::default();
+                Response::Applied(
+                    es.iter()
+                        .map(|e| self.apply_command(&mut instances, entry.log_id, e))
+                        .collect::<Result<_, _>>()?,
+                )
+            }
             EntryPayload::Normal(Request::Autopilot(update)) => {
                 Response::AutopilotSet(self.fsm.set_autopilot(update, entry.log_id.index))
             }
@@ -446,12 +453,18 @@ impl StateMachine {
         Ok(Response::Installed(outcome.map_err(|e| e.to_string())))
     }
 
-    /// Applies one plugin command at the next FSM index.
-    fn apply_command(&self, log_id: LogId, e: &fsm::Entry) -> Result<Outcome, StorageError> {
+    /// Applies one plugin command at the next FSM index, on the instances kept for the
+    /// commands of its log entry.
+    fn apply_command(
+        &self,
+        instances: &mut EntryInstances,
+        log_id: LogId,
+        e: &fsm::Entry,
+    ) -> Result<Outcome, StorageError> {
         let index = self.fsm.last_applied() + 1;
         let mut attempt = 0;
         loop {
-            match self.fsm.apply(index, e) {
+            match self.fsm.apply_in(instances, index, e) {
                 Err(err) if err.is_retryable() && attempt < UNAVAILABLE_RETRIES => {
                     attempt += 1;
                     std::thread::sleep(Duration::from_millis(10));
