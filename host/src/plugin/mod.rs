@@ -240,6 +240,10 @@ fn engine_config(limits: &Limits) -> Config {
         .memory_init_cow(true)
         .max_wasm_stack(512 << 10)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    // For profiling plugins: `perf` then names the guest's functions (README).
+    if std::env::var_os("FSMHOST_WASM_PERFMAP").is_some() {
+        c.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     c
 }
 
