@@ -373,7 +373,7 @@ pub fn rebuild_store(
             _ => {
                 for (object, keys) in read.rows_at(old_t) {
                     let keys = keys
-                        .iter()
+                        .per_index()
                         .map(|ks| ks.iter().map(|k| k.to_vec()).collect())
                         .collect();
                     out.insert(t, object.to_vec(), keys)

@@ -354,7 +354,7 @@ pub fn write<W: Write>(tables: &Tables, header: &StateHeader, out: W) -> io::Res
         for (object, keys) in tables.rows_at(t) {
             w.write_all(b"R")?;
             put_bytes(&mut w, object)?;
-            for ks in keys {
+            for ks in keys.per_index() {
                 w.write_all(&(ks.len() as u32).to_be_bytes())?;
                 for k in ks {
                     put_bytes(&mut w, k)?;

@@ -163,12 +163,76 @@ pub struct ScanBatch {
 /// Most bytes of objects one scan batch returns (at least one object is always returned).
 pub const MAX_BATCH_BYTES: usize = 1 << 20;
 
+/// An object and its index keys, laid out for a million rows (two pointers, as small as
+/// the rows map's entries can be): one allocation holds the keys of every index but `id`
+/// (the rows map's key is the id), after the count of keys per index.
+///
+/// Invariant: `keys[0]` is the counts, a big-endian `u32` per index in schema order (the
+/// `id` index's is 1), interned per table ([`TableData::make_row`]) so rows with the same
+/// counts share them; `keys[1..]` are the keys of the other indexes in schema order, as
+/// many per index as the counts say.
 #[derive(Clone)]
 struct Row {
     object: Bytes,
-    /// Keys per index, in schema order.
-    keys: Arc<[Vec<Bytes>]>,
+    keys: Arc<[Bytes]>,
 }
+
+impl Row {
+    /// Keys per index, in schema order.
+    fn counts(&self) -> impl Iterator<Item = usize> + '_ {
+        self.keys[0]
+            .chunks_exact(4)
+            .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
+    }
+
+    /// The keys of index `pos` (`id` is the row's id, at `id_pos`).
+    fn keys_at<'a>(&'a self, pos: usize, id_pos: usize, id: &'a Bytes) -> &'a [Bytes] {
+        if pos == id_pos {
+            return std::slice::from_ref(id);
+        }
+        let (mut start, mut n) = (1, 0);
+        for (p, count) in self.counts().enumerate().take(pos + 1) {
+            if p == pos {
+                n = count;
+            } else if p != id_pos {
+                start += count;
+            }
+        }
+        &self.keys[start..start + n]
+    }
+
+    /// The keys of every index but `id`, with their index position.
+    fn index_keys(&self, id_pos: usize) -> impl Iterator<Item = (usize, &Bytes)> + '_ {
+        let keys: &[Bytes] = &self.keys;
+        let mut start = 1;
+        self.counts()
+            .enumerate()
+            .filter(move |(p, _)| *p != id_pos)
+            .flat_map(move |(p, n)| {
+                let of_index = &keys[start..start + n];
+                start += n;
+                of_index.iter().map(move |k| (p, k))
+            })
+    }
+}
+
+/// The index keys of one row as [`Tables::rows_at`] gives them.
+pub struct RowKeys<'a> {
+    row: &'a Row,
+    id: &'a Bytes,
+    id_pos: usize,
+}
+
+impl<'a> RowKeys<'a> {
+    /// The keys of each index, in schema order.
+    pub fn per_index(&self) -> impl Iterator<Item = &'a [Bytes]> + 'a {
+        let (row, id, id_pos) = (self.row, self.id, self.id_pos);
+        (0..row.counts().count()).map(move |pos| row.keys_at(pos, id_pos, id))
+    }
+}
+
+/// Most distinct key-count patterns a table interns; rows past it get their own.
+const MAX_PATTERNS: usize = 64;
 
 /// (key, id): an index entry. For the `id` index both are the id.
 type Entry = (Bytes, Bytes);
@@ -182,6 +246,9 @@ struct TableData {
     /// Position of the `id` index.
     id_pos: usize,
     bytes: u64,
+    /// Key counts per index seen in this table's rows, shared by the rows that have them
+    /// (see [`Row`]).
+    patterns: Vec<Bytes>,
 }
 
 /// An index entry as lookups see it: (key, id).
@@ -206,6 +273,7 @@ impl TableData {
             indexes: vec![OrdSet::new(); schema.indexes.len()],
             id_pos,
             bytes: 0,
+            patterns: Vec::new(),
         }
     }
 
@@ -248,40 +316,56 @@ impl TableData {
     }
 
     fn remove_row(&mut self, id: &[u8]) -> Option<Row> {
-        let row = self.rows.remove(id)?;
-        for (pos, keys) in row
-            .keys
-            .iter()
-            .enumerate()
-            .filter(|(p, _)| *p != self.id_pos)
-        {
-            for k in keys {
-                self.indexes[pos].remove(&(k.clone(), Bytes::from(id)));
-            }
+        let (id, row) = self.rows.remove_with_key(id)?;
+        for (pos, k) in row.index_keys(self.id_pos) {
+            self.indexes[pos].remove(&(k.clone(), id.clone()));
         }
-        self.bytes -= row_bytes(&row);
+        self.bytes -= row_bytes(&id, &row);
         Some(row)
     }
 
     fn put_row(&mut self, id: Bytes, row: Row) {
-        for (pos, keys) in row
-            .keys
-            .iter()
-            .enumerate()
-            .filter(|(p, _)| *p != self.id_pos)
-        {
-            for k in keys {
-                self.indexes[pos].insert((k.clone(), id.clone()));
-            }
+        for (pos, k) in row.index_keys(self.id_pos) {
+            self.indexes[pos].insert((k.clone(), id.clone()));
         }
-        self.bytes += row_bytes(&row);
+        self.bytes += row_bytes(&id, &row);
         self.rows.insert(id, row);
+    }
+
+    /// A row of `object` with its keys per index (schema order, the id's included).
+    fn make_row(&mut self, object: Bytes, row_keys: Vec<Vec<Bytes>>) -> Row {
+        let counts: Vec<u8> = row_keys
+            .iter()
+            .flat_map(|ks| (ks.len() as u32).to_be_bytes())
+            .collect();
+        let counts = match self.patterns.iter().find(|p| p[..] == counts[..]) {
+            Some(p) => p.clone(),
+            None => {
+                let p = Bytes::from(counts);
+                if self.patterns.len() < MAX_PATTERNS {
+                    self.patterns.push(p.clone());
+                }
+                p
+            }
+        };
+        let id_pos = self.id_pos;
+        let keys: Arc<[Bytes]> = std::iter::once(counts)
+            .chain(
+                row_keys
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(p, _)| *p != id_pos)
+                    .flat_map(|(_, ks)| ks),
+            )
+            .collect();
+        Row { object, keys }
     }
 }
 
-fn row_bytes(row: &Row) -> u64 {
-    let keys: usize = row.keys.iter().flatten().map(|k| k.len()).sum();
-    (row.object.len() + keys) as u64
+/// What a row adds to [`Tables::bytes`]: its object and every index key, the id's included.
+fn row_bytes(id: &Bytes, row: &Row) -> u64 {
+    let keys: usize = row.keys[1..].iter().map(|k| k.len()).sum();
+    (row.object.len() + id.len() + keys) as u64
 }
 
 /// The data of every table at one point: what a transaction reads and writes. Cloning it is
@@ -430,10 +514,12 @@ impl Tables {
         for (t, schema) in self.schema.tables.iter().enumerate() {
             field(schema.name.as_bytes());
             field(&self.last_change[t].to_be_bytes());
+            let id_pos = self.data[t].id_pos;
             for (id, row) in self.data[t].rows.iter() {
                 field(id);
                 field(&row.object);
-                for keys in row.keys.iter() {
+                for pos in 0..row.counts().count() {
+                    let keys = row.keys_at(pos, id_pos, id);
                     field(&(keys.len() as u64).to_be_bytes());
                     for k in keys {
                         field(k);
@@ -462,8 +548,12 @@ impl Tables {
     /// The objects of the table at schema position `t`, in id order, each with its index
     /// keys in schema order: what a snapshot writes. Panics if `t` is not a position of this
     /// schema (callers iterate [`Schema::tables`]).
-    pub fn rows_at(&self, t: usize) -> impl Iterator<Item = (&Bytes, &[Vec<Bytes>])> + '_ {
-        self.data[t].rows.values().map(|r| (&r.object, &r.keys[..]))
+    pub fn rows_at(&self, t: usize) -> impl Iterator<Item = (&Bytes, RowKeys<'_>)> + '_ {
+        let id_pos = self.data[t].id_pos;
+        self.data[t]
+            .rows
+            .iter()
+            .map(move |(id, row)| (&row.object, RowKeys { row, id, id_pos }))
     }
 
     /// Number of objects, bytes held and last-change index of the table at schema position
@@ -568,11 +658,8 @@ impl Tables {
                 }
             }
         }
-        let row = Row {
-            object,
-            keys: row_keys.into(),
-        };
         let data = &mut self.data[t];
+        let row = data.make_row(object, row_keys);
         let old = data.remove_row(&id);
         data.put_row(id, row);
         self.last_change[t] = index;
