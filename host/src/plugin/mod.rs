@@ -19,10 +19,11 @@
 //! its entry left, is still a function of the log. A trap or a used-up budget retires the
 //! instance, and the next entry starts on a fresh one, so a trap never reaches past its
 //! own command. An `apply` runs on a private copy of the write transaction's tables (an
-//! O(1) persistent-map clone) that is adopted only if the command returns `ok`. The HTTP pair `route` and
-//! `render` are pure functions of their arguments that run outside any transaction and
-//! outside the log (a route's command is fixed before it is proposed), so they run on a few
-//! kept-warm instances: a trap, an exhausted budget or a grown memory retires the instance.
+//! O(1) persistent-map clone) that is adopted only if the command returns `ok`. The HTTP
+//! pair `route` and `render` are pure functions of their arguments that run outside any
+//! transaction and outside the log (a route's command is fixed before it is proposed), so
+//! they run on a few kept-warm instances: a trap, an exhausted budget or a grown memory
+//! retires the instance.
 //!
 //! Index keys: instances are not re-entrant, so the host never calls `index` while `apply`
 //! runs. The guest SDK computes keys inside the guest and passes them with `insert`; the
