@@ -514,25 +514,17 @@ impl LoadedPlugin {
         (fuel_used, result)
     }
 
-    /// Runs one export in a fresh instance; returns the store's final host state and the
-    /// fuel it used with the result.
-    fn call_with_state<R>(
+    /// Runs one export in a fresh instance; returns its result with the store's final host
+    /// state (what the call read).
+    fn call_fresh<R>(
         &self,
         call: &str,
         access: Access,
         f: impl FnOnce(&wit_guest::Guest, &mut Store<HostState>) -> wasmtime::Result<R>,
-    ) -> (HostState, u64, Result<R, CallError>) {
-        match self.instantiate(call, access) {
-            Ok(mut inst) => {
-                let (fuel, result) = self.run(call, &mut inst, f);
-                (inst.store.into_data(), fuel, result)
-            }
-            Err(e) => (
-                HostState::new(&self.description.name, Access::None, &self.limits),
-                0,
-                Err(e),
-            ),
-        }
+    ) -> Result<(R, HostState), CallError> {
+        let mut inst = self.instantiate(call, access)?;
+        let (_, result) = self.run(call, &mut inst, f);
+        result.map(|r| (r, inst.store.into_data()))
     }
 
     fn budget_error(&self, call: &str, which: host::Exceeded) -> CallError {
@@ -571,8 +563,8 @@ impl LoadedPlugin {
         f: impl FnOnce(&wit_guest::Guest, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<(R, BTreeSet<String>), CallError> {
         let _slot = self.enter_gate(call)?;
-        let (state, _, result) = self.call_with_state(call, access, f);
-        result.map(|r| (r, state.read_set))
+        self.call_fresh(call, access, f)
+            .map(|(r, state)| (r, state.read_set))
     }
 
     /// A slot for a call other than `apply`, or `Unavailable` when every such slot is taken.
@@ -625,7 +617,7 @@ impl LoadedPlugin {
         access: Access,
         f: impl FnOnce(&wit_guest::Guest, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
-        self.call_with_state(call, access, f).2
+        self.call_fresh(call, access, f).map(|(r, _)| r)
     }
 
     fn classify(&self, call: &str, state: &HostState, e: wasmtime::Error) -> CallError {
