@@ -165,54 +165,60 @@ pub const MAX_BATCH_BYTES: usize = 1 << 20;
 
 /// An object and its index keys, laid out for a million rows (two pointers, as small as
 /// the rows map's entries can be): one allocation holds the keys of every index but `id`
-/// (the rows map's key is the id), after the count of keys per index.
+/// (the rows map's key is the id), after the count of keys per index; a row with no key
+/// but its id (a kv entry without a lock session) has no such allocation.
 ///
-/// Invariant: `keys[0]` is the counts, a big-endian `u32` per index in schema order (the
+/// Invariant: `keys` is `None` exactly when every index but `id` has no key for this row.
+/// Otherwise `keys[0]` is the counts, a big-endian `u32` per index in schema order (the
 /// `id` index's is 1), interned per table ([`TableData::make_row`]) so rows with the same
 /// counts share them; `keys[1..]` are the keys of the other indexes in schema order, as
 /// many per index as the counts say.
 #[derive(Clone)]
 struct Row {
     object: Bytes,
-    keys: Arc<[Bytes]>,
+    keys: Option<Arc<[Bytes]>>,
+}
+
+/// Keys per index, in schema order, from a row's counts (`keys[0]`, see [`Row`]).
+fn counts(keys: &[Bytes]) -> impl Iterator<Item = usize> + '_ {
+    keys[0]
+        .chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
 }
 
 impl Row {
-    /// Keys per index, in schema order.
-    fn counts(&self) -> impl Iterator<Item = usize> + '_ {
-        self.keys[0]
-            .chunks_exact(4)
-            .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
-    }
-
     /// The keys of index `pos` (`id` is the row's id, at `id_pos`).
     fn keys_at<'a>(&'a self, pos: usize, id_pos: usize, id: &'a Bytes) -> &'a [Bytes] {
         if pos == id_pos {
             return std::slice::from_ref(id);
         }
+        let Some(keys) = &self.keys else {
+            return &[];
+        };
         let (mut start, mut n) = (1, 0);
-        for (p, count) in self.counts().enumerate().take(pos + 1) {
+        for (p, count) in counts(keys).enumerate().take(pos + 1) {
             if p == pos {
                 n = count;
             } else if p != id_pos {
                 start += count;
             }
         }
-        &self.keys[start..start + n]
+        &keys[start..start + n]
     }
 
     /// The keys of every index but `id`, with their index position.
     fn index_keys(&self, id_pos: usize) -> impl Iterator<Item = (usize, &Bytes)> + '_ {
-        let keys: &[Bytes] = &self.keys;
-        let mut start = 1;
-        self.counts()
-            .enumerate()
-            .filter(move |(p, _)| *p != id_pos)
-            .flat_map(move |(p, n)| {
-                let of_index = &keys[start..start + n];
-                start += n;
-                of_index.iter().map(move |k| (p, k))
-            })
+        self.keys.iter().flat_map(move |keys| {
+            let mut start = 1;
+            counts(keys)
+                .enumerate()
+                .filter(move |(p, _)| *p != id_pos)
+                .flat_map(move |(p, n)| {
+                    let of_index = &keys[start..start + n];
+                    start += n;
+                    of_index.iter().map(move |k| (p, k))
+                })
+        })
     }
 }
 
@@ -221,13 +227,14 @@ pub struct RowKeys<'a> {
     row: &'a Row,
     id: &'a Bytes,
     id_pos: usize,
+    indexes: usize,
 }
 
 impl<'a> RowKeys<'a> {
     /// The keys of each index, in schema order.
     pub fn per_index(&self) -> impl Iterator<Item = &'a [Bytes]> + 'a {
         let (row, id, id_pos) = (self.row, self.id, self.id_pos);
-        (0..row.counts().count()).map(move |pos| row.keys_at(pos, id_pos, id))
+        (0..self.indexes).map(move |pos| row.keys_at(pos, id_pos, id))
     }
 }
 
@@ -334,6 +341,11 @@ impl TableData {
 
     /// A row of `object` with its keys per index (schema order, the id's included).
     fn make_row(&mut self, object: Bytes, row_keys: Vec<Vec<Bytes>>) -> Row {
+        let id_pos = self.id_pos;
+        let only_id = |(p, ks): (usize, &Vec<Bytes>)| p == id_pos || ks.is_empty();
+        if row_keys.iter().enumerate().all(only_id) {
+            return Row { object, keys: None };
+        }
         let counts: Vec<u8> = row_keys
             .iter()
             .flat_map(|ks| (ks.len() as u32).to_be_bytes())
@@ -348,7 +360,6 @@ impl TableData {
                 p
             }
         };
-        let id_pos = self.id_pos;
         let keys: Arc<[Bytes]> = std::iter::once(counts)
             .chain(
                 row_keys
@@ -358,13 +369,19 @@ impl TableData {
                     .flat_map(|(_, ks)| ks),
             )
             .collect();
-        Row { object, keys }
+        Row {
+            object,
+            keys: Some(keys),
+        }
     }
 }
 
 /// What a row adds to [`Tables::bytes`]: its object and every index key, the id's included.
 fn row_bytes(id: &Bytes, row: &Row) -> u64 {
-    let keys: usize = row.keys[1..].iter().map(|k| k.len()).sum();
+    let keys: usize = row
+        .keys
+        .as_ref()
+        .map_or(0, |keys| keys[1..].iter().map(|k| k.len()).sum());
     (row.object.len() + id.len() + keys) as u64
 }
 
@@ -518,7 +535,7 @@ impl Tables {
             for (id, row) in self.data[t].rows.iter() {
                 field(id);
                 field(&row.object);
-                for pos in 0..row.counts().count() {
+                for pos in 0..schema.indexes.len() {
                     let keys = row.keys_at(pos, id_pos, id);
                     field(&(keys.len() as u64).to_be_bytes());
                     for k in keys {
@@ -549,11 +566,16 @@ impl Tables {
     /// keys in schema order: what a snapshot writes. Panics if `t` is not a position of this
     /// schema (callers iterate [`Schema::tables`]).
     pub fn rows_at(&self, t: usize) -> impl Iterator<Item = (&Bytes, RowKeys<'_>)> + '_ {
-        let id_pos = self.data[t].id_pos;
-        self.data[t]
-            .rows
-            .iter()
-            .map(move |(id, row)| (&row.object, RowKeys { row, id, id_pos }))
+        let (id_pos, indexes) = (self.data[t].id_pos, self.data[t].indexes.len());
+        self.data[t].rows.iter().map(move |(id, row)| {
+            let keys = RowKeys {
+                row,
+                id,
+                id_pos,
+                indexes,
+            };
+            (&row.object, keys)
+        })
     }
 
     /// Number of objects, bytes held and last-change index of the table at schema position
