@@ -80,6 +80,16 @@ pub fn to_cbor<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
 
 /// Decodes CBOR; `what` names the value in the error (e.g. "payload of command set").
 pub fn from_cbor<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, Error> {
+    decode_cbor(bytes, || what.to_string())
+}
+
+/// [`from_cbor`] that names the value only when decoding fails: the SDK decodes every
+/// payload and object through it, and formatting a name for each was a measurable share
+/// of a small command.
+pub(crate) fn decode_cbor<T: DeserializeOwned>(
+    bytes: &[u8],
+    what: impl FnOnce() -> String,
+) -> Result<T, Error> {
     use ciborium::de::Error as E;
     ciborium::from_reader(bytes).map_err(|e| {
         let why = match e {
@@ -89,6 +99,6 @@ pub fn from_cbor<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, Err
             E::Io(e) => format!("truncated CBOR: {e:?}"),
             E::RecursionLimitExceeded => "CBOR nested too deeply".into(),
         };
-        Error::bad_request(format!("decoding {what}: {why}"))
+        Error::bad_request(format!("decoding {}: {why}", what()))
     })
 }

@@ -152,7 +152,8 @@ pub use key::{DisplayKey, Key, prefix_successor};
 pub use mem::{Harness, MemStore};
 pub use plugin::{Ctx, Description, Plugin};
 pub use schema::{
-    AnyIndex, AnyTable, Index, IndexSchema, Iter, Keys, Migrated, SCAN_BATCH, Table, TableSchema,
+    AnyIndex, AnyTable, Index, IndexSchema, Iter, Keys, Migrated, SCAN_BATCH, Stored, Table,
+    TableSchema,
 };
 /// Re-exported so plugins can mark byte fields `#[serde(with = "fsmhost_guest::serde_bytes")]`.
 pub use serde_bytes;

@@ -3,7 +3,7 @@
 
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::error::{Error, from_cbor, to_cbor};
+use crate::error::{Error, decode_cbor, from_cbor, to_cbor};
 use crate::http::{Plan, RenderFn, Request, Response, Route, RouteFn, Routes};
 use crate::schema::{AnyTable, Migrated, TableSchema};
 use crate::txn::{IndexKeys, Txn};
@@ -89,7 +89,7 @@ impl Plugin {
         Resp: Serialize + 'static,
     {
         let f = move |tx: &mut dyn Txn, ctx: &Ctx, payload: &[u8]| {
-            let req: Req = from_cbor(payload, &format!("payload of command {name}"))?;
+            let req: Req = decode_cbor(payload, || format!("payload of command {name}"))?;
             to_cbor(&handler(tx, ctx, req)?)
         };
         self.commands.push((name, Box::new(f)));
@@ -107,7 +107,7 @@ impl Plugin {
         Resp: Serialize + 'static,
     {
         let f = move |tx: &dyn Txn, args: &[u8]| {
-            let args: Args = from_cbor(args, &format!("arguments of query {name}"))?;
+            let args: Args = decode_cbor(args, || format!("arguments of query {name}"))?;
             to_cbor(&handler(tx, args)?)
         };
         self.queries.push((name, Box::new(f)));

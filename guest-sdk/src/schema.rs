@@ -15,7 +15,7 @@
 use serde::{Serialize, de::DeserializeOwned};
 use std::marker::PhantomData;
 
-use crate::error::{Error, from_cbor, to_cbor};
+use crate::error::{Error, decode_cbor, to_cbor};
 use crate::txn::{IndexKeys, KeyRange, Txn};
 
 /// The keys an object has in one index, filled by a from-object function.
@@ -226,8 +226,8 @@ impl<T, A: DeserializeOwned> AnyIndex<T> for Index<T, A> {
         keys.0
     }
     fn args_key(&self, args: &[u8], prefix: bool) -> Result<Vec<u8>, Error> {
-        let what = format!("arguments of index {}.{}", self.table, self.name);
-        let args: A = from_cbor(args, &what)?;
+        let what = || format!("arguments of index {}.{}", self.table, self.name);
+        let args: A = decode_cbor(args, what)?;
         if prefix {
             self.prefix_key(&args)
         } else {
@@ -299,18 +299,46 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
             object: to_cbor(object)?,
         })
     }
-    /// Inserts `object`, replacing the object with the same id; returns the replaced one.
-    pub fn insert(&self, tx: &mut dyn Txn, object: &T) -> Result<Option<T>, Error> {
+    /// Inserts `object`, replacing the object with the same id; returns the replaced one,
+    /// decoded only if asked ([`Stored::decode`]).
+    pub fn insert(&self, tx: &mut dyn Txn, object: &T) -> Result<Option<Stored<T>>, Error> {
         let bytes = to_cbor(object)?;
-        tx.insert(self.name, &bytes, &self.index_keys(object))?
-            .map(|b| decode_object(self.name, &b))
-            .transpose()
+        let old = tx.insert(self.name, &bytes, &self.index_keys(object))?;
+        Ok(old.map(|bytes| self.stored(bytes)))
     }
-    /// Deletes the object with `object`'s id; returns the deleted one.
-    pub fn delete(&self, tx: &mut dyn Txn, object: &T) -> Result<Option<T>, Error> {
-        tx.delete(self.name, &self.id_key(object)?)?
-            .map(|b| decode_object(self.name, &b))
-            .transpose()
+    /// Deletes the object with `object`'s id; returns the deleted one, decoded only if
+    /// asked ([`Stored::decode`]).
+    pub fn delete(&self, tx: &mut dyn Txn, object: &T) -> Result<Option<Stored<T>>, Error> {
+        let old = tx.delete(self.name, &self.id_key(object)?)?;
+        Ok(old.map(|bytes| self.stored(bytes)))
+    }
+    fn stored(&self, bytes: Vec<u8>) -> Stored<T> {
+        Stored {
+            table: self.name,
+            bytes,
+            _marker: PhantomData,
+        }
+    }
+}
+
+/// An object of a table as the store handed it back (the one an insert replaced, or a
+/// delete removed), still encoded: most callers drop it, and decoding is a large share of
+/// a small command, so it is decoded only by [`Stored::decode`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored<T> {
+    table: &'static str,
+    bytes: Vec<u8>,
+    _marker: PhantomData<fn() -> T>,
+}
+
+impl<T: DeserializeOwned> Stored<T> {
+    /// The object, decoded.
+    pub fn decode(&self) -> Result<T, Error> {
+        decode_object(self.table, &self.bytes)
+    }
+    /// The object's bytes as stored (CBOR).
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
     }
 }
 
@@ -362,7 +390,8 @@ impl<T: Serialize + DeserializeOwned> AnyTable for Table<T> {
 }
 
 fn decode_object<T: DeserializeOwned>(table: &str, bytes: &[u8]) -> Result<T, Error> {
-    from_cbor(bytes, &format!("object of table {table}")).map_err(|e| Error::internal(e.message))
+    decode_cbor(bytes, || format!("object of table {table}"))
+        .map_err(|e| Error::internal(e.message))
 }
 
 /// How many objects a scan asks the host for at a time.
@@ -408,5 +437,66 @@ impl<T: DeserializeOwned> Iterator for Iter<'_, T> {
             self.cursor = batch.cursor;
             self.buffer = batch.objects.into_iter();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemStore;
+
+    #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    struct Note {
+        id: String,
+        text: String,
+    }
+
+    static NOTES_ID: Index<Note, String> = Index::new(
+        "notes",
+        "id",
+        |n: &Note, k| k.push(n.id.as_bytes().to_vec()),
+        |id: &String| id.as_bytes().to_vec(),
+    )
+    .unique();
+    static NOTES: Table<Note> = Table::new("notes", &[&NOTES_ID]);
+
+    fn note(id: &str, text: &str) -> Note {
+        Note {
+            id: id.into(),
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn insert_and_delete_hand_back_the_old_object_decoded_on_demand() {
+        let mut tx = MemStore::new(&[NOTES.schema()]).expect("schema");
+        assert_eq!(
+            NOTES.insert(&mut tx, &note("a", "one")).expect("insert"),
+            None
+        );
+        let replaced = NOTES.insert(&mut tx, &note("a", "two")).expect("insert");
+        let replaced = replaced.expect("the first note was replaced");
+        assert_eq!(replaced.decode().expect("decode"), note("a", "one"));
+        assert_eq!(
+            replaced.bytes(),
+            to_cbor(&note("a", "one")).expect("encode")
+        );
+        let deleted = NOTES.delete(&mut tx, &note("a", "")).expect("delete");
+        assert_eq!(
+            deleted.expect("deleted").decode().expect("decode"),
+            note("a", "two")
+        );
+        assert_eq!(NOTES.delete(&mut tx, &note("a", "")).expect("delete"), None);
+    }
+
+    #[test]
+    fn a_stored_object_that_does_not_decode_names_its_table() {
+        let bad = NOTES.stored(vec![0xff]);
+        let err = bad.decode().expect_err("not CBOR");
+        assert!(
+            err.message.contains("object of table notes"),
+            "{}",
+            err.message
+        );
     }
 }
