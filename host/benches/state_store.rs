@@ -62,6 +62,26 @@ fn bench(c: &mut Criterion) {
             black_box(read.get("kvs", "id", &ids[i]).expect("get"))
         })
     });
+    // Readers never block one another: two threads, each on its own snapshot, share the
+    // gets (the machine has two cores); the time is wall time for all of them.
+    g.bench_function("point_get_1M_2_readers", |b| {
+        b.iter_custom(|iters| {
+            let start = std::time::Instant::now();
+            std::thread::scope(|s| {
+                for t in 0..2 {
+                    let (read, ids) = (big.read(), &ids);
+                    s.spawn(move || {
+                        let mut i = t * ids.len() / 2;
+                        for _ in 0..iters / 2 {
+                            i = (i + 1) % ids.len();
+                            black_box(read.get("kvs", "id", &ids[i]).expect("get"));
+                        }
+                    });
+                }
+            });
+            start.elapsed()
+        })
+    });
     // 1,000 rows under one prefix, fetched in the guest SDK's batch size.
     let prefix = KeyRange::Prefix(b"service/0500/".to_vec());
     g.throughput(Throughput::Elements(1000));
