@@ -127,6 +127,15 @@
 //! migration (of the dropped table). The host refuses an install that changes a layout or
 //! drops a table without one, and any install whose migration fails for an object.
 //!
+//! ## Compact tables
+//!
+//! Objects are CBOR with their field names unless the table is declared
+//! [`Table::compact`]: then each object is an array of its fields' values in declaration
+//! order, a third smaller for small records and cheaper to decode (the kv plugin's entries
+//! went from 194 to 133 bytes). The field order is then part of the layout. Reading accepts
+//! both forms, so switching a table to compact is a new layout whose migration only
+//! re-stores each object (see the kv plugin's `kvs` migration).
+//!
 //! ## Building the component
 //!
 //! Inside the fsmhost workspace, `cargo build` does it: the host's build script compiles every
@@ -137,6 +146,7 @@
 
 extern crate self as fsmhost_guest;
 
+mod compact;
 mod error;
 pub mod http;
 mod key;

@@ -3,7 +3,8 @@
 
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::error::{Error, decode_cbor, from_cbor, to_cbor};
+use crate::compact::Record;
+use crate::error::{Error, decode_cbor, to_cbor};
 use crate::http::{Plan, RenderFn, Request, Response, Route, RouteFn, Routes};
 use crate::schema::{AnyTable, Migrated, TableSchema};
 use crate::txn::{IndexKeys, Txn};
@@ -163,9 +164,10 @@ impl Plugin {
         Old: DeserializeOwned + 'static,
     {
         let f = move |object: &[u8]| {
-            let what = format!("object of table {table} at layout {from_layout}");
-            let old: Old = from_cbor(object, &what).map_err(|e| Error::internal(e.message))?;
-            migrate(old)
+            let what = || format!("object of table {table} at layout {from_layout}");
+            let old: Record<Old> =
+                decode_cbor(object, what).map_err(|e| Error::internal(e.message))?;
+            migrate(old.0)
         };
         self.migrations.push((table, from_layout, Box::new(f)));
         self

@@ -36,7 +36,7 @@ fn kv_store(n: usize) -> Store {
         };
         let keys = kv::KVS.index_keys(&e);
         w.tables_mut()
-            .insert("kv", 1, "kvs", &cbor(&e), &keys)
+            .insert("kv", 1, "kvs", &kv::KVS.encode(&e).expect("encode"), &keys)
             .expect("insert");
     }
     w.commit();

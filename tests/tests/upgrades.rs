@@ -1,4 +1,4 @@
-//! Plugin upgrades through the log on a live 3-server cluster: kv 0.1.0 → 0.2.0 (which adds
+//! Plugin upgrades through the log on a live 3-server cluster: kv 0.1.1 → 0.2.0 (which adds
 //! the `kvs.flags` index) under write load switches every server at the same index with
 //! equal state hashes and no lost write; a dry run changes nothing; a downgrade and a
 //! reinstall are refused; a server added afterwards gets 0.2.0 through the raft snapshot.
@@ -49,7 +49,7 @@ fn kv_on(addr: &str) -> (String, String, Vec<String>) {
 fn install_index_in_log(c: &Cluster, i: usize) -> Option<u64> {
     c.log_text(i)
         .lines()
-        .find(|l| l.contains("installed plugin: name=kv from=0.1.0 to=0.2.0"))
+        .find(|l| l.contains("installed plugin: name=kv from=0.1.1 to=0.2.0"))
         .and_then(|l| l.split("index=").nth(1))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
@@ -102,7 +102,7 @@ fn kv_v2_installs_on_a_live_cluster_under_write_load() {
     let faddr = c.servers[follower].http_addr();
     for i in 0..3 {
         let (version, _, indexes) = kv_on(&c.servers[i].http_addr());
-        assert_eq!((version.as_str(), indexes.len()), ("0.1.0", 2));
+        assert_eq!((version.as_str(), indexes.len()), ("0.1.1", 2));
     }
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -117,18 +117,18 @@ fn kv_v2_installs_on_a_live_cluster_under_write_load() {
     );
     assert!(ok, "{out}{err}");
     assert!(
-        out.contains("Dry run: installing plugin kv 0.1.0 -> 0.2.0"),
+        out.contains("Dry run: installing plugin kv 0.1.1 -> 0.2.0"),
         "{out}"
     );
     assert!(out.contains("table kvs: rebuilt"), "{out}");
     assert!(out.contains("indexes added: flags"), "{out}");
     assert!(out.contains("table tombstones: unchanged"), "{out}");
-    assert_eq!(kv_on(&faddr).0, "0.1.0");
+    assert_eq!(kv_on(&faddr).0, "0.1.1");
 
     // The install, through a follower, while writes go on.
     let (ok, out, err) = run_cli(BIN, &["plugin", "install", &v2, "--http-addr", &faddr]);
     assert!(ok, "{out}{err}");
-    assert!(out.contains("Installed plugin kv 0.1.0 -> 0.2.0"), "{out}");
+    assert!(out.contains("Installed plugin kv 0.1.1 -> 0.2.0"), "{out}");
     // The component was on every server before the entry switched them.
     assert!(
         out.contains("component copied to 2 of 2 other servers before the entry"),
@@ -180,7 +180,7 @@ fn kv_v2_installs_on_a_live_cluster_under_write_load() {
     assert_eq!(s, 200, "{text}");
 
     // A downgrade, and the same version again, are refused before the log.
-    for (file, what) in [(&v1, "0.1.0 is not higher"), (&v2, "0.2.0 is not higher")] {
+    for (file, what) in [(&v1, "0.1.1 is not higher"), (&v2, "0.2.0 is not higher")] {
         let (ok, out, err) = run_cli(BIN, &["plugin", "install", file, "--http-addr", &faddr]);
         assert!(!ok, "{out}");
         assert!(err.contains("409") && err.contains(what), "{err}");

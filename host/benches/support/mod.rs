@@ -80,8 +80,7 @@ pub fn fill_kv(store: &Store, n: usize, value: usize) -> usize {
         };
         raw += e.key.len() + e.value.len();
         let keys = kv::KVS.index_keys(&e);
-        let mut obj = Vec::new();
-        ciborium::into_writer(&e, &mut obj).expect("encode");
+        let obj = kv::KVS.encode(&e).expect("encode");
         w.tables_mut()
             .insert("kv", 1, "kvs", &obj, &keys)
             .expect("insert");

@@ -142,7 +142,8 @@ pub static KVS_SESSION: Index<Entry, String> = Index::new(
 )
 .allow_missing();
 
-/// The `kvs` table.
+/// The `kvs` table. Layout 2 (0.1.1): entries stored compact, without field names (layout
+/// 1 had them: 61 bytes more an entry); [`plugin`] migrates layout 1.
 pub static KVS: Table<Entry> = Table::new(
     "kvs",
     &[
@@ -153,7 +154,9 @@ pub static KVS: Table<Entry> = Table::new(
         #[cfg(feature = "v2")]
         &KVS_FLAGS,
     ],
-);
+)
+.layout(2)
+.compact();
 
 /// `tombstones.id`: the deleted key.
 pub static TOMBSTONES_ID: Index<Tombstone, KeyIn> = Index::new(
@@ -165,7 +168,7 @@ pub static TOMBSTONES_ID: Index<Tombstone, KeyIn> = Index::new(
 .unique()
 .prefix(key_prefix);
 
-/// The `tombstones` table.
+/// The `tombstones` table. Layout 2 (0.1.1): compact, like [`KVS`].
 pub static TOMBSTONES: Table<Tombstone> = Table::new(
     "tombstones",
     &[
@@ -173,7 +176,9 @@ pub static TOMBSTONES: Table<Tombstone> = Table::new(
         #[cfg(feature = "enterprise")]
         &TOMBSTONES_NAMESPACE,
     ],
-);
+)
+.layout(2)
+.compact();
 
 /// `tombstones.namespace` (enterprise edition): every tombstone of a partition and namespace.
 pub static TOMBSTONES_NAMESPACE: Index<Tombstone, Tenancy> = Index::new(
@@ -520,6 +525,10 @@ pub fn plugin() -> Plugin {
     Plugin::new("kv", VERSION, EDITION.name())
         .table(&KVS)
         .table(&TOMBSTONES)
+        .migration("kvs", 1, |e: Entry| Ok(vec![KVS.migrated(&e)?]))
+        .migration("tombstones", 1, |t: Tombstone| {
+            Ok(vec![TOMBSTONES.migrated(&t)?])
+        })
         .command("set", set)
         .command("cas", cas)
         .command("delete", delete)
@@ -554,10 +563,53 @@ fsmhost_guest::export_plugin!(plugin);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fsmhost_guest::{Harness, Txn};
+    use fsmhost_guest::{AnyTable, Harness, Txn};
 
     fn h() -> Harness {
         Harness::new(plugin()).expect("kv schema is valid")
+    }
+
+    #[test]
+    fn layout_1_entries_and_tombstones_migrate_to_compact_records() {
+        let e = Entry {
+            key: "a/b".into(),
+            value: b"hello".to_vec(),
+            flags: 3,
+            create_index: 4,
+            modify_index: 5,
+            lock_index: 1,
+            session: Some("s".into()),
+            tenancy: Default::default(),
+        };
+        // Layout 1 stored the entry with its field names: serde's own form.
+        let layout_1 = fsmhost_guest::to_cbor(&e).expect("encode");
+        let out = plugin().migrate("kvs", 1, &layout_1).expect("migrate");
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].table, "kvs");
+        assert_eq!(out[0].object, KVS.encode(&e).expect("encode"));
+        assert_eq!(out[0].object[0], 0x87, "an array of the seven fields");
+        assert_eq!(
+            layout_1.len() - out[0].object.len(),
+            61,
+            "the names are gone"
+        );
+        let mut store = fsmhost_guest::MemStore::new(&[KVS.schema()]).expect("schema");
+        store
+            .insert("kvs", &out[0].object, &KVS.index_keys(&e))
+            .expect("insert");
+        let at = key_in(&Default::default(), "a/b");
+        assert_eq!(KVS_ID.get(&store, &at).expect("get"), Some(e));
+
+        let t = Tombstone {
+            key: "a/".into(),
+            index: 9,
+            tenancy: Default::default(),
+        };
+        let layout_1 = fsmhost_guest::to_cbor(&t).expect("encode");
+        let out = plugin()
+            .migrate("tombstones", 1, &layout_1)
+            .expect("migrate");
+        assert_eq!(out[0].object, TOMBSTONES.encode(&t).expect("encode"));
     }
 
     fn set_req(key: &str, value: &str) -> SetRequest {
