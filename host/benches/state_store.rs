@@ -4,7 +4,7 @@
 //! `cargo bench -p fsmhost --bench state_store`
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use fsmhost::fsm::{Entry, EntryInstances, Fsm};
+use fsmhost::fsm::{Entry, Fsm};
 use fsmhost::plugin::{Runtime, RuntimeConfig};
 use fsmhost::state::{KeyRange, Store};
 use fsmhost_plugin_kv as kv;
@@ -139,24 +139,20 @@ fn bench(c: &mut Criterion) {
     g.finish();
 
     // The same commands in log entries of `n` commands each, as the leader batches
-    // concurrent writes: one instance per entry, kept from one command to the next.
+    // concurrent writes: one write transaction and one instance per entry.
     let mut g = c.benchmark_group("fsm_batched");
     for n in [16u64, 64, 512] {
         g.throughput(Throughput::Elements(n));
         g.bench_function(format!("kv_set_100B_through_wasm_{n}_per_entry"), |b| {
             b.iter(|| {
-                let mut instances = EntryInstances::default();
-                for _ in 0..n {
-                    index += 1;
-                    black_box(
-                        fsm.apply_in(
-                            &mut instances,
-                            index,
-                            &entries[index as usize % entries.len()],
-                        )
-                        .expect("set"),
-                    );
-                }
+                fsm.apply_entry(|txn| {
+                    for _ in 0..n {
+                        index += 1;
+                        let entry = &entries[index as usize % entries.len()];
+                        black_box(txn.apply(index, entry).expect("set"));
+                    }
+                    Ok::<_, std::convert::Infallible>(())
+                })
             })
         });
     }

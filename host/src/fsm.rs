@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use crate::autopilot::{ConfigUpdate, StoredConfig};
 use crate::plugin::{CallError, Instance, LoadedPlugin, PluginSet, Runtime};
-use crate::state::{Store, Wake};
+use crate::state::{Store, Wake, WriteTxn};
 use crate::upgrade::{self, UpgradeError};
 
 /// A command as it travels in the raft log: which plugin, which command, its payload, and
@@ -173,11 +173,61 @@ pub struct Installed {
 ///
 /// A kept instance changes the fuel the next command burns (the guest's heap and statics
 /// carry over), so the scope must be one every server shares: the commands of one log
-/// entry, applied in order, with a new `EntryInstances` for every entry. A server that
-/// replays its log then gives every command the same instance history as the leader did.
+/// entry, applied in order, with new instances for every entry. A server that replays its
+/// log then gives every command the same instance history as the leader did.
 #[derive(Debug, Default)]
-pub struct EntryInstances {
+struct EntryInstances {
     kept: Vec<(String, Option<Instance>)>,
+}
+
+/// One log entry being applied ([`Fsm::apply_entry`]): its write transaction, the plugin
+/// set in effect, the instances kept from one command to the next, and the FSM index of
+/// the last command applied so far.
+pub struct EntryTxn<'a> {
+    plugins: &'a PluginSet,
+    txn: WriteTxn<'a>,
+    instances: EntryInstances,
+    last: u64,
+}
+
+impl EntryTxn<'_> {
+    /// The FSM index the next command takes.
+    pub fn next_index(&self) -> u64 {
+        self.last + 1
+    }
+
+    /// Applies the command `entry` at FSM `index`, above every index applied before: runs
+    /// its plugin's command in the entry's transaction; a failed command leaves no trace.
+    /// Returns its result bytes or its error (the command counts as applied either way,
+    /// unless the error is retryable: then it may be tried again at the same index).
+    pub fn apply(&mut self, index: u64, entry: &Entry) -> Result<Vec<u8>, FsmError> {
+        if index <= self.last {
+            return Err(FsmError::OutOfOrder {
+                index,
+                last: self.last,
+            });
+        }
+        self.txn.set_index(index);
+        let result = match self.plugins.get(&entry.plugin) {
+            None => Err(FsmError::UnknownPlugin(entry.plugin.clone())),
+            Some(plugin) => match written_for_newer(entry, &plugin.description().version) {
+                Some(e) => Err(e),
+                None => plugin
+                    .apply_kept(
+                        self.instances.for_plugin(plugin.name()),
+                        &mut self.txn,
+                        &entry.command,
+                        &entry.payload,
+                        entry.timestamp_ms,
+                    )
+                    .map_err(FsmError::from),
+            },
+        };
+        if !matches!(&result, Err(e) if e.is_retryable()) {
+            self.last = index;
+        }
+        result
+    }
 }
 
 impl EntryInstances {
@@ -395,52 +445,43 @@ impl Fsm {
         self.last_applied.load(Ordering::Acquire)
     }
 
-    /// Applies the entry at `index`: opens a write transaction at `index`, runs the plugin's
-    /// command in it, and commits on success or aborts on any error. Returns the command's
-    /// result bytes, or its error (the entry is applied either way, unless the error is
-    /// retryable).
+    /// Applies the command at `index` as a log entry of its own (see [`Fsm::apply_entry`]).
+    /// Returns the command's result bytes, or its error (the command is applied either way,
+    /// unless the error is retryable).
     pub fn apply(&self, index: u64, entry: &Entry) -> Result<Vec<u8>, FsmError> {
-        self.apply_in(&mut EntryInstances::default(), index, entry)
+        let applied: Result<_, std::convert::Infallible> =
+            self.apply_entry(|txn| Ok(txn.apply(index, entry)));
+        match applied {
+            Ok(result) => result,
+        }
     }
 
-    /// [`Fsm::apply`] for one command of a log entry that carries several (a batch): the
-    /// commands share `instances`, one instance per plugin kept from one command to the
-    /// next. Start a new [`EntryInstances`] for every log entry.
-    pub fn apply_in(
+    /// Applies the commands of one log entry in one write transaction: `f` applies each
+    /// with [`EntryTxn::apply`], in order. When `f` returns `Ok`, the commands it applied
+    /// are committed at once (readers and watchers see the whole entry or none of it) and
+    /// the last applied index moves to the last of them; when it returns `Err`, nothing
+    /// changes. Commands share one plugin instance per plugin, kept from one command to the
+    /// next.
+    pub fn apply_entry<R, E>(
         &self,
-        instances: &mut EntryInstances,
-        index: u64,
-        entry: &Entry,
-    ) -> Result<Vec<u8>, FsmError> {
+        f: impl FnOnce(&mut EntryTxn<'_>) -> Result<R, E>,
+    ) -> Result<R, E> {
         let store = self.store();
-        let mut txn = store.write(index);
-        let last = self.last_applied();
-        if index <= last {
-            return Err(FsmError::OutOfOrder { index, last });
-        }
         let plugins = self.plugins();
-        let result = match plugins.get(&entry.plugin) {
-            None => Err(FsmError::UnknownPlugin(entry.plugin.clone())),
-            Some(plugin) => match written_for_newer(entry, &plugin.description().version) {
-                Some(e) => Err(e),
-                None => plugin
-                    .apply_kept(
-                        instances.for_plugin(plugin.name()),
-                        &mut txn,
-                        &entry.command,
-                        &entry.payload,
-                        entry.timestamp_ms,
-                    )
-                    .map_err(FsmError::from),
-            },
+        let first = self.last_applied();
+        let mut entry = EntryTxn {
+            plugins: &plugins,
+            txn: store.write(first + 1),
+            instances: EntryInstances::default(),
+            last: first,
         };
-        match &result {
-            Ok(_) => txn.commit(),
-            Err(e) if e.is_retryable() => return result,
-            Err(_) => drop(txn),
+        let result = f(&mut entry)?;
+        let last = entry.last;
+        if last > first {
+            entry.txn.commit();
+            self.last_applied.store(last, Ordering::Release);
         }
-        self.last_applied.store(index, Ordering::Release);
-        result
+        Ok(result)
     }
 
     /// Runs query `name` of `plugin` against the current state.

@@ -1,11 +1,12 @@
 //! The state machine end to end: log entries applied through the real kv component into the
 //! store, queries and blocking queries, and the state hash.
 
-use fsmhost::fsm::{Entry, EntryInstances, Fsm, FsmError};
+use fsmhost::fsm::{Entry, Fsm, FsmError};
 use fsmhost::plugin::{CallError, PluginSet, Runtime, RuntimeConfig};
 use fsmhost_plugin_kv as kv;
 use fsmhost_tests::{bundled, cbor, decode, fixture};
 use serde::Serialize;
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -423,17 +424,20 @@ fn the_commands_of_one_entry_share_an_instance_until_one_traps() {
         let mut index = 0;
         let mut out = Vec::new();
         for commands in &entries {
-            let mut instances = EntryInstances::default();
-            for c in commands {
-                index += 1;
-                out.push(match fsm.apply_in(&mut instances, index, &panicker(c)) {
-                    Ok(bytes) => format!("{c}: {}", decode::<u64>(&bytes)),
-                    Err(FsmError::Call(CallError::Plugin { message, .. })) => {
-                        format!("{c}: {message}")
-                    }
-                    Err(e) => format!("{c}: {}", e.http_status()),
-                });
-            }
+            let applied = fsm.apply_entry(|txn| {
+                for c in commands {
+                    index += 1;
+                    out.push(match txn.apply(index, &panicker(c)) {
+                        Ok(bytes) => format!("{c}: {}", decode::<u64>(&bytes)),
+                        Err(FsmError::Call(CallError::Plugin { message, .. })) => {
+                            format!("{c}: {message}")
+                        }
+                        Err(e) => format!("{c}: {}", e.http_status()),
+                    });
+                }
+                Ok::<_, Infallible>(())
+            });
+            assert!(applied.is_ok());
         }
         out
     };
@@ -464,4 +468,86 @@ fn the_commands_of_one_entry_share_an_instance_until_one_traps() {
             1
         );
     }
+}
+
+fn get_args(key: &str) -> kv::GetArgs {
+    kv::GetArgs {
+        tenancy: Default::default(),
+        key: key.into(),
+    }
+}
+
+/// The commands of one log entry run in one write transaction: readers see none of them
+/// until the entry ends, a failing command among them leaves no trace while the others
+/// stay, every table is stamped with the index of the command that changed it, and the
+/// state is the one the same commands give applied one entry each.
+#[test]
+fn an_entry_of_several_commands_commits_at_once_and_drops_only_its_failed_ones() {
+    let commands = [
+        set("app/a", "1"),
+        entry("set", &"not a request"),
+        set("app/b", "2"),
+        entry(
+            "delete-tree",
+            &kv::DeleteTreeRequest {
+                tenancy: Default::default(),
+                prefix: "app/a".into(),
+            },
+        ),
+        entry(
+            "set",
+            &kv::SetRequest {
+                tenancy: Default::default(),
+                key: String::new(),
+                value: b"x".to_vec(),
+                flags: 0,
+            },
+        ),
+    ];
+    let batched = fsm_with(&[]);
+    let outcomes = batched
+        .apply_entry(|txn| {
+            let mut outcomes = Vec::new();
+            for (i, c) in commands.iter().enumerate() {
+                assert_eq!(txn.next_index(), i as u64 + 1);
+                outcomes.push(txn.apply(i as u64 + 1, c).is_ok());
+                let seen = batched
+                    .query("kv", "get", &cbor(&get_args("app/b")))
+                    .unwrap();
+                assert_eq!(decode::<Option<kv::Entry>>(&seen.bytes), None, "mid-entry");
+            }
+            assert_eq!(batched.last_applied(), 0, "mid-entry");
+            Ok::<_, Infallible>(outcomes)
+        })
+        .unwrap();
+    assert_eq!(outcomes, [true, false, true, true, false]);
+    assert_eq!(batched.last_applied(), 5);
+    let b = batched
+        .query("kv", "get", &cbor(&get_args("app/b")))
+        .unwrap();
+    let b = decode::<Option<kv::Entry>>(&b.bytes).expect("app/b stays");
+    assert_eq!((b.value.as_slice(), b.create_index), (&b"2"[..], 3));
+    let a = batched
+        .query("kv", "get", &cbor(&get_args("app/a")))
+        .unwrap();
+    assert_eq!(decode::<Option<kv::Entry>>(&a.bytes), None, "deleted at 4");
+    assert_eq!(a.index, 4, "the tables the get read last changed at 4");
+
+    let alone = fsm_with(&[]);
+    let one_each: Vec<bool> = apply_all(&alone, &commands)
+        .iter()
+        .map(Result::is_ok)
+        .collect();
+    assert_eq!(one_each, outcomes);
+    assert_eq!(alone.state_hash(), batched.state_hash());
+
+    // An entry whose application fails as a whole (this server could not apply it)
+    // changes nothing, not even the commands before the failure.
+    let failed = batched.apply_entry(|txn| {
+        txn.apply(6, &set("app/c", "3")).expect("set");
+        Err::<(), _>("this server gave up")
+    });
+    assert_eq!(failed, Err("this server gave up"));
+    assert_eq!(batched.last_applied(), 5);
+    assert_eq!(batched.state_hash(), alone.state_hash());
 }

@@ -13,7 +13,7 @@ pub(crate) enum Access {
     None,
     /// `query`: a read snapshot.
     Read(ReadTxn),
-    /// `apply`: a private copy of the write transaction's tables, adopted on success.
+    /// `apply`: the write transaction's tables, lent for the call (under a savepoint).
     Write { tables: Tables, index: u64 },
 }
 

@@ -18,8 +18,9 @@
 //! so a command's fuel use, which depends on the heap and statics the earlier commands of
 //! its entry left, is still a function of the log. A trap or a used-up budget retires the
 //! instance, and the next entry starts on a fresh one, so a trap never reaches past its
-//! own command. An `apply` runs on a private copy of the write transaction's tables (an
-//! O(1) persistent-map clone) that is adopted only if the command returns `ok`. The HTTP
+//! own command. An `apply` runs on the write transaction's tables, lent to the instance
+//! for the call, under a savepoint that is rolled back unless the command returns `ok`
+//! (the store's undo journal: a failed command costs what it wrote). The HTTP
 //! pair `route` and `render` are pure functions of their arguments that run outside any
 //! transaction and outside the log (a route's command is fixed before it is proposed), so
 //! they run on a few kept-warm instances: a trap, an exhausted budget or a grown memory
@@ -467,6 +468,17 @@ impl LoadedPlugin {
     /// A fresh instance, in a store of its own with fuel and memory limits, whose calls
     /// see `access`.
     fn instantiate(&self, call: &str, access: Access) -> Result<Instance, CallError> {
+        self.instantiate_or_return(call, access)
+            .map_err(|refused| refused.0)
+    }
+
+    /// [`LoadedPlugin::instantiate`], which hands `access` back when it fails (the tables a
+    /// write transaction lent).
+    fn instantiate_or_return(
+        &self,
+        call: &str,
+        access: Access,
+    ) -> Result<Instance, Box<(CallError, Access)>> {
         let state = HostState::new(&self.description.name, access, &self.limits);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -480,7 +492,10 @@ impl LoadedPlugin {
                 instance,
                 pre: self.pre.clone(),
             }),
-            Err(e) => Err(self.instantiate_error(call, store.data(), e)),
+            Err(e) => {
+                let error = self.instantiate_error(call, store.data(), e);
+                Err(Box::new((error, store.into_data().access)))
+            }
         }
     }
 
@@ -711,8 +726,9 @@ impl LoadedPlugin {
         }
         let call = format!("command {command}");
         let index = txn.index();
+        let savepoint = txn.savepoint();
         let access = Access::Write {
-            tables: txn.tables().clone(),
+            tables: txn.lend(),
             index,
         };
         let ctx = wit::ApplyContext {
@@ -726,22 +742,32 @@ impl LoadedPlugin {
                 inst.store.data_mut().access = access;
                 inst
             }
-            _ => self.instantiate(&call, access)?,
+            _ => match self.instantiate_or_return(&call, access) {
+                Ok(inst) => inst,
+                Err(refused) => {
+                    let (e, access) = *refused;
+                    give_back(txn, access);
+                    txn.rollback_to(savepoint);
+                    return Err(e);
+                }
+            },
         };
         let (fuel, result) = self.run(&call, &mut inst, |g, s| {
             g.call_apply(s, command, payload, ctx)
         });
-        let access = std::mem::replace(&mut inst.store.data_mut().access, Access::None);
+        give_back(
+            txn,
+            std::mem::replace(&mut inst.store.data_mut().access, Access::None),
+        );
         let outcome = match result {
-            Ok(Ok(out)) => {
-                if let Access::Write { tables, .. } = access {
-                    *txn.tables_mut() = tables;
-                }
-                Ok(out)
-            }
+            Ok(Ok(out)) => Ok(out),
             Ok(Err(e)) => Err(self.plugin_error(&call, e)),
             Err(e) => Err(e),
         };
+        match outcome {
+            Ok(_) => txn.release(savepoint),
+            Err(_) => txn.rollback_to(savepoint),
+        }
         if matches!(outcome, Ok(_) | Err(CallError::Plugin { .. })) {
             *kept = Some(inst);
         }
@@ -887,6 +913,13 @@ impl LoadedPlugin {
             g.call_render(s, context, outcome.as_deref(), index)
         })?;
         Ok(response(r))
+    }
+}
+
+/// Hands the tables of a write call's `access` back to `txn`.
+fn give_back(txn: &mut WriteTxn<'_>, access: Access) {
+    if let Access::Write { tables, .. } = access {
+        txn.give_back(tables);
     }
 }
 

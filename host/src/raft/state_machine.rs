@@ -35,7 +35,7 @@ use super::{
     InstallEntry, LogEntry, LogId, NodeInfo, Outcome, Request, Response, RestoreEntry,
     StorageError, StoredMembership, TypeConfig,
 };
-use crate::fsm::{self, EntryInstances, Fsm};
+use crate::fsm::{self, EntryTxn, Fsm};
 use crate::plugin::PluginSet;
 use crate::snapshot::blobs::Blobs;
 use crate::snapshot::state_file::{StateHeader, StateReader};
@@ -299,20 +299,16 @@ impl StateMachine {
                 self.last_membership = StoredMembership::new(Some(entry.log_id), m.clone());
                 Response::None
             }
-            EntryPayload::Normal(Request::Plugin(e)) => {
-                Response::Applied(vec![self.apply_command(
-                    &mut EntryInstances::default(),
-                    entry.log_id,
-                    e,
-                )?])
-            }
+            EntryPayload::Normal(Request::Plugin(e)) => Response::Applied(
+                self.fsm
+                    .apply_entry(|txn| apply_command(txn, entry.log_id, e).map(|o| vec![o]))?,
+            ),
             EntryPayload::Normal(Request::Batch(es)) => {
-                let mut instances = EntryInstances::default();
-                Response::Applied(
+                Response::Applied(self.fsm.apply_entry(|txn| {
                     es.iter()
-                        .map(|e| self.apply_command(&mut instances, entry.log_id, e))
-                        .collect::<Result<_, _>>()?,
-                )
+                        .map(|e| apply_command(txn, entry.log_id, e))
+                        .collect::<Result<_, StorageError>>()
+                })?)
             }
             EntryPayload::Normal(Request::Autopilot(update)) => {
                 Response::AutopilotSet(self.fsm.set_autopilot(update, entry.log_id.index))
@@ -452,33 +448,32 @@ impl StateMachine {
         }
         Ok(Response::Installed(outcome.map_err(|e| e.to_string())))
     }
+}
 
-    /// Applies one plugin command at the next FSM index, on the instances kept for the
-    /// commands of its log entry.
-    fn apply_command(
-        &self,
-        instances: &mut EntryInstances,
-        log_id: LogId,
-        e: &fsm::Entry,
-    ) -> Result<Outcome, StorageError> {
-        let index = self.fsm.last_applied() + 1;
-        let mut attempt = 0;
-        loop {
-            match self.fsm.apply_in(instances, index, e) {
-                Err(err) if err.is_retryable() && attempt < UNAVAILABLE_RETRIES => {
-                    attempt += 1;
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Err(err) if err.is_retryable() => {
-                    let msg = format!(
-                        "log entry {} (FSM index {index}) could not be applied on this server: {err}",
-                        log_id.index
-                    );
-                    tracing::error!(target: "agent.server.fsm", "{msg}");
-                    return Err(StorageIOError::apply(log_id, &std::io::Error::other(msg)).into());
-                }
-                other => return Ok(Outcome::new(index, other)),
+/// Applies one plugin command of the log entry `log_id` at the entry's next FSM index,
+/// retrying a while when this server cannot run it now (every instance busy).
+fn apply_command(
+    txn: &mut EntryTxn<'_>,
+    log_id: LogId,
+    e: &fsm::Entry,
+) -> Result<Outcome, StorageError> {
+    let index = txn.next_index();
+    let mut attempt = 0;
+    loop {
+        match txn.apply(index, e) {
+            Err(err) if err.is_retryable() && attempt < UNAVAILABLE_RETRIES => {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(10));
             }
+            Err(err) if err.is_retryable() => {
+                let msg = format!(
+                    "log entry {} (FSM index {index}) could not be applied on this server: {err}",
+                    log_id.index
+                );
+                tracing::error!(target: "agent.server.fsm", "{msg}");
+                return Err(StorageIOError::apply(log_id, &std::io::Error::other(msg)).into());
+            }
+            other => return Ok(Outcome::new(index, other)),
         }
     }
 }

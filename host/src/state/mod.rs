@@ -2,8 +2,7 @@
 //!
 //! Owns: the table data, index maintenance on insert and delete, lookups (exact, prefix,
 //! range, first) and transactions. Every table lives in persistent ordered maps (`imbl`), so a
-//! read snapshot or a savepoint is an `Arc`/root clone: O(1) at any size, by structural
-//! sharing.
+//! read snapshot is an `Arc`/root clone: O(1) at any size, by structural sharing.
 //!
 //! Invariants, enforced in [`Tables::insert`]:
 //! - every object has exactly one key in the table's `id` index, and is stored under it;
@@ -19,7 +18,10 @@
 //! with the raft index; [`WriteTxn::commit`] publishes it atomically, then wakes the
 //! watchers of the tables it changed; dropping it aborts. [`Store::read`] returns a
 //! [`ReadTxn`] over the last committed snapshot; readers never block the writer and never
-//! see a partial transaction. [`Store::watch`] and [`Store::abandon`] serve blocking reads
+//! see a partial transaction. Inside a transaction, [`WriteTxn::savepoint`] starts an undo
+//! journal (the row each write replaced), so rolling back one command of a log entry costs
+//! what the command wrote, and writes after the first one to a tree node change it in place
+//! instead of copying its path again. [`Store::watch`] and [`Store::abandon`] serve blocking reads
 //! (see `watch`).
 
 mod watch;
@@ -322,13 +324,14 @@ impl TableData {
         entries.next_back().map(|(k, id)| (k, id))
     }
 
-    fn remove_row(&mut self, id: &[u8]) -> Option<Row> {
+    /// Removes the row under `id` with its index entries; returns its stored id and the row.
+    fn remove_row(&mut self, id: &[u8]) -> Option<(Bytes, Row)> {
         let (id, row) = self.rows.remove_with_key(id)?;
         for (pos, k) in row.index_keys(self.id_pos) {
             self.indexes[pos].remove(&(k.clone(), id.clone()));
         }
         self.bytes -= row_bytes(&id, &row);
-        Some(row)
+        Some((id, row))
     }
 
     fn put_row(&mut self, id: Bytes, row: Row) {
@@ -393,6 +396,37 @@ pub struct Tables {
     data: Vec<TableData>,
     /// Per table: raft index of its last change (Consul's `index` table).
     last_change: Vec<u64>,
+    journal: Journal,
+}
+
+/// The undo journal of a write transaction's open savepoints.
+///
+/// Invariant: while `open > 0`, `undo` holds, oldest first, every row change made since the
+/// outermost open savepoint was taken (each write records the row it replaced), so undoing
+/// them newest first restores every table's rows and index entries exactly. With no
+/// savepoint open nothing is recorded (readers, restores and commits carry an empty one).
+#[derive(Clone, Default)]
+struct Journal {
+    undo: Vec<Undo>,
+    open: usize,
+}
+
+impl Journal {
+    /// Ends the newest open savepoint; after the outermost, nothing needs undoing.
+    fn close(&mut self) {
+        self.open = self.open.saturating_sub(1);
+        if self.open == 0 {
+            self.undo.clear();
+        }
+    }
+}
+
+/// One row change: in table `t`, the row under `id` was `old` (`None`: there was none).
+#[derive(Clone)]
+struct Undo {
+    t: usize,
+    id: Bytes,
+    old: Option<Row>,
 }
 
 impl Tables {
@@ -408,6 +442,29 @@ impl Tables {
             schema,
             data,
             last_change,
+            journal: Journal::default(),
+        }
+    }
+
+    /// Tables of no schema at all: what a [`WriteTxn`] holds while its tables are lent.
+    fn none() -> Self {
+        static NONE: std::sync::LazyLock<Arc<Schema>> = std::sync::LazyLock::new(Arc::default);
+        Tables {
+            schema: NONE.clone(),
+            data: Vec::new(),
+            last_change: Vec::new(),
+            journal: Journal::default(),
+        }
+    }
+
+    /// Records, while a savepoint is open, that table `t`'s row under `id` was `old`.
+    fn note(&mut self, t: usize, id: &Bytes, old: Option<&Row>) {
+        if self.journal.open > 0 {
+            self.journal.undo.push(Undo {
+                t,
+                id: id.clone(),
+                old: old.cloned(),
+            });
         }
     }
 
@@ -682,8 +739,9 @@ impl Tables {
         }
         let data = &mut self.data[t];
         let row = data.make_row(object, row_keys);
-        let old = data.remove_row(&id);
-        data.put_row(id, row);
+        let old = data.remove_row(&id).map(|(_, row)| row);
+        data.put_row(id.clone(), row);
+        self.note(t, &id, old.as_ref());
         self.last_change[t] = index;
         Ok(old.map(|r| r.object))
     }
@@ -697,11 +755,12 @@ impl Tables {
         id: &[u8],
     ) -> Result<Option<Bytes>, StateError> {
         let t = self.writable(owner, table)?;
-        let old = self.data[t].remove_row(id);
-        if old.is_some() {
-            self.last_change[t] = index;
-        }
-        Ok(old.map(|r| r.object))
+        let Some((id, old)) = self.data[t].remove_row(id) else {
+            return Ok(None);
+        };
+        self.note(t, &id, Some(&old));
+        self.last_change[t] = index;
+        Ok(Some(old.object))
     }
 
     /// Deletes every object whose key in the prefix-capable `index` starts with `prefix`.
@@ -728,7 +787,10 @@ impl Tables {
         ids.dedup();
         let mut n = 0;
         for id in ids {
-            n += u64::from(self.data[t].remove_row(&id).is_some());
+            if let Some((id, old)) = self.data[t].remove_row(&id) {
+                self.note(t, &id, Some(&old));
+                n += 1;
+            }
         }
         if n > 0 {
             self.last_change[t] = index;
@@ -900,8 +962,17 @@ pub struct WriteTxn<'s> {
     index: u64,
 }
 
-/// A point a [`WriteTxn`] can roll back to. O(number of tables) to take.
-pub struct Savepoint(Tables);
+/// A point a [`WriteTxn`] can roll back to ([`WriteTxn::rollback_to`]) or keep the writes
+/// made since ([`WriteTxn::release`]). O(number of tables) to take; while one is open every
+/// row a write replaces is kept in the transaction's undo journal. Savepoints nest; end
+/// them newest first. One neither rolled back nor released keeps its writes, and the
+/// journal is kept until the commit.
+#[must_use = "a savepoint is ended with rollback_to or release"]
+pub struct Savepoint {
+    /// Length of the undo journal when it was taken.
+    at: usize,
+    last_change: Vec<u64>,
+}
 
 impl WriteTxn<'_> {
     /// The raft index this transaction writes at.
@@ -919,19 +990,64 @@ impl WriteTxn<'_> {
         &mut self.tables
     }
 
-    /// Marks the current state so [`WriteTxn::rollback_to`] can return to it.
-    pub fn savepoint(&self) -> Savepoint {
-        Savepoint(self.tables.clone())
+    /// Moves the transaction on to the raft `index` of the next command of its log entry:
+    /// later writes stamp their tables with it.
+    pub fn set_index(&mut self, index: u64) {
+        self.index = index;
     }
 
-    /// Drops every write made since `savepoint`.
+    /// Marks the current state so [`WriteTxn::rollback_to`] can return to it.
+    pub fn savepoint(&mut self) -> Savepoint {
+        let journal = &mut self.tables.journal;
+        journal.open += 1;
+        Savepoint {
+            at: journal.undo.len(),
+            last_change: self.tables.last_change.clone(),
+        }
+    }
+
+    /// Undoes every write made since `savepoint`, newest first: the tables hold again
+    /// exactly the rows, index entries, byte counts and last-change indexes they held.
     pub fn rollback_to(&mut self, savepoint: Savepoint) {
-        self.tables = savepoint.0;
+        let tables = &mut self.tables;
+        let undo = tables
+            .journal
+            .undo
+            .split_off(savepoint.at.min(tables.journal.undo.len()));
+        for Undo { t, id, old } in undo.into_iter().rev() {
+            let data = &mut tables.data[t];
+            data.remove_row(&id);
+            if let Some(row) = old {
+                data.put_row(id, row);
+            }
+        }
+        tables.last_change = savepoint.last_change;
+        tables.journal.close();
+    }
+
+    /// Keeps the writes made since `savepoint` and ends it.
+    pub fn release(&mut self, savepoint: Savepoint) {
+        drop(savepoint);
+        self.tables.journal.close();
+    }
+
+    /// Moves the tables out, for a plugin call that runs where the transaction cannot go (a
+    /// wasmtime store's data must be `'static`), savepoints and journal included; hand them
+    /// back with [`WriteTxn::give_back`]. Meanwhile the transaction holds tables of no
+    /// schema: reads find no table, and a commit would publish them.
+    pub(crate) fn lend(&mut self) -> Tables {
+        std::mem::replace(&mut self.tables, Tables::none())
+    }
+
+    /// Takes back the tables [`WriteTxn::lend`] lent.
+    pub(crate) fn give_back(&mut self, tables: Tables) {
+        self.tables = tables;
     }
 
     /// Publishes every write atomically to new readers, then wakes the watchers of exactly
     /// the tables this transaction changed.
-    pub fn commit(self) {
+    pub fn commit(mut self) {
+        self.tables.journal = Journal::default();
         let changed: Vec<(usize, u64)> = self
             .tables
             .last_change

@@ -256,6 +256,55 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// The commands of one log entry in one transaction, each under a savepoint inside an
+    /// outer one: a command that fails or is aborted is rolled back, the others released.
+    /// After every command the transaction answers as the model of the kept commands, and
+    /// at the end it has the hash and byte count of a store that only ever applied those;
+    /// rolling back the outer savepoint returns to the empty store.
+    #[test]
+    fn savepoints_undo_exactly_the_writes_after_them(
+        txns in prop::collection::vec(txn(), 1..20),
+        abort_all in any::<bool>(),
+    ) {
+        let (s, kept) = (store(&["t"]), store(&["t"]));
+        let empty = s.read().hash();
+        let mut model: BTreeMap<String, Obj> = BTreeMap::new();
+        let mut w = s.write(1);
+        let outer = w.savepoint();
+        for (i, txn) in txns.iter().enumerate() {
+            let index = i as u64 + 1;
+            w.set_index(index);
+            let savepoint = w.savepoint();
+            let got = store_apply(w.tables_mut(), index, &txn.ops);
+            if got.is_ok() && txn.commit {
+                w.release(savepoint);
+                prop_assert!(model_apply(&mut model, &txn.ops).is_ok());
+                let mut k = kept.write(index);
+                prop_assert!(store_apply(k.tables_mut(), index, &txn.ops).is_ok());
+                k.commit();
+            } else {
+                w.rollback_to(savepoint);
+            }
+            check(w.tables(), &model);
+        }
+        prop_assert_eq!(w.tables().hash(), kept.read().hash());
+        prop_assert_eq!(w.tables().bytes("t"), kept.read().bytes("t"));
+        if abort_all {
+            w.rollback_to(outer);
+            model.clear();
+            prop_assert_eq!(w.tables().hash(), empty);
+            prop_assert_eq!(w.tables().bytes("t").unwrap(), 0);
+        } else {
+            w.release(outer);
+        }
+        w.commit();
+        check(&s.read(), &model);
+    }
+}
+
 fn any_range() -> impl Strategy<Value = KeyRange> {
     let key = prop::collection::vec(any::<u8>(), 0..6);
     let bound = prop_oneof![
