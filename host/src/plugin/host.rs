@@ -175,9 +175,10 @@ impl HostState {
         }
     }
 
-    fn write(&mut self) -> Result<(&mut Tables, u64), types::StateError> {
+    /// The tables a write changes, the index it stamps, and the plugin writing.
+    fn write(&mut self) -> Result<(&mut Tables, u64, &str), types::StateError> {
         match &mut self.access {
-            Access::Write { tables, index } => Ok((tables, *index)),
+            Access::Write { tables, index } => Ok((tables, *index, &self.plugin)),
             _ => Err(types::StateError::ReadOnly(format!(
                 "plugin {} wrote during a query",
                 self.plugin
@@ -308,25 +309,22 @@ impl HostState {
                 keys: k.keys,
             })
             .collect();
-        let owner = self.plugin.clone();
-        let (tables, index) = self.write()?;
-        let old = tables.insert(&owner, index, table, object, &keys)?;
+        let (tables, index, owner) = self.write()?;
+        let old = tables.insert(owner, index, table, object, &keys)?;
         Ok(old.map(|b| b.to_vec()))
     }
 
     fn delete(&mut self, table: &str, id: &[u8]) -> Outcome<Option<Vec<u8>>> {
         self.charge(1, id.len() as u64)?;
-        let owner = self.plugin.clone();
-        let (tables, index) = self.write()?;
-        let old = tables.delete(&owner, index, table, id)?;
+        let (tables, index, owner) = self.write()?;
+        let old = tables.delete(owner, index, table, id)?;
         Ok(old.map(|b| b.to_vec()))
     }
 
     fn delete_prefix(&mut self, table: &str, index: &str, prefix: &[u8]) -> Outcome<u64> {
         self.charge(0, prefix.len() as u64)?;
-        let owner = self.plugin.clone();
-        let (tables, at) = self.write()?;
-        let n = tables.delete_prefix(&owner, at, table, index, prefix)?;
+        let (tables, at, owner) = self.write()?;
+        let n = tables.delete_prefix(owner, at, table, index, prefix)?;
         self.charge(n, 0)?;
         Ok(n)
     }

@@ -334,6 +334,7 @@ impl Runtime {
             pre: Arc::new(pre),
             engine: self.engine.clone(),
             limits: self.limits,
+            commands: Vec::new(),
         };
         let d = plugin
             .call("describe", Access::None, |g, s| g.call_describe(s))
@@ -388,6 +389,12 @@ impl Runtime {
         };
         validate::description(origin, &plugin.description)?;
         routes::check(&plugin.description.name, &plugin.description.routes)?;
+        plugin.commands = (plugin.description.commands.iter())
+            .map(|c| Command {
+                call: format!("command {c}"),
+                metrics: std::sync::OnceLock::new(),
+            })
+            .collect();
         Ok(plugin)
     }
 
@@ -416,6 +423,15 @@ pub struct LoadedPlugin {
     pre: Arc<bindings::PluginPre<HostState>>,
     engine: Engine,
     limits: Limits,
+    /// Per command of the description, in its order.
+    commands: Vec<Command>,
+}
+
+/// What `apply` needs of one command, prepared once: its call name for messages, and its
+/// metrics, looked up at its first apply.
+struct Command {
+    call: String,
+    metrics: std::sync::OnceLock<crate::metrics::CommandMetrics>,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -718,13 +734,13 @@ impl LoadedPlugin {
         payload: &[u8],
         timestamp_ms: u64,
     ) -> Result<Vec<u8>, CallError> {
-        if !self.description.commands.iter().any(|c| c == command) {
+        let Some(at) = self.description.commands.iter().position(|c| c == command) else {
             return Err(CallError::UnknownCommand {
                 plugin: self.description.name.clone(),
                 command: command.to_string(),
             });
-        }
-        let call = format!("command {command}");
+        };
+        let Command { call, metrics } = &self.commands[at];
         let index = txn.index();
         let savepoint = txn.savepoint();
         let access = Access::Write {
@@ -742,7 +758,7 @@ impl LoadedPlugin {
                 inst.store.data_mut().access = access;
                 inst
             }
-            _ => match self.instantiate_or_return(&call, access) {
+            _ => match self.instantiate_or_return(call, access) {
                 Ok(inst) => inst,
                 Err(refused) => {
                     let (e, access) = *refused;
@@ -752,7 +768,7 @@ impl LoadedPlugin {
                 }
             },
         };
-        let (fuel, result) = self.run(&call, &mut inst, |g, s| {
+        let (fuel, result) = self.run(call, &mut inst, |g, s| {
             g.call_apply(s, command, payload, ctx)
         });
         give_back(
@@ -761,7 +777,7 @@ impl LoadedPlugin {
         );
         let outcome = match result {
             Ok(Ok(out)) => Ok(out),
-            Ok(Err(e)) => Err(self.plugin_error(&call, e)),
+            Ok(Err(e)) => Err(self.plugin_error(call, e)),
             Err(e) => Err(e),
         };
         match outcome {
@@ -771,13 +787,9 @@ impl LoadedPlugin {
         if matches!(outcome, Ok(_) | Err(CallError::Plugin { .. })) {
             *kept = Some(inst);
         }
-        crate::metrics::METRICS.record_apply(
-            &self.description.name,
-            command,
-            started.elapsed(),
-            fuel,
-            outcome.is_ok(),
-        );
+        metrics
+            .get_or_init(|| crate::metrics::METRICS.command(&self.description.name, command))
+            .record(started.elapsed(), fuel, outcome.is_ok());
         outcome
     }
 

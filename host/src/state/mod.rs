@@ -334,6 +334,24 @@ impl TableData {
         Some((id, row))
     }
 
+    /// Stores `row` under `id` in place of the row there, if any, which it returns: one
+    /// search of the rows map instead of a removal and an insertion.
+    fn replace_row(&mut self, id: Bytes, row: Row) -> Option<Row> {
+        self.bytes += row_bytes(&id, &row);
+        let old = self.rows.insert(id.clone(), row.clone());
+        if let Some(old) = &old {
+            // The old entries go before the new ones come: a key in both stays.
+            for (pos, k) in old.index_keys(self.id_pos) {
+                self.indexes[pos].remove(&(k.clone(), id.clone()));
+            }
+            self.bytes -= row_bytes(&id, old);
+        }
+        for (pos, k) in row.index_keys(self.id_pos) {
+            self.indexes[pos].insert((k.clone(), id.clone()));
+        }
+        old
+    }
+
     fn put_row(&mut self, id: Bytes, row: Row) {
         for (pos, k) in row.index_keys(self.id_pos) {
             self.indexes[pos].insert((k.clone(), id.clone()));
@@ -421,12 +439,14 @@ impl Journal {
     }
 }
 
-/// One row change: in table `t`, the row under `id` was `old` (`None`: there was none).
+/// One row change: in table `t`, the row under `id` was `old` (`None`: there was none),
+/// and the table's last-change index was `stamp`.
 #[derive(Clone)]
 struct Undo {
     t: usize,
     id: Bytes,
     old: Option<Row>,
+    stamp: u64,
 }
 
 impl Tables {
@@ -464,6 +484,7 @@ impl Tables {
                 t,
                 id: id.clone(),
                 old: old.cloned(),
+                stamp: self.last_change[t],
             });
         }
     }
@@ -722,7 +743,8 @@ impl Tables {
         };
         let data = &self.data[t];
         for (pos, (ix, ks)) in schema.indexes.iter().zip(&row_keys).enumerate() {
-            if !ix.unique {
+            // The id index is the rows map: only the object itself holds its id there.
+            if !ix.unique || pos == data.id_pos {
                 continue;
             }
             for k in ks {
@@ -739,8 +761,7 @@ impl Tables {
         }
         let data = &mut self.data[t];
         let row = data.make_row(object, row_keys);
-        let old = data.remove_row(&id).map(|(_, row)| row);
-        data.put_row(id.clone(), row);
+        let old = data.replace_row(id.clone(), row);
         self.note(t, &id, old.as_ref());
         self.last_change[t] = index;
         Ok(old.map(|r| r.object))
@@ -963,15 +984,14 @@ pub struct WriteTxn<'s> {
 }
 
 /// A point a [`WriteTxn`] can roll back to ([`WriteTxn::rollback_to`]) or keep the writes
-/// made since ([`WriteTxn::release`]). O(number of tables) to take; while one is open every
-/// row a write replaces is kept in the transaction's undo journal. Savepoints nest; end
+/// made since ([`WriteTxn::release`]). O(1) to take; while one is open every row a write
+/// replaces is kept in the transaction's undo journal. Savepoints nest; end
 /// them newest first. One neither rolled back nor released keeps its writes, and the
 /// journal is kept until the commit.
 #[must_use = "a savepoint is ended with rollback_to or release"]
 pub struct Savepoint {
     /// Length of the undo journal when it was taken.
     at: usize,
-    last_change: Vec<u64>,
 }
 
 impl WriteTxn<'_> {
@@ -1002,7 +1022,6 @@ impl WriteTxn<'_> {
         journal.open += 1;
         Savepoint {
             at: journal.undo.len(),
-            last_change: self.tables.last_change.clone(),
         }
     }
 
@@ -1014,14 +1033,14 @@ impl WriteTxn<'_> {
             .journal
             .undo
             .split_off(savepoint.at.min(tables.journal.undo.len()));
-        for Undo { t, id, old } in undo.into_iter().rev() {
+        for Undo { t, id, old, stamp } in undo.into_iter().rev() {
             let data = &mut tables.data[t];
             data.remove_row(&id);
             if let Some(row) = old {
                 data.put_row(id, row);
             }
+            tables.last_change[t] = stamp;
         }
-        tables.last_change = savepoint.last_change;
         tables.journal.close();
     }
 
