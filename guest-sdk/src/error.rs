@@ -1,6 +1,5 @@
-//! The error a command or query returns, and CBOR encoding helpers.
+//! The error a command or query returns.
 
-use serde::{Serialize, de::DeserializeOwned};
 use std::fmt;
 
 use crate::txn::StateError;
@@ -68,37 +67,4 @@ impl From<StateError> for Error {
     fn from(e: StateError) -> Self {
         Error::new(ErrorKind::State, e.to_string())
     }
-}
-
-/// Encodes a value as CBOR, the wire format of payloads, results and objects.
-pub fn to_cbor<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
-    let mut out = Vec::new();
-    ciborium::into_writer(value, &mut out)
-        .map_err(|e| Error::internal(format!("encoding CBOR: {e}")))?;
-    Ok(out)
-}
-
-/// Decodes CBOR; `what` names the value in the error (e.g. "payload of command set").
-pub fn from_cbor<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, Error> {
-    decode_cbor(bytes, || what.to_string())
-}
-
-/// [`from_cbor`] that names the value only when decoding fails: the SDK decodes every
-/// payload and object through it, and formatting a name for each was a measurable share
-/// of a small command.
-pub(crate) fn decode_cbor<T: DeserializeOwned>(
-    bytes: &[u8],
-    what: impl FnOnce() -> String,
-) -> Result<T, Error> {
-    use ciborium::de::Error as E;
-    ciborium::from_reader(bytes).map_err(|e| {
-        let why = match e {
-            E::Semantic(Some(at), msg) => format!("{msg} (at byte {at})"),
-            E::Semantic(None, msg) => msg,
-            E::Syntax(at) => format!("malformed CBOR at byte {at}"),
-            E::Io(e) => format!("truncated CBOR: {e:?}"),
-            E::RecursionLimitExceeded => "CBOR nested too deeply".into(),
-        };
-        Error::bad_request(format!("decoding {}: {why}", what()))
-    })
 }

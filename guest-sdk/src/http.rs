@@ -38,7 +38,8 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::{Error, ErrorKind, from_cbor, to_cbor};
+use crate::cbor::{from_cbor, to_cbor};
+use crate::error::{Error, ErrorKind};
 
 /// A route: a method and a path, or a path prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -146,6 +146,7 @@
 
 extern crate self as fsmhost_guest;
 
+mod cbor;
 mod compact;
 mod error;
 pub mod http;
@@ -157,7 +158,8 @@ pub mod tenancy;
 mod txn;
 mod wasm;
 
-pub use error::{Error, ErrorKind, from_cbor, to_cbor};
+pub use cbor::{from_cbor, to_cbor};
+pub use error::{Error, ErrorKind};
 pub use key::{DisplayKey, Key, prefix_successor};
 pub use mem::{Harness, MemStore};
 pub use plugin::{Ctx, Description, Plugin};

@@ -9,7 +9,8 @@
 use serde::{Serialize, de::DeserializeOwned};
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::error::{Error, from_cbor, to_cbor};
+use crate::cbor::{from_cbor, to_cbor};
+use crate::error::Error;
 use crate::key::DisplayKey;
 use crate::plugin::{Ctx, Plugin};
 use crate::schema::TableSchema;
@@ -253,7 +254,7 @@ impl Txn for MemStore {
         &mut self,
         table: &str,
         object: &[u8],
-        keys: &[IndexKeys],
+        keys: Vec<IndexKeys>,
     ) -> Result<Option<Vec<u8>>, StateError> {
         let index = self.index;
         let t = self.table_mut(table)?;
@@ -270,7 +271,7 @@ impl Txn for MemStore {
                     ik.index
                 )));
             }
-            row.keys[pos] = ik.keys.clone();
+            row.keys[pos] = ik.keys;
         }
         for (pos, schema) in t.schema.indexes.iter().enumerate() {
             let n = row.keys[pos].len();

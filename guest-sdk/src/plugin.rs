@@ -3,8 +3,9 @@
 
 use serde::{Serialize, de::DeserializeOwned};
 
+use crate::cbor::{decode_cbor, to_cbor};
 use crate::compact::Record;
-use crate::error::{Error, decode_cbor, to_cbor};
+use crate::error::Error;
 use crate::http::{Plan, RenderFn, Request, Response, Route, RouteFn, Routes};
 use crate::schema::{AnyTable, Migrated, TableSchema};
 use crate::txn::{IndexKeys, Txn};

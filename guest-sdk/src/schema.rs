@@ -15,8 +15,9 @@
 use serde::{Serialize, de::DeserializeOwned};
 use std::marker::PhantomData;
 
+use crate::cbor::{decode_cbor, to_cbor};
 use crate::compact::{Compact, Record};
-use crate::error::{Error, decode_cbor, to_cbor};
+use crate::error::Error;
 use crate::txn::{IndexKeys, KeyRange, Txn};
 
 /// The keys an object has in one index, filled by a from-object function.
@@ -329,7 +330,7 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
     /// decoded only if asked ([`Stored::decode`]).
     pub fn insert(&self, tx: &mut dyn Txn, object: &T) -> Result<Option<Stored<T>>, Error> {
         let bytes = self.encode(object)?;
-        let old = tx.insert(self.name, &bytes, &self.index_keys(object))?;
+        let old = tx.insert(self.name, &bytes, self.index_keys(object))?;
         Ok(old.map(|bytes| self.stored(bytes)))
     }
     /// Deletes the object with `object`'s id; returns the deleted one, decoded only if

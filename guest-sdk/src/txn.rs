@@ -184,12 +184,13 @@ pub trait Txn {
         cursor: Option<&[u8]>,
         limit: u32,
     ) -> Result<ScanBatch, StateError>;
-    /// Inserts or replaces (by `id`) an object; returns the replaced one.
+    /// Inserts or replaces (by `id`) an object with its keys per index; returns the
+    /// replaced one. The keys are moved, as they go to the host.
     fn insert(
         &mut self,
         table: &str,
         object: &[u8],
-        keys: &[IndexKeys],
+        keys: Vec<IndexKeys>,
     ) -> Result<Option<Vec<u8>>, StateError>;
     /// Deletes the object with this `id` key; returns it.
     fn delete(&mut self, table: &str, id: &[u8]) -> Result<Option<Vec<u8>>, StateError>;

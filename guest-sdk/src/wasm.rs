@@ -59,11 +59,11 @@ fn state_error(e: wit::StateError) -> StateError {
     }
 }
 
-fn keys_to_wit(keys: &[IndexKeys]) -> Vec<wit::IndexKeys> {
-    keys.iter()
+fn keys_to_wit(keys: Vec<IndexKeys>) -> Vec<wit::IndexKeys> {
+    keys.into_iter()
         .map(|k| wit::IndexKeys {
-            index: k.index.clone(),
-            keys: k.keys.clone(),
+            index: k.index,
+            keys: k.keys,
         })
         .collect()
 }
@@ -107,7 +107,7 @@ impl Txn for HostTxn {
         &mut self,
         table: &str,
         object: &[u8],
-        keys: &[IndexKeys],
+        keys: Vec<IndexKeys>,
     ) -> Result<Option<Vec<u8>>, StateError> {
         wit_state::insert(table, object, &keys_to_wit(keys)).map_err(state_error)
     }
@@ -270,7 +270,7 @@ pub fn index(
     object: Vec<u8>,
 ) -> Result<Vec<wit::IndexKeys>, wit::PluginError> {
     p.index(&table, &object)
-        .map(|k| keys_to_wit(&k))
+        .map(keys_to_wit)
         .map_err(error_to_wit)
 }
 

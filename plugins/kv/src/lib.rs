@@ -595,7 +595,7 @@ mod tests {
         );
         let mut store = fsmhost_guest::MemStore::new(&[KVS.schema()]).expect("schema");
         store
-            .insert("kvs", &out[0].object, &KVS.index_keys(&e))
+            .insert("kvs", &out[0].object, KVS.index_keys(&e))
             .expect("insert");
         let at = key_in(&Default::default(), "a/b");
         assert_eq!(KVS_ID.get(&store, &at).expect("get"), Some(e));
