@@ -1,7 +1,7 @@
 //! The state machine end to end: log entries applied through the real kv component into the
 //! store, queries and blocking queries, and the state hash.
 
-use fsmhost::fsm::{Entry, Fsm, FsmError};
+use fsmhost::fsm::{Entry, FailureKind, Fsm, FsmError};
 use fsmhost::plugin::{CallError, PluginSet, Runtime, RuntimeConfig};
 use fsmhost_plugin_kv as kv;
 use fsmhost_tests::{bundled, cbor, decode, fixture};
@@ -322,7 +322,7 @@ fn an_entry_written_for_a_newer_plugin_version_is_refused() {
     e.version = Some("9.0.0".into());
     let err = f.apply(1, &e).unwrap_err();
     assert!(matches!(err, FsmError::WrittenForNewer { .. }), "{err}");
-    assert_eq!(err.http_status(), 409);
+    assert_eq!(err.kind(), FailureKind::Conflict);
     assert!(err.to_string().contains("kv 9.0.0"), "{err}");
     // Applied (as its error): the index is used, the store unchanged.
     assert_eq!(f.last_applied(), 1);
@@ -432,7 +432,7 @@ fn the_commands_of_one_entry_share_an_instance_until_one_traps() {
                         Err(FsmError::Call(CallError::Plugin { message, .. })) => {
                             format!("{c}: {message}")
                         }
-                        Err(e) => format!("{c}: {}", e.http_status()),
+                        Err(e) => format!("{c}: {:?}", e.kind()),
                     });
                 }
                 Ok::<_, Infallible>(())
@@ -450,7 +450,7 @@ fn the_commands_of_one_entry_share_an_instance_until_one_traps() {
             "count: 2",
             "refuse: refused as command 3 of this instance",
             "count: 4",
-            "boom: 500",
+            "boom: Internal",
             "count: 1",
             "count: 2",
             "count: 1",

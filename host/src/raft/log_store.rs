@@ -33,7 +33,8 @@ use std::sync::{Arc, Mutex};
 
 use writer::Op;
 
-use super::{LogEntry, LogId, StorageError, TypeConfig, from_cbor, to_cbor};
+use super::{LogEntry, LogId, StorageError, TypeConfig};
+use crate::codec::{from_cbor, to_cbor};
 
 const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");

@@ -1,8 +1,7 @@
 //! Raft: the replicated log that feeds the FSM on every server in the same order.
 //!
 //! Owns: the openraft type configuration (declared once, here), what a log entry carries
-//! ([`Request`]) and what applying it returns ([`Response`]), the node description servers
-//! exchange ([`NodeInfo`]), the redb log store ([`log_store`]), the state machine adapter
+//! ([`Request`]) and what applying it returns ([`Response`]), the redb log store ([`log_store`]), the state machine adapter
 //! ([`state_machine`]) and the server-to-server client ([`network`]).
 //!
 //! Boundaries: nothing here knows HTTP routes for operators or plugins' meaning; the
@@ -20,9 +19,8 @@ pub mod state_machine;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-use serde_bytes::ByteBuf;
-
-use crate::fsm::{self, FsmError};
+use crate::fsm::{self, Outcome};
+pub use crate::membership::{LogId, NodeInfo, StoredMembership};
 
 openraft::declare_raft_types!(
     /// The raft types of fsmhost.
@@ -37,12 +35,8 @@ openraft::declare_raft_types!(
 
 /// The raft handle of one server.
 pub type Raft = openraft::Raft<TypeConfig>;
-/// A log id (term, leader, index).
-pub type LogId = openraft::LogId<u64>;
 /// A log entry as stored.
 pub type LogEntry = openraft::Entry<TypeConfig>;
-/// Membership as stored with the log.
-pub type StoredMembership = openraft::StoredMembership<u64, NodeInfo>;
 /// A storage error as openraft wants it.
 pub type StorageError = openraft::StorageError<u64>;
 
@@ -107,52 +101,6 @@ impl fmt::Display for Request {
     }
 }
 
-/// A command that failed: the HTTP status a client gets and the message naming the problem.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Failure {
-    /// The status.
-    pub status: u16,
-    /// The error.
-    pub message: String,
-    /// The plugin's own error, as it gave it, when the plugin refused the command (so that
-    /// the plugin's `render` can present it); `None` for a trap, a limit or the host's own
-    /// refusal.
-    #[serde(default)]
-    pub refusal: Option<PluginRefusal>,
-}
-
-/// A plugin's own error: its kind and message, unprefixed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PluginRefusal {
-    /// The kind the plugin gave.
-    pub kind: crate::plugin::ErrorKind,
-    /// The plugin's message.
-    pub message: String,
-}
-
-/// The outcome of one plugin command; the same on every server.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Outcome {
-    /// The FSM index the command was applied at (its `X-Consul-Index`).
-    pub index: u64,
-    /// The result bytes (CBOR), or the failure.
-    pub result: Result<ByteBuf, Failure>,
-}
-
-impl Outcome {
-    /// The outcome of an FSM call at `index`.
-    pub fn new(index: u64, result: Result<Vec<u8>, FsmError>) -> Self {
-        Outcome {
-            index,
-            result: result.map(ByteBuf::from).map_err(|e| Failure {
-                status: e.http_status(),
-                message: e.to_string(),
-                refusal: e.refusal(),
-            }),
-        }
-    }
-}
-
 /// What applying one log entry returns.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
@@ -167,34 +115,4 @@ pub enum Response {
     AutopilotSet(bool),
     /// A plugin install: what it changed, or why it was refused.
     Installed(Result<crate::upgrade::Plan, String>),
-}
-
-/// What servers know about each other: stored in the raft membership.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeInfo {
-    /// The node's name (`node_name`).
-    pub name: String,
-    /// Server RPC address, `host:port` (`ports.server`): raft traffic and forwarding.
-    pub rpc_addr: String,
-    /// HTTP API address, `host:port` (`ports.http`).
-    pub http_addr: String,
-}
-
-impl fmt::Display for NodeInfo {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.name, self.rpc_addr)
-    }
-}
-
-/// Encodes a value as CBOR.
-pub fn to_cbor<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut out = Vec::new();
-    // Writing to a Vec cannot fail, and every type encoded here is plain data.
-    ciborium::into_writer(value, &mut out).expect("CBOR encoding of plain data into a Vec");
-    out
-}
-
-/// Decodes a CBOR value, naming what was expected on failure.
-pub fn from_cbor<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, String> {
-    ciborium::from_reader(bytes).map_err(|e| format!("malformed {what}: {e}"))
 }

@@ -23,43 +23,21 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     SnapshotResponse, VoteRequest, VoteResponse,
 };
-use openraft::{Snapshot, SnapshotMeta, Vote};
+use openraft::{Snapshot, Vote};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{NodeInfo, TypeConfig, from_cbor, to_cbor};
+use super::{NodeInfo, TypeConfig};
+use crate::codec::{from_cbor, to_cbor};
 use crate::http_body::{self, Body};
-
-/// Path of the AppendEntries RPC.
-pub const PATH_APPEND: &str = "/v1/internal/raft/append";
-/// Path of the RequestVote RPC.
-pub const PATH_VOTE: &str = "/v1/internal/raft/vote";
-/// Path of the InstallSnapshot RPC (one chunk per call; kept for openraft's chunked
-/// transport, which fsmhost's own senders do not use).
-pub const PATH_SNAPSHOT: &str = "/v1/internal/raft/snapshot";
-/// Path of a whole snapshot streamed in one request: the body is `state.bin`, the
-/// [`SNAPSHOT_HEAD`] header its [`SnapshotHead`].
-pub const PATH_SNAPSHOT_STREAM: &str = "/v1/internal/raft/snapshot-stream";
-/// The header carrying a streamed snapshot's [`SnapshotHead`] (base64 of its CBOR).
-pub const SNAPSHOT_HEAD: &str = "x-fsmhost-snapshot-head";
+use crate::protocol::{Rpc, SNAPSHOT_HEAD, SnapshotHead, TARGET_PARAM};
 
 /// How long a streamed snapshot may take, sending and installing.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(600);
-
-/// What precedes a streamed snapshot's bytes.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SnapshotHead {
-    /// The leader's vote.
-    pub vote: Vote<u64>,
-    /// The snapshot's raft meta.
-    pub meta: SnapshotMeta<u64, NodeInfo>,
-    /// The CRC of `state.bin` from the sender's `meta.json`, checked by the receiver.
-    pub crc: Option<String>,
-}
 
 /// The largest response body accepted from a peer.
 const MAX_RESPONSE: usize = 64 << 20;
@@ -367,9 +345,6 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     }
 }
 
-/// The query parameter naming the server a raft RPC is for (hex id).
-pub const TARGET_PARAM: &str = "target";
-
 impl Peer {
     /// `path` with the target's id, so that a server at a reused address (a wiped data dir
     /// means a new id) refuses traffic meant for the server that was there: accepting it
@@ -423,7 +398,7 @@ impl RaftNetwork<TypeConfig> for Peer {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, NodeInfo, RaftError<u64>>> {
         let answer = self
-            .rpc(RPCTypes::AppendEntries, PATH_APPEND, &rpc, &option)
+            .rpc(RPCTypes::AppendEntries, Rpc::Append.path(), &rpc, &option)
             .await;
         if answer.is_ok() {
             self.acks.record(self.target);
@@ -436,7 +411,8 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: VoteRequest<u64>,
         option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, NodeInfo, RaftError<u64>>> {
-        self.rpc(RPCTypes::Vote, PATH_VOTE, &rpc, &option).await
+        self.rpc(RPCTypes::Vote, Rpc::Vote.path(), &rpc, &option)
+            .await
     }
 
     async fn install_snapshot(
@@ -447,8 +423,13 @@ impl RaftNetwork<TypeConfig> for Peer {
         InstallSnapshotResponse<u64>,
         RPCError<u64, NodeInfo, RaftError<u64, InstallSnapshotError>>,
     > {
-        self.rpc(RPCTypes::InstallSnapshot, PATH_SNAPSHOT, &rpc, &option)
-            .await
+        self.rpc(
+            RPCTypes::InstallSnapshot,
+            Rpc::Snapshot.path(),
+            &rpc,
+            &option,
+        )
+        .await
     }
 
     async fn full_snapshot(
@@ -514,7 +495,7 @@ impl Peer {
             .client
             .post_stream(
                 &self.addr,
-                &self.addressed(PATH_SNAPSHOT_STREAM),
+                &self.addressed(Rpc::SnapshotStream.path()),
                 Some((SNAPSHOT_HEAD, head)),
                 body,
                 SNAPSHOT_TIMEOUT,
@@ -525,7 +506,7 @@ impl Peer {
                 self.streaming_error(f, SNAPSHOT_TIMEOUT)
             })?;
         let answer: Result<SnapshotResponse<u64>, Fatal<u64>> =
-            from_cbor(&bytes, PATH_SNAPSHOT_STREAM).map_err(|reason| {
+            from_cbor(&bytes, Rpc::SnapshotStream.path()).map_err(|reason| {
                 StreamingError::Network(NetworkError::new(&CallFailure::Network {
                     addr: self.addr.clone(),
                     reason,

@@ -11,9 +11,10 @@
 //! command's, whether it came alone or in a [`Request::Batch`]. The FSM index stamps the
 //! store's transaction (Consul's `ModifyIndex`, `X-Consul-Index`) and is derived from the
 //! log alone, so every server assigns the same one. It differs from the raft index, which
-//! also counts blank and membership entries and gives a batch one index. A failure of
-//! this server's own (no instance slot) is retried, never recorded as the outcome; if it
-//! persists it is a storage error, which stops the node loudly rather than diverge.
+//! also counts blank and membership entries and gives a batch one index. The adapter
+//! makes one call per entry ([`Fsm::apply_log_entry`]), which owns the command loop and
+//! its retry; an entry this server cannot apply is a storage error, which stops the node
+//! loudly rather than diverge.
 //!
 //! Snapshots: [`StateMachine::get_snapshot_builder`] captures the store (an O(1) read
 //! snapshot) with the applied log id, FSM index and membership while no entry is being
@@ -32,19 +33,17 @@ use std::time::{Duration, Instant};
 
 use super::network::RpcClient;
 use super::{
-    InstallEntry, LogEntry, LogId, NodeInfo, Outcome, Request, Response, RestoreEntry,
-    StorageError, StoredMembership, TypeConfig,
+    InstallEntry, LogEntry, LogId, NodeInfo, Request, Response, RestoreEntry, StorageError,
+    StoredMembership, TypeConfig,
 };
-use crate::fsm::{self, EntryTxn, Fsm};
+use crate::fsm::{self, Fsm};
 use crate::plugin::PluginSet;
+use crate::protocol::{BlobPush, Rpc};
 use crate::snapshot::blobs::Blobs;
 use crate::snapshot::state_file::{StateHeader, StateReader};
 use crate::snapshot::store::{self as disk, CrcReader, SnapshotDir, SnapshotStore};
 use crate::snapshot::{SnapshotError, SnapshotFile};
 use crate::state::{ReadTxn, Store};
-
-/// How often a command that found no free instance slot is retried before the node stops.
-const UNAVAILABLE_RETRIES: u32 = 50;
 
 /// The state machine of one node.
 pub struct StateMachine {
@@ -83,22 +82,6 @@ pub struct Snapshots {
     prepared: Mutex<Option<Prepared>>,
 }
 
-/// Path of the server-port route that serves a blob (body: the SHA-256 as CBOR text).
-pub const PATH_BLOB: &str = "/v1/internal/blob";
-
-/// Path of the server-port route that takes a blob ahead of the entry that names it
-/// (body: a [`BlobPush`] as CBOR).
-pub const PATH_BLOB_PUSH: &str = "/v1/internal/blob/push";
-
-/// A blob sent ahead of its entry; the receiver stores it only if its SHA-256 matches.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct BlobPush {
-    /// The blob's SHA-256, hex.
-    pub sha256: String,
-    /// Its bytes.
-    pub bytes: serde_bytes::ByteBuf,
-}
-
 impl Snapshots {
     /// Stores a pushed blob under its hash, refusing one whose bytes do not match it.
     pub fn receive_blob(&self, push: &BlobPush) -> Result<(), SnapshotError> {
@@ -133,13 +116,13 @@ impl Snapshots {
         let mut last = String::from("no peer to ask");
         for addr in peers {
             let tmp = self.blobs.tmp_path();
-            let body = crate::http_body::full(super::to_cbor(&sha256));
+            let body = crate::http_body::full(crate::codec::to_cbor(&sha256));
             let got = match self
                 .client
                 .stream(
                     hyper::Method::POST,
                     addr,
-                    PATH_BLOB,
+                    Rpc::Blob.path(),
                     None,
                     body,
                     Duration::from_secs(10),
@@ -292,23 +275,34 @@ impl StateMachine {
         &self.fsm
     }
 
-    fn apply_one(&mut self, entry: &LogEntry) -> Result<Response, StorageError> {
+    /// Applies the plugin commands of the log entry at `log_id` ([`Fsm::apply_log_entry`]);
+    /// one this server cannot apply is a storage error, which stops the node loudly
+    /// rather than let it diverge.
+    async fn apply_commands(
+        &self,
+        log_id: LogId,
+        commands: &[fsm::Entry],
+    ) -> Result<Response, StorageError> {
+        self.fsm
+            .apply_log_entry(log_id.index, commands)
+            .await
+            .map(Response::Applied)
+            .map_err(|msg| apply_failure(log_id, msg))
+    }
+
+    async fn apply_one(&mut self, entry: &LogEntry) -> Result<Response, StorageError> {
         let response = match &entry.payload {
             EntryPayload::Blank => Response::None,
             EntryPayload::Membership(m) => {
                 self.last_membership = StoredMembership::new(Some(entry.log_id), m.clone());
                 Response::None
             }
-            EntryPayload::Normal(Request::Plugin(e)) => Response::Applied(
-                self.fsm
-                    .apply_entry(|txn| apply_command(txn, entry.log_id, e).map(|o| vec![o]))?,
-            ),
+            EntryPayload::Normal(Request::Plugin(e)) => {
+                self.apply_commands(entry.log_id, std::slice::from_ref(e))
+                    .await?
+            }
             EntryPayload::Normal(Request::Batch(es)) => {
-                Response::Applied(self.fsm.apply_entry(|txn| {
-                    es.iter()
-                        .map(|e| apply_command(txn, entry.log_id, e))
-                        .collect::<Result<_, StorageError>>()
-                })?)
+                self.apply_commands(entry.log_id, es).await?
             }
             EntryPayload::Normal(Request::Autopilot(update)) => {
                 Response::AutopilotSet(self.fsm.set_autopilot(update, entry.log_id.index))
@@ -450,34 +444,6 @@ impl StateMachine {
     }
 }
 
-/// Applies one plugin command of the log entry `log_id` at the entry's next FSM index,
-/// retrying a while when this server cannot run it now (every instance busy).
-fn apply_command(
-    txn: &mut EntryTxn<'_>,
-    log_id: LogId,
-    e: &fsm::Entry,
-) -> Result<Outcome, StorageError> {
-    let index = txn.next_index();
-    let mut attempt = 0;
-    loop {
-        match txn.apply(index, e) {
-            Err(err) if err.is_retryable() && attempt < UNAVAILABLE_RETRIES => {
-                attempt += 1;
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Err(err) if err.is_retryable() => {
-                let msg = format!(
-                    "log entry {} (FSM index {index}) could not be applied on this server: {err}",
-                    log_id.index
-                );
-                tracing::error!(target: "agent.server.fsm", "{msg}");
-                return Err(StorageIOError::apply(log_id, &std::io::Error::other(msg)).into());
-            }
-            other => return Ok(Outcome::new(index, other)),
-        }
-    }
-}
-
 /// Writes one snapshot: what [`StateMachine::get_snapshot_builder`] captured.
 pub struct SnapshotBuilder {
     snapshots: Arc<Snapshots>,
@@ -553,7 +519,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Normal(Request::Install(i)) => {
                     self.apply_install(entry.log_id, i).await?
                 }
-                _ => self.apply_one(&entry)?,
+                _ => self.apply_one(&entry).await?,
             });
         }
         Ok(out)

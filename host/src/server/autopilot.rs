@@ -18,7 +18,6 @@
 //!   never touch the leader: promotions add voters, removals remove failed servers only.
 
 use openraft::ChangeMembers;
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,30 +25,14 @@ use std::time::{Duration, Instant};
 use hyper::{Method, StatusCode};
 
 use super::Node;
-use super::ops::{self, OpError};
+use super::ops;
 use super::web::{self, Refusal, Reply};
 use crate::autopilot::{
     AutopilotConfig, ConfigUpdate, NodeStatus, Observation, RaftStatus, State, StoredConfig, plan,
 };
+use crate::fsm::FailureKind;
+use crate::protocol::{OpError, ProbeReply, Rpc};
 use crate::raft::{Request, Response};
-
-/// Server-port path of the leader's probe (answer: [`ProbeReply`]).
-pub const PATH_PROBE: &str = "/v1/internal/autopilot/probe";
-/// Server-port path of a state request to the leader (answer: `Result<State, OpError>`).
-pub const PATH_STATE: &str = "/v1/internal/autopilot/state";
-/// Server-port path of a configuration read on the leader.
-pub const PATH_CONFIG_GET: &str = "/v1/internal/autopilot/config/get";
-/// Server-port path of a configuration write on the leader (body: [`ConfigUpdate`]).
-pub const PATH_CONFIG_SET: &str = "/v1/internal/autopilot/config/set";
-
-/// What a probed server says of itself.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ProbeReply {
-    /// Its raft id (another id at a configured server's address means that server is gone).
-    pub id: u64,
-    /// The fsmhost version it runs.
-    pub version: String,
-}
 
 /// This server's answer to a probe.
 pub fn probe_reply(node: &Node) -> ProbeReply {
@@ -141,7 +124,7 @@ pub async fn run(node: Arc<Node>) {
             (m.current_term, m.last_log_index.unwrap_or(0)),
             seen,
             previous.as_ref(),
-            super::now_ms(),
+            crate::clock::now_ms(),
         );
         log_changes(previous.as_ref(), &state);
         node.autopilot.set(Some(state.clone()));
@@ -217,7 +200,9 @@ async fn observe(
     for (id, info) in servers.iter().filter(|(id, _)| *id != node.id) {
         let (id, addr, client) = (*id, info.rpc_addr.clone(), node.client.clone());
         probes.spawn(async move {
-            let answer: Result<ProbeReply, _> = client.call(&addr, PATH_PROBE, &(), timeout).await;
+            let answer: Result<ProbeReply, _> = client
+                .call(&addr, Rpc::AutopilotProbe.path(), &(), timeout)
+                .await;
             (id, answer)
         });
     }
@@ -326,7 +311,7 @@ async fn reconcile(node: &Node, config: &AutopilotConfig, state: &State) {
             "no quorum of voters in touch with the leader: not changing the raft configuration");
         return;
     }
-    let promote: BTreeSet<u64> = plan::promotions(config, state, super::now_ms())
+    let promote: BTreeSet<u64> = plan::promotions(config, state, crate::clock::now_ms())
         .into_iter()
         .collect();
     if !promote.is_empty() {
@@ -386,17 +371,18 @@ pub fn state_local(node: &Node) -> Result<State, OpError> {
     if !node.is_leader() {
         return Err(OpError::NotLeader);
     }
-    node.autopilot.state().ok_or_else(|| OpError::Failed {
-        status: 500,
-        message: "autopilot has not judged the servers yet: it does once per update interval \
-                  after a leader is elected; try again shortly"
-            .into(),
+    node.autopilot.state().ok_or_else(|| {
+        OpError::failed(
+            FailureKind::Internal,
+            "autopilot has not judged the servers yet: it does once per update interval \
+                  after a leader is elected; try again shortly",
+        )
     })
 }
 
 /// The leader's state, from any server.
 pub async fn state(node: &Node) -> Result<State, OpError> {
-    ops::through_leader(node, PATH_STATE, &(), ops::HOLD, || async {
+    ops::through_leader(node, Rpc::AutopilotState.path(), &(), ops::HOLD, || async {
         state_local(node)
     })
     .await
@@ -424,9 +410,13 @@ pub async fn config(node: &Node, stale: bool) -> Result<StoredConfig, OpError> {
     if stale {
         return Ok(stored_or_seed(node));
     }
-    ops::through_leader(node, PATH_CONFIG_GET, &(), ops::HOLD, || async {
-        config_local(node)
-    })
+    ops::through_leader(
+        node,
+        Rpc::AutopilotConfigGet.path(),
+        &(),
+        ops::HOLD,
+        || async { config_local(node) },
+    )
     .await
 }
 
@@ -434,18 +424,22 @@ pub async fn config(node: &Node, stale: bool) -> Result<StoredConfig, OpError> {
 pub async fn set_config_local(node: &Node, update: ConfigUpdate) -> Result<bool, OpError> {
     match ops::write_host_entry(node, Request::Autopilot(update)).await? {
         Response::AutopilotSet(stored) => Ok(stored),
-        other => Err(OpError::Failed {
-            status: 500,
-            message: format!("the autopilot entry returned {other:?}"),
-        }),
+        other => Err(OpError::failed(
+            FailureKind::Internal,
+            format!("the autopilot entry returned {other:?}"),
+        )),
     }
 }
 
 /// Writes the configuration through the leader, from any server.
 pub async fn set_config(node: &Node, update: ConfigUpdate) -> Result<bool, OpError> {
-    ops::through_leader(node, PATH_CONFIG_SET, &update, ops::HOLD, || {
-        set_config_local(node, update.clone())
-    })
+    ops::through_leader(
+        node,
+        Rpc::AutopilotConfigSet.path(),
+        &update,
+        ops::HOLD,
+        || set_config_local(node, update.clone()),
+    )
     .await
 }
 
@@ -470,7 +464,7 @@ pub async fn serve_http(
                 .map(|v| v.trim().parse::<u64>())
                 .transpose()
                 .map_err(|e| Refusal::bad_request(format!("Error parsing cas value: {e}")))?;
-            let body = web::body(req, super::http::MAX_BODY).await?;
+            let body = web::body(req, web::MAX_BODY).await?;
             let config = conf::from_json(&body).map_err(|e| {
                 Refusal::bad_request(format!("Error parsing autopilot config: {e}"))
             })?;

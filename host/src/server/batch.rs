@@ -13,8 +13,8 @@
 use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::ops::{Applied, OpError};
-use crate::fsm;
+use crate::fsm::{self, FailureKind};
+use crate::protocol::{Applied, OpError};
 use crate::raft::{Raft, Request, Response};
 
 /// The most commands in one entry.
@@ -42,10 +42,7 @@ impl Batcher {
     /// Proposes a command and waits for its outcome.
     pub async fn propose(&self, entry: fsm::Entry) -> Result<Applied, OpError> {
         let (tx, rx) = oneshot::channel();
-        let stopped = || OpError::Failed {
-            status: 503,
-            message: "this server is shutting down".into(),
-        };
+        let stopped = || OpError::failed(FailureKind::Unavailable, "this server is shutting down");
         self.tx.send((entry, tx)).map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
     }
@@ -111,12 +108,10 @@ async fn propose(raft: &Raft, batch: Vec<(fsm::Entry, Waiter)>) {
                         raft_index,
                         result: o.result,
                     }),
-                    None => Err(OpError::Failed {
-                        status: 500,
-                        message: format!(
-                            "log entry {raft_index} returned fewer outcomes than commands"
-                        ),
-                    }),
+                    None => Err(OpError::failed(
+                        FailureKind::Internal,
+                        format!("log entry {raft_index} returned fewer outcomes than commands"),
+                    )),
                 };
                 let _ = w.send(answer);
             }
@@ -126,10 +121,7 @@ async fn propose(raft: &Raft, batch: Vec<(fsm::Entry, Waiter)>) {
                 openraft::error::RaftError::APIError(
                     openraft::error::ClientWriteError::ForwardToLeader(_),
                 ) => OpError::NotLeader,
-                e => OpError::Failed {
-                    status: 500,
-                    message: format!("raft: {e}"),
-                },
+                e => OpError::failed(FailureKind::Internal, format!("raft: {e}")),
             };
             for w in waiters {
                 let _ = w.send(Err(err.clone()));

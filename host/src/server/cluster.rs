@@ -25,61 +25,14 @@
 //!   re-add meets a higher term and one election follows (openraft 0.9 has no pre-vote).
 
 use openraft::ChangeMembers;
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::Node;
-use super::ops::OpError;
+use crate::fsm::FailureKind;
+use crate::protocol::{AddServer, JoinReply, JoinRequest, OpError, ProbeReply, RemoveServer, Rpc};
 use crate::raft::NodeInfo;
-
-/// Path of the join handshake.
-pub const PATH_JOIN: &str = "/v1/internal/join";
-/// Path of a request to the leader to add a server.
-pub const PATH_ADD: &str = "/v1/internal/add-server";
-/// Path of a request to the leader to remove a server.
-pub const PATH_REMOVE: &str = "/v1/internal/remove-server";
-
-/// A server introducing itself.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct JoinRequest {
-    /// Its raft id.
-    pub id: u64,
-    /// Its addresses.
-    pub info: NodeInfo,
-}
-
-/// The answer: what the other server knows.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct JoinReply {
-    /// The answering server's id.
-    pub id: u64,
-    /// Its addresses.
-    pub info: NodeInfo,
-    /// Whether it is part of a cluster (has a membership).
-    pub initialized: bool,
-    /// Every server it has heard of.
-    pub known: BTreeMap<u64, NodeInfo>,
-    /// The leader it follows, if any.
-    pub leader: Option<(u64, NodeInfo)>,
-}
-
-/// A request to the leader to make a server a voter.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AddServer {
-    /// Its raft id.
-    pub id: u64,
-    /// Its addresses.
-    pub info: NodeInfo,
-}
-
-/// A request to the leader to remove a server from the membership.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RemoveServer {
-    /// Its raft id.
-    pub id: u64,
-}
 
 /// What this node knows of other servers.
 pub struct Cluster {
@@ -190,13 +143,13 @@ pub async fn handle_remove(node: &Node, req: RemoveServer) -> Result<(), OpError
     let members = node.membership();
     let is_member = members.nodes().any(|(id, _)| *id == req.id);
     if !is_member {
-        return Err(OpError::Failed {
-            status: 404,
-            message: format!(
+        return Err(OpError::failed(
+            FailureKind::NotFound,
+            format!(
                 "no server with id {:016x} in the raft configuration",
                 req.id
             ),
-        });
+        ));
     }
     let change = if is_voter(node, req.id) {
         ChangeMembers::RemoveVoters(BTreeSet::from([req.id]))
@@ -206,9 +159,11 @@ pub async fn handle_remove(node: &Node, req: RemoveServer) -> Result<(), OpError
     node.raft
         .change_membership(change, false)
         .await
-        .map_err(|e| OpError::Failed {
-            status: 500,
-            message: format!("removing server {:016x}: {e}", req.id),
+        .map_err(|e| {
+            OpError::failed(
+                FailureKind::Internal,
+                format!("removing server {:016x}: {e}", req.id),
+            )
         })?;
     tracing::info!(target: "agent.server.raft", "updating configuration: command=RemoveServer server-id={:016x}", req.id);
     Ok(())
@@ -222,8 +177,8 @@ pub async fn leave(node: &Arc<Node>) -> Result<(), OpError> {
 
 /// Checks that the leader reaches `req`'s server address and finds that server there.
 async fn reachable(node: &Node, req: &AddServer) -> Result<(), String> {
-    let path = super::autopilot::PATH_PROBE;
-    let reply: super::autopilot::ProbeReply = node
+    let path = Rpc::AutopilotProbe.path();
+    let reply: ProbeReply = node
         .client
         .call(&req.info.rpc_addr, path, &(), Duration::from_secs(2))
         .await
@@ -240,9 +195,13 @@ async fn reachable(node: &Node, req: &AddServer) -> Result<(), String> {
 /// Removes server `id` from the cluster through the leader (`operator raft remove-peer`).
 pub async fn remove(node: &Node, id: u64) -> Result<(), OpError> {
     let req = RemoveServer { id };
-    super::ops::through_leader(node, PATH_REMOVE, &req, super::ops::HOLD, || {
-        handle_remove(node, req.clone())
-    })
+    super::ops::through_leader(
+        node,
+        Rpc::RemoveServer.path(),
+        &req,
+        super::ops::HOLD,
+        || handle_remove(node, req.clone()),
+    )
     .await
 }
 
@@ -262,7 +221,7 @@ pub async fn run(node: Arc<Node>) {
             };
             match node
                 .client
-                .call::<_, JoinReply>(addr, PATH_JOIN, &req, Duration::from_secs(2))
+                .call::<_, JoinReply>(addr, Rpc::Join.path(), &req, Duration::from_secs(2))
                 .await
             {
                 Ok(reply) => {
@@ -295,7 +254,12 @@ pub async fn run(node: Arc<Node>) {
             };
             let r: Result<Result<(), OpError>, _> = node
                 .client
-                .call(&linfo.rpc_addr, PATH_ADD, &req, Duration::from_secs(5))
+                .call(
+                    &linfo.rpc_addr,
+                    Rpc::AddServer.path(),
+                    &req,
+                    Duration::from_secs(5),
+                )
                 .await;
             if let Err(e) = r {
                 tracing::debug!(target: "agent", "asking leader {lid:016x} to add this server: {e}");

@@ -37,20 +37,14 @@ use std::time::Duration;
 
 use super::Node;
 use super::cluster;
-use super::ops::{self, ApplyRequest, Consistency, OpError, QueryRequest};
+use super::ops;
 use super::plugins;
-use super::rpc::{MAX_ARCHIVE, PATH_SNAPSHOT_RESTORE, PATH_SNAPSHOT_SAVE};
+use super::rpc::MAX_ARCHIVE;
 use super::snapshots;
-use super::web::{self, Refusal, Reply};
+use super::web::{self, MAX_BODY, Refusal, Reply, blocking_params, consistency};
 use crate::http_body;
+use crate::protocol::{ApplyRequest, InstallRequest, OpError, QueryRequest, Rpc};
 use crate::raft::network::CallFailure;
-
-/// The largest request body (a command's payload or a query's arguments).
-pub(super) const MAX_BODY: usize = 4 << 20;
-/// Default blocking wait (Consul: 5 minutes).
-const DEFAULT_WAIT: Duration = Duration::from_secs(300);
-/// Longest blocking wait (Consul: 10 minutes).
-const MAX_WAIT: Duration = Duration::from_secs(600);
 
 /// The handler of the HTTP port.
 pub fn handler(
@@ -126,7 +120,7 @@ fn to_plugin_bytes(body: Bytes, json: bool) -> Result<Vec<u8>, Refusal> {
     }
     let value: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| Refusal::bad_request(format!("request body is not JSON: {e}")))?;
-    Ok(crate::raft::to_cbor(&value))
+    Ok(crate::codec::to_cbor(&value))
 }
 
 /// A plugin's answer in the client's format.
@@ -143,43 +137,6 @@ fn plugin_answer(bytes: Vec<u8>, json: bool) -> Reply {
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("the plugin's answer is not valid CBOR: {e}"),
         ),
-    }
-}
-
-/// `?index=&wait=`: the blocking index and the wait, capped at 10 minutes, plus up to
-/// wait/16 of jitter as Consul adds so that woken clients do not return in lockstep.
-pub(super) fn blocking_params(
-    q: &std::collections::BTreeMap<String, String>,
-) -> Result<(u64, Duration), Refusal> {
-    let index = match q.get("index") {
-        None => 0,
-        Some(s) => s.parse().map_err(|_| {
-            Refusal::bad_request(format!("index: {s:?} is not a non-negative integer"))
-        })?,
-    };
-    let wait = match q.get("wait") {
-        None => DEFAULT_WAIT,
-        Some(s) => crate::duration::parse(s).ok_or_else(|| {
-            Refusal::bad_request(format!("wait: {s:?} is not a duration such as 10s or 5m"))
-        })?,
-    }
-    .min(MAX_WAIT);
-    let mut r = [0u8; 4];
-    let _ = getrandom::fill(&mut r);
-    let jitter = wait / 16 * (u32::from_le_bytes(r) % 1000) / 1000;
-    Ok((index, wait + jitter))
-}
-
-pub(super) fn consistency(
-    q: &std::collections::BTreeMap<String, String>,
-) -> Result<Consistency, Refusal> {
-    match (q.contains_key("stale"), q.contains_key("consistent")) {
-        (true, true) => Err(Refusal::bad_request(
-            "?stale and ?consistent cannot be used together",
-        )),
-        (true, false) => Ok(Consistency::Stale),
-        (false, true) => Ok(Consistency::Consistent),
-        (false, false) => Ok(Consistency::Default),
     }
 }
 
@@ -204,10 +161,7 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusa
             .map_err(Refusal::from)?;
             let mut reply = match applied.result {
                 Ok(bytes) => plugin_answer(bytes.into_vec(), json),
-                Err(f) => Reply::from(Refusal::from(OpError::Failed {
-                    status: f.status,
-                    message: f.message,
-                })),
+                Err(f) => Reply::from(Refusal::of(f.kind, f.message)),
             };
             if let Ok(v) = HeaderValue::from_str(&applied.raft_index.to_string()) {
                 reply.headers_mut().insert("X-Fsmhost-Raft-Index", v);
@@ -259,7 +213,7 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusa
                 None | Some("json") => web::json(
                     StatusCode::OK,
                     &m.consul_json(&crate::logging::timestamp(
-                        std::time::Duration::from_millis(super::now_ms()),
+                        std::time::Duration::from_millis(crate::clock::now_ms()),
                     )),
                 ),
                 Some(other) => {
@@ -423,7 +377,7 @@ async fn snapshot_save(
         .stream(
             Method::POST,
             &leader,
-            PATH_SNAPSHOT_SAVE,
+            Rpc::SnapshotSave.path(),
             None,
             http_body::full(Bytes::new()),
             Duration::from_secs(600),
@@ -463,7 +417,7 @@ async fn snapshot_restore(node: &Arc<Node>, req: Request<Incoming>) -> Result<Re
                 .client
                 .post_stream(
                     &leader,
-                    PATH_SNAPSHOT_RESTORE,
+                    Rpc::SnapshotRestore.path(),
                     None,
                     http_body::file(path.clone(), false, None),
                     Duration::from_secs(600),
@@ -471,8 +425,11 @@ async fn snapshot_restore(node: &Arc<Node>, req: Request<Incoming>) -> Result<Re
                 .await
                 .map_err(|e| leader_refusal("sending the archive to the leader", e))
                 .and_then(|bytes| {
-                    crate::raft::from_cbor::<Result<u64, OpError>>(&bytes, PATH_SNAPSHOT_RESTORE)
-                        .map_err(|e| Refusal::new(StatusCode::BAD_GATEWAY, e))
+                    crate::codec::from_cbor::<Result<u64, OpError>>(
+                        &bytes,
+                        Rpc::SnapshotRestore.path(),
+                    )
+                    .map_err(|e| Refusal::new(StatusCode::BAD_GATEWAY, e))
                 })
                 .and_then(|answer| answer.map_err(Refusal::from)),
         }
@@ -492,7 +449,7 @@ async fn plugin_install(node: &Arc<Node>, req: Request<Incoming>) -> Result<Repl
     let q = web::query(&req);
     let dry_run = q.contains_key("dry-run") || q.contains_key("dry_run");
     let component = web::body(req, plugins::MAX_COMPONENT).await?;
-    let request = plugins::InstallRequest {
+    let request = InstallRequest {
         component: serde_bytes::ByteBuf::from(component.to_vec()),
         dry_run,
     };

@@ -29,7 +29,7 @@ pub mod web;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -114,18 +114,11 @@ pub struct Node {
     shutdown: watch::Sender<bool>,
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 impl Node {
     /// Records that a leader contacted this node now.
     pub fn touch_leader_contact(&self) {
-        self.last_contact_ms.store(now_ms(), Ordering::Relaxed);
+        self.last_contact_ms
+            .store(crate::clock::now_ms(), Ordering::Relaxed);
     }
 
     /// Time since a leader last contacted this node (zero on the leader itself; `None` if
@@ -136,7 +129,9 @@ impl Node {
         }
         match self.last_contact_ms.load(Ordering::Relaxed) {
             0 => None,
-            t => Some(Duration::from_millis(now_ms().saturating_sub(t))),
+            t => Some(Duration::from_millis(
+                crate::clock::now_ms().saturating_sub(t),
+            )),
         }
     }
 

@@ -11,159 +11,31 @@
 //! (a quorum acknowledged it within 90% of the election timeout), else after a read-index
 //! round; `consistent` always after a read-index round (`ensure_linearizable`).
 
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use super::Node;
-use crate::fsm::{self, FsmError};
-use crate::raft::Failure;
+use crate::fsm::{self, FailureKind};
+use crate::protocol::{Applied, ApplyRequest, Consistency, OpError, QueryReply, QueryRequest, Rpc};
 use crate::raft::network::CallFailure;
-use serde_bytes::ByteBuf;
 
 /// How long a request waits for a leader before failing.
 pub const HOLD: Duration = Duration::from_secs(7);
-/// Path of a forwarded write.
-pub const PATH_APPLY: &str = "/v1/internal/apply";
-/// Path of a forwarded read.
-pub const PATH_QUERY: &str = "/v1/internal/query";
-
-/// A write: a plugin command with its payload.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ApplyRequest {
-    /// The plugin.
-    pub plugin: String,
-    /// The command.
-    pub command: String,
-    /// The payload (CBOR).
-    #[serde(with = "serde_bytes")]
-    pub payload: Vec<u8>,
-}
-
-/// A committed write.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Applied {
-    /// The FSM index the command was applied at (`X-Consul-Index`).
-    pub index: u64,
-    /// The raft log index of the entry that carried it.
-    pub raft_index: u64,
-    /// The result bytes (CBOR), or the command's failure.
-    pub result: Result<ByteBuf, Failure>,
-}
-
-/// How fresh a read must be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Consistency {
-    /// The leader's state, under its lease.
-    Default,
-    /// The leader's state after a read-index round.
-    Consistent,
-    /// This server's state, however old.
-    Stale,
-}
-
-/// A read: a plugin query, its arguments, and blocking parameters.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct QueryRequest {
-    /// The plugin.
-    pub plugin: String,
-    /// The query.
-    pub query: String,
-    /// The arguments (CBOR).
-    #[serde(with = "serde_bytes")]
-    pub args: Vec<u8>,
-    /// Freshness.
-    pub consistency: Consistency,
-    /// Block until the result's index exceeds this (0: answer at once).
-    pub min_index: u64,
-    /// How long to block at most, in ms.
-    pub wait_ms: u64,
-}
-
-/// A read's answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct QueryReply {
-    /// The result (CBOR).
-    #[serde(with = "serde_bytes")]
-    pub bytes: Vec<u8>,
-    /// The index of the data read.
-    pub index: u64,
-}
-
-/// Why a write or read failed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-pub enum OpError {
-    /// This server is not the leader (used between servers; clients never see it).
-    #[error("this server is not the leader")]
-    NotLeader,
-    /// The request failed: an HTTP status and a message.
-    #[error("{message}")]
-    Failed {
-        /// The status.
-        status: u16,
-        /// The message.
-        message: String,
-    },
-    /// The plugin refused a query: the status and message a client gets, and the plugin's
-    /// own error for its `render`.
-    #[error("{message}")]
-    Refused {
-        /// The status.
-        status: u16,
-        /// The message.
-        message: String,
-        /// The plugin's error.
-        refusal: crate::raft::PluginRefusal,
-    },
-}
-
-impl From<OpError> for super::web::Refusal {
-    fn from(e: OpError) -> Self {
-        use hyper::StatusCode;
-        match e {
-            OpError::NotLeader => Self::new(StatusCode::SERVICE_UNAVAILABLE, "no cluster leader"),
-            OpError::Failed { status, message }
-            | OpError::Refused {
-                status, message, ..
-            } => Self::new(
-                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                message,
-            ),
-        }
-    }
-}
-
-fn failed(status: u16, message: impl Into<String>) -> OpError {
-    OpError::Failed {
-        status,
-        message: message.into(),
-    }
-}
-
-impl From<FsmError> for OpError {
-    fn from(e: FsmError) -> Self {
-        match e.refusal() {
-            Some(refusal) => OpError::Refused {
-                status: e.http_status(),
-                message: e.to_string(),
-                refusal,
-            },
-            None => failed(e.http_status(), e.to_string()),
-        }
-    }
-}
-
 /// Refuses a request naming an unknown plugin or command before it reaches the log.
 /// Returns the version of the plugin in effect, which the entry records.
 fn check_command(node: &Node, plugin: &str, command: &str) -> Result<String, OpError> {
     let plugins = node.fsm.plugins();
-    let p = plugins
-        .get(plugin)
-        .ok_or_else(|| failed(404, format!("no plugin named {plugin} is loaded")))?;
+    let p = plugins.get(plugin).ok_or_else(|| {
+        OpError::failed(
+            FailureKind::NotFound,
+            format!("no plugin named {plugin} is loaded"),
+        )
+    })?;
     if !p.description().commands.iter().any(|c| c == command) {
-        return Err(failed(
-            404,
+        return Err(OpError::failed(
+            FailureKind::NotFound,
             format!("plugin {plugin} has no command {command}"),
         ));
     }
@@ -184,7 +56,7 @@ pub async fn apply_local(node: &Node, req: &ApplyRequest) -> Result<Applied, OpE
         plugin: req.plugin.clone(),
         command: req.command.clone(),
         payload: req.payload.clone(),
-        timestamp_ms: super::now_ms(),
+        timestamp_ms: crate::clock::now_ms(),
         version: Some(version),
     };
     node.batcher.propose(entry).await
@@ -220,8 +92,8 @@ where
                     Ok(Err(OpError::NotLeader)) | Err(CallFailure::Unreachable { .. }) => {}
                     Ok(result) => return result,
                     Err(f) => {
-                        return Err(failed(
-                            503,
+                        return Err(OpError::failed(
+                            FailureKind::Unavailable,
                             format!(
                                 "forwarding to the leader {}: {f}; the request may or may not \
                                  have been carried out",
@@ -234,8 +106,8 @@ where
             None => {}
         }
         if Instant::now() >= deadline {
-            return Err(failed(
-                503,
+            return Err(OpError::failed(
+                FailureKind::Unavailable,
                 format!("no cluster leader after {HOLD:?}; is a quorum of servers up?"),
             ));
         }
@@ -266,13 +138,16 @@ pub async fn write_host_entry_at(
             openraft::error::RaftError::APIError(
                 openraft::error::ClientWriteError::ForwardToLeader(_),
             ) => OpError::NotLeader,
-            e => failed(500, format!("raft: {e}")),
+            e => OpError::failed(FailureKind::Internal, format!("raft: {e}")),
         })
 }
 
 /// Applies a write through the leader, wherever it is.
 pub async fn apply(node: &Node, req: &ApplyRequest) -> Result<Applied, OpError> {
-    through_leader(node, PATH_APPLY, req, HOLD, || apply_local(node, req)).await
+    through_leader(node, Rpc::Apply.path(), req, HOLD, || {
+        apply_local(node, req)
+    })
+    .await
 }
 
 /// Whether the leader's lease covers a local read now.
@@ -310,7 +185,12 @@ pub async fn query_local(node: &Node, req: &QueryRequest) -> Result<QueryReply, 
             Err(openraft::error::RaftError::APIError(
                 openraft::error::CheckIsLeaderError::ForwardToLeader(_),
             )) => return Err(OpError::NotLeader),
-            Err(e) => return Err(failed(503, format!("confirming leadership: {e}"))),
+            Err(e) => {
+                return Err(OpError::failed(
+                    FailureKind::Unavailable,
+                    format!("confirming leadership: {e}"),
+                ));
+            }
         }
     }
     run_query(node, req).await
@@ -322,5 +202,8 @@ pub async fn query(node: &Node, req: &QueryRequest) -> Result<QueryReply, OpErro
         return run_query(node, req).await;
     }
     let timeout = Duration::from_millis(req.wait_ms) + HOLD;
-    through_leader(node, PATH_QUERY, req, timeout, || query_local(node, req)).await
+    through_leader(node, Rpc::Query.path(), req, timeout, || {
+        query_local(node, req)
+    })
+    .await
 }

@@ -11,15 +11,16 @@ use hyper::{Request, StatusCode};
 use std::sync::Arc;
 
 use super::Node;
-use super::http::{MAX_BODY, blocking_params, consistency};
-use super::ops::{self, ApplyRequest, OpError, QueryRequest};
-use super::web::{self, Refusal, Reply};
+use super::ops;
+use super::web::{self, MAX_BODY, Refusal, Reply, blocking_params, consistency};
 use crate::fsm::FsmError;
 use crate::plugin::{CallError, ErrorKind, HttpAction, HttpRequest, HttpResponse, LoadedPlugin};
+use crate::protocol::{ApplyRequest, OpError, QueryRequest};
 
 /// A failed call into the plugin, as the client's refusal.
 fn call_refusal(e: CallError) -> Refusal {
-    Refusal::from(OpError::from(FsmError::from(e)))
+    let e = FsmError::from(e);
+    Refusal::of(e.kind(), e.to_string())
 }
 
 fn reply(r: HttpResponse, index: u64) -> Reply {
@@ -81,10 +82,7 @@ pub async fn serve(
                 Err(f) => match &f.refusal {
                     Some(r) => Err((r.kind, r.message.as_str())),
                     None => {
-                        let refused = Refusal::from(OpError::Failed {
-                            status: f.status,
-                            message: f.message.clone(),
-                        });
+                        let refused = Refusal::of(f.kind, f.message.clone());
                         return Ok(web::with_index(Reply::from(refused), applied.index));
                     }
                 },

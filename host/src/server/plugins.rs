@@ -7,50 +7,22 @@
 //!
 //! Owns: the install request and its report, the leader's checks, the dry run.
 
-use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::Node;
-use super::ops::{self, OpError};
-use crate::raft::state_machine::{BlobPush, PATH_BLOB_PUSH};
+use super::ops;
+use crate::fsm::FailureKind;
+use crate::protocol::{BlobPush, InstallReport, InstallRequest, OpError, Rpc};
 use crate::raft::{InstallEntry, Request, Response};
-use crate::upgrade::{self, Plan, UpgradeError};
-
-/// Server-port path of an install forwarded to the leader.
-pub const PATH_INSTALL: &str = "/v1/internal/plugins/install";
+use crate::upgrade::{self, UpgradeError};
 
 /// The largest component accepted.
 pub const MAX_COMPONENT: usize = 32 << 20;
 
 /// How long a forwarded install may take (compiling a large component on 2 cores).
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// An install request: the component and whether to only report what it would do.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct InstallRequest {
-    /// The component's bytes.
-    pub component: ByteBuf,
-    /// Check and report only; commit nothing.
-    pub dry_run: bool,
-}
-
-/// What an install did (or, for a dry run, would do).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InstallReport {
-    /// The plan: plugin, versions, hash, every table's change.
-    pub plan: Plan,
-    /// The raft index every server switched at (0 for a dry run).
-    pub raft_index: u64,
-    /// Whether this was a dry run.
-    pub dry_run: bool,
-    /// The other servers that had the component before the install entry was committed
-    /// (those that did not fetch it when they apply the entry).
-    pub copied_to: usize,
-    /// How many other servers the cluster has.
-    pub others: usize,
-}
 
 impl InstallReport {
     /// The report as the HTTP API answers it (Consul-style field names).
@@ -87,19 +59,12 @@ impl InstallReport {
     }
 }
 
-fn refused(status: u16, message: impl Into<String>) -> OpError {
-    OpError::Failed {
-        status,
-        message: message.into(),
-    }
-}
-
 fn upgrade_refusal(e: UpgradeError) -> OpError {
-    let status = match e {
-        UpgradeError::BadVersion { .. } => 400,
-        _ => 409,
+    let kind = match e {
+        UpgradeError::BadVersion { .. } => FailureKind::BadRequest,
+        _ => FailureKind::Conflict,
     };
-    refused(status, e.to_string())
+    OpError::failed(kind, e.to_string())
 }
 
 /// Installs (or dry-runs) on this server, which must lead: loads the component, checks it
@@ -115,12 +80,12 @@ pub async fn install_local(
     }
     let (fsm, bytes, dry_run) = (node.fsm.clone(), req.component.clone(), req.dry_run);
     let checked = tokio::task::spawn_blocking(move || {
-        let runtime = fsm
-            .runtime()
-            .ok_or_else(|| refused(500, "this server cannot load plugins"))?;
+        let runtime = fsm.runtime().ok_or_else(|| {
+            OpError::failed(FailureKind::Internal, "this server cannot load plugins")
+        })?;
         let plugin = runtime
             .load("the uploaded component", &bytes)
-            .map_err(|e| refused(400, e.to_string()))?;
+            .map_err(|e| OpError::failed(FailureKind::BadRequest, e.to_string()))?;
         let plan = fsm.plan_install(&plugin).map_err(upgrade_refusal)?;
         // A dry run rebuilds a copy of the store; so does a real install whose tables
         // go through `migrate`, so a migration that fails is refused before the log.
@@ -139,7 +104,7 @@ pub async fn install_local(
         Ok::<_, OpError>(plan)
     })
     .await
-    .map_err(|e| refused(500, e.to_string()))??;
+    .map_err(|e| OpError::failed(FailureKind::Internal, e.to_string()))??;
     if dry_run {
         return Ok(InstallReport {
             plan: checked,
@@ -153,10 +118,10 @@ pub async fn install_local(
     let tmp = blobs.tmp_path();
     tokio::fs::write(&tmp, &req.component)
         .await
-        .map_err(|e| refused(500, format!("{}: {e}", tmp.display())))?;
+        .map_err(|e| OpError::failed(FailureKind::Internal, format!("{}: {e}", tmp.display())))?;
     blobs
         .adopt(&tmp, Some(&checked.sha256))
-        .map_err(|e| refused(500, e.to_string()))?;
+        .map_err(|e| OpError::failed(FailureKind::Internal, e.to_string()))?;
     let (copied_to, others) = copy_component(node, &checked.sha256, &req.component).await;
     let entry = Request::Install(InstallEntry {
         name: checked.plugin.clone(),
@@ -168,10 +133,10 @@ pub async fn install_local(
     let plan = match written {
         Response::Installed(Ok(plan)) => plan,
         // Another install got in first, or the state changed since the check.
-        Response::Installed(Err(e)) => return Err(refused(409, e)),
+        Response::Installed(Err(e)) => return Err(OpError::failed(FailureKind::Conflict, e)),
         other => {
-            return Err(refused(
-                500,
+            return Err(OpError::failed(
+                FailureKind::Internal,
                 format!("the install entry returned {other:?}"),
             ));
         }
@@ -204,7 +169,7 @@ async fn copy_component(node: &Arc<Node>, sha256: &str, bytes: &[u8]) -> (usize,
         sha256: sha256.to_string(),
         bytes: ByteBuf::from(bytes.to_vec()),
     };
-    let body = crate::raft::to_cbor(&push);
+    let body = crate::codec::to_cbor(&push);
     let mut copies = tokio::task::JoinSet::new();
     for (id, info) in node.membership().nodes() {
         if *id == node.id {
@@ -213,7 +178,7 @@ async fn copy_component(node: &Arc<Node>, sha256: &str, bytes: &[u8]) -> (usize,
         let (client, addr, body) = (node.client.clone(), info.rpc_addr.clone(), body.clone());
         copies.spawn(async move {
             let sent = client
-                .call_raw(&addr, PATH_BLOB_PUSH, body, COPY_TIMEOUT)
+                .call_raw(&addr, Rpc::BlobPush.path(), body, COPY_TIMEOUT)
                 .await;
             (addr, sent)
         });
@@ -233,7 +198,7 @@ async fn copy_component(node: &Arc<Node>, sha256: &str, bytes: &[u8]) -> (usize,
 
 /// Installs through the leader, from any server.
 pub async fn install(node: &Arc<Node>, req: &InstallRequest) -> Result<InstallReport, OpError> {
-    ops::through_leader(node, PATH_INSTALL, req, INSTALL_TIMEOUT, || {
+    ops::through_leader(node, Rpc::Install.path(), req, INSTALL_TIMEOUT, || {
         install_local(node, req)
     })
     .await

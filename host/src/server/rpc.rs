@@ -1,6 +1,6 @@
-//! Routes of the server port (`ports.server`): raft RPCs, forwarded writes and reads, and
-//! the cluster handshake. Bodies are CBOR both ways; an answer is the CBOR of a `Result`
-//! whose error the caller understands (raft's own errors, or [`OpError`]).
+//! The dispatcher of the server port (`ports.server`): one arm per route of
+//! [`crate::protocol::Rpc`], which says what each takes and answers (bodies are CBOR both
+//! ways; an answer is the CBOR of a `Result` whose error the caller understands).
 //!
 //! Only other servers talk to this port; a malformed body is a 400 naming the path, and
 //! the server keeps serving.
@@ -14,25 +14,19 @@ use std::sync::Arc;
 
 use super::Node;
 use super::autopilot;
-use super::cluster::{self, AddServer, JoinRequest, RemoveServer};
-use super::ops::{self, ApplyRequest, OpError, QueryRequest};
+use super::cluster;
+use super::ops;
 use super::plugins;
 use super::snapshots;
 use super::web::{self, Refusal, Reply};
 use crate::autopilot::ConfigUpdate;
-use crate::raft::from_cbor;
-use crate::raft::network::{
-    PATH_APPEND, PATH_SNAPSHOT, PATH_SNAPSHOT_STREAM, PATH_VOTE, SNAPSHOT_HEAD, SnapshotHead,
-    TARGET_PARAM,
+use crate::codec::from_cbor;
+use crate::protocol::{
+    AddServer, ApplyRequest, BlobPush, JoinRequest, OpError, QueryRequest, RemoveServer, Rpc,
+    SNAPSHOT_HEAD, SnapshotHead, TARGET_PARAM,
 };
-use crate::raft::state_machine::{BlobPush, PATH_BLOB, PATH_BLOB_PUSH};
 use crate::snapshot::SnapshotFile;
 
-/// Path of a user snapshot save done by the leader for another server (answer: the archive).
-pub const PATH_SNAPSHOT_SAVE: &str = "/v1/internal/snapshot/save";
-/// Path of a user restore forwarded to the leader (body: the archive; answer: CBOR of
-/// `Result<u64, OpError>`, the FSM index restored at).
-pub const PATH_SNAPSHOT_RESTORE: &str = "/v1/internal/snapshot/restore";
 /// The largest archive a restore accepts (it goes to disk, not memory).
 pub const MAX_ARCHIVE: u64 = 1 << 40;
 
@@ -41,7 +35,7 @@ const MAX_BODY: usize = 64 << 20;
 /// The largest streamed snapshot accepted (it goes to disk, not memory).
 const MAX_SNAPSHOT: u64 = 1 << 40;
 
-/// Receives a snapshot streamed by the leader (`PATH_SNAPSHOT_STREAM`): the body to a file,
+/// Receives a snapshot streamed by the leader ([`Rpc::SnapshotStream`]): the body to a file,
 /// then checked whole (CRC, every record, the state hash, the plugins) before raft is asked
 /// to install it. A damaged or mismatched snapshot is refused here with a 422 naming the
 /// problem (the leader retries later); raft never sees it, so it cannot stop this server.
@@ -131,14 +125,20 @@ async fn route(node: Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusal
             "the server port takes POST only",
         ));
     }
-    let path = req.uri().path().to_string();
-    if [PATH_APPEND, PATH_VOTE, PATH_SNAPSHOT, PATH_SNAPSHOT_STREAM].contains(&path.as_str()) {
+    let Some(rpc) = Rpc::from_path(req.uri().path()) else {
+        return Ok(web::text(
+            StatusCode::NOT_FOUND,
+            format!("no server route {}", req.uri().path()),
+        ));
+    };
+    if rpc.is_raft() {
         refuse_misdirected(&node, &req)?;
     }
-    Ok(match path.as_str() {
-        PATH_APPEND => {
+    let path = rpc.path();
+    Ok(match rpc {
+        Rpc::Append => {
             let rpc: openraft::raft::AppendEntriesRequest<crate::raft::TypeConfig> =
-                decode(req, PATH_APPEND).await?;
+                decode(req, path).await?;
             let started = std::time::Instant::now();
             let entries = rpc.entries.len();
             let answer = node.raft.append_entries(rpc).await;
@@ -148,10 +148,10 @@ async fn route(node: Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusal
             }
             web::cbor(&answer)
         }
-        PATH_VOTE => web::cbor(&node.raft.vote(decode(req, PATH_VOTE).await?).await),
-        PATH_SNAPSHOT_STREAM => receive_snapshot(&node, req).await?,
-        PATH_BLOB => {
-            let sha: String = decode(req, PATH_BLOB).await?;
+        Rpc::Vote => web::cbor(&node.raft.vote(decode(req, path).await?).await),
+        Rpc::SnapshotStream => receive_snapshot(&node, req).await?,
+        Rpc::Blob => {
+            let sha: String = decode(req, path).await?;
             let path = node
                 .snapshots
                 .blobs
@@ -165,8 +165,8 @@ async fn route(node: Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusal
             }
             web::file(StatusCode::OK, "application/octet-stream", path, false)
         }
-        PATH_BLOB_PUSH => {
-            let push: BlobPush = decode(req, PATH_BLOB_PUSH).await?;
+        Rpc::BlobPush => {
+            let push: BlobPush = decode(req, path).await?;
             let node = node.clone();
             tokio::task::spawn_blocking(move || node.snapshots.receive_blob(&push))
                 .await
@@ -174,58 +174,57 @@ async fn route(node: Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusal
                 .map_err(|e| Refusal::bad_request(e.to_string()))?;
             web::text(StatusCode::OK, "stored")
         }
-        PATH_SNAPSHOT_SAVE => match snapshots::save(&node).await {
+        Rpc::SnapshotSave => match snapshots::save(&node).await {
             Ok(saved) => web::with_index(
                 web::file(StatusCode::OK, "application/x-gzip", saved.path, true),
                 saved.fsm_index,
             ),
             Err(e) => Reply::from(Refusal::from(e)),
         },
-        PATH_SNAPSHOT_RESTORE => {
+        Rpc::SnapshotRestore => {
             let path = node.snapshots.store.tmp_path("upload");
             web::body_to_file(req, &path, MAX_ARCHIVE).await?;
             let answer = snapshots::restore(&node, &path).await;
             let _ = tokio::fs::remove_file(&path).await;
             web::cbor(&answer)
         }
-        PATH_SNAPSHOT => {
-            let rpc = decode(req, PATH_SNAPSHOT).await?;
+        Rpc::Snapshot => {
+            let rpc = decode(req, path).await?;
             web::cbor(&node.raft.install_snapshot(rpc).await)
         }
-        ops::PATH_APPLY => {
-            let r: ApplyRequest = decode(req, ops::PATH_APPLY).await?;
+        Rpc::Apply => {
+            let r: ApplyRequest = decode(req, path).await?;
             web::cbor(&ops::apply_local(&node, &r).await)
         }
-        ops::PATH_QUERY => {
-            let r: QueryRequest = decode(req, ops::PATH_QUERY).await?;
+        Rpc::Query => {
+            let r: QueryRequest = decode(req, path).await?;
             web::cbor(&ops::query_local(&node, &r).await)
         }
-        cluster::PATH_JOIN => {
-            let r: JoinRequest = decode(req, cluster::PATH_JOIN).await?;
+        Rpc::Join => {
+            let r: JoinRequest = decode(req, path).await?;
             web::cbor(&cluster::handle_join(&node, r))
         }
-        cluster::PATH_ADD => {
-            let r: AddServer = decode(req, cluster::PATH_ADD).await?;
+        Rpc::AddServer => {
+            let r: AddServer = decode(req, path).await?;
             web::cbor(&cluster::handle_add(&node, r))
         }
-        autopilot::PATH_PROBE => web::cbor(&autopilot::probe_reply(&node)),
-        autopilot::PATH_STATE => web::cbor(&autopilot::state_local(&node)),
-        autopilot::PATH_CONFIG_GET => web::cbor(&autopilot::config_local(&node)),
-        autopilot::PATH_CONFIG_SET => {
-            let update: ConfigUpdate = decode(req, autopilot::PATH_CONFIG_SET).await?;
+        Rpc::AutopilotProbe => web::cbor(&autopilot::probe_reply(&node)),
+        Rpc::AutopilotState => web::cbor(&autopilot::state_local(&node)),
+        Rpc::AutopilotConfigGet => web::cbor(&autopilot::config_local(&node)),
+        Rpc::AutopilotConfigSet => {
+            let update: ConfigUpdate = decode(req, path).await?;
             web::cbor(&autopilot::set_config_local(&node, update).await)
         }
-        plugins::PATH_INSTALL => {
+        Rpc::Install => {
             let body = web::body(req, plugins::MAX_COMPONENT + 4096).await?;
-            let r: plugins::InstallRequest =
-                from_cbor(&body, plugins::PATH_INSTALL).map_err(Refusal::bad_request)?;
+            let r: crate::protocol::InstallRequest =
+                from_cbor(&body, Rpc::Install.path()).map_err(Refusal::bad_request)?;
             web::cbor(&plugins::install_local(&node, &r).await)
         }
-        cluster::PATH_REMOVE => {
-            let r: RemoveServer = decode(req, cluster::PATH_REMOVE).await?;
+        Rpc::RemoveServer => {
+            let r: RemoveServer = decode(req, path).await?;
             let answer: Result<(), OpError> = cluster::handle_remove(&node, r).await;
             web::cbor(&answer)
         }
-        other => web::text(StatusCode::NOT_FOUND, format!("no server route {other}")),
     })
 }

@@ -17,7 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Node;
-use super::ops::OpError;
+use crate::fsm::FailureKind;
+use crate::protocol::OpError;
 use crate::raft::{LogId, Request, Response, RestoreEntry};
 use crate::snapshot::SnapshotError;
 use crate::snapshot::archive;
@@ -124,17 +125,10 @@ async fn compact(node: &Node, snapshot_index: u64) {
     }
 }
 
-fn failed(status: u16, message: impl Into<String>) -> OpError {
-    OpError::Failed {
-        status,
-        message: message.into(),
-    }
-}
-
 fn snapshot_failure(e: SnapshotError) -> OpError {
     match e {
-        SnapshotError::Io(m) => failed(500, m),
-        e => failed(400, e.to_string()),
+        SnapshotError::Io(m) => OpError::failed(FailureKind::Internal, m),
+        e => OpError::failed(FailureKind::BadRequest, e.to_string()),
     }
 }
 
@@ -151,14 +145,21 @@ pub struct Saved {
 pub async fn save(node: &Node) -> Result<Saved, OpError> {
     let _one = node.snapshot_lock.lock().await;
     let started = std::time::Instant::now();
-    let snap = take_locked(node).await.map_err(|e| failed(500, e))?;
+    let snap = take_locked(node)
+        .await
+        .map_err(|e| OpError::failed(FailureKind::Internal, e))?;
     let dir = node
         .snapshots
         .store
         .list()
         .into_iter()
         .find(|d| d.index >= snap.index)
-        .ok_or_else(|| failed(500, "the snapshot just taken is not on disk"))?;
+        .ok_or_else(|| {
+            OpError::failed(
+                FailureKind::Internal,
+                "the snapshot just taken is not on disk",
+            )
+        })?;
     let path = node.snapshots.store.tmp_path("archive");
     let out = path.clone();
     let fsm_index = tokio::task::spawn_blocking(move || {
@@ -173,7 +174,7 @@ pub async fn save(node: &Node) -> Result<Saved, OpError> {
         Ok::<_, SnapshotError>(header.fsm_index)
     })
     .await
-    .map_err(|e| failed(500, e.to_string()))?
+    .map_err(|e| OpError::failed(FailureKind::Internal, e.to_string()))?
     .map_err(|e| {
         let _ = std::fs::remove_file(&path);
         snapshot_failure(e)
@@ -215,7 +216,7 @@ pub async fn restore(node: &Arc<Node>, archive_path: &Path) -> Result<u64, OpErr
         Ok((sha256, size))
     })
     .await
-    .map_err(|e| failed(500, e.to_string()))
+    .map_err(|e| OpError::failed(FailureKind::Internal, e.to_string()))
     .and_then(|r| r.map_err(snapshot_failure));
     let _ = std::fs::remove_dir_all(&work);
     let (sha256, size) = checked?;
@@ -233,7 +234,10 @@ pub async fn restore(node: &Arc<Node>, archive_path: &Path) -> Result<u64, OpErr
     // Applied (the kept store was taken) or not committed: either way, let it go.
     drop(node.snapshots.take_prepared(&blob));
     let Response::Restored(index) = written? else {
-        return Err(failed(500, "the restore entry returned no restore outcome"));
+        return Err(OpError::failed(
+            FailureKind::Internal,
+            "the restore entry returned no restore outcome",
+        ));
     };
     // A snapshot right away, so that a restart need not replay the restore entry.
     let n = node.clone();

@@ -2,7 +2,8 @@
 //! body reading, query-string parsing and response builders.
 //!
 //! Owns: nothing about routes; `http` (the operators' API) and `rpc` (server-to-server)
-//! give it a handler.
+//! give it a handler. It is the one place a failure's kind becomes an HTTP status
+//! ([`status_of`]).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
@@ -19,8 +20,18 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::fsm::FailureKind;
+use crate::protocol::{Consistency, OpError};
+
 /// The response type of every handler.
 pub type Reply = Response<crate::http_body::Body>;
+
+/// The largest request body on the HTTP port (a command's payload or a query's arguments).
+pub const MAX_BODY: usize = 4 << 20;
+/// Default blocking wait (Consul: 5 minutes).
+const DEFAULT_WAIT: Duration = Duration::from_secs(300);
+/// Longest blocking wait (Consul: 10 minutes).
+const MAX_WAIT: Duration = Duration::from_secs(600);
 
 /// How long a shutdown waits for in-flight requests.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -99,6 +110,37 @@ impl Refusal {
     }
 }
 
+/// The HTTP status of a failure of `kind`: the one place a [`FailureKind`] becomes a
+/// status.
+pub fn status_of(kind: FailureKind) -> StatusCode {
+    match kind {
+        FailureKind::BadRequest => StatusCode::BAD_REQUEST,
+        FailureKind::NotFound => StatusCode::NOT_FOUND,
+        FailureKind::Conflict => StatusCode::CONFLICT,
+        FailureKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+        FailureKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        FailureKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+impl Refusal {
+    /// A refusal for a failure of `kind`.
+    pub fn of(kind: FailureKind, message: impl Into<String>) -> Self {
+        Self::new(status_of(kind), message)
+    }
+}
+
+impl From<OpError> for Refusal {
+    fn from(e: OpError) -> Self {
+        match e {
+            OpError::NotLeader => Self::of(FailureKind::Unavailable, "no cluster leader"),
+            OpError::Failed { kind, message } | OpError::Refused { kind, message, .. } => {
+                Self::of(kind, message)
+            }
+        }
+    }
+}
+
 impl From<Refusal> for Reply {
     fn from(r: Refusal) -> Reply {
         text(r.status, r.message)
@@ -172,6 +214,41 @@ pub fn query_pairs(req: &Request<Incoming>) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
+/// `?index=&wait=`: the blocking index and the wait, capped at 10 minutes, plus up to
+/// wait/16 of jitter as Consul adds so that woken clients do not return in lockstep.
+pub fn blocking_params(q: &BTreeMap<String, String>) -> Result<(u64, Duration), Refusal> {
+    let index = match q.get("index") {
+        None => 0,
+        Some(s) => s.parse().map_err(|_| {
+            Refusal::bad_request(format!("index: {s:?} is not a non-negative integer"))
+        })?,
+    };
+    let wait = match q.get("wait") {
+        None => DEFAULT_WAIT,
+        Some(s) => crate::duration::parse(s).ok_or_else(|| {
+            Refusal::bad_request(format!("wait: {s:?} is not a duration such as 10s or 5m"))
+        })?,
+    }
+    .min(MAX_WAIT);
+    let mut r = [0u8; 4];
+    let _ = getrandom::fill(&mut r);
+    let jitter = wait / 16 * (u32::from_le_bytes(r) % 1000) / 1000;
+    Ok((index, wait + jitter))
+}
+
+/// The read consistency that `?stale` or `?consistent` asks for (the default without
+/// either); both at once is a 400.
+pub fn consistency(q: &BTreeMap<String, String>) -> Result<Consistency, Refusal> {
+    match (q.contains_key("stale"), q.contains_key("consistent")) {
+        (true, true) => Err(Refusal::bad_request(
+            "?stale and ?consistent cannot be used together",
+        )),
+        (true, false) => Ok(Consistency::Stale),
+        (false, true) => Ok(Consistency::Consistent),
+        (false, false) => Ok(Consistency::Default),
+    }
+}
+
 /// `reply` with `X-Consul-Index: index`.
 pub fn with_index(mut reply: Reply, index: u64) -> Reply {
     if let Ok(v) = hyper::header::HeaderValue::from_str(&index.to_string()) {
@@ -210,6 +287,6 @@ pub fn cbor<T: serde::Serialize>(value: &T) -> Reply {
     bytes(
         StatusCode::OK,
         "application/cbor",
-        crate::raft::to_cbor(value),
+        crate::codec::to_cbor(value),
     )
 }

@@ -34,7 +34,7 @@ fn tar_header(size: u64) -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.set_size(size);
     h.set_mode(0o600);
-    h.set_mtime(crate::server::now_ms() / 1000);
+    h.set_mtime(crate::clock::now_ms() / 1000);
     h.set_entry_type(tar::EntryType::Regular);
     h
 }

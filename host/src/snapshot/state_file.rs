@@ -27,8 +27,8 @@ use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 
 use super::SnapshotError;
 use crate::fsm::SystemState;
+use crate::membership::{LogId, StoredMembership};
 use crate::plugin::PluginSet;
-use crate::raft::{LogId, StoredMembership};
 use crate::state::{IndexSchema, Restore, Schema, Store, TableSchema, Tables};
 
 const MAGIC: &[u8; 14] = b"FSMHOST-STATE\n";
@@ -341,7 +341,7 @@ pub fn write<W: Write>(tables: &Tables, header: &StateHeader, out: W) -> io::Res
     let gz = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
     let mut w = BufWriter::with_capacity(256 << 10, gz);
     w.write_all(MAGIC)?;
-    let head = crate::raft::to_cbor(header);
+    let head = crate::codec::to_cbor(header);
     w.write_all(&(head.len() as u32).to_be_bytes())?;
     w.write_all(&head)?;
     let mut total = 0u64;
@@ -397,7 +397,7 @@ impl<R: Read> StateReader<R> {
         }
         let head = read_field(&mut r, "the header")?;
         let header: StateHeader =
-            crate::raft::from_cbor(&head, "state.bin header").map_err(SnapshotError::Corrupt)?;
+            crate::codec::from_cbor(&head, "state.bin header").map_err(SnapshotError::Corrupt)?;
         if header.format != FORMAT {
             return Err(corrupt(format!(
                 "state.bin format {} is not the format {FORMAT} this build reads",

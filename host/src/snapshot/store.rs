@@ -396,7 +396,7 @@ impl SnapshotStore {
         let _ = getrandom::fill(&mut n);
         self.dir.join(format!(
             "{what}-{}-{:016x}.tmp",
-            crate::server::now_ms(),
+            crate::clock::now_ms(),
             u64::from_le_bytes(n)
         ))
     }
@@ -409,7 +409,7 @@ impl SnapshotStore {
         let (term, index) = header
             .last_log_id
             .map_or((0, 0), |l| (l.leader_id.term, l.index));
-        let mut timestamp_ms = crate::server::now_ms();
+        let mut timestamp_ms = crate::clock::now_ms();
         // Two snapshots of the same point in the same millisecond get distinct names.
         while self
             .dir

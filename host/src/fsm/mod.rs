@@ -7,14 +7,17 @@
 //! ([`SystemState`]: the autopilot configuration and the installed plugins), and the
 //! state hash servers compare.
 //!
+//! Submodules: [`apply`] (log entries in: the command loop, instances, retries) and
+//! [`outcome`] (what comes out: outcomes, errors and their [`FailureKind`]).
+//!
 //! Invariants:
 //! - entries are applied in strictly increasing index order; an entry at or below the last
 //!   applied index is refused ([`FsmError::OutOfOrder`]) and changes nothing;
 //! - an entry whose command fails (the plugin's error, a trap, fuel, memory or a budget) is
 //!   still applied: its outcome is that error, the same on every server, and the store is
 //!   unchanged;
-//! - a failure of this server's own ([`CallError::Unavailable`]) does not apply the entry:
-//!   the caller retries it;
+//! - a failure of this server's own ([`crate::plugin::CallError::Unavailable`]) does not
+//!   apply the entry: [`Fsm::apply_log_entry`] tries it again;
 //! - an entry is applied by the plugin version in effect at its place in the log; one
 //!   written for a newer version than that is refused ([`FsmError::WrittenForNewer`]).
 
@@ -25,113 +28,15 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::autopilot::{ConfigUpdate, StoredConfig};
-use crate::plugin::{CallError, Instance, LoadedPlugin, PluginSet, Runtime};
-use crate::state::{Store, Wake, WriteTxn};
+use crate::plugin::{LoadedPlugin, PluginSet, Runtime};
+use crate::state::{Store, Wake};
 use crate::upgrade::{self, UpgradeError};
 
-/// A command as it travels in the raft log: which plugin, which command, its payload, and
-/// the leader's clock when it accepted the entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
-    /// The plugin that owns the command.
-    pub plugin: String,
-    /// The command name.
-    pub command: String,
-    /// The command's payload (CBOR, opaque to the host).
-    #[serde(with = "serde_bytes")]
-    pub payload: Vec<u8>,
-    /// The leader's wall clock, ms since the Unix epoch; the plugin's only clock.
-    pub timestamp_ms: u64,
-    /// The plugin version the command was written for (the one in effect on the leader
-    /// when it accepted the command); absent in entries written before versions were
-    /// recorded.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
-}
+pub mod apply;
+pub mod outcome;
 
-/// Why an entry or a query failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FsmError {
-    /// No loaded plugin has this name.
-    #[error("no plugin named {0} is loaded")]
-    UnknownPlugin(String),
-    /// The entry's index is not after the last applied one.
-    #[error("entry at index {index} is out of order: index {last} was already applied")]
-    OutOfOrder {
-        /// The entry's index.
-        index: u64,
-        /// The last applied index.
-        last: u64,
-    },
-    /// The plugin call failed.
-    #[error(transparent)]
-    Call(#[from] CallError),
-    /// The store refused an operation of the host's own.
-    #[error(transparent)]
-    State(#[from] crate::state::StateError),
-    /// The command was written for a newer plugin version than the one in effect at its
-    /// place in the log.
-    #[error(
-        "the command was written for plugin {plugin} {written}, but {running} is in effect \
-         at this point of the log; send it again"
-    )]
-    WrittenForNewer {
-        /// The plugin.
-        plugin: String,
-        /// The version the entry names.
-        written: String,
-        /// The version in effect.
-        running: String,
-    },
-}
-
-impl FsmError {
-    /// Whether the entry was not applied and should be retried (this server's own failure).
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, FsmError::Call(CallError::Unavailable { .. }))
-    }
-
-    /// The plugin's own error, when the plugin refused (not a trap, a limit or the host).
-    pub fn refusal(&self) -> Option<crate::raft::PluginRefusal> {
-        match self {
-            FsmError::Call(CallError::Plugin { kind, message, .. }) => {
-                Some(crate::raft::PluginRefusal {
-                    kind: *kind,
-                    message: message.clone(),
-                })
-            }
-            _ => None,
-        }
-    }
-
-    /// The HTTP status a client gets for this error: the plugin's own kind where it gave
-    /// one, 404 for an unknown plugin, command or query, 422 for a command stopped by a
-    /// limit, 500 for a trap (a plugin bug) and 503 for this server's own failure.
-    pub fn http_status(&self) -> u16 {
-        use crate::plugin::ErrorKind;
-        match self {
-            FsmError::UnknownPlugin(_) => 404,
-            FsmError::OutOfOrder { .. } => 500,
-            FsmError::State(_) => 500,
-            FsmError::WrittenForNewer { .. } => 409,
-            FsmError::Call(c) => match c {
-                CallError::UnknownCommand { .. } | CallError::UnknownQuery { .. } => 404,
-                CallError::Plugin { kind, .. } => match kind {
-                    ErrorKind::BadRequest => 400,
-                    ErrorKind::NotFound => 404,
-                    ErrorKind::Conflict => 409,
-                    ErrorKind::State => 422,
-                    ErrorKind::Internal => 500,
-                },
-                CallError::FuelExhausted { .. }
-                | CallError::MemoryExhausted { .. }
-                | CallError::BudgetExceeded { .. } => 422,
-                CallError::Trap { .. } => 500,
-                CallError::Unavailable { .. } => 503,
-            },
-        }
-    }
-}
+pub use apply::{Entry, EntryTxn};
+pub use outcome::{Failure, FailureKind, FsmError, Outcome, PluginRefusal};
 
 /// A query's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,80 +72,6 @@ pub struct Installed {
     pub sha256: String,
     /// The raft index of the entry that installed it.
     pub raft_index: u64,
-}
-
-/// The plugin instances kept across the commands of one log entry, one per plugin.
-///
-/// A kept instance changes the fuel the next command burns (the guest's heap and statics
-/// carry over), so the scope must be one every server shares: the commands of one log
-/// entry, applied in order, with new instances for every entry. A server that replays its
-/// log then gives every command the same instance history as the leader did.
-#[derive(Debug, Default)]
-struct EntryInstances {
-    kept: Vec<(String, Option<Instance>)>,
-}
-
-/// One log entry being applied ([`Fsm::apply_entry`]): its write transaction, the plugin
-/// set in effect, the instances kept from one command to the next, and the FSM index of
-/// the last command applied so far.
-pub struct EntryTxn<'a> {
-    plugins: &'a PluginSet,
-    txn: WriteTxn<'a>,
-    instances: EntryInstances,
-    last: u64,
-}
-
-impl EntryTxn<'_> {
-    /// The FSM index the next command takes.
-    pub fn next_index(&self) -> u64 {
-        self.last + 1
-    }
-
-    /// Applies the command `entry` at FSM `index`, above every index applied before: runs
-    /// its plugin's command in the entry's transaction; a failed command leaves no trace.
-    /// Returns its result bytes or its error (the command counts as applied either way,
-    /// unless the error is retryable: then it may be tried again at the same index).
-    pub fn apply(&mut self, index: u64, entry: &Entry) -> Result<Vec<u8>, FsmError> {
-        if index <= self.last {
-            return Err(FsmError::OutOfOrder {
-                index,
-                last: self.last,
-            });
-        }
-        self.txn.set_index(index);
-        let result = match self.plugins.get(&entry.plugin) {
-            None => Err(FsmError::UnknownPlugin(entry.plugin.clone())),
-            Some(plugin) => match written_for_newer(entry, &plugin.description().version) {
-                Some(e) => Err(e),
-                None => plugin
-                    .apply_kept(
-                        self.instances.for_plugin(plugin.name()),
-                        &mut self.txn,
-                        &entry.command,
-                        &entry.payload,
-                        entry.timestamp_ms,
-                    )
-                    .map_err(FsmError::from),
-            },
-        };
-        if !matches!(&result, Err(e) if e.is_retryable()) {
-            self.last = index;
-        }
-        result
-    }
-}
-
-impl EntryInstances {
-    fn for_plugin(&mut self, name: &str) -> &mut Option<Instance> {
-        let at = match self.kept.iter().position(|(n, _)| n == name) {
-            Some(at) => at,
-            None => {
-                self.kept.push((name.to_string(), None));
-                self.kept.len() - 1
-            }
-        };
-        &mut self.kept[at].1
-    }
 }
 
 /// The state machine of one server: its plugins and its store.
@@ -445,45 +276,6 @@ impl Fsm {
         self.last_applied.load(Ordering::Acquire)
     }
 
-    /// Applies the command at `index` as a log entry of its own (see [`Fsm::apply_entry`]).
-    /// Returns the command's result bytes, or its error (the command is applied either way,
-    /// unless the error is retryable).
-    pub fn apply(&self, index: u64, entry: &Entry) -> Result<Vec<u8>, FsmError> {
-        let applied: Result<_, std::convert::Infallible> =
-            self.apply_entry(|txn| Ok(txn.apply(index, entry)));
-        match applied {
-            Ok(result) => result,
-        }
-    }
-
-    /// Applies the commands of one log entry in one write transaction: `f` applies each
-    /// with [`EntryTxn::apply`], in order. When `f` returns `Ok`, the commands it applied
-    /// are committed at once (readers and watchers see the whole entry or none of it) and
-    /// the last applied index moves to the last of them; when it returns `Err`, nothing
-    /// changes. Commands share one plugin instance per plugin, kept from one command to the
-    /// next.
-    pub fn apply_entry<R, E>(
-        &self,
-        f: impl FnOnce(&mut EntryTxn<'_>) -> Result<R, E>,
-    ) -> Result<R, E> {
-        let store = self.store();
-        let plugins = self.plugins();
-        let first = self.last_applied();
-        let mut entry = EntryTxn {
-            plugins: &plugins,
-            txn: store.write(first + 1),
-            instances: EntryInstances::default(),
-            last: first,
-        };
-        let result = f(&mut entry)?;
-        let last = entry.last;
-        if last > first {
-            entry.txn.commit();
-            self.last_applied.store(last, Ordering::Release);
-        }
-        Ok(result)
-    }
-
     /// Runs query `name` of `plugin` against the current state.
     pub fn query(&self, plugin: &str, name: &str, args: &[u8]) -> Result<QueryOutput, FsmError> {
         let (plugins, store) = self.current();
@@ -564,20 +356,4 @@ impl Fsm {
     pub fn state_hash(&self) -> [u8; 32] {
         self.store().read().hash()
     }
-}
-
-/// The refusal of an entry written for a newer version of its plugin than `running`.
-/// Versions that do not parse as semantic versions are compared as equal only when equal
-/// text, and never refused.
-fn written_for_newer(entry: &Entry, running: &str) -> Option<FsmError> {
-    let written = entry.version.as_deref()?;
-    let (w, r) = (
-        semver::Version::parse(written).ok()?,
-        semver::Version::parse(running).ok()?,
-    );
-    (w > r).then(|| FsmError::WrittenForNewer {
-        plugin: entry.plugin.clone(),
-        written: written.to_string(),
-        running: running.to_string(),
-    })
 }
