@@ -1,0 +1,134 @@
+//! Conversions between the WIT contract's types (as `bindgen!` generates them) and the
+//! host's own, in one place: a plugin's description, its errors both ways, index keys, and
+//! the HTTP pair.
+//!
+//! Owns: nothing but the mapping; no other module of the host names a `wit::` type.
+
+use super::routes::{HttpAction, HttpPlan, HttpRequest, HttpResponse, HttpRoute};
+use super::{Description, ErrorKind, Migration, wit};
+use crate::state::{IndexKeys, IndexSchema, TableSchema};
+
+impl From<wit::PluginDescription> for Description {
+    /// The description a plugin gave, with each table's owner set to the plugin.
+    fn from(d: wit::PluginDescription) -> Self {
+        let name = d.name.clone();
+        Description {
+            tables: d
+                .tables
+                .into_iter()
+                .map(|t| TableSchema {
+                    name: t.name,
+                    owner: name.clone(),
+                    indexes: t
+                        .indexes
+                        .into_iter()
+                        .map(|i| IndexSchema {
+                            name: i.name,
+                            unique: i.unique,
+                            multi: i.multi,
+                            allow_missing: i.allow_missing,
+                            prefix: i.prefix,
+                        })
+                        .collect(),
+                    layout: t.layout,
+                })
+                .collect(),
+            name: d.name,
+            version: d.version,
+            edition: d.edition,
+            commands: d.commands,
+            queries: d.queries,
+            routes: d
+                .routes
+                .into_iter()
+                .map(|r| HttpRoute {
+                    method: r.method,
+                    path: r.path,
+                    prefix: r.prefix,
+                })
+                .collect(),
+            migrations: d
+                .migrations
+                .into_iter()
+                .map(|m| Migration {
+                    table: m.table,
+                    from_layout: m.from_layout,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<wit::ErrorKind> for ErrorKind {
+    fn from(kind: wit::ErrorKind) -> Self {
+        match kind {
+            wit::ErrorKind::BadRequest => ErrorKind::BadRequest,
+            wit::ErrorKind::NotFound => ErrorKind::NotFound,
+            wit::ErrorKind::Conflict => ErrorKind::Conflict,
+            wit::ErrorKind::State => ErrorKind::State,
+            wit::ErrorKind::Internal => ErrorKind::Internal,
+        }
+    }
+}
+
+impl From<ErrorKind> for wit::ErrorKind {
+    fn from(kind: ErrorKind) -> Self {
+        match kind {
+            ErrorKind::BadRequest => wit::ErrorKind::BadRequest,
+            ErrorKind::NotFound => wit::ErrorKind::NotFound,
+            ErrorKind::Conflict => wit::ErrorKind::Conflict,
+            ErrorKind::State => wit::ErrorKind::State,
+            ErrorKind::Internal => wit::ErrorKind::Internal,
+        }
+    }
+}
+
+impl From<wit::IndexKeys> for IndexKeys {
+    fn from(k: wit::IndexKeys) -> Self {
+        IndexKeys {
+            index: k.index,
+            keys: k.keys,
+        }
+    }
+}
+
+impl From<&HttpRequest> for wit::HttpRequest {
+    fn from(req: &HttpRequest) -> Self {
+        wit::HttpRequest {
+            method: req.method.clone(),
+            path: req.path.clone(),
+            query: req.query.clone(),
+            body: req.body.clone(),
+        }
+    }
+}
+
+impl From<wit::HttpResponse> for HttpResponse {
+    fn from(r: wit::HttpResponse) -> Self {
+        HttpResponse {
+            status: r.status,
+            content_type: r.content_type,
+            body: r.body,
+        }
+    }
+}
+
+impl From<wit::HttpPlan> for HttpPlan {
+    fn from(plan: wit::HttpPlan) -> Self {
+        let action = match plan.action {
+            wit::HttpAction::Apply(c) => HttpAction::Apply {
+                command: c.name,
+                payload: c.input,
+            },
+            wit::HttpAction::Query(c) => HttpAction::Query {
+                name: c.name,
+                args: c.input,
+            },
+            wit::HttpAction::Respond(r) => HttpAction::Respond(r.into()),
+        };
+        HttpPlan {
+            action,
+            context: plan.context,
+        }
+    }
+}
