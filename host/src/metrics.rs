@@ -4,7 +4,7 @@
 //!
 //! Owns: the one registry of the process and every metric in it. Recording is a function
 //! call from the module where the event happens (raft commits in `server::batch`, plugin
-//! applies in `plugin`, snapshots in `raft::state_machine` and `server::snapshots`, HTTP in
+//! applies in `plugin`, snapshots in `raft::state_machine` and `server::snapshot_jobs`, HTTP in
 //! `server::http`); raft's own figures are gauges read from openraft when scraped.
 //!
 //! Labels are bounded: plugin and command names come from loaded plugins' descriptions

@@ -15,15 +15,14 @@
 //! Boundaries: the server holds no plugin-specific code; a plugin's commands and queries
 //! are names and bytes here.
 
-pub mod autopilot;
+pub mod autopilot_runner;
 pub mod batch;
 pub mod cluster;
 pub mod http;
+pub mod installs;
 pub mod ops;
-pub mod plugin_http;
-pub mod plugins;
 pub mod rpc;
-pub mod snapshots;
+pub mod snapshot_jobs;
 pub mod web;
 
 use std::path::{Path, PathBuf};
@@ -99,7 +98,7 @@ pub struct Node {
     /// When each peer last answered this server's replication (while it leads).
     pub acks: Acks,
     /// Autopilot's latest judgement (while this server leads).
-    pub autopilot: autopilot::Autopilot,
+    pub autopilot: autopilot_runner::Autopilot,
     /// The proposer of writes (used while this server leads).
     pub batcher: batch::Batcher,
     /// Raft snapshots on disk, shared with the state machine.
@@ -232,7 +231,7 @@ fn raft_config(config: &Config) -> Result<openraft::Config, StartError> {
         election_timeout_min: t.election_min.as_millis() as u64,
         election_timeout_max: t.election_max.as_millis() as u64,
         install_snapshot_timeout: 10_000,
-        // Snapshots are taken by `snapshots::run_policy` on Consul's schedule
+        // Snapshots are taken by `snapshot_jobs::run_policy` on Consul's schedule
         // (raft_snapshot_threshold checked every raft_snapshot_interval), and the log is
         // compacted by it too (raft_trailing_logs), so openraft does neither on its own.
         snapshot_policy: openraft::SnapshotPolicy::Never,
@@ -408,7 +407,7 @@ pub async fn run(
         info: info.clone(),
         cluster: cluster::Cluster::new(id, info.clone()),
         acks,
-        autopilot: autopilot::Autopilot::default(),
+        autopilot: autopilot_runner::Autopilot::default(),
         batcher: batch::Batcher::spawn(raft.clone()),
         snapshots,
         snapshot_lock: tokio::sync::Mutex::new(()),
@@ -437,8 +436,8 @@ pub async fn run(
         "http",
     ));
     let cluster_task = tokio::spawn(cluster::run(node.clone()));
-    let snapshot_task = tokio::spawn(snapshots::run_policy(node.clone()));
-    let autopilot_task = tokio::spawn(autopilot::run(node.clone()));
+    let snapshot_task = tokio::spawn(snapshot_jobs::run_policy(node.clone()));
+    let autopilot_task = tokio::spawn(autopilot_runner::run(node.clone()));
     let leader_watch = tokio::spawn(count_leader_changes(node.raft.clone()));
 
     let mut signal = node.shutdown_signal();

@@ -13,11 +13,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use super::Node;
-use super::autopilot;
+use super::autopilot_runner as autopilot;
 use super::cluster;
+use super::installs;
 use super::ops;
-use super::plugins;
-use super::snapshots;
+use super::snapshot_jobs;
 use super::web::{self, Refusal, Reply};
 use crate::autopilot::ConfigUpdate;
 use crate::codec::from_cbor;
@@ -174,7 +174,7 @@ async fn route(node: Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusal
                 .map_err(|e| Refusal::bad_request(e.to_string()))?;
             web::text(StatusCode::OK, "stored")
         }
-        Rpc::SnapshotSave => match snapshots::save(&node).await {
+        Rpc::SnapshotSave => match snapshot_jobs::save(&node).await {
             Ok(saved) => web::with_index(
                 web::file(StatusCode::OK, "application/x-gzip", saved.path, true),
                 saved.fsm_index,
@@ -184,7 +184,7 @@ async fn route(node: Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusal
         Rpc::SnapshotRestore => {
             let path = node.snapshots.store.tmp_path("upload");
             web::body_to_file(req, &path, MAX_ARCHIVE).await?;
-            let answer = snapshots::restore(&node, &path).await;
+            let answer = snapshot_jobs::restore(&node, &path).await;
             let _ = tokio::fs::remove_file(&path).await;
             web::cbor(&answer)
         }
@@ -216,10 +216,10 @@ async fn route(node: Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusal
             web::cbor(&autopilot::set_config_local(&node, update).await)
         }
         Rpc::Install => {
-            let body = web::body(req, plugins::MAX_COMPONENT + 4096).await?;
+            let body = web::body(req, installs::MAX_COMPONENT + 4096).await?;
             let r: crate::protocol::InstallRequest =
                 from_cbor(&body, Rpc::Install.path()).map_err(Refusal::bad_request)?;
-            web::cbor(&plugins::install_local(&node, &r).await)
+            web::cbor(&installs::install_local(&node, &r).await)
         }
         Rpc::RemoveServer => {
             let r: RemoveServer = decode(req, path).await?;

@@ -10,7 +10,7 @@
 //! Owns: the formats and the files. Boundaries: it reads and writes the state store only
 //! through [`crate::state::Tables`] (rows out) and [`crate::state::Restore`] (rows in);
 //! when snapshots are taken and how they travel is `raft::state_machine` and
-//! `server::snapshots`.
+//! `server::snapshot_jobs`.
 
 pub mod archive;
 pub mod blobs;

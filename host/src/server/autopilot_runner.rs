@@ -22,11 +22,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hyper::{Method, StatusCode};
-
 use super::Node;
 use super::ops;
-use super::web::{self, Refusal, Reply};
+
 use crate::autopilot::{
     AutopilotConfig, ConfigUpdate, NodeStatus, Observation, RaftStatus, State, StoredConfig, plan,
 };
@@ -441,49 +439,4 @@ pub async fn set_config(node: &Node, update: ConfigUpdate) -> Result<bool, OpErr
         || set_config_local(node, update.clone()),
     )
     .await
-}
-
-/// `/v1/operator/autopilot/{configuration,health,state}` (`leaf` is the last segment):
-/// Consul's bodies and statuses (health is 429 while any server is unhealthy).
-pub async fn serve_http(
-    node: &Node,
-    req: hyper::Request<hyper::body::Incoming>,
-    leaf: &str,
-) -> Result<Reply, Refusal> {
-    use crate::autopilot::{api, config as conf};
-    let q = web::query(&req);
-    match (req.method().clone(), leaf) {
-        (Method::GET, "configuration") => {
-            let stored = config(node, q.contains_key("stale")).await?;
-            let body = conf::to_json(&stored.config, stored.create_index, stored.modify_index);
-            Ok(web::json(StatusCode::OK, &body))
-        }
-        (Method::PUT, "configuration") => {
-            let cas = q
-                .get("cas")
-                .map(|v| v.trim().parse::<u64>())
-                .transpose()
-                .map_err(|e| Refusal::bad_request(format!("Error parsing cas value: {e}")))?;
-            let body = web::body(req, web::MAX_BODY).await?;
-            let config = conf::from_json(&body).map_err(|e| {
-                Refusal::bad_request(format!("Error parsing autopilot config: {e}"))
-            })?;
-            let stored = set_config(node, ConfigUpdate { config, cas }).await?;
-            Ok(web::json(StatusCode::OK, &serde_json::json!(stored)))
-        }
-        (Method::GET, "health") => {
-            let state = state(node).await?;
-            let status = if state.healthy {
-                StatusCode::OK
-            } else {
-                StatusCode::TOO_MANY_REQUESTS
-            };
-            Ok(web::json(status, &api::health(&state)))
-        }
-        (Method::GET, "state") => Ok(web::json(StatusCode::OK, &api::state(&state(node).await?))),
-        (method, _) => Err(Refusal::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("{method} is not allowed on /v1/operator/autopilot/{leaf}"),
-        )),
-    }
 }

@@ -10,12 +10,12 @@ use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use std::sync::Arc;
 
-use super::Node;
-use super::ops;
-use super::web::{self, MAX_BODY, Refusal, Reply, blocking_params, consistency};
 use crate::fsm::FsmError;
 use crate::plugin::{CallError, ErrorKind, HttpAction, HttpRequest, HttpResponse, LoadedPlugin};
 use crate::protocol::{ApplyRequest, OpError, QueryRequest};
+use crate::server::Node;
+use crate::server::ops;
+use crate::server::web::{self, MAX_BODY, Refusal, Reply, blocking_params, consistency};
 
 /// A failed call into the plugin, as the client's refusal.
 fn call_refusal(e: CallError) -> Refusal {

@@ -145,7 +145,7 @@ pub async fn install_local(
     // with the state, and a restart need not replay the install.
     let n = node.clone();
     tokio::spawn(async move {
-        if let Err(e) = super::snapshots::take(&n).await {
+        if let Err(e) = super::snapshot_jobs::take(&n).await {
             tracing::warn!(target: "agent.server.raft", "snapshot after plugin install: {e}");
         }
     });

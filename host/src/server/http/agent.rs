@@ -1,0 +1,198 @@
+//! Agent and status endpoints: `GET /v1/status/leader`, `GET /v1/status/peers`,
+//! `GET /v1/agent/self`, `GET /v1/agent/members`, `GET /v1/agent/metrics`
+//! (`?format=prometheus`) and `PUT|POST /v1/agent/leave`.
+
+use hyper::body::Incoming;
+use hyper::{Method, Request, StatusCode};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::server::web::{self, Refusal, Reply};
+use crate::server::{Node, cluster};
+
+/// `GET /v1/status/leader`: the leader's server address, `""` when there is none.
+pub fn status_leader(node: &Node) -> Reply {
+    let leader = node.leader().map(|(_, i)| i.rpc_addr).unwrap_or_default();
+    web::json(StatusCode::OK, &json!(leader))
+}
+
+/// `GET /v1/status/peers`: the voters' server addresses.
+pub fn status_peers(node: &Node) -> Reply {
+    let m = node.membership();
+    let peers: Vec<String> = m
+        .voter_ids()
+        .filter_map(|id| m.get_node(&id).map(|n| n.rpc_addr.clone()))
+        .collect();
+    web::json(StatusCode::OK, &json!(peers))
+}
+
+/// `GET /v1/agent/metrics`: Consul's JSON, or `?format=prometheus`.
+pub fn metrics(node: &Node, req: &Request<Incoming>) -> Result<Reply, Refusal> {
+    let q = web::query(&req);
+    let m = agent_metrics(node);
+    Ok(match q.get("format").map(String::as_str) {
+        Some("prometheus") => web::bytes(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            m.prometheus(),
+        ),
+        None | Some("json") => web::json(
+            StatusCode::OK,
+            &m.consul_json(&crate::logging::timestamp(Duration::from_millis(
+                crate::clock::now_ms(),
+            ))),
+        ),
+        Some(other) => {
+            return Err(Refusal::bad_request(format!(
+                "format: {other:?} is not prometheus or json"
+            )));
+        }
+    })
+}
+
+/// `PUT|POST /v1/agent/leave`: leaves the cluster, then stops this server.
+pub async fn leave(node: &Arc<Node>) -> Result<Reply, Refusal> {
+    cluster::leave(node).await.map_err(Refusal::from)?;
+    tracing::info!(target: "agent", "graceful leave complete; shutting down");
+    node.request_shutdown();
+    Ok(web::text(StatusCode::OK, "left the cluster"))
+}
+
+/// The metrics, with raft's figures read now.
+fn agent_metrics(node: &Node) -> &'static crate::metrics::Metrics {
+    let m = node.raft.metrics().borrow().clone();
+    let metrics = &crate::metrics::METRICS;
+    for (field, value) in [
+        ("last_log_index", m.last_log_index.unwrap_or(0)),
+        ("applied_index", m.last_applied.map_or(0, |l| l.index)),
+        ("term", m.current_term),
+        ("last_snapshot_index", m.snapshot.map_or(0, |l| l.index)),
+        ("is_leader", u64::from(m.current_leader == Some(node.id))),
+        ("fsm_index", node.fsm.last_applied()),
+    ] {
+        metrics
+            .raft_state
+            .with_label_values(&[field])
+            .set(value as f64);
+    }
+    match node.autopilot.state() {
+        Some(s) => {
+            let healthy = if s.healthy { 1.0 } else { 0.0 };
+            metrics
+                .autopilot
+                .with_label_values(&["healthy"])
+                .set(healthy);
+            metrics
+                .autopilot
+                .with_label_values(&["failure_tolerance"])
+                .set(f64::from(s.failure_tolerance));
+        }
+        None => {
+            for field in ["healthy", "failure_tolerance"] {
+                let _ = metrics.autopilot.remove_label_values(&[field]);
+            }
+        }
+    }
+    metrics
+}
+
+/// `GET /v1/agent/members`: the servers of the raft configuration in the shape of Consul's
+/// members list. Without a gossip layer, `Status` is 1 (alive) for a server whose HTTP API
+/// answers within a second, and 4 (failed) for one that does not.
+pub async fn members(node: &Arc<Node>) -> Reply {
+    let membership = node.membership();
+    let voters: Vec<u64> = membership.voter_ids().collect();
+    let mut probes = tokio::task::JoinSet::new();
+    for (id, info) in membership.nodes() {
+        let (id, info, node) = (*id, info.clone(), node.clone());
+        probes.spawn(async move {
+            let alive = id == node.id
+                || node
+                    .client
+                    .request(
+                        Method::GET,
+                        &info.http_addr,
+                        "/v1/status/leader",
+                        Vec::new(),
+                        Duration::from_secs(1),
+                    )
+                    .await
+                    .is_ok();
+            (id, info, alive)
+        });
+    }
+    let mut rows = Vec::new();
+    while let Some(Ok((id, info, alive))) = probes.join_next().await {
+        let (host, port) = info
+            .rpc_addr
+            .rsplit_once(':')
+            .unwrap_or((&info.rpc_addr, "0"));
+        rows.push(json!({
+            "Name": info.name,
+            "Addr": host,
+            "Port": port.parse::<u16>().unwrap_or(0),
+            "Tags": {
+                "role": "consul",
+                "dc": "dc1",
+                "id": format!("{id:016x}"),
+                "build": env!("CARGO_PKG_VERSION"),
+                "vsn": "2",
+                "http_addr": info.http_addr,
+                "voter": voters.contains(&id).to_string(),
+            },
+            "Status": if alive { 1 } else { 4 },
+        }));
+    }
+    rows.sort_by(|a, b| a["Name"].as_str().cmp(&b["Name"].as_str()));
+    web::json(StatusCode::OK, &json!(rows))
+}
+
+/// `GET /v1/agent/self`: this node's configuration and raft and FSM state.
+pub fn agent_self(node: &Node) -> Reply {
+    web::json(StatusCode::OK, &agent_self_json(node))
+}
+
+fn agent_self_json(node: &Node) -> serde_json::Value {
+    let m = node.raft.metrics().borrow().clone();
+    let membership = m.membership_config.membership();
+    let voters: Vec<String> = membership
+        .voter_ids()
+        .map(|v| format!("{v:016x}"))
+        .collect();
+    let learners: Vec<String> = membership
+        .learner_ids()
+        .map(|v| format!("{v:016x}"))
+        .collect();
+    json!({
+        "Config": {
+            "NodeName": node.info.name,
+            "NodeID": format!("{:016x}", node.id),
+            "Server": true,
+            "Version": env!("CARGO_PKG_VERSION"),
+        },
+        "Member": {
+            "Name": node.info.name,
+            "Addr": node.info.rpc_addr,
+            "HTTPAddr": node.info.http_addr,
+        },
+        "Stats": {
+            "raft": {
+                "state": format!("{:?}", m.state),
+                "term": m.current_term,
+                "last_log_index": m.last_log_index.unwrap_or(0),
+                "applied_index": m.last_applied.map_or(0, |l| l.index),
+                "last_snapshot_index": m.snapshot.map_or(0, |l| l.index),
+                "last_snapshot_term": m.snapshot.map_or(0, |l| l.leader_id.term),
+                "last_purged_index": m.purged.map(|l| l.index),
+                "leader": m.current_leader.map(|l| format!("{l:016x}")),
+                "voters": voters,
+                "learners": learners,
+            },
+            "fsm": {
+                "last_applied": node.fsm.last_applied(),
+                "state_hash": hex::encode(node.fsm.state_hash()),
+            },
+        },
+    })
+}

@@ -1,0 +1,146 @@
+//! The operators' HTTP API (`ports.http`): the route table, and what every response
+//! carries. Each family of endpoints is a module of its own, as Consul's
+//! `agent/http_register.go` maps paths to `*_endpoint.go` handlers:
+//! - [`generic`]: `POST|PUT /v1/apply/{plugin}/{command}` and
+//!   `GET|POST /v1/query/{plugin}/{query}` (`?stale`, `?consistent`, `?index=&wait=`);
+//! - [`agent`]: `GET /v1/status/leader|peers`, `GET /v1/agent/self|members|metrics`,
+//!   `PUT|POST /v1/agent/leave`;
+//! - [`operator`]: `GET /v1/operator/raft/configuration`,
+//!   `DELETE /v1/operator/raft/peer?id=|address=`, and
+//!   `/v1/operator/autopilot/{configuration,health,state}`;
+//! - [`snapshot`]: `GET /v1/snapshot` (`?stale`), `PUT /v1/snapshot`;
+//! - [`plugins`]: `GET|PUT /v1/plugins` (`?dry-run`);
+//! - [`plugin_routes`]: any other path a plugin's routes serve (the kv plugin's `/v1/kv/`
+//!   and `/v1/txn`).
+//!
+//! Every response carries `X-Consul-Index` (the data's index, or the last applied FSM index),
+//! `X-Consul-KnownLeader` and `X-Consul-LastContact`.
+//!
+//! Bodies are CBOR (`application/cbor`) or JSON (`application/json`, converted to CBOR for
+//! the plugin and the answer back to JSON). Errors are plain text naming the problem, with
+//! the status of the failure's kind (`web::status_of`).
+
+pub mod agent;
+pub mod generic;
+pub mod operator;
+pub mod plugin_routes;
+pub mod plugins;
+pub mod snapshot;
+
+use hyper::body::Incoming;
+use hyper::header::HeaderValue;
+use hyper::{Method, Request, StatusCode};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use super::Node;
+use super::web::{self, Refusal, Reply};
+
+/// The handler of the HTTP port.
+pub fn handler(
+    node: Arc<Node>,
+) -> impl Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Reply> + Send>> + Send + Sync + 'static
+{
+    move |req| {
+        let node = node.clone();
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let method = req.method().to_string();
+            let prefix = route_prefix(req.uri().path());
+            let mut reply = route(&node, req).await.unwrap_or_else(Reply::from);
+            add_leader_headers(&node, &mut reply);
+            if !reply.headers().contains_key("X-Consul-Index") {
+                reply = web::with_index(reply, node.fsm.last_applied().max(1));
+            }
+            crate::metrics::METRICS
+                .http_request_time
+                .with_label_values(&[method.as_str(), prefix])
+                .observe(started.elapsed().as_secs_f64());
+            reply
+        })
+    }
+}
+
+/// A path's route prefix, as metrics label it (`/v1/kv/a/b` is `/v1/kv`): a bounded set.
+fn route_prefix(path: &str) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "/v1/apply",
+        "/v1/query",
+        "/v1/status",
+        "/v1/agent",
+        "/v1/operator",
+        "/v1/snapshot",
+        "/v1/plugins",
+    ];
+    KNOWN
+        .iter()
+        .find(|p| path == **p || path.starts_with(&format!("{p}/")))
+        .copied()
+        .unwrap_or("other")
+}
+
+fn add_leader_headers(node: &Node, reply: &mut Reply) {
+    let h = reply.headers_mut();
+    let known = node.leader().is_some();
+    h.insert(
+        "X-Consul-KnownLeader",
+        HeaderValue::from_static(if known { "true" } else { "false" }),
+    );
+    let contact = node.last_contact().map_or(0, |d| d.as_millis() as u64);
+    if let Ok(v) = HeaderValue::from_str(&contact.to_string()) {
+        h.insert("X-Consul-LastContact", v);
+    }
+}
+
+/// The route table: the endpoint serving each method and path.
+async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusal> {
+    let path = req.uri().path().to_string();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let method = req.method().clone();
+    match (&method, segments.as_slice()) {
+        (&Method::POST | &Method::PUT, ["v1", "apply", plugin, command]) => {
+            let (plugin, command) = (plugin.to_string(), command.to_string());
+            generic::apply(node, req, plugin, command).await
+        }
+        (&Method::GET | &Method::POST, ["v1", "query", plugin, query]) => {
+            let (plugin, query) = (plugin.to_string(), query.to_string());
+            generic::query(node, req, plugin, query).await
+        }
+        (&Method::GET, ["v1", "status", "leader"]) => Ok(agent::status_leader(node)),
+        (&Method::GET, ["v1", "status", "peers"]) => Ok(agent::status_peers(node)),
+        (&Method::GET, ["v1", "agent", "metrics"]) => agent::metrics(node, &req),
+        (&Method::GET, ["v1", "agent", "self"]) => Ok(agent::agent_self(node)),
+        (&Method::GET, ["v1", "agent", "members"]) => Ok(agent::members(node).await),
+        (&Method::PUT | &Method::POST, ["v1", "agent", "leave"]) => agent::leave(node).await,
+        (&Method::GET, ["v1", "plugins"]) => Ok(plugins::list(node)),
+        (&Method::PUT, ["v1", "plugins"]) => plugins::install(node, req).await,
+        (&Method::GET, ["v1", "snapshot"]) => snapshot::save(node, &web::query(&req)).await,
+        (&Method::PUT, ["v1", "snapshot"]) => snapshot::restore(node, req).await,
+        (&Method::GET, ["v1", "operator", "raft", "configuration"]) => {
+            Ok(operator::raft_configuration(node))
+        }
+        (&Method::DELETE, ["v1", "operator", "raft", "peer"]) => {
+            operator::remove_peer(node, &req).await
+        }
+        (
+            _,
+            [
+                "v1",
+                "operator",
+                "autopilot",
+                leaf @ ("configuration" | "health" | "state"),
+            ],
+        ) => {
+            let leaf = leaf.to_string();
+            operator::autopilot(node, req, &leaf).await
+        }
+        _ => match node.fsm.plugins().route_for(method.as_str(), &path) {
+            Some(plugin) => plugin_routes::serve(node, plugin.clone(), req).await,
+            None => Err(Refusal::new(
+                StatusCode::NOT_FOUND,
+                format!("no route {method} {path}"),
+            )),
+        },
+    }
+}
