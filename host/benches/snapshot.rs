@@ -16,7 +16,7 @@
 use fsmhost::fsm::Fsm;
 use fsmhost::plugin::{Runtime, RuntimeConfig};
 use fsmhost::raft::StoredMembership;
-use fsmhost::raft::state_machine::read_received;
+use fsmhost::raft::depot::read_received;
 use fsmhost::snapshot::archive;
 use fsmhost::snapshot::state_file::StateHeader;
 use fsmhost::snapshot::store::SnapshotStore;

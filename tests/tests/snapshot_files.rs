@@ -7,7 +7,7 @@ use example_users_plugin::Register;
 use fsmhost::fsm::{Entry, Fsm};
 use fsmhost::plugin::{PluginSet, Runtime, RuntimeConfig};
 use fsmhost::raft::StoredMembership;
-use fsmhost::raft::state_machine::read_received;
+use fsmhost::raft::depot::read_received;
 use fsmhost::snapshot::SnapshotError;
 use fsmhost::snapshot::state_file::{StateHeader, StateReader};
 use fsmhost::snapshot::store::{self, SnapshotStore};

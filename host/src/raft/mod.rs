@@ -1,8 +1,9 @@
 //! Raft: the replicated log that feeds the FSM on every server in the same order.
 //!
 //! Owns: the openraft type configuration (declared once, here), what a log entry carries
-//! ([`Request`]) and what applying it returns ([`Response`]), the redb log store ([`log_store`]), the state machine adapter
-//! ([`state_machine`]) and the server-to-server client ([`network`]).
+//! ([`Request`]) and what applying it returns ([`Response`]), the redb log store
+//! ([`log_store`]), the state machine adapter ([`state_machine`]), its files ([`depot`]:
+//! snapshots and blobs) and the server-to-server client ([`network`]).
 //!
 //! Boundaries: nothing here knows HTTP routes for operators or plugins' meaning; the
 //! `server` module drives this one. openraft treats any storage error as fatal to the node,
@@ -12,6 +13,7 @@
 // build it return it as the traits do.
 #![allow(clippy::result_large_err)]
 
+pub mod depot;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;

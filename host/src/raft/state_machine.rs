@@ -26,232 +26,27 @@
 
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageIOError};
-use std::io::BufReader;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::network::RpcClient;
+use super::depot::{BLOB_FETCH_ATTEMPTS, Depot, read_received};
 use super::{
     InstallEntry, LogEntry, LogId, NodeInfo, Request, Response, RestoreEntry, StorageError,
     StoredMembership, TypeConfig,
 };
 use crate::fsm::{self, Fsm};
-use crate::plugin::PluginSet;
-use crate::protocol::{BlobPush, Rpc};
-use crate::snapshot::blobs::Blobs;
 use crate::snapshot::state_file::{StateHeader, StateReader};
-use crate::snapshot::store::{self as disk, CrcReader, SnapshotDir, SnapshotStore};
+use crate::snapshot::store::SnapshotDir;
 use crate::snapshot::{SnapshotError, SnapshotFile};
-use crate::state::{ReadTxn, Store};
+use crate::state::ReadTxn;
 
 /// The state machine of one node.
 pub struct StateMachine {
     fsm: Arc<Fsm>,
-    snapshots: Arc<Snapshots>,
+    depot: Arc<Depot>,
     last_applied: Option<LogId>,
     last_membership: StoredMembership,
-}
-
-/// A received snapshot already read and checked whole, waiting for openraft to install it.
-pub struct Prepared {
-    /// The received `state.bin`.
-    pub path: PathBuf,
-    /// The plugin set it was written under (the configured set with its installed
-    /// plugins), which it was read with.
-    pub plugins: Arc<PluginSet>,
-    /// Its header.
-    pub header: StateHeader,
-    /// The store it holds.
-    pub store: Store,
-    /// Its size and CRC.
-    pub size: u64,
-    /// Its CRC (meta.json's form).
-    pub crc: String,
-}
-
-/// What the state machine and the server share: the snapshot directory, the blobs restore
-/// entries name, the client that fetches a missing blob, and the one snapshot received and
-/// checked but not yet installed.
-pub struct Snapshots {
-    /// The snapshot directory.
-    pub store: SnapshotStore,
-    /// Restore blobs.
-    pub blobs: Blobs,
-    client: RpcClient,
-    prepared: Mutex<Option<Prepared>>,
-}
-
-impl Snapshots {
-    /// Stores a pushed blob under its hash, refusing one whose bytes do not match it.
-    pub fn receive_blob(&self, push: &BlobPush) -> Result<(), SnapshotError> {
-        if self.blobs.path(&push.sha256)?.exists() {
-            return Ok(());
-        }
-        let tmp = self.blobs.tmp_path();
-        if let Err(e) = std::fs::write(&tmp, &push.bytes) {
-            let _ = std::fs::remove_file(&tmp); // no half-written file left behind
-            return Err(SnapshotError::at(&tmp, e));
-        }
-        self.blobs.adopt(&tmp, Some(&push.sha256)).map(|_| ())
-    }
-}
-
-/// How long a server keeps trying to fetch a restore's blob before it stops.
-const BLOB_FETCH_ATTEMPTS: u32 = 120;
-
-impl Snapshots {
-    /// Over these directories; `client` fetches blobs from peers.
-    pub fn new(store: SnapshotStore, blobs: Blobs, client: RpcClient) -> Self {
-        Snapshots {
-            store,
-            blobs,
-            client,
-            prepared: Mutex::new(None),
-        }
-    }
-
-    /// Fetches blob `sha256` from the first of `peers` that has it, checking its hash.
-    async fn fetch_blob(&self, sha256: &str, peers: &[String]) -> Result<(), String> {
-        let mut last = String::from("no peer to ask");
-        for addr in peers {
-            let tmp = self.blobs.tmp_path();
-            let body = crate::http_body::full(crate::codec::to_cbor(&sha256));
-            let got = match self
-                .client
-                .stream(
-                    hyper::Method::POST,
-                    addr,
-                    Rpc::Blob.path(),
-                    None,
-                    body,
-                    Duration::from_secs(10),
-                )
-                .await
-            {
-                Ok(response) => crate::http_body::to_file(response.into_body(), &tmp, u64::MAX)
-                    .await
-                    .map_err(|e| format!("{addr}: {e}"))
-                    .and_then(|_| {
-                        self.blobs
-                            .adopt(&tmp, Some(sha256))
-                            .map_err(|e| format!("{addr}: {e}"))
-                    }),
-                Err(e) => Err(e.to_string()),
-            };
-            match got {
-                Ok(_) => return Ok(()),
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
-    }
-
-    /// Reads a received `state.bin` at `path` whole and checks it against `fsm`'s plugins:
-    /// the CRC (when the sender gave one), every record, the state hash. Keeps the result
-    /// for [`StateMachine::install_snapshot`]. Blocking: run it off the async threads.
-    pub fn prepare(
-        &self,
-        fsm: &Fsm,
-        path: &Path,
-        expected_crc: Option<&str>,
-    ) -> Result<(), SnapshotError> {
-        let prepared = read_received(fsm, path)?;
-        if let Some(crc) = expected_crc
-            && crc != prepared.crc
-        {
-            return Err(SnapshotError::Corrupt(format!(
-                "received state.bin has CRC {}, the sender's meta.json says {crc}",
-                prepared.crc
-            )));
-        }
-        *self.prepared.lock().unwrap_or_else(|p| p.into_inner()) = Some(prepared);
-        Ok(())
-    }
-
-    /// Forgets the snapshot prepared from `path` if raft did not install it (it was older
-    /// than this server's state, or the vote was stale), removing the file.
-    pub fn discard(&self, path: &Path) {
-        if self.take_prepared(path).is_some() {
-            let _ = std::fs::remove_file(path);
-        }
-    }
-
-    /// Keeps a state already read and checked (a restore's blob, on the leader that checked
-    /// it) for the entry that will apply it, so the leader reads it once.
-    pub fn keep(&self, prepared: Prepared) {
-        *self.prepared.lock().unwrap_or_else(|p| p.into_inner()) = Some(prepared);
-    }
-
-    /// Takes the state prepared from `path`, if it is the one kept.
-    pub fn take_prepared(&self, path: &Path) -> Option<Prepared> {
-        let mut slot = self.prepared.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.as_ref().is_some_and(|p| p.path == path) {
-            slot.take()
-        } else {
-            None
-        }
-    }
-}
-
-/// Reads `state.bin` at `path` into a new store for `fsm`'s plugins, computing its CRC.
-pub fn read_received(fsm: &Fsm, path: &Path) -> Result<Prepared, SnapshotError> {
-    let file = std::fs::File::open(path).map_err(|e| SnapshotError::at(path, e))?;
-    let mut crc = CrcReader::new(BufReader::with_capacity(1 << 20, file));
-    let reader = StateReader::open(&mut crc)?;
-    let plugins = fsm
-        .plugins_for(&reader.header().system, &reader.header().components)
-        .map_err(SnapshotError::Incompatible)?;
-    reader.header().check_against(&plugins)?;
-    let (header, store) = reader.restore(plugins.schema().clone())?;
-    let (size, crc) = crc.finish().map_err(|e| SnapshotError::at(path, e))?;
-    Ok(Prepared {
-        path: path.to_path_buf(),
-        plugins,
-        header,
-        store,
-        size,
-        crc,
-    })
-}
-
-/// Restores `fsm` from the newest usable snapshot in `snapshots`, logging any that is
-/// damaged and moving it aside as `<name>.damaged` (an older one is tried). Returns the header of the one restored, or
-/// `None` when there is none. A snapshot written under other plugins is an error, not
-/// skipped: an older one would not match either, and starting empty would be wrong.
-pub fn recover(fsm: &Fsm, snapshots: &SnapshotStore) -> Result<Option<StateHeader>, SnapshotError> {
-    for dir in snapshots.list() {
-        let started = Instant::now();
-        let attempt = disk::verify(&dir.path).and_then(|_| read_received(fsm, &dir.state_path()));
-        match attempt {
-            Ok(p) => {
-                fsm.restore(
-                    p.plugins,
-                    p.store,
-                    p.header.system.clone(),
-                    p.header.fsm_index,
-                );
-                crate::metrics::METRICS.record_snapshot("recover", started.elapsed());
-                tracing::info!(target: "agent.server.snapshot",
-                    "restored from snapshot: path={} index={} duration={:?}",
-                    dir.path.display(), dir.index, started.elapsed());
-                return Ok(Some(p.header));
-            }
-            Err(e @ SnapshotError::Incompatible(_)) => {
-                return Err(e.context(dir.path.display()));
-            }
-            Err(e) => {
-                // Set aside (kept for the operator, out of raft's sight): a damaged snapshot
-                // must never be offered to openraft or sent to a follower.
-                let aside = dir.path.with_extension("damaged");
-                tracing::error!(target: "agent.server.snapshot",
-                    "snapshot is unusable, trying an older one: path={} error={e} moved_to={}",
-                    dir.path.display(), aside.display());
-                std::fs::rename(&dir.path, &aside).map_err(|e| SnapshotError::at(&dir.path, e))?;
-            }
-        }
-    }
-    Ok(None)
 }
 
 fn io_error(e: impl std::fmt::Display) -> std::io::Error {
@@ -261,10 +56,10 @@ fn io_error(e: impl std::fmt::Display) -> std::io::Error {
 impl StateMachine {
     /// A state machine over `fsm`: empty, or restored from the snapshot whose header is
     /// `recovered` (see [`recover`]).
-    pub fn new(fsm: Arc<Fsm>, snapshots: Arc<Snapshots>, recovered: Option<&StateHeader>) -> Self {
+    pub fn new(fsm: Arc<Fsm>, depot: Arc<Depot>, recovered: Option<&StateHeader>) -> Self {
         StateMachine {
             fsm,
-            snapshots,
+            depot,
             last_applied: recovered.and_then(|h| h.last_log_id),
             last_membership: recovered.map(|h| h.membership.clone()).unwrap_or_default(),
         }
@@ -330,9 +125,9 @@ impl StateMachine {
         let path = self.blob(log_id, "restore", &r.sha256, &r.origin).await?;
         let fsm = self.fsm.clone();
         let (at, sha) = (path.clone(), r.sha256.clone());
-        let snapshots = self.snapshots.clone();
+        let depot = self.depot.clone();
         let prepared = tokio::task::spawn_blocking(move || {
-            if let Some(p) = snapshots.take_prepared(&at) {
+            if let Some(p) = depot.take_prepared(&at) {
                 return Ok(p);
             }
             let (actual, _) =
@@ -358,7 +153,7 @@ impl StateMachine {
             index,
         );
         self.last_applied = Some(log_id);
-        self.snapshots.blobs.mark_applied(&r.sha256, log_id.index);
+        self.depot.blobs.mark_applied(&r.sha256, log_id.index);
         tracing::info!(target: "agent.server.fsm",
             "restored a user snapshot: index={} fsm_index={index} sha256={}", log_id.index, r.sha256);
         Ok(Response::Restored(index))
@@ -375,7 +170,7 @@ impl StateMachine {
         origin: &str,
     ) -> Result<PathBuf, StorageError> {
         let path =
-            self.snapshots.blobs.path(sha256).map_err(|e| {
+            self.depot.blobs.path(sha256).map_err(|e| {
                 apply_failure(log_id, format!("{what} entry {}: {e}", log_id.index))
             })?;
         let mut attempt = 0;
@@ -386,7 +181,7 @@ impl StateMachine {
                     peers.push(node.rpc_addr.clone());
                 }
             }
-            match self.snapshots.fetch_blob(sha256, &peers).await {
+            match self.depot.fetch_blob(sha256, &peers).await {
                 Ok(()) => break,
                 Err(e) if attempt < BLOB_FETCH_ATTEMPTS => {
                     attempt += 1;
@@ -431,7 +226,7 @@ impl StateMachine {
         .map_err(|e| apply_failure(log_id, e.to_string()))?
         .map_err(|e| apply_failure(log_id, format!("install entry {}: {e}", log_id.index)))?;
         self.last_applied = Some(log_id);
-        self.snapshots.blobs.mark_applied(&i.sha256, log_id.index);
+        self.depot.blobs.mark_applied(&i.sha256, log_id.index);
         match &outcome {
             Ok(plan) => tracing::info!(target: "agent.server.fsm",
                 "installed plugin: name={} from={} to={} sha256={} index={} duration={:?}",
@@ -446,7 +241,7 @@ impl StateMachine {
 
 /// Writes one snapshot: what [`StateMachine::get_snapshot_builder`] captured.
 pub struct SnapshotBuilder {
-    snapshots: Arc<Snapshots>,
+    depot: Arc<Depot>,
     read: ReadTxn,
     header: StateHeader,
 }
@@ -481,12 +276,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let index = self.header.last_log_id.map_or(0, |l| l.index);
         tracing::info!(target: "agent.server.raft", "starting snapshot up to: index={index}");
         let started = Instant::now();
-        let (snapshots, read, header) = (
-            self.snapshots.clone(),
-            self.read.clone(),
-            self.header.clone(),
-        );
-        let dir = tokio::task::spawn_blocking(move || snapshots.store.create(&read, &header))
+        let (depot, read, header) = (self.depot.clone(), self.read.clone(), self.header.clone());
+        let dir = tokio::task::spawn_blocking(move || depot.store.create(&read, &header))
             .await
             .map_err(|e| StorageIOError::write_snapshot(None, &io_error(e)))?
             .map_err(|e| {
@@ -538,14 +329,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         );
         tracing::info!(target: "agent.server.fsm", "snapshot created: duration={:?}", started.elapsed());
         SnapshotBuilder {
-            snapshots: self.snapshots.clone(),
+            depot: self.depot.clone(),
             read,
             header,
         }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>, StorageError> {
-        let path = self.snapshots.store.receiving_path();
+        let path = self.depot.store.receiving_path();
         let file = SnapshotFile::create(path)
             .await
             .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
@@ -571,10 +362,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let started = Instant::now();
         let path = snapshot.path().to_path_buf();
         drop(snapshot);
-        let (fsm, snapshots) = (self.fsm.clone(), self.snapshots.clone());
+        let (fsm, depot) = (self.fsm.clone(), self.depot.clone());
         let announced = meta.last_log_id;
         let prepared = tokio::task::spawn_blocking(move || {
-            let p = match snapshots.take_prepared(&path) {
+            let p = match depot.take_prepared(&path) {
                 Some(p) => p,
                 None => read_received(&fsm, &path)?,
             };
@@ -586,7 +377,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     p.header.last_log_id
                 )));
             }
-            let dir = snapshots
+            let dir = depot
                 .store
                 .adopt(&p.path, &p.header, p.size, p.crc.clone())?;
             Ok::<_, SnapshotError>((p, dir))
@@ -610,7 +401,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let Some(dir) = self.snapshots.store.list().into_iter().next() else {
+        let Some(dir) = self.depot.store.list().into_iter().next() else {
             return Ok(None);
         };
         let header = {

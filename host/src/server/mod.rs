@@ -35,9 +35,10 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::fsm::Fsm;
 use crate::plugin::{PluginSet, Runtime, RuntimeConfig};
+use crate::raft::depot::{self, Depot};
 use crate::raft::log_store::{LogStore, OpenMode};
 use crate::raft::network::{Acks, Network, RpcClient};
-use crate::raft::state_machine::{self, Snapshots, StateMachine};
+use crate::raft::state_machine::StateMachine;
 use crate::raft::{NodeInfo, Raft};
 use crate::snapshot::blobs::Blobs;
 use crate::snapshot::store::SnapshotStore;
@@ -102,7 +103,7 @@ pub struct Node {
     /// The proposer of writes (used while this server leads).
     pub batcher: batch::Batcher,
     /// Raft snapshots on disk, shared with the state machine.
-    pub snapshots: Arc<Snapshots>,
+    pub snapshots: Arc<Depot>,
     /// One snapshot at a time (the policy's and operators' saves).
     pub snapshot_lock: tokio::sync::Mutex<()>,
     /// A dev server's temporary snapshot directory, removed when the server stops.
@@ -296,7 +297,7 @@ fn recover(
     snapshots: &SnapshotStore,
     log: &LogStore,
 ) -> Result<Option<crate::snapshot::state_file::StateHeader>, StartError> {
-    let recovered = state_machine::recover(fsm, snapshots)
+    let recovered = depot::recover(fsm, snapshots)
         .map_err(|e| StartError::Snapshot(format!("restoring a snapshot: {e}")))?;
     let snapshot_index = recovered
         .as_ref()
@@ -370,7 +371,7 @@ pub async fn run(
     let client = RpcClient::new();
     let acks = Acks::default();
     let snapshot_error = |e: crate::snapshot::SnapshotError| StartError::Snapshot(e.to_string());
-    let snapshots = Arc::new(Snapshots::new(
+    let snapshots = Arc::new(Depot::new(
         SnapshotStore::open(raft_dir.join("snapshots"), config.snapshots.retain)
             .map_err(snapshot_error)?,
         Blobs::open(raft_dir.join("blobs")).map_err(snapshot_error)?,

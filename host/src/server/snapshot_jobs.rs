@@ -209,7 +209,7 @@ pub async fn restore(node: &Arc<Node>, archive_path: &Path) -> Result<u64, OpErr
         let state = at.join("state.bin");
         // Read and check every record now, so a bad archive is refused before the log;
         // the store read is kept for this server's own apply of the entry.
-        let mut prepared = crate::raft::state_machine::read_received(&fsm, &state)?;
+        let mut prepared = crate::raft::depot::read_received(&fsm, &state)?;
         let (sha256, size) = snapshots.blobs.adopt(&state, None)?;
         prepared.path = snapshots.blobs.path(&sha256)?;
         snapshots.keep(prepared);

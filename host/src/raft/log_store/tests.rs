@@ -4,8 +4,9 @@
 use super::*;
 use crate::fsm::Fsm;
 use crate::plugin::PluginSet;
+use crate::raft::depot::Depot;
 use crate::raft::network::RpcClient;
-use crate::raft::state_machine::{Snapshots, StateMachine};
+use crate::raft::state_machine::StateMachine;
 use crate::snapshot::blobs::Blobs;
 use crate::snapshot::store::SnapshotStore;
 use openraft::storage::RaftLogStorageExt;
@@ -21,7 +22,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
         let fsm = Fsm::new(PluginSet::new(Vec::new()).expect("empty plugin set"));
         let snapshots = SnapshotStore::open(dir.path().join("snapshots"), 2).expect("snapshot dir");
         let blobs = Blobs::open(dir.path().join("blobs")).expect("blob dir");
-        let snapshots = Arc::new(Snapshots::new(snapshots, blobs, RpcClient::new()));
+        let snapshots = Arc::new(Depot::new(snapshots, blobs, RpcClient::new()));
         Ok((dir, log, StateMachine::new(Arc::new(fsm), snapshots, None)))
     }
 }
