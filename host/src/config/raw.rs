@@ -1,0 +1,173 @@
+//! The configuration file as TOML says it: Consul's option names, every key optional,
+//! unknown keys refused. [`RawConfig::merge`] lays flags over the file; resolving the
+//! result into a checked `Config` is the parent module's job.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+use super::ConfigError;
+
+/// `[ports]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ports {
+    /// Server RPC port: raft and forwarding (default 8300).
+    pub server: Option<u16>,
+    /// HTTP API port (default 8500).
+    pub http: Option<u16>,
+}
+
+/// `[addresses]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Addresses {
+    /// Address the HTTP API listens on (default 127.0.0.1).
+    pub http: Option<String>,
+}
+
+/// `[performance]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Performance {
+    /// Consul's `raft_multiplier`: scales raft's timers (1 = fastest, the default here;
+    /// Consul's own default is 5 for slow machines).
+    pub raft_multiplier: Option<u32>,
+}
+
+/// `[plugin_limits]`: what one plugin call may use. Every server must run the same limits:
+/// whether a command runs out of fuel or memory decides its outcome, on every server alike.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginLimits {
+    /// Fuel per call (about one unit per wasm instruction; default 1e9).
+    pub fuel: Option<u64>,
+    /// Most bytes of linear memory an instance may grow to (default 256 MiB).
+    pub memory_bytes: Option<u64>,
+    /// Most bytes one call may insert into the store (default 64 MiB).
+    pub write_bytes: Option<u64>,
+}
+
+/// `[autopilot]`: Consul's `autopilot` stanza. These seed the replicated configuration the
+/// first time a leader finds none stored; after that `PUT /v1/operator/autopilot/configuration`
+/// (or `operator autopilot set-config`) changes it for every server. The two intervals are
+/// this server's own (Consul fixes them at 10s and 2s).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAutopilot {
+    /// Remove dead servers (default true).
+    pub cleanup_dead_servers: Option<bool>,
+    /// Longest time since a server's last contact with the leader for it to be healthy
+    /// (default "200ms").
+    pub last_contact_threshold: Option<String>,
+    /// Most log entries a healthy server trails the leader by (default 250).
+    pub max_trailing_logs: Option<u64>,
+    /// Fewest voters dead-server cleanup leaves (default 0: no minimum).
+    pub min_quorum: Option<u32>,
+    /// How long a new server must be healthy before it becomes a voter (default "10s").
+    pub server_stabilization_time: Option<String>,
+    /// How often autopilot promotes and cleans up (default "10s").
+    pub reconcile_interval: Option<String>,
+    /// How often the leader gathers server health (default "2s").
+    pub update_interval: Option<String>,
+}
+
+/// The configuration as written in a file, or given as flags: every key optional.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// The node's name (default: the host name).
+    pub node_name: Option<String>,
+    /// Where the raft log and the node id live.
+    pub data_dir: Option<PathBuf>,
+    /// Must be true: this build runs servers only.
+    pub server: Option<bool>,
+    /// How many servers to wait for before bootstrapping a new cluster.
+    pub bootstrap_expect: Option<u32>,
+    /// Server addresses (`host:port` of their server port) to join.
+    pub retry_join: Option<Vec<String>>,
+    /// Address to listen on for server traffic.
+    pub bind_addr: Option<String>,
+    /// Address other servers use to reach this one (default: `bind_addr`).
+    pub advertise_addr: Option<String>,
+    /// Ports.
+    pub ports: Option<Ports>,
+    /// Listen addresses.
+    pub addresses: Option<Addresses>,
+    /// Timers.
+    pub performance: Option<Performance>,
+    /// Log level: trace, debug, info, warn, err.
+    pub log_level: Option<String>,
+    /// Log JSON lines instead of text.
+    pub log_json: Option<bool>,
+    /// Consul's `raft_snapshot_threshold`: log entries since the last snapshot that make
+    /// the next check take one (default 16384).
+    pub raft_snapshot_threshold: Option<u64>,
+    /// Consul's `raft_snapshot_interval`: how often the threshold is checked, randomized
+    /// between 1x and 2x (default "30s").
+    pub raft_snapshot_interval: Option<String>,
+    /// Consul's `raft_trailing_logs`: log entries kept after a snapshot compacts the log,
+    /// so slightly lagging servers catch up from the log (default 10240).
+    pub raft_trailing_logs: Option<u64>,
+    /// How many raft snapshots to keep on disk (default 2, as Consul).
+    pub raft_snapshot_retain: Option<u32>,
+    /// Plugin component files (`.wasm`) to load instead of the bundled set.
+    pub plugins: Option<Vec<PathBuf>>,
+    /// Limits of one plugin call.
+    pub plugin_limits: Option<PluginLimits>,
+    /// Autopilot.
+    pub autopilot: Option<RawAutopilot>,
+}
+
+impl RawConfig {
+    /// Reads a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            reason: e.to_string().trim().replace('\n', " "),
+        })
+    }
+
+    /// `self` with every key `over` sets replaced by its value.
+    pub fn merge(self, over: RawConfig) -> RawConfig {
+        let ports = match (self.ports, over.ports) {
+            (Some(a), Some(b)) => Some(Ports {
+                server: b.server.or(a.server),
+                http: b.http.or(a.http),
+            }),
+            (a, b) => b.or(a),
+        };
+        let addresses = match (self.addresses, over.addresses) {
+            (Some(a), Some(b)) => Some(Addresses {
+                http: b.http.or(a.http),
+            }),
+            (a, b) => b.or(a),
+        };
+        RawConfig {
+            node_name: over.node_name.or(self.node_name),
+            data_dir: over.data_dir.or(self.data_dir),
+            server: over.server.or(self.server),
+            bootstrap_expect: over.bootstrap_expect.or(self.bootstrap_expect),
+            retry_join: over.retry_join.or(self.retry_join),
+            bind_addr: over.bind_addr.or(self.bind_addr),
+            advertise_addr: over.advertise_addr.or(self.advertise_addr),
+            ports,
+            addresses,
+            performance: over.performance.or(self.performance),
+            log_level: over.log_level.or(self.log_level),
+            log_json: over.log_json.or(self.log_json),
+            raft_snapshot_threshold: over
+                .raft_snapshot_threshold
+                .or(self.raft_snapshot_threshold),
+            raft_snapshot_interval: over.raft_snapshot_interval.or(self.raft_snapshot_interval),
+            raft_trailing_logs: over.raft_trailing_logs.or(self.raft_trailing_logs),
+            raft_snapshot_retain: over.raft_snapshot_retain.or(self.raft_snapshot_retain),
+            plugins: over.plugins.or(self.plugins),
+            plugin_limits: over.plugin_limits.or(self.plugin_limits),
+            autopilot: over.autopilot.or(self.autopilot),
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! The configuration file and flags, resolved: defaults, overrides and refusals.
+
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::resolve(
+        toml::from_str::<RawConfig>(text).map_err(|e| ConfigError::Parse {
+            path: "t.toml".into(),
+            reason: e.to_string(),
+        })?,
+    )
+}
+
+#[test]
+fn consul_names_and_defaults() {
+    let c = parse(
+        r#"
+        node_name = "s1"
+        data_dir = "/tmp/x"
+        server = true
+        bootstrap_expect = 3
+        retry_join = ["127.0.0.1:8301"]
+        bind_addr = "127.0.0.1"
+        [ports]
+        http = 8501
+        "#,
+    )
+    .unwrap();
+    assert_eq!(c.node_name, "s1");
+    assert_eq!(c.rpc_bind, "127.0.0.1:8300".parse().unwrap());
+    assert_eq!(c.rpc_advertise, "127.0.0.1:8300".parse().unwrap());
+    assert_eq!(c.http_bind, "127.0.0.1:8501".parse().unwrap());
+    assert_eq!(c.bootstrap_expect, 3);
+    assert_eq!(c.snapshots, SnapshotPolicy::default());
+    assert_eq!(c.snapshots.threshold, 16384);
+    assert_eq!(c.snapshots.interval, Duration::from_secs(30));
+    assert_eq!(c.snapshots.trailing_logs, 10240);
+}
+
+#[test]
+fn snapshot_options() {
+    let c = parse(
+        "raft_snapshot_threshold = 100\nraft_snapshot_interval = \"500ms\"\nraft_trailing_logs = 5\nraft_snapshot_retain = 3",
+    )
+    .unwrap();
+    assert_eq!(
+        c.snapshots,
+        SnapshotPolicy {
+            threshold: 100,
+            interval: Duration::from_millis(500),
+            trailing_logs: 5,
+            retain: 3
+        }
+    );
+    let e = parse("raft_snapshot_interval = \"soon\"")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("raft_snapshot_interval:") && e.contains("soon"),
+        "{e}"
+    );
+    let e = parse("raft_snapshot_threshold = 0")
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("raft_snapshot_threshold:"), "{e}");
+    let e = parse("raft_snapshot_retain = 0").unwrap_err().to_string();
+    assert!(e.starts_with("raft_snapshot_retain:"), "{e}");
+}
+
+#[test]
+fn plugins_and_their_limits() {
+    let c = parse("").unwrap();
+    assert!(c.plugins.is_empty(), "the bundled set by default");
+    assert_eq!(c.plugin_limits, crate::plugin::Limits::default());
+    let c = parse(
+        "plugins = [\"/p/a.wasm\", \"/p/b.wasm\"]\n[plugin_limits]\nfuel = 5000000\nmemory_bytes = 16777216",
+    )
+    .unwrap();
+    assert_eq!(
+        c.plugins,
+        [PathBuf::from("/p/a.wasm"), PathBuf::from("/p/b.wasm")]
+    );
+    assert_eq!(c.plugin_limits.fuel, 5_000_000);
+    assert_eq!(c.plugin_limits.memory_bytes, 16 << 20);
+    let e = parse("[plugin_limits]\nfuel = 10").unwrap_err().to_string();
+    assert!(e.starts_with("plugin_limits.fuel:"), "{e}");
+    let e = parse("[plugin_limits]\nmemory_bytes = 1")
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("plugin_limits.memory_bytes:"), "{e}");
+    let e = parse("[plugin_limits]\nspeed = 1").unwrap_err().to_string();
+    assert!(e.contains("speed"), "{e}");
+    let e = parse("plugins = [\"\"]").unwrap_err().to_string();
+    assert!(e.starts_with("plugins:"), "{e}");
+}
+
+#[test]
+fn bad_values_name_the_key() {
+    let e = parse("server = false").unwrap_err().to_string();
+    assert!(e.starts_with("server:"), "{e}");
+    let e = parse("bind_addr = \"nope\"").unwrap_err().to_string();
+    assert!(e.starts_with("bind_addr:") && e.contains("nope"), "{e}");
+    let e = parse("retry_join = [\"host\"]").unwrap_err().to_string();
+    assert!(e.starts_with("retry_join:"), "{e}");
+    let e = parse("nonsense = 1").unwrap_err().to_string();
+    assert!(e.contains("nonsense"), "{e}");
+    let e = parse("[performance]\nraft_multiplier = 0")
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("performance.raft_multiplier:"), "{e}");
+}
+
+#[test]
+fn autopilot_stanza() {
+    let c = parse("").unwrap();
+    assert_eq!(c.autopilot, crate::autopilot::AutopilotConfig::default());
+    assert_eq!(c.autopilot_timing, AutopilotTiming::default());
+    let c = parse(
+        "[autopilot]\ncleanup_dead_servers = false\nlast_contact_threshold = \"1s\"\n\
+         max_trailing_logs = 10\nmin_quorum = 3\nserver_stabilization_time = \"1m30s\"\n\
+         update_interval = \"250ms\"\nreconcile_interval = \"1s\"",
+    )
+    .unwrap();
+    assert!(!c.autopilot.cleanup_dead_servers);
+    assert_eq!(c.autopilot.last_contact_threshold, Duration::from_secs(1));
+    assert_eq!(c.autopilot.max_trailing_logs, 10);
+    assert_eq!(c.autopilot.min_quorum, 3);
+    assert_eq!(
+        c.autopilot.server_stabilization_time,
+        Duration::from_secs(90)
+    );
+    assert_eq!(
+        c.autopilot_timing.update_interval,
+        Duration::from_millis(250)
+    );
+    assert_eq!(
+        c.autopilot_timing.reconcile_interval,
+        Duration::from_secs(1)
+    );
+    let slow = parse("[performance]\nraft_multiplier = 5").unwrap();
+    assert_eq!(
+        slow.autopilot.last_contact_threshold,
+        Duration::from_secs(1),
+        "two 500ms heartbeats"
+    );
+    for (text, key) in [
+        (
+            "last_contact_threshold = \"soon\"",
+            "autopilot.last_contact_threshold:",
+        ),
+        (
+            "last_contact_threshold = \"100ms\"",
+            "not above the raft heartbeat",
+        ),
+        ("update_interval = \"1ms\"", "autopilot.update_interval:"),
+        ("redundancy_zone_tag = \"az\"", "redundancy_zone_tag"),
+    ] {
+        let e = parse(&format!("[autopilot]\n{text}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(key), "{e}");
+    }
+}
+
+#[test]
+fn flags_override_the_file() {
+    let file: RawConfig =
+        toml::from_str("node_name = \"a\"\n[ports]\nserver = 1\nhttp = 2").unwrap();
+    let flags = RawConfig {
+        node_name: Some("b".into()),
+        ports: Some(Ports {
+            server: None,
+            http: Some(3),
+        }),
+        ..RawConfig::default()
+    };
+    let c = Config::resolve(file.merge(flags)).unwrap();
+    assert_eq!(c.node_name, "b");
+    assert_eq!(c.rpc_bind.port(), 1);
+    assert_eq!(c.http_bind.port(), 3);
+}
