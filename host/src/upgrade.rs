@@ -114,14 +114,48 @@ pub enum UpgradeError {
     },
 }
 
+/// What an install does to one table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeKind {
+    /// A table the new version adds: it starts empty.
+    Added,
+    /// Its indexes changed: every object is re-indexed with the new plugin's indexers.
+    Rebuilt,
+    /// Nothing changes: objects and keys are copied.
+    Unchanged,
+    /// Its layout changed: every object goes through the new plugin's `migrate`.
+    Migrated,
+    /// The new version drops it: every object goes through the new plugin's `migrate`.
+    Removed,
+}
+
+impl ChangeKind {
+    /// The change as operators read it (`added`, `rebuilt`, `unchanged`, `migrated`,
+    /// `removed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Added => "added",
+            ChangeKind::Rebuilt => "rebuilt",
+            ChangeKind::Unchanged => "unchanged",
+            ChangeKind::Migrated => "migrated",
+            ChangeKind::Removed => "removed",
+        }
+    }
+
+    /// Whether the table's objects go through the new plugin's `migrate`.
+    pub fn migrates(self) -> bool {
+        matches!(self, ChangeKind::Migrated | ChangeKind::Removed)
+    }
+}
+
 /// What one table goes through in an install.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableChange {
     /// The table.
     pub table: String,
-    /// `added`, `rebuilt`, `unchanged`, `migrated` (its objects go through `migrate`) or
-    /// `removed` (a table the new version drops; its objects go through `migrate`).
-    pub change: String,
+    /// What happens to it.
+    pub change: ChangeKind,
     /// The table's layout before (none for an added table).
     pub from_layout: Option<u32>,
     /// The table's layout after (none for a removed table).
@@ -163,11 +197,11 @@ impl Plan {
         self
     }
 
-    fn change(&self, table: &str) -> Option<&str> {
+    fn change(&self, table: &str) -> Option<ChangeKind> {
         self.tables
             .iter()
             .find(|c| c.table == table)
-            .map(|c| c.change.as_str())
+            .map(|c| c.change)
     }
 }
 
@@ -242,7 +276,7 @@ pub fn plan(current: &PluginSet, store: &Store, new: &LoadedPlugin) -> Result<Pl
             .filter(|t| !d.tables.iter().any(|n| n.name == t.name));
         tables.extend(dropped.map(|t| TableChange {
             table: t.name.clone(),
-            change: "removed".into(),
+            change: ChangeKind::Removed,
             from_layout: Some(t.layout),
             to_layout: None,
             indexes_added: Vec::new(),
@@ -264,7 +298,7 @@ pub fn plan(current: &PluginSet, store: &Store, new: &LoadedPlugin) -> Result<Pl
 fn table_change(new: &TableSchema, old: Option<&TableSchema>, objects: u64) -> TableChange {
     let mut c = TableChange {
         table: new.name.clone(),
-        change: "added".into(),
+        change: ChangeKind::Added,
         from_layout: None,
         to_layout: Some(new.layout),
         indexes_added: Vec::new(),
@@ -291,13 +325,12 @@ fn table_change(new: &TableSchema, old: Option<&TableSchema>, objects: u64) -> T
         }
     }
     c.change = if old.layout != new.layout {
-        "migrated"
+        ChangeKind::Migrated
     } else if old.indexes == new.indexes {
-        "unchanged"
+        ChangeKind::Unchanged
     } else {
-        "rebuilt"
-    }
-    .into();
+        ChangeKind::Rebuilt
+    };
     c
 }
 
@@ -359,11 +392,11 @@ pub fn rebuild_store(
         let Some(old_t) = old_schema.position(&schema.name) else {
             continue; // added: empty
         };
-        table_index[t] = read.table_index(&schema.name).unwrap_or(0);
+        table_index[t] = read.table_stamp(&schema.name).unwrap_or(0);
         let owned = schema.owner == plan.plugin;
         match plan.change(&schema.name).filter(|_| owned) {
-            Some("migrated") => continue, // below, with the removed tables
-            Some("rebuilt") => {
+            Some(ChangeKind::Migrated) => continue, // below, with the removed tables
+            Some(ChangeKind::Rebuilt) => {
                 for (object, _) in read.rows_at(old_t) {
                     let keys = computed_keys(t, object)?;
                     out.insert(t, object.to_vec(), keys)
@@ -386,12 +419,12 @@ pub fn rebuild_store(
         let Some(from) = plan
             .tables
             .iter()
-            .find(|c| c.table == old.name && (c.change == "migrated" || c.change == "removed"))
+            .find(|c| c.table == old.name && c.change.migrates())
             .and_then(|c| c.from_layout)
         else {
             continue;
         };
-        let source_index = read.table_index(&old.name).unwrap_or(0);
+        let source_index = read.table_stamp(&old.name).unwrap_or(0);
         for (object, _) in read.rows_at(old_t) {
             let migrated = plugin
                 .migrate(&old.name, from, object)
@@ -418,7 +451,7 @@ pub fn rebuild_store(
         }
     }
     for (t, index) in table_index.into_iter().enumerate() {
-        out.set_table_index(t, index);
+        out.set_table_stamp(t, index);
     }
     Ok(out.finish())
 }

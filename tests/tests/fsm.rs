@@ -3,6 +3,7 @@
 
 use fsmhost::fsm::{Entry, FailureKind, Fsm, FsmError};
 use fsmhost::plugin::{CallError, PluginSet, Runtime, RuntimeConfig};
+use fsmhost::upgrade::ChangeKind;
 use fsmhost_plugin_kv as kv;
 use fsmhost_tests::{bundled, cbor, decode, fixture};
 use serde::Serialize;
@@ -393,7 +394,10 @@ fn installing_kv_v2_rebuilds_its_indexes_and_a_new_plugin_joins() {
     );
     let plan = f.install(users, 13).expect("a new plugin");
     assert_eq!(plan.from_version, None);
-    assert!(plan.tables.iter().all(|t| t.change == "added"), "{plan:?}");
+    assert!(
+        plan.tables.iter().all(|t| t.change == ChangeKind::Added),
+        "{plan:?}"
+    );
     assert_eq!(f.store().read().len("kvs").expect("kvs"), 4);
 }
 

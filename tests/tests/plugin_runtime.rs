@@ -217,7 +217,7 @@ fn kv_semantics_through_wasm() {
         list.index, 5,
         "the tombstone keeps the prefix index from going backwards"
     );
-    assert_eq!(n.store.read().table_index("tombstones").unwrap(), 5);
+    assert_eq!(n.store.read().table_stamp("tombstones").unwrap(), 5);
 }
 
 /// A deterministic mix of every kv command over a small key space, as (command, payload).

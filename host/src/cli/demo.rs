@@ -152,7 +152,7 @@ pub(super) fn run() -> Result<(), String> {
             "table {table}: {} objects, {} bytes, last changed at index {}",
             read.len(table).map_err(|e| e.to_string())?,
             read.bytes(table).map_err(|e| e.to_string())?,
-            read.table_index(table).map_err(|e| e.to_string())?
+            read.table_stamp(table).map_err(|e| e.to_string())?
         );
     }
     Ok(())

@@ -87,7 +87,7 @@ impl EntryTxn<'_> {
                 last: self.last,
             });
         }
-        self.txn.set_index(index);
+        self.txn.set_stamp(index);
         let result = match self.plugins.get(&entry.plugin) {
             None => Err(FsmError::UnknownPlugin(entry.plugin.clone())),
             Some(plugin) => match written_for_newer(entry, &plugin.description().version) {

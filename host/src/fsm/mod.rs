@@ -304,7 +304,7 @@ impl Fsm {
             .ok_or_else(|| FsmError::UnknownPlugin(plugin.to_string()))?;
         let read = store.read();
         let (bytes, tables) = p.query_with_reads(&read, name, args)?;
-        let index = read.max_index(tables.iter().map(String::as_str))?.max(1);
+        let index = read.max_stamp(tables.iter().map(String::as_str))?.max(1);
         Ok(QueryOutput {
             bytes,
             index,
@@ -337,7 +337,7 @@ impl Fsm {
             let watch = store.watch(out.tables.iter().map(String::as_str))?;
             let now = store
                 .read()
-                .max_index(out.tables.iter().map(String::as_str))?;
+                .max_stamp(out.tables.iter().map(String::as_str))?;
             if now > min_index {
                 continue;
             }

@@ -335,7 +335,7 @@ impl LoadedPlugin {
             });
         };
         let Command { call, metrics } = &self.commands[at];
-        let index = txn.index();
+        let index = txn.stamp();
         let savepoint = txn.savepoint();
         let access = Access::Write {
             tables: txn.lend(),

@@ -331,7 +331,7 @@ impl HostState {
 
     fn table_index(&mut self, table: &str) -> Outcome<u64> {
         self.charge(0, 0)?;
-        let index = self.read()?.table_index(table)?;
+        let index = self.read()?.table_stamp(table)?;
         self.note_read(table);
         Ok(index)
     }

@@ -34,7 +34,7 @@ impl InstallReport {
             .map(|t| {
                 serde_json::json!({
                     "Table": t.table,
-                    "Change": t.change,
+                    "Change": t.change.as_str(),
                     "FromLayout": t.from_layout,
                     "ToLayout": t.to_layout,
                     "IndexesAdded": t.indexes_added,
@@ -89,10 +89,7 @@ pub async fn install_local(
         let plan = fsm.plan_install(&plugin).map_err(upgrade_refusal)?;
         // A dry run rebuilds a copy of the store; so does a real install whose tables
         // go through `migrate`, so a migration that fails is refused before the log.
-        let migrates = plan
-            .tables
-            .iter()
-            .any(|t| t.change == "migrated" || t.change == "removed");
+        let migrates = plan.tables.iter().any(|t| t.change.migrates());
         if dry_run || migrates {
             let plugin = Arc::new(plugin);
             let next =

@@ -499,7 +499,7 @@ impl<R: Read> StateReader<R> {
             let restore = std::cell::RefCell::new(&mut restore);
             self.for_each_row(
                 |t, last_change| {
-                    restore.borrow_mut().set_table_index(t, last_change);
+                    restore.borrow_mut().set_table_stamp(t, last_change);
                     Ok(())
                 },
                 |t, object, keys| {

@@ -14,8 +14,12 @@
 //!
 //! Only the plugin that declares a table may write it ([`StateError::NotOwner`]).
 //!
+//! Words: a table's *stamp* is the FSM index of its last change (what Consul's `index`
+//! table holds, and what `X-Consul-Index` reports); an *index* is one of a table's indexes,
+//! by name. The raft index never reaches the store.
+//!
 //! Transactions: [`Store::write`] hands out one [`WriteTxn`] at a time (a mutex), stamped
-//! with the raft index; [`WriteTxn::commit`] publishes it atomically, then wakes the
+//! with the FSM index of the command being applied; [`WriteTxn::commit`] publishes it atomically, then wakes the
 //! watchers of the tables it changed; dropping it aborts. [`Store::read`] returns a
 //! [`ReadTxn`] over the last committed snapshot; readers never block the writer and never
 //! see a partial transaction. Inside a transaction, [`WriteTxn::savepoint`] starts an undo

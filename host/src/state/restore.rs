@@ -60,7 +60,7 @@ impl Restore {
     }
 
     /// Sets the last-change index of the table at schema position `t`.
-    pub fn set_table_index(&mut self, t: usize, index: u64) {
+    pub fn set_table_stamp(&mut self, t: usize, index: u64) {
         if let Some(slot) = self.tables.last_change.get_mut(t) {
             *slot = index;
         }

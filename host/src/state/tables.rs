@@ -16,7 +16,7 @@ use super::*;
 pub struct Tables {
     pub(super) schema: Arc<Schema>,
     pub(super) data: Vec<TableData>,
-    /// Per table: raft index of its last change (Consul's `index` table).
+    /// Per table: its stamp, the FSM index of its last change (Consul's `index` table).
     pub(super) last_change: Vec<u64>,
     pub(super) journal: Journal,
 }
@@ -190,14 +190,14 @@ impl Tables {
         self.pick(table, index, |data, pos| data.last_in(pos, start, end))
     }
 
-    /// The highest last-change index over `tables` (for blocking reads).
-    pub fn max_index<'a>(
+    /// The highest stamp over `tables` (the index a blocking read reports and waits past).
+    pub fn max_stamp<'a>(
         &self,
         tables: impl IntoIterator<Item = &'a str>,
     ) -> Result<u64, StateError> {
         let mut max = 0;
         for table in tables {
-            max = max.max(self.table_index(table)?);
+            max = max.max(self.table_stamp(table)?);
         }
         Ok(max)
     }
@@ -239,8 +239,8 @@ impl Tables {
         Ok(self.data[self.schema.lookup(table)?].bytes)
     }
 
-    /// Raft index of the last change to `table` (0 if never changed).
-    pub fn table_index(&self, table: &str) -> Result<u64, StateError> {
+    /// The stamp of `table`: the FSM index of its last change (0 if never changed).
+    pub fn table_stamp(&self, table: &str) -> Result<u64, StateError> {
         Ok(self.last_change[self.schema.lookup(table)?])
     }
 
@@ -284,7 +284,7 @@ impl Tables {
     pub fn insert(
         &mut self,
         owner: &str,
-        index: u64,
+        stamp: u64,
         table: &str,
         object: &[u8],
         keys: &[IndexKeys],
@@ -306,7 +306,7 @@ impl Tables {
             .into_iter()
             .map(Option::unwrap_or_default)
             .collect();
-        self.insert_row(t, index, Bytes::from(object), row_keys)
+        self.insert_row(t, stamp, Bytes::from(object), row_keys)
     }
 
     /// Inserts `object` into table `t` with its keys per index (schema order), checking every
@@ -314,7 +314,7 @@ impl Tables {
     pub(super) fn insert_row(
         &mut self,
         t: usize,
-        index: u64,
+        stamp: u64,
         object: Bytes,
         row_keys: Vec<Vec<Bytes>>,
     ) -> Result<Option<Bytes>, StateError> {
@@ -367,7 +367,7 @@ impl Tables {
         let row = data.make_row(object, row_keys);
         let old = data.replace_row(id.clone(), row);
         self.note(t, &id, old.as_ref());
-        self.last_change[t] = index;
+        self.last_change[t] = stamp;
         Ok(old.map(|r| r.object))
     }
 
@@ -375,7 +375,7 @@ impl Tables {
     pub fn delete(
         &mut self,
         owner: &str,
-        index: u64,
+        stamp: u64,
         table: &str,
         id: &[u8],
     ) -> Result<Option<Bytes>, StateError> {
@@ -384,7 +384,7 @@ impl Tables {
             return Ok(None);
         };
         self.note(t, &id, Some(&old));
-        self.last_change[t] = index;
+        self.last_change[t] = stamp;
         Ok(Some(old.object))
     }
 
@@ -392,7 +392,7 @@ impl Tables {
     pub fn delete_prefix(
         &mut self,
         owner: &str,
-        index: u64,
+        stamp: u64,
         table: &str,
         index_name: &str,
         prefix: &[u8],
@@ -418,7 +418,7 @@ impl Tables {
             }
         }
         if n > 0 {
-            self.last_change[t] = index;
+            self.last_change[t] = stamp;
         }
         Ok(n)
     }

@@ -55,8 +55,9 @@ impl Store {
         ReadTxn { tables }
     }
 
-    /// The write transaction for the entry at raft `index`. Blocks while another is open.
-    pub fn write(&self, index: u64) -> WriteTxn<'_> {
+    /// The write transaction whose writes are stamped `stamp` (the FSM index of the
+    /// entry's first command). Blocks while another is open.
+    pub fn write(&self, stamp: u64) -> WriteTxn<'_> {
         let guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let tables = Tables::clone(&self.read().tables);
         let base = tables.last_change.clone();
@@ -65,7 +66,7 @@ impl Store {
             _guard: guard,
             tables,
             base,
-            index,
+            stamp,
         }
     }
 }
@@ -88,9 +89,10 @@ pub struct WriteTxn<'s> {
     pub(super) store: &'s Store,
     pub(super) _guard: MutexGuard<'s, ()>,
     pub(super) tables: Tables,
-    /// Per table, the last-change index when the transaction began.
+    /// Per table, its stamp when the transaction began.
     pub(super) base: Vec<u64>,
-    pub(super) index: u64,
+    /// The stamp writes get now: the FSM index of the command being applied.
+    pub(super) stamp: u64,
 }
 
 /// A point a [`WriteTxn`] can roll back to ([`WriteTxn::rollback_to`]) or keep the writes
@@ -105,9 +107,10 @@ pub struct Savepoint {
 }
 
 impl WriteTxn<'_> {
-    /// The raft index this transaction writes at.
-    pub fn index(&self) -> u64 {
-        self.index
+    /// The stamp this transaction's writes get now: the FSM index of the command being
+    /// applied.
+    pub fn stamp(&self) -> u64 {
+        self.stamp
     }
 
     /// The transaction's tables (reads see its own writes).
@@ -120,10 +123,10 @@ impl WriteTxn<'_> {
         &mut self.tables
     }
 
-    /// Moves the transaction on to the raft `index` of the next command of its log entry:
+    /// Moves the transaction on to the FSM index of the next command of its log entry:
     /// later writes stamp their tables with it.
-    pub fn set_index(&mut self, index: u64) {
-        self.index = index;
+    pub fn set_stamp(&mut self, stamp: u64) {
+        self.stamp = stamp;
     }
 
     /// Marks the current state so [`WriteTxn::rollback_to`] can return to it.
@@ -136,7 +139,7 @@ impl WriteTxn<'_> {
     }
 
     /// Undoes every write made since `savepoint`, newest first: the tables hold again
-    /// exactly the rows, index entries, byte counts and last-change indexes they held.
+    /// exactly the rows, index entries, byte counts and stamps they held.
     pub fn rollback_to(&mut self, savepoint: Savepoint) {
         let tables = &mut self.tables;
         let undo = tables

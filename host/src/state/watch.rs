@@ -1,7 +1,7 @@
 //! Watches: how a blocking read waits for the data it read to change.
 //!
-//! Each table has a channel carrying the raft index of its last change; a commit sends on
-//! the channels of exactly the tables it changed, so a waiter wakes only when one of the
+//! Each table has a channel carrying its stamp (the FSM index of its last change); a commit
+//! sends on the channels of exactly the tables it changed, so a waiter wakes only when one of the
 //! tables it read changed (Consul's memdb watches are finer, per radix node; per table keeps
 //! a commit's cost proportional to the tables it touched). A separate channel is closed when
 //! the store is abandoned (a restore replaced it, or the server is shutting down), waking

@@ -276,7 +276,7 @@ proptest! {
         let outer = w.savepoint();
         for (i, txn) in txns.iter().enumerate() {
             let index = i as u64 + 1;
-            w.set_index(index);
+            w.set_stamp(index);
             let savepoint = w.savepoint();
             let got = store_apply(w.tables_mut(), index, &txn.ops);
             if got.is_ok() && txn.commit {
@@ -383,7 +383,7 @@ fn readers_only_ever_see_whole_transactions() {
                 let mut reads = 0;
                 while !done.load(std::sync::atomic::Ordering::Acquire) || reads < 50 {
                     let r = s.read();
-                    let index = r.table_index("t").unwrap();
+                    let index = r.table_stamp("t").unwrap();
                     let rows = scan_all(&r, "id", &KeyRange::Prefix(vec![]), 7);
                     assert_eq!(rows.len() % 2, 0, "half a pair at index {index}");
                     for pair in rows.chunks(2) {
@@ -401,7 +401,7 @@ fn readers_only_ever_see_whole_transactions() {
             });
         }
     });
-    assert_eq!(s.read().table_index("t").unwrap(), TXNS);
+    assert_eq!(s.read().table_stamp("t").unwrap(), TXNS);
 }
 
 fn insert_one(s: &Store, table: &str, index: u64) {

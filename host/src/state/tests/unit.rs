@@ -33,7 +33,7 @@ fn replace_drops_stale_index_entries() {
         r.get("t", "tag", b"y").unwrap().as_deref(),
         Some(&b"a2"[..])
     );
-    assert_eq!(r.table_index("t").unwrap(), 1);
+    assert_eq!(r.table_stamp("t").unwrap(), 1);
 }
 
 #[test]
@@ -203,6 +203,6 @@ fn delete_prefix_counts_and_stamps() {
             .unwrap(),
         2
     );
-    assert_eq!(w.tables().table_index("t").unwrap(), 4);
+    assert_eq!(w.tables().table_stamp("t").unwrap(), 4);
     assert_eq!(w.tables().len("t").unwrap(), 1);
 }
