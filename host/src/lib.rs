@@ -40,3 +40,6 @@ pub mod server;
 pub mod snapshot;
 pub mod state;
 pub mod upgrade;
+
+#[cfg(test)]
+mod tidy;
