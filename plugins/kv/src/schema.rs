@@ -1,0 +1,164 @@
+//! The kv tables, after Consul's `agent/consul/state/kvs.go` schema: the records
+//! ([`Entry`], [`Tombstone`]), their keys in a tenancy ([`KeyIn`]) and every index.
+//!
+//! `kvs`: `id` is the key (unique, prefix-capable), `session` the lock holder
+//! (allow-missing); `tombstones` are left by deletes, keyed like `kvs`, so that the index
+//! of a prefix never goes backwards after a delete (Consul's graveyard). The enterprise
+//! build adds a `namespace` index to both.
+
+use fsmhost_guest::{Index, Key, Table, Tenancy, serde_bytes};
+
+use crate::EDITION;
+use serde::{Deserialize, Serialize};
+
+/// A key/value entry: Consul's `DirEntry`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct Entry {
+    /// The key.
+    pub key: String,
+    /// The value, opaque bytes.
+    #[serde(with = "serde_bytes")]
+    pub value: Vec<u8>,
+    /// Opaque flags for the application.
+    pub flags: u64,
+    /// Index of the write that created the key.
+    pub create_index: u64,
+    /// Index of the last write that changed the key.
+    pub modify_index: u64,
+    /// How many times the key was locked.
+    pub lock_index: u64,
+    /// The session holding the lock, if any.
+    pub session: Option<String>,
+    /// The key's partition and namespace (enterprise edition; empty in OSS).
+    #[serde(default, skip_serializing_if = "Tenancy::is_empty")]
+    pub tenancy: Tenancy,
+}
+
+/// A deleted key (or deleted prefix) and the index of the delete.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Tombstone {
+    /// The deleted key, or the prefix of a delete-tree.
+    pub key: String,
+    /// Index of the delete.
+    pub index: u64,
+    /// The key's partition and namespace (enterprise edition; empty in OSS).
+    #[serde(default, skip_serializing_if = "Tenancy::is_empty")]
+    pub tenancy: Tenancy,
+}
+
+/// A key in its tenancy: what `kvs.id` and `tombstones.id` are looked up by (a prefix for
+/// their prefix lookups).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyIn {
+    /// The partition and namespace (empty in OSS).
+    pub tenancy: Tenancy,
+    /// The key or prefix.
+    pub key: String,
+}
+
+/// `key` in `tenancy`.
+pub fn key_in(tenancy: &Tenancy, key: &str) -> KeyIn {
+    KeyIn {
+        tenancy: tenancy.clone(),
+        key: key.to_string(),
+    }
+}
+
+fn key_id(k: &KeyIn) -> Vec<u8> {
+    k.tenancy.key(EDITION).string(&k.key).build()
+}
+
+fn key_prefix(k: &KeyIn) -> Vec<u8> {
+    k.tenancy.key(EDITION).raw(k.key.as_bytes()).build()
+}
+
+fn tenancy_key(t: &Tenancy) -> Vec<u8> {
+    t.key(EDITION).build()
+}
+
+/// `kvs.id`: the key (in its partition and namespace, enterprise edition).
+pub static KVS_ID: Index<Entry, KeyIn> = Index::new(
+    "kvs",
+    "id",
+    |e: &Entry, k| k.push(key_id(&key_in(&e.tenancy, &e.key))),
+    key_id,
+)
+.unique()
+.prefix(key_prefix);
+
+/// `kvs.namespace` (enterprise edition): every key of a partition and namespace.
+pub static KVS_NAMESPACE: Index<Entry, Tenancy> = Index::new(
+    "kvs",
+    "namespace",
+    |e: &Entry, k| k.push(tenancy_key(&e.tenancy)),
+    tenancy_key,
+)
+.prefix(tenancy_key);
+
+/// `kvs.flags` (version 2): the keys with given flags.
+pub static KVS_FLAGS: Index<Entry, u64> = Index::new(
+    "kvs",
+    "flags",
+    |e: &Entry, k| k.push(Key::new().u64(e.flags)),
+    |f: &u64| Key::new().u64(*f).build(),
+);
+
+/// `kvs.session`: the lock holder.
+pub static KVS_SESSION: Index<Entry, String> = Index::new(
+    "kvs",
+    "session",
+    |e: &Entry, k| {
+        if let Some(s) = &e.session {
+            k.push(Key::new().string(s))
+        }
+    },
+    |s: &String| Key::new().string(s).build(),
+)
+.allow_missing();
+
+/// The `kvs` table. Layout 2 (0.1.1): entries stored compact, without field names (layout
+/// 1 had them: 61 bytes more an entry); [`plugin`] migrates layout 1.
+pub static KVS: Table<Entry> = Table::new(
+    "kvs",
+    &[
+        &KVS_ID,
+        &KVS_SESSION,
+        #[cfg(feature = "enterprise")]
+        &KVS_NAMESPACE,
+        #[cfg(feature = "v2")]
+        &KVS_FLAGS,
+    ],
+)
+.layout(2)
+.compact();
+
+/// `tombstones.id`: the deleted key.
+pub static TOMBSTONES_ID: Index<Tombstone, KeyIn> = Index::new(
+    "tombstones",
+    "id",
+    |t: &Tombstone, k| k.push(key_id(&key_in(&t.tenancy, &t.key))),
+    key_id,
+)
+.unique()
+.prefix(key_prefix);
+
+/// The `tombstones` table. Layout 2 (0.1.1): compact, like [`KVS`].
+pub static TOMBSTONES: Table<Tombstone> = Table::new(
+    "tombstones",
+    &[
+        &TOMBSTONES_ID,
+        #[cfg(feature = "enterprise")]
+        &TOMBSTONES_NAMESPACE,
+    ],
+)
+.layout(2)
+.compact();
+
+/// `tombstones.namespace` (enterprise edition): every tombstone of a partition and namespace.
+pub static TOMBSTONES_NAMESPACE: Index<Tombstone, Tenancy> = Index::new(
+    "tombstones",
+    "namespace",
+    |t: &Tombstone, k| k.push(tenancy_key(&t.tenancy)),
+    tenancy_key,
+)
+.prefix(tenancy_key);
