@@ -312,7 +312,7 @@ fn five_servers_keep_serving_with_two_down() {
 fn a_later_server_joins_and_a_leave_removes_only_when_asked() {
     // Autopilot promotes the newcomer; with Consul's defaults (10s stabilization, 10s
     // reconcile) that takes 20s or more, too close to the wait on a loaded 2-core machine.
-    // This test is about joining and leaving, not autopilot's timing (tests/autopilot.rs).
+    // This test is about joining and leaving, not autopilot's timing (the autopilot module).
     let quick = "[autopilot]\nserver_stabilization_time = \"2s\"\nreconcile_interval = \"1s\"\n\
                  update_interval = \"500ms\"";
     let mut c = Cluster::start_with(BIN, 3, quick);
