@@ -2,27 +2,12 @@
 //! 3-server cluster: registrations through a follower, reads on every server, a blocking
 //! read woken by a registration, and deregistration.
 
-use fsmhost_tests::cluster::{Cluster, http};
-use serde_json::{Value, json};
+use crate::support::BIN;
+use fsmhost_tests::cluster::Cluster;
+use serde_json::json;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_fsmhost-node");
 const WAIT: Duration = Duration::from_secs(30);
-
-fn call(c: &Cluster, i: usize, method: &str, path: &str, body: &str) -> (u16, Value, Option<u64>) {
-    let r = http(
-        &c.servers[i].http_addr(),
-        method,
-        path,
-        "application/json",
-        body.as_bytes(),
-        Duration::from_secs(30),
-    )
-    .expect("server answers");
-    let index = r.header("X-Consul-Index").and_then(|v| v.parse().ok());
-    let v = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
-    (r.status, v, index)
-}
 
 fn register(node: &str, id: &str, status: &str) -> String {
     json!({
@@ -39,20 +24,19 @@ fn register_through_a_follower_and_read_everywhere() {
     let mut c = Cluster::start(BIN, 3);
     let leader = c.wait_leader(WAIT);
     let follower = (leader + 1) % 3;
+    let (l, f) = (c.client(leader), c.client(follower));
     for (n, status) in [(1, "passing"), (2, "passing"), (3, "critical")] {
-        let (s, v, _) = call(
-            &c,
-            follower,
-            "PUT",
+        let r = f.put(
             "/v1/catalog/register",
-            &register(&format!("node{n}"), &format!("web{n}"), status),
+            register(&format!("node{n}"), &format!("web{n}"), status),
         );
-        assert_eq!((s, v), (200, json!(true)));
+        assert_eq!((r.status, r.json()), (200, json!(true)));
     }
     c.wait_converged(WAIT);
     for i in 0..3 {
-        let (s, v, index) = call(&c, i, "GET", "/v1/health/service/web?passing&stale", "");
-        assert_eq!(s, 200);
+        let r = c.client(i).get("/v1/health/service/web?passing&stale");
+        assert_eq!(r.status, 200);
+        let v = r.json();
         let nodes: Vec<&str> = v
             .as_array()
             .unwrap()
@@ -60,34 +44,25 @@ fn register_through_a_follower_and_read_everywhere() {
             .map(|e| e["Node"]["Node"].as_str().unwrap())
             .collect();
         assert_eq!(nodes, ["node1", "node2"], "server {i}");
-        assert!(index.unwrap() >= 3);
+        assert!(r.index() >= 3);
     }
-    let (_, services, index) = call(&c, leader, "GET", "/v1/catalog/services", "");
-    assert_eq!(services, json!({"web": ["v1"]}));
-    let index = index.unwrap();
+    let r = l.get("/v1/catalog/services");
+    assert_eq!(r.json(), json!({"web": ["v1"]}));
+    let index = r.index();
 
     // A blocking read on a follower wakes when another node registers.
-    let addr = c.servers[follower].http_addr();
-    let blocked = std::thread::spawn(move || {
-        let started = Instant::now();
-        let r = http(
-            &addr,
-            "GET",
-            &format!("/v1/catalog/service/api?index={index}&wait=20s"),
-            "application/json",
-            b"",
-            Duration::from_secs(30),
-        )
-        .unwrap();
-        (started.elapsed(), r.status, r.json())
-    });
+    let blocked = {
+        let f = f.clone();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let r = f.get(&format!("/v1/catalog/service/api?index={index}&wait=20s"));
+            (started.elapsed(), r.status, r.json())
+        })
+    };
     std::thread::sleep(Duration::from_millis(300));
     let body =
         json!({"Node": "node4", "Address": "10.0.0.4", "Service": {"Service": "api", "Port": 9}});
-    assert_eq!(
-        call(&c, leader, "PUT", "/v1/catalog/register", &body.to_string()).0,
-        200
-    );
+    assert_eq!(l.put("/v1/catalog/register", body.to_string()).status, 200);
     let (waited, status, instances) = blocked.join().unwrap();
     assert_eq!(status, 200);
     assert!(
@@ -100,22 +75,9 @@ fn register_through_a_follower_and_read_everywhere() {
     );
 
     // Deregistering the node takes its service and checks with it.
-    let (s, _, _) = call(
-        &c,
-        follower,
-        "PUT",
-        "/v1/catalog/deregister",
-        r#"{"Node": "node3"}"#,
-    );
-    assert_eq!(s, 200);
-    let (_, checks, _) = call(&c, leader, "GET", "/v1/health/state/critical", "");
-    assert_eq!(checks, json!([]));
-    let (s, v, _) = call(
-        &c,
-        leader,
-        "PUT",
-        "/v1/catalog/register",
-        r#"{"Node": "x"}"#,
-    );
-    assert_eq!(s, 400, "{v}");
+    let r = f.put("/v1/catalog/deregister", r#"{"Node": "node3"}"#);
+    assert_eq!(r.status, 200);
+    assert_eq!(l.get("/v1/health/state/critical").json(), json!([]));
+    let r = l.put("/v1/catalog/register", r#"{"Node": "x"}"#);
+    assert_eq!(r.status, 400, "{}", r.text());
 }

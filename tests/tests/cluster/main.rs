@@ -1,6 +1,6 @@
 //! The whole-system tests that start real `fsmhost` server processes (the
 //! `fsmhost_tests::cluster` harness) and run its CLI: one test binary, one module per
-//! area; `tests/inprocess/` is the other.
+//! area; `tests/inprocess/` is the other. The helpers they share are in `support`.
 
 mod autopilot;
 mod catalog_api;
@@ -13,4 +13,5 @@ mod migrations;
 mod plugins_api;
 mod snapshot_archives;
 mod snapshots;
+mod support;
 mod upgrades;
