@@ -6,92 +6,11 @@
 //! state hash. Every server's output goes to `<dir>/<name>.log`; when a test panics, the
 //! harness prints the tail of each log before it kills the processes.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use crate::client::{Client, HttpReply};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// An HTTP answer.
-#[derive(Debug, Clone)]
-pub struct HttpReply {
-    /// The status code.
-    pub status: u16,
-    /// Headers, names in lower case.
-    pub headers: Vec<(String, String)>,
-    /// The body.
-    pub body: Vec<u8>,
-}
-
-impl HttpReply {
-    /// A header's value.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The body as text.
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// The body as JSON; panics (a test failure) when it is not.
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
-    }
-}
-
-/// One HTTP/1.1 request on a fresh connection (`Connection: close`). Errors are connection
-/// failures and timeouts, as text.
-pub fn http(
-    addr: &str,
-    method: &str,
-    path: &str,
-    content_type: &str,
-    body: &[u8],
-    timeout: Duration,
-) -> Result<HttpReply, String> {
-    let sock: std::net::SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
-    let mut s = TcpStream::connect_timeout(&sock, timeout).map_err(|e| format!("{addr}: {e}"))?;
-    s.set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes())
-        .and_then(|_| s.write_all(body))
-        .map_err(|e| format!("{addr}: {e}"))?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)
-        .map_err(|e| format!("{addr}: {e}"))?;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| format!("{addr}: malformed response"))?;
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("{addr}: no status line"))?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    Ok(HttpReply {
-        status,
-        headers,
-        body: raw[split + 4..].to_vec(),
-    })
-}
 
 /// A free loopback port for a server to listen on.
 ///
@@ -353,17 +272,18 @@ impl Cluster {
             .collect()
     }
 
+    /// A client for server `i`'s HTTP API.
+    pub fn client(&self, i: usize) -> Client {
+        Client::new(self.servers[i].http_addr())
+    }
+
     /// Server `i`'s `/v1/agent/self`, or `None` if it does not answer.
     pub fn agent_self(&self, i: usize) -> Option<serde_json::Value> {
-        let r = http(
-            &self.servers[i].http_addr(),
-            "GET",
-            "/v1/agent/self",
-            "application/json",
-            b"",
-            Duration::from_secs(2),
-        )
-        .ok()?;
+        let r = self
+            .client(i)
+            .with_timeout(Duration::from_secs(2))
+            .try_get("/v1/agent/self")
+            .ok()?;
         (r.status == 200).then(|| r.json())
     }
 
@@ -461,14 +381,14 @@ impl Cluster {
         command: &str,
         payload: &[u8],
     ) -> Result<HttpReply, String> {
-        http(
-            &self.servers[i].http_addr(),
-            "POST",
-            &format!("/v1/apply/{plugin}/{command}"),
-            "application/cbor",
-            payload,
-            Duration::from_secs(15),
-        )
+        self.client(i)
+            .with_timeout(Duration::from_secs(15))
+            .try_request(
+                "POST",
+                &format!("/v1/apply/{plugin}/{command}"),
+                "application/cbor",
+                payload,
+            )
     }
 
     /// Runs a CBOR query on server `i` (`query_string` such as `?stale`).
@@ -480,14 +400,14 @@ impl Cluster {
         args: &[u8],
         query_string: &str,
     ) -> Result<HttpReply, String> {
-        http(
-            &self.servers[i].http_addr(),
-            "POST",
-            &format!("/v1/query/{plugin}/{query}{query_string}"),
-            "application/cbor",
-            args,
-            Duration::from_secs(15),
-        )
+        self.client(i)
+            .with_timeout(Duration::from_secs(15))
+            .try_request(
+                "POST",
+                &format!("/v1/query/{plugin}/{query}{query_string}"),
+                "application/cbor",
+                args,
+            )
     }
 
     /// Server `i`'s whole log so far.

@@ -1,5 +1,13 @@
 //! Support for fsmhost's whole-system tests: the fixture plugins, built by `build.rs` with
-//! the same pipeline as the bundled plugins.
+//! the same pipeline as the bundled plugins, the cluster harness ([`cluster`]) and an HTTP
+//! client for one server ([`client`]).
+//!
+//! The tests are two binaries, so that the host and wasmtime are linked twice rather than
+//! once per test file: `tests/inprocess/` runs the host in the test process (plugin
+//! runtime, state machine, snapshot files) and `tests/cluster/` starts real `fsmhost`
+//! processes and runs its CLI, with the helpers only those tests share in its `support.rs`.
+//! Each area is a module of one of them (`cargo test -p fsmhost-tests --test cluster
+//! kv_api::` runs one).
 //!
 //! Fixtures (each in `tests/fixtures/<name>`): `loop-forever`, `alloc-unbounded`,
 //! `panicker` (each writes a row, then misbehaves), `bad-describe` (no `id` index) and
@@ -11,6 +19,7 @@
 //! `notes-hostile`.
 //! The `components` binary writes any of them to a directory, for operators.
 
+pub mod client;
 pub mod cluster;
 
 include!(concat!(env!("OUT_DIR"), "/fixtures.rs"));
@@ -54,33 +63,4 @@ pub fn bundled(name: &str) -> &'static [u8] {
         .find(|(n, _)| *n == name)
         .map(|(_, b)| *b)
         .unwrap_or_else(|| panic!("no bundled plugin named {name}"))
-}
-
-/// Runs the fsmhost binary `bin` with `args`; whether it succeeded, its stdout and stderr.
-pub fn run_cli(bin: &str, args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(bin)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {bin}: {e}"));
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// One HTTP call to `addr`: the status and the body as JSON (`null` when it is not JSON),
-/// and the body as text.
-pub fn call(addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, serde_json::Value, String) {
-    let r = cluster::http(
-        addr,
-        method,
-        path,
-        "application/octet-stream",
-        body,
-        std::time::Duration::from_secs(60),
-    )
-    .unwrap_or_else(|e| panic!("{method} {path} on {addr}: {e}"));
-    let v = serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::Null);
-    (r.status, v, r.text())
 }

@@ -1,51 +1,25 @@
 //! Whole-cluster behaviour on real processes: formation, forwarding, failover, restarts,
 //! joins and leaves, and refusals of a damaged data dir.
 
-use fsmhost_plugin_kv::{GetArgs, KeysArgs, KeysResult, SetRequest};
-use fsmhost_tests::cluster::{Cluster, http};
+use crate::support::{BIN, agent_refuses, cli, kv_keys, kv_set};
+use fsmhost_plugin_kv::GetArgs;
+use fsmhost_tests::client::Client;
+use fsmhost_tests::cluster::Cluster;
 use fsmhost_tests::{cbor, decode};
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_fsmhost-node");
 const LEADER_WAIT: Duration = Duration::from_secs(30);
 const CONVERGE_WAIT: Duration = Duration::from_secs(30);
 
-fn set(key: &str, value: &str) -> Vec<u8> {
-    cbor(&SetRequest {
-        tenancy: Default::default(),
-        key: key.into(),
-        value: value.as_bytes().to_vec(),
-        flags: 0,
-    })
-}
-
 /// The keys under `prefix` on server `i`, read from its own state (`?stale`).
 fn keys_on(c: &Cluster, i: usize, prefix: &str) -> BTreeSet<String> {
-    let args = cbor(&KeysArgs {
-        tenancy: Default::default(),
-        prefix: prefix.into(),
-        separator: None,
-    });
-    let r = c
-        .query(i, "kv", "keys", &args, "?stale")
-        .expect("query answered");
-    assert_eq!(r.status, 200, "{}", r.text());
-    decode::<KeysResult>(&r.body).keys.into_iter().collect()
+    kv_keys(c, i, prefix).into_iter().collect()
 }
 
 /// How many voters `/v1/status/peers` lists on the server at `http_addr`.
 fn peers(http_addr: &str) -> usize {
-    let r = http(
-        http_addr,
-        "GET",
-        "/v1/status/peers",
-        "",
-        b"",
-        Duration::from_secs(2),
-    )
-    .unwrap();
+    let r = Client::new(http_addr).get("/v1/status/peers");
     r.json().as_array().map_or(0, Vec::len)
 }
 
@@ -64,7 +38,7 @@ fn three_servers_bootstrap_and_take_1000_writes_through_a_follower() {
     let mut last_index = 0;
     for n in 0..1000 {
         let r = c
-            .apply(f, "kv", "set", &set(&format!("k/{n:04}"), "v"))
+            .apply(f, "kv", "set", &kv_set(&format!("k/{n:04}"), "v"))
             .expect("write answered");
         assert_eq!(r.status, 200, "write {n}: {}", r.text());
         let index: u64 = r
@@ -104,15 +78,7 @@ fn three_servers_bootstrap_and_take_1000_writes_through_a_follower() {
     // Every server reports the same peers, and the leader's address.
     let leader_addr = c.servers[leader].rpc_addr();
     for i in 0..3 {
-        let r = http(
-            &c.servers[i].http_addr(),
-            "GET",
-            "/v1/status/leader",
-            "",
-            b"",
-            Duration::from_secs(2),
-        )
-        .unwrap();
+        let r = c.client(i).get("/v1/status/leader");
         assert_eq!(r.json(), serde_json::json!(leader_addr));
         assert_eq!(r.header("X-Consul-KnownLeader"), Some("true"));
         assert_eq!(peers(&c.servers[i].http_addr()), 3);
@@ -124,7 +90,7 @@ fn reads_honour_consistency_modes_and_errors_name_the_problem() {
     let mut c = Cluster::start(BIN, 3);
     let leader = c.wait_leader(LEADER_WAIT);
     let f = follower_of(&mut c, leader);
-    let r = c.apply(f, "kv", "set", &set("a", "1")).unwrap();
+    let r = c.apply(f, "kv", "set", &kv_set("a", "1")).unwrap();
     assert_eq!(r.status, 200);
     let index: u64 = r.header("X-Consul-Index").unwrap().parse().unwrap();
     let get = cbor(&GetArgs {
@@ -160,19 +126,18 @@ fn reads_honour_consistency_modes_and_errors_name_the_problem() {
     assert_eq!(r.status, 400);
     assert!(r.text().contains("index"), "{}", r.text());
     // Garbage on the server port is refused without harm.
-    let r = http(
-        &c.servers[f].rpc_addr(),
+    let r = Client::new(c.servers[f].rpc_addr()).request(
         "POST",
         "/v1/internal/raft/append",
         "application/cbor",
         b"junk",
-        Duration::from_secs(2),
-    )
-    .unwrap();
+    );
     assert_eq!(r.status, 400);
     assert!(r.text().contains("malformed"), "{}", r.text());
     assert_eq!(
-        c.apply(leader, "kv", "set", &set("b", "2")).unwrap().status,
+        c.apply(leader, "kv", "set", &kv_set("b", "2"))
+            .unwrap()
+            .status,
         200
     );
     c.wait_converged(CONVERGE_WAIT);
@@ -191,20 +156,22 @@ fn acknowledged_writes_survive_a_leader_sigkill_mid_stream() {
     let failed = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
     let cluster = Mutex::new(c);
-    let addr = cluster.lock().unwrap().servers[f].http_addr();
+    let client = cluster
+        .lock()
+        .unwrap()
+        .client(f)
+        .with_timeout(Duration::from_secs(15));
     std::thread::scope(|scope| {
         for w in 0..4 {
-            let (acked, failed, done, addr) = (&acked, &failed, &done, addr.clone());
+            let (acked, failed, done, client) = (&acked, &failed, &done, &client);
             scope.spawn(move || {
                 for n in 0..150 {
                     let key = format!("stream/{w}/{n:04}");
-                    let r = http(
-                        &addr,
+                    let r = client.try_request(
                         "POST",
                         "/v1/apply/kv/set",
                         "application/cbor",
-                        &set(&key, "v"),
-                        Duration::from_secs(15),
+                        kv_set(&key, "v"),
                     );
                     match r {
                         Ok(r) if r.status == 200 => acked.lock().unwrap().push(key),
@@ -252,7 +219,7 @@ fn all_servers_restart_from_disk_with_everything() {
     let leader = c.wait_leader(LEADER_WAIT);
     for n in 0..100 {
         assert_eq!(
-            c.apply(leader, "kv", "set", &set(&format!("d/{n}"), "x"))
+            c.apply(leader, "kv", "set", &kv_set(&format!("d/{n}"), "x"))
                 .unwrap()
                 .status,
             200
@@ -274,7 +241,7 @@ fn all_servers_restart_from_disk_with_everything() {
         assert_eq!(keys_on(&c, i, "d/").len(), 100);
     }
     assert_eq!(
-        c.apply(leader, "kv", "set", &set("d/after", "x"))
+        c.apply(leader, "kv", "set", &kv_set("d/after", "x"))
             .unwrap()
             .status,
         200
@@ -293,7 +260,7 @@ fn five_servers_keep_serving_with_two_down() {
     let new_leader = c.wait_leader(LEADER_WAIT);
     for n in 0..50 {
         let r = c
-            .apply(new_leader, "kv", "set", &set(&format!("five/{n}"), "x"))
+            .apply(new_leader, "kv", "set", &kv_set(&format!("five/{n}"), "x"))
             .unwrap();
         assert_eq!(r.status, 200, "{}", r.text());
     }
@@ -312,14 +279,14 @@ fn five_servers_keep_serving_with_two_down() {
 fn a_later_server_joins_and_a_leave_removes_only_when_asked() {
     // Autopilot promotes the newcomer; with Consul's defaults (10s stabilization, 10s
     // reconcile) that takes 20s or more, too close to the wait on a loaded 2-core machine.
-    // This test is about joining and leaving, not autopilot's timing (tests/autopilot.rs).
+    // This test is about joining and leaving, not autopilot's timing (the autopilot module).
     let quick = "[autopilot]\nserver_stabilization_time = \"2s\"\nreconcile_interval = \"1s\"\n\
                  update_interval = \"500ms\"";
     let mut c = Cluster::start_with(BIN, 3, quick);
     let leader = c.wait_leader(LEADER_WAIT);
     for n in 0..20 {
         assert_eq!(
-            c.apply(leader, "kv", "set", &set(&format!("j/{n}"), "x"))
+            c.apply(leader, "kv", "set", &kv_set(&format!("j/{n}"), "x"))
                 .unwrap()
                 .status,
             200
@@ -350,20 +317,13 @@ fn a_later_server_joins_and_a_leave_removes_only_when_asked() {
     c.wait_converged(CONVERGE_WAIT);
 
     // `fsmhost leave` removes it, and the process exits.
-    let out = Command::new(BIN)
-        .args(["leave", "--http-addr", &c.servers[newcomer].http_addr()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, _, err) = cli(&["leave", "--http-addr", &c.servers[newcomer].http_addr()]);
+    assert_eq!(code, 0, "{err}");
     assert_eq!(c.wait_exit(newcomer, Duration::from_secs(20)), Some(0));
     let leader = c.wait_leader(LEADER_WAIT);
     assert_eq!(c.state(leader).unwrap().voters.len(), 3);
     assert_eq!(
-        c.apply(leader, "kv", "set", &set("j/after", "x"))
+        c.apply(leader, "kv", "set", &kv_set("j/after", "x"))
             .unwrap()
             .status,
         200
@@ -394,7 +354,7 @@ fn a_paused_leader_is_replaced_and_catches_up() {
     };
     for n in 0..10 {
         assert_eq!(
-            c.apply(new_leader, "kv", "set", &set(&format!("p/{n}"), "x"))
+            c.apply(new_leader, "kv", "set", &kv_set(&format!("p/{n}"), "x"))
                 .unwrap()
                 .status,
             200
@@ -404,16 +364,6 @@ fn a_paused_leader_is_replaced_and_catches_up() {
     c.wait_leader(LEADER_WAIT);
     c.wait_converged(CONVERGE_WAIT);
     assert_eq!(keys_on(&c, leader, "p/").len(), 10);
-}
-
-fn agent_fails(config: &std::path::Path) -> String {
-    let out = Command::new(BIN)
-        .args(["agent", "--config-file"])
-        .arg(config)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "the agent must refuse to start");
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[test]
@@ -428,7 +378,7 @@ fn a_damaged_data_dir_is_refused_by_name() {
     // Another node's log.
     let saved = std::fs::read(&log0).unwrap();
     std::fs::copy(&log1, &log0).unwrap();
-    let err = agent_fails(&c.servers[0].config);
+    let err = agent_refuses(&c.servers[0].config);
     assert!(
         err.contains("belongs to node") && err.contains("raft.db"),
         "{err}"
@@ -436,7 +386,7 @@ fn a_damaged_data_dir_is_refused_by_name() {
 
     // A corrupt log.
     std::fs::write(&log0, b"this is not a database").unwrap();
-    let err = agent_fails(&c.servers[0].config);
+    let err = agent_refuses(&c.servers[0].config);
     assert!(
         err.contains("raft.db") && err.contains("cannot be opened"),
         "{err}"
@@ -444,7 +394,7 @@ fn a_damaged_data_dir_is_refused_by_name() {
 
     // A missing log, with the node id still there.
     std::fs::remove_file(&log0).unwrap();
-    let err = agent_fails(&c.servers[0].config);
+    let err = agent_refuses(&c.servers[0].config);
     assert!(
         err.contains("is missing") && err.contains("raft.db"),
         "{err}"
@@ -472,15 +422,10 @@ fn a_bad_config_is_one_line_naming_the_key() {
         ("bootstrap_expect = 3", "data_dir:"),
     ] {
         std::fs::write(&f, text).unwrap();
-        let err = agent_fails(&f);
+        let err = agent_refuses(&f);
         assert!(err.contains(key), "{text:?}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     }
-}
-
-/// Runs the CLI: whether it succeeded, its stdout and stderr.
-fn cli(args: &[&str]) -> (bool, String, String) {
-    fsmhost_tests::run_cli(BIN, args)
 }
 
 #[test]
@@ -488,15 +433,15 @@ fn operator_lists_peers_and_removes_a_dead_one() {
     let mut c = Cluster::start(BIN, 3);
     let leader = c.wait_leader(LEADER_WAIT);
     assert_eq!(
-        c.apply(leader, "kv", "set", &set("op", "x"))
+        c.apply(leader, "kv", "set", &kv_set("op", "x"))
             .unwrap()
             .status,
         200
     );
     c.wait_converged_past(1, CONVERGE_WAIT);
     let http_addr = c.servers[leader].http_addr();
-    let (ok, out, err) = cli(&["operator", "raft", "list-peers", "--http-addr", &http_addr]);
-    assert!(ok, "{err}");
+    let (code, out, err) = cli(&["operator", "raft", "list-peers", "--http-addr", &http_addr]);
+    assert_eq!(code, 0, "{err}");
     eprintln!("{out}");
     let lines: Vec<&str> = out.lines().collect();
     assert!(
@@ -520,7 +465,7 @@ fn operator_lists_peers_and_removes_a_dead_one() {
     let f = follower_of(&mut c, leader);
     c.kill(f);
     let gone = c.servers[f].rpc_addr();
-    let (ok, _, err) = cli(&[
+    let (code, _, err) = cli(&[
         "operator",
         "raft",
         "remove-peer",
@@ -530,11 +475,11 @@ fn operator_lists_peers_and_removes_a_dead_one() {
         &http_addr,
     ]);
     assert!(
-        !ok && err.contains("no server with address 127.0.0.1:1"),
+        code != 0 && err.contains("no server with address 127.0.0.1:1"),
         "{err}"
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    let (ok, _, err) = cli(&[
+    let (code, _, err) = cli(&[
         "operator",
         "raft",
         "remove-peer",
@@ -543,16 +488,16 @@ fn operator_lists_peers_and_removes_a_dead_one() {
         "--http-addr",
         &http_addr,
     ]);
-    assert!(ok, "{err}");
-    let (ok, out, _) = cli(&["operator", "raft", "list-peers", "--http-addr", &http_addr]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = cli(&["operator", "raft", "list-peers", "--http-addr", &http_addr]);
     assert!(
-        ok && out.lines().count() == 3 && !out.contains(&gone),
+        code == 0 && out.lines().count() == 3 && !out.contains(&gone),
         "{out}"
     );
     assert_eq!(peers(&http_addr), 2);
     // With two voters left, both are needed; writes still commit.
     assert_eq!(
-        c.apply(leader, "kv", "set", &set("op2", "x"))
+        c.apply(leader, "kv", "set", &kv_set("op2", "x"))
             .unwrap()
             .status,
         200

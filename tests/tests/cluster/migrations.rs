@@ -6,65 +6,51 @@
 //! not, before the log; after the fix, the dry run reports per table what the migration
 //! does, and the install switches every server to the migrated state (same hash).
 
-use fsmhost_tests::cluster::{Cluster, http};
-use fsmhost_tests::{fixture, run_cli};
+use crate::support::{BIN, cli, write_file};
+use fsmhost_tests::client::Client;
+use fsmhost_tests::cluster::Cluster;
+use fsmhost_tests::fixture;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_fsmhost-node");
 const WAIT: Duration = Duration::from_secs(60);
 
-/// A JSON call to the generic plugin API: the status and the body (as JSON, else text).
-fn generic(addr: &str, method: &str, path: &str, body: Value) -> (u16, Value) {
-    let r = http(
-        addr,
-        method,
-        path,
-        "application/json",
-        body.to_string().as_bytes(),
-        WAIT,
-    )
-    .unwrap_or_else(|e| panic!("{method} {path} on {addr}: {e}"));
-    let v = serde_json::from_slice(&r.body).unwrap_or_else(|_| Value::String(r.text()));
-    (r.status, v)
-}
-
-/// `notes`' version on server `addr` (none when it is not loaded).
-fn notes_version(addr: &str) -> Option<String> {
-    let (s, v) = generic(addr, "GET", "/v1/plugins", Value::Null);
-    assert_eq!(s, 200, "{v}");
-    v.as_array()?
+/// `notes`' version on server `s` (none when it is not loaded).
+fn notes_version(s: &Client) -> Option<String> {
+    let r = s.get("/v1/plugins");
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+        .as_array()?
         .iter()
         .find(|p| p["Name"] == "notes")
         .and_then(|p| p["Version"].as_str().map(str::to_string))
 }
 
-fn install(file: &str, addr: &str, dry_run: bool) -> (bool, String, String) {
+/// `fsmhost plugin install` (`--dry-run` or not) of `file` through `addr`: the exit code,
+/// stdout and stderr.
+fn install(file: &str, addr: &str, dry_run: bool) -> (i32, String, String) {
     let mut args = vec!["plugin", "install", file, "--http-addr", addr];
     if dry_run {
         args.push("--dry-run");
     }
-    run_cli(BIN, &args)
+    cli(&args)
 }
 
 #[test]
 fn notes_migrate_to_a_new_layout_on_every_server() {
     let tmp = tempfile::tempdir().expect("temporary directory");
-    let file = |name: &str| {
-        let p = tmp.path().join(format!("{name}.wasm"));
-        std::fs::write(&p, fixture(name)).expect("component written");
-        p.display().to_string()
-    };
+    let file = |name: &str| write_file(tmp.path(), &format!("{name}.wasm"), fixture(name));
     let (v1, v2) = (file("notes"), file("notes-v2"));
     let (unmigrated, hostile) = (file("notes-unmigrated"), file("notes-hostile"));
 
     let mut c = Cluster::start(BIN, 3);
     let leader = c.wait_leader(WAIT);
-    let faddr = c.servers[(leader + 1) % 3].http_addr();
+    let f = c.client((leader + 1) % 3);
+    let faddr = f.addr();
 
     // 0.1.0 joins the running set (a plugin new to it), and gets some notes and a draft.
-    let (ok, out, err) = install(&v1, &faddr, false);
-    assert!(ok, "{out}{err}");
+    let (code, out, err) = install(&v1, faddr, false);
+    assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains("Installed plugin notes none -> 0.1.0"),
         "{out}"
@@ -74,14 +60,13 @@ fn notes_migrate_to_a_new_layout_on_every_server() {
         ("put", "b", ""),
         ("put-draft", "d1", "Idea\nmore"),
     ] {
-        let path = format!("/v1/apply/notes/{command}");
-        let (s, v) = generic(&faddr, "POST", &path, json!({"id": id, "text": text}));
-        assert_eq!((s, v), (200, json!(true)), "{command} {id}");
+        let r = f.apply("notes", command, &json!({"id": id, "text": text}));
+        assert_eq!((r.status, r.json()), (200, json!(true)), "{command} {id}");
     }
 
     // A release that changes the layout of `notes` without a migration is refused.
-    let (ok, out, err) = install(&unmigrated, &faddr, false);
-    assert!(!ok, "{out}");
+    let (code, out, err) = install(&unmigrated, faddr, false);
+    assert_ne!(code, 0, "{out}");
     assert!(err.contains("409"), "{err}");
     assert!(
         err.contains("changes the layout of table notes (layout 1) but declares no migration"),
@@ -89,8 +74,8 @@ fn notes_migrate_to_a_new_layout_on_every_server() {
     );
 
     // A migration that returns an object for another plugin's table is refused.
-    let (ok, out, err) = install(&hostile, &faddr, true);
-    assert!(!ok, "{out}");
+    let (code, out, err) = install(&hostile, faddr, true);
+    assert_ne!(code, 0, "{out}");
     assert!(
         err.contains(
             "migrate returned an object for table \"kvs\", which is not a table of plugin notes"
@@ -101,8 +86,8 @@ fn notes_migrate_to_a_new_layout_on_every_server() {
     // The migration refuses note b (no title): the dry run and the install both fail,
     // naming the table and the note, and nothing changes.
     for dry_run in [true, false] {
-        let (ok, out, err) = install(&v2, &faddr, dry_run);
-        assert!(!ok, "{out}");
+        let (code, out, err) = install(&v2, faddr, dry_run);
+        assert_ne!(code, 0, "{out}");
         assert!(err.contains("409"), "{err}");
         assert!(
             err.contains("rebuilding table notes")
@@ -110,15 +95,15 @@ fn notes_migrate_to_a_new_layout_on_every_server() {
             "{err}"
         );
     }
-    for s in &c.servers {
-        assert_eq!(notes_version(&s.http_addr()).as_deref(), Some("0.1.0"));
+    for i in 0..3 {
+        assert_eq!(notes_version(&c.client(i)).as_deref(), Some("0.1.0"));
     }
 
     // Fixed, the dry run says what the migration does, per table.
-    let (s, v) = generic(&faddr, "POST", "/v1/apply/notes/delete", json!({"id": "b"}));
-    assert_eq!((s, v), (200, json!(true)));
-    let (ok, out, err) = install(&v2, &faddr, true);
-    assert!(ok, "{out}{err}");
+    let r = f.apply("notes", "delete", &json!({"id": "b"}));
+    assert_eq!((r.status, r.json()), (200, json!(true)));
+    let (code, out, err) = install(&v2, faddr, true);
+    assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains("Dry run: installing plugin notes 0.1.0 -> 0.2.0"),
         "{out}"
@@ -131,15 +116,15 @@ fn notes_migrate_to_a_new_layout_on_every_server() {
         out.contains("table drafts: removed (1 objects -> 0; indexes removed: id)"),
         "{out}"
     );
-    assert_eq!(notes_version(&faddr).as_deref(), Some("0.1.0"));
+    assert_eq!(notes_version(&f).as_deref(), Some("0.1.0"));
 
     // The install, through a follower, with the third server down: the component is
     // copied to the live one before the entry; the third fetches it from a peer when it
     // comes back and applies the entry. Every server migrates at the same entry.
     let down = (leader + 2) % 3;
     c.kill(down);
-    let (ok, out, err) = install(&v2, &faddr, false);
-    assert!(ok, "{out}{err}");
+    let (code, out, err) = install(&v2, faddr, false);
+    assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains("Installed plugin notes 0.1.0 -> 0.2.0"),
         "{out}"
@@ -151,34 +136,23 @@ fn notes_migrate_to_a_new_layout_on_every_server() {
         {"id": "a", "title": "First", "body": "body of a", "draft": false},
         {"id": "draft-d1", "title": "Idea", "body": "more", "draft": true},
     ]);
-    for (i, s) in c.servers.iter().enumerate() {
-        let addr = s.http_addr();
-        assert_eq!(notes_version(&addr).as_deref(), Some("0.2.0"), "server {i}");
-        let (st, all) = generic(&addr, "POST", "/v1/query/notes/all?stale", Value::Null);
-        assert_eq!((st, &all), (200, &expected), "server {i}");
+    for i in 0..3 {
+        let s = c.client(i);
+        assert_eq!(notes_version(&s).as_deref(), Some("0.2.0"), "server {i}");
+        let all = s.query("notes", "all", &Value::Null, "?stale");
+        assert_eq!(
+            (all.status, all.json()),
+            (200, expected.clone()),
+            "server {i}"
+        );
     }
 
     // 0.2.0's own rules apply to new writes; drafts are gone with their table.
-    let (s, _) = generic(
-        &faddr,
-        "POST",
-        "/v1/apply/notes/put",
-        json!({"id": "c", "text": "C"}),
-    );
-    assert_eq!(s, 200);
-    let (s, v) = generic(
-        &faddr,
-        "POST",
-        "/v1/apply/notes/put",
-        json!({"id": "e", "text": ""}),
-    );
-    assert_eq!(s, 400, "{v}");
-    let (s, v) = generic(
-        &faddr,
-        "POST",
-        "/v1/apply/notes/put-draft",
-        json!({"id": "d2", "text": "x"}),
-    );
-    assert_eq!(s, 404, "{v}");
+    let r = f.apply("notes", "put", &json!({"id": "c", "text": "C"}));
+    assert_eq!(r.status, 200);
+    let r = f.apply("notes", "put", &json!({"id": "e", "text": ""}));
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = f.apply("notes", "put-draft", &json!({"id": "d2", "text": "x"}));
+    assert_eq!(r.status, 404, "{}", r.text());
     c.wait_converged_past(1, WAIT);
 }

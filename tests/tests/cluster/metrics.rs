@@ -1,13 +1,12 @@
 //! `GET /v1/agent/metrics` on a real server: Consul's JSON shape and the Prometheus text
 //! format, with raft, fsm (time and fuel per plugin and command), snapshot and HTTP figures.
 
-use fsmhost_plugin_kv::SetRequest;
+use crate::support::{BIN, kv_set};
 use fsmhost_tests::cbor;
-use fsmhost_tests::cluster::{Cluster, http};
+use fsmhost_tests::cluster::Cluster;
 use serde_json::Value;
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_fsmhost-node");
 const T: Duration = Duration::from_secs(30);
 
 /// The entry of `kind` (Gauges, Counters, Samples) named `name` whose labels include
@@ -25,14 +24,9 @@ fn find<'a>(m: &'a Value, kind: &str, name: &str, labels: &[(&str, &str)]) -> &'
 fn metrics_in_consuls_json_and_prometheus_text() {
     let mut c = Cluster::start(BIN, 1);
     let leader = c.wait_leader(T);
-    let addr = c.servers[leader].http_addr();
+    let a = c.client(leader);
     for i in 0..20 {
-        let req = cbor(&SetRequest {
-            tenancy: Default::default(),
-            key: format!("m/{i}"),
-            value: vec![1; 10],
-            flags: 0,
-        });
+        let req = kv_set(&format!("m/{i}"), [1; 10]);
         assert_eq!(c.apply(leader, "kv", "set", &req).unwrap().status, 200);
     }
     // A command whose payload the plugin refuses: applied as its error, and counted.
@@ -40,10 +34,10 @@ fn metrics_in_consuls_json_and_prometheus_text() {
         .apply(leader, "kv", "set", &cbor(&"not a request"))
         .unwrap();
     assert_eq!(r.status, 400, "{}", r.text());
-    let r = http(&addr, "GET", "/v1/snapshot", "", b"", T).unwrap();
+    let r = a.get("/v1/snapshot");
     assert_eq!(r.status, 200);
 
-    let r = http(&addr, "GET", "/v1/agent/metrics", "", b"", T).unwrap();
+    let r = a.get("/v1/agent/metrics");
     assert_eq!(r.status, 200);
     let m = r.json();
     assert!(m["Timestamp"].as_str().unwrap().ends_with('Z'));
@@ -108,15 +102,7 @@ fn metrics_in_consuls_json_and_prometheus_text() {
     );
     assert!(posts["Count"].as_u64() >= Some(21));
 
-    let r = http(
-        &addr,
-        "GET",
-        "/v1/agent/metrics?format=prometheus",
-        "",
-        b"",
-        T,
-    )
-    .unwrap();
+    let r = a.get("/v1/agent/metrics?format=prometheus");
     assert_eq!(r.status, 200);
     assert!(r.header("content-type").unwrap().starts_with("text/plain"));
     let text = r.text();
@@ -136,7 +122,7 @@ fn metrics_in_consuls_json_and_prometheus_text() {
     assert!(n >= 21.0);
     assert!(text.contains("# TYPE fsmhost_raft_apply counter"));
 
-    let r = http(&addr, "GET", "/v1/agent/metrics?format=xml", "", b"", T).unwrap();
+    let r = a.get("/v1/agent/metrics?format=xml");
     assert_eq!(r.status, 400);
     assert!(r.text().contains("xml"), "{}", r.text());
 }

@@ -3,13 +3,11 @@
 //! below `min_quorum`; the health endpoint follows a server down and back; the
 //! configuration is replicated and compare-and-set; a rolling restart keeps quorum.
 
-use fsmhost_plugin_kv::SetRequest;
-use fsmhost_tests::cbor;
-use fsmhost_tests::cluster::{Cluster, http};
+use crate::support::{BIN, cli, kv_keys, kv_set, wait_for};
+use fsmhost_tests::cluster::Cluster;
 use serde_json::Value;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-const BIN: &str = env!("CARGO_BIN_EXE_fsmhost-node");
 const LEADER_WAIT: Duration = Duration::from_secs(30);
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -27,43 +25,15 @@ fn timed(update: &str, reconcile: &str, more: &str) -> String {
     )
 }
 
+/// `GET path` on server `i`: (status, body), or `None` while it does not answer with JSON.
 fn get(c: &Cluster, i: usize, path: &str) -> Option<(u16, Value)> {
-    let r = http(
-        &c.servers[i].http_addr(),
-        "GET",
-        path,
-        "application/json",
-        b"",
-        Duration::from_secs(10),
-    )
-    .ok()?;
+    let r = c
+        .client(i)
+        .with_timeout(Duration::from_secs(10))
+        .try_get(path)
+        .ok()?;
     let v = serde_json::from_slice(&r.body).ok()?;
     Some((r.status, v))
-}
-
-fn put(c: &Cluster, i: usize, path: &str, body: &str) -> (u16, String) {
-    let r = http(
-        &c.servers[i].http_addr(),
-        "PUT",
-        path,
-        "application/json",
-        body.as_bytes(),
-        Duration::from_secs(10),
-    )
-    .expect("server answers");
-    (r.status, r.text())
-}
-
-/// Polls `f` every 100 ms until it gives a value.
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// `/v1/operator/autopilot/health` as asked of server `i`: (status, body).
@@ -99,16 +69,11 @@ fn server<'a>(h: &'a Value, id: &str) -> Option<&'a Value> {
 
 /// Server `i`'s metrics in Prometheus' text.
 fn metrics(c: &Cluster, i: usize) -> String {
-    http(
-        &c.servers[i].http_addr(),
-        "GET",
-        "/v1/agent/metrics?format=prometheus",
-        "text/plain",
-        b"",
-        Duration::from_secs(10),
-    )
-    .map(|r| r.text())
-    .unwrap_or_default()
+    c.client(i)
+        .with_timeout(Duration::from_secs(10))
+        .try_get("/v1/agent/metrics?format=prometheus")
+        .map(|r| r.text())
+        .unwrap_or_default()
 }
 
 fn now_ms() -> u64 {
@@ -143,19 +108,10 @@ fn stable_since_ms(v: &Value) -> u64 {
     ((days * 86_400 + h[0] * 3600 + h[1] * 60 + h[2]) * 1000 + ms) as u64
 }
 
+/// Sets `key` through server `i`: the status (0 when it does not answer).
 fn write(c: &Cluster, i: usize, key: &str) -> u16 {
-    let body = cbor(&SetRequest {
-        tenancy: Default::default(),
-        key: key.into(),
-        value: b"x".to_vec(),
-        flags: 0,
-    });
-    c.apply(i, "kv", "set", &body).map_or(0, |r| r.status)
-}
-
-/// Runs the CLI: whether it succeeded, its stdout and stderr.
-fn cli(args: &[&str]) -> (bool, String, String) {
-    fsmhost_tests::run_cli(BIN, args)
+    c.apply(i, "kv", "set", &kv_set(key, "x"))
+        .map_or(0, |r| r.status)
 }
 
 #[test]
@@ -203,14 +159,14 @@ fn a_new_server_joins_as_a_non_voter_and_is_promoted_after_stabilization() {
         "the promotion is logged"
     );
     // Both documents and the CLI agree.
-    let (ok, out, err) = cli(&[
+    let (code, out, err) = cli(&[
         "operator",
         "autopilot",
         "state",
         "-http-addr",
         &c.servers[newcomer].http_addr(),
     ]);
-    assert!(ok, "{err}");
+    assert_eq!(code, 0, "{err}");
     assert!(
         out.starts_with("Healthy:                      true\n"),
         "{out}"
@@ -301,7 +257,7 @@ fn health_is_429_while_a_server_is_down_and_200_when_it_is_back() {
     // The configuration is replicated: set on a follower, read on every server.
     let (status, _) = get(&c, follower, "/v1/operator/autopilot/configuration").unwrap();
     assert_eq!(status, 200);
-    let (ok, out, err) = cli(&[
+    let (code, out, err) = cli(&[
         "operator",
         "autopilot",
         "set-config",
@@ -310,7 +266,7 @@ fn health_is_429_while_a_server_is_down_and_200_when_it_is_back() {
         "-http-addr",
         &c.servers[follower].http_addr(),
     ]);
-    assert!(ok && out == "Configuration updated!\n", "{out}{err}");
+    assert!(code == 0 && out == "Configuration updated!\n", "{out}{err}");
     for i in 0..3 {
         let (_, conf) = wait_for("the replicated configuration", WAIT, || {
             let (s, v) = get(&c, i, "/v1/operator/autopilot/configuration?stale")?;
@@ -319,14 +275,14 @@ fn health_is_429_while_a_server_is_down_and_200_when_it_is_back() {
         assert_eq!(conf["CleanupDeadServers"], false);
         assert_eq!(conf["LastContactThreshold"], "1s", "kept from the seed");
     }
-    let (ok, out, _) = cli(&[
+    let (code, out, _) = cli(&[
         "operator",
         "autopilot",
         "get-config",
         "-http-addr",
         &c.servers[leader].http_addr(),
     ]);
-    assert!(ok);
+    assert_eq!(code, 0);
     assert!(
         out.starts_with(
             "CleanupDeadServers = false\nLastContactThreshold = 1s\nMaxTrailingLogs = 500\n\
@@ -339,33 +295,27 @@ fn health_is_429_while_a_server_is_down_and_200_when_it_is_back() {
     let index = conf["ModifyIndex"].as_u64().unwrap();
     let body =
         r#"{"CleanupDeadServers": false, "MaxTrailingLogs": 7, "LastContactThreshold": "1s"}"#;
-    let stale = put(
-        &c,
-        leader,
+    let stale = c.client(leader).put(
         &format!("/v1/operator/autopilot/configuration?cas={}", index - 1),
         body,
     );
-    assert_eq!(stale, (200, "false".to_string()));
-    let fresh = put(
-        &c,
-        follower,
+    assert_eq!((stale.status, stale.text().as_str()), (200, "false"));
+    let fresh = c.client(follower).put(
         &format!("/v1/operator/autopilot/configuration?cas={index}"),
         body,
     );
-    assert_eq!(fresh, (200, "true".to_string()));
-    let refused = put(
-        &c,
-        leader,
+    assert_eq!((fresh.status, fresh.text().as_str()), (200, "true"));
+    let refused = c.client(leader).put(
         "/v1/operator/autopilot/configuration",
         r#"{"MinQuorum": "3"}"#,
     );
-    assert_eq!(refused.0, 400);
+    assert_eq!(refused.status, 400);
     assert!(
         refused
-            .1
+            .text()
             .contains("Error parsing autopilot config: MinQuorum"),
         "{}",
-        refused.1
+        refused.text()
     );
 
     // Down: 429 naming it failed. Back: 200.
@@ -434,21 +384,7 @@ fn a_rolling_restart_never_loses_quorum() {
         );
     }
     for i in 0..3 {
-        let r = c
-            .query(
-                i,
-                "kv",
-                "keys",
-                &cbor(&fsmhost_plugin_kv::KeysArgs {
-                    tenancy: Default::default(),
-                    prefix: "rolling/".into(),
-                    separator: None,
-                }),
-                "?stale",
-            )
-            .unwrap();
-        let keys: fsmhost_plugin_kv::KeysResult = fsmhost_tests::decode(&r.body);
-        assert_eq!(keys.keys.len(), n, "server {i}");
+        assert_eq!(kv_keys(&c, i, "rolling/").len(), n, "server {i}");
     }
 }
 

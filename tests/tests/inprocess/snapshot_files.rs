@@ -3,28 +3,21 @@
 //! file refused without a panic, `.tmp` leftovers removed, and snapshots written under
 //! another plugin set or schema refused by name.
 
+use crate::fsm_with;
 use example_users_plugin::Register;
 use fsmhost::fsm::{Entry, Fsm};
-use fsmhost::plugin::{PluginSet, Runtime, RuntimeConfig};
 use fsmhost::raft::StoredMembership;
 use fsmhost::raft::depot::read_received;
 use fsmhost::snapshot::SnapshotError;
 use fsmhost::snapshot::state_file::{StateHeader, StateReader};
 use fsmhost::snapshot::store::{self, SnapshotStore};
 use fsmhost_plugin_kv as kv;
-use fsmhost_tests::{bundled, cbor, entry, fixture};
+use fsmhost_tests::{cbor, entry};
 use std::path::Path;
 
+/// A state machine of kv, and of the example users plugin if `with_users`.
 fn fsm(with_users: bool) -> Fsm {
-    let rt = Runtime::new(RuntimeConfig::default()).expect("engine");
-    let mut plugins = vec![rt.load("bundled:kv", bundled("kv")).expect("kv")];
-    if with_users {
-        plugins.push(
-            rt.load("users-plugin", fixture("users-plugin"))
-                .expect("users"),
-        );
-    }
-    Fsm::new(PluginSet::new(plugins).expect("set"))
+    fsm_with(if with_users { &["users-plugin"] } else { &[] })
 }
 
 /// Applies a mix of kv writes (sets and a delete-tree, so tombstones too) and users with

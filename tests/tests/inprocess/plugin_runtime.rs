@@ -2,6 +2,7 @@
 //! host, applied against the state store. Hostile fixtures fail with their exact error,
 //! write nothing, and kv keeps working beside them.
 
+use crate::kv_and;
 use fsmhost::plugin::{
     CallError, Limits, LoadError, LoadedPlugin, PluginSet, Runtime, RuntimeConfig,
 };
@@ -43,11 +44,7 @@ struct Node {
 
 impl Node {
     fn new(rt: &Runtime, fixture_name: Option<&str>) -> Node {
-        let mut plugins = vec![rt.load("bundled:kv", bundled("kv")).expect("kv loads")];
-        if let Some(f) = fixture_name {
-            plugins.push(rt.load(f, fixture(f)).expect("fixture loads"));
-        }
-        let set = PluginSet::new(plugins).expect("a consistent set");
+        let set = kv_and(rt, fixture_name.as_slice());
         let store = Store::new(set.schema().clone());
         Node {
             set,

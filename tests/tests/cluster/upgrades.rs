@@ -3,15 +3,16 @@
 //! equal state hashes and no lost write; a dry run changes nothing; a downgrade and a
 //! reinstall are refused; a server added afterwards gets 0.2.0 through the raft snapshot.
 
+use crate::support::{BIN, cli, write_file};
+use fsmhost_tests::client::Client;
 use fsmhost_tests::cluster::Cluster;
-use fsmhost_tests::{bundled, call, fixture, run_cli};
+use fsmhost_tests::{bundled, fixture};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_fsmhost-node");
 const WAIT: Duration = Duration::from_secs(60);
 
 /// Frequent snapshots and a short log tail, so the install entry is compacted away and a
@@ -19,11 +20,12 @@ const WAIT: Duration = Duration::from_secs(60);
 const EXTRA: &str =
     "raft_snapshot_threshold = 50\nraft_snapshot_interval = \"200ms\"\nraft_trailing_logs = 5";
 
-/// `kv`'s version, hash and `kvs` index names in server `addr`'s `GET /v1/plugins`.
-fn kv_on(addr: &str) -> (String, String, Vec<String>) {
-    let (s, v, text) = call(addr, "GET", "/v1/plugins", b"");
-    assert_eq!(s, 200, "{text}");
-    let kv = v
+/// `kv`'s version, hash and `kvs` index names in server `s`'s `GET /v1/plugins`.
+fn kv_on(s: &Client) -> (String, String, Vec<String>) {
+    let r = s.get("/v1/plugins");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let kv = r
+        .json()
         .as_array()
         .and_then(|a| a.iter().find(|p| p["Name"] == "kv"))
         .cloned()
@@ -58,22 +60,20 @@ fn install_index_in_log(c: &Cluster, i: usize) -> Option<u64> {
 /// Writes `load/<n>` through every server in turn until `stop`; returns the keys whose
 /// write was acknowledged (200 and `true`).
 fn spawn_writer(
-    addrs: Vec<String>,
+    servers: Vec<Client>,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<BTreeSet<String>> {
     std::thread::spawn(move || {
         let mut acked = BTreeSet::new();
         let mut n = 0u64;
         while !stop.load(Ordering::Relaxed) {
-            let addr = &addrs[n as usize % addrs.len()];
+            let s = &servers[n as usize % servers.len()];
             let key = format!("load/{n:06}");
-            let r = fsmhost_tests::cluster::http(
-                addr,
+            let r = s.try_request(
                 "PUT",
                 &format!("/v1/kv/{key}"),
                 "application/octet-stream",
-                key.as_bytes(),
-                Duration::from_secs(20),
+                &key,
             );
             if let Ok(r) = r
                 && r.status == 200
@@ -90,32 +90,29 @@ fn spawn_writer(
 #[test]
 fn kv_v2_installs_on_a_live_cluster_under_write_load() {
     let tmp = tempfile::tempdir().expect("temporary directory");
-    let v2 = tmp.path().join("kv-v2.wasm");
-    std::fs::write(&v2, fixture("kv-v2")).expect("component written");
-    let v1 = tmp.path().join("kv-v1.wasm");
-    std::fs::write(&v1, bundled("kv")).expect("component written");
-    let (v2, v1) = (v2.display().to_string(), v1.display().to_string());
+    let v2 = write_file(tmp.path(), "kv-v2.wasm", fixture("kv-v2"));
+    let v1 = write_file(tmp.path(), "kv-v1.wasm", bundled("kv"));
 
     let mut c = Cluster::start_with(BIN, 3, EXTRA);
     let leader = c.wait_leader(WAIT);
     let follower = (leader + 1) % 3;
-    let faddr = c.servers[follower].http_addr();
+    let f = c.client(follower);
+    let faddr = f.addr();
     for i in 0..3 {
-        let (version, _, indexes) = kv_on(&c.servers[i].http_addr());
+        let (version, _, indexes) = kv_on(&c.client(i));
         assert_eq!((version.as_str(), indexes.len()), ("0.1.1", 2));
     }
 
     let stop = Arc::new(AtomicBool::new(false));
-    let addrs: Vec<String> = c.servers.iter().map(|s| s.http_addr()).collect();
-    let writer = spawn_writer(addrs, stop.clone());
+    let servers = (0..3)
+        .map(|i| c.client(i).with_timeout(Duration::from_secs(20)))
+        .collect();
+    let writer = spawn_writer(servers, stop.clone());
     std::thread::sleep(Duration::from_secs(1));
 
     // A dry run reports the rebuild and changes nothing.
-    let (ok, out, err) = run_cli(
-        BIN,
-        &["plugin", "install", "--dry-run", &v2, "--http-addr", &faddr],
-    );
-    assert!(ok, "{out}{err}");
+    let (code, out, err) = cli(&["plugin", "install", "--dry-run", &v2, "--http-addr", faddr]);
+    assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains("Dry run: installing plugin kv 0.1.1 -> 0.2.0"),
         "{out}"
@@ -123,11 +120,11 @@ fn kv_v2_installs_on_a_live_cluster_under_write_load() {
     assert!(out.contains("table kvs: rebuilt"), "{out}");
     assert!(out.contains("indexes added: flags"), "{out}");
     assert!(out.contains("table tombstones: unchanged"), "{out}");
-    assert_eq!(kv_on(&faddr).0, "0.1.1");
+    assert_eq!(kv_on(&f).0, "0.1.1");
 
     // The install, through a follower, while writes go on.
-    let (ok, out, err) = run_cli(BIN, &["plugin", "install", &v2, "--http-addr", &faddr]);
-    assert!(ok, "{out}{err}");
+    let (code, out, err) = cli(&["plugin", "install", &v2, "--http-addr", faddr]);
+    assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("Installed plugin kv 0.1.1 -> 0.2.0"), "{out}");
     // The component was on every server before the entry switched them.
     assert!(
@@ -150,10 +147,10 @@ fn kv_v2_installs_on_a_live_cluster_under_write_load() {
     );
 
     let (_, hash) = c.wait_converged_past(1, WAIT);
-    let installed = kv_on(&c.servers[leader].http_addr());
+    let installed = kv_on(&c.client(leader));
     for i in 0..3 {
-        let addr = c.servers[i].http_addr();
-        let (version, sha, indexes) = kv_on(&addr);
+        let s = c.client(i);
+        let (version, sha, indexes) = kv_on(&s);
         assert_eq!(version, "0.2.0", "server {i}");
         assert_eq!(sha, installed.1, "server {i}: the same component");
         assert_eq!(indexes, ["id", "session", "flags"], "server {i}");
@@ -163,9 +160,10 @@ fn kv_v2_installs_on_a_live_cluster_under_write_load() {
             "server {i} switched at the install entry's index"
         );
         // No acknowledged write lost, on any server.
-        let (s, keys, _) = call(&addr, "GET", "/v1/kv/load/?keys&stale", b"");
-        assert_eq!(s, 200);
-        let have: BTreeSet<String> = keys
+        let r = s.get("/v1/kv/load/?keys&stale");
+        assert_eq!(r.status, 200);
+        let have: BTreeSet<String> = r
+            .json()
             .as_array()
             .expect("keys")
             .iter()
@@ -176,18 +174,18 @@ fn kv_v2_installs_on_a_live_cluster_under_write_load() {
     }
 
     // Writes go on under 0.2.0, recorded with its version.
-    let (s, _, text) = call(&faddr, "PUT", "/v1/kv/after", b"v2");
-    assert_eq!(s, 200, "{text}");
+    let r = f.put("/v1/kv/after", "v2");
+    assert_eq!(r.status, 200, "{}", r.text());
 
     // A downgrade, and the same version again, are refused before the log.
     for (file, what) in [(&v1, "0.1.1 is not higher"), (&v2, "0.2.0 is not higher")] {
-        let (ok, out, err) = run_cli(BIN, &["plugin", "install", file, "--http-addr", &faddr]);
-        assert!(!ok, "{out}");
+        let (code, out, err) = cli(&["plugin", "install", file, "--http-addr", faddr]);
+        assert_ne!(code, 0, "{out}");
         assert!(err.contains("409") && err.contains(what), "{err}");
     }
-    let (s, _, text) = call(&faddr, "PUT", "/v1/plugins", b"not a component");
-    assert_eq!(s, 400, "{text}");
-    assert_eq!(kv_on(&faddr).0, "0.2.0");
+    let r = f.put("/v1/plugins", "not a component");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(kv_on(&f).0, "0.2.0");
 
     // A new server gets 0.2.0 through the raft snapshot (the install entry is compacted).
     let converged = c.wait_converged_past(1, WAIT).0;
@@ -195,9 +193,7 @@ fn kv_v2_installs_on_a_live_cluster_under_write_load() {
     let newcomer = c.add_server();
     let deadline = Instant::now() + WAIT;
     loop {
-        let got = c
-            .agent_self(newcomer)
-            .map(|_| kv_on(&c.servers[newcomer].http_addr()));
+        let got = c.agent_self(newcomer).map(|_| kv_on(&c.client(newcomer)));
         if got.as_ref().is_some_and(|(v, _, _)| v == "0.2.0") {
             break;
         }

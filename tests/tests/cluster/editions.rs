@@ -4,13 +4,13 @@
 //! OSS refuses `?ns=` as Consul CE does, and an enterprise snapshot restored onto OSS
 //! plugins is refused naming the table and index that differ.
 
+use crate::support::{BIN, cli, write_file};
 use fsmhost_tests::cluster::Cluster;
-use fsmhost_tests::{bundled, call, fixture, run_cli};
+use fsmhost_tests::{bundled, fixture};
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_fsmhost-node");
 const WAIT: Duration = Duration::from_secs(30);
 
 /// Writes the components to `dir` and returns the `plugins = [...]` config line.
@@ -18,11 +18,7 @@ fn plugin_files(dir: &Path, components: &[(&str, &[u8])]) -> String {
     std::fs::create_dir_all(dir).expect("plugin directory");
     let paths: Vec<String> = components
         .iter()
-        .map(|(name, bytes)| {
-            let p: PathBuf = dir.join(format!("{name}.wasm"));
-            std::fs::write(&p, bytes).expect("component written");
-            format!("{:?}", p.display().to_string())
-        })
+        .map(|(name, bytes)| format!("{:?}", write_file(dir, &format!("{name}.wasm"), bytes)))
         .collect();
     format!("plugins = [{}]", paths.join(", "))
 }
@@ -79,13 +75,15 @@ fn one_binary_runs_either_edition_and_enterprise_namespaces_isolate() {
     );
     let oss = start(&oss_line);
     let ent = start(&ent_line);
-    let (o, e) = (oss.servers[0].http_addr(), ent.servers[0].http_addr());
+    let (o, e) = (oss.client(0), ent.client(0));
 
     // Different schemas from the same binary.
-    let (s, oss_plugins, _) = call(&o, "GET", "/v1/plugins", b"");
-    assert_eq!(s, 200);
-    let (s, ent_plugins, _) = call(&e, "GET", "/v1/plugins", b"");
-    assert_eq!(s, 200);
+    let r = o.get("/v1/plugins");
+    assert_eq!(r.status, 200);
+    let oss_plugins = r.json();
+    let r = e.get("/v1/plugins");
+    assert_eq!(r.status, 200);
+    let ent_plugins = r.json();
     assert_eq!(
         editions(&oss_plugins),
         [
@@ -106,48 +104,49 @@ fn one_binary_runs_either_edition_and_enterprise_namespaces_isolate() {
     assert!(!indexes(&oss_plugins, "services").contains(&"namespace".to_string()));
 
     // OSS refuses namespaces as Consul CE does, and serves the default one.
-    let (s, _, text) = call(&o, "PUT", "/v1/kv/shared?ns=team-a", b"x");
-    assert_eq!(s, 400, "{text}");
+    let r = o.put("/v1/kv/shared?ns=team-a", "x");
+    let text = r.text();
+    assert_eq!(r.status, 400, "{text}");
     assert!(
         text.contains("Namespaces are a Consul Enterprise feature"),
         "{text}"
     );
-    let (s, _, text) = call(&o, "GET", "/v1/catalog/services?partition=p1", b"");
-    assert_eq!(s, 400, "{text}");
+    let r = o.get("/v1/catalog/services?partition=p1");
+    let text = r.text();
+    assert_eq!(r.status, 400, "{text}");
     assert!(
         text.contains("Partitions are a Consul Enterprise feature"),
         "{text}"
     );
-    assert_eq!(call(&o, "PUT", "/v1/kv/shared?ns=default", b"d").0, 200);
+    assert_eq!(o.put("/v1/kv/shared?ns=default", "d").status, 200);
 
     // Enterprise: the same key in three namespaces holds three values.
     for (ns, value) in [("team-a", "A"), ("team-b", "B"), ("default", "D")] {
-        let (s, v, text) = call(
-            &e,
-            "PUT",
-            &format!("/v1/kv/shared?ns={ns}"),
-            value.as_bytes(),
-        );
-        assert_eq!((s, v), (200, json!(true)), "{text}");
+        let r = e.put(&format!("/v1/kv/shared?ns={ns}"), value);
+        assert_eq!((r.status, r.json()), (200, json!(true)), "{}", r.text());
     }
     for (query, value) in [("?ns=team-a", "A"), ("?ns=team-b", "B"), ("", "D")] {
         let path = format!("/v1/kv/shared?raw{}", query.replace('?', "&"));
-        let (s, _, text) = call(&e, "GET", &path, b"");
-        assert_eq!((s, text.as_str()), (200, value), "GET shared{query}");
+        let r = e.get(&path);
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, value),
+            "GET shared{query}"
+        );
     }
-    assert_eq!(call(&e, "GET", "/v1/kv/shared?ns=team-c", b"").0, 404);
-    let (s, list, _) = call(&e, "GET", "/v1/kv/?recurse&ns=team-a", b"");
-    assert_eq!(s, 200);
-    let list = list.as_array().expect("entries").clone();
+    assert_eq!(e.get("/v1/kv/shared?ns=team-c").status, 404);
+    let r = e.get("/v1/kv/?recurse&ns=team-a");
+    assert_eq!(r.status, 200);
+    let list = r.json().as_array().expect("entries").clone();
     assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!(
         (&list[0]["Namespace"], &list[0]["Partition"]),
         (&json!("team-a"), &json!("default"))
     );
     // Deleting a tree in one namespace leaves the others.
-    assert_eq!(call(&e, "DELETE", "/v1/kv/?recurse&ns=team-b", b"").0, 200);
-    assert_eq!(call(&e, "GET", "/v1/kv/shared?ns=team-b", b"").0, 404);
-    assert_eq!(call(&e, "GET", "/v1/kv/shared?ns=team-a&raw", b"").2, "A");
+    assert_eq!(e.delete("/v1/kv/?recurse&ns=team-b").status, 200);
+    assert_eq!(e.get("/v1/kv/shared?ns=team-b").status, 404);
+    assert_eq!(e.get("/v1/kv/shared?ns=team-a&raw").text(), "A");
 
     // The catalog: a service registered in team-a is not seen from team-b.
     let reg = json!({
@@ -155,27 +154,27 @@ fn one_binary_runs_either_edition_and_enterprise_namespaces_isolate() {
         "Service": {"ID": "web1", "Service": "web", "Port": 80}
     })
     .to_string();
-    let (s, _, text) = call(&e, "PUT", "/v1/catalog/register?ns=team-a", reg.as_bytes());
-    assert_eq!(s, 200, "{text}");
-    let (_, a, _) = call(&e, "GET", "/v1/catalog/services?ns=team-a", b"");
+    let r = e.put("/v1/catalog/register?ns=team-a", reg);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let a = e.get("/v1/catalog/services?ns=team-a").json();
     assert_eq!(a, json!({"web": []}));
-    let (_, b, _) = call(&e, "GET", "/v1/catalog/services?ns=team-b", b"");
+    let b = e.get("/v1/catalog/services?ns=team-b").json();
     assert_eq!(b, json!({}));
-    let (_, nodes, _) = call(&e, "GET", "/v1/catalog/service/web?ns=team-a", b"");
+    let nodes = e.get("/v1/catalog/service/web?ns=team-a").json();
     assert_eq!(nodes[0]["Namespace"], "team-a", "{nodes}");
     // A node lives in its partition: it is there for every namespace.
-    let (_, n, _) = call(&e, "GET", "/v1/catalog/nodes?ns=team-b", b"");
+    let n = e.get("/v1/catalog/nodes?ns=team-b").json();
     assert_eq!(n[0]["Node"], "n1", "{n}");
     assert_eq!(n[0]["Partition"], "default", "{n}");
 
     // An enterprise snapshot onto OSS plugins is refused, naming the table and index.
     let archive = tmp.path().join("ent.snap").display().to_string();
-    let (ok, out, err) = run_cli(BIN, &["snapshot", "save", &archive, "--http-addr", &e]);
-    assert!(ok, "{out}{err}");
-    let (ok, out, err) = run_cli(BIN, &["snapshot", "restore", &archive, "--http-addr", &o]);
-    assert!(!ok, "{out}");
+    let (code, out, err) = cli(&["snapshot", "save", &archive, "--http-addr", e.addr()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = cli(&["snapshot", "restore", &archive, "--http-addr", o.addr()]);
+    assert_ne!(code, 0, "{out}");
     assert!(err.contains("edition is enterprise"), "{err}");
     assert!(err.contains("table kvs index namespace"), "{err}");
     // ... and the OSS server still serves what it had.
-    assert_eq!(call(&o, "GET", "/v1/kv/shared?raw", b"").2, "d");
+    assert_eq!(o.get("/v1/kv/shared?raw").text(), "d");
 }

@@ -1,6 +1,7 @@
 //! The state machine end to end: log entries applied through the real kv component into the
 //! store, queries and blocking queries, and the state hash.
 
+use crate::fsm_with;
 use fsmhost::fsm::{Entry, FailureKind, Fsm, FsmError};
 use fsmhost::plugin::{CallError, PluginSet, Runtime, RuntimeConfig};
 use fsmhost::upgrade::ChangeKind;
@@ -11,23 +12,9 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-fn fsm_with(extra: &[&str]) -> Fsm {
-    let rt = Runtime::new(RuntimeConfig::default()).expect("engine");
-    let mut plugins = vec![rt.load("bundled:kv", bundled("kv")).expect("kv")];
-    for name in extra {
-        plugins.push(rt.load(name, fixture(name)).expect("fixture"));
-    }
-    Fsm::new(PluginSet::new(plugins).expect("set"))
-}
-
+/// A log entry for kv's `command`.
 fn entry<T: Serialize>(command: &str, payload: &T) -> Entry {
-    Entry {
-        version: None,
-        plugin: "kv".into(),
-        command: command.into(),
-        payload: cbor(payload),
-        timestamp_ms: 1_700_000_000_000,
-    }
+    fsmhost_tests::entry("kv", command, payload)
 }
 
 fn set(key: &str, value: &str) -> Entry {

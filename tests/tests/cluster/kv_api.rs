@@ -2,40 +2,29 @@
 //! the request and response examples of Consul's KV and Txn API documentation, errors,
 //! blocking reads, consistency modes, and the `fsmhost kv` and `fsmhost members` commands.
 
-use fsmhost_tests::cluster::{Cluster, HttpReply, http};
+use crate::support::{BIN, run};
+use fsmhost_tests::client::{Client, HttpReply};
+use fsmhost_tests::cluster::Cluster;
 use serde_json::{Value, json};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_fsmhost-node");
-const T: Duration = Duration::from_secs(10);
-
-fn req(addr: &str, method: &str, path: &str, body: &[u8]) -> HttpReply {
-    http(addr, method, path, "", body, T).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
-}
-
-fn index_of(r: &HttpReply) -> u64 {
-    r.header("X-Consul-Index")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no X-Consul-Index: {r:?}"))
-}
-
-fn one_server() -> (Cluster, String) {
+fn one_server() -> (Cluster, Client) {
     let mut c = Cluster::start(BIN, 1);
     let leader = c.wait_leader(Duration::from_secs(30));
-    let addr = c.servers[leader].http_addr();
-    (c, addr)
+    let client = c.client(leader);
+    (c, client)
 }
 
 #[test]
 fn the_kv_documentation_examples() {
     let (_c, a) = one_server();
     // Create/Update Key: `curl --request PUT --data @contents .../v1/kv/my-key` answers true.
-    let r = req(&a, "PUT", "/v1/kv/my-key", b"test");
+    let r = a.put("/v1/kv/my-key", "test");
     assert_eq!((r.status, r.text().as_str()), (200, "true"));
-    let written = index_of(&r);
+    let written = r.index();
     // Read Key: an array of one DirEntry, the value in base64; X-Consul-Index is its index.
-    let r = req(&a, "GET", "/v1/kv/my-key", b"");
+    let r = a.get("/v1/kv/my-key");
     assert_eq!(r.status, 200);
     assert_eq!(r.header("Content-Type"), Some("application/json"));
     assert_eq!(
@@ -43,22 +32,22 @@ fn the_kv_documentation_examples() {
         json!([{"LockIndex": 0, "Key": "my-key", "Flags": 0, "Value": "dGVzdA==",
             "CreateIndex": written, "ModifyIndex": written}])
     );
-    assert_eq!(index_of(&r), written);
+    assert_eq!(r.index(), written);
     assert_eq!(r.header("X-Consul-KnownLeader"), Some("true"));
     assert!(r.header("X-Consul-LastContact").is_some());
     // Raw Response: not JSON, text/plain, the bytes themselves.
-    let r = req(&a, "GET", "/v1/kv/my-key?raw", b"");
+    let r = a.get("/v1/kv/my-key?raw");
     assert_eq!(
         (r.header("Content-Type"), r.body.as_slice()),
         (Some("text/plain"), &b"test"[..])
     );
     // Keys Response: listing /web/ with a / separator.
     for k in ["/web/bar", "/web/foo", "/web/subdir/a", "/web/subdir/b"] {
-        assert_eq!(req(&a, "PUT", &format!("/v1/kv/{k}"), b"x").status, 200);
+        assert_eq!(a.put(&format!("/v1/kv/{k}"), "x").status, 200);
     }
-    let r = req(&a, "GET", "/v1/kv//web/?keys&separator=/", b"");
+    let r = a.get("/v1/kv//web/?keys&separator=/");
     assert_eq!(r.json(), json!(["/web/bar", "/web/foo", "/web/subdir/"]));
-    let r = req(&a, "GET", "/v1/kv//web/?recurse", b"");
+    let r = a.get("/v1/kv//web/?recurse");
     let keys: Vec<String> = r
         .json()
         .as_array()
@@ -71,49 +60,43 @@ fn the_kv_documentation_examples() {
         ["/web/bar", "/web/foo", "/web/subdir/a", "/web/subdir/b"]
     );
     // Delete Key: true; then a 404 with an empty body and the index header.
-    let r = req(&a, "DELETE", "/v1/kv/my-key", b"");
+    let r = a.delete("/v1/kv/my-key");
     assert_eq!(r.text(), "true");
-    let deleted = index_of(&r);
-    let r = req(&a, "GET", "/v1/kv/my-key", b"");
+    let deleted = r.index();
+    let r = a.get("/v1/kv/my-key");
     assert_eq!((r.status, r.body.len()), (404, 0));
-    assert!(index_of(&r) >= deleted, "the 404 carries the index header");
+    assert!(r.index() >= deleted, "the 404 carries the index header");
     // Keys with characters that need encoding round-trip.
-    assert_eq!(req(&a, "PUT", "/v1/kv/sp%20ace%3F", b"q").status, 200);
-    let r = req(&a, "GET", "/v1/kv/sp%20ace%3F", b"");
+    assert_eq!(a.put("/v1/kv/sp%20ace%3F", "q").status, 200);
+    let r = a.get("/v1/kv/sp%20ace%3F");
     assert_eq!(r.json()[0]["Key"], "sp ace?");
 }
 
 #[test]
 fn kv_flags_cas_recurse_and_errors() {
     let (_c, a) = one_server();
-    let r = req(&a, "PUT", "/v1/kv/app/k?flags=42", b"v1");
+    let r = a.put("/v1/kv/app/k?flags=42", "v1");
     assert_eq!(r.text(), "true");
-    let created = index_of(&r);
-    let e = &req(&a, "GET", "/v1/kv/app/k", b"").json()[0];
+    let created = r.index();
+    let e = &a.get("/v1/kv/app/k").json()[0];
     assert_eq!(
         (e["Flags"].as_u64(), e["ModifyIndex"].as_u64()),
         (Some(42), Some(created))
     );
     // cas=0 writes only a new key; cas=<ModifyIndex> only over that version.
-    assert_eq!(req(&a, "PUT", "/v1/kv/app/k?cas=0", b"x").text(), "false");
-    assert_eq!(req(&a, "PUT", "/v1/kv/app/k?cas=999", b"x").text(), "false");
+    assert_eq!(a.put("/v1/kv/app/k?cas=0", "x").text(), "false");
+    assert_eq!(a.put("/v1/kv/app/k?cas=999", "x").text(), "false");
     assert_eq!(
-        req(&a, "PUT", &format!("/v1/kv/app/k?cas={created}"), b"v2").text(),
+        a.put(&format!("/v1/kv/app/k?cas={created}"), "v2").text(),
         "true"
     );
-    assert_eq!(req(&a, "PUT", "/v1/kv/app/new?cas=0", b"n").text(), "true");
+    assert_eq!(a.put("/v1/kv/app/new?cas=0", "n").text(), "true");
     // DELETE ?cas: 0 never deletes, a stale index does not, the current one does.
-    assert_eq!(
-        req(&a, "DELETE", "/v1/kv/app/new?cas=0", b"").text(),
-        "false"
-    );
-    let m = req(&a, "GET", "/v1/kv/app/new", b"").json()[0]["ModifyIndex"]
+    assert_eq!(a.delete("/v1/kv/app/new?cas=0").text(), "false");
+    let m = a.get("/v1/kv/app/new").json()[0]["ModifyIndex"]
         .as_u64()
         .unwrap();
-    assert_eq!(
-        req(&a, "DELETE", &format!("/v1/kv/app/new?cas={m}"), b"").text(),
-        "true"
-    );
+    assert_eq!(a.delete(&format!("/v1/kv/app/new?cas={m}")).text(), "true");
     // Refusals name the problem and change nothing.
     for (method, path, body, status, text) in [
         ("GET", "/v1/kv/", &b""[..], 400, "Missing key name"),
@@ -151,31 +134,31 @@ fn kv_flags_cas_recurse_and_errors() {
             "no route PATCH /v1/kv/app/k",
         ),
     ] {
-        let r = req(&a, method, path, body);
+        let r = a.request(method, path, "", body);
         assert_eq!(r.status, status, "{method} {path}: {}", r.text());
         assert!(r.text().contains(text), "{method} {path}: {}", r.text());
     }
     let big = vec![b'x'; 512 * 1024 + 1];
-    let r = req(&a, "PUT", "/v1/kv/app/big", &big);
+    let r = a.put("/v1/kv/app/big", &big);
     assert_eq!(r.status, 413, "{}", r.text());
     assert!(
         r.text().contains("too large, max size: 524288 bytes"),
         "{}",
         r.text()
     );
-    let r = req(&a, "GET", "/v1/kv/app/k", b"");
+    let r = a.get("/v1/kv/app/k");
     assert_eq!(r.json()[0]["Value"], "djI=", "still v2");
     // ?recurse deletes a prefix; ?stale and ?consistent reads agree on one server.
-    assert_eq!(req(&a, "PUT", "/v1/kv/app/sub/x", b"1").status, 200);
-    assert_eq!(req(&a, "DELETE", "/v1/kv/app/?recurse", b"").text(), "true");
+    assert_eq!(a.put("/v1/kv/app/sub/x", "1").status, 200);
+    assert_eq!(a.delete("/v1/kv/app/?recurse").text(), "true");
     for mode in ["", "&stale", "&consistent"] {
-        let r = req(&a, "GET", &format!("/v1/kv/app/?recurse{mode}"), b"");
+        let r = a.get(&format!("/v1/kv/app/?recurse{mode}"));
         assert_eq!(r.status, 404, "{mode}");
     }
 }
 
-fn txn(a: &str, ops: Value) -> HttpReply {
-    req(a, "PUT", "/v1/txn", ops.to_string().as_bytes())
+fn txn(a: &Client, ops: Value) -> HttpReply {
+    a.put("/v1/txn", ops.to_string())
 }
 
 #[test]
@@ -193,7 +176,7 @@ fn the_txn_documentation_shapes() {
     );
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
-    let i = index_of(&r);
+    let i = r.index();
     assert_eq!(v["Errors"], Value::Null);
     let results = v["Results"].as_array().unwrap();
     assert_eq!(results.len(), 3, "delete verbs add no result: {v}");
@@ -223,7 +206,7 @@ fn the_txn_documentation_shapes() {
             {"OpIndex": 3, "What": "failed to delete key \"t/a\", index is stale"},
         ]})
     );
-    assert_eq!(req(&a, "GET", "/v1/kv/t/c", b"").status, 404, "rolled back");
+    assert_eq!(a.get("/v1/kv/t/c").status, 404, "rolled back");
     // Reads only: served as a query (with ?stale too), the body carries Index.
     let r = txn(
         &a,
@@ -232,17 +215,13 @@ fn the_txn_documentation_shapes() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["Index"].as_u64(), Some(i));
     assert_eq!(r.json()["Results"].as_array().map(Vec::len), Some(1));
-    let r = req(
-        &a,
-        "PUT",
+    let r = a.put(
         "/v1/txn?stale",
-        json!([{"KV": {"Verb": "get", "Key": "t/a"}}])
-            .to_string()
-            .as_bytes(),
+        json!([{"KV": {"Verb": "get", "Key": "t/a"}}]).to_string(),
     );
     assert_eq!(r.status, 200, "{}", r.text());
     // Malformed requests: 400 or 413 with Consul's wording, before anything runs.
-    let r = req(&a, "PUT", "/v1/txn", b"{not json");
+    let r = a.put("/v1/txn", "{not json");
     assert_eq!(r.status, 400);
     assert!(
         r.text().starts_with("Failed to parse body: "),
@@ -290,56 +269,41 @@ fn the_txn_documentation_shapes() {
 #[test]
 fn a_blocking_read_wakes_on_a_write_and_returns_at_its_wait() {
     let (_c, a) = one_server();
-    let r = req(&a, "PUT", "/v1/kv/watched", b"1");
-    let index = index_of(&r);
+    let r = a.put("/v1/kv/watched", "1");
+    let index = r.index();
     // Woken by a write: the answer follows the write within 50 ms.
     let reader = {
         let a = a.clone();
         std::thread::spawn(move || {
-            let r = req(
-                &a,
-                "GET",
-                &format!("/v1/kv/watched?index={index}&wait=30s"),
-                b"",
-            );
+            let r = a.get(&format!("/v1/kv/watched?index={index}&wait=30s"));
             (Instant::now(), r)
         })
     };
     std::thread::sleep(Duration::from_millis(500));
-    let r = req(&a, "PUT", "/v1/kv/watched", b"2");
+    let r = a.put("/v1/kv/watched", "2");
     let written = Instant::now();
-    let new_index = index_of(&r);
+    let new_index = r.index();
     let (answered, r) = reader.join().unwrap();
     let late = answered.saturating_duration_since(written);
     assert!(
         late < Duration::from_millis(50),
         "woken {late:?} after the write"
     );
-    assert_eq!(index_of(&r), new_index);
+    assert_eq!(r.index(), new_index);
     assert_eq!(r.json()[0]["Value"], "Mg==");
     // Nothing changes: the read returns at its wait (plus at most wait/16 of jitter) with
     // the same index.
     let started = Instant::now();
-    let r = req(
-        &a,
-        "GET",
-        &format!("/v1/kv/watched?index={new_index}&wait=1s"),
-        b"",
-    );
+    let r = a.get(&format!("/v1/kv/watched?index={new_index}&wait=1s"));
     let took = started.elapsed();
     assert!(
         took >= Duration::from_secs(1) && took < Duration::from_millis(1500),
         "{took:?}"
     );
-    assert_eq!(index_of(&r), new_index);
+    assert_eq!(r.index(), new_index);
     // The generic query endpoint and keys listings block the same way.
-    let r = req(
-        &a,
-        "GET",
-        &format!("/v1/kv/?keys&index={new_index}&wait=100ms"),
-        b"",
-    );
-    assert_eq!((r.status, index_of(&r)), (200, new_index));
+    let r = a.get(&format!("/v1/kv/?keys&index={new_index}&wait=100ms"));
+    assert_eq!((r.status, r.index()), (200, new_index));
 }
 
 #[test]
@@ -347,12 +311,12 @@ fn writes_and_reads_through_a_follower() {
     let mut c = Cluster::start(BIN, 3);
     let leader = c.wait_leader(Duration::from_secs(30));
     let f = (0..3).find(|i| *i != leader).unwrap();
-    let fa = c.servers[f].http_addr();
-    let r = req(&fa, "PUT", "/v1/kv/through/follower", b"yes");
+    let fa = c.client(f);
+    let r = fa.put("/v1/kv/through/follower", "yes");
     assert_eq!(r.text(), "true");
-    let index = index_of(&r);
-    let r = req(&fa, "GET", "/v1/kv/through/follower", b"");
-    assert_eq!((r.status, index_of(&r)), (200, index));
+    let index = r.index();
+    let r = fa.get("/v1/kv/through/follower");
+    assert_eq!((r.status, r.index()), (200, index));
     let r = txn(
         &fa,
         json!([{"KV": {"Verb": "cas", "Key": "through/follower", "Value": "bm8=", "Index": index}}]),
@@ -361,24 +325,16 @@ fn writes_and_reads_through_a_follower() {
     c.wait_converged(Duration::from_secs(30));
 }
 
+/// Runs the CLI with `FSMHOST_HTTP_ADDR` set to `addr`: its exit code, stdout and stderr.
 fn cli(addr: &str, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("FSMHOST_HTTP_ADDR", addr)
-        .output()
-        .expect("the CLI runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run(Command::new(BIN).args(args).env("FSMHOST_HTTP_ADDR", addr))
 }
 
 #[test]
 fn the_kv_and_members_commands() {
     let (_c, a) = one_server();
     let ok = |args: &[&str]| {
-        let (code, out, err) = cli(&a, args);
+        let (code, out, err) = cli(a.addr(), args);
         assert_eq!(code, 0, "{args:?}: {err}");
         out
     };
@@ -413,7 +369,7 @@ fn the_kv_and_members_commands() {
         .unwrap();
     // -cas with a stale index fails with a non-zero exit; with the current one it writes.
     let (code, _, err) = cli(
-        &a,
+        a.addr(),
         &[
             "kv",
             "put",
@@ -433,12 +389,12 @@ fn the_kv_and_members_commands() {
         "redis/config/users/admin",
         "y",
     ]);
-    let (code, _, err) = cli(&a, &["kv", "get", "redis/nope"]);
+    let (code, _, err) = cli(a.addr(), &["kv", "get", "redis/nope"]);
     assert_eq!(
         (code, err.trim()),
         (1, "error: No key exists at: redis/nope")
     );
-    let (code, _, err) = cli(&a, &["kv", "delete", "-cas", "-recurse", "redis/"]);
+    let (code, _, err) = cli(a.addr(), &["kv", "delete", "-cas", "-recurse", "redis/"]);
     assert_eq!(code, 1);
     assert!(
         err.contains("Cannot specify both -cas and -recurse!"),
@@ -456,7 +412,10 @@ fn the_kv_and_members_commands() {
     // Errors from the server are one readable line and a non-zero exit.
     let big = std::env::temp_dir().join(format!("fsmhost-kv-big-{}.bin", std::process::id()));
     std::fs::write(&big, vec![b'x'; 600 * 1024]).unwrap();
-    let (code, _, err) = cli(&a, &["kv", "put", "big", &format!("@{}", big.display())]);
+    let (code, _, err) = cli(
+        a.addr(),
+        &["kv", "put", "big", &format!("@{}", big.display())],
+    );
     let _ = std::fs::remove_file(&big);
     assert_eq!(code, 1);
     assert_eq!(err.trim().lines().count(), 1, "{err}");

@@ -1,20 +1,10 @@
 //! The loaded plugins as operators see them: `GET /v1/plugins`, `fsmhost plugin list`, and
 //! `fsmhost version`, on a real server process.
 
-use fsmhost_tests::cluster::{Cluster, free_port, http};
-use std::process::Command;
+use crate::support::{BIN, agent_refuses, cli, write_file};
+use fsmhost_tests::cluster::{Cluster, free_port};
+use serde_json::json;
 use std::time::Duration;
-
-const BIN: &str = env!("CARGO_BIN_EXE_fsmhost-node");
-
-fn cli(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN).args(args).output().expect("the CLI runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[test]
 fn plugins_endpoint_list_and_version() {
@@ -22,7 +12,7 @@ fn plugins_endpoint_list_and_version() {
     let leader = c.wait_leader(Duration::from_secs(30));
     let addr = c.servers[leader].http_addr();
 
-    let r = http(&addr, "GET", "/v1/plugins", "", b"", Duration::from_secs(5)).unwrap();
+    let r = c.client(leader).get("/v1/plugins");
     assert_eq!(r.status, 200);
     assert!(r.header("x-consul-index").is_some());
     let v = r.json();
@@ -98,15 +88,8 @@ fn plugins_endpoint_list_and_version() {
     );
 }
 
-/// Writes `bytes` to `dir/name` and returns the path as TOML string content.
-fn component_file(dir: &std::path::Path, name: &str, bytes: &[u8]) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, bytes).unwrap();
-    path.display().to_string()
-}
-
-/// Runs an agent that must refuse to start; returns its stderr.
-fn agent_refuses(dir: &std::path::Path, extra: &str) -> String {
+/// Runs an agent with `extra` in its config that must refuse to start; returns its stderr.
+fn refused_with(dir: &std::path::Path, extra: &str) -> String {
     let config = dir.join("refused.toml");
     std::fs::write(
         &config,
@@ -118,20 +101,14 @@ fn agent_refuses(dir: &std::path::Path, extra: &str) -> String {
         ),
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["agent", "--config-file"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "the agent must refuse to start");
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    agent_refuses(&config)
 }
 
 #[test]
 fn plugins_from_files_replace_the_bundled_set() {
     let files = tempfile::tempdir().unwrap();
-    let kv = component_file(files.path(), "kv.wasm", fsmhost_tests::bundled("kv"));
-    let users = component_file(
+    let kv = write_file(files.path(), "kv.wasm", fsmhost_tests::bundled("kv"));
+    let users = write_file(
         files.path(),
         "users.wasm",
         fsmhost_tests::fixture("users-plugin"),
@@ -142,10 +119,8 @@ fn plugins_from_files_replace_the_bundled_set() {
         &format!("plugins = [{kv:?}, {users:?}]\n[plugin_limits]\nfuel = 50000000"),
     );
     let leader = c.wait_leader(Duration::from_secs(30));
-    let addr = c.servers[leader].http_addr();
-    let v = http(&addr, "GET", "/v1/plugins", "", b"", Duration::from_secs(5))
-        .unwrap()
-        .json();
+    let a = c.client(leader);
+    let v = a.get("/v1/plugins").json();
     let names: Vec<&str> = v
         .as_array()
         .unwrap()
@@ -155,26 +130,14 @@ fn plugins_from_files_replace_the_bundled_set() {
     assert_eq!(names, ["kv", "users"]);
 
     // The user's plugin serves its commands and queries through the generic API.
-    let r = http(
-        &addr,
-        "POST",
-        "/v1/apply/users/register",
-        "application/json",
-        br#"{"name": "ann", "email": "Ann@Example.com", "groups": ["ops"]}"#,
-        Duration::from_secs(10),
-    )
-    .unwrap();
+    let r = a.apply(
+        "users",
+        "register",
+        &json!({"name": "ann", "email": "Ann@Example.com", "groups": ["ops"]}),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json(), serde_json::json!(true));
-    let r = http(
-        &addr,
-        "POST",
-        "/v1/query/users/by-group",
-        "application/json",
-        br#""ops""#,
-        Duration::from_secs(10),
-    )
-    .unwrap();
+    assert_eq!(r.json(), json!(true));
+    let r = a.query("users", "by-group", &json!("ops"), "");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()[0]["name"], "ann");
 
@@ -198,16 +161,16 @@ fn plugins_from_files_replace_the_bundled_set() {
     );
 
     // Files that cannot be plugins are refused at start, by name.
-    let err = agent_refuses(files.path(), "plugins = [\"/nonexistent/x.wasm\"]");
+    let err = refused_with(files.path(), "plugins = [\"/nonexistent/x.wasm\"]");
     assert!(err.contains("/nonexistent/x.wasm"), "{err}");
-    let wasi = component_file(
+    let wasi = write_file(
         files.path(),
         "wasi.wasm",
         fsmhost_tests::fixture("wasi-import"),
     );
-    let err = agent_refuses(files.path(), &format!("plugins = [{wasi:?}]"));
+    let err = refused_with(files.path(), &format!("plugins = [{wasi:?}]"));
     assert!(err.contains("wasi:cli/environment"), "{err}");
-    let err = agent_refuses(files.path(), "[plugin_limits]\nfuel = 1");
+    let err = refused_with(files.path(), "[plugin_limits]\nfuel = 1");
     assert!(err.contains("plugin_limits.fuel"), "{err}");
 
     // `plugin inspect FILE`: the description, routes and imports, with no server.

@@ -3,14 +3,14 @@
 //! identical state hash, blocked reads woken by a restore, and refused archives that change
 //! nothing.
 
-use fsmhost_plugin_kv::{GetArgs, KeysArgs, KeysResult, SetRequest};
-use fsmhost_tests::cluster::{Cluster, http};
+use crate::support::{BIN, cli, kv_keys};
+use fsmhost_plugin_kv::{GetArgs, SetRequest};
+use fsmhost_tests::cluster::Cluster;
 use fsmhost_tests::{cbor, decode};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_fsmhost-node");
 const WAIT: Duration = Duration::from_secs(60);
 
 fn write_keys(c: &Cluster, i: usize, prefix: &str, n: u32) {
@@ -26,25 +26,9 @@ fn write_keys(c: &Cluster, i: usize, prefix: &str, n: u32) {
     }
 }
 
+/// Every kv key on server `i`, read from its own state.
 fn keys(c: &Cluster, i: usize) -> Vec<String> {
-    let args = cbor(&KeysArgs {
-        tenancy: Default::default(),
-        prefix: String::new(),
-        separator: None,
-    });
-    let r = c.query(i, "kv", "keys", &args, "?stale").expect("query");
-    assert_eq!(r.status, 200, "{}", r.text());
-    decode::<KeysResult>(&r.body).keys
-}
-
-/// Runs the CLI; returns (exit code, stdout, stderr).
-fn cli(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN).args(args).output().expect("the CLI runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    kv_keys(c, i, "")
 }
 
 /// Unpacks an archive into `dir` with the system's tar (not the host's archive code).
@@ -163,7 +147,7 @@ fn save_inspect_and_restore_into_a_fresh_cluster() {
         assert_eq!(r["Stats"], v["Stats"]);
 
         // -stale on a follower answers from its own state, with X-Consul-Index.
-        let r = http(&addr, "GET", "/v1/snapshot?stale", "", b"", WAIT).unwrap();
+        let r = src.client(follower).get("/v1/snapshot?stale");
         assert_eq!(r.status, 200);
         assert_eq!(r.header("content-type"), Some("application/x-gzip"));
         assert!(r.header("x-consul-index").unwrap().parse::<u64>().unwrap() >= 300);
@@ -187,18 +171,15 @@ fn save_inspect_and_restore_into_a_fresh_cluster() {
     let r = dst.query(follower, "kv", "get", &get, "?stale").unwrap();
     let index = r.header("x-consul-index").unwrap().to_string();
     let blocked = {
-        let addr = addr.clone();
+        let f = dst.client(follower).with_timeout(Duration::from_secs(90));
         std::thread::spawn(move || {
             let started = Instant::now();
-            let r = http(
-                &addr,
+            let r = f.request(
                 "POST",
                 &format!("/v1/query/kv/get?stale&index={index}&wait=60s"),
                 "application/cbor",
                 &get,
-                Duration::from_secs(90),
-            )
-            .unwrap();
+            );
             (started.elapsed(), r.status, r.body)
         })
     };
@@ -321,15 +302,7 @@ fn damaged_archives_are_refused_and_change_nothing() {
     assert!(err.contains("bytes follow the gzip stream"), "{err}");
 
     // ?stale is refused for a restore, as Consul refuses it.
-    let r = http(
-        &addr,
-        "PUT",
-        "/v1/snapshot?stale",
-        "application/octet-stream",
-        b"x",
-        WAIT,
-    )
-    .unwrap();
+    let r = c.client(leader).put("/v1/snapshot?stale", "x");
     assert_eq!(r.status, 400);
     assert!(r.text().contains("stale not allowed for restore"));
 

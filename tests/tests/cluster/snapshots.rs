@@ -2,47 +2,35 @@
 //! log compaction, catching up a new server by snapshot, restarts from a snapshot, and a
 //! damaged snapshot on disk.
 
-use fsmhost_plugin_kv::{KeysArgs, KeysResult, SetRequest};
+use crate::support::{BIN, kv_keys, kv_set, wait_until};
 use fsmhost_tests::cluster::Cluster;
-use fsmhost_tests::{cbor, decode};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_fsmhost-node");
 const WAIT: Duration = Duration::from_secs(60);
 
 /// Small numbers so that a test crosses the threshold many times in a few seconds.
 const POLICY: &str =
     "raft_snapshot_threshold = 100\nraft_snapshot_interval = \"200ms\"\nraft_trailing_logs = 50";
 
-fn set(key: &str, value: &str) -> Vec<u8> {
-    cbor(&SetRequest {
-        tenancy: Default::default(),
-        key: key.into(),
-        value: value.as_bytes().to_vec(),
-        flags: 0,
-    })
-}
-
 fn write_keys(c: &Cluster, i: usize, range: std::ops::Range<u32>) {
     for n in range {
         let r = c
-            .apply(i, "kv", "set", &set(&format!("k/{n:05}"), &format!("v{n}")))
+            .apply(
+                i,
+                "kv",
+                "set",
+                &kv_set(&format!("k/{n:05}"), format!("v{n}")),
+            )
             .expect("write answered");
         assert_eq!(r.status, 200, "write {n}: {}", r.text());
     }
 }
 
-fn keys_on(c: &Cluster, i: usize) -> BTreeSet<String> {
-    let args = cbor(&KeysArgs {
-        tenancy: Default::default(),
-        prefix: "k/".into(),
-        separator: None,
-    });
-    let r = c.query(i, "kv", "keys", &args, "?stale").expect("query");
-    assert_eq!(r.status, 200, "{}", r.text());
-    decode::<KeysResult>(&r.body).keys.into_iter().collect()
+/// The keys `write_keys` wrote that server `i` holds.
+fn keys_on(c: &Cluster, i: usize) -> Vec<String> {
+    kv_keys(c, i, "k/")
 }
 
 /// The snapshot directories of server `i`, sorted by name.
@@ -53,15 +41,6 @@ fn snapshot_dirs(c: &Cluster, i: usize) -> Vec<PathBuf> {
         .unwrap_or_default();
     out.sort();
     out
-}
-
-/// Waits until `f` holds, polling.
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Go's crc64.Checksum(data, crc64.MakeTable(crc64.ECMA)), as hashicorp/raft computes
@@ -198,7 +177,7 @@ fn threshold_snapshots_keep_two_compact_the_log_and_catch_up_a_new_server() {
     c.wait_converged_past(700, WAIT);
 
     // Several snapshots were taken on the leader; two are kept.
-    wait_for("three snapshots and a reap on the leader", || {
+    wait_until("three snapshots and a reap on the leader", WAIT, || {
         c.log_text(leader)
             .matches("snapshot complete up to")
             .count()
@@ -207,7 +186,7 @@ fn threshold_snapshots_keep_two_compact_the_log_and_catch_up_a_new_server() {
     });
     let rpc_addrs: BTreeSet<String> = c.servers.iter().map(|s| s.rpc_addr()).collect();
     for i in 0..3 {
-        wait_for("a snapshot on every server", || {
+        wait_until("a snapshot on every server", WAIT, || {
             snapshot_dirs(&c, i).len() == 2
         });
         let dirs = snapshot_dirs(&c, i);
@@ -224,8 +203,9 @@ fn threshold_snapshots_keep_two_compact_the_log_and_catch_up_a_new_server() {
 
     // The log was compacted, keeping the trailing logs after the snapshot. The policy may
     // still be one interval from its snapshot after the last writes: wait for it.
-    wait_for(
+    wait_until(
         "a snapshot past index 600 and the compaction after it",
+        WAIT,
         || {
             c.raft_stats(leader).is_some_and(|s| {
                 let snap = s["last_snapshot_index"].as_u64().unwrap_or(0);
@@ -253,7 +233,7 @@ fn threshold_snapshots_keep_two_compact_the_log_and_catch_up_a_new_server() {
 
     // A server added now cannot catch up from the log: it gets a snapshot.
     let new = c.add_server();
-    wait_for("the new server to install a snapshot", || {
+    wait_until("the new server to install a snapshot", WAIT, || {
         c.log_text(new).contains("installed remote snapshot")
     });
     let (_, hash) = c.wait_converged_past(700, WAIT);
@@ -263,7 +243,7 @@ fn threshold_snapshots_keep_two_compact_the_log_and_catch_up_a_new_server() {
     // Restarted, it starts from its own snapshot and replays the rest of its log.
     c.kill(new);
     c.restart(new);
-    wait_for("the restart to restore a snapshot", || {
+    wait_until("the restart to restore a snapshot", WAIT, || {
         c.log_text(new).contains("restored from snapshot")
     });
     write_keys(&c, leader, 700..720);
@@ -283,7 +263,7 @@ fn a_flipped_byte_in_the_newest_snapshot_is_caught_and_the_older_one_used() {
     let leader = c.wait_leader(WAIT);
     for (round, keys) in [(1, 0..60), (2, 60..120)] {
         write_keys(&c, leader, keys);
-        wait_for("a snapshot per round", || {
+        wait_until("a snapshot per round", WAIT, || {
             c.log_text(leader)
                 .matches("snapshot complete up to")
                 .count()

@@ -2,16 +2,15 @@
 //! headers every response carries (`X-Consul-Index`, `X-Consul-KnownLeader`,
 //! `X-Consul-LastContact`).
 
-use fsmhost_tests::cluster::{Cluster, HttpReply, http};
+use crate::support::BIN;
+use fsmhost_tests::client::{Client, HttpReply};
+use fsmhost_tests::cluster::Cluster;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_fsmhost-node");
-const T: Duration = Duration::from_secs(10);
-
-fn call(addr: &str, method: &str, path: &str, content_type: &str, body: &[u8]) -> HttpReply {
-    let r = http(addr, method, path, content_type, body, T)
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+/// One request, whose answer must carry Consul's headers.
+fn call(a: &Client, method: &str, path: &str, content_type: &str, body: &[u8]) -> HttpReply {
+    let r = a.request(method, path, content_type, body);
     for h in [
         "X-Consul-Index",
         "X-Consul-KnownLeader",
@@ -32,7 +31,7 @@ fn call(addr: &str, method: &str, path: &str, content_type: &str, body: &[u8]) -
 fn every_endpoint_answers_with_the_consul_headers_and_errors_name_the_problem() {
     let mut c = Cluster::start(BIN, 1);
     let leader = c.wait_leader(Duration::from_secs(30));
-    let a = c.servers[leader].http_addr();
+    let a = c.client(leader);
     let rpc = c.servers[leader].rpc_addr();
     let get = |path: &str| call(&a, "GET", path, "", b"");
 
@@ -180,22 +179,13 @@ fn every_endpoint_answers_with_the_consul_headers_and_errors_name_the_problem() 
 fn json_logs_and_sigint_lets_in_flight_requests_finish() {
     let mut c = Cluster::start_with(BIN, 1, "log_json = true");
     let leader = c.wait_leader(Duration::from_secs(30));
-    let a = c.servers[leader].http_addr();
+    let a = c.client(leader);
     let r = call(&a, "PUT", "/v1/kv/k", "", b"v");
     let index = r.header("X-Consul-Index").unwrap().to_string();
     // A blocking read is in flight when SIGINT arrives: it still gets its answer.
     let reader = {
         let a = a.clone();
-        std::thread::spawn(move || {
-            http(
-                &a,
-                "GET",
-                &format!("/v1/kv/k?index={index}&wait=2s"),
-                "",
-                b"",
-                T,
-            )
-        })
+        std::thread::spawn(move || a.try_get(&format!("/v1/kv/k?index={index}&wait=2s")))
     };
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(c.stop_with(leader, libc::SIGINT), Some(0), "SIGINT exits 0");

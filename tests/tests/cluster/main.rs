@@ -1,0 +1,17 @@
+//! The whole-system tests that start real `fsmhost` server processes (the
+//! `fsmhost_tests::cluster` harness) and run its CLI: one test binary, one module per
+//! area; `tests/inprocess/` is the other. The helpers they share are in `support`.
+
+mod autopilot;
+mod catalog_api;
+mod cluster;
+mod editions;
+mod http_api;
+mod kv_api;
+mod metrics;
+mod migrations;
+mod plugins_api;
+mod snapshot_archives;
+mod snapshots;
+mod support;
+mod upgrades;

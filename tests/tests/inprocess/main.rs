@@ -1,0 +1,26 @@
+//! The whole-system tests that run the host in-process, with no server processes: the
+//! plugin runtime, the state machine and the snapshot files, through real wasm components.
+//! One test binary; `tests/cluster/` is the other. The helpers they share are below.
+
+mod fsm;
+mod plugin_runtime;
+mod snapshot_files;
+
+use fsmhost::fsm::Fsm;
+use fsmhost::plugin::{PluginSet, Runtime, RuntimeConfig};
+use fsmhost_tests::{bundled, fixture};
+
+/// The bundled kv and the fixtures `extra` (by name), loaded by `rt` as one set.
+fn kv_and(rt: &Runtime, extra: &[&str]) -> PluginSet {
+    let mut plugins = vec![rt.load("bundled:kv", bundled("kv")).expect("kv loads")];
+    for name in extra {
+        plugins.push(rt.load(name, fixture(name)).expect("fixture loads"));
+    }
+    PluginSet::new(plugins).expect("a consistent set")
+}
+
+/// A state machine of the bundled kv and the fixtures `extra`, with the default limits.
+fn fsm_with(extra: &[&str]) -> Fsm {
+    let rt = Runtime::new(RuntimeConfig::default()).expect("engine");
+    Fsm::new(kv_and(&rt, extra))
+}
