@@ -3,6 +3,7 @@
 
 use super::*;
 use fsmhost_guest::Harness;
+use std::collections::BTreeMap;
 
 fn h() -> Harness {
     Harness::new(plugin()).expect("catalog schema is valid")

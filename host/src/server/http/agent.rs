@@ -29,7 +29,7 @@ pub fn status_peers(node: &Node) -> Reply {
 
 /// `GET /v1/agent/metrics`: Consul's JSON, or `?format=prometheus`.
 pub fn metrics(node: &Node, req: &Request<Incoming>) -> Result<Reply, Refusal> {
-    let q = web::query(&req);
+    let q = web::query(req);
     let m = agent_metrics(node);
     Ok(match q.get("format").map(String::as_str) {
         Some("prometheus") => web::bytes(

@@ -1,0 +1,165 @@
+//! What the catalog commands and queries take and answer: Consul's `RegisterRequest`,
+//! `DeregisterRequest`, and the query arguments and results.
+
+use fsmhost_guest::Error;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use crate::{Check, Meta, Node, Service};
+
+/// `register`: Consul's `RegisterRequest`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct RegisterRequest {
+    /// The node's UUID.
+    #[serde(rename = "ID", default)]
+    pub id: String,
+    /// The node's name.
+    pub node: String,
+    /// Its address.
+    #[serde(default)]
+    pub address: String,
+    /// Its datacenter.
+    #[serde(default)]
+    pub datacenter: String,
+    /// Other addresses.
+    #[serde(default)]
+    pub tagged_addresses: BTreeMap<String, String>,
+    /// Node metadata.
+    #[serde(default)]
+    pub node_meta: BTreeMap<String, String>,
+    /// A service to register on the node.
+    #[serde(default)]
+    pub service: Option<Service>,
+    /// One check.
+    #[serde(default)]
+    pub check: Option<Check>,
+    /// More checks.
+    #[serde(default)]
+    pub checks: Vec<Check>,
+    /// Leave an existing node's fields as they are.
+    #[serde(default)]
+    pub skip_node_update: bool,
+    /// The node's partition, and the namespace of its service and checks (enterprise edition; empty in OSS).
+    #[serde(flatten)]
+    pub tenancy: Meta,
+}
+
+/// `deregister`: Consul's `DeregisterRequest`. With neither `ServiceID` nor `CheckID` the
+/// whole node goes, with its services and checks.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeregisterRequest {
+    /// The node.
+    pub node: String,
+    /// One service (and its checks).
+    #[serde(rename = "ServiceID", default)]
+    pub service_id: String,
+    /// One check.
+    #[serde(rename = "CheckID", default)]
+    pub check_id: String,
+    /// The node's partition, and the namespace of the service or check (enterprise edition; empty in OSS).
+    #[serde(flatten)]
+    pub tenancy: Meta,
+}
+
+/// What a query returns: the records and the index of the data they come from (the
+/// highest last-change index of the tables read, as Consul's blocking queries report).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct Indexed<T> {
+    /// The records.
+    pub items: T,
+    /// The index.
+    pub index: u64,
+}
+
+/// `nodes` arguments: only nodes with all of this metadata.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct NodesArgs {
+    /// `key → value` pairs a node must have.
+    #[serde(default)]
+    pub node_meta: BTreeMap<String, String>,
+    /// The partition (enterprise edition).
+    #[serde(default)]
+    pub tenancy: Meta,
+}
+
+/// Arguments naming a service, optionally one of its tags, and (for health) whether only
+/// instances whose every check passes are wanted.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct ServiceArgs {
+    /// The service name.
+    pub service: String,
+    /// Only instances with this tag.
+    #[serde(default)]
+    pub tag: Option<String>,
+    /// Only instances whose checks (node and service) all pass.
+    #[serde(default)]
+    pub passing: bool,
+    /// The partition and namespace (enterprise edition).
+    #[serde(default)]
+    pub tenancy: Meta,
+}
+
+/// One instance as `/v1/catalog/service` lists it: the service and its node.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ServiceNode {
+    /// The node.
+    pub node: Node,
+    /// The service instance.
+    pub service: Service,
+}
+
+/// One instance as `/v1/health/service` lists it: node, service and their checks.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ServiceHealth {
+    /// The node.
+    pub node: Node,
+    /// The service instance.
+    pub service: Service,
+    /// The node's checks and the instance's.
+    pub checks: Vec<Check>,
+}
+
+/// Arguments naming a node.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct NodeArgs {
+    /// The node's name.
+    pub node: String,
+    /// The node's partition, and the namespace whose services and checks are wanted
+    /// (enterprise edition).
+    #[serde(default)]
+    pub tenancy: Meta,
+}
+
+/// A node and its services (`/v1/catalog/node/<node>`); `None` for an unknown node.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct NodeServices {
+    /// The node.
+    pub node: Node,
+    /// Its services by ID.
+    pub services: BTreeMap<String, Service>,
+}
+
+/// Arguments naming a check state (`any` for all).
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct StateArgs {
+    /// `passing`, `warning`, `critical` or `any`.
+    pub state: String,
+    /// The partition and namespace (enterprise edition).
+    #[serde(default)]
+    pub tenancy: Meta,
+}
+
+/// Refuses a request field that is empty or holds a NUL byte, naming it as Consul does.
+pub(crate) fn require(what: &str, value: &str) -> Result<(), Error> {
+    if value.trim().is_empty() {
+        return Err(Error::bad_request(format!("Must provide {what}")));
+    }
+    if value.contains('\0') {
+        return Err(Error::bad_request(format!(
+            "{what} {value:?} contains a NUL byte"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,374 @@
+//! The catalog tables, after Consul's `agent/consul/state/catalog_schema.go`: the records
+//! ([`Node`], [`Service`], [`Check`]), where they live ([`Meta`]), and every index.
+
+use fsmhost_guest::{Error, Index, Table, Tenancy};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use crate::EDITION;
+
+/// The name of table `nodes`, which its table and every one of its indexes name.
+pub const NODES_TABLE: &str = "nodes";
+/// The name of table `services`, which its table and every one of its indexes name.
+pub const SERVICES_TABLE: &str = "services";
+/// The name of table `checks`, which its table and every one of its indexes name.
+pub const CHECKS_TABLE: &str = "checks";
+
+/// Where a record lives (enterprise edition): Consul's `Partition` and `Namespace` fields,
+/// omitted when empty (always, in OSS).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct Meta {
+    /// The admin partition.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub partition: String,
+    /// The namespace (nodes have none).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+}
+
+impl Meta {
+    pub(crate) fn tenancy(&self) -> Tenancy {
+        Tenancy {
+            partition: self.partition.clone(),
+            namespace: self.namespace.clone(),
+        }
+    }
+
+    /// The partition alone (what nodes, and a node's services and checks, are keyed by).
+    pub(crate) fn partition(&self) -> Tenancy {
+        Tenancy {
+            partition: self.partition.clone(),
+            namespace: String::new(),
+        }
+    }
+
+    /// Checks what a request gave and fills in the defaults (see [`Tenancy::resolve`]).
+    pub(crate) fn resolve(&self) -> Result<Meta, Error> {
+        let t = self.tenancy().resolve(EDITION)?;
+        Ok(Meta {
+            partition: t.partition,
+            namespace: t.namespace,
+        })
+    }
+}
+
+/// A node: Consul's `Node`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct Node {
+    /// Its UUID (may be empty).
+    #[serde(rename = "ID", default)]
+    pub id: String,
+    /// Its name.
+    pub node: String,
+    /// Its address.
+    #[serde(default)]
+    pub address: String,
+    /// Its datacenter.
+    #[serde(default)]
+    pub datacenter: String,
+    /// Other addresses by kind (`lan`, `wan`, ...).
+    #[serde(default)]
+    pub tagged_addresses: BTreeMap<String, String>,
+    /// Metadata.
+    #[serde(default)]
+    pub meta: BTreeMap<String, String>,
+    /// Index of the write that created it.
+    #[serde(default)]
+    pub create_index: u64,
+    /// Index of the last write that changed it.
+    #[serde(default)]
+    pub modify_index: u64,
+    /// Its partition (enterprise edition; empty in OSS).
+    #[serde(flatten)]
+    pub tenancy: Meta,
+}
+
+/// A service instance on a node: Consul's `NodeService`, with its node's name.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct Service {
+    /// The node it runs on (not in a registration body: the request names the node).
+    #[serde(default)]
+    pub node: String,
+    /// `""` for a typical service, or `connect-proxy`, `mesh-gateway`, ...
+    #[serde(default)]
+    pub kind: String,
+    /// Its ID, unique on its node (defaults to the name).
+    #[serde(rename = "ID", default)]
+    pub id: String,
+    /// Its name.
+    pub service: String,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Its address (empty: the node's).
+    #[serde(default)]
+    pub address: String,
+    /// Metadata.
+    #[serde(default)]
+    pub meta: BTreeMap<String, String>,
+    /// Its port.
+    #[serde(default)]
+    pub port: u16,
+    /// Index of the write that created it.
+    #[serde(default)]
+    pub create_index: u64,
+    /// Index of the last write that changed it.
+    #[serde(default)]
+    pub modify_index: u64,
+    /// Its partition and namespace (enterprise edition; empty in OSS).
+    #[serde(flatten)]
+    pub tenancy: Meta,
+}
+
+/// A health check on a node or on one of its services: Consul's `HealthCheck`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct Check {
+    /// The node.
+    #[serde(default)]
+    pub node: String,
+    /// Its ID, unique on its node (defaults to the name).
+    #[serde(rename = "CheckID", default)]
+    pub check_id: String,
+    /// Its name.
+    pub name: String,
+    /// `passing`, `warning` or `critical` (a new check without one is `critical`).
+    #[serde(default)]
+    pub status: String,
+    /// Notes for people.
+    #[serde(default)]
+    pub notes: String,
+    /// The check's last output.
+    #[serde(default)]
+    pub output: String,
+    /// The service it checks (empty: the node).
+    #[serde(rename = "ServiceID", default)]
+    pub service_id: String,
+    /// That service's name (filled in from the service).
+    #[serde(default)]
+    pub service_name: String,
+    /// That service's tags (filled in from the service).
+    #[serde(default)]
+    pub service_tags: Vec<String>,
+    /// Index of the write that created it.
+    #[serde(default)]
+    pub create_index: u64,
+    /// Index of the last write that changed it.
+    #[serde(default)]
+    pub modify_index: u64,
+    /// Its partition and namespace (enterprise edition; empty in OSS).
+    #[serde(flatten)]
+    pub tenancy: Meta,
+}
+
+/// The check states Consul knows.
+pub const STATES: [&str; 3] = ["passing", "warning", "critical"];
+
+/// A name in a tenancy: what most indexes are looked up by.
+pub type Named = (Tenancy, String);
+/// Two names in a tenancy (node + service ID, node + check ID, meta key + value).
+pub type Pair = (Tenancy, String, String);
+
+pub(crate) fn lower(a: &Named) -> Vec<u8> {
+    a.0.key(EDITION).string_lower(&a.1).build()
+}
+
+pub(crate) fn exact(a: &Named) -> Vec<u8> {
+    a.0.key(EDITION).string(&a.1).build()
+}
+
+pub(crate) fn node_and(a: &Pair) -> Vec<u8> {
+    a.0.key(EDITION).string_lower(&a.1).string(&a.2).build()
+}
+
+pub(crate) fn meta_key(a: &Pair) -> Vec<u8> {
+    a.0.key(EDITION).string(&a.1).string(&a.2).build()
+}
+
+pub(crate) fn tenancy_key(t: &Tenancy) -> Vec<u8> {
+    t.key(EDITION).build()
+}
+
+pub(crate) fn named(t: Tenancy, name: &str) -> Named {
+    (t, name.to_string())
+}
+
+pub(crate) fn pair(t: Tenancy, a: &str, b: &str) -> Pair {
+    (t, a.to_string(), b.to_string())
+}
+
+/// `nodes.id`: the node name, case-insensitive (in its partition).
+pub static NODES_ID: Index<Node, Named> = Index::new(
+    NODES_TABLE,
+    "id",
+    |n: &Node, k| k.push(lower(&named(n.tenancy.partition(), &n.node))),
+    lower,
+)
+.unique();
+
+/// `nodes.uuid`: the node's ID, when it has one.
+pub static NODES_UUID: Index<Node, Named> = Index::new(
+    NODES_TABLE,
+    "uuid",
+    |n: &Node, k| {
+        if !n.id.is_empty() {
+            k.push(lower(&named(n.tenancy.partition(), &n.id)))
+        }
+    },
+    lower,
+)
+.unique()
+.allow_missing();
+
+/// `nodes.meta`: one key per metadata pair (`(key, value)`).
+pub static NODES_META: Index<Node, Pair> = Index::new(
+    NODES_TABLE,
+    "meta",
+    |n: &Node, k| {
+        for (key, value) in &n.meta {
+            k.push(meta_key(&pair(n.tenancy.partition(), key, value)))
+        }
+    },
+    meta_key,
+)
+.multi()
+.allow_missing();
+
+/// `nodes.namespace` (enterprise edition): the nodes of a partition.
+pub static NODES_NAMESPACE: Index<Node, Tenancy> = Index::new(
+    NODES_TABLE,
+    "namespace",
+    |n: &Node, k| k.push(tenancy_key(&n.tenancy.partition())),
+    tenancy_key,
+)
+.prefix(tenancy_key);
+
+/// The `nodes` table.
+pub static NODES: Table<Node> = Table::new(
+    NODES_TABLE,
+    &[
+        &NODES_ID,
+        &NODES_UUID,
+        &NODES_META,
+        #[cfg(feature = "enterprise")]
+        &NODES_NAMESPACE,
+    ],
+);
+
+/// `services.id`: node + service ID (in the service's partition and namespace).
+pub static SERVICES_ID: Index<Service, Pair> = Index::new(
+    SERVICES_TABLE,
+    "id",
+    |s: &Service, k| k.push(node_and(&pair(s.tenancy.tenancy(), &s.node, &s.id))),
+    node_and,
+)
+.unique();
+
+/// `services.node`: the node's services, in every namespace of its partition.
+pub static SERVICES_NODE: Index<Service, Named> = Index::new(
+    SERVICES_TABLE,
+    "node",
+    |s: &Service, k| k.push(lower(&named(s.tenancy.partition(), &s.node))),
+    lower,
+);
+
+/// `services.service`: the instances of a service name, case-insensitive.
+pub static SERVICES_SERVICE: Index<Service, Named> = Index::new(
+    SERVICES_TABLE,
+    "service",
+    |s: &Service, k| k.push(lower(&named(s.tenancy.tenancy(), &s.service))),
+    lower,
+);
+
+/// `services.kind`: the services of one kind (`""` for typical ones).
+pub static SERVICES_KIND: Index<Service, Named> = Index::new(
+    SERVICES_TABLE,
+    "kind",
+    |s: &Service, k| k.push(exact(&named(s.tenancy.tenancy(), &s.kind))),
+    exact,
+);
+
+/// `services.namespace` (enterprise edition): the services of a partition and namespace.
+pub static SERVICES_NAMESPACE: Index<Service, Tenancy> = Index::new(
+    SERVICES_TABLE,
+    "namespace",
+    |s: &Service, k| k.push(tenancy_key(&s.tenancy.tenancy())),
+    tenancy_key,
+)
+.prefix(tenancy_key);
+
+/// The `services` table.
+pub static SERVICES: Table<Service> = Table::new(
+    SERVICES_TABLE,
+    &[
+        &SERVICES_ID,
+        &SERVICES_NODE,
+        &SERVICES_SERVICE,
+        &SERVICES_KIND,
+        #[cfg(feature = "enterprise")]
+        &SERVICES_NAMESPACE,
+    ],
+);
+
+/// `checks.id`: node + check ID (in the check's partition and namespace).
+pub static CHECKS_ID: Index<Check, Pair> = Index::new(
+    CHECKS_TABLE,
+    "id",
+    |c: &Check, k| k.push(node_and(&pair(c.tenancy.tenancy(), &c.node, &c.check_id))),
+    node_and,
+)
+.unique();
+
+/// `checks.node`: the node's checks, in every namespace of its partition.
+pub static CHECKS_NODE: Index<Check, Named> = Index::new(
+    CHECKS_TABLE,
+    "node",
+    |c: &Check, k| k.push(lower(&named(c.tenancy.partition(), &c.node))),
+    lower,
+);
+
+/// `checks.service`: the checks of a service name (node checks have none).
+pub static CHECKS_SERVICE: Index<Check, Named> = Index::new(
+    CHECKS_TABLE,
+    "service",
+    |c: &Check, k| {
+        if !c.service_name.is_empty() {
+            k.push(lower(&named(c.tenancy.tenancy(), &c.service_name)))
+        }
+    },
+    lower,
+)
+.allow_missing();
+
+/// `checks.status`: the checks in one state.
+pub static CHECKS_STATUS: Index<Check, Named> = Index::new(
+    CHECKS_TABLE,
+    "status",
+    |c: &Check, k| k.push(lower(&named(c.tenancy.tenancy(), &c.status))),
+    lower,
+);
+
+/// `checks.namespace` (enterprise edition): the checks of a partition and namespace.
+pub static CHECKS_NAMESPACE: Index<Check, Tenancy> = Index::new(
+    CHECKS_TABLE,
+    "namespace",
+    |c: &Check, k| k.push(tenancy_key(&c.tenancy.tenancy())),
+    tenancy_key,
+)
+.prefix(tenancy_key);
+
+/// The `checks` table.
+pub static CHECKS: Table<Check> = Table::new(
+    CHECKS_TABLE,
+    &[
+        &CHECKS_ID,
+        &CHECKS_NODE,
+        &CHECKS_SERVICE,
+        &CHECKS_STATUS,
+        #[cfg(feature = "enterprise")]
+        &CHECKS_NAMESPACE,
+    ],
+);
