@@ -4,8 +4,9 @@ use std::fmt;
 
 use crate::txn::StateError;
 
-/// What kind of failure an [`Error`] is; the host maps it to an HTTP status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What kind of failure an [`Error`] is; the host maps it to an HTTP status. The host uses
+/// this very type (it travels between servers in a command's outcome, hence serde).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ErrorKind {
     /// The payload or arguments are malformed (400).
     BadRequest,

@@ -155,17 +155,7 @@ pub enum CallError {
     },
 }
 
-/// The kind of a plugin's own error; the HTTP layer maps it to a status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum ErrorKind {
-    /// 400.
-    BadRequest,
-    /// 404.
-    NotFound,
-    /// 409.
-    Conflict,
-    /// A state call failed.
-    State,
-    /// 500.
-    Internal,
-}
+/// The kind of a plugin's own error: the SDK's own type, so the two sides of the contract
+/// cannot disagree on it (`convert.rs` maps it to and from the WIT enum; the server maps
+/// it to an HTTP status through `fsm::FailureKind`).
+pub use fsmhost_guest::ErrorKind;

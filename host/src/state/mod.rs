@@ -47,35 +47,10 @@ use std::sync::Arc;
 /// Immutable, cheaply cloned bytes (keys and objects).
 pub type Bytes = Arc<[u8]>;
 
-/// Why a state operation failed. Mirrors the WIT `state-error`; each message names the table,
-/// index or key involved.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StateError {
-    /// No such table in the loaded plugin set.
-    #[error("unknown table: {0}")]
-    UnknownTable(String),
-    /// No such index on the table.
-    #[error("unknown index: {0}")]
-    UnknownIndex(String),
-    /// The table belongs to another plugin.
-    #[error("table owned by another plugin: {0}")]
-    NotOwner(String),
-    /// A unique index already holds the key for another object.
-    #[error("unique index violation: {0}")]
-    UniqueViolation(String),
-    /// The keys given with an insert break the table's schema.
-    #[error("index keys break the schema: {0}")]
-    BadKeys(String),
-    /// A write in a read-only transaction.
-    #[error("write in a read-only transaction: {0}")]
-    ReadOnly(String),
-    /// A cursor not produced by `scan` for this table and index.
-    #[error("bad scan cursor: {0}")]
-    BadCursor(String),
-    /// The index does not answer prefix lookups.
-    #[error("index does not support prefix lookups: {0}")]
-    NoPrefix(String),
-}
+/// Why a state operation failed: the SDK's own type (the WIT `state-error`), so the host
+/// and the native `MemStore` plugin tests run against report the same errors; each
+/// message names the table, index or key involved.
+pub use fsmhost_guest::StateError;
 
 /// Key ranges are the SDK's types, so the host store and the SDK's native `MemStore` (which
 /// plugin tests run against) interpret every range, and page every scan, identically.

@@ -1,5 +1,6 @@
 //! Whole-store tests: a property test against a BTreeMap model, readers racing a writer, and
-//! watches; the unit tests of single operations are in `unit`.
+//! watches; the SDK's `MemStore` checked against this store with the same operations is in
+//! `memstore`, the unit tests of single operations in `unit`.
 
 use super::*;
 use proptest::prelude::*;
@@ -499,5 +500,7 @@ fn a_snapshot_is_o1_and_unchanged_by_later_writes() {
     assert_ne!(s.read().hash(), hash);
 }
 
+/// The SDK's `MemStore` against this store.
+mod memstore;
 /// Single operations of the store, one behaviour each.
 mod unit;
