@@ -163,15 +163,31 @@ impl Cluster {
         i
     }
 
+    /// Every server of every test shares one compiled-plugin cache beside the binary
+    /// (`plugin_cache_dir`), so the plugins are compiled once per build instead of once per
+    /// server start; a test that names its own `plugin_cache_dir` in `extra` keeps it.
+    fn shared_plugin_cache(&self) -> String {
+        if self.extra.contains("plugin_cache_dir") {
+            return String::new();
+        }
+        let dir = self
+            .bin
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("fsmhost-test-plugin-cache");
+        format!("plugin_cache_dir = {:?}\n", dir.display().to_string())
+    }
+
     fn write_config(&self, i: usize, expect: usize, join: &[String]) {
         let s = &self.servers[i];
         let join: Vec<String> = join.iter().map(|a| format!("{a:?}")).collect();
         let text = format!(
             "node_name = {:?}\ndata_dir = {:?}\nserver = true\nbootstrap_expect = {expect}\n\
-             bind_addr = \"127.0.0.1\"\nretry_join = [{}]\n{}\n[ports]\nserver = {}\nhttp = {}\n",
+             bind_addr = \"127.0.0.1\"\nretry_join = [{}]\n{}{}\n[ports]\nserver = {}\nhttp = {}\n",
             s.name,
             s.data_dir.display().to_string(),
             join.join(", "),
+            self.shared_plugin_cache(),
             self.extra,
             s.rpc_port,
             s.http_port

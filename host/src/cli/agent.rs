@@ -90,6 +90,7 @@ impl AgentArgs {
             raft_trailing_logs: self.raft_trailing_logs,
             raft_snapshot_retain: None,
             plugins: (!self.plugin.is_empty()).then(|| self.plugin.clone()),
+            plugin_cache_dir: None,
             plugin_limits: None,
             autopilot: None,
         }

@@ -111,6 +111,11 @@ pub struct Config {
     pub snapshots: SnapshotPolicy,
     /// Plugin files to load; empty loads the plugins bundled into the binary.
     pub plugins: Vec<PathBuf>,
+    /// Where compiled plugins are cached so a restart does not compile them again:
+    /// `plugin_cache_dir`, by default `<data_dir>/plugin-cache`; `None` (dev mode without a
+    /// data dir) compiles on every start. Several servers may share one directory: its
+    /// files are named by content and engine, and written atomically.
+    pub plugin_cache_dir: Option<PathBuf>,
     /// Limits of one plugin call.
     pub plugin_limits: crate::plugin::Limits,
     /// The autopilot configuration a leader stores when none is stored yet.
@@ -265,6 +270,16 @@ impl Config {
         if let Some(p) = plugins.iter().find(|p| p.as_os_str().is_empty()) {
             return Err(invalid("plugins", format!("{p:?}: an empty path")));
         }
+        if raw
+            .plugin_cache_dir
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err(invalid("plugin_cache_dir", "must not be empty"));
+        }
+        let plugin_cache_dir = raw
+            .plugin_cache_dir
+            .or_else(|| data_dir.as_ref().map(|d| d.join("plugin-cache")));
         let plugin_limits = resolve_limits(raw.plugin_limits.unwrap_or_default())?;
         let timers = RaftTimers::for_multiplier(multiplier);
         let (autopilot, autopilot_timing) =
@@ -274,6 +289,7 @@ impl Config {
             autopilot_timing,
             snapshots,
             plugins,
+            plugin_cache_dir,
             plugin_limits,
             node_name,
             data_dir,

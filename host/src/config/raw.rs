@@ -112,6 +112,8 @@ pub struct RawConfig {
     pub raft_snapshot_retain: Option<u32>,
     /// Plugin component files (`.wasm`) to load instead of the bundled set.
     pub plugins: Option<Vec<PathBuf>>,
+    /// Where compiled plugins are cached (default `<data_dir>/plugin-cache`).
+    pub plugin_cache_dir: Option<PathBuf>,
     /// Limits of one plugin call.
     pub plugin_limits: Option<PluginLimits>,
     /// Autopilot.
@@ -166,6 +168,7 @@ impl RawConfig {
             raft_trailing_logs: over.raft_trailing_logs.or(self.raft_trailing_logs),
             raft_snapshot_retain: over.raft_snapshot_retain.or(self.raft_snapshot_retain),
             plugins: over.plugins.or(self.plugins),
+            plugin_cache_dir: over.plugin_cache_dir.or(self.plugin_cache_dir),
             plugin_limits: over.plugin_limits.or(self.plugin_limits),
             autopilot: over.autopilot.or(self.autopilot),
         }

@@ -95,6 +95,24 @@ fn plugins_and_their_limits() {
 }
 
 #[test]
+fn the_plugin_cache_is_in_the_data_dir_unless_named() {
+    let c = parse("").unwrap();
+    assert_eq!(c.plugin_cache_dir, None, "no data dir, no cache");
+    let c = parse("data_dir = \"/tmp/x\"").unwrap();
+    assert_eq!(
+        c.plugin_cache_dir,
+        Some(PathBuf::from("/tmp/x/plugin-cache"))
+    );
+    let c = parse("data_dir = \"/tmp/x\"\nplugin_cache_dir = \"/var/cache/fsmhost\"").unwrap();
+    assert_eq!(
+        c.plugin_cache_dir,
+        Some(PathBuf::from("/var/cache/fsmhost"))
+    );
+    let e = parse("plugin_cache_dir = \"\"").unwrap_err().to_string();
+    assert!(e.starts_with("plugin_cache_dir:"), "{e}");
+}
+
+#[test]
 fn bad_values_name_the_key() {
     let e = parse("server = false").unwrap_err().to_string();
     assert!(e.starts_with("server:"), "{e}");

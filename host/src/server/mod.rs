@@ -258,12 +258,12 @@ async fn count_leader_changes(raft: Raft) {
 
 /// Loads `plugins` (or the bundled set when none are named) with the configured limits
 /// (the runtime is kept: it loads plugins installed later),
-/// caching compiled artifacts under `data_dir/plugin-cache` so a restart does not compile
-/// again. A file that cannot be read or loaded is an error naming it.
+/// caching compiled artifacts in the configured `plugin_cache_dir` so a restart does not
+/// compile again. A file that cannot be read or loaded is an error naming it.
 fn load_plugins(config: &Config) -> Result<(Arc<Runtime>, PluginSet), StartError> {
     let runtime = Runtime::new(RuntimeConfig {
         limits: config.plugin_limits,
-        cache_dir: config.data_dir.as_ref().map(|d| d.join("plugin-cache")),
+        cache_dir: config.plugin_cache_dir.clone(),
     })
     .map_err(|e| StartError::Plugins(e.to_string()))?;
     let runtime = Arc::new(runtime);

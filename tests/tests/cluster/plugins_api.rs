@@ -113,10 +113,16 @@ fn plugins_from_files_replace_the_bundled_set() {
         "users.wasm",
         fsmhost_tests::fixture("users-plugin"),
     );
+    // Its own compiled-plugin cache, to see what a server puts there.
+    let cache = files.path().join("cache");
     let mut c = Cluster::start_with(
         BIN,
         1,
-        &format!("plugins = [{kv:?}, {users:?}]\n[plugin_limits]\nfuel = 50000000"),
+        &format!(
+            "plugins = [{kv:?}, {users:?}]\nplugin_cache_dir = {:?}\n\
+             [plugin_limits]\nfuel = 50000000",
+            cache.display().to_string()
+        ),
     );
     let leader = c.wait_leader(Duration::from_secs(30));
     let a = c.client(leader);
@@ -141,8 +147,8 @@ fn plugins_from_files_replace_the_bundled_set() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()[0]["name"], "ann");
 
-    // Compiled artifacts are cached in the data dir, so a restart does not compile again.
-    let cache = c.servers[leader].data_dir.join("plugin-cache");
+    // Compiled artifacts are cached in `plugin_cache_dir`, so a restart does not compile
+    // again.
     let cached = std::fs::read_dir(&cache).map(|d| d.count()).unwrap_or(0);
     assert!(cached >= 2, "{} holds {cached} artifacts", cache.display());
     c.kill(leader);

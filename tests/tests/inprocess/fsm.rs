@@ -3,7 +3,7 @@
 
 use crate::fsm_with;
 use fsmhost::fsm::{Entry, FailureKind, Fsm, FsmError};
-use fsmhost::plugin::{CallError, PluginSet, Runtime, RuntimeConfig};
+use fsmhost::plugin::{CallError, PluginSet};
 use fsmhost::upgrade::ChangeKind;
 use fsmhost_plugin_kv as kv;
 use fsmhost_tests::{bundled, cbor, decode, fixture};
@@ -324,7 +324,7 @@ fn an_entry_written_for_a_newer_plugin_version_is_refused() {
 
 #[test]
 fn installing_kv_v2_rebuilds_its_indexes_and_a_new_plugin_joins() {
-    let rt = Arc::new(Runtime::new(RuntimeConfig::default()).expect("engine"));
+    let rt = Arc::new(crate::cached_runtime(Default::default()));
     let set_of = PluginSet::new(vec![rt.load("bundled:kv", bundled("kv")).expect("kv")]);
     let f = Fsm::new(set_of.expect("set")).with_runtime(rt.clone());
     for (i, k) in ["a", "b", "c"].iter().enumerate() {

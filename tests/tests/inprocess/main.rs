@@ -7,8 +7,19 @@ mod plugin_runtime;
 mod snapshot_files;
 
 use fsmhost::fsm::Fsm;
-use fsmhost::plugin::{PluginSet, Runtime, RuntimeConfig};
+use fsmhost::plugin::{Limits, PluginSet, Runtime, RuntimeConfig};
 use fsmhost_tests::{bundled, fixture};
+
+/// A runtime with `limits` whose compiled plugins are cached in one directory under the
+/// target dir (the cache is keyed by component and engine configuration), so the tests
+/// compile each plugin once per build rather than once per test.
+fn cached_runtime(limits: Limits) -> Runtime {
+    Runtime::new(RuntimeConfig {
+        limits,
+        cache_dir: Some(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache")),
+    })
+    .expect("engine")
+}
 
 /// The bundled kv and the fixtures `extra` (by name), loaded by `rt` as one set.
 fn kv_and(rt: &Runtime, extra: &[&str]) -> PluginSet {
@@ -21,6 +32,6 @@ fn kv_and(rt: &Runtime, extra: &[&str]) -> PluginSet {
 
 /// A state machine of the bundled kv and the fixtures `extra`, with the default limits.
 fn fsm_with(extra: &[&str]) -> Fsm {
-    let rt = Runtime::new(RuntimeConfig::default()).expect("engine");
+    let rt = cached_runtime(Limits::default());
     Fsm::new(kv_and(&rt, extra))
 }

@@ -21,11 +21,7 @@ fn runtime() -> Runtime {
 }
 
 fn runtime_with(limits: Limits) -> Runtime {
-    Runtime::new(RuntimeConfig {
-        limits,
-        cache_dir: None,
-    })
-    .expect("engine")
+    crate::cached_runtime(limits)
 }
 
 /// Small budgets, so the budget tests run out quickly.
