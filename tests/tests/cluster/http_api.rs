@@ -101,12 +101,19 @@ fn every_endpoint_answers_with_the_consul_headers_and_errors_name_the_problem() 
         (
             "POST",
             "/v1/apply/nope/set",
-            "",
+            "application/cbor",
             &b""[..],
             404,
             "no plugin named nope",
         ),
-        ("POST", "/v1/apply/kv/nope", "", b"", 404, "no command nope"),
+        (
+            "POST",
+            "/v1/apply/kv/nope",
+            "application/cbor",
+            b"",
+            404,
+            "no command nope",
+        ),
         ("GET", "/v1/query/kv/nope", "", b"", 404, "no query nope"),
         (
             "POST",
@@ -166,13 +173,60 @@ fn every_endpoint_answers_with_the_consul_headers_and_errors_name_the_problem() 
             "stale not allowed",
         ),
         ("PUT", "/v1/snapshot", "", b"not an archive", 400, "archive"),
+        // What a web page can send cross-site without a preflight is refused (Security,
+        // item 4): a POST of a simple content type anywhere, a command of no declared
+        // format, and a POST to leave.
+        (
+            "POST",
+            "/v1/apply/kv/set",
+            "text/plain",
+            br#"{"key":"x","value":[]}"#,
+            415,
+            "POST needs a Content-Type of application/json or application/cbor (got text/plain)",
+        ),
+        (
+            "POST",
+            "/v1/agent/leave",
+            "text/plain",
+            b"",
+            415,
+            "got text/plain",
+        ),
+        ("POST", "/v1/agent/leave", "", b"", 415, "got none"),
+        (
+            "POST",
+            "/v1/apply/kv/set",
+            "application/x-www-form-urlencoded; charset=utf-8",
+            b"key=x",
+            415,
+            "got application/x-www-form-urlencoded",
+        ),
+        (
+            "PUT",
+            "/v1/apply/kv/set",
+            "",
+            b"",
+            415,
+            "a command's body needs Content-Type application/json or application/cbor (got none)",
+        ),
+        (
+            "POST",
+            "/v1/agent/leave",
+            "application/json",
+            b"",
+            404,
+            "no route POST /v1/agent/leave",
+        ),
     ] {
         let r = call(&a, method, path, ctype, body);
         assert_eq!(r.status, status, "{method} {path}: {}", r.text());
         assert!(r.text().contains(text), "{method} {path}: {}", r.text());
     }
-    // The server still serves after all of that.
-    assert_eq!(get("/v1/kv/j").status, 200);
+    // The server still serves after all of that, with nothing written and no CORS grant.
+    let r = get("/v1/kv/j");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("Access-Control-Allow-Origin"), None);
+    assert_eq!(get("/v1/kv/x").status, 404);
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! Agent and status endpoints: `GET /v1/status/leader`, `GET /v1/status/peers`,
 //! `GET /v1/agent/self`, `GET /v1/agent/members`, `GET /v1/agent/metrics`
-//! (`?format=prometheus`) and `PUT|POST /v1/agent/leave`.
+//! (`?format=prometheus`) and `PUT /v1/agent/leave`.
 
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
@@ -51,7 +51,7 @@ pub fn metrics(node: &Node, req: &Request<Incoming>) -> Result<Reply, Refusal> {
     })
 }
 
-/// `PUT|POST /v1/agent/leave`: leaves the cluster, then stops this server.
+/// `PUT /v1/agent/leave`: leaves the cluster, then stops this server.
 pub async fn leave(node: &Arc<Node>) -> Result<Reply, Refusal> {
     cluster::leave(node).await.map_err(Refusal::from)?;
     tracing::info!(target: "agent", "graceful leave complete; shutting down");

@@ -4,7 +4,7 @@
 //! - [`generic`]: `POST|PUT /v1/apply/{plugin}/{command}` and
 //!   `GET|POST /v1/query/{plugin}/{query}` (`?stale`, `?consistent`, `?index=&wait=`);
 //! - [`agent`]: `GET /v1/status/leader|peers`, `GET /v1/agent/self|members|metrics`,
-//!   `PUT|POST /v1/agent/leave`;
+//!   `PUT /v1/agent/leave`;
 //! - [`operator`]: `GET /v1/operator/raft/configuration`,
 //!   `DELETE /v1/operator/raft/peer?id=|address=`, and
 //!   `/v1/operator/autopilot/{configuration,health,state}`;
@@ -48,7 +48,10 @@ pub fn handler(
             let started = std::time::Instant::now();
             let method = req.method().to_string();
             let prefix = route_prefix(req.uri().path());
-            let mut reply = route(&node, req).await.unwrap_or_else(Reply::from);
+            let mut reply = match refuse_simple_post(&req) {
+                Ok(()) => route(&node, req).await.unwrap_or_else(Reply::from),
+                Err(refusal) => Reply::from(refusal),
+            };
             add_leader_headers(&node, &mut reply);
             if !reply.headers().contains_key("X-Consul-Index") {
                 reply = web::with_index(reply, node.fsm.last_applied().max(1));
@@ -93,6 +96,43 @@ fn add_leader_headers(node: &Node, reply: &mut Reply) {
     }
 }
 
+/// The content types a browser sends cross-site without asking the server first (CORS
+/// "simple requests"); none is a type this API reads.
+const SIMPLE_TYPES: [&str; 3] = [
+    "text/plain",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data",
+];
+
+/// Refuses a `POST` that any web page could have sent: one without a `Content-Type` or
+/// with one a browser sends cross-site without a preflight. Every other way to change
+/// state (`PUT`, `DELETE`, a `POST` of JSON or CBOR) makes a browser ask first, and this
+/// server grants no cross-origin access (it sends no CORS headers), so a page cannot
+/// write, leave or restore through a visitor's browser.
+fn refuse_simple_post(req: &Request<Incoming>) -> Result<(), Refusal> {
+    if req.method() != Method::POST {
+        return Ok(());
+    }
+    let ctype = req
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).to_ascii_lowercase());
+    let essence = ctype
+        .as_deref()
+        .map(|t| t.split(';').next().unwrap_or("").trim());
+    match essence {
+        Some(t) if !t.is_empty() && !SIMPLE_TYPES.contains(&t) => Ok(()),
+        _ => Err(Refusal::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "POST needs a Content-Type of application/json or application/cbor (got {}): \
+                 browsers send other types cross-site unasked, so they are refused",
+                essence.filter(|t| !t.is_empty()).unwrap_or("none")
+            ),
+        )),
+    }
+}
+
 /// The route table: the endpoint serving each method and path.
 async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusal> {
     let path = req.uri().path().to_string();
@@ -112,7 +152,7 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusa
         (&Method::GET, ["v1", "agent", "metrics"]) => agent::metrics(node, &req),
         (&Method::GET, ["v1", "agent", "self"]) => Ok(agent::agent_self(node)),
         (&Method::GET, ["v1", "agent", "members"]) => Ok(agent::members(node).await),
-        (&Method::PUT | &Method::POST, ["v1", "agent", "leave"]) => agent::leave(node).await,
+        (&Method::PUT, ["v1", "agent", "leave"]) => agent::leave(node).await,
         (&Method::GET, ["v1", "plugins"]) => Ok(plugins::list(node)),
         (&Method::PUT, ["v1", "plugins"]) => plugins::install(node, req).await,
         (&Method::GET, ["v1", "snapshot"]) => snapshot::save(node, &web::query(&req)).await,
