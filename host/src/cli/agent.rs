@@ -93,6 +93,7 @@ impl AgentArgs {
             plugin_cache_dir: None,
             plugin_limits: None,
             autopilot: None,
+            limits: None,
         }
     }
 

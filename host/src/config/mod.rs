@@ -122,6 +122,28 @@ pub struct Config {
     pub autopilot: crate::autopilot::AutopilotConfig,
     /// How often this server's autopilot runs, while it leads.
     pub autopilot_timing: AutopilotTiming,
+    /// Connection limits of the two ports.
+    pub limits: ConnLimits,
+}
+
+/// Consul's `[limits]` on connections: how many one client address may hold open at
+/// once to each port (`None`: no limit). A connection over the limit is closed as soon
+/// as it is accepted, so one client cannot take every file descriptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// `http_max_conns_per_client` (Consul: 200).
+    pub http_per_client: Option<u32>,
+    /// `rpc_max_conns_per_client` (Consul: 100).
+    pub rpc_per_client: Option<u32>,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits {
+            http_per_client: Some(200),
+            rpc_per_client: Some(100),
+        }
+    }
 }
 
 /// How often autopilot works (raft-autopilot's `ReconcileInterval` and `UpdateInterval`).
@@ -284,7 +306,25 @@ impl Config {
         let timers = RaftTimers::for_multiplier(multiplier);
         let (autopilot, autopilot_timing) =
             resolve_autopilot(raw.autopilot.unwrap_or_default(), &timers)?;
+        let raw_limits = raw.limits.unwrap_or_default();
+        let limit_defaults = ConnLimits::default();
+        let per_client = |v: Option<u32>, default: Option<u32>| match v {
+            Some(0) => None,
+            Some(n) => Some(n),
+            None => default,
+        };
+        let limits = ConnLimits {
+            http_per_client: per_client(
+                raw_limits.http_max_conns_per_client,
+                limit_defaults.http_per_client,
+            ),
+            rpc_per_client: per_client(
+                raw_limits.rpc_max_conns_per_client,
+                limit_defaults.rpc_per_client,
+            ),
+        };
         Ok(Config {
+            limits,
             autopilot,
             autopilot_timing,
             snapshots,

@@ -17,6 +17,18 @@ pub struct Ports {
     pub http: Option<u16>,
 }
 
+/// `[limits]`: Consul's connection limits.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Most concurrent connections one client address may hold to the HTTP port
+    /// (default 200; 0: no limit).
+    pub http_max_conns_per_client: Option<u32>,
+    /// Most concurrent connections one client address may hold to the server port
+    /// (default 100; 0: no limit).
+    pub rpc_max_conns_per_client: Option<u32>,
+}
+
 /// `[addresses]`.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -118,6 +130,8 @@ pub struct RawConfig {
     pub plugin_limits: Option<PluginLimits>,
     /// Autopilot.
     pub autopilot: Option<RawAutopilot>,
+    /// Connection limits.
+    pub limits: Option<RawLimits>,
 }
 
 impl RawConfig {
@@ -171,6 +185,7 @@ impl RawConfig {
             plugin_cache_dir: over.plugin_cache_dir.or(self.plugin_cache_dir),
             plugin_limits: over.plugin_limits.or(self.plugin_limits),
             autopilot: over.autopilot.or(self.autopilot),
+            limits: over.limits.or(self.limits),
         }
     }
 }

@@ -197,3 +197,20 @@ fn flags_override_the_file() {
     assert_eq!(c.rpc_bind.port(), 1);
     assert_eq!(c.http_bind.port(), 3);
 }
+
+#[test]
+fn connection_limits_in_consuls_names() {
+    let c = parse("").unwrap();
+    assert_eq!(c.limits.http_per_client, Some(200));
+    assert_eq!(c.limits.rpc_per_client, Some(100));
+    let c = parse("[limits]\nhttp_max_conns_per_client = 0\nrpc_max_conns_per_client = 7").unwrap();
+    assert_eq!(
+        c.limits.http_per_client, None,
+        "0 is no limit, as in Consul"
+    );
+    assert_eq!(c.limits.rpc_per_client, Some(7));
+    let e = parse("[limits]\nhttp_max_conns = 1")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("http_max_conns"), "{e}");
+}

@@ -14,6 +14,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod depot;
+pub mod guard;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;

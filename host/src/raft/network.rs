@@ -31,6 +31,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::guard::Terms;
 use super::{NodeInfo, TypeConfig};
 use crate::codec::{from_cbor, to_cbor};
 use crate::http_body::{self, Body};
@@ -363,7 +364,7 @@ impl Peer {
     ) -> Result<Resp, RPCError<u64, NodeInfo, RaftError<u64, E>>>
     where
         Req: Serialize,
-        Resp: DeserializeOwned,
+        Resp: DeserializeOwned + Terms,
         E: std::error::Error + DeserializeOwned,
     {
         let timeout = option.hard_ttl();
@@ -387,7 +388,21 @@ impl Peer {
                     RPCError::Network(NetworkError::new(&f))
                 }
             })?;
-        answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+        let answer = answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))?;
+        self.checked(answer)
+            .map_err(|f| RPCError::Network(NetworkError::new(&f)))
+    }
+
+    /// `answer` if its terms are sane ([`Terms::check`]); openraft would store its vote.
+    fn checked<T: Terms>(&self, answer: T) -> Result<T, CallFailure> {
+        answer.check().map_err(|e| {
+            tracing::warn!(target: "agent.server.raft", "refused an answer from {}: {e}", self.addr);
+            CallFailure::Network {
+                addr: self.addr.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+        Ok(answer)
     }
 }
 
@@ -512,6 +527,9 @@ impl Peer {
                     reason,
                 }))
             })?;
-        answer.map_err(|e| StreamingError::RemoteError(RemoteError::new(self.target, e)))
+        let answer =
+            answer.map_err(|e| StreamingError::RemoteError(RemoteError::new(self.target, e)))?;
+        self.checked(answer)
+            .map_err(|f| StreamingError::Network(NetworkError::new(&f)))
     }
 }

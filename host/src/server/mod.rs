@@ -21,6 +21,7 @@ pub mod cluster;
 pub mod http;
 pub mod installs;
 pub mod ops;
+pub mod raft_gate;
 pub mod rpc;
 pub mod snapshot_jobs;
 pub mod web;
@@ -429,12 +430,14 @@ pub async fn run(
         rpc::handler(node.clone()),
         node.shutdown_signal(),
         "server rpc",
+        node.config.limits.rpc_per_client,
     ));
     let http_task = tokio::spawn(web::serve(
         http_listener,
         http::handler(node.clone()),
         node.shutdown_signal(),
         "http",
+        node.config.limits.http_per_client,
     ));
     let cluster_task = tokio::spawn(cluster::run(node.clone()));
     let snapshot_task = tokio::spawn(snapshot_jobs::run_policy(node.clone()));

@@ -17,6 +17,7 @@ use super::autopilot_runner as autopilot;
 use super::cluster;
 use super::installs;
 use super::ops;
+use super::raft_gate::{self, Ask};
 use super::snapshot_jobs;
 use super::web::{self, Refusal, Reply};
 use crate::autopilot::ConfigUpdate;
@@ -51,6 +52,7 @@ async fn receive_snapshot(node: &Arc<Node>, req: Request<Incoming>) -> Result<Re
         })
         .ok_or_else(|| Refusal::bad_request(format!("no valid {SNAPSHOT_HEAD} header")))?;
     let head: SnapshotHead = from_cbor(&head, SNAPSHOT_HEAD).map_err(Refusal::bad_request)?;
+    raft_gate::admit(node, Ask::Follow, head.vote.leader_id().node_id, &head)?;
     let path = node.snapshots.store.receiving_path();
     web::body_to_file(req, &path, MAX_SNAPSHOT).await?;
     let (fsm, snapshots, at) = (node.fsm.clone(), node.snapshots.clone(), path.clone());
@@ -139,6 +141,7 @@ async fn route(node: Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusal
         Rpc::Append => {
             let rpc: openraft::raft::AppendEntriesRequest<crate::raft::TypeConfig> =
                 decode(req, path).await?;
+            raft_gate::admit(&node, Ask::Follow, rpc.vote.leader_id().node_id, &rpc)?;
             let started = std::time::Instant::now();
             let entries = rpc.entries.len();
             let answer = node.raft.append_entries(rpc).await;
@@ -148,7 +151,11 @@ async fn route(node: Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusal
             }
             web::cbor(&answer)
         }
-        Rpc::Vote => web::cbor(&node.raft.vote(decode(req, path).await?).await),
+        Rpc::Vote => {
+            let rpc: openraft::raft::VoteRequest<u64> = decode(req, path).await?;
+            raft_gate::admit(&node, Ask::Vote, rpc.vote.leader_id().node_id, &rpc)?;
+            web::cbor(&node.raft.vote(rpc).await)
+        }
         Rpc::SnapshotStream => receive_snapshot(&node, req).await?,
         Rpc::Blob => {
             let sha: String = decode(req, path).await?;
@@ -189,7 +196,9 @@ async fn route(node: Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusal
             web::cbor(&answer)
         }
         Rpc::Snapshot => {
-            let rpc = decode(req, path).await?;
+            let rpc: openraft::raft::InstallSnapshotRequest<crate::raft::TypeConfig> =
+                decode(req, path).await?;
+            raft_gate::admit(&node, Ask::Follow, rpc.vote.leader_id().node_id, &rpc)?;
             web::cbor(&node.raft.install_snapshot(rpc).await)
         }
         Rpc::Apply => {

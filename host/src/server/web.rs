@@ -11,10 +11,11 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -36,29 +37,82 @@ const MAX_WAIT: Duration = Duration::from_secs(600);
 /// How long a shutdown waits for in-flight requests.
 const DRAIN: Duration = Duration::from_secs(10);
 
+/// How long a client may take to send a request's head (on a new connection, or the next
+/// request on a kept-alive one) before the connection is closed: a slow or silent client
+/// cannot hold a connection forever.
+const HEADER_READ: Duration = Duration::from_secs(30);
+
+/// The connections each client address holds open to one listener.
+#[derive(Default)]
+struct PerClient(std::sync::Mutex<std::collections::HashMap<IpAddr, u32>>);
+
+/// One counted connection; uncounted when dropped (when the connection ends).
+struct Counted(Arc<PerClient>, IpAddr);
+
+impl PerClient {
+    /// Counts a connection from `ip`, unless it already holds `limit`.
+    fn admit(self: &Arc<Self>, ip: IpAddr, limit: Option<u32>) -> Option<Counted> {
+        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = held.entry(ip).or_insert(0);
+        if limit.is_some_and(|l| *n >= l) {
+            return None;
+        }
+        *n += 1;
+        Some(Counted(self.clone(), ip))
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let mut held = self.0.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = held.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.1);
+            }
+        }
+    }
+}
+
 /// Serves `listener` with `handler` until `shutdown` turns true, then stops accepting,
-/// lets in-flight requests finish (up to 10 s) and returns.
+/// lets in-flight requests finish (up to 10 s) and returns. A client address may hold at
+/// most `per_client` connections at once (Consul's `limits.*_max_conns_per_client`); one
+/// more is closed on accept.
 pub async fn serve<H, F>(
     listener: TcpListener,
     handler: H,
     mut shutdown: watch::Receiver<bool>,
     what: &'static str,
+    per_client: Option<u32>,
 ) where
     H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
     F: Future<Output = Reply> + Send + 'static,
 {
     let handler = Arc::new(handler);
+    let clients = Arc::new(PerClient::default());
+    let mut refused: u64 = 0;
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(a) => a,
                     Err(e) => {
                         tracing::warn!(target: "agent.http", "{what}: accept failed: {e}");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
+                };
+                let Some(counted) = clients.admit(peer.ip(), per_client) else {
+                    refused += 1;
+                    // One line per power of two, so a flood cannot flood the log.
+                    if refused.is_power_of_two() {
+                        tracing::warn!(target: "agent.http",
+                            "{what}: closed a connection from {}: it holds {} already (limit per client); {refused} refused so far",
+                            peer.ip(), per_client.unwrap_or(0));
+                    }
+                    drop(stream);
+                    continue;
                 };
                 let _ = stream.set_nodelay(true);
                 let handler = handler.clone();
@@ -68,10 +122,13 @@ pub async fn serve<H, F>(
                 });
                 let conn = http1::Builder::new()
                     .keep_alive(true)
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_READ)
                     .serve_connection(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     let _ = conn.await;
+                    drop(counted);
                 });
             }
             _ = async { shutdown.wait_for(|s| *s).await.map(|_| ()) } => break,
