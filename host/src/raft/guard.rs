@@ -88,7 +88,11 @@ pub trait Terms {
 }
 
 /// A vote with at most one log id, named `what`.
-fn with_log(vote: &Vote<u64>, what: &'static str, id: Option<LogId<u64>>) -> VoteAndLogs<'_> {
+fn with_log<'a>(
+    vote: &'a Vote<u64>,
+    what: &'static str,
+    id: Option<LogId<u64>>,
+) -> VoteAndLogs<'a> {
     (Some(vote), id.map(|id| (what, id)).into_iter().collect())
 }
 
