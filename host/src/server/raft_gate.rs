@@ -46,8 +46,14 @@ pub fn admit(node: &Node, ask: Ask, sender: u64, msg: &impl Terms) -> Result<(),
         tracing::warn!(target: "agent.server.raft", "refused a raft message from server {sender:016x}: {e}");
         Refusal::bad_request(e.to_string())
     })?;
-    let membership = node.membership();
-    if membership.nodes().next().is_none() || membership.get_node(&sender).is_some() {
+    // Read in place: this runs for every append a follower receives.
+    let known = {
+        let metrics = node.raft.metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        membership.nodes().next().is_none() || membership.get_node(&sender).is_some()
+    };
+    if known {
         return Ok(());
     }
     let refuse = |why: String| {
