@@ -159,6 +159,17 @@ impl Node {
             .clone()
     }
 
+    /// Whether `ip` is the address of a server in the raft configuration.
+    pub fn is_member_address(&self, ip: std::net::IpAddr) -> bool {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        m.membership_config.membership().nodes().any(|(_, n)| {
+            n.rpc_addr
+                .parse::<std::net::SocketAddr>()
+                .is_ok_and(|a| a.ip() == ip)
+        })
+    }
+
     /// Asks the server to stop (what SIGTERM does).
     pub fn request_shutdown(&self) {
         let _ = self.shutdown.send(true);
@@ -430,14 +441,20 @@ pub async fn run(
         rpc::handler(node.clone()),
         node.shutdown_signal(),
         "server rpc",
-        node.config.limits.rpc_per_client,
+        web::ConnLimit {
+            per_client: node.config.limits.rpc_per_client,
+            exempt: Box::new({
+                let node = node.clone();
+                move |ip| node.is_member_address(ip)
+            }),
+        },
     ));
     let http_task = tokio::spawn(web::serve(
         http_listener,
         http::handler(node.clone()),
         node.shutdown_signal(),
         "http",
-        node.config.limits.http_per_client,
+        web::ConnLimit::every_client(node.config.limits.http_per_client),
     ));
     let cluster_task = tokio::spawn(cluster::run(node.clone()));
     let snapshot_task = tokio::spawn(snapshot_jobs::run_policy(node.clone()));

@@ -74,16 +74,35 @@ impl Drop for Counted {
     }
 }
 
+/// Which client addresses one listener limits, and to how many connections each.
+pub struct ConnLimit {
+    /// Most connections one client address may hold at once (Consul's
+    /// `limits.*_max_conns_per_client`); `None`: no limit.
+    pub per_client: Option<u32>,
+    /// Addresses exempt from the limit (on the server port, the servers of the raft
+    /// configuration: a busy follower forwards over many pooled connections).
+    pub exempt: Box<dyn Fn(IpAddr) -> bool + Send + Sync>,
+}
+
+impl ConnLimit {
+    /// `per_client` connections for every client address.
+    pub fn every_client(per_client: Option<u32>) -> Self {
+        ConnLimit {
+            per_client,
+            exempt: Box::new(|_| false),
+        }
+    }
+}
+
 /// Serves `listener` with `handler` until `shutdown` turns true, then stops accepting,
 /// lets in-flight requests finish (up to 10 s) and returns. A client address may hold at
-/// most `per_client` connections at once (Consul's `limits.*_max_conns_per_client`); one
-/// more is closed on accept.
+/// most `limit.per_client` connections at once; one more is closed on accept.
 pub async fn serve<H, F>(
     listener: TcpListener,
     handler: H,
     mut shutdown: watch::Receiver<bool>,
     what: &'static str,
-    per_client: Option<u32>,
+    limit: ConnLimit,
 ) where
     H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
     F: Future<Output = Reply> + Send + 'static,
@@ -103,6 +122,7 @@ pub async fn serve<H, F>(
                         continue;
                     }
                 };
+                let per_client = if (limit.exempt)(peer.ip()) { None } else { limit.per_client };
                 let Some(counted) = clients.admit(peer.ip(), per_client) else {
                     refused += 1;
                     // One line per power of two, so a flood cannot flood the log.

@@ -1,6 +1,8 @@
 //! Connection limits (issue "Security", item 5): one client address cannot hold more
 //! connections than `limits.http_max_conns_per_client` / `rpc_max_conns_per_client`, and
-//! the server keeps serving everyone else, and that client once it lets go.
+//! the server keeps serving everyone else, and that client once it lets go. On the server
+//! port, the servers of the raft configuration are exempt (they forward over many pooled
+//! connections).
 
 use fsmhost_tests::cluster::Cluster;
 use std::io::{Read, Write};
@@ -9,12 +11,32 @@ use std::time::Duration;
 
 use crate::support::BIN;
 
-/// Whether the server closed `s` without answering a request sent on it.
-fn closed_unanswered(mut s: TcpStream) -> bool {
+/// A connection to `addr` from the local address `src` (any 127.0.0.0/8 address works on
+/// Linux's loopback), so that a test can be a client other than the servers.
+fn connect_from(src: &str, addr: &str) -> TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .expect("a runtime");
+    let stream = rt.block_on(async {
+        let sock = tokio::net::TcpSocket::new_v4().expect("a socket");
+        sock.bind(format!("{src}:0").parse().expect("an address"))
+            .expect("bound");
+        sock.connect(addr.parse().expect("an address"))
+            .await
+            .expect("connects")
+    });
+    let stream = stream.into_std().expect("a std stream");
+    stream.set_nonblocking(false).expect("blocking");
+    stream
+}
+
+/// Whether the server answered a request sent on `s` (else it closed it unanswered).
+fn answered(mut s: TcpStream) -> bool {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let _ = s.write_all(b"GET /v1/status/leader HTTP/1.1\r\nHost: x\r\n\r\n");
     let mut buf = [0u8; 64];
-    matches!(s.read(&mut buf), Ok(0) | Err(_))
+    matches!(s.read(&mut buf), Ok(n) if n > 0)
 }
 
 #[test]
@@ -25,29 +47,42 @@ fn a_client_over_its_connection_limit_is_closed_and_others_are_served() {
         "[limits]\nhttp_max_conns_per_client = 4\nrpc_max_conns_per_client = 3",
     );
     let leader = c.wait_leader(Duration::from_secs(30));
-    for (addr, limit) in [
-        (c.servers[leader].http_addr(), 4),
-        (c.servers[leader].rpc_addr(), 3),
-    ] {
+    let (http, rpc) = (c.servers[leader].http_addr(), c.servers[leader].rpc_addr());
+    for (addr, limit) in [(&http, 4), (&rpc, 3)] {
         let held: Vec<TcpStream> = (0..limit)
-            .map(|_| TcpStream::connect(&addr).expect("connects"))
+            .map(|_| connect_from("127.0.0.2", addr))
             .collect();
-        // Accepted in order: give the server a moment to count them.
+        // Give the server a moment to accept and count them.
         std::thread::sleep(Duration::from_millis(300));
-        let extra = TcpStream::connect(&addr).expect("the kernel accepts");
         assert!(
-            closed_unanswered(extra),
-            "{addr}: connection {} closed",
+            !answered(connect_from("127.0.0.2", addr)),
+            "{addr}: connection {} is closed",
             limit + 1
+        );
+        // Another client is served meanwhile.
+        assert!(
+            answered(connect_from("127.0.0.3", addr)),
+            "{addr}: another client"
         );
         drop(held);
         std::thread::sleep(Duration::from_millis(300));
+        // And the first one again, once it let go.
+        assert!(
+            answered(connect_from("127.0.0.2", addr)),
+            "{addr}: after letting go"
+        );
     }
-    // Once the held connections are gone, the same client is served again.
-    let r = c.client(leader).get("/v1/status/leader");
-    assert_eq!(r.status, 200, "{}", r.text());
+    // A server of the raft configuration (this one's address) is not limited on the
+    // server port.
+    let held: Vec<TcpStream> = (0..5).map(|_| connect_from("127.0.0.1", &rpc)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        answered(connect_from("127.0.0.1", &rpc)),
+        "a member's address"
+    );
+    drop(held);
     assert!(
         c.log_text(leader)
-            .contains("closed a connection from 127.0.0.1")
+            .contains("closed a connection from 127.0.0.2")
     );
 }
