@@ -48,8 +48,11 @@
 //!     pub create_index: u64,
 //! }
 //!
+//! // The table's name is written once: each index refers to its table.
+//! static USERS: Table<User> = Table::new("users", &[&USERS_ID, &USERS_EMAIL, &USERS_GROUP]);
+//!
 //! static USERS_ID: Index<User, String> = Index::new(
-//!     "users", "id",
+//!     &USERS, "id",
 //!     |u: &User, keys| keys.push(Key::new().string(&u.name)),
 //!     |name: &String| Key::new().string(name).build(),
 //! )
@@ -57,7 +60,7 @@
 //! .prefix(|p: &String| Key::new().raw(p.as_bytes()).build());
 //!
 //! static USERS_EMAIL: Index<User, String> = Index::new(
-//!     "users", "email",
+//!     &USERS, "email",
 //!     |u: &User, keys| if let Some(e) = &u.email { keys.push(Key::new().string_lower(e)) },
 //!     |email: &String| Key::new().string_lower(email).build(),
 //! )
@@ -65,14 +68,12 @@
 //! .allow_missing();
 //!
 //! static USERS_GROUP: Index<User, String> = Index::new(
-//!     "users", "group",
+//!     &USERS, "group",
 //!     |u: &User, keys| for g in &u.groups { keys.push(Key::new().string(g)) },
 //!     |g: &String| Key::new().string(g).build(),
 //! )
 //! .multi()
 //! .allow_missing();
-//!
-//! static USERS: Table<User> = Table::new("users", &[&USERS_ID, &USERS_EMAIL, &USERS_GROUP]);
 //!
 //! #[derive(Serialize, Deserialize)]
 //! pub struct Register { pub name: String, pub email: Option<String>, pub groups: Vec<String> }

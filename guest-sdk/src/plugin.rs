@@ -75,7 +75,16 @@ impl Plugin {
     }
 
     /// Declares a table the plugin owns.
+    ///
+    /// # Panics
+    ///
+    /// If the table lists an index declared for another table ([`crate::Index::new`] names
+    /// the table an index belongs to): a mistake in the plugin's source, so the first test
+    /// that builds the plugin finds it (in a component, loading it fails).
     pub fn table(mut self, table: &'static dyn AnyTable) -> Self {
+        if let Err(e) = table.check() {
+            panic!("plugin {}: {}", self.name, e.message);
+        }
         self.tables.push(table);
         self
     }
@@ -135,12 +144,12 @@ impl Plugin {
     /// #[derive(Serialize, Deserialize)]
     /// struct Note { id: String, title: String, body: String }
     ///
+    /// static NOTES: Table<Note> = Table::new("notes", &[&NOTES_ID]).layout(2);
     /// static NOTES_ID: Index<Note, String> = Index::new(
-    ///     "notes", "id",
+    ///     &NOTES, "id",
     ///     |n: &Note, k| k.push(Key::new().string(&n.id)),
     ///     |id: &String| Key::new().string(id).build(),
     /// ).unique();
-    /// static NOTES: Table<Note> = Table::new("notes", &[&NOTES_ID]).layout(2);
     ///
     /// fn from_v1(old: NoteV1) -> Result<Vec<fsmhost_guest::Migrated>, Error> {
     ///     let (title, body) = old.text.split_once('\n').unwrap_or((&old.text, ""));

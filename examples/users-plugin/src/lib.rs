@@ -29,7 +29,7 @@ pub struct User {
 
 /// `users.id`: the name; prefix lookups by name prefix.
 pub static USERS_ID: Index<User, String> = Index::new(
-    "users",
+    &USERS,
     "id",
     |u: &User, keys| keys.push(Key::new().string(&u.name)),
     |name: &String| Key::new().string(name).build(),
@@ -39,7 +39,7 @@ pub static USERS_ID: Index<User, String> = Index::new(
 
 /// `users.email`: unique, case-insensitive, may be missing.
 pub static USERS_EMAIL: Index<User, String> = Index::new(
-    "users",
+    &USERS,
     "email",
     |u: &User, keys| {
         if let Some(e) = &u.email {
@@ -53,7 +53,7 @@ pub static USERS_EMAIL: Index<User, String> = Index::new(
 
 /// `users.group`: one key per group.
 pub static USERS_GROUP: Index<User, String> = Index::new(
-    "users",
+    &USERS,
     "group",
     |u: &User, keys| {
         for g in &u.groups {

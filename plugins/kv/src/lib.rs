@@ -46,8 +46,8 @@ pub fn plugin() -> Plugin {
     Plugin::new("kv", VERSION, EDITION.name())
         .table(&KVS)
         .table(&TOMBSTONES)
-        .migration(KVS_TABLE, 1, |e: Entry| Ok(vec![KVS.migrated(&e)?]))
-        .migration(TOMBSTONES_TABLE, 1, |t: Tombstone| {
+        .migration(KVS.name(), 1, |e: Entry| Ok(vec![KVS.migrated(&e)?]))
+        .migration(TOMBSTONES.name(), 1, |t: Tombstone| {
             Ok(vec![TOMBSTONES.migrated(&t)?])
         })
         .command("set", set)
