@@ -11,13 +11,14 @@
 //!
 //! ```
 //! use fsmhost_guest::http::{Plan, Request, Response, Route};
-//! use fsmhost_guest::{Ctx, Error, Harness, Plugin, Txn};
+//! use fsmhost_guest::{Command, Ctx, Error, Harness, Plugin, Txn};
 //!
 //! fn echo(_: &mut dyn Txn, _: &Ctx, s: String) -> Result<String, Error> { Ok(s) }
+//! static ECHO: Command<String, String> = Command::new("echo", echo);
 //!
 //! fn route_echo(req: &Request) -> Result<Plan, Error> {
 //!     let word = req.path_after("/v1/echo/").to_string();
-//!     Plan::apply("echo", &word)
+//!     Plan::apply(&ECHO, &word)
 //! }
 //!
 //! fn render_echo(_ctx: &[u8], out: Result<Vec<u8>, Error>, _index: u64) -> Response {
@@ -28,7 +29,7 @@
 //! }
 //!
 //! let plugin = Plugin::new("echo", "0.1.0", "oss")
-//!     .command("echo", echo)
+//!     .command(&ECHO)
 //!     .route(Route::put("/v1/echo/").prefix(), route_echo, render_echo);
 //! let mut h = Harness::new(plugin).unwrap();
 //! let resp = h.http(Request::new("PUT", "/v1/echo/hello"));
@@ -40,6 +41,7 @@ use serde::de::DeserializeOwned;
 
 use crate::cbor::{from_cbor, to_cbor};
 use crate::error::{Error, ErrorKind};
+use crate::plugin::{Command, Query};
 
 /// A route: a method and a path, or a path prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,20 +238,26 @@ pub struct Plan {
 
 impl Plan {
     /// Apply `command` with `payload` (encoded as CBOR).
-    pub fn apply<T: Serialize + ?Sized>(command: &str, payload: &T) -> Result<Plan, Error> {
+    pub fn apply<Req: Serialize, Out>(
+        command: &Command<Req, Out>,
+        payload: &Req,
+    ) -> Result<Plan, Error> {
         Ok(Plan {
             action: Action::Apply {
-                command: command.to_string(),
+                command: command.name().to_string(),
                 payload: to_cbor(payload)?,
             },
             context: Vec::new(),
         })
     }
-    /// Run query `name` with `args` (encoded as CBOR).
-    pub fn query<T: Serialize + ?Sized>(name: &str, args: &T) -> Result<Plan, Error> {
+    /// Run `query` with `args` (encoded as CBOR).
+    pub fn query<Args: Serialize, Out>(
+        query: &Query<Args, Out>,
+        args: &Args,
+    ) -> Result<Plan, Error> {
         Ok(Plan {
             action: Action::Query {
-                name: name.to_string(),
+                name: query.name().to_string(),
                 args: to_cbor(args)?,
             },
             context: Vec::new(),
