@@ -38,18 +38,20 @@
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::borrow::Cow;
 
 use crate::cbor::{from_cbor, to_cbor};
 use crate::error::{Error, ErrorKind};
 use crate::plugin::{Command, Query};
 
-/// A route: a method and a path, or a path prefix.
+/// A route: a method and a path, or a path prefix. A plugin declares its routes with
+/// constant strings; the host holds the ones a component described (hence `Cow`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     /// `GET`, `PUT`, `POST` or `DELETE`.
-    pub method: &'static str,
+    pub method: Cow<'static, str>,
     /// The path, starting with `/v1/`.
-    pub path: &'static str,
+    pub path: Cow<'static, str>,
     /// Serves every path starting with `path` (which then ends with `/`).
     pub prefix: bool,
 }
@@ -58,8 +60,8 @@ impl Route {
     /// A route for `method` on exactly `path`.
     pub const fn new(method: &'static str, path: &'static str) -> Self {
         Route {
-            method,
-            path,
+            method: Cow::Borrowed(method),
+            path: Cow::Borrowed(path),
             prefix: false,
         }
     }
@@ -89,14 +91,22 @@ impl Route {
     pub fn matches(&self, method: &str, path: &str) -> bool {
         self.method == method
             && if self.prefix {
-                path.starts_with(self.path)
+                path.starts_with(&*self.path)
             } else {
                 path == self.path
             }
     }
 }
 
-/// A request on one of the plugin's routes.
+impl std::fmt::Display for Route {
+    /// `METHOD path`, with `*` after a prefix route's path.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let star = if self.prefix { "*" } else { "" };
+        write!(f, "{} {}{star}", self.method, self.path)
+    }
+}
+
+/// A request on one of the plugin's routes (the host builds it from the HTTP request).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Request {
     /// The method.

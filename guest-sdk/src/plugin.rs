@@ -19,7 +19,9 @@ pub struct Ctx {
     pub timestamp_ms: u64,
 }
 
-/// What `describe` returns.
+/// What `describe` returns: a plugin's description, one type for both sides of the
+/// contract (the host loads it from a component's `describe` export; the
+/// [`crate::Harness`] takes it from the [`Plugin`] directly).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Description {
     /// Plugin name.
@@ -36,8 +38,18 @@ pub struct Description {
     pub queries: Vec<String>,
     /// HTTP routes.
     pub routes: Vec<Route>,
-    /// Declared migrations: `(table, from_layout)`.
-    pub migrations: Vec<(String, u32)>,
+    /// The migrations its `migrate` export carries out.
+    pub migrations: Vec<Migration>,
+}
+
+/// A migration a plugin declares ([`Plugin::migration`]): it rewrites the objects an older
+/// version stored in `table` at layout `from_layout`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Migration {
+    /// The table, as the older version named it.
+    pub table: String,
+    /// The layout the older version declared for it.
+    pub from_layout: u32,
 }
 
 /// A command of a plugin: its name and its handler, declared once as a `static` and used
@@ -271,7 +283,10 @@ impl Plugin {
             migrations: self
                 .migrations
                 .iter()
-                .map(|(t, l, _)| (t.to_string(), *l))
+                .map(|(t, l, _)| Migration {
+                    table: t.to_string(),
+                    from_layout: *l,
+                })
                 .collect(),
         }
     }
