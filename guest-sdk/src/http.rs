@@ -11,13 +11,14 @@
 //!
 //! ```
 //! use fsmhost_guest::http::{Plan, Request, Response, Route};
-//! use fsmhost_guest::{Ctx, Error, Harness, Plugin, Txn};
+//! use fsmhost_guest::{Command, Ctx, Error, Harness, Plugin, Txn};
 //!
 //! fn echo(_: &mut dyn Txn, _: &Ctx, s: String) -> Result<String, Error> { Ok(s) }
+//! static ECHO: Command<String, String> = Command::new("echo", echo);
 //!
 //! fn route_echo(req: &Request) -> Result<Plan, Error> {
 //!     let word = req.path_after("/v1/echo/").to_string();
-//!     Plan::apply("echo", &word)
+//!     Plan::apply(&ECHO, &word)
 //! }
 //!
 //! fn render_echo(_ctx: &[u8], out: Result<Vec<u8>, Error>, _index: u64) -> Response {
@@ -28,7 +29,7 @@
 //! }
 //!
 //! let plugin = Plugin::new("echo", "0.1.0", "oss")
-//!     .command("echo", echo)
+//!     .command(&ECHO)
 //!     .route(Route::put("/v1/echo/").prefix(), route_echo, render_echo);
 //! let mut h = Harness::new(plugin).unwrap();
 //! let resp = h.http(Request::new("PUT", "/v1/echo/hello"));
@@ -37,17 +38,20 @@
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::borrow::Cow;
 
 use crate::cbor::{from_cbor, to_cbor};
 use crate::error::{Error, ErrorKind};
+use crate::plugin::{Command, Query};
 
-/// A route: a method and a path, or a path prefix.
+/// A route: a method and a path, or a path prefix. A plugin declares its routes with
+/// constant strings; the host holds the ones a component described (hence `Cow`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     /// `GET`, `PUT`, `POST` or `DELETE`.
-    pub method: &'static str,
+    pub method: Cow<'static, str>,
     /// The path, starting with `/v1/`.
-    pub path: &'static str,
+    pub path: Cow<'static, str>,
     /// Serves every path starting with `path` (which then ends with `/`).
     pub prefix: bool,
 }
@@ -56,8 +60,8 @@ impl Route {
     /// A route for `method` on exactly `path`.
     pub const fn new(method: &'static str, path: &'static str) -> Self {
         Route {
-            method,
-            path,
+            method: Cow::Borrowed(method),
+            path: Cow::Borrowed(path),
             prefix: false,
         }
     }
@@ -87,14 +91,22 @@ impl Route {
     pub fn matches(&self, method: &str, path: &str) -> bool {
         self.method == method
             && if self.prefix {
-                path.starts_with(self.path)
+                path.starts_with(&*self.path)
             } else {
                 path == self.path
             }
     }
 }
 
-/// A request on one of the plugin's routes.
+impl std::fmt::Display for Route {
+    /// `METHOD path`, with `*` after a prefix route's path.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let star = if self.prefix { "*" } else { "" };
+        write!(f, "{} {}{star}", self.method, self.path)
+    }
+}
+
+/// A request on one of the plugin's routes (the host builds it from the HTTP request).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Request {
     /// The method.
@@ -236,20 +248,26 @@ pub struct Plan {
 
 impl Plan {
     /// Apply `command` with `payload` (encoded as CBOR).
-    pub fn apply<T: Serialize + ?Sized>(command: &str, payload: &T) -> Result<Plan, Error> {
+    pub fn apply<Req: Serialize, Out>(
+        command: &Command<Req, Out>,
+        payload: &Req,
+    ) -> Result<Plan, Error> {
         Ok(Plan {
             action: Action::Apply {
-                command: command.to_string(),
+                command: command.name().to_string(),
                 payload: to_cbor(payload)?,
             },
             context: Vec::new(),
         })
     }
-    /// Run query `name` with `args` (encoded as CBOR).
-    pub fn query<T: Serialize + ?Sized>(name: &str, args: &T) -> Result<Plan, Error> {
+    /// Run `query` with `args` (encoded as CBOR).
+    pub fn query<Args: Serialize, Out>(
+        query: &Query<Args, Out>,
+        args: &Args,
+    ) -> Result<Plan, Error> {
         Ok(Plan {
             action: Action::Query {
-                name: name.to_string(),
+                name: query.name().to_string(),
                 args: to_cbor(args)?,
             },
             context: Vec::new(),

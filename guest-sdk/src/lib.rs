@@ -9,7 +9,9 @@
 //! - [`Table`] and [`Index`]: tables of serde records with indexes declared in Consul's
 //!   `indexer.go` style (from-object, from-args, prefix-from-args; unique or not,
 //!   multi-valued, allow-missing, compound keys via [`Key`], prefix-capable);
-//! - [`Plugin`]: the plugin's identity and its typed commands and queries (CBOR on the wire);
+//! - [`Plugin`]: the plugin's identity and its typed commands and queries (CBOR on the wire),
+//!   each declared once as a [`Command`] or [`Query`] handle: a `static` holding the name and
+//!   the handler, which registration, HTTP routers and tests name instead of a string;
 //! - [`export_plugin!`]: exports the plugin as the component's `fsmhost:plugin/guest`;
 //! - [`Harness`] and [`MemStore`]: a native, in-memory transaction with the host's semantics,
 //!   so a plugin's unit tests run with plain `cargo test`, without wasm.
@@ -37,7 +39,7 @@
 //! and a multi-valued `group` index; a `register` command and a `by-group` query.
 //!
 //! ```
-//! use fsmhost_guest::{Ctx, Error, Harness, Index, Key, Plugin, Table, Txn};
+//! use fsmhost_guest::{Command, Ctx, Error, Harness, Index, Key, Plugin, Query, Table, Txn};
 //! use serde::{Deserialize, Serialize};
 //!
 //! #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -48,8 +50,11 @@
 //!     pub create_index: u64,
 //! }
 //!
+//! // The table's name is written once: each index refers to its table.
+//! static USERS: Table<User> = Table::new("users", &[&USERS_ID, &USERS_EMAIL, &USERS_GROUP]);
+//!
 //! static USERS_ID: Index<User, String> = Index::new(
-//!     "users", "id",
+//!     &USERS, "id",
 //!     |u: &User, keys| keys.push(Key::new().string(&u.name)),
 //!     |name: &String| Key::new().string(name).build(),
 //! )
@@ -57,7 +62,7 @@
 //! .prefix(|p: &String| Key::new().raw(p.as_bytes()).build());
 //!
 //! static USERS_EMAIL: Index<User, String> = Index::new(
-//!     "users", "email",
+//!     &USERS, "email",
 //!     |u: &User, keys| if let Some(e) = &u.email { keys.push(Key::new().string_lower(e)) },
 //!     |email: &String| Key::new().string_lower(email).build(),
 //! )
@@ -65,14 +70,12 @@
 //! .allow_missing();
 //!
 //! static USERS_GROUP: Index<User, String> = Index::new(
-//!     "users", "group",
+//!     &USERS, "group",
 //!     |u: &User, keys| for g in &u.groups { keys.push(Key::new().string(g)) },
 //!     |g: &String| Key::new().string(g).build(),
 //! )
 //! .multi()
 //! .allow_missing();
-//!
-//! static USERS: Table<User> = Table::new("users", &[&USERS_ID, &USERS_EMAIL, &USERS_GROUP]);
 //!
 //! #[derive(Serialize, Deserialize)]
 //! pub struct Register { pub name: String, pub email: Option<String>, pub groups: Vec<String> }
@@ -91,11 +94,15 @@
 //!     USERS_GROUP.iter(tx, &group).collect()
 //! }
 //!
+//! // Each command and query is named once; everything else uses the handle.
+//! pub static REGISTER: Command<Register, bool> = Command::new("register", register);
+//! pub static BY_GROUP: Query<String, Vec<User>> = Query::new("by-group", by_group);
+//!
 //! pub fn plugin() -> Plugin {
 //!     Plugin::new("users", "0.1.0", "oss")
 //!         .table(&USERS)
-//!         .command("register", register)
-//!         .query("by-group", by_group)
+//!         .command(&REGISTER)
+//!         .query(&BY_GROUP)
 //! }
 //!
 //! // In the plugin crate (crate-type = ["cdylib", "rlib"]); emits the exports on wasm32 only.
@@ -103,15 +110,15 @@
 //!
 //! // A unit test, natively:
 //! let mut h = Harness::new(plugin()).unwrap();
-//! let ok: bool = h.apply("register", &Register {
+//! let ok = h.run(&REGISTER, &Register {
 //!     name: "ada".into(), email: Some("ada@example.com".into()), groups: vec!["ops".into()],
 //! }).unwrap();
 //! assert!(ok);
-//! let err = h.apply::<_, bool>("register", &Register {
+//! let err = h.run(&REGISTER, &Register {
 //!     name: "bob".into(), email: Some("ADA@example.com".into()), groups: vec![],
 //! }).unwrap_err();
 //! assert!(err.message.contains("unique index violation"), "{err}");
-//! let ops: Vec<User> = h.query("by-group", &"ops").unwrap();
+//! let ops = h.ask(&BY_GROUP, &"ops".to_string()).unwrap();
 //! assert_eq!(ops.len(), 1);
 //! assert_eq!(h.store().len("users"), 1); // bob's failed command left nothing behind
 //! ```
@@ -162,7 +169,7 @@ pub use cbor::{from_cbor, to_cbor};
 pub use error::{Error, ErrorKind};
 pub use key::{DisplayKey, Key, prefix_successor};
 pub use mem::{Harness, MemStore};
-pub use plugin::{Ctx, Description, Plugin};
+pub use plugin::{Command, Ctx, Description, Migration, Plugin, Query};
 pub use schema::{
     AnyIndex, AnyTable, Index, IndexSchema, Iter, Keys, Migrated, SCAN_BATCH, Stored, Table,
     TableSchema,

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::cbor::{from_cbor, to_cbor};
 use crate::error::Error;
 use crate::key::DisplayKey;
-use crate::plugin::{Ctx, Plugin};
+use crate::plugin::{Command, Ctx, Plugin, Query};
 use crate::schema::TableSchema;
 use crate::txn::{IndexKeys, KeyRange, ScanBatch, StateError, Txn, cursor};
 
@@ -365,16 +365,17 @@ impl Txn for MemStore {
 
 /// Runs a plugin natively against a [`MemStore`], with typed requests and responses.
 ///
-/// Each `apply` gets the next raft index (starting at 1) unless given a [`Ctx`]; a command
+/// Each command gets the next raft index (starting at 1) unless given a [`Ctx`]; a command
 /// that returns an error leaves the store as it was, as on the host.
 ///
 /// ```
-/// # use fsmhost_guest::{Harness, Plugin, Ctx, Error, Txn};
+/// # use fsmhost_guest::{Command, Harness, Plugin, Ctx, Error, Txn};
 /// fn echo(_: &mut dyn Txn, ctx: &Ctx, s: String) -> Result<String, Error> {
 ///     Ok(format!("{s}@{}", ctx.index))
 /// }
-/// let mut h = Harness::new(Plugin::new("echo", "0.1.0", "oss").command("echo", echo)).unwrap();
-/// let out: String = h.apply("echo", &"hi").unwrap();
+/// static ECHO: Command<String, String> = Command::new("echo", echo);
+/// let mut h = Harness::new(Plugin::new("echo", "0.1.0", "oss").command(&ECHO)).unwrap();
+/// let out = h.run(&ECHO, &"hi".to_string()).unwrap();
 /// assert_eq!(out, "hi@1");
 /// ```
 pub struct Harness {
@@ -384,8 +385,11 @@ pub struct Harness {
 }
 
 impl Harness {
-    /// A harness with an empty store of the plugin's tables.
+    /// A harness with an empty store of the plugin's tables. Refuses what the host refuses
+    /// at load in the plugin's names ([`Plugin::check`]) and a table without a unique `id`
+    /// index.
     pub fn new(plugin: Plugin) -> Result<Self, Error> {
+        plugin.check()?;
         let store = MemStore::new(&plugin.describe().tables)?;
         Ok(Harness {
             plugin,
@@ -394,28 +398,30 @@ impl Harness {
         })
     }
 
-    /// Applies `command` at the next index, with the index as the timestamp.
-    pub fn apply<Req: Serialize, Resp: DeserializeOwned>(
+    /// Runs `command` at the next index, with the index as the timestamp: the request
+    /// and the result go through CBOR, as on the host.
+    pub fn run<Req: Serialize, Out: DeserializeOwned>(
         &mut self,
-        command: &str,
+        command: &Command<Req, Out>,
         req: &Req,
-    ) -> Result<Resp, Error> {
+    ) -> Result<Out, Error> {
         let ctx = Ctx {
             index: self.next_index,
             timestamp_ms: self.next_index,
         };
-        self.apply_at(ctx, command, req)
+        self.run_at(ctx, command, req)
     }
 
-    /// Applies `command` with an explicit context.
-    pub fn apply_at<Req: Serialize, Resp: DeserializeOwned>(
+    /// Runs `command` with an explicit context.
+    pub fn run_at<Req: Serialize, Out: DeserializeOwned>(
         &mut self,
         ctx: Ctx,
-        command: &str,
+        command: &Command<Req, Out>,
         req: &Req,
-    ) -> Result<Resp, Error> {
-        let out = self.apply_raw(ctx, command, &to_cbor(req)?)?;
-        from_cbor(&out, &format!("result of command {command}"))
+    ) -> Result<Out, Error> {
+        let name = command.name();
+        let out = self.apply_raw(ctx, name, &to_cbor(req)?)?;
+        from_cbor(&out, &format!("result of command {name}"))
     }
 
     /// Applies `command` to encoded bytes, as the host does; returns encoded bytes.
@@ -440,14 +446,20 @@ impl Harness {
         result
     }
 
-    /// Runs query `name`.
-    pub fn query<Args: Serialize, Resp: DeserializeOwned>(
+    /// Runs `query`: the arguments and the result go through CBOR, as on the host.
+    pub fn ask<Args: Serialize, Out: DeserializeOwned>(
         &self,
-        name: &str,
+        query: &Query<Args, Out>,
         args: &Args,
-    ) -> Result<Resp, Error> {
-        let out = self.plugin.query_raw(&self.store, name, &to_cbor(args)?)?;
+    ) -> Result<Out, Error> {
+        let name = query.name();
+        let out = self.query_raw(name, &to_cbor(args)?)?;
         from_cbor(&out, &format!("result of query {name}"))
+    }
+
+    /// Runs query `name` on encoded arguments, as the host does; returns encoded bytes.
+    pub fn query_raw(&self, name: &str, args: &[u8]) -> Result<Vec<u8>, Error> {
+        self.plugin.query_raw(&self.store, name, args)
     }
 
     /// Serves an HTTP request as the host does: routes it, applies the command (at the next
@@ -474,7 +486,7 @@ impl Harness {
                     .filter_map(|t| self.store.table_index(&t.name).ok())
                     .max()
                     .unwrap_or(0);
-                (self.plugin.query_raw(&self.store, &name, &args), index)
+                (self.query_raw(&name, &args), index)
             }
         };
         self.plugin.render(&plan.context, outcome, index.max(1))

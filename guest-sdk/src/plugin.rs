@@ -19,7 +19,9 @@ pub struct Ctx {
     pub timestamp_ms: u64,
 }
 
-/// What `describe` returns.
+/// What `describe` returns: a plugin's description, one type for both sides of the
+/// contract (the host loads it from a component's `describe` export; the
+/// [`crate::Harness`] takes it from the [`Plugin`] directly).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Description {
     /// Plugin name.
@@ -36,8 +38,89 @@ pub struct Description {
     pub queries: Vec<String>,
     /// HTTP routes.
     pub routes: Vec<Route>,
-    /// Declared migrations: `(table, from_layout)`.
-    pub migrations: Vec<(String, u32)>,
+    /// The migrations its `migrate` export carries out.
+    pub migrations: Vec<Migration>,
+}
+
+/// A migration a plugin declares ([`Plugin::migration`]): it rewrites the objects an older
+/// version stored in `table` at layout `from_layout`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Migration {
+    /// The table, as the older version named it.
+    pub table: String,
+    /// The layout the older version declared for it.
+    pub from_layout: u32,
+}
+
+/// A command of a plugin: its name and its handler, declared once as a `static` and used
+/// wherever the command is named: registered with [`Plugin::command`], planned by an HTTP
+/// router ([`crate::http::Plan::apply`]) and run by [`crate::Harness::run`]. A misspelt
+/// command is then a compile error, and the request and result types come with it.
+///
+/// ```
+/// use fsmhost_guest::{Command, Ctx, Error, Harness, Plugin, Txn};
+///
+/// fn double(_: &mut dyn Txn, _: &Ctx, n: u64) -> Result<u64, Error> {
+///     Ok(n * 2)
+/// }
+/// /// `double`: twice the number.
+/// pub static DOUBLE: Command<u64, u64> = Command::new("double", double);
+///
+/// let mut h = Harness::new(Plugin::new("math", "0.1.0", "oss").command(&DOUBLE)).unwrap();
+/// assert_eq!(h.run(&DOUBLE, &21).unwrap(), 42);
+/// ```
+pub struct Command<Req, Out> {
+    name: &'static str,
+    handler: fn(&mut dyn Txn, &Ctx, Req) -> Result<Out, Error>,
+}
+
+impl<Req, Out> Command<Req, Out> {
+    /// The command `name`, carried out by `handler` in a write transaction.
+    pub const fn new(
+        name: &'static str,
+        handler: fn(&mut dyn Txn, &Ctx, Req) -> Result<Out, Error>,
+    ) -> Self {
+        Command { name, handler }
+    }
+    /// The command's name: what `apply` and `/v1/apply/{plugin}/{command}` take.
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+/// A query of a plugin: its name and its handler, declared once as a `static` like a
+/// [`Command`]: registered with [`Plugin::query`], planned by an HTTP router
+/// ([`crate::http::Plan::query`]) and run by [`crate::Harness::ask`].
+///
+/// ```
+/// use fsmhost_guest::{Error, Harness, Plugin, Query, Txn};
+///
+/// fn echo(_: &dyn Txn, s: String) -> Result<String, Error> {
+///     Ok(s)
+/// }
+/// /// `echo`: its argument.
+/// pub static ECHO: Query<String, String> = Query::new("echo", echo);
+///
+/// let h = Harness::new(Plugin::new("echo", "0.1.0", "oss").query(&ECHO)).unwrap();
+/// assert_eq!(h.ask(&ECHO, &"hi".to_string()).unwrap(), "hi");
+/// ```
+pub struct Query<Args, Out> {
+    name: &'static str,
+    handler: fn(&dyn Txn, Args) -> Result<Out, Error>,
+}
+
+impl<Args, Out> Query<Args, Out> {
+    /// The query `name`, answered by `handler` in a read-only transaction.
+    pub const fn new(
+        name: &'static str,
+        handler: fn(&dyn Txn, Args) -> Result<Out, Error>,
+    ) -> Self {
+        Query { name, handler }
+    }
+    /// The query's name: what `query` and `/v1/query/{plugin}/{query}` take.
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
 }
 
 type CommandFn = Box<dyn Fn(&mut dyn Txn, &Ctx, &[u8]) -> Result<Vec<u8>, Error> + Send + Sync>;
@@ -46,8 +129,8 @@ type MigrateFn = Box<dyn Fn(&[u8]) -> Result<Vec<Migrated>, Error> + Send + Sync
 
 /// A plugin under construction and, once built, its dispatcher.
 ///
-/// Commands and queries are plain functions over serde types; the SDK decodes their CBOR
-/// payloads and encodes their results.
+/// Commands and queries are plain functions over serde types, declared as [`Command`] and
+/// [`Query`] handles; the SDK decodes their CBOR payloads and encodes their results.
 pub struct Plugin {
     name: &'static str,
     version: &'static str,
@@ -75,21 +158,29 @@ impl Plugin {
     }
 
     /// Declares a table the plugin owns.
+    ///
+    /// # Panics
+    ///
+    /// If the table lists an index declared for another table ([`crate::Index::new`] names
+    /// the table an index belongs to): a mistake in the plugin's source, so the first test
+    /// that builds the plugin finds it (in a component, loading it fails).
     pub fn table(mut self, table: &'static dyn AnyTable) -> Self {
+        if let Err(e) = table.check() {
+            panic!("plugin {}: {}", self.name, e.message);
+        }
         self.tables.push(table);
         self
     }
 
-    /// Registers a command: `handler` runs in a write transaction with the decoded request.
-    pub fn command<Req, Resp>(
-        mut self,
-        name: &'static str,
-        handler: fn(&mut dyn Txn, &Ctx, Req) -> Result<Resp, Error>,
-    ) -> Self
+    /// Registers a command (see [`Command`]): its handler runs in a write transaction with
+    /// the decoded request. Two commands of one name are refused by the host at load, and
+    /// by [`crate::Harness::new`].
+    pub fn command<Req, Out>(mut self, command: &Command<Req, Out>) -> Self
     where
         Req: DeserializeOwned + 'static,
-        Resp: Serialize + 'static,
+        Out: Serialize + 'static,
     {
+        let (name, handler) = (command.name, command.handler);
         let f = move |tx: &mut dyn Txn, ctx: &Ctx, payload: &[u8]| {
             let req: Req = decode_cbor(payload, || format!("payload of command {name}"))?;
             to_cbor(&handler(tx, ctx, req)?)
@@ -98,16 +189,14 @@ impl Plugin {
         self
     }
 
-    /// Registers a query: `handler` runs in a read-only transaction with the decoded args.
-    pub fn query<Args, Resp>(
-        mut self,
-        name: &'static str,
-        handler: fn(&dyn Txn, Args) -> Result<Resp, Error>,
-    ) -> Self
+    /// Registers a query (see [`Query`]): its handler runs in a read-only transaction with
+    /// the decoded arguments. Two queries of one name are refused as two commands are.
+    pub fn query<Args, Out>(mut self, query: &Query<Args, Out>) -> Self
     where
         Args: DeserializeOwned + 'static,
-        Resp: Serialize + 'static,
+        Out: Serialize + 'static,
     {
+        let (name, handler) = (query.name, query.handler);
         let f = move |tx: &dyn Txn, args: &[u8]| {
             let args: Args = decode_cbor(args, || format!("arguments of query {name}"))?;
             to_cbor(&handler(tx, args)?)
@@ -135,12 +224,12 @@ impl Plugin {
     /// #[derive(Serialize, Deserialize)]
     /// struct Note { id: String, title: String, body: String }
     ///
+    /// static NOTES: Table<Note> = Table::new("notes", &[&NOTES_ID]).layout(2);
     /// static NOTES_ID: Index<Note, String> = Index::new(
-    ///     "notes", "id",
+    ///     &NOTES, "id",
     ///     |n: &Note, k| k.push(Key::new().string(&n.id)),
     ///     |id: &String| Key::new().string(id).build(),
     /// ).unique();
-    /// static NOTES: Table<Note> = Table::new("notes", &[&NOTES_ID]).layout(2);
     ///
     /// fn from_v1(old: NoteV1) -> Result<Vec<fsmhost_guest::Migrated>, Error> {
     ///     let (title, body) = old.text.split_once('\n').unwrap_or((&old.text, ""));
@@ -194,9 +283,55 @@ impl Plugin {
             migrations: self
                 .migrations
                 .iter()
-                .map(|(t, l, _)| (t.to_string(), *l))
+                .map(|(t, l, _)| Migration {
+                    table: t.to_string(),
+                    from_layout: *l,
+                })
                 .collect(),
         }
+    }
+
+    /// Refuses what the host refuses at load in the names the plugin registered: a
+    /// command, a query or a table registered twice, or a migration declared twice
+    /// ([`crate::Harness::new`] checks it, so a plugin's unit tests find it too).
+    pub fn check(&self) -> Result<(), Error> {
+        fn once(
+            plugin: &str,
+            what: &str,
+            names: impl Iterator<Item = String>,
+        ) -> Result<(), Error> {
+            let mut seen = std::collections::BTreeSet::new();
+            for n in names {
+                if !seen.insert(n.clone()) {
+                    return Err(Error::internal(format!(
+                        "plugin {plugin}: {what} {n} is declared twice"
+                    )));
+                }
+            }
+            Ok(())
+        }
+        once(
+            self.name,
+            "table",
+            self.tables.iter().map(|t| t.name().to_string()),
+        )?;
+        once(
+            self.name,
+            "command",
+            self.commands.iter().map(|(n, _)| n.to_string()),
+        )?;
+        once(
+            self.name,
+            "query",
+            self.queries.iter().map(|(n, _)| n.to_string()),
+        )?;
+        once(
+            self.name,
+            "migration of",
+            self.migrations
+                .iter()
+                .map(|(t, l, _)| format!("table {t} from layout {l}")),
+        )
     }
 
     /// Migrates one encoded object an older version stored in `table` at layout
@@ -280,5 +415,146 @@ impl Plugin {
             .copied()
             .find(|t| t.name() == table)
             .ok_or_else(|| Error::not_found(format!("plugin {} has no table {table}", self.name)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::{Action, Plan};
+    use crate::{Harness, Index, Key, Table};
+
+    #[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
+    struct Counter {
+        name: String,
+        value: u64,
+    }
+
+    static COUNTERS: Table<Counter> = Table::new("counters", &[&COUNTERS_ID]);
+    static COUNTERS_ID: Index<Counter, String> = Index::new(
+        &COUNTERS,
+        "id",
+        |c: &Counter, k| k.push(Key::new().string(&c.name)),
+        |name: &String| Key::new().string(name).build(),
+    )
+    .unique();
+
+    fn add(tx: &mut dyn Txn, _: &Ctx, (name, by): (String, u64)) -> Result<u64, Error> {
+        let value = COUNTERS_ID.get(tx, &name)?.map_or(0, |c| c.value) + by;
+        COUNTERS.insert(tx, &Counter { name, value })?;
+        Ok(value)
+    }
+    fn value(tx: &dyn Txn, name: String) -> Result<Option<u64>, Error> {
+        Ok(COUNTERS_ID.get(tx, &name)?.map(|c| c.value))
+    }
+    fn reset(_: &mut dyn Txn, _: &Ctx, _: String) -> Result<bool, Error> {
+        Ok(true)
+    }
+
+    static ADD: Command<(String, u64), u64> = Command::new("add", add);
+    static VALUE: Query<String, Option<u64>> = Query::new("value", value);
+    /// Another command under `add`'s name.
+    static ADD_AGAIN: Command<String, bool> = Command::new("add", reset);
+    /// A command the plugin does not register.
+    static RESET: Command<String, bool> = Command::new("reset", reset);
+    /// Another query under `value`'s name.
+    static VALUE_AGAIN: Query<String, Option<u64>> = Query::new("value", value);
+
+    fn plugin() -> Plugin {
+        Plugin::new("counters", "0.1.0", "oss")
+            .table(&COUNTERS)
+            .command(&ADD)
+            .query(&VALUE)
+    }
+
+    #[test]
+    fn the_harness_runs_commands_and_queries_typed_by_their_handles() {
+        let mut h = Harness::new(plugin()).expect("harness");
+        assert_eq!(h.run(&ADD, &("a".to_string(), 2)).expect("add"), 2);
+        assert_eq!(h.run(&ADD, &("a".to_string(), 3)).expect("add"), 5);
+        let ctx = Ctx {
+            index: 10,
+            timestamp_ms: 7,
+        };
+        assert_eq!(h.run_at(ctx, &ADD, &("b".to_string(), 1)).expect("add"), 1);
+        assert_eq!(h.ask(&VALUE, &"a".to_string()).expect("value"), Some(5));
+        assert_eq!(h.ask(&VALUE, &"c".to_string()).expect("value"), None);
+        assert_eq!(h.store().table_index("counters"), Ok(10));
+        let d = h.plugin().describe();
+        assert_eq!(
+            (d.commands, d.queries),
+            (vec!["add".to_string()], vec!["value".to_string()])
+        );
+    }
+
+    #[test]
+    fn a_handle_the_plugin_did_not_register_is_not_found() {
+        let mut h = Harness::new(plugin()).expect("harness");
+        let err = h.run(&RESET, &"x".to_string()).expect_err("not registered");
+        assert_eq!(err.kind, crate::ErrorKind::NotFound);
+        assert_eq!(err.message, "plugin counters has no command reset");
+        let h = Harness::new(Plugin::new("empty", "0.1.0", "oss")).expect("harness");
+        let err = h.ask(&VALUE, &"a".to_string()).expect_err("no queries");
+        assert_eq!(err.message, "plugin empty has no query value");
+    }
+
+    #[test]
+    fn two_commands_or_queries_of_one_name_are_refused() {
+        let err = Harness::new(plugin().command(&ADD_AGAIN))
+            .err()
+            .expect("two commands named add");
+        assert_eq!(
+            err.message,
+            "plugin counters: command add is declared twice"
+        );
+        let err = Harness::new(plugin().query(&VALUE_AGAIN))
+            .err()
+            .expect("two queries named value");
+        assert_eq!(
+            err.message,
+            "plugin counters: query value is declared twice"
+        );
+        let err = Harness::new(plugin().table(&COUNTERS))
+            .err()
+            .expect("a table twice");
+        assert_eq!(
+            err.message,
+            "plugin counters: table counters is declared twice"
+        );
+        let twice = plugin()
+            .migration("old", 1, |_: Counter| Ok(vec![]))
+            .migration("old", 1, |_: Counter| Ok(vec![]));
+        let err = Harness::new(twice).err().expect("a migration twice");
+        assert_eq!(
+            err.message,
+            "plugin counters: migration of table old from layout 1 is declared twice"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "plugin counters: table others lists index counters.id")]
+    fn a_table_listing_another_tables_index_is_refused() {
+        static OTHERS: Table<Counter> = Table::new("others", &[&COUNTERS_ID]);
+        let _ = plugin().table(&OTHERS);
+    }
+
+    #[test]
+    fn a_router_plans_a_handle_by_its_name() {
+        let plan = Plan::apply(&ADD, &("a".to_string(), 1)).expect("plan");
+        assert_eq!(
+            plan.action,
+            Action::Apply {
+                command: "add".into(),
+                payload: to_cbor(&("a", 1u64)).expect("cbor"),
+            }
+        );
+        let plan = Plan::query(&VALUE, &"a".to_string()).expect("plan");
+        assert_eq!(
+            plan.action,
+            Action::Query {
+                name: "value".into(),
+                args: to_cbor("a").expect("cbor"),
+            }
+        );
     }
 }

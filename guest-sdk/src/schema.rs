@@ -58,29 +58,33 @@ pub struct TableSchema {
     pub layout: u32,
 }
 
-/// An index of table `T`, looked up with arguments of type `A`.
+/// An index of a table of `T`, looked up with arguments of type `A`.
 ///
-/// Declare indexes as `static` items and list them in their [`Table`]:
+/// Declare indexes as `static` items that name their [`Table`] (a reference to its
+/// `static`, so the table's name is written once, in the table), and list them in it:
 ///
 /// ```
 /// use fsmhost_guest::{Index, Key, Keys, Table};
 /// #[derive(serde::Serialize, serde::Deserialize)]
 /// struct Node { name: String, tags: Vec<String> }
 ///
+/// static NODES: Table<Node> = Table::new("nodes", &[&NODES_ID, &NODES_TAG]);
 /// static NODES_ID: Index<Node, String> = Index::new(
-///     "nodes", "id",
+///     &NODES, "id",
 ///     |n: &Node, keys| keys.push(Key::new().string_lower(&n.name)),
 ///     |name: &String| Key::new().string_lower(name).build(),
 /// ).unique();
 /// static NODES_TAG: Index<Node, String> = Index::new(
-///     "nodes", "tag",
+///     &NODES, "tag",
 ///     |n: &Node, keys| for t in &n.tags { keys.push(Key::new().string(t)) },
 ///     |tag: &String| Key::new().string(tag).build(),
 /// ).multi().allow_missing();
-/// static NODES: Table<Node> = Table::new("nodes", &[&NODES_ID, &NODES_TAG]);
 /// ```
+///
+/// Listing an index in a table other than the one it names is refused when the plugin is
+/// built ([`crate::Plugin::table`]).
 pub struct Index<T: 'static, A: 'static> {
-    table: &'static str,
+    table: &'static Table<T>,
     name: &'static str,
     unique: bool,
     multi: bool,
@@ -94,7 +98,7 @@ pub struct Index<T: 'static, A: 'static> {
 impl<T, A> Index<T, A> {
     /// A non-unique, single-valued index of `table` named `name`.
     pub const fn new(
-        table: &'static str,
+        table: &'static Table<T>,
         name: &'static str,
         from_object: fn(&T, &mut Keys),
         from_args: fn(&A) -> Vec<u8>,
@@ -135,6 +139,10 @@ impl<T, A> Index<T, A> {
     pub const fn name(&self) -> &'static str {
         self.name
     }
+    /// The table the index belongs to.
+    pub const fn table(&self) -> &'static Table<T> {
+        self.table
+    }
     /// The key `args` look up.
     pub fn key(&self, args: &A) -> Vec<u8> {
         (self.from_args)(args)
@@ -145,7 +153,7 @@ impl<T, A> Index<T, A> {
             Some(f) => Ok(f(args)),
             None => Err(Error::internal(format!(
                 "index {}.{} does not support prefix lookups",
-                self.table, self.name
+                self.table.name, self.name
             ))),
         }
     }
@@ -154,20 +162,20 @@ impl<T, A> Index<T, A> {
 impl<T: DeserializeOwned, A> Index<T, A> {
     /// The object whose key equals `args`' key (a unique index).
     pub fn get(&self, tx: &dyn Txn, args: &A) -> Result<Option<T>, Error> {
-        tx.get(self.table, self.name, &self.key(args))?
-            .map(|b| decode_object(self.table, &b))
+        tx.get(self.table.name, self.name, &self.key(args))?
+            .map(|b| decode_object(self.table.name, &b))
             .transpose()
     }
     /// The first object in key order whose key falls in `range`.
     pub fn first(&self, tx: &dyn Txn, range: &KeyRange) -> Result<Option<T>, Error> {
-        tx.first(self.table, self.name, range)?
-            .map(|b| decode_object(self.table, &b))
+        tx.first(self.table.name, self.name, range)?
+            .map(|b| decode_object(self.table.name, &b))
             .transpose()
     }
     /// The last object in key order whose key falls in `range`.
     pub fn last(&self, tx: &dyn Txn, range: &KeyRange) -> Result<Option<T>, Error> {
-        tx.last(self.table, self.name, range)?
-            .map(|b| decode_object(self.table, &b))
+        tx.last(self.table.name, self.name, range)?
+            .map(|b| decode_object(self.table.name, &b))
             .transpose()
     }
     /// Every object whose key equals `args`' key, in `id` order.
@@ -182,7 +190,7 @@ impl<T: DeserializeOwned, A> Index<T, A> {
     pub fn iter_range<'t>(&self, tx: &'t dyn Txn, range: KeyRange) -> Iter<'t, T> {
         Iter {
             tx,
-            table: self.table,
+            table: self.table.name,
             index: self.name,
             range,
             cursor: None,
@@ -193,7 +201,7 @@ impl<T: DeserializeOwned, A> Index<T, A> {
     }
     /// Deletes every object whose key starts with `args`' prefix; returns how many.
     pub fn delete_prefix(&self, tx: &mut dyn Txn, args: &A) -> Result<u64, Error> {
-        Ok(tx.delete_prefix(self.table, self.name, &self.prefix_key(args)?)?)
+        Ok(tx.delete_prefix(self.table.name, self.name, &self.prefix_key(args)?)?)
     }
 }
 
@@ -201,6 +209,8 @@ impl<T: DeserializeOwned, A> Index<T, A> {
 pub trait AnyIndex<T>: Sync {
     /// The index name.
     fn name(&self) -> &'static str;
+    /// The name of the table the index was declared for ([`Index::new`]).
+    fn table_name(&self) -> &'static str;
     /// The declared shape.
     fn schema(&self) -> IndexSchema;
     /// The object's keys in this index.
@@ -212,6 +222,9 @@ pub trait AnyIndex<T>: Sync {
 impl<T, A: DeserializeOwned> AnyIndex<T> for Index<T, A> {
     fn name(&self) -> &'static str {
         self.name
+    }
+    fn table_name(&self) -> &'static str {
+        self.table.name
     }
     fn schema(&self) -> IndexSchema {
         IndexSchema {
@@ -228,7 +241,7 @@ impl<T, A: DeserializeOwned> AnyIndex<T> for Index<T, A> {
         keys.0
     }
     fn args_key(&self, args: &[u8], prefix: bool) -> Result<Vec<u8>, Error> {
-        let what = || format!("arguments of index {}.{}", self.table, self.name);
+        let what = || format!("arguments of index {}.{}", self.table.name, self.name);
         let args: A = decode_cbor(args, what)?;
         if prefix {
             self.prefix_key(&args)
@@ -239,7 +252,8 @@ impl<T, A: DeserializeOwned> AnyIndex<T> for Index<T, A> {
 }
 
 /// A table of objects of type `T` (stored as CBOR), with its indexes. One of them must be a
-/// unique index named `id`.
+/// unique index named `id`. The table's name is written here only: each of its indexes
+/// refers to the table ([`Index::new`]).
 pub struct Table<T: 'static> {
     name: &'static str,
     indexes: &'static [&'static dyn AnyIndex<T>],
@@ -284,6 +298,19 @@ impl<T> Table<T> {
     /// The table name.
     pub const fn name(&self) -> &'static str {
         self.name
+    }
+    /// Refuses an index listed here that was declared for another table (its
+    /// [`Index::new`] names a different table).
+    fn check(&self) -> Result<(), Error> {
+        match self.indexes.iter().find(|ix| ix.table_name() != self.name) {
+            Some(ix) => Err(Error::internal(format!(
+                "table {} lists index {}.{}, an index of another table",
+                self.name,
+                ix.table_name(),
+                ix.name()
+            ))),
+            None => Ok(()),
+        }
     }
     /// Every index key of `object`, as `insert` wants them.
     pub fn index_keys(&self, object: &T) -> Vec<IndexKeys> {
@@ -383,6 +410,8 @@ pub struct Migrated {
 pub trait AnyTable: Sync {
     /// The table name.
     fn name(&self) -> &'static str;
+    /// Refuses an index listed in the table that was declared for another one.
+    fn check(&self) -> Result<(), Error>;
     /// The declared shape.
     fn schema(&self) -> TableSchema;
     /// Every index key of an encoded object.
@@ -394,6 +423,9 @@ pub trait AnyTable: Sync {
 impl<T: Serialize + DeserializeOwned> AnyTable for Table<T> {
     fn name(&self) -> &'static str {
         self.name
+    }
+    fn check(&self) -> Result<(), Error> {
+        Table::check(self)
     }
     fn schema(&self) -> TableSchema {
         TableSchema {
@@ -480,7 +512,7 @@ mod tests {
     }
 
     static NOTES_ID: Index<Note, String> = Index::new(
-        "notes",
+        &NOTES,
         "id",
         |n: &Note, k| k.push(n.id.as_bytes().to_vec()),
         |id: &String| id.as_bytes().to_vec(),
@@ -515,6 +547,20 @@ mod tests {
             note("a", "two")
         );
         assert_eq!(NOTES.delete(&mut tx, &note("a", "")).expect("delete"), None);
+    }
+
+    static DRAFTS: Table<Note> = Table::new("drafts", &[&NOTES_ID]);
+
+    #[test]
+    fn an_index_names_its_table_once_and_a_foreign_index_is_refused() {
+        assert_eq!(NOTES_ID.table().name(), "notes");
+        assert_eq!(AnyIndex::table_name(&NOTES_ID), "notes");
+        assert!(NOTES.check().is_ok());
+        let err = DRAFTS.check().expect_err("notes.id listed in drafts");
+        assert_eq!(
+            err.message,
+            "table drafts lists index notes.id, an index of another table"
+        );
     }
 
     #[test]

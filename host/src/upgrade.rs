@@ -393,7 +393,7 @@ pub fn rebuild_store(
             continue; // added: empty
         };
         table_index[t] = read.table_stamp(&schema.name).unwrap_or(0);
-        let owned = schema.owner == plan.plugin;
+        let owned = new_schema.owner(t) == plan.plugin;
         match plan.change(&schema.name).filter(|_| owned) {
             Some(ChangeKind::Migrated) => continue, // below, with the removed tables
             Some(ChangeKind::Rebuilt) => {
@@ -432,7 +432,7 @@ pub fn rebuild_store(
             for (target, bytes) in migrated {
                 let t = new_schema
                     .position(&target)
-                    .filter(|&t| new_schema.tables()[t].owner == plan.plugin)
+                    .filter(|&t| new_schema.owner(t) == plan.plugin)
                     .ok_or_else(|| {
                         fail(
                             &old.name,

@@ -11,7 +11,7 @@
 //! fsmhost plugin inspect users.wasm
 //! ```
 
-use fsmhost_guest::{Ctx, Error, Index, Key, Plugin, Table, Txn};
+use fsmhost_guest::{Command, Ctx, Error, Index, Key, Plugin, Query, Table, Txn};
 use serde::{Deserialize, Serialize};
 
 /// A user.
@@ -29,7 +29,7 @@ pub struct User {
 
 /// `users.id`: the name; prefix lookups by name prefix.
 pub static USERS_ID: Index<User, String> = Index::new(
-    "users",
+    &USERS,
     "id",
     |u: &User, keys| keys.push(Key::new().string(&u.name)),
     |name: &String| Key::new().string(name).build(),
@@ -39,7 +39,7 @@ pub static USERS_ID: Index<User, String> = Index::new(
 
 /// `users.email`: unique, case-insensitive, may be missing.
 pub static USERS_EMAIL: Index<User, String> = Index::new(
-    "users",
+    &USERS,
     "email",
     |u: &User, keys| {
         if let Some(e) = &u.email {
@@ -53,7 +53,7 @@ pub static USERS_EMAIL: Index<User, String> = Index::new(
 
 /// `users.group`: one key per group.
 pub static USERS_GROUP: Index<User, String> = Index::new(
-    "users",
+    &USERS,
     "group",
     |u: &User, keys| {
         for g in &u.groups {
@@ -109,13 +109,20 @@ fn by_prefix(tx: &dyn Txn, prefix: String) -> Result<Vec<User>, Error> {
     USERS_ID.iter_prefix(tx, &prefix)?.collect()
 }
 
+/// `register`: creates a user; `false` if the name is taken.
+pub static REGISTER: Command<Register, bool> = Command::new("register", register);
+/// `by-group`: the users in a group, by name.
+pub static BY_GROUP: Query<String, Vec<User>> = Query::new("by-group", by_group);
+/// `by-prefix`: the users whose name starts with a prefix.
+pub static BY_PREFIX: Query<String, Vec<User>> = Query::new("by-prefix", by_prefix);
+
 /// The plugin.
 pub fn plugin() -> Plugin {
     Plugin::new("users", "0.1.0", "oss")
         .table(&USERS)
-        .command("register", register)
-        .query("by-group", by_group)
-        .query("by-prefix", by_prefix)
+        .command(&REGISTER)
+        .query(&BY_GROUP)
+        .query(&BY_PREFIX)
 }
 
 fsmhost_guest::export_plugin!(plugin);
@@ -137,37 +144,30 @@ mod tests {
     fn register_and_query() {
         let mut h = Harness::new(plugin()).unwrap();
         assert!(
-            h.apply::<_, bool>("register", &reg("ada", Some("ada@x"), &["ops", "dev"]))
+            h.run(&REGISTER, &reg("ada", Some("ada@x"), &["ops", "dev"]))
                 .unwrap()
         );
-        assert!(
-            h.apply::<_, bool>("register", &reg("alan", None, &["dev"]))
-                .unwrap()
-        );
-        assert!(
-            !h.apply::<_, bool>("register", &reg("ada", None, &[]))
-                .unwrap()
-        );
-        let dev: Vec<User> = h.query("by-group", &"dev").unwrap();
+        assert!(h.run(&REGISTER, &reg("alan", None, &["dev"])).unwrap());
+        assert!(!h.run(&REGISTER, &reg("ada", None, &[])).unwrap());
+        let dev: Vec<User> = h.ask(&BY_GROUP, &"dev".to_string()).unwrap();
         assert_eq!(
             dev.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(),
             ["ada", "alan"]
         );
-        let a: Vec<User> = h.query("by-prefix", &"al").unwrap();
+        let a: Vec<User> = h.ask(&BY_PREFIX, &"al".to_string()).unwrap();
         assert_eq!(a.len(), 1);
     }
 
     #[test]
     fn duplicate_email_writes_nothing() {
         let mut h = Harness::new(plugin()).unwrap();
-        h.apply::<_, bool>("register", &reg("ada", Some("ADA@x"), &[]))
-            .unwrap();
+        h.run(&REGISTER, &reg("ada", Some("ADA@x"), &[])).unwrap();
         let err = h
-            .apply::<_, bool>("register", &reg("bob", Some("ada@X"), &["ops"]))
+            .run(&REGISTER, &reg("bob", Some("ada@X"), &["ops"]))
             .unwrap_err();
         assert!(err.message.contains("unique index violation"), "{err}");
         assert_eq!(h.store().len("users"), 1);
-        let ops: Vec<User> = h.query("by-group", &"ops").unwrap();
+        let ops: Vec<User> = h.ask(&BY_GROUP, &"ops".to_string()).unwrap();
         assert!(ops.is_empty());
     }
 }

@@ -9,16 +9,17 @@ use super::{Description, ErrorKind, Migration, wit};
 use crate::state::{IndexKeys, IndexSchema, TableSchema};
 
 impl From<wit::PluginDescription> for Description {
-    /// The description a plugin gave, with each table's owner set to the plugin.
+    /// The description a plugin gave.
     fn from(d: wit::PluginDescription) -> Self {
-        let name = d.name.clone();
         Description {
+            name: d.name,
+            version: d.version,
+            edition: d.edition,
             tables: d
                 .tables
                 .into_iter()
                 .map(|t| TableSchema {
                     name: t.name,
-                    owner: name.clone(),
                     indexes: t
                         .indexes
                         .into_iter()
@@ -33,17 +34,14 @@ impl From<wit::PluginDescription> for Description {
                     layout: t.layout,
                 })
                 .collect(),
-            name: d.name,
-            version: d.version,
-            edition: d.edition,
             commands: d.commands,
             queries: d.queries,
             routes: d
                 .routes
                 .into_iter()
                 .map(|r| HttpRoute {
-                    method: r.method,
-                    path: r.path,
+                    method: r.method.into(),
+                    path: r.path.into(),
                     prefix: r.prefix,
                 })
                 .collect(),

@@ -11,40 +11,12 @@ use wasmtime::Engine;
 
 use super::call::{CallGate, Warm};
 use super::host::{Access, HostState};
-use super::routes::HttpRoute;
 use super::{Limits, LoadError, PluginSet, Runtime, bindings, bundled, routes, validate};
-use crate::state::TableSchema;
 
-/// A plugin's description, as it declared it at load.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Description {
-    /// Plugin name, unique in a set.
-    pub name: String,
-    /// Semantic version.
-    pub version: String,
-    /// Edition, e.g. `oss`.
-    pub edition: String,
-    /// Owned tables (owner filled in with the plugin's name).
-    pub tables: Vec<TableSchema>,
-    /// Command names.
-    pub commands: Vec<String>,
-    /// Query names.
-    pub queries: Vec<String>,
-    /// HTTP routes the plugin serves.
-    pub routes: Vec<HttpRoute>,
-    /// The migrations its `migrate` export carries out.
-    pub migrations: Vec<Migration>,
-}
-
-/// A migration a plugin declares: it rewrites the objects an older version stored in
-/// `table` at layout `from_layout` (see [`LoadedPlugin::migrate`]).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Migration {
-    /// The table, as the older version named it.
-    pub table: String,
-    /// The layout the older version declared for it.
-    pub from_layout: u32,
-}
+/// A plugin's description, as it declared it at load, and a migration it declares: the
+/// SDK's types (one definition for both sides of the contract). The tables' owner is the
+/// plugin; [`crate::state::Schema`] records it.
+pub use fsmhost_guest::{Description, Migration};
 
 impl Runtime {
     /// Compiles (or fetches from the cache) and validates one component. `origin` names it

@@ -1,7 +1,8 @@
 //! HTTP routes plugins serve: the host's side of the `route` and `render` exports.
 //!
-//! Owns: the plain types of a routed request (no wasmtime type leaves this module's parent),
-//! the load-time checks of a plugin's routes, and finding the plugin that serves a request.
+//! Owns: the names of the plain types of a routed request (the SDK's, re-exported; no
+//! wasmtime type leaves this module's parent), the load-time checks of a plugin's routes,
+//! and finding the plugin that serves a request.
 //! Invariants (checked at load, in [`check`] and [`check_set`]): a route's path starts with
 //! `/v1/`, is not under one of the host's own paths, and no two plugins of a set serve an
 //! overlapping route, so a request has at most one plugin.
@@ -23,101 +24,22 @@ pub const RESERVED: &[&str] = &[
 /// Methods a route may use.
 const METHODS: &[&str] = &["GET", "PUT", "POST", "DELETE"];
 
-/// A route a plugin serves.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpRoute {
-    /// `GET`, `PUT`, `POST` or `DELETE`.
-    pub method: String,
-    /// The path, starting with `/v1/`.
-    pub path: String,
-    /// Serves every path starting with `path` (which ends with `/`).
-    pub prefix: bool,
-}
+/// The plain types of a routed request are the SDK's (one definition for both sides of
+/// the contract), under the host's names.
+pub use fsmhost_guest::http::{
+    Action as HttpAction, Plan as HttpPlan, Request as HttpRequest, Response as HttpResponse,
+    Route as HttpRoute,
+};
 
-impl HttpRoute {
-    /// Whether a request with this method and path is the route's.
-    pub fn matches(&self, method: &str, path: &str) -> bool {
-        self.method == method
-            && if self.prefix {
-                path.starts_with(&self.path)
-            } else {
-                path == self.path
-            }
-    }
-
-    /// Whether some request would match both routes.
-    fn overlaps(&self, other: &HttpRoute) -> bool {
-        self.method == other.method
-            && match (self.prefix, other.prefix) {
-                (false, false) => self.path == other.path,
-                (true, false) => other.path.starts_with(&self.path),
-                (false, true) => self.path.starts_with(&other.path),
-                (true, true) => {
-                    self.path.starts_with(&other.path) || other.path.starts_with(&self.path)
-                }
-            }
-    }
-}
-
-impl std::fmt::Display for HttpRoute {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let star = if self.prefix { "*" } else { "" };
-        write!(f, "{} {}{star}", self.method, self.path)
-    }
-}
-
-/// A request on a plugin's route.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HttpRequest {
-    /// The method.
-    pub method: String,
-    /// The path, percent-decoded.
-    pub path: String,
-    /// Query parameters in order, percent-decoded.
-    pub query: Vec<(String, String)>,
-    /// The body.
-    pub body: Vec<u8>,
-}
-
-/// A plugin's response.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpResponse {
-    /// The status code.
-    pub status: u16,
-    /// The `Content-Type`.
-    pub content_type: String,
-    /// The body.
-    pub body: Vec<u8>,
-}
-
-/// What to do for a routed request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HttpAction {
-    /// Apply `command` through the log.
-    Apply {
-        /// The command.
-        command: String,
-        /// Its payload.
-        payload: Vec<u8>,
-    },
-    /// Run query `name`.
-    Query {
-        /// The query.
-        name: String,
-        /// Its arguments.
-        args: Vec<u8>,
-    },
-    /// Answer with this.
-    Respond(HttpResponse),
-}
-
-/// A plugin's plan for a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpPlan {
-    /// What to do.
-    pub action: HttpAction,
-    /// Handed back to `render`.
-    pub context: Vec<u8>,
+/// Whether some request would match both routes.
+fn overlaps(a: &HttpRoute, b: &HttpRoute) -> bool {
+    a.method == b.method
+        && match (a.prefix, b.prefix) {
+            (false, false) => a.path == b.path,
+            (true, false) => b.path.starts_with(&*a.path),
+            (false, true) => a.path.starts_with(&*b.path),
+            (true, true) => a.path.starts_with(&*b.path) || b.path.starts_with(&*a.path),
+        }
 }
 
 /// Checks one plugin's routes on their own.
@@ -127,7 +49,7 @@ pub(crate) fn check(plugin: &str, routes: &[HttpRoute]) -> Result<(), LoadError>
         problem,
     };
     for (i, r) in routes.iter().enumerate() {
-        if !METHODS.contains(&r.method.as_str()) {
+        if !METHODS.contains(&&*r.method) {
             return Err(invalid(format!(
                 "route {r}: method {:?} is not one of {}",
                 r.method,
@@ -147,7 +69,7 @@ pub(crate) fn check(plugin: &str, routes: &[HttpRoute]) -> Result<(), LoadError>
         if let Some(host) = RESERVED.iter().find(|h| {
             r.path == **h
                 || r.path.starts_with(&format!("{h}/"))
-                || (r.prefix && h.starts_with(&r.path))
+                || (r.prefix && h.starts_with(&*r.path))
         }) {
             return Err(invalid(format!(
                 "route {r} would take requests for the host's own {host}"
@@ -165,7 +87,7 @@ pub(crate) fn check_set(routes: &[(String, &[HttpRoute])]) -> Result<(), LoadErr
     for (i, (plugin, mine)) in routes.iter().enumerate() {
         for (other, theirs) in &routes[..i] {
             for r in mine.iter() {
-                if let Some(clash) = theirs.iter().find(|t| t.overlaps(r)) {
+                if let Some(clash) = theirs.iter().find(|t| overlaps(t, r)) {
                     return Err(LoadError::Conflict {
                         first: other.clone(),
                         second: plugin.clone(),
@@ -184,8 +106,8 @@ mod tests {
 
     fn r(method: &str, path: &str, prefix: bool) -> HttpRoute {
         HttpRoute {
-            method: method.into(),
-            path: path.into(),
+            method: method.to_string().into(),
+            path: path.to_string().into(),
             prefix,
         }
     }

@@ -23,7 +23,8 @@ impl PluginSet {
 
     /// [`PluginSet::new`] over plugins already shared (another set's, with one replaced).
     pub fn from_shared(plugins: Vec<Arc<LoadedPlugin>>) -> Result<Self, LoadError> {
-        let mut tables: Vec<TableSchema> = Vec::new();
+        // Each table with the plugin that declared it.
+        let mut tables: Vec<(String, TableSchema)> = Vec::new();
         for (i, p) in plugins.iter().enumerate() {
             if let Some(other) = plugins[..i].iter().find(|o| o.name() == p.name()) {
                 return Err(LoadError::Conflict {
@@ -33,18 +34,14 @@ impl PluginSet {
                 });
             }
             for t in &p.description.tables {
-                if let Some(prev) = tables.iter().find(|x| x.name == t.name) {
+                if let Some((owner, _)) = tables.iter().find(|(_, x)| x.name == t.name) {
                     return Err(LoadError::Conflict {
-                        first: format!(
-                            "{} ({})",
-                            prev.owner,
-                            owner_origin(&plugins[..i], &prev.owner)
-                        ),
+                        first: format!("{owner} ({})", owner_origin(&plugins[..i], owner)),
                         second: format!("{} ({})", p.name(), p.origin),
                         what: format!("table {}", t.name),
                     });
                 }
-                tables.push(t.clone());
+                tables.push((p.name().to_string(), t.clone()));
             }
         }
         let routes: Vec<(String, &[HttpRoute])> = plugins

@@ -37,7 +37,7 @@ mod watch;
 
 pub use restore::Restore;
 pub use row::RowKeys;
-pub use schema::{Schema, TableSchema};
+pub use schema::Schema;
 pub use tables::Tables;
 pub use txn::{ReadTxn, Savepoint, Store, WriteTxn};
 pub use watch::{Wake, WatchSet};
@@ -54,7 +54,11 @@ pub use fsmhost_guest::StateError;
 
 /// Key ranges are the SDK's types, so the host store and the SDK's native `MemStore` (which
 /// plugin tests run against) interpret every range, and page every scan, identically.
-pub use fsmhost_guest::{Bound, IndexKeys, IndexSchema, KeyRange, cursor};
+pub use fsmhost_guest::{Bound, IndexKeys, KeyRange, cursor};
+
+/// A table's and an index's declared shape are the SDK's types, as a plugin's `describe`
+/// reports them; [`Schema`] adds each table's owner.
+pub use fsmhost_guest::{IndexSchema, TableSchema};
 
 /// A batch of objects from [`Tables::scan`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -1,42 +1,33 @@
 //! The schema of the store: each table, its indexes and the plugin that owns it, as the
 //! loaded plugins declare them.
 //!
-//! Owns: [`TableSchema`] and [`Schema`], and the checks a plugin set's tables must pass
-//! (an `id` index on every table, unique names).
+//! Owns: [`Schema`] (each table's [`TableSchema`], the SDK's type, with its owner), and the
+//! checks a plugin set's tables must pass (an `id` index on every table, unique names).
+//! A table's `layout` (from 1) is the version of what its objects' bytes mean: the store
+//! never reads objects; upgrades compare layouts to decide whether the objects need the new
+//! plugin's `migrate`.
 
 use std::collections::BTreeMap;
 
 use super::*;
 
-/// A table, its indexes and the plugin that owns it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TableSchema {
-    /// Table name.
-    pub name: String,
-    /// The plugin that declared the table; only it writes the table.
-    pub owner: String,
-    /// Indexes; exactly one is the unique `id` index.
-    pub indexes: Vec<IndexSchema>,
-    /// The version of the layout of the table's objects (the plugin's `layout`, from 1).
-    /// The store never reads objects; upgrades compare layouts to decide whether the
-    /// objects need the new plugin's `migrate`.
-    pub layout: u32,
-}
-
 /// The schema of the whole store: every table of every loaded plugin.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Schema {
     pub(super) tables: Vec<TableSchema>,
+    /// Per table, the plugin that declared it; only that plugin writes the table.
+    pub(super) owners: Vec<String>,
     /// Per table, the position of its `id` index.
     pub(super) id_pos: Vec<usize>,
     pub(super) by_name: BTreeMap<String, usize>,
 }
 
 impl Schema {
-    /// A schema of these tables. Refuses, naming the table, a duplicate table name or a table
-    /// without a unique, single-valued, never-missing `id` index: the invariants every
-    /// insert relies on.
-    pub fn new(tables: Vec<TableSchema>) -> Result<Self, String> {
+    /// A schema of these tables, each with the plugin that owns it. Refuses, naming the
+    /// table, a duplicate table name or a table without a unique, single-valued,
+    /// never-missing `id` index: the invariants every insert relies on.
+    pub fn new(owned: Vec<(String, TableSchema)>) -> Result<Self, String> {
+        let (owners, tables): (Vec<String>, Vec<TableSchema>) = owned.into_iter().unzip();
         let mut by_name = BTreeMap::new();
         let mut id_pos = Vec::with_capacity(tables.len());
         for (i, t) in tables.iter().enumerate() {
@@ -57,6 +48,7 @@ impl Schema {
         }
         Ok(Schema {
             tables,
+            owners,
             id_pos,
             by_name,
         })
@@ -65,6 +57,11 @@ impl Schema {
     /// The tables, in declaration order.
     pub fn tables(&self) -> &[TableSchema] {
         &self.tables
+    }
+
+    /// The plugin that owns the table at schema position `t`.
+    pub fn owner(&self, t: usize) -> &str {
+        &self.owners[t]
     }
 
     /// The schema position of `table`, if the schema has it.

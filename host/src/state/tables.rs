@@ -269,11 +269,10 @@ impl Tables {
 
     pub(super) fn writable(&self, owner: &str, table: &str) -> Result<usize, StateError> {
         let t = self.schema.lookup(table)?;
-        let schema = &self.schema.tables[t];
-        if schema.owner != owner {
+        let table_owner = self.schema.owner(t);
+        if table_owner != owner {
             return Err(StateError::NotOwner(format!(
-                "table {table} belongs to plugin {}, not {owner}",
-                schema.owner
+                "table {table} belongs to plugin {table_owner}, not {owner}"
             )));
         }
         Ok(t)

@@ -1,11 +1,42 @@
 //! What the catalog commands and queries take and answer: Consul's `RegisterRequest`,
-//! `DeregisterRequest`, and the query arguments and results.
+//! `DeregisterRequest`, and the query arguments and results; and the handle of every
+//! command and query (its name, request and result types).
 
-use fsmhost_guest::Error;
+use fsmhost_guest::{Command, Error, Query};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-use crate::{Check, Meta, Node, Service};
+use crate::{Check, Meta, Node, Service, queries, register};
+
+/// `register`: a node, optionally a service and checks on it; always `true`.
+pub static REGISTER: Command<RegisterRequest, bool> = Command::new("register", register::register);
+/// `deregister`: a node with everything on it, one service with its checks, or one check;
+/// always `true`.
+pub static DEREGISTER: Command<DeregisterRequest, bool> =
+    Command::new("deregister", register::deregister);
+/// `nodes`: every node (or those with a metadata pair), by name.
+pub static NODES_QUERY: Query<NodesArgs, Indexed<Vec<Node>>> = Query::new("nodes", queries::nodes);
+/// `services`: every service name with its tags.
+pub static SERVICES_QUERY: Query<Option<Meta>, Indexed<BTreeMap<String, Vec<String>>>> =
+    Query::new("services", queries::services);
+/// `service-nodes`: the instances of a service, each with its node.
+pub static SERVICE_NODES: Query<ServiceArgs, Indexed<Vec<ServiceNode>>> =
+    Query::new("service-nodes", queries::service_nodes);
+/// `service-health`: the instances of a service with their node and checks.
+pub static SERVICE_HEALTH: Query<ServiceArgs, Indexed<Vec<ServiceHealth>>> =
+    Query::new("service-health", queries::service_health);
+/// `node-services`: a node and its services, if the node exists.
+pub static NODE_SERVICES: Query<NodeArgs, Indexed<Option<NodeServices>>> =
+    Query::new("node-services", queries::node_services);
+/// `node-checks`: the checks of a node.
+pub static NODE_CHECKS: Query<NodeArgs, Indexed<Vec<Check>>> =
+    Query::new("node-checks", queries::node_checks);
+/// `service-checks`: the checks of a service's instances.
+pub static SERVICE_CHECKS: Query<ServiceArgs, Indexed<Vec<Check>>> =
+    Query::new("service-checks", queries::service_checks);
+/// `checks-in-state`: the checks in a state (`any` for all).
+pub static CHECKS_IN_STATE: Query<StateArgs, Indexed<Vec<Check>>> =
+    Query::new("checks-in-state", queries::checks_in_state);
 
 /// `register`: Consul's `RegisterRequest`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]

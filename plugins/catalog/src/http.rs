@@ -16,8 +16,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use crate::{
-    Check, DeregisterRequest, EDITION, Indexed, Meta, Node, NodeArgs, NodeServices, NodesArgs,
-    RegisterRequest, ServiceArgs, ServiceHealth, ServiceNode, StateArgs,
+    CHECKS_IN_STATE, Check, DEREGISTER, DeregisterRequest, EDITION, Indexed, Meta, NODE_CHECKS,
+    NODE_SERVICES, NODES_QUERY, Node, NodeArgs, NodeServices, NodesArgs, REGISTER, RegisterRequest,
+    SERVICE_CHECKS, SERVICE_HEALTH, SERVICE_NODES, SERVICES_QUERY, ServiceArgs, ServiceHealth,
+    ServiceNode, StateArgs,
 };
 
 /// The catalog API's prefix.
@@ -63,12 +65,12 @@ pub fn route_write(req: &Request) -> Result<Plan, Error> {
         "/v1/catalog/register" => {
             let mut r = body::<RegisterRequest>(req)?;
             r.tenancy = tenancy(req, &r.tenancy)?;
-            Plan::apply("register", &r)
+            Plan::apply(&REGISTER, &r)
         }
         "/v1/catalog/deregister" => {
             let mut r = body::<DeregisterRequest>(req)?;
             r.tenancy = tenancy(req, &r.tenancy)?;
-            Plan::apply("deregister", &r)
+            Plan::apply(&DEREGISTER, &r)
         }
         other => Err(Error::not_found(format!("no catalog endpoint PUT {other}"))),
     }
@@ -114,22 +116,22 @@ pub fn route_catalog(req: &Request) -> Result<Plan, Error> {
             node_meta,
             tenancy: tenancy(req, &Meta::default())?,
         };
-        return Plan::query("nodes", &args)?.context(&Read::Nodes);
+        return Plan::query(&NODES_QUERY, &args)?.context(&Read::Nodes);
     }
     if rest == "services" {
         let args = Some(tenancy(req, &Meta::default())?);
-        return Plan::query("services", &args)?.context(&Read::Services);
+        return Plan::query(&SERVICES_QUERY, &args)?.context(&Read::Services);
     }
     if rest.starts_with("service/") {
         let args = service_args(req, "/v1/catalog/service/")?;
-        return Plan::query("service-nodes", &args)?.context(&Read::ServiceNodes);
+        return Plan::query(&SERVICE_NODES, &args)?.context(&Read::ServiceNodes);
     }
     if rest.starts_with("node/") {
         let args = NodeArgs {
             node: named(req, "/v1/catalog/node/", "node")?,
             tenancy: tenancy(req, &Meta::default())?,
         };
-        return Plan::query("node-services", &args)?.context(&Read::Node);
+        return Plan::query(&NODE_SERVICES, &args)?.context(&Read::Node);
     }
     Err(Error::not_found(format!(
         "no catalog endpoint GET {}",
@@ -145,22 +147,22 @@ pub fn route_health(req: &Request) -> Result<Plan, Error> {
             node: named(req, "/v1/health/node/", "node")?,
             tenancy: tenancy(req, &Meta::default())?,
         };
-        return Plan::query("node-checks", &args)?.context(&Read::Checks);
+        return Plan::query(&NODE_CHECKS, &args)?.context(&Read::Checks);
     }
     if rest.starts_with("checks/") {
         let args = service_args(req, "/v1/health/checks/")?;
-        return Plan::query("service-checks", &args)?.context(&Read::Checks);
+        return Plan::query(&SERVICE_CHECKS, &args)?.context(&Read::Checks);
     }
     if rest.starts_with("service/") {
         let args = service_args(req, "/v1/health/service/")?;
-        return Plan::query("service-health", &args)?.context(&Read::ServiceHealth);
+        return Plan::query(&SERVICE_HEALTH, &args)?.context(&Read::ServiceHealth);
     }
     if rest.starts_with("state/") {
         let args = StateArgs {
             state: named(req, "/v1/health/state/", "check state")?,
             tenancy: tenancy(req, &Meta::default())?,
         };
-        return Plan::query("checks-in-state", &args)?.context(&Read::Checks);
+        return Plan::query(&CHECKS_IN_STATE, &args)?.context(&Read::Checks);
     }
     Err(Error::not_found(format!(
         "no health endpoint GET {}",

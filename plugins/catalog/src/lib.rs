@@ -9,10 +9,13 @@
 //! - `checks`: [`Check`]; `id` node + check ID, `node`, `service` the service name
 //!   (allow-missing: node checks have none), `status`.
 //!
-//! Commands: `register` (a node, optionally a service and checks: Consul's
-//! `RegisterRequest`), `deregister` (a node with everything on it, one service with its
-//! checks, or one check). Queries: `nodes`, `services`, `service-nodes`, `node-services`,
-//! `node-checks`, `service-checks`, `checks-in-state`, `service-health`.
+//! Commands, each a [`Command`](fsmhost_guest::Command) handle: [`REGISTER`] (a node,
+//! optionally a service and checks: Consul's `RegisterRequest`), [`DEREGISTER`] (a node with
+//! everything on it, one service with its checks, or one check). Queries, each a
+//! [`Query`](fsmhost_guest::Query) handle: `nodes` ([`NODES_QUERY`]), `services`
+//! ([`SERVICES_QUERY`]; the tables own the names `NODES` and `SERVICES`), [`SERVICE_NODES`],
+//! [`NODE_SERVICES`], [`NODE_CHECKS`], [`SERVICE_CHECKS`], [`CHECKS_IN_STATE`],
+//! [`SERVICE_HEALTH`].
 //!
 //! Record field names are Consul's, so the HTTP module renders records as they are stored.
 //!
@@ -28,8 +31,6 @@ mod register;
 mod schema;
 
 pub use api::*;
-use queries::*;
-use register::*;
 pub use schema::*;
 
 /// The edition this build is (the `enterprise` cargo feature): the enterprise edition puts
@@ -47,16 +48,16 @@ pub fn plugin() -> Plugin {
         .table(&NODES)
         .table(&SERVICES)
         .table(&CHECKS)
-        .command("register", register)
-        .command("deregister", deregister)
-        .query("nodes", nodes)
-        .query("services", services)
-        .query("service-nodes", service_nodes)
-        .query("service-health", service_health)
-        .query("node-services", node_services)
-        .query("node-checks", node_checks)
-        .query("service-checks", service_checks)
-        .query("checks-in-state", checks_in_state)
+        .command(&REGISTER)
+        .command(&DEREGISTER)
+        .query(&NODES_QUERY)
+        .query(&SERVICES_QUERY)
+        .query(&SERVICE_NODES)
+        .query(&SERVICE_HEALTH)
+        .query(&NODE_SERVICES)
+        .query(&NODE_CHECKS)
+        .query(&SERVICE_CHECKS)
+        .query(&CHECKS_IN_STATE)
         .route(
             Route::put("/v1/catalog/register"),
             http::route_write,

@@ -7,13 +7,6 @@ use std::collections::BTreeMap;
 
 use crate::EDITION;
 
-/// The name of table `nodes`, which its table and every one of its indexes name.
-pub const NODES_TABLE: &str = "nodes";
-/// The name of table `services`, which its table and every one of its indexes name.
-pub const SERVICES_TABLE: &str = "services";
-/// The name of table `checks`, which its table and every one of its indexes name.
-pub const CHECKS_TABLE: &str = "checks";
-
 /// Where a record lives (enterprise edition): Consul's `Partition` and `Namespace` fields,
 /// omitted when empty (always, in OSS).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
@@ -202,7 +195,7 @@ pub(crate) fn pair(t: Tenancy, a: &str, b: &str) -> Pair {
 
 /// `nodes.id`: the node name, case-insensitive (in its partition).
 pub static NODES_ID: Index<Node, Named> = Index::new(
-    NODES_TABLE,
+    &NODES,
     "id",
     |n: &Node, k| k.push(lower(&named(n.tenancy.partition(), &n.node))),
     lower,
@@ -211,7 +204,7 @@ pub static NODES_ID: Index<Node, Named> = Index::new(
 
 /// `nodes.uuid`: the node's ID, when it has one.
 pub static NODES_UUID: Index<Node, Named> = Index::new(
-    NODES_TABLE,
+    &NODES,
     "uuid",
     |n: &Node, k| {
         if !n.id.is_empty() {
@@ -225,7 +218,7 @@ pub static NODES_UUID: Index<Node, Named> = Index::new(
 
 /// `nodes.meta`: one key per metadata pair (`(key, value)`).
 pub static NODES_META: Index<Node, Pair> = Index::new(
-    NODES_TABLE,
+    &NODES,
     "meta",
     |n: &Node, k| {
         for (key, value) in &n.meta {
@@ -239,7 +232,7 @@ pub static NODES_META: Index<Node, Pair> = Index::new(
 
 /// `nodes.namespace` (enterprise edition): the nodes of a partition.
 pub static NODES_NAMESPACE: Index<Node, Tenancy> = Index::new(
-    NODES_TABLE,
+    &NODES,
     "namespace",
     |n: &Node, k| k.push(tenancy_key(&n.tenancy.partition())),
     tenancy_key,
@@ -248,7 +241,7 @@ pub static NODES_NAMESPACE: Index<Node, Tenancy> = Index::new(
 
 /// The `nodes` table.
 pub static NODES: Table<Node> = Table::new(
-    NODES_TABLE,
+    "nodes",
     &[
         &NODES_ID,
         &NODES_UUID,
@@ -260,7 +253,7 @@ pub static NODES: Table<Node> = Table::new(
 
 /// `services.id`: node + service ID (in the service's partition and namespace).
 pub static SERVICES_ID: Index<Service, Pair> = Index::new(
-    SERVICES_TABLE,
+    &SERVICES,
     "id",
     |s: &Service, k| k.push(node_and(&pair(s.tenancy.tenancy(), &s.node, &s.id))),
     node_and,
@@ -269,7 +262,7 @@ pub static SERVICES_ID: Index<Service, Pair> = Index::new(
 
 /// `services.node`: the node's services, in every namespace of its partition.
 pub static SERVICES_NODE: Index<Service, Named> = Index::new(
-    SERVICES_TABLE,
+    &SERVICES,
     "node",
     |s: &Service, k| k.push(lower(&named(s.tenancy.partition(), &s.node))),
     lower,
@@ -277,7 +270,7 @@ pub static SERVICES_NODE: Index<Service, Named> = Index::new(
 
 /// `services.service`: the instances of a service name, case-insensitive.
 pub static SERVICES_SERVICE: Index<Service, Named> = Index::new(
-    SERVICES_TABLE,
+    &SERVICES,
     "service",
     |s: &Service, k| k.push(lower(&named(s.tenancy.tenancy(), &s.service))),
     lower,
@@ -285,7 +278,7 @@ pub static SERVICES_SERVICE: Index<Service, Named> = Index::new(
 
 /// `services.kind`: the services of one kind (`""` for typical ones).
 pub static SERVICES_KIND: Index<Service, Named> = Index::new(
-    SERVICES_TABLE,
+    &SERVICES,
     "kind",
     |s: &Service, k| k.push(exact(&named(s.tenancy.tenancy(), &s.kind))),
     exact,
@@ -293,7 +286,7 @@ pub static SERVICES_KIND: Index<Service, Named> = Index::new(
 
 /// `services.namespace` (enterprise edition): the services of a partition and namespace.
 pub static SERVICES_NAMESPACE: Index<Service, Tenancy> = Index::new(
-    SERVICES_TABLE,
+    &SERVICES,
     "namespace",
     |s: &Service, k| k.push(tenancy_key(&s.tenancy.tenancy())),
     tenancy_key,
@@ -302,7 +295,7 @@ pub static SERVICES_NAMESPACE: Index<Service, Tenancy> = Index::new(
 
 /// The `services` table.
 pub static SERVICES: Table<Service> = Table::new(
-    SERVICES_TABLE,
+    "services",
     &[
         &SERVICES_ID,
         &SERVICES_NODE,
@@ -315,7 +308,7 @@ pub static SERVICES: Table<Service> = Table::new(
 
 /// `checks.id`: node + check ID (in the check's partition and namespace).
 pub static CHECKS_ID: Index<Check, Pair> = Index::new(
-    CHECKS_TABLE,
+    &CHECKS,
     "id",
     |c: &Check, k| k.push(node_and(&pair(c.tenancy.tenancy(), &c.node, &c.check_id))),
     node_and,
@@ -324,7 +317,7 @@ pub static CHECKS_ID: Index<Check, Pair> = Index::new(
 
 /// `checks.node`: the node's checks, in every namespace of its partition.
 pub static CHECKS_NODE: Index<Check, Named> = Index::new(
-    CHECKS_TABLE,
+    &CHECKS,
     "node",
     |c: &Check, k| k.push(lower(&named(c.tenancy.partition(), &c.node))),
     lower,
@@ -332,7 +325,7 @@ pub static CHECKS_NODE: Index<Check, Named> = Index::new(
 
 /// `checks.service`: the checks of a service name (node checks have none).
 pub static CHECKS_SERVICE: Index<Check, Named> = Index::new(
-    CHECKS_TABLE,
+    &CHECKS,
     "service",
     |c: &Check, k| {
         if !c.service_name.is_empty() {
@@ -345,7 +338,7 @@ pub static CHECKS_SERVICE: Index<Check, Named> = Index::new(
 
 /// `checks.status`: the checks in one state.
 pub static CHECKS_STATUS: Index<Check, Named> = Index::new(
-    CHECKS_TABLE,
+    &CHECKS,
     "status",
     |c: &Check, k| k.push(lower(&named(c.tenancy.tenancy(), &c.status))),
     lower,
@@ -353,7 +346,7 @@ pub static CHECKS_STATUS: Index<Check, Named> = Index::new(
 
 /// `checks.namespace` (enterprise edition): the checks of a partition and namespace.
 pub static CHECKS_NAMESPACE: Index<Check, Tenancy> = Index::new(
-    CHECKS_TABLE,
+    &CHECKS,
     "namespace",
     |c: &Check, k| k.push(tenancy_key(&c.tenancy.tenancy())),
     tenancy_key,
@@ -362,7 +355,7 @@ pub static CHECKS_NAMESPACE: Index<Check, Tenancy> = Index::new(
 
 /// The `checks` table.
 pub static CHECKS: Table<Check> = Table::new(
-    CHECKS_TABLE,
+    "checks",
     &[
         &CHECKS_ID,
         &CHECKS_NODE,

@@ -41,7 +41,7 @@ fn check(id: &str, service_id: &str, status: &str) -> Check {
 }
 
 fn register(h: &mut Harness, req: &RegisterRequest) {
-    assert!(h.apply::<_, bool>("register", req).unwrap());
+    assert!(h.run(&REGISTER, req).unwrap());
 }
 
 fn health(h: &Harness, service: &str, passing: bool) -> Vec<ServiceHealth> {
@@ -51,9 +51,7 @@ fn health(h: &Harness, service: &str, passing: bool) -> Vec<ServiceHealth> {
         tag: None,
         passing,
     };
-    h.query::<_, Indexed<Vec<ServiceHealth>>>("service-health", &args)
-        .unwrap()
-        .items
+    h.ask(&SERVICE_HEALTH, &args).unwrap().items
 }
 
 #[test]
@@ -61,11 +59,11 @@ fn register_upserts_and_skips_unchanged_writes() {
     let mut h = h();
     register(&mut h, &node_req("web1", "10.0.0.1")); // 1
     register(&mut h, &node_req("web1", "10.0.0.1")); // 2: unchanged
-    let n: Indexed<Vec<Node>> = h.query("nodes", &NodesArgs::default()).unwrap();
+    let n: Indexed<Vec<Node>> = h.ask(&NODES_QUERY, &NodesArgs::default()).unwrap();
     assert_eq!(n.items.len(), 1);
     assert_eq!((n.items[0].create_index, n.items[0].modify_index), (1, 1));
     register(&mut h, &node_req("WEB1", "10.0.0.2")); // 3: same node, any case
-    let n: Indexed<Vec<Node>> = h.query("nodes", &NodesArgs::default()).unwrap();
+    let n: Indexed<Vec<Node>> = h.ask(&NODES_QUERY, &NodesArgs::default()).unwrap();
     assert_eq!(n.items.len(), 1);
     assert_eq!((n.items[0].create_index, n.items[0].modify_index), (1, 3));
     assert_eq!(n.index, 3);
@@ -77,18 +75,18 @@ fn services_and_checks_need_their_node_and_service() {
     register(&mut h, &with_service("web1", "web-a", "web", &["v1"]));
     let mut req = node_req("web1", "10.0.0.1");
     req.check = Some(check("c1", "nope", "passing"));
-    let e = h.apply::<_, bool>("register", &req).unwrap_err();
+    let e = h.run(&REGISTER, &req).unwrap_err();
     assert!(
         e.to_string().contains("service \"nope\" is not registered"),
         "{e}"
     );
     let mut req = node_req("", "10.0.0.1");
     req.node = " ".into();
-    let e = h.apply::<_, bool>("register", &req).unwrap_err();
+    let e = h.run(&REGISTER, &req).unwrap_err();
     assert!(e.to_string().contains("Must provide node"), "{e}");
     let mut req = node_req("web1", "10.0.0.1");
     req.check = Some(check("c1", "", "bogus"));
-    let e = h.apply::<_, bool>("register", &req).unwrap_err();
+    let e = h.run(&REGISTER, &req).unwrap_err();
     assert!(e.to_string().contains("is not one of passing"), "{e}");
 }
 
@@ -100,7 +98,7 @@ fn a_node_id_belongs_to_one_node() {
     register(&mut h, &a);
     let mut b = node_req("b", "10.0.0.2");
     b.id = a.id.clone();
-    let e = h.apply::<_, bool>("register", &b).unwrap_err();
+    let e = h.run(&REGISTER, &b).unwrap_err();
     assert!(
         e.to_string()
             .contains("is already registered by node \"a\""),
@@ -129,8 +127,8 @@ fn health_joins_node_and_service_checks_and_filters_passing() {
     assert_eq!(passing.len(), 1);
     assert_eq!(passing[0].node.node, "web1");
     let critical: Indexed<Vec<Check>> = h
-        .query(
-            "checks-in-state",
+        .ask(
+            &CHECKS_IN_STATE,
             &StateArgs {
                 tenancy: Default::default(),
                 state: "critical".into(),
@@ -140,8 +138,8 @@ fn health_joins_node_and_service_checks_and_filters_passing() {
     assert_eq!(critical.items.len(), 1);
     assert_eq!(critical.items[0].node, "web2");
     let e = h
-        .query::<_, Indexed<Vec<Check>>>(
-            "checks-in-state",
+        .ask(
+            &CHECKS_IN_STATE,
             &StateArgs {
                 tenancy: Default::default(),
                 state: "sad".into(),
@@ -157,12 +155,12 @@ fn services_list_names_with_their_tags_and_tag_filters() {
     register(&mut h, &with_service("n1", "web-1", "web", &["v1", "blue"]));
     register(&mut h, &with_service("n2", "web-2", "web", &["v2"]));
     register(&mut h, &with_service("n2", "db", "db", &[]));
-    let s: Indexed<BTreeMap<String, Vec<String>>> = h.query("services", &()).unwrap();
+    let s: Indexed<BTreeMap<String, Vec<String>>> = h.ask(&SERVICES_QUERY, &None).unwrap();
     assert_eq!(s.items["web"], ["blue", "v1", "v2"]);
     assert_eq!(s.items["db"], Vec::<String>::new());
     let tagged: Indexed<Vec<ServiceNode>> = h
-        .query(
-            "service-nodes",
+        .ask(
+            &SERVICE_NODES,
             &ServiceArgs {
                 tenancy: Default::default(),
                 service: "WEB".into(),
@@ -187,8 +185,8 @@ fn deregister_a_check_a_service_or_the_whole_node() {
     register(&mut h, &with_service("n1", "db", "db", &[]));
     let checks = |h: &Harness| -> Vec<String> {
         let c: Indexed<Vec<Check>> = h
-            .query(
-                "node-checks",
+            .ask(
+                &NODE_CHECKS,
                 &NodeArgs {
                     tenancy: Default::default(),
                     node: "n1".into(),
@@ -204,13 +202,13 @@ fn deregister_a_check_a_service_or_the_whole_node() {
             service_id: service.into(),
             check_id: check.into(),
         };
-        assert!(h.apply::<_, bool>("deregister", &req).unwrap());
+        assert!(h.run(&DEREGISTER, &req).unwrap());
     };
     dereg(&mut h, "web", "");
     assert_eq!(checks(&h), ["node-ok"], "the service's checks went with it");
     let ns: Indexed<Option<NodeServices>> = h
-        .query(
-            "node-services",
+        .ask(
+            &NODE_SERVICES,
             &NodeArgs {
                 tenancy: Default::default(),
                 node: "n1".into(),
@@ -225,8 +223,8 @@ fn deregister_a_check_a_service_or_the_whole_node() {
     assert!(checks(&h).is_empty());
     dereg(&mut h, "", "");
     let ns: Indexed<Option<NodeServices>> = h
-        .query(
-            "node-services",
+        .ask(
+            &NODE_SERVICES,
             &NodeArgs {
                 tenancy: Default::default(),
                 node: "n1".into(),
@@ -234,7 +232,7 @@ fn deregister_a_check_a_service_or_the_whole_node() {
         )
         .unwrap();
     assert_eq!(ns.items, None);
-    let s: Indexed<BTreeMap<String, Vec<String>>> = h.query("services", &()).unwrap();
+    let s: Indexed<BTreeMap<String, Vec<String>>> = h.ask(&SERVICES_QUERY, &None).unwrap();
     assert!(s.items.is_empty(), "the node's services went with it");
 }
 
@@ -251,7 +249,7 @@ fn nodes_filter_by_meta() {
         tenancy: Default::default(),
         node_meta: BTreeMap::from([("rack".into(), "r1".into()), ("os".into(), "linux".into())]),
     };
-    let n: Indexed<Vec<Node>> = h.query("nodes", &args).unwrap();
+    let n: Indexed<Vec<Node>> = h.ask(&NODES_QUERY, &args).unwrap();
     assert_eq!(
         n.items.iter().map(|n| n.node.as_str()).collect::<Vec<_>>(),
         ["a", "c"]

@@ -1,10 +1,39 @@
 //! What the kv commands and queries take and answer: Consul's request shapes
-//! (`KVSSet`, `KVSCAS`, ...), as the guest SDK encodes them.
+//! (`KVSSet`, `KVSCAS`, ...), as the guest SDK encodes them, and the handle of every
+//! command and query (its name, request and result types).
 
-use fsmhost_guest::{Tenancy, serde_bytes};
+use fsmhost_guest::{Command, Query, Tenancy, serde_bytes};
 use serde::{Deserialize, Serialize};
 
-use crate::Entry;
+use crate::txn::{self, TxnRequest};
+use crate::{Entry, ops};
+
+/// `set`: writes a key; always `true`.
+pub static SET: Command<SetRequest, bool> = Command::new("set", ops::set);
+/// `cas`: writes a key if its ModifyIndex matches; whether it did.
+pub static CAS: Command<CasRequest, bool> = Command::new("cas", ops::cas);
+/// `delete`: removes a key; always `true`.
+pub static DELETE: Command<DeleteRequest, bool> = Command::new("delete", ops::delete);
+/// `delete-cas`: removes a key if its ModifyIndex matches; whether it did (or the key was
+/// already gone).
+pub static DELETE_CAS: Command<DeleteCasRequest, bool> =
+    Command::new("delete-cas", ops::delete_cas);
+/// `delete-tree`: removes every key under a prefix; always `true`.
+pub static DELETE_TREE: Command<DeleteTreeRequest, bool> =
+    Command::new("delete-tree", ops::delete_tree);
+/// `reap-tombstones`: drops tombstones up to an index; how many it dropped.
+pub static REAP_TOMBSTONES: Command<ReapRequest, u64> =
+    Command::new("reap-tombstones", ops::reap_tombstones);
+/// `txn`: a KV transaction (see [`crate::txn`]); the entries its operations answer.
+pub static TXN: Command<TxnRequest, Vec<Entry>> = Command::new("txn", txn::txn);
+/// `get`: one entry, if the key exists.
+pub static GET: Query<GetArgs, Option<Entry>> = Query::new("get", ops::get);
+/// `list`: the entries under a prefix, with the prefix's index.
+pub static LIST: Query<ListArgs, ListResult> = Query::new("list", ops::list);
+/// `keys`: the keys under a prefix (cut at a separator), with the prefix's index.
+pub static KEYS: Query<KeysArgs, KeysResult> = Query::new("keys", ops::keys);
+/// `txn-read`: a KV transaction of reads only, run as a query.
+pub static TXN_READ: Query<TxnRequest, Vec<Entry>> = Query::new("txn-read", txn::txn_read);
 
 /// `set`: writes a key (Consul's `KVSSet`).
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]

@@ -18,8 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::txn::{self, MAX_OPS, Op, TxnError, TxnRequest, Verb};
 use crate::{
-    CasRequest, DeleteCasRequest, DeleteRequest, DeleteTreeRequest, EDITION, Entry, GetArgs,
-    KeysArgs, KeysResult, ListArgs, ListResult, SetRequest,
+    CAS, CasRequest, DELETE, DELETE_CAS, DELETE_TREE, DeleteCasRequest, DeleteRequest,
+    DeleteTreeRequest, EDITION, Entry, GET, GetArgs, KEYS, KeysArgs, KeysResult, LIST, ListArgs,
+    ListResult, SET, SetRequest, TXN, TXN_READ,
 };
 
 /// The largest value (Consul's `kv_max_value_size`, 512 KiB).
@@ -112,20 +113,20 @@ pub fn route_get(req: &Request) -> Result<Plan, Error> {
             separator,
             tenancy,
         };
-        return Plan::query("keys", &args)?.context(&Read::Keys { prefix_empty });
+        return Plan::query(&KEYS, &args)?.context(&Read::Keys { prefix_empty });
     }
     if req.has("recurse") {
         let args = ListArgs {
             prefix: key,
             tenancy,
         };
-        return Plan::query("list", &args)?.context(&Read::List);
+        return Plan::query(&LIST, &args)?.context(&Read::List);
     }
     if key.is_empty() {
         return Err(missing_key());
     }
     let raw = req.has("raw");
-    Plan::query("get", &GetArgs { key, tenancy })?.context(&Read::Entry { raw })
+    Plan::query(&GET, &GetArgs { key, tenancy })?.context(&Read::Entry { raw })
 }
 
 /// Renders a `GET /v1/kv/` answer.
@@ -199,7 +200,7 @@ pub fn route_put(req: &Request) -> Result<Plan, Error> {
     let value = req.body.clone();
     match req.get_u64("cas")? {
         Some(index) => Plan::apply(
-            "cas",
+            &CAS,
             &CasRequest {
                 key,
                 value,
@@ -209,7 +210,7 @@ pub fn route_put(req: &Request) -> Result<Plan, Error> {
             },
         ),
         None => Plan::apply(
-            "set",
+            &SET,
             &SetRequest {
                 key,
                 value,
@@ -233,21 +234,21 @@ pub fn route_delete(req: &Request) -> Result<Plan, Error> {
             prefix: key,
             tenancy,
         };
-        return Plan::apply("delete-tree", &req);
+        return Plan::apply(&DELETE_TREE, &req);
     }
     if key.is_empty() {
         return Err(missing_key());
     }
     match cas {
         Some(index) => Plan::apply(
-            "delete-cas",
+            &DELETE_CAS,
             &DeleteCasRequest {
                 key,
                 index,
                 tenancy,
             },
         ),
-        None => Plan::apply("delete", &DeleteRequest { key, tenancy }),
+        None => Plan::apply(&DELETE, &DeleteRequest { key, tenancy }),
     }
 }
 
@@ -431,9 +432,9 @@ pub fn route_txn(req: &Request) -> Result<Plan, Error> {
     let read_only = ops.iter().all(|o| o.verb.is_read());
     let request = TxnRequest { ops };
     let plan = if read_only {
-        Plan::query("txn-read", &request)?
+        Plan::query(&TXN_READ, &request)?
     } else {
-        Plan::apply("txn", &request)?
+        Plan::apply(&TXN, &request)?
     };
     plan.context(&TxnAnswer { read_only })
 }

@@ -6,9 +6,10 @@
 //! - `tombstones`: [`Tombstone`] records left by deletes, keyed like `kvs`, so that the index
 //!   of a prefix never goes backwards after a delete (Consul's graveyard).
 //!
-//! Commands: `set`, `cas`, `delete`, `delete-cas`, `delete-tree`, `reap-tombstones`, `txn`.
-//! Queries: `get`, `list`, `keys`, `txn-read`. Sessions and locks come later; their fields
-//! are kept.
+//! Commands, each a [`Command`](fsmhost_guest::Command) handle: [`SET`], [`CAS`],
+//! [`DELETE`], [`DELETE_CAS`], [`DELETE_TREE`], [`REAP_TOMBSTONES`], [`TXN`]. Queries, each a
+//! [`Query`](fsmhost_guest::Query) handle: [`GET`], [`LIST`], [`KEYS`], [`TXN_READ`].
+//! Sessions and locks come later; their fields are kept.
 //!
 //! HTTP (module [`http`]): Consul's `/v1/kv/<key>` and `/v1/txn`.
 
@@ -46,21 +47,21 @@ pub fn plugin() -> Plugin {
     Plugin::new("kv", VERSION, EDITION.name())
         .table(&KVS)
         .table(&TOMBSTONES)
-        .migration(KVS_TABLE, 1, |e: Entry| Ok(vec![KVS.migrated(&e)?]))
-        .migration(TOMBSTONES_TABLE, 1, |t: Tombstone| {
+        .migration(KVS.name(), 1, |e: Entry| Ok(vec![KVS.migrated(&e)?]))
+        .migration(TOMBSTONES.name(), 1, |t: Tombstone| {
             Ok(vec![TOMBSTONES.migrated(&t)?])
         })
-        .command("set", set)
-        .command("cas", cas)
-        .command("delete", delete)
-        .command("delete-cas", delete_cas)
-        .command("delete-tree", delete_tree)
-        .command("reap-tombstones", reap_tombstones)
-        .command("txn", txn::txn)
-        .query("get", get)
-        .query("list", list)
-        .query("keys", keys)
-        .query("txn-read", txn::txn_read)
+        .command(&SET)
+        .command(&CAS)
+        .command(&DELETE)
+        .command(&DELETE_CAS)
+        .command(&DELETE_TREE)
+        .command(&REAP_TOMBSTONES)
+        .command(&TXN)
+        .query(&GET)
+        .query(&LIST)
+        .query(&KEYS)
+        .query(&TXN_READ)
         .route(
             Route::get(http::KV_PATH).prefix(),
             http::route_get,

@@ -10,10 +10,6 @@ use fsmhost_guest::{Index, Key, Table, Tenancy, serde_bytes};
 
 use crate::EDITION;
 
-/// The name of table `kvs`, which its table and every one of its indexes name.
-pub const KVS_TABLE: &str = "kvs";
-/// The name of table `tombstones`, which its table and every one of its indexes name.
-pub const TOMBSTONES_TABLE: &str = "tombstones";
 use serde::{Deserialize, Serialize};
 
 /// A key/value entry: Consul's `DirEntry`.
@@ -83,7 +79,7 @@ fn tenancy_key(t: &Tenancy) -> Vec<u8> {
 
 /// `kvs.id`: the key (in its partition and namespace, enterprise edition).
 pub static KVS_ID: Index<Entry, KeyIn> = Index::new(
-    KVS_TABLE,
+    &KVS,
     "id",
     |e: &Entry, k| k.push(key_id(&key_in(&e.tenancy, &e.key))),
     key_id,
@@ -93,7 +89,7 @@ pub static KVS_ID: Index<Entry, KeyIn> = Index::new(
 
 /// `kvs.namespace` (enterprise edition): every key of a partition and namespace.
 pub static KVS_NAMESPACE: Index<Entry, Tenancy> = Index::new(
-    KVS_TABLE,
+    &KVS,
     "namespace",
     |e: &Entry, k| k.push(tenancy_key(&e.tenancy)),
     tenancy_key,
@@ -102,7 +98,7 @@ pub static KVS_NAMESPACE: Index<Entry, Tenancy> = Index::new(
 
 /// `kvs.flags` (version 2): the keys with given flags.
 pub static KVS_FLAGS: Index<Entry, u64> = Index::new(
-    KVS_TABLE,
+    &KVS,
     "flags",
     |e: &Entry, k| k.push(Key::new().u64(e.flags)),
     |f: &u64| Key::new().u64(*f).build(),
@@ -110,7 +106,7 @@ pub static KVS_FLAGS: Index<Entry, u64> = Index::new(
 
 /// `kvs.session`: the lock holder.
 pub static KVS_SESSION: Index<Entry, String> = Index::new(
-    KVS_TABLE,
+    &KVS,
     "session",
     |e: &Entry, k| {
         if let Some(s) = &e.session {
@@ -124,7 +120,7 @@ pub static KVS_SESSION: Index<Entry, String> = Index::new(
 /// The `kvs` table. Layout 2 (0.1.1): entries stored compact, without field names (layout
 /// 1 had them: 61 bytes more an entry); [`plugin`] migrates layout 1.
 pub static KVS: Table<Entry> = Table::new(
-    KVS_TABLE,
+    "kvs",
     &[
         &KVS_ID,
         &KVS_SESSION,
@@ -139,7 +135,7 @@ pub static KVS: Table<Entry> = Table::new(
 
 /// `tombstones.id`: the deleted key.
 pub static TOMBSTONES_ID: Index<Tombstone, KeyIn> = Index::new(
-    TOMBSTONES_TABLE,
+    &TOMBSTONES,
     "id",
     |t: &Tombstone, k| k.push(key_id(&key_in(&t.tenancy, &t.key))),
     key_id,
@@ -149,7 +145,7 @@ pub static TOMBSTONES_ID: Index<Tombstone, KeyIn> = Index::new(
 
 /// The `tombstones` table. Layout 2 (0.1.1): compact, like [`KVS`].
 pub static TOMBSTONES: Table<Tombstone> = Table::new(
-    TOMBSTONES_TABLE,
+    "tombstones",
     &[
         &TOMBSTONES_ID,
         #[cfg(feature = "enterprise")]
@@ -161,7 +157,7 @@ pub static TOMBSTONES: Table<Tombstone> = Table::new(
 
 /// `tombstones.namespace` (enterprise edition): every tombstone of a partition and namespace.
 pub static TOMBSTONES_NAMESPACE: Index<Tombstone, Tenancy> = Index::new(
-    TOMBSTONES_TABLE,
+    &TOMBSTONES,
     "namespace",
     |t: &Tombstone, k| k.push(tenancy_key(&t.tenancy)),
     tenancy_key,

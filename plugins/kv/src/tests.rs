@@ -1,7 +1,7 @@
 //! The kv plugin's unit tests, run natively through the guest SDK's `Harness`.
 
 use super::*;
-use fsmhost_guest::{AnyTable, Ctx, Error, Harness, Txn};
+use fsmhost_guest::{AnyTable, Command, Ctx, Error, Harness, Txn};
 
 fn h() -> Harness {
     Harness::new(plugin()).expect("kv schema is valid")
@@ -60,8 +60,8 @@ fn set_req(key: &str, value: &str) -> SetRequest {
 }
 
 fn get_entry(h: &Harness, key: &str) -> Option<Entry> {
-    h.query(
-        "get",
+    h.ask(
+        &GET,
         &GetArgs {
             tenancy: Default::default(),
             key: key.into(),
@@ -73,8 +73,8 @@ fn get_entry(h: &Harness, key: &str) -> Option<Entry> {
 #[test]
 fn set_keeps_create_index_and_bumps_modify_index() {
     let mut h = h();
-    assert!(h.apply::<_, bool>("set", &set_req("a", "1")).unwrap());
-    assert!(h.apply::<_, bool>("set", &set_req("a", "2")).unwrap());
+    assert!(h.run(&SET, &set_req("a", "1")).unwrap());
+    assert!(h.run(&SET, &set_req("a", "2")).unwrap());
     let e = get_entry(&h, "a").unwrap();
     assert_eq!(
         (e.create_index, e.modify_index, e.value),
@@ -85,8 +85,8 @@ fn set_keeps_create_index_and_bumps_modify_index() {
 #[test]
 fn set_that_changes_nothing_skips_the_write() {
     let mut h = h();
-    h.apply::<_, bool>("set", &set_req("a", "1")).unwrap();
-    h.apply::<_, bool>("set", &set_req("a", "1")).unwrap();
+    h.run(&SET, &set_req("a", "1")).unwrap();
+    h.run(&SET, &set_req("a", "1")).unwrap();
     assert_eq!(get_entry(&h, "a").unwrap().modify_index, 1);
 }
 
@@ -100,42 +100,36 @@ fn cas_zero_creates_only() {
         flags: 0,
         index,
     };
-    assert!(h.apply::<_, bool>("cas", &req(0)).unwrap());
-    assert!(!h.apply::<_, bool>("cas", &req(0)).unwrap());
-    assert!(!h.apply::<_, bool>("cas", &req(7)).unwrap(), "stale index");
-    assert!(h.apply::<_, bool>("cas", &req(1)).unwrap());
+    assert!(h.run(&CAS, &req(0)).unwrap());
+    assert!(!h.run(&CAS, &req(0)).unwrap());
+    assert!(!h.run(&CAS, &req(7)).unwrap(), "stale index");
+    assert!(h.run(&CAS, &req(1)).unwrap());
 }
 
 #[test]
 fn delete_cas_rules() {
     let mut h = h();
-    h.apply::<_, bool>("set", &set_req("a", "1")).unwrap();
+    h.run(&SET, &set_req("a", "1")).unwrap();
     let req = |index| DeleteCasRequest {
         tenancy: Default::default(),
         key: "a".into(),
         index,
     };
-    assert!(
-        !h.apply::<_, bool>("delete-cas", &req(0)).unwrap(),
-        "0 never deletes"
-    );
-    assert!(!h.apply::<_, bool>("delete-cas", &req(9)).unwrap());
+    assert!(!h.run(&DELETE_CAS, &req(0)).unwrap(), "0 never deletes");
+    assert!(!h.run(&DELETE_CAS, &req(9)).unwrap());
     assert!(get_entry(&h, "a").is_some());
-    assert!(h.apply::<_, bool>("delete-cas", &req(1)).unwrap());
+    assert!(h.run(&DELETE_CAS, &req(1)).unwrap());
     assert!(get_entry(&h, "a").is_none());
-    assert!(
-        h.apply::<_, bool>("delete-cas", &req(1)).unwrap(),
-        "gone is true"
-    );
+    assert!(h.run(&DELETE_CAS, &req(1)).unwrap(), "gone is true");
 }
 
 #[test]
 fn tombstones_keep_the_prefix_index_from_going_backwards() {
     let mut h = h();
-    h.apply::<_, bool>("set", &set_req("app/a", "1")).unwrap(); // 1
-    h.apply::<_, bool>("set", &set_req("app/b", "2")).unwrap(); // 2
-    h.apply::<_, bool>(
-        "delete",
+    h.run(&SET, &set_req("app/a", "1")).unwrap(); // 1
+    h.run(&SET, &set_req("app/b", "2")).unwrap(); // 2
+    h.run(
+        &DELETE,
         &DeleteRequest {
             tenancy: Default::default(),
             key: "app/b".into(),
@@ -143,8 +137,8 @@ fn tombstones_keep_the_prefix_index_from_going_backwards() {
     )
     .unwrap(); // 3
     let l: ListResult = h
-        .query(
-            "list",
+        .ask(
+            &LIST,
             &ListArgs {
                 tenancy: Default::default(),
                 prefix: "app/".into(),
@@ -153,13 +147,11 @@ fn tombstones_keep_the_prefix_index_from_going_backwards() {
         .unwrap();
     assert_eq!(l.entries.len(), 1);
     assert_eq!(l.index, 3, "the delete's index, not app/a's");
-    let reaped: u64 = h
-        .apply("reap-tombstones", &ReapRequest { index: 3 })
-        .unwrap();
+    let reaped: u64 = h.run(&REAP_TOMBSTONES, &ReapRequest { index: 3 }).unwrap();
     assert_eq!(reaped, 1);
     let l: ListResult = h
-        .query(
-            "list",
+        .ask(
+            &LIST,
             &ListArgs {
                 tenancy: Default::default(),
                 prefix: "app/".into(),
@@ -173,10 +165,10 @@ fn tombstones_keep_the_prefix_index_from_going_backwards() {
 fn delete_tree_leaves_one_tombstone_for_the_prefix() {
     let mut h = h();
     for k in ["x/1", "x/2", "x/3/4", "y"] {
-        h.apply::<_, bool>("set", &set_req(k, k)).unwrap();
+        h.run(&SET, &set_req(k, k)).unwrap();
     }
-    h.apply::<_, bool>(
-        "delete-tree",
+    h.run(
+        &DELETE_TREE,
         &DeleteTreeRequest {
             tenancy: Default::default(),
             prefix: "x/".into(),
@@ -186,8 +178,8 @@ fn delete_tree_leaves_one_tombstone_for_the_prefix() {
     assert_eq!(h.store().len("kvs"), 1);
     assert_eq!(h.store().len("tombstones"), 1);
     let l: ListResult = h
-        .query(
-            "list",
+        .ask(
+            &LIST,
             &ListArgs {
                 tenancy: Default::default(),
                 prefix: "x/".into(),
@@ -196,8 +188,8 @@ fn delete_tree_leaves_one_tombstone_for_the_prefix() {
         .unwrap();
     assert_eq!((l.entries.len(), l.index), (0, 5));
     // Deleting everything leaves no tombstone.
-    h.apply::<_, bool>(
-        "delete-tree",
+    h.run(
+        &DELETE_TREE,
         &DeleteTreeRequest {
             tenancy: Default::default(),
             prefix: "".into(),
@@ -212,11 +204,11 @@ fn delete_tree_leaves_one_tombstone_for_the_prefix() {
 fn keys_with_separator() {
     let mut h = h();
     for k in ["web/a", "web/sub/1", "web/sub/2", "web/z", "db/1"] {
-        h.apply::<_, bool>("set", &set_req(k, "v")).unwrap();
+        h.run(&SET, &set_req(k, "v")).unwrap();
     }
     let r: KeysResult = h
-        .query(
-            "keys",
+        .ask(
+            &KEYS,
             &KeysArgs {
                 tenancy: Default::default(),
                 prefix: "web/".into(),
@@ -233,12 +225,11 @@ fn list_is_in_key_order_across_scan_batches() {
     let mut h = h();
     let n = fsmhost_guest::SCAN_BATCH as usize * 2 + 7;
     for i in (0..n).rev() {
-        h.apply::<_, bool>("set", &set_req(&format!("k/{i:05}"), "v"))
-            .unwrap();
+        h.run(&SET, &set_req(&format!("k/{i:05}"), "v")).unwrap();
     }
     let l: ListResult = h
-        .query(
-            "list",
+        .ask(
+            &LIST,
             &ListArgs {
                 tenancy: Default::default(),
                 prefix: "k/".into(),
@@ -257,10 +248,10 @@ fn an_index_falls_back_to_the_tables_when_the_prefix_has_nothing() {
     // Consul's kvsListTxn: a prefix with no entry and no tombstone of its own reports the
     // last write to kvs/tombstones, never 0, so a blocking client never goes backwards.
     let mut h = h();
-    h.apply::<_, bool>("set", &set_req("x/a/1", "v")).unwrap(); // 1
+    h.run(&SET, &set_req("x/a/1", "v")).unwrap(); // 1
     let list = |h: &Harness, p: &str| -> u64 {
-        h.query::<_, ListResult>(
-            "list",
+        h.ask(
+            &LIST,
             &ListArgs {
                 tenancy: Default::default(),
                 prefix: p.into(),
@@ -270,8 +261,8 @@ fn an_index_falls_back_to_the_tables_when_the_prefix_has_nothing() {
         .index
     };
     assert_eq!(list(&h, "x/a/"), 1);
-    h.apply::<_, bool>(
-        "delete-tree",
+    h.run(
+        &DELETE_TREE,
         &DeleteTreeRequest {
             tenancy: Default::default(),
             prefix: "x/".into(),
@@ -279,9 +270,9 @@ fn an_index_falls_back_to_the_tables_when_the_prefix_has_nothing() {
     )
     .unwrap(); // 2
     assert_eq!(list(&h, "x/a/"), 2);
-    h.apply::<_, bool>("set", &set_req("y", "v")).unwrap(); // 3
-    h.apply::<_, bool>(
-        "delete-tree",
+    h.run(&SET, &set_req("y", "v")).unwrap(); // 3
+    h.run(
+        &DELETE_TREE,
         &DeleteTreeRequest {
             tenancy: Default::default(),
             prefix: "".into(),
@@ -290,8 +281,8 @@ fn an_index_falls_back_to_the_tables_when_the_prefix_has_nothing() {
     .unwrap(); // 4
     assert_eq!(list(&h, ""), 4);
     let keys: KeysResult = h
-        .query(
-            "keys",
+        .ask(
+            &KEYS,
             &KeysArgs {
                 tenancy: Default::default(),
                 prefix: "nothing/".into(),
@@ -305,16 +296,14 @@ fn an_index_falls_back_to_the_tables_when_the_prefix_has_nothing() {
 #[test]
 fn keys_that_the_index_cannot_hold_are_bad_requests() {
     let mut h = h();
-    let err = h.apply::<_, bool>("set", &set_req("", "v")).unwrap_err();
+    let err = h.run(&SET, &set_req("", "v")).unwrap_err();
     assert_eq!(err.message, "key must not be empty");
-    let err = h
-        .apply::<_, bool>("set", &set_req("a\0b", "v"))
-        .unwrap_err();
+    let err = h.run(&SET, &set_req("a\0b", "v")).unwrap_err();
     assert_eq!(err.message, "key \"a\\0b\" contains a NUL byte");
-    h.apply::<_, bool>("set", &set_req("a", "v")).unwrap();
+    h.run(&SET, &set_req("a", "v")).unwrap();
     let err = h
-        .query::<_, KeysResult>(
-            "keys",
+        .ask(
+            &KEYS,
             &KeysArgs {
                 tenancy: Default::default(),
                 prefix: "a\0".into(),
@@ -333,9 +322,10 @@ fn a_panicking_command_leaves_nothing_natively_either() {
         set(tx, ctx, req)?;
         panic!("boom");
     }
-    let mut h = Harness::new(plugin().command("boom", boom)).unwrap();
+    static BOOM: Command<SetRequest, bool> = Command::new("boom", boom);
+    let mut h = Harness::new(plugin().command(&BOOM)).unwrap();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        h.apply::<_, bool>("boom", &set_req("a", "1"))
+        h.run(&BOOM, &set_req("a", "1"))
     }));
     assert!(outcome.is_err());
     assert_eq!(h.store().len("kvs"), 0);
@@ -345,7 +335,10 @@ fn a_panicking_command_leaves_nothing_natively_either() {
 #[test]
 fn malformed_payload_is_a_bad_request() {
     let mut h = h();
-    let err = h.apply::<_, bool>("set", &"not a set request").unwrap_err();
+    let payload = fsmhost_guest::to_cbor("not a set request").unwrap();
+    let err = h
+        .apply_raw(Ctx::default(), SET.name(), &payload)
+        .unwrap_err();
     assert_eq!(err.kind, fsmhost_guest::ErrorKind::BadRequest);
     assert!(err.message.contains("payload of command set"), "{err}");
 }

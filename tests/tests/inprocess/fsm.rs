@@ -5,6 +5,7 @@ use crate::fsm_with;
 use fsmhost::fsm::{Entry, FailureKind, Fsm, FsmError};
 use fsmhost::plugin::{CallError, PluginSet};
 use fsmhost::upgrade::ChangeKind;
+use fsmhost_guest::Command;
 use fsmhost_plugin_kv as kv;
 use fsmhost_tests::{bundled, cbor, decode, fixture};
 use serde::Serialize;
@@ -13,13 +14,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// A log entry for kv's `command`.
-fn entry<T: Serialize>(command: &str, payload: &T) -> Entry {
-    fsmhost_tests::entry("kv", command, payload)
+fn entry<Req: Serialize, Out>(command: &Command<Req, Out>, payload: &Req) -> Entry {
+    fsmhost_tests::entry("kv", command.name(), payload)
 }
 
 fn set(key: &str, value: &str) -> Entry {
     entry(
-        "set",
+        &kv::SET,
         &kv::SetRequest {
             tenancy: Default::default(),
             key: key.into(),
@@ -37,7 +38,7 @@ fn log(n: u64) -> Vec<Entry> {
             match i % 9 {
                 0..=3 => set(&key, &format!("v{i}")),
                 4 => entry(
-                    "cas",
+                    &kv::CAS,
                     &kv::CasRequest {
                         tenancy: Default::default(),
                         key,
@@ -47,14 +48,14 @@ fn log(n: u64) -> Vec<Entry> {
                     },
                 ),
                 5 => entry(
-                    "delete",
+                    &kv::DELETE,
                     &kv::DeleteRequest {
                         tenancy: Default::default(),
                         key,
                     },
                 ),
                 6 => entry(
-                    "delete-cas",
+                    &kv::DELETE_CAS,
                     &kv::DeleteCasRequest {
                         tenancy: Default::default(),
                         key,
@@ -62,13 +63,13 @@ fn log(n: u64) -> Vec<Entry> {
                     },
                 ),
                 7 => entry(
-                    "delete-tree",
+                    &kv::DELETE_TREE,
                     &kv::DeleteTreeRequest {
                         tenancy: Default::default(),
                         prefix: format!("svc/{:02}", i % 7),
                     },
                 ),
-                _ => entry("set", &"not a request"), // a failing entry: applied as an error
+                _ => fsmhost_tests::entry("kv", kv::SET.name(), &"not a request"), // a failing entry: applied as an error
             }
         })
         .collect()
@@ -111,7 +112,7 @@ fn kv_semantics_through_apply_and_query() {
         decode(
             &fsm.query(
                 "kv",
-                "get",
+                kv::GET.name(),
                 &cbor(&kv::GetArgs {
                     tenancy: Default::default(),
                     key: key.into(),
@@ -125,7 +126,7 @@ fn kv_semantics_through_apply_and_query() {
         let out = fsm
             .query(
                 "kv",
-                "list",
+                kv::LIST.name(),
                 &cbor(&kv::ListArgs {
                     tenancy: Default::default(),
                     prefix: prefix.into(),
@@ -141,7 +142,7 @@ fn kv_semantics_through_apply_and_query() {
     // CAS: 0 creates only; a stale index fails; the current one succeeds.
     let cas = |index| {
         entry(
-            "cas",
+            &kv::CAS,
             &kv::CasRequest {
                 tenancy: Default::default(),
                 key: "app/a".into(),
@@ -158,7 +159,7 @@ fn kv_semantics_through_apply_and_query() {
     // delete-cas with index 0 never deletes.
     let dcas = |index| {
         entry(
-            "delete-cas",
+            &kv::DELETE_CAS,
             &kv::DeleteCasRequest {
                 tenancy: Default::default(),
                 key: "app/b".into(),
@@ -177,7 +178,7 @@ fn kv_semantics_through_apply_and_query() {
     assert!(ok(fsm.apply(
         9,
         &entry(
-            "delete-tree",
+            &kv::DELETE_TREE,
             &kv::DeleteTreeRequest {
                 tenancy: Default::default(),
                 prefix: "app/".into()
@@ -236,7 +237,7 @@ async fn a_blocking_query_wakes_on_a_change_to_what_it_read() {
         tenancy: Default::default(),
         prefix: "web/".into(),
     });
-    let first = fsm.query("kv", "list", &args).unwrap();
+    let first = fsm.query("kv", kv::LIST.name(), &args).unwrap();
     assert_eq!(first.index, 1);
     assert!(
         first.tables.contains("kvs") && first.tables.contains("tombstones"),
@@ -263,7 +264,13 @@ async fn a_blocking_query_wakes_on_a_change_to_what_it_read() {
     };
     let started = std::time::Instant::now();
     let out = fsm
-        .blocking_query("kv", "list", &args, first.index, Duration::from_secs(10))
+        .blocking_query(
+            "kv",
+            kv::LIST.name(),
+            &args,
+            first.index,
+            Duration::from_secs(10),
+        )
         .await
         .unwrap();
     writer.await.unwrap();
@@ -278,7 +285,7 @@ async fn a_blocking_query_wakes_on_a_change_to_what_it_read() {
     // Nothing changes: the wait times out with the same answer.
     let started = std::time::Instant::now();
     let out = fsm
-        .blocking_query("kv", "list", &args, 3, Duration::from_millis(200))
+        .blocking_query("kv", kv::LIST.name(), &args, 3, Duration::from_millis(200))
         .await
         .unwrap();
     assert_eq!(out.index, 3);
@@ -289,7 +296,7 @@ async fn a_blocking_query_wakes_on_a_change_to_what_it_read() {
         let fsm = fsm.clone();
         let args = args.clone();
         tokio::spawn(async move {
-            fsm.blocking_query("kv", "list", &args, 3, Duration::from_secs(30))
+            fsm.blocking_query("kv", kv::LIST.name(), &args, 3, Duration::from_secs(30))
                 .await
         })
     };
@@ -352,7 +359,7 @@ fn installing_kv_v2_rebuilds_its_indexes_and_a_new_plugin_joins() {
     let got = f
         .query(
             "kv",
-            "get",
+            kv::GET.name(),
             &cbor(&kv::GetArgs {
                 key: "b".into(),
                 tenancy: Default::default(),
@@ -476,17 +483,17 @@ fn get_args(key: &str) -> kv::GetArgs {
 fn an_entry_of_several_commands_commits_at_once_and_drops_only_its_failed_ones() {
     let commands = [
         set("app/a", "1"),
-        entry("set", &"not a request"),
+        fsmhost_tests::entry("kv", kv::SET.name(), &"not a request"),
         set("app/b", "2"),
         entry(
-            "delete-tree",
+            &kv::DELETE_TREE,
             &kv::DeleteTreeRequest {
                 tenancy: Default::default(),
                 prefix: "app/a".into(),
             },
         ),
         entry(
-            "set",
+            &kv::SET,
             &kv::SetRequest {
                 tenancy: Default::default(),
                 key: String::new(),
@@ -503,7 +510,7 @@ fn an_entry_of_several_commands_commits_at_once_and_drops_only_its_failed_ones()
                 assert_eq!(txn.next_index(), i as u64 + 1);
                 outcomes.push(txn.apply(i as u64 + 1, c).is_ok());
                 let seen = batched
-                    .query("kv", "get", &cbor(&get_args("app/b")))
+                    .query("kv", kv::GET.name(), &cbor(&get_args("app/b")))
                     .unwrap();
                 assert_eq!(decode::<Option<kv::Entry>>(&seen.bytes), None, "mid-entry");
             }
@@ -514,12 +521,12 @@ fn an_entry_of_several_commands_commits_at_once_and_drops_only_its_failed_ones()
     assert_eq!(outcomes, [true, false, true, true, false]);
     assert_eq!(batched.last_applied(), 5);
     let b = batched
-        .query("kv", "get", &cbor(&get_args("app/b")))
+        .query("kv", kv::GET.name(), &cbor(&get_args("app/b")))
         .unwrap();
     let b = decode::<Option<kv::Entry>>(&b.bytes).expect("app/b stays");
     assert_eq!((b.value.as_slice(), b.create_index), (&b"2"[..], 3));
     let a = batched
-        .query("kv", "get", &cbor(&get_args("app/a")))
+        .query("kv", kv::GET.name(), &cbor(&get_args("app/a")))
         .unwrap();
     assert_eq!(decode::<Option<kv::Entry>>(&a.bytes), None, "deleted at 4");
     assert_eq!(a.index, 4, "the tables the get read last changed at 4");

@@ -73,7 +73,11 @@ impl Node {
             value: value.into(),
             flags: 0,
         };
-        decode(&self.apply("kv", "set", &cbor(&req)).expect("kv set works"))
+        decode(
+            &self
+                .apply("kv", kv::SET.name(), &cbor(&req))
+                .expect("kv set works"),
+        )
     }
 
     fn kv_get(&self, key: &str) -> Option<kv::Entry> {
@@ -84,7 +88,7 @@ impl Node {
         decode(
             &self
                 .plugin("kv")
-                .query(&self.store.read(), "get", &args)
+                .query(&self.store.read(), kv::GET.name(), &args)
                 .expect("kv get works"),
         )
     }
@@ -149,10 +153,17 @@ fn kv_describes_itself() {
     assert_eq!((d.name.as_str(), d.edition.as_str()), ("kv", "oss"));
     let tables: Vec<_> = d.tables.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(tables, ["kvs", "tombstones"]);
-    for c in ["set", "cas", "delete", "delete-cas", "delete-tree"] {
+    let commands = [
+        kv::SET.name(),
+        kv::CAS.name(),
+        kv::DELETE.name(),
+        kv::DELETE_CAS.name(),
+        kv::DELETE_TREE.name(),
+    ];
+    for c in commands {
         assert!(d.commands.iter().any(|x| x == c), "missing command {c}");
     }
-    for q in ["get", "list", "keys"] {
+    for q in [kv::GET.name(), kv::LIST.name(), kv::KEYS.name()] {
         assert!(d.queries.iter().any(|x| x == q), "missing query {q}");
     }
 }
@@ -177,16 +188,16 @@ fn kv_semantics_through_wasm() {
         index,
     };
     assert!(decode::<bool>(
-        &n.apply("kv", "cas", &cbor(&cas(0))).unwrap()
+        &n.apply("kv", kv::CAS.name(), &cbor(&cas(0))).unwrap()
     )); // 3
     assert!(!decode::<bool>(
-        &n.apply("kv", "cas", &cbor(&cas(0))).unwrap()
+        &n.apply("kv", kv::CAS.name(), &cbor(&cas(0))).unwrap()
     )); // 4, no-op
     assert_eq!(n.kv_get("app/b").unwrap().flags, 7);
 
     n.apply(
         "kv",
-        "delete",
+        kv::DELETE.name(),
         &cbor(&kv::DeleteRequest {
             tenancy: Default::default(),
             key: "app/b".into(),
@@ -197,7 +208,7 @@ fn kv_semantics_through_wasm() {
         &n.plugin("kv")
             .query(
                 &n.store.read(),
-                "list",
+                kv::LIST.name(),
                 &cbor(&kv::ListArgs {
                     tenancy: Default::default(),
                     prefix: "app/".into(),
@@ -220,7 +231,7 @@ fn command_mix(count: u32) -> Vec<(&'static str, Vec<u8>)> {
             let key = format!("k/{:03}/{}", i % 37, i % 11);
             match i % 7 {
                 0..=2 => (
-                    "set",
+                    kv::SET.name(),
                     cbor(&kv::SetRequest {
                         tenancy: Default::default(),
                         key,
@@ -229,7 +240,7 @@ fn command_mix(count: u32) -> Vec<(&'static str, Vec<u8>)> {
                     }),
                 ),
                 3 => (
-                    "cas",
+                    kv::CAS.name(),
                     cbor(&kv::CasRequest {
                         tenancy: Default::default(),
                         key,
@@ -239,14 +250,14 @@ fn command_mix(count: u32) -> Vec<(&'static str, Vec<u8>)> {
                     }),
                 ),
                 4 => (
-                    "delete",
+                    kv::DELETE.name(),
                     cbor(&kv::DeleteRequest {
                         tenancy: Default::default(),
                         key,
                     }),
                 ),
                 5 => (
-                    "delete-cas",
+                    kv::DELETE_CAS.name(),
                     cbor(&kv::DeleteCasRequest {
                         tenancy: Default::default(),
                         key,
@@ -254,7 +265,7 @@ fn command_mix(count: u32) -> Vec<(&'static str, Vec<u8>)> {
                     }),
                 ),
                 _ => (
-                    "delete-tree",
+                    kv::DELETE_TREE.name(),
                     cbor(&kv::DeleteTreeRequest {
                         tenancy: Default::default(),
                         prefix: format!("k/{:02}", i % 5),
@@ -292,10 +303,10 @@ fn wasm_and_native_give_the_same_answers() {
         };
         let wasm: kv::KeysResult = decode(
             &n.plugin("kv")
-                .query(&n.store.read(), "keys", &cbor(&args))
+                .query(&n.store.read(), kv::KEYS.name(), &cbor(&args))
                 .unwrap(),
         );
-        let native: kv::KeysResult = h.query("keys", &args).unwrap();
+        let native = h.ask(&kv::KEYS, &args).unwrap();
         assert_eq!(wasm, native, "prefix {prefix}");
         let args = kv::ListArgs {
             tenancy: Default::default(),
@@ -303,10 +314,10 @@ fn wasm_and_native_give_the_same_answers() {
         };
         let wasm: kv::ListResult = decode(
             &n.plugin("kv")
-                .query(&n.store.read(), "list", &cbor(&args))
+                .query(&n.store.read(), kv::LIST.name(), &cbor(&args))
                 .unwrap(),
         );
-        let native: kv::ListResult = h.query("list", &args).unwrap();
+        let native = h.ask(&kv::LIST, &args).unwrap();
         assert_eq!(wasm, native, "prefix {prefix}");
     }
 }
@@ -315,7 +326,9 @@ fn wasm_and_native_give_the_same_answers() {
 fn plugin_errors_are_typed_and_write_nothing() {
     let rt = runtime();
     let mut n = Node::new(&rt, None);
-    let err = n.apply("kv", "set", &cbor(&"not a request")).unwrap_err();
+    let err = n
+        .apply("kv", kv::SET.name(), &cbor(&"not a request"))
+        .unwrap_err();
     match err {
         CallError::Plugin {
             plugin,
@@ -349,7 +362,11 @@ fn a_query_reads_its_snapshot() {
         tenancy: Default::default(),
         key: "a".into(),
     });
-    let old: Option<kv::Entry> = decode(&n.plugin("kv").query(&snapshot, "get", &args).unwrap());
+    let old: Option<kv::Entry> = decode(
+        &n.plugin("kv")
+            .query(&snapshot, kv::GET.name(), &args)
+            .unwrap(),
+    );
     assert_eq!(old.unwrap().value, b"1");
 }
 
@@ -692,14 +709,23 @@ fn the_example_plugin_runs_beside_kv() {
     let out = set
         .get("users")
         .unwrap()
-        .apply(&mut txn, "register", &cbor(&req), 0)
+        .apply(
+            &mut txn,
+            example_users_plugin::REGISTER.name(),
+            &cbor(&req),
+            0,
+        )
         .unwrap();
     assert!(decode::<bool>(&out));
     txn.commit();
     let found: Vec<example_users_plugin::User> = decode(
         &set.get("users")
             .unwrap()
-            .query(&store.read(), "by-group", &cbor(&"ops"))
+            .query(
+                &store.read(),
+                example_users_plugin::BY_GROUP.name(),
+                &cbor(&"ops"),
+            )
             .unwrap(),
     );
     assert_eq!(found.len(), 1);

@@ -4,7 +4,7 @@
 //! another plugin set or schema refused by name.
 
 use crate::fsm_with;
-use example_users_plugin::Register;
+use example_users_plugin::{self as users, Register};
 use fsmhost::fsm::{Entry, Fsm};
 use fsmhost::raft::StoredMembership;
 use fsmhost::raft::depot::read_received;
@@ -31,7 +31,7 @@ fn fill(f: &Fsm, with_users: bool) {
     for i in 0..200 {
         apply(entry(
             "kv",
-            "set",
+            kv::SET.name(),
             &kv::SetRequest {
                 tenancy: Default::default(),
                 key: format!("app/{:02}/{i}", i % 17),
@@ -42,7 +42,7 @@ fn fill(f: &Fsm, with_users: bool) {
     }
     apply(entry(
         "kv",
-        "delete-tree",
+        kv::DELETE_TREE.name(),
         &kv::DeleteTreeRequest {
             tenancy: Default::default(),
             prefix: "app/03".into(),
@@ -53,7 +53,7 @@ fn fill(f: &Fsm, with_users: bool) {
             let groups = (0..i % 4).map(|g| format!("g{g}")).collect();
             apply(entry(
                 "users",
-                "register",
+                users::REGISTER.name(),
                 &Register {
                     name: format!("user{i}"),
                     email: (i % 3 != 0).then(|| format!("User{i}@Example.com")),
@@ -114,11 +114,11 @@ fn state_bin_round_trips_every_index_kind() {
     assert_eq!(b.last_applied(), a.last_applied());
     // The restored indexes answer queries as the originals do.
     for (plugin, query, args) in [
-        ("users", "by-group", cbor(&"g2")),
-        ("users", "by-prefix", cbor(&"user1")),
+        ("users", users::BY_GROUP.name(), cbor(&"g2")),
+        ("users", users::BY_PREFIX.name(), cbor(&"user1")),
         (
             "kv",
-            "keys",
+            kv::KEYS.name(),
             cbor(&kv::KeysArgs {
                 tenancy: Default::default(),
                 prefix: "app/".into(),
@@ -135,7 +135,7 @@ fn state_bin_round_trips_every_index_kind() {
     // Both stores go on identically.
     let more = entry(
         "users",
-        "register",
+        users::REGISTER.name(),
         &Register {
             name: "late".into(),
             email: Some("user1@example.com".into()), // taken: fails the same way on both

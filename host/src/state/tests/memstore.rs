@@ -7,13 +7,8 @@ use super::*;
 use fsmhost_guest::{MemStore, Txn as _};
 
 fn mem() -> MemStore {
-    let t = table("t");
-    MemStore::new(&[fsmhost_guest::TableSchema {
-        name: t.name,
-        indexes: t.indexes,
-        layout: t.layout,
-    }])
-    .expect("valid schema")
+    let (_owner, t) = table("t");
+    MemStore::new(&[t]).expect("valid schema")
 }
 
 fn mem_apply(m: &mut MemStore, ops: &[Op]) -> Result<(), fsmhost_guest::StateError> {

@@ -17,17 +17,17 @@ fn ix(name: &str, unique: bool, multi: bool, allow_missing: bool) -> IndexSchema
     }
 }
 
-fn table(name: &str) -> TableSchema {
-    TableSchema {
+fn table(name: &str) -> (String, TableSchema) {
+    let table = TableSchema {
         name: name.into(),
-        owner: "p".into(),
         indexes: vec![
             ix("id", true, false, false),
             ix("email", true, false, true),
             ix("tag", false, true, true),
         ],
         layout: 1,
-    }
+    };
+    ("p".into(), table)
 }
 
 fn store(tables: &[&str]) -> Store {

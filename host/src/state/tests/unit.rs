@@ -168,22 +168,21 @@ fn an_excluded_start_skips_equal_keys_without_walking_them() {
 fn a_schema_without_a_proper_id_index_is_refused() {
     let bad = TableSchema {
         name: "t".into(),
-        owner: "p".into(),
         indexes: vec![ix("id", true, false, true)],
         layout: 1,
     };
     assert_eq!(
-        Schema::new(vec![bad]).unwrap_err(),
+        Schema::new(vec![("p".into(), bad)]).unwrap_err(),
         "table t has no unique, single-valued, never-missing id index"
     );
     let ok = TableSchema {
         name: "t".into(),
-        owner: "p".into(),
         indexes: vec![ix("id", true, false, false)],
         layout: 1,
     };
+    let p = |t: &TableSchema| ("p".to_string(), t.clone());
     assert_eq!(
-        Schema::new(vec![ok.clone(), ok]).unwrap_err(),
+        Schema::new(vec![p(&ok), p(&ok)]).unwrap_err(),
         "table t is declared twice"
     );
 }

@@ -1,5 +1,6 @@
 //! The wasm side: bindings generated from `wit/plugin.wit`, the [`Txn`] backed by the host's
-//! `state` import, and the glue [`crate::export_plugin!`] expands to.
+//! `state` import, and the glue [`crate::export_plugin!`] expands to; `convert` maps the
+//! WIT types to the SDK's.
 //!
 //! The bindings compile on every target (on a native target the imports are stubs that are
 //! never called, because native code uses [`crate::MemStore`]); the exports are only emitted
@@ -20,9 +21,11 @@ pub mod bindings {
 use bindings::exports::fsmhost::plugin::guest as wit_guest;
 use bindings::fsmhost::plugin::{log as wit_log, state as wit_state, types as wit};
 
-use crate::error::{Error, ErrorKind};
-use crate::plugin::{Ctx, Plugin};
-use crate::txn::{Bound, IndexKeys, KeyRange, ScanBatch, StateError, Txn};
+use crate::error::Error;
+use crate::plugin::Plugin;
+use crate::txn::{IndexKeys, KeyRange, ScanBatch, StateError, Txn};
+
+mod convert;
 
 pub use wit_bindgen;
 pub use wit_guest::Guest;
@@ -30,47 +33,9 @@ pub use wit_guest::Guest;
 /// The transaction of the current `apply` or `query`, reached through the host's imports.
 pub struct HostTxn;
 
-fn bound_to_wit(b: &Bound) -> wit::Bound {
-    match b {
-        Bound::Unbounded => wit::Bound::Unbounded,
-        Bound::Included(k) => wit::Bound::Included(k.clone()),
-        Bound::Excluded(k) => wit::Bound::Excluded(k.clone()),
-    }
-}
-
-fn range_to_wit(r: &KeyRange) -> wit::KeyRange {
-    match r {
-        KeyRange::Exact(k) => wit::KeyRange::Exact(k.clone()),
-        KeyRange::Prefix(k) => wit::KeyRange::Prefix(k.clone()),
-        KeyRange::Between(s, e) => wit::KeyRange::Between((bound_to_wit(s), bound_to_wit(e))),
-    }
-}
-
-fn state_error(e: wit::StateError) -> StateError {
-    match e {
-        wit::StateError::UnknownTable(m) => StateError::UnknownTable(m),
-        wit::StateError::UnknownIndex(m) => StateError::UnknownIndex(m),
-        wit::StateError::NotOwner(m) => StateError::NotOwner(m),
-        wit::StateError::UniqueViolation(m) => StateError::UniqueViolation(m),
-        wit::StateError::BadKeys(m) => StateError::BadKeys(m),
-        wit::StateError::ReadOnly(m) => StateError::ReadOnly(m),
-        wit::StateError::BadCursor(m) => StateError::BadCursor(m),
-        wit::StateError::NoPrefix(m) => StateError::NoPrefix(m),
-    }
-}
-
-fn keys_to_wit(keys: Vec<IndexKeys>) -> Vec<wit::IndexKeys> {
-    keys.into_iter()
-        .map(|k| wit::IndexKeys {
-            index: k.index,
-            keys: k.keys,
-        })
-        .collect()
-}
-
 impl Txn for HostTxn {
     fn get(&self, table: &str, index: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        wit_state::get(table, index, key).map_err(state_error)
+        Ok(wit_state::get(table, index, key)?)
     }
     fn first(
         &self,
@@ -78,7 +43,7 @@ impl Txn for HostTxn {
         index: &str,
         range: &KeyRange,
     ) -> Result<Option<Vec<u8>>, StateError> {
-        wit_state::first(table, index, &range_to_wit(range)).map_err(state_error)
+        Ok(wit_state::first(table, index, &range.into())?)
     }
     fn last(
         &self,
@@ -86,7 +51,7 @@ impl Txn for HostTxn {
         index: &str,
         range: &KeyRange,
     ) -> Result<Option<Vec<u8>>, StateError> {
-        wit_state::last(table, index, &range_to_wit(range)).map_err(state_error)
+        Ok(wit_state::last(table, index, &range.into())?)
     }
     fn scan(
         &self,
@@ -96,12 +61,7 @@ impl Txn for HostTxn {
         cursor: Option<&[u8]>,
         limit: u32,
     ) -> Result<ScanBatch, StateError> {
-        let b = wit_state::scan(table, index, &range_to_wit(range), cursor, limit)
-            .map_err(state_error)?;
-        Ok(ScanBatch {
-            objects: b.objects,
-            cursor: b.cursor,
-        })
+        Ok(wit_state::scan(table, index, &range.into(), cursor, limit)?.into())
     }
     fn insert(
         &mut self,
@@ -109,10 +69,11 @@ impl Txn for HostTxn {
         object: &[u8],
         keys: Vec<IndexKeys>,
     ) -> Result<Option<Vec<u8>>, StateError> {
-        wit_state::insert(table, object, &keys_to_wit(keys)).map_err(state_error)
+        let keys: Vec<wit::IndexKeys> = keys.into_iter().map(Into::into).collect();
+        Ok(wit_state::insert(table, object, &keys)?)
     }
     fn delete(&mut self, table: &str, id: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        wit_state::delete(table, id).map_err(state_error)
+        Ok(wit_state::delete(table, id)?)
     }
     fn delete_prefix(
         &mut self,
@@ -120,10 +81,10 @@ impl Txn for HostTxn {
         index: &str,
         prefix: &[u8],
     ) -> Result<u64, StateError> {
-        wit_state::delete_prefix(table, index, prefix).map_err(state_error)
+        Ok(wit_state::delete_prefix(table, index, prefix)?)
     }
     fn table_index(&self, table: &str) -> Result<u64, StateError> {
-        wit_state::table_index(table).map_err(state_error)
+        Ok(wit_state::table_index(table)?)
     }
 }
 
@@ -165,63 +126,10 @@ pub fn log(level: crate::LogLevel, message: &str) {
     }
 }
 
-fn error_to_wit(e: Error) -> wit::PluginError {
-    let kind = match e.kind {
-        ErrorKind::BadRequest => wit::ErrorKind::BadRequest,
-        ErrorKind::NotFound => wit::ErrorKind::NotFound,
-        ErrorKind::Conflict => wit::ErrorKind::Conflict,
-        ErrorKind::State => wit::ErrorKind::State,
-        ErrorKind::Internal => wit::ErrorKind::Internal,
-    };
-    wit::PluginError {
-        kind,
-        message: e.message,
-    }
-}
-
-/// `describe` export.
+/// `describe` export. A table that lists another table's index cannot get here: building
+/// the plugin panicked ([`Plugin::table`]), which fails the load.
 pub fn describe(p: &Plugin) -> wit::PluginDescription {
-    let d = p.describe();
-    wit::PluginDescription {
-        name: d.name,
-        version: d.version,
-        edition: d.edition,
-        tables: d
-            .tables
-            .into_iter()
-            .map(|t| wit::TableSchema {
-                name: t.name,
-                indexes: t
-                    .indexes
-                    .into_iter()
-                    .map(|i| wit::IndexSchema {
-                        name: i.name,
-                        unique: i.unique,
-                        multi: i.multi,
-                        allow_missing: i.allow_missing,
-                        prefix: i.prefix,
-                    })
-                    .collect(),
-                layout: t.layout,
-            })
-            .collect(),
-        commands: d.commands,
-        queries: d.queries,
-        routes: d
-            .routes
-            .into_iter()
-            .map(|r| wit::HttpRoute {
-                method: r.method.to_string(),
-                path: r.path.to_string(),
-                prefix: r.prefix,
-            })
-            .collect(),
-        migrations: d
-            .migrations
-            .into_iter()
-            .map(|(table, from_layout)| wit::Migration { table, from_layout })
-            .collect(),
-    }
+    p.describe().into()
 }
 
 /// `migrate` export.
@@ -231,16 +139,8 @@ pub fn migrate(
     from_layout: u32,
     object: Vec<u8>,
 ) -> Result<Vec<wit::MigratedObject>, wit::PluginError> {
-    let out = p
-        .migrate(&table, from_layout, &object)
-        .map_err(error_to_wit)?;
-    Ok(out
-        .into_iter()
-        .map(|m| wit::MigratedObject {
-            table: m.table,
-            object: m.object,
-        })
-        .collect())
+    let out = p.migrate(&table, from_layout, &object)?;
+    Ok(out.into_iter().map(Into::into).collect())
 }
 
 /// `apply` export.
@@ -250,17 +150,12 @@ pub fn apply(
     payload: Vec<u8>,
     ctx: wit::ApplyContext,
 ) -> Result<Vec<u8>, wit::PluginError> {
-    let ctx = Ctx {
-        index: ctx.index,
-        timestamp_ms: ctx.timestamp_ms,
-    };
-    p.apply(&mut HostTxn, &ctx, &command, &payload)
-        .map_err(error_to_wit)
+    Ok(p.apply(&mut HostTxn, &ctx.into(), &command, &payload)?)
 }
 
 /// `query` export.
 pub fn query(p: &Plugin, name: String, args: Vec<u8>) -> Result<Vec<u8>, wit::PluginError> {
-    p.query_raw(&HostTxn, &name, &args).map_err(error_to_wit)
+    Ok(p.query_raw(&HostTxn, &name, &args)?)
 }
 
 /// `index` export.
@@ -269,9 +164,8 @@ pub fn index(
     table: String,
     object: Vec<u8>,
 ) -> Result<Vec<wit::IndexKeys>, wit::PluginError> {
-    p.index(&table, &object)
-        .map(keys_to_wit)
-        .map_err(error_to_wit)
+    let keys = p.index(&table, &object)?;
+    Ok(keys.into_iter().map(Into::into).collect())
 }
 
 /// `index-args` export.
@@ -282,39 +176,12 @@ pub fn index_args(
     args: Vec<u8>,
     prefix: bool,
 ) -> Result<Vec<u8>, wit::PluginError> {
-    p.index_args(&table, &index, &args, prefix)
-        .map_err(error_to_wit)
-}
-
-fn response_to_wit(r: crate::http::Response) -> wit::HttpResponse {
-    wit::HttpResponse {
-        status: r.status,
-        content_type: r.content_type,
-        body: r.body,
-    }
+    Ok(p.index_args(&table, &index, &args, prefix)?)
 }
 
 /// `route` export.
 pub fn route(p: &Plugin, req: wit::HttpRequest) -> wit::HttpPlan {
-    use crate::http::{Action, Request};
-    let plan = p.route_request(&Request {
-        method: req.method,
-        path: req.path,
-        query: req.query,
-        body: req.body,
-    });
-    let action = match plan.action {
-        Action::Apply { command, payload } => wit::HttpAction::Apply(wit::Call {
-            name: command,
-            input: payload,
-        }),
-        Action::Query { name, args } => wit::HttpAction::Query(wit::Call { name, input: args }),
-        Action::Respond(r) => wit::HttpAction::Respond(response_to_wit(r)),
-    };
-    wit::HttpPlan {
-        action,
-        context: plan.context,
-    }
+    p.route_request(&req.into()).into()
 }
 
 /// `render` export.
@@ -324,17 +191,8 @@ pub fn render(
     outcome: Result<Vec<u8>, wit::PluginError>,
     index: u64,
 ) -> wit::HttpResponse {
-    let outcome = outcome.map_err(|e| {
-        let kind = match e.kind {
-            wit::ErrorKind::BadRequest => ErrorKind::BadRequest,
-            wit::ErrorKind::NotFound => ErrorKind::NotFound,
-            wit::ErrorKind::Conflict => ErrorKind::Conflict,
-            wit::ErrorKind::State => ErrorKind::State,
-            wit::ErrorKind::Internal => ErrorKind::Internal,
-        };
-        Error::new(kind, e.message)
-    });
-    response_to_wit(p.render(&context, outcome, index))
+    let outcome = outcome.map_err(Error::from);
+    p.render(&context, outcome, index).into()
 }
 
 /// Exports a plugin as the component's `guest` interface.

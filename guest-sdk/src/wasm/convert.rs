@@ -1,0 +1,209 @@
+//! Conversions between the WIT contract's types (as `wit-bindgen` generates them) and the
+//! SDK's own, in one place: state calls (ranges, keys, errors), a plugin's description,
+//! errors both ways, migrated objects and the HTTP pair. The host's `plugin/convert.rs` is
+//! the other side of the same contract.
+//!
+//! Owns: nothing but the mapping; no other module of the SDK names a `wit::` type's fields.
+
+use super::bindings::fsmhost::plugin::types as wit;
+use crate::error::{Error, ErrorKind};
+use crate::http::{Action, Plan, Request, Response};
+use crate::plugin::{Ctx, Description};
+use crate::schema::Migrated;
+use crate::txn::{Bound, IndexKeys, KeyRange, ScanBatch, StateError};
+
+impl From<&Bound> for wit::Bound {
+    fn from(b: &Bound) -> Self {
+        match b {
+            Bound::Unbounded => wit::Bound::Unbounded,
+            Bound::Included(k) => wit::Bound::Included(k.clone()),
+            Bound::Excluded(k) => wit::Bound::Excluded(k.clone()),
+        }
+    }
+}
+
+impl From<&KeyRange> for wit::KeyRange {
+    fn from(r: &KeyRange) -> Self {
+        match r {
+            KeyRange::Exact(k) => wit::KeyRange::Exact(k.clone()),
+            KeyRange::Prefix(k) => wit::KeyRange::Prefix(k.clone()),
+            KeyRange::Between(s, e) => wit::KeyRange::Between((s.into(), e.into())),
+        }
+    }
+}
+
+impl From<wit::StateError> for StateError {
+    fn from(e: wit::StateError) -> Self {
+        match e {
+            wit::StateError::UnknownTable(m) => StateError::UnknownTable(m),
+            wit::StateError::UnknownIndex(m) => StateError::UnknownIndex(m),
+            wit::StateError::NotOwner(m) => StateError::NotOwner(m),
+            wit::StateError::UniqueViolation(m) => StateError::UniqueViolation(m),
+            wit::StateError::BadKeys(m) => StateError::BadKeys(m),
+            wit::StateError::ReadOnly(m) => StateError::ReadOnly(m),
+            wit::StateError::BadCursor(m) => StateError::BadCursor(m),
+            wit::StateError::NoPrefix(m) => StateError::NoPrefix(m),
+        }
+    }
+}
+
+impl From<wit::ScanBatch> for ScanBatch {
+    fn from(b: wit::ScanBatch) -> Self {
+        ScanBatch {
+            objects: b.objects,
+            cursor: b.cursor,
+        }
+    }
+}
+
+impl From<IndexKeys> for wit::IndexKeys {
+    fn from(k: IndexKeys) -> Self {
+        wit::IndexKeys {
+            index: k.index,
+            keys: k.keys,
+        }
+    }
+}
+
+impl From<ErrorKind> for wit::ErrorKind {
+    fn from(kind: ErrorKind) -> Self {
+        match kind {
+            ErrorKind::BadRequest => wit::ErrorKind::BadRequest,
+            ErrorKind::NotFound => wit::ErrorKind::NotFound,
+            ErrorKind::Conflict => wit::ErrorKind::Conflict,
+            ErrorKind::State => wit::ErrorKind::State,
+            ErrorKind::Internal => wit::ErrorKind::Internal,
+        }
+    }
+}
+
+impl From<wit::ErrorKind> for ErrorKind {
+    fn from(kind: wit::ErrorKind) -> Self {
+        match kind {
+            wit::ErrorKind::BadRequest => ErrorKind::BadRequest,
+            wit::ErrorKind::NotFound => ErrorKind::NotFound,
+            wit::ErrorKind::Conflict => ErrorKind::Conflict,
+            wit::ErrorKind::State => ErrorKind::State,
+            wit::ErrorKind::Internal => ErrorKind::Internal,
+        }
+    }
+}
+
+impl From<Error> for wit::PluginError {
+    fn from(e: Error) -> Self {
+        wit::PluginError {
+            kind: e.kind.into(),
+            message: e.message,
+        }
+    }
+}
+
+impl From<wit::PluginError> for Error {
+    fn from(e: wit::PluginError) -> Self {
+        Error::new(e.kind.into(), e.message)
+    }
+}
+
+impl From<wit::ApplyContext> for Ctx {
+    fn from(ctx: wit::ApplyContext) -> Self {
+        Ctx {
+            index: ctx.index,
+            timestamp_ms: ctx.timestamp_ms,
+        }
+    }
+}
+
+impl From<Description> for wit::PluginDescription {
+    fn from(d: Description) -> Self {
+        wit::PluginDescription {
+            name: d.name,
+            version: d.version,
+            edition: d.edition,
+            tables: d
+                .tables
+                .into_iter()
+                .map(|t| wit::TableSchema {
+                    name: t.name,
+                    indexes: t
+                        .indexes
+                        .into_iter()
+                        .map(|i| wit::IndexSchema {
+                            name: i.name,
+                            unique: i.unique,
+                            multi: i.multi,
+                            allow_missing: i.allow_missing,
+                            prefix: i.prefix,
+                        })
+                        .collect(),
+                    layout: t.layout,
+                })
+                .collect(),
+            commands: d.commands,
+            queries: d.queries,
+            routes: d
+                .routes
+                .into_iter()
+                .map(|r| wit::HttpRoute {
+                    method: r.method.into_owned(),
+                    path: r.path.into_owned(),
+                    prefix: r.prefix,
+                })
+                .collect(),
+            migrations: d
+                .migrations
+                .into_iter()
+                .map(|m| wit::Migration {
+                    table: m.table,
+                    from_layout: m.from_layout,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<Migrated> for wit::MigratedObject {
+    fn from(m: Migrated) -> Self {
+        wit::MigratedObject {
+            table: m.table,
+            object: m.object,
+        }
+    }
+}
+
+impl From<wit::HttpRequest> for Request {
+    fn from(req: wit::HttpRequest) -> Self {
+        Request {
+            method: req.method,
+            path: req.path,
+            query: req.query,
+            body: req.body,
+        }
+    }
+}
+
+impl From<Response> for wit::HttpResponse {
+    fn from(r: Response) -> Self {
+        wit::HttpResponse {
+            status: r.status,
+            content_type: r.content_type,
+            body: r.body,
+        }
+    }
+}
+
+impl From<Plan> for wit::HttpPlan {
+    fn from(plan: Plan) -> Self {
+        let action = match plan.action {
+            Action::Apply { command, payload } => wit::HttpAction::Apply(wit::Call {
+                name: command,
+                input: payload,
+            }),
+            Action::Query { name, args } => wit::HttpAction::Query(wit::Call { name, input: args }),
+            Action::Respond(r) => wit::HttpAction::Respond(r.into()),
+        };
+        wit::HttpPlan {
+            action,
+            context: plan.context,
+        }
+    }
+}
