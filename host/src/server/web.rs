@@ -163,6 +163,18 @@ pub async fn serve<H, F>(
     }
 }
 
+/// The request's media type: its `Content-Type` without parameters, lower-cased; `None`
+/// when the header is missing, empty or not text.
+pub fn media_type(req: &Request<Incoming>) -> Option<String> {
+    let v = req
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)?
+        .to_str()
+        .ok()?;
+    let essence = v.split(';').next().unwrap_or("").trim();
+    (!essence.is_empty()).then(|| essence.to_ascii_lowercase())
+}
+
 /// A refused request: the status and the message naming the problem.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {

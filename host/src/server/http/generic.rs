@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::header::HeaderValue;
 use hyper::{Request, StatusCode};
 use std::sync::Arc;
 
@@ -74,28 +74,22 @@ pub async fn query(
 /// Whether the request's body is JSON (else CBOR), when the query's body has no
 /// `Content-Type`.
 fn is_json(req: &Request<Incoming>) -> bool {
-    content_type(req).is_some_and(|v| v.starts_with("application/json"))
-}
-
-fn content_type(req: &Request<Incoming>) -> Option<&str> {
-    req.headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
+    web::media_type(req).as_deref() == Some("application/json")
 }
 
 /// Whether a command's body is JSON (true) or CBOR (false): a write names its format,
 /// so that no page can send one through a browser without a CORS preflight (which this
 /// server never grants).
 fn body_format(req: &Request<Incoming>) -> Result<bool, Refusal> {
-    match content_type(req).map(|t| t.split(';').next().unwrap_or("").trim()) {
-        Some(t) if t.eq_ignore_ascii_case("application/json") => Ok(true),
-        Some(t) if t.eq_ignore_ascii_case("application/cbor") => Ok(false),
+    match web::media_type(req).as_deref() {
+        Some("application/json") => Ok(true),
+        Some("application/cbor") => Ok(false),
         other => Err(Refusal::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!(
                 "a command's body needs Content-Type application/json or application/cbor \
                  (got {})",
-                other.filter(|t| !t.is_empty()).unwrap_or("none")
+                other.unwrap_or("none")
             ),
         )),
     }

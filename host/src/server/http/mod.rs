@@ -113,21 +113,15 @@ fn refuse_simple_post(req: &Request<Incoming>) -> Result<(), Refusal> {
     if req.method() != Method::POST {
         return Ok(());
     }
-    let ctype = req
-        .headers()
-        .get(hyper::header::CONTENT_TYPE)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).to_ascii_lowercase());
-    let essence = ctype
-        .as_deref()
-        .map(|t| t.split(';').next().unwrap_or("").trim());
-    match essence {
-        Some(t) if !t.is_empty() && !SIMPLE_TYPES.contains(&t) => Ok(()),
+    let media = web::media_type(req);
+    match media.as_deref() {
+        Some(t) if !SIMPLE_TYPES.contains(&t) => Ok(()),
         _ => Err(Refusal::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!(
                 "POST needs a Content-Type of application/json or application/cbor (got {}): \
                  browsers send other types cross-site unasked, so they are refused",
-                essence.filter(|t| !t.is_empty()).unwrap_or("none")
+                media.as_deref().unwrap_or("none")
             ),
         )),
     }
