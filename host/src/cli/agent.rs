@@ -19,6 +19,12 @@ pub struct AgentArgs {
     /// `node_name`.
     #[arg(long, visible_alias = "node")]
     pub node_name: Option<String>,
+    /// `datacenter`.
+    #[arg(long)]
+    pub datacenter: Option<String>,
+    /// `domain`.
+    #[arg(long)]
+    pub domain: Option<String>,
     /// `data_dir`.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -74,6 +80,8 @@ impl AgentArgs {
         });
         RawConfig {
             node_name: self.node_name.clone(),
+            datacenter: self.datacenter.clone(),
+            domain: self.domain.clone(),
             data_dir: self.data_dir.clone(),
             server: self.server,
             bootstrap_expect: self.bootstrap_expect,

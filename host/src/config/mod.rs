@@ -17,6 +17,10 @@ use std::time::Duration;
 pub const DEFAULT_SERVER_PORT: u16 = 8300;
 /// The default HTTP port (Consul's `ports.http`).
 pub const DEFAULT_HTTP_PORT: u16 = 8500;
+/// The default datacenter (Consul's `datacenter`).
+pub const DEFAULT_DATACENTER: &str = "dc1";
+/// The default domain (Consul's `domain`).
+pub const DEFAULT_DOMAIN: &str = "consul";
 
 /// A refused configuration.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +93,11 @@ impl RaftTimers {
 pub struct Config {
     /// The node's name.
     pub node_name: String,
+    /// The datacenter (`datacenter`, lower-cased as Consul does; default `dc1`).
+    pub datacenter: String,
+    /// The domain (`domain`, default `consul`): servers' certificates name
+    /// `server.<datacenter>.<domain>`.
+    pub domain: String,
     /// The data dir; `None` keeps everything in memory (`-dev`).
     pub data_dir: Option<PathBuf>,
     /// Servers to wait for before bootstrapping (0: never bootstrap, only join).
@@ -210,6 +219,35 @@ impl Config {
             Some(n) => n,
             None => hostname(),
         };
+        let datacenter = raw
+            .datacenter
+            .unwrap_or_else(|| DEFAULT_DATACENTER.to_string())
+            .to_ascii_lowercase();
+        if datacenter.is_empty()
+            || !datacenter
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(invalid(
+                "datacenter",
+                format!("{datacenter:?}: can only contain alphanumeric, - or _ characters"),
+            ));
+        }
+        let domain = raw
+            .domain
+            .unwrap_or_else(|| DEFAULT_DOMAIN.to_string())
+            .trim_matches('.')
+            .to_ascii_lowercase();
+        if domain.is_empty()
+            || !domain
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        {
+            return Err(invalid(
+                "domain",
+                format!("{domain:?}: not a DNS domain (letters, digits, - and .)"),
+            ));
+        }
         let data_dir = raw.data_dir;
         if let Some(d) = &data_dir
             && d.as_os_str().is_empty()
@@ -332,6 +370,8 @@ impl Config {
             plugin_cache_dir,
             plugin_limits,
             node_name,
+            datacenter,
+            domain,
             data_dir,
             bootstrap_expect,
             retry_join,

@@ -89,6 +89,11 @@ pub struct RawAutopilot {
 pub struct RawConfig {
     /// The node's name (default: the host name).
     pub node_name: Option<String>,
+    /// Consul's `datacenter`: this cluster's datacenter (default `dc1`).
+    pub datacenter: Option<String>,
+    /// Consul's `domain`: the DNS domain servers' certificate names end in (default
+    /// `consul`).
+    pub domain: Option<String>,
     /// Where the raft log and the node id live.
     pub data_dir: Option<PathBuf>,
     /// Must be true: this build runs servers only.
@@ -164,6 +169,8 @@ impl RawConfig {
         };
         RawConfig {
             node_name: over.node_name.or(self.node_name),
+            datacenter: over.datacenter.or(self.datacenter),
+            domain: over.domain.or(self.domain),
             data_dir: over.data_dir.or(self.data_dir),
             server: over.server.or(self.server),
             bootstrap_expect: over.bootstrap_expect.or(self.bootstrap_expect),

@@ -35,6 +35,23 @@ fn consul_names_and_defaults() {
     assert_eq!(c.snapshots.threshold, 16384);
     assert_eq!(c.snapshots.interval, Duration::from_secs(30));
     assert_eq!(c.snapshots.trailing_logs, 10240);
+    assert_eq!(
+        (c.datacenter.as_str(), c.domain.as_str()),
+        ("dc1", "consul")
+    );
+}
+
+#[test]
+fn datacenter_and_domain() {
+    let c = parse("datacenter = \"East-1\"\ndomain = \"example.org.\"").unwrap();
+    assert_eq!(
+        (c.datacenter.as_str(), c.domain.as_str()),
+        ("east-1", "example.org")
+    );
+    let e = parse("datacenter = \"a b\"").unwrap_err().to_string();
+    assert!(e.starts_with("datacenter:"), "{e}");
+    let e = parse("domain = \"\"").unwrap_err().to_string();
+    assert!(e.starts_with("domain:"), "{e}");
 }
 
 #[test]
