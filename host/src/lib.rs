@@ -19,6 +19,7 @@
 //! - [`state`]: the in-memory store of tables and indexes the plugins declare;
 //! - [`autopilot`]: server health, failure tolerance, promotion and dead-server cleanup;
 //! - [`duration`]: durations in Consul's (Go's) text form;
+//! - [`tls`]: TLS on both ports and for outgoing calls (rustls), reloadable;
 //! - [`upgrade`]: plugin installs: the rules, the plan, the store rebuilt for the new set.
 #![warn(missing_docs)]
 
@@ -39,6 +40,7 @@ pub mod raft;
 pub mod server;
 pub mod snapshot;
 pub mod state;
+pub mod tls;
 pub mod upgrade;
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! `fsmhost agent` and `fsmhost leave`: run a server; ask a running one to leave.
 
+use super::Api;
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -46,9 +47,20 @@ pub struct AgentArgs {
     /// `ports.server`.
     #[arg(long = "ports-server", visible_alias = "server-port")]
     pub server_port: Option<u16>,
-    /// `ports.http`.
-    #[arg(long = "ports-http", visible_alias = "http-port")]
-    pub http_port: Option<u16>,
+    /// `ports.http` (-1: off).
+    #[arg(
+        long = "ports-http",
+        visible_alias = "http-port",
+        allow_hyphen_values = true
+    )]
+    pub http_port: Option<i32>,
+    /// `ports.https` (-1: off, the default).
+    #[arg(
+        long = "ports-https",
+        visible_alias = "https-port",
+        allow_hyphen_values = true
+    )]
+    pub https_port: Option<i32>,
     /// `addresses.http`.
     #[arg(long = "addresses-http", visible_alias = "client")]
     pub http_addr: Option<String>,
@@ -74,10 +86,13 @@ pub struct AgentArgs {
 
 impl AgentArgs {
     fn flags(&self) -> RawConfig {
-        let ports = (self.server_port.is_some() || self.http_port.is_some()).then_some(Ports {
-            server: self.server_port,
-            http: self.http_port,
-        });
+        let ports =
+            (self.server_port.is_some() || self.http_port.is_some() || self.https_port.is_some())
+                .then_some(Ports {
+                    server: self.server_port,
+                    http: self.http_port,
+                    https: self.https_port,
+                });
         RawConfig {
             node_name: self.node_name.clone(),
             datacenter: self.datacenter.clone(),
@@ -89,7 +104,10 @@ impl AgentArgs {
             bind_addr: self.bind_addr.clone(),
             advertise_addr: self.advertise_addr.clone(),
             ports,
-            addresses: self.http_addr.clone().map(|h| Addresses { http: Some(h) }),
+            addresses: self.http_addr.clone().map(|h| Addresses {
+                http: Some(h),
+                https: None,
+            }),
             performance: None,
             log_level: self.log_level.clone(),
             log_json: self.log_json,
@@ -102,6 +120,7 @@ impl AgentArgs {
             plugin_limits: None,
             autopilot: None,
             limits: None,
+            tls: None,
         }
     }
 
@@ -166,7 +185,7 @@ pub fn run(args: &AgentArgs) -> Result<(), String> {
 }
 
 /// `fsmhost leave`: asks the server at `http_addr` to leave the cluster and stop.
-pub fn leave(http_addr: &str) -> Result<(), String> {
+pub fn leave(http_addr: &Api) -> Result<(), String> {
     super::operator::http(hyper::Method::PUT, http_addr, "/v1/agent/leave")?;
     println!("Graceful leave complete");
     Ok(())

@@ -1,25 +1,26 @@
 //! `fsmhost operator autopilot get-config|set-config|state`: Consul's commands, over the
 //! HTTP API, printing what Consul prints.
 
+use super::Api;
 use serde_json::Value;
 
 use super::operator::{http, http_maybe};
 
 const CONFIG_PATH: &str = "/v1/operator/autopilot/configuration";
 
-fn json(addr: &str, body: &[u8]) -> Result<Value, String> {
+fn json(addr: &Api, body: &[u8]) -> Result<Value, String> {
     serde_json::from_slice(body)
         .map_err(|e| format!("{addr} answered something that is not JSON: {e}"))
 }
 
-fn current(addr: &str) -> Result<Value, String> {
+fn current(addr: &Api) -> Result<Value, String> {
     let body = http(hyper::Method::GET, addr, CONFIG_PATH)
         .map_err(|e| format!("Error querying Autopilot configuration: {e}"))?;
     json(addr, &body)
 }
 
 /// Prints the configuration, one `Name = value` line per field.
-pub fn get_config(addr: &str) -> Result<(), String> {
+pub fn get_config(addr: &Api) -> Result<(), String> {
     let c = current(addr)?;
     let text = |k: &str| c[k].as_str().unwrap_or("?").to_string();
     println!("CleanupDeadServers = {}", c["CleanupDeadServers"]);
@@ -53,7 +54,7 @@ pub struct Changes {
 
 /// Reads the configuration, changes what was asked, and writes it back with
 /// compare-and-set, so a concurrent change is not overwritten.
-pub fn set_config(addr: &str, changes: &Changes) -> Result<(), String> {
+pub fn set_config(addr: &Api, changes: &Changes) -> Result<(), String> {
     let mut c = current(addr)?;
     if !c.is_object() {
         return Err(format!(
@@ -100,7 +101,7 @@ pub fn set_config(addr: &str, changes: &Changes) -> Result<(), String> {
 }
 
 /// Prints autopilot's state as Consul's `operator autopilot state` does (or its JSON).
-pub fn state(addr: &str, as_json: bool) -> Result<(), String> {
+pub fn state(addr: &Api, as_json: bool) -> Result<(), String> {
     let body = http(hyper::Method::GET, addr, "/v1/operator/autopilot/state")
         .map_err(|e| format!("Error querying Autopilot state: {e}"))?;
     let s = json(addr, &body)?;

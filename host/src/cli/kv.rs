@@ -2,6 +2,7 @@
 //! (`/v1/kv/`, served by the kv plugin) and of `/v1/agent/members`, printing what Consul's
 //! commands print.
 
+use super::Api;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use hyper::Method;
@@ -86,7 +87,7 @@ pub struct GetArgs<'a> {
 }
 
 /// `fsmhost kv get`.
-pub fn get(addr: &str, a: &GetArgs) -> Result<(), String> {
+pub fn get(addr: &Api, a: &GetArgs) -> Result<(), String> {
     let key = a.key.trim_start_matches('/');
     if key.is_empty() && !a.recurse && !a.keys {
         return Err("Missing KEY argument".into());
@@ -183,7 +184,7 @@ fn read_data(data: Option<&str>, base64: bool) -> Result<Vec<u8>, String> {
 }
 
 /// `fsmhost kv put`.
-pub fn put(addr: &str, a: &PutArgs) -> Result<(), String> {
+pub fn put(addr: &Api, a: &PutArgs) -> Result<(), String> {
     let key = a.key.trim_start_matches('/');
     if key.is_empty() {
         return Err("Missing KEY argument".into());
@@ -208,7 +209,7 @@ pub fn put(addr: &str, a: &PutArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn http_body(method: Method, addr: &str, path: &str, body: Vec<u8>) -> Result<Vec<u8>, String> {
+fn http_body(method: Method, addr: &Api, path: &str, body: Vec<u8>) -> Result<Vec<u8>, String> {
     http_maybe(method, addr, path, body)?
         .map(|b| b.to_vec())
         .ok_or_else(|| format!("{addr} answered 404 for {path}"))
@@ -216,7 +217,7 @@ fn http_body(method: Method, addr: &str, path: &str, body: Vec<u8>) -> Result<Ve
 
 /// `fsmhost kv delete`.
 pub fn delete(
-    addr: &str,
+    addr: &Api,
     key: &str,
     recurse: bool,
     cas: bool,
@@ -260,7 +261,7 @@ pub fn delete(
 }
 
 /// `fsmhost members`: the servers, as Consul's `members` prints them.
-pub fn members(addr: &str) -> Result<(), String> {
+pub fn members(addr: &Api) -> Result<(), String> {
     let body = http(Method::GET, addr, "/v1/agent/members")?;
     let list: Vec<serde_json::Value> = serde_json::from_slice(&body)
         .map_err(|e| format!("{addr} answered something that is not JSON: {e}"))?;

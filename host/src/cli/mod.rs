@@ -5,6 +5,7 @@
 //! naming the problem.
 
 mod agent;
+mod api;
 mod autopilot;
 mod demo;
 mod kv;
@@ -15,6 +16,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 use crate::plugin::{Runtime, RuntimeConfig};
+pub use api::Api;
 
 /// fsmhost: a replicated state machine host whose FSM is a set of WebAssembly components.
 #[derive(Debug, Parser)]
@@ -49,16 +51,16 @@ pub enum Command {
     Kv(KvCommand),
     /// Lists the servers of the cluster and whether each answers.
     Members {
-        /// The HTTP address of any server.
-        #[arg(long, env = "FSMHOST_HTTP_ADDR", default_value = "127.0.0.1:8500")]
-        http_addr: String,
+        /// The server to ask: address, TLS and token.
+        #[command(flatten)]
+        http_addr: Api,
     },
     /// Asks a running server to leave the cluster (removing it from the raft
     /// configuration), then to stop.
     Leave {
-        /// The server's HTTP address.
-        #[arg(long, env = "FSMHOST_HTTP_ADDR", default_value = "127.0.0.1:8500")]
-        http_addr: String,
+        /// The server to ask: address, TLS and token.
+        #[command(flatten)]
+        http_addr: Api,
     },
 }
 
@@ -86,9 +88,9 @@ pub enum KvCommand {
         /// Print values in base64.
         #[arg(long)]
         base64: bool,
-        /// The HTTP address of any server.
-        #[arg(long, env = "FSMHOST_HTTP_ADDR", default_value = "127.0.0.1:8500")]
-        http_addr: String,
+        /// The server to ask: address, TLS and token.
+        #[command(flatten)]
+        http_addr: Api,
     },
     /// Writes a key: DATA, `@file`, or `-` for stdin (empty when absent).
     Put {
@@ -108,9 +110,9 @@ pub enum KvCommand {
         /// DATA is base64.
         #[arg(long)]
         base64: bool,
-        /// The HTTP address of any server.
-        #[arg(long, env = "FSMHOST_HTTP_ADDR", default_value = "127.0.0.1:8500")]
-        http_addr: String,
+        /// The server to ask: address, TLS and token.
+        #[command(flatten)]
+        http_addr: Api,
     },
     /// Deletes a key (`-recurse`: every key under a prefix).
     Delete {
@@ -126,9 +128,9 @@ pub enum KvCommand {
         /// The ModifyIndex for `-cas`.
         #[arg(long)]
         modify_index: Option<u64>,
-        /// The HTTP address of any server.
-        #[arg(long, env = "FSMHOST_HTTP_ADDR", default_value = "127.0.0.1:8500")]
-        http_addr: String,
+        /// The server to ask: address, TLS and token.
+        #[command(flatten)]
+        http_addr: Api,
     },
 }
 
@@ -171,18 +173,18 @@ pub enum SnapshotCommand {
         /// Let any server answer from its own state (works without a leader).
         #[arg(long)]
         stale: bool,
-        /// The HTTP address of any server.
-        #[arg(long, env = "FSMHOST_HTTP_ADDR", default_value = "127.0.0.1:8500")]
-        http_addr: String,
+        /// The server to ask: address, TLS and token.
+        #[command(flatten)]
+        http_addr: Api,
     },
     /// Restores the cluster's state from an archive: every server switches to it at the
     /// same index. Meant for disaster recovery into a fresh cluster.
     Restore {
         /// The archive.
         file: PathBuf,
-        /// The HTTP address of any server.
-        #[arg(long, env = "FSMHOST_HTTP_ADDR", default_value = "127.0.0.1:8500")]
-        http_addr: String,
+        /// The server to ask: address, TLS and token.
+        #[command(flatten)]
+        http_addr: Api,
     },
     /// Prints an archive's (or a raw `raft/snapshots/<id>` directory's) metadata and the
     /// records and bytes of each table, after checking it whole.
@@ -211,9 +213,9 @@ pub enum OperatorCommand {
 pub enum AutopilotCommand {
     /// Prints the autopilot configuration.
     GetConfig {
-        /// The HTTP address of any server.
-        #[arg(long, env = "FSMHOST_HTTP_ADDR", default_value = "127.0.0.1:8500")]
-        http_addr: String,
+        /// The server to ask: address, TLS and token.
+        #[command(flatten)]
+        http_addr: Api,
     },
     /// Changes the autopilot configuration (only the settings given; compare-and-set).
     SetConfig {
@@ -232,18 +234,18 @@ pub enum AutopilotCommand {
         /// How long a new server must be healthy before it becomes a voter (e.g. 10s).
         #[arg(long)]
         server_stabilization_time: Option<String>,
-        /// The HTTP address of any server.
-        #[arg(long, env = "FSMHOST_HTTP_ADDR", default_value = "127.0.0.1:8500")]
-        http_addr: String,
+        /// The server to ask: address, TLS and token.
+        #[command(flatten)]
+        http_addr: Api,
     },
     /// Prints autopilot's view of every server (asked of the leader).
     State {
         /// `pretty` (default) or `json`.
         #[arg(long, default_value = "pretty", value_parser = ["pretty", "json"])]
         format: String,
-        /// The HTTP address of any server.
-        #[arg(long, env = "FSMHOST_HTTP_ADDR", default_value = "127.0.0.1:8500")]
-        http_addr: String,
+        /// The server to ask: address, TLS and token.
+        #[command(flatten)]
+        http_addr: Api,
     },
 }
 
@@ -253,9 +255,9 @@ pub enum RaftCommand {
     /// Lists the servers in the raft configuration (asked of the leader, it also shows how
     /// far each trails it).
     ListPeers {
-        /// The server's HTTP address.
-        #[arg(long, env = "FSMHOST_HTTP_ADDR", default_value = "127.0.0.1:8500")]
-        http_addr: String,
+        /// The server to ask: address, TLS and token.
+        #[command(flatten)]
+        http_addr: Api,
     },
     /// Removes a server from the raft configuration.
     RemovePeer {
@@ -265,9 +267,9 @@ pub enum RaftCommand {
         /// The server's address (its server port), as list-peers shows it.
         #[arg(long)]
         address: Option<String>,
-        /// The HTTP address of any server.
-        #[arg(long, env = "FSMHOST_HTTP_ADDR", default_value = "127.0.0.1:8500")]
-        http_addr: String,
+        /// The server to ask: address, TLS and token.
+        #[command(flatten)]
+        http_addr: Api,
     },
 }
 
@@ -292,15 +294,15 @@ pub enum PluginCommand {
         /// change, without installing it.
         #[arg(long)]
         dry_run: bool,
-        /// The server's HTTP address.
-        #[arg(long, env = "FSMHOST_HTTP_ADDR", default_value = "127.0.0.1:8500")]
-        http_addr: String,
+        /// The server to ask: address, TLS and token.
+        #[command(flatten)]
+        http_addr: Api,
     },
     /// Lists the plugins a running server has loaded (`GET /v1/plugins`).
     List {
-        /// The server's HTTP address.
-        #[arg(long, env = "FSMHOST_HTTP_ADDR", default_value = "127.0.0.1:8500")]
-        http_addr: String,
+        /// The server to ask: address, TLS and token.
+        #[command(flatten)]
+        http_addr: Api,
     },
 }
 

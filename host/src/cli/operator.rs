@@ -1,11 +1,12 @@
 //! `fsmhost operator raft list-peers|remove-peer`, `fsmhost plugin list|install`, and the HTTP
 //! client every command that talks to a running server uses.
 
+use super::Api;
 use std::time::Duration;
 
 /// Sends one request to a server's HTTP API; the answer of a 2xx, or one line naming the
 /// server's refusal.
-pub(super) fn http(method: hyper::Method, addr: &str, path: &str) -> Result<bytes::Bytes, String> {
+pub(super) fn http(method: hyper::Method, addr: &Api, path: &str) -> Result<bytes::Bytes, String> {
     http_maybe(method, addr, path, Vec::new())?
         .ok_or_else(|| format!("{addr} answered 404 for {path}"))
 }
@@ -19,7 +20,7 @@ fn refusal(status: u16, message: &str) -> String {
 /// (Consul's answer for a missing key), or one line naming the server's refusal.
 pub(super) fn http_maybe(
     method: hyper::Method,
-    addr: &str,
+    addr: &Api,
     path: &str,
     body: Vec<u8>,
 ) -> Result<Option<bytes::Bytes>, String> {
@@ -29,8 +30,9 @@ pub(super) fn http_maybe(
         .build()
         .map_err(|e| format!("starting the async runtime: {e}"))?;
     runtime.block_on(async {
-        match crate::raft::network::RpcClient::new()
-            .request(method, addr, path, body, Duration::from_secs(30))
+        match addr
+            .client()?
+            .request(method, &addr.addr(), path, body, Duration::from_secs(30))
             .await
         {
             Ok(b) => Ok(Some(b)),
@@ -48,7 +50,7 @@ pub(super) fn http_maybe(
 }
 
 /// Prints the raft configuration as a table.
-pub fn list_peers(addr: &str) -> Result<(), String> {
+pub fn list_peers(addr: &Api) -> Result<(), String> {
     let body = http(hyper::Method::GET, addr, "/v1/operator/raft/configuration")?;
     let v: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| format!("{addr} answered something that is not JSON: {e}"))?;
@@ -92,7 +94,7 @@ pub fn list_peers(addr: &str) -> Result<(), String> {
 }
 
 /// Removes a server from the raft configuration by id or address.
-pub fn remove_peer(addr: &str, id: Option<&str>, address: Option<&str>) -> Result<(), String> {
+pub fn remove_peer(addr: &Api, id: Option<&str>, address: Option<&str>) -> Result<(), String> {
     let query = match (id, address) {
         (Some(id), None) => format!("id={id}"),
         (None, Some(a)) => format!("address={a}"),
@@ -108,7 +110,7 @@ pub fn remove_peer(addr: &str, id: Option<&str>, address: Option<&str>) -> Resul
 }
 
 /// Prints the plugins a server has loaded.
-pub fn plugin_list(addr: &str) -> Result<(), String> {
+pub fn plugin_list(addr: &Api) -> Result<(), String> {
     let body = http(hyper::Method::GET, addr, "/v1/plugins")?;
     let v: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| format!("{addr} answered something that is not JSON: {e}"))?;
@@ -148,7 +150,7 @@ pub fn plugin_list(addr: &str) -> Result<(), String> {
 
 /// `fsmhost plugin install FILE [--dry-run]`: sends the component to `PUT /v1/plugins` and
 /// prints the report, one line per table.
-pub fn plugin_install(addr: &str, file: &std::path::Path, dry_run: bool) -> Result<(), String> {
+pub fn plugin_install(addr: &Api, file: &std::path::Path, dry_run: bool) -> Result<(), String> {
     let bytes = std::fs::read(file).map_err(|e| format!("reading {}: {e}", file.display()))?;
     let path = if dry_run {
         "/v1/plugins?dry-run"

@@ -4,6 +4,7 @@
 //! `<data_dir>/raft/snapshots/`, without a server. Long transfers show their progress on a
 //! terminal.
 
+use super::Api;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,7 +12,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::http_body;
-use crate::raft::network::RpcClient;
 use crate::snapshot::archive;
 use crate::snapshot::state_file::{StateReader, TableStats};
 use crate::snapshot::store::{self, Meta};
@@ -87,7 +87,7 @@ fn human(n: u64) -> String {
 }
 
 /// `snapshot save FILE`.
-pub fn save(addr: &str, file: &Path, stale: bool) -> Result<(), String> {
+pub fn save(addr: &Api, file: &Path, stale: bool) -> Result<(), String> {
     let part = PathBuf::from(format!("{}.part", file.display()));
     let path = if stale {
         "/v1/snapshot?stale"
@@ -96,10 +96,11 @@ pub fn save(addr: &str, file: &Path, stale: bool) -> Result<(), String> {
     };
     let progress = ProgressLine::new("Saved");
     let (index, size) = runtime()?.block_on(async {
-        let response = RpcClient::new()
+        let response = addr
+            .client()?
             .stream(
                 hyper::Method::GET,
-                addr,
+                &addr.addr(),
                 path,
                 None,
                 http_body::full(bytes::Bytes::new()),
@@ -177,7 +178,7 @@ fn read_stats(state: &Path) -> Result<(Vec<TableStats>, StateHeaderSummary), Str
 }
 
 /// `snapshot restore FILE`.
-pub fn restore(addr: &str, file: &Path) -> Result<(), String> {
+pub fn restore(addr: &Api, file: &Path) -> Result<(), String> {
     let size = std::fs::metadata(file)
         .map_err(|e| format!("{}: {e}", file.display()))?
         .len();
@@ -186,10 +187,11 @@ pub fn restore(addr: &str, file: &Path) -> Result<(), String> {
     let index = runtime()?.block_on(async {
         let report: Option<http_body::Progress> =
             p.map(|p| Box::new(move |n| p.update(n)) as http_body::Progress);
-        let response = RpcClient::new()
+        let response = addr
+            .client()?
             .stream(
                 hyper::Method::PUT,
-                addr,
+                &addr.addr(),
                 "/v1/snapshot",
                 None,
                 http_body::file(file.to_path_buf(), false, report),

@@ -6,8 +6,13 @@
 //! shape (what TOML may say) is in [`raw`]; this module resolves it.
 
 mod raw;
+mod tls;
 
-pub use raw::{Addresses, Performance, PluginLimits, Ports, RawAutopilot, RawConfig};
+pub use raw::{
+    Addresses, Performance, PluginLimits, Ports, RawAutopilot, RawConfig, RawLimits, RawTls,
+    RawTlsStanza,
+};
+pub use tls::HandshakeTimeouts;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -108,8 +113,14 @@ pub struct Config {
     pub rpc_bind: SocketAddr,
     /// The server address others use.
     pub rpc_advertise: SocketAddr,
-    /// Where the HTTP API listens.
-    pub http_bind: SocketAddr,
+    /// Where the plain HTTP API listens (`None`: `ports.http = -1`).
+    pub http_bind: Option<SocketAddr>,
+    /// Where the HTTPS API listens (`None`: off, the default).
+    pub https_bind: Option<SocketAddr>,
+    /// TLS of the server port (`tls.internal_rpc`): mutual TLS when set.
+    pub tls_rpc: Option<crate::tls::TlsSettings>,
+    /// TLS of the HTTPS port (`tls.https`), set when the port is.
+    pub tls_https: Option<crate::tls::TlsSettings>,
     /// Raft timers.
     pub timers: RaftTimers,
     /// Log level.
@@ -140,10 +151,12 @@ pub struct Config {
 /// as it is accepted, so one client cannot take every file descriptor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnLimits {
-    /// `http_max_conns_per_client` (Consul: 200).
+    /// `http_max_conns_per_client` (Consul: 200), for the HTTP and HTTPS ports.
     pub http_per_client: Option<u32>,
     /// `rpc_max_conns_per_client` (Consul: 100).
     pub rpc_per_client: Option<u32>,
+    /// How long a TLS handshake may take on each port.
+    pub handshake: HandshakeTimeouts,
 }
 
 impl Default for ConnLimits {
@@ -151,6 +164,7 @@ impl Default for ConnLimits {
         ConnLimits {
             http_per_client: Some(200),
             rpc_per_client: Some(100),
+            handshake: HandshakeTimeouts::default(),
         }
     }
 }
@@ -268,7 +282,14 @@ impl Config {
         }
         let ports = raw.ports.unwrap_or_default();
         let server_port = ports.server.unwrap_or(DEFAULT_SERVER_PORT);
-        let http_port = ports.http.unwrap_or(DEFAULT_HTTP_PORT);
+        let http_port = optional_port("ports.http", ports.http, Some(DEFAULT_HTTP_PORT))?;
+        let https_port = optional_port("ports.https", ports.https, None)?;
+        if http_port.is_none() && https_port.is_none() {
+            return Err(invalid(
+                "ports.http",
+                "-1 turns plain HTTP off, and ports.https is not set: the server would have                  no HTTP API; set ports.https (with tls.https) or keep ports.http",
+            ));
+        }
         let bind = match &raw.bind_addr {
             Some(s) => parse_ip("bind_addr", s)?,
             None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
@@ -284,10 +305,17 @@ impl Config {
                 format!("{advertise} cannot be reached by other servers; give a routable address"),
             ));
         }
-        let http_ip = match raw.addresses.and_then(|a| a.http) {
-            Some(s) => parse_ip("addresses.http", &s)?,
+        let addresses = raw.addresses.unwrap_or_default();
+        let http_ip = match &addresses.http {
+            Some(s) => parse_ip("addresses.http", s)?,
             None => IpAddr::V4(Ipv4Addr::LOCALHOST),
         };
+        let https_ip = match &addresses.https {
+            Some(s) => parse_ip("addresses.https", s)?,
+            None => http_ip,
+        };
+        let (tls_rpc, tls_https) =
+            tls::resolve(raw.tls, &datacenter, &domain, https_port.is_some())?;
         let multiplier = raw.performance.and_then(|p| p.raft_multiplier).unwrap_or(1);
         if !(1..=10).contains(&multiplier) {
             return Err(invalid(
@@ -360,6 +388,7 @@ impl Config {
                 raw_limits.rpc_max_conns_per_client,
                 limit_defaults.rpc_per_client,
             ),
+            handshake: tls::handshake_timeouts(&raw_limits)?,
         };
         Ok(Config {
             limits,
@@ -377,11 +406,32 @@ impl Config {
             retry_join,
             rpc_bind: SocketAddr::new(bind, server_port),
             rpc_advertise: SocketAddr::new(advertise, server_port),
-            http_bind: SocketAddr::new(http_ip, http_port),
+            http_bind: http_port.map(|p| SocketAddr::new(http_ip, p)),
+            https_bind: https_port.map(|p| SocketAddr::new(https_ip, p)),
+            tls_rpc,
+            tls_https,
             timers,
             log_level,
             log_json: raw.log_json.unwrap_or(false),
         })
+    }
+}
+
+/// A port that -1 turns off: absent is `default`.
+fn optional_port(
+    key: &'static str,
+    value: Option<i32>,
+    default: Option<u16>,
+) -> Result<Option<u16>, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(-1) => Ok(None),
+        Some(p) => u16::try_from(p).map(Some).map_err(|_| {
+            invalid(
+                key,
+                format!("{p} is not a port: give 0 to 65535, or -1 for off"),
+            )
+        }),
     }
 }
 

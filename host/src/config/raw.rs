@@ -13,8 +13,11 @@ use super::ConfigError;
 pub struct Ports {
     /// Server RPC port: raft and forwarding (default 8300).
     pub server: Option<u16>,
-    /// HTTP API port (default 8500).
-    pub http: Option<u16>,
+    /// HTTP API port (default 8500; -1 turns plain HTTP off).
+    pub http: Option<i32>,
+    /// HTTPS API port (default -1: off; Consul's usual choice is 8501). Needs
+    /// `tls.https.cert_file` and `key_file` (or in `tls.defaults`).
+    pub https: Option<i32>,
 }
 
 /// `[limits]`: Consul's connection limits.
@@ -27,6 +30,47 @@ pub struct RawLimits {
     /// Most concurrent connections one client address may hold to the server port
     /// (default 100; 0: no limit).
     pub rpc_max_conns_per_client: Option<u32>,
+    /// How long a client has to complete the TLS handshake on the HTTPS port (default "5s").
+    pub https_handshake_timeout: Option<String>,
+    /// How long a peer has to complete the TLS handshake on the server port (default "5s").
+    pub rpc_handshake_timeout: Option<String>,
+}
+
+/// One stanza of `[tls]`: `[tls.defaults]`, `[tls.internal_rpc]` or `[tls.https]`, with
+/// Consul's keys. A key left out of `internal_rpc` or `https` takes the value in
+/// `defaults`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTlsStanza {
+    /// A PEM file of CA certificates.
+    pub ca_file: Option<PathBuf>,
+    /// A directory of PEM files of CA certificates.
+    pub ca_path: Option<PathBuf>,
+    /// This server's certificate chain (PEM).
+    pub cert_file: Option<PathBuf>,
+    /// This server's private key (PEM).
+    pub key_file: Option<PathBuf>,
+    /// Require a certificate signed by the CA from every client.
+    pub verify_incoming: Option<bool>,
+    /// Check other servers' certificates against the CA.
+    pub verify_outgoing: Option<bool>,
+    /// `internal_rpc` only: every server's certificate must be valid for
+    /// `server.<datacenter>.<domain>`.
+    pub verify_server_hostname: Option<bool>,
+    /// `TLSv1_2` (default) or `TLSv1_3`.
+    pub tls_min_version: Option<String>,
+}
+
+/// `[tls]`: Consul's TLS stanza.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// Values every listener takes unless its own stanza sets them.
+    pub defaults: Option<RawTlsStanza>,
+    /// The server port (raft, forwarding): mutual TLS.
+    pub internal_rpc: Option<RawTlsStanza>,
+    /// The HTTPS port.
+    pub https: Option<RawTlsStanza>,
 }
 
 /// `[addresses]`.
@@ -35,6 +79,8 @@ pub struct RawLimits {
 pub struct Addresses {
     /// Address the HTTP API listens on (default 127.0.0.1).
     pub http: Option<String>,
+    /// Address the HTTPS API listens on (default: `addresses.http`'s).
+    pub https: Option<String>,
 }
 
 /// `[performance]`.
@@ -137,6 +183,8 @@ pub struct RawConfig {
     pub autopilot: Option<RawAutopilot>,
     /// Connection limits.
     pub limits: Option<RawLimits>,
+    /// TLS.
+    pub tls: Option<RawTls>,
 }
 
 impl RawConfig {
@@ -158,12 +206,14 @@ impl RawConfig {
             (Some(a), Some(b)) => Some(Ports {
                 server: b.server.or(a.server),
                 http: b.http.or(a.http),
+                https: b.https.or(a.https),
             }),
             (a, b) => b.or(a),
         };
         let addresses = match (self.addresses, over.addresses) {
             (Some(a), Some(b)) => Some(Addresses {
                 http: b.http.or(a.http),
+                https: b.https.or(a.https),
             }),
             (a, b) => b.or(a),
         };
@@ -193,6 +243,7 @@ impl RawConfig {
             plugin_limits: over.plugin_limits.or(self.plugin_limits),
             autopilot: over.autopilot.or(self.autopilot),
             limits: over.limits.or(self.limits),
+            tls: over.tls.or(self.tls),
         }
     }
 }

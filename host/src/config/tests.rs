@@ -29,7 +29,11 @@ fn consul_names_and_defaults() {
     assert_eq!(c.node_name, "s1");
     assert_eq!(c.rpc_bind, "127.0.0.1:8300".parse().unwrap());
     assert_eq!(c.rpc_advertise, "127.0.0.1:8300".parse().unwrap());
-    assert_eq!(c.http_bind, "127.0.0.1:8501".parse().unwrap());
+    assert_eq!(c.http_bind, Some("127.0.0.1:8501".parse().unwrap()));
+    assert_eq!(
+        (c.https_bind, &c.tls_rpc, &c.tls_https),
+        (None, &None, &None)
+    );
     assert_eq!(c.bootstrap_expect, 3);
     assert_eq!(c.snapshots, SnapshotPolicy::default());
     assert_eq!(c.snapshots.threshold, 16384);
@@ -206,13 +210,14 @@ fn flags_override_the_file() {
         ports: Some(Ports {
             server: None,
             http: Some(3),
+            https: None,
         }),
         ..RawConfig::default()
     };
     let c = Config::resolve(file.merge(flags)).unwrap();
     assert_eq!(c.node_name, "b");
     assert_eq!(c.rpc_bind.port(), 1);
-    assert_eq!(c.http_bind.port(), 3);
+    assert_eq!(c.http_bind.map(|a| a.port()), Some(3));
 }
 
 #[test]
@@ -230,4 +235,91 @@ fn connection_limits_in_consuls_names() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("http_max_conns"), "{e}");
+}
+
+#[test]
+fn tls_stanzas_in_consuls_names() {
+    use crate::tls::{MinVersion, PeerName};
+    let c = parse(
+        r#"
+        datacenter = "east"
+        [ports]
+        http = -1
+        https = 8501
+        [addresses]
+        https = "0.0.0.0"
+        [tls.defaults]
+        ca_file = "/pki/ca.pem"
+        cert_file = "/pki/server.pem"
+        key_file = "/pki/server-key.pem"
+        tls_min_version = "TLSv1_3"
+        [tls.internal_rpc]
+        verify_server_hostname = true
+        [tls.https]
+        verify_incoming = true
+        "#,
+    )
+    .unwrap();
+    assert_eq!(c.http_bind, None);
+    assert_eq!(c.https_bind, Some("0.0.0.0:8501".parse().unwrap()));
+    let rpc = c.tls_rpc.expect("the server port has TLS");
+    assert_eq!(rpc.peer_name, PeerName::Fixed("server.east.consul".into()));
+    assert!(rpc.verify_incoming && rpc.verify_outgoing);
+    assert_eq!(rpc.min_version, MinVersion::Tls13);
+    assert_eq!(
+        rpc.cert_file.as_deref(),
+        Some(std::path::Path::new("/pki/server.pem"))
+    );
+    let https = c.tls_https.expect("the HTTPS port has TLS");
+    assert!(https.verify_incoming);
+    assert_eq!(https.peer_name, PeerName::Any);
+    assert_eq!(c.limits.handshake, HandshakeTimeouts::default());
+}
+
+#[test]
+fn tls_refusals_name_the_key() {
+    let refused = |text: &str, key: &str| {
+        let e = parse(text).unwrap_err().to_string();
+        assert!(e.starts_with(key), "{text}: {e}");
+    };
+    // The server port is mutual TLS or nothing.
+    refused(
+        "[tls.internal_rpc]\nverify_incoming = true",
+        "tls.internal_rpc.cert_file:",
+    );
+    refused(
+        "[tls.defaults]\ncert_file = \"c\"\nkey_file = \"k\"",
+        "tls.internal_rpc.ca_file:",
+    );
+    refused(
+        "[tls.defaults]\nca_file = \"a\"\ncert_file = \"c\"\nkey_file = \"k\"\n\
+         [tls.internal_rpc]\nverify_incoming = false",
+        "tls.internal_rpc.verify_incoming:",
+    );
+    refused(
+        "[tls.defaults]\nverify_server_hostname = true",
+        "tls.defaults.verify_server_hostname:",
+    );
+    refused(
+        "[tls.https]\nverify_server_hostname = true",
+        "tls.https.verify_server_hostname:",
+    );
+    refused("[ports]\nhttps = 8501", "tls.https.cert_file:");
+    refused(
+        "[ports]\nhttps = 8501\n[tls.https]\ncert_file = \"c\"\nkey_file = \"k\"\nverify_incoming = true",
+        "tls.https.ca_file:",
+    );
+    refused(
+        "[ports]\nhttps = 8501\n[tls.https]\ncert_file = \"c\"\nkey_file = \"k\"\ntls_min_version = \"TLSv1_0\"",
+        "tls.https.tls_min_version:",
+    );
+    refused("[ports]\nhttp = -1", "ports.http:");
+    refused("[ports]\nhttp = 70000", "ports.http:");
+    refused(
+        "[limits]\nrpc_handshake_timeout = \"soon\"",
+        "limits.rpc_handshake_timeout:",
+    );
+    // Without a certificate anywhere, no TLS: plain ports, as before.
+    let c = parse("[tls.https]\nverify_incoming = true").unwrap();
+    assert_eq!((c.tls_rpc, c.tls_https), (None, None));
 }

@@ -10,6 +10,7 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -36,6 +37,7 @@ use super::{NodeInfo, TypeConfig};
 use crate::codec::{from_cbor, to_cbor};
 use crate::http_body::{self, Body};
 use crate::protocol::{Rpc, SNAPSHOT_HEAD, SnapshotHead, TARGET_PARAM};
+use crate::tls::{Tls, TlsError};
 
 /// How long a streamed snapshot may take, sending and installing.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -82,10 +84,14 @@ pub enum CallFailure {
     },
 }
 
-/// A pooled HTTP client for CBOR calls to other servers.
+/// A pooled HTTP client for CBOR calls to other servers (and the CLI's calls to a
+/// server's HTTP API). An address may carry its scheme (`https://host:port`); a bare
+/// `host:port` takes the client's: `https` when it was made with TLS.
 #[derive(Clone)]
 pub struct RpcClient {
-    client: Client<HttpConnector, Body>,
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+    scheme: &'static str,
+    token: Option<Arc<str>>,
 }
 
 impl Default for RpcClient {
@@ -95,16 +101,80 @@ impl Default for RpcClient {
 }
 
 impl RpcClient {
-    /// A client with keep-alive connection pooling.
+    /// A plain-HTTP client with keep-alive connection pooling (an `https://` address is
+    /// refused: no CA is known to check its certificate against).
     pub fn new() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        Self::build(None)
+    }
+
+    /// A client that speaks TLS with `tls` (a server's `tls.internal_rpc`, or the CLI's
+    /// `-ca-file` and client certificate) to bare addresses and `https://` ones.
+    pub fn with_tls(tls: &Arc<Tls>) -> Result<Self, TlsError> {
+        Ok(Self::build(Some(tls.client_config()?)))
+    }
+
+    fn build(tls: Option<rustls::ClientConfig>) -> Self {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let tls = tls.unwrap_or_else(|| {
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .map(|b| {
+                b.with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth()
+            })
+            .unwrap_or_else(|_| unreachable!("ring supports the default TLS versions"))
+        });
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_secs(2)));
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(64)
             .build(connector);
-        RpcClient { client }
+        RpcClient {
+            client,
+            scheme,
+            token: None,
+        }
+    }
+
+    /// This client, sending `token` as `X-Consul-Token` with every request.
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token.map(Arc::from);
+        self
+    }
+
+    /// A request builder for `path` on `addr`, with the token if any.
+    fn builder(
+        &self,
+        method: hyper::Method,
+        addr: &str,
+        path: &str,
+    ) -> hyper::http::request::Builder {
+        let builder = hyper::Request::builder()
+            .method(method)
+            .uri(self.uri(addr, path));
+        match &self.token {
+            Some(token) => builder.header("X-Consul-Token", token.as_ref()),
+            None => builder,
+        }
+    }
+
+    /// The URI of `path` on `addr`, which may carry its scheme.
+    fn uri(&self, addr: &str, path: &str) -> String {
+        if addr.starts_with("http://") || addr.starts_with("https://") {
+            format!("{}{path}", addr.trim_end_matches('/'))
+        } else {
+            format!("{}://{addr}{path}", self.scheme)
+        }
     }
 
     /// POSTs `body` (CBOR) to `http://{addr}{path}` and decodes the CBOR answer.
@@ -147,9 +217,8 @@ impl RpcClient {
             addr: addr.to_string(),
             reason,
         };
-        let request = hyper::Request::builder()
-            .method(method)
-            .uri(format!("http://{addr}{path}"))
+        let request = self
+            .builder(method, addr, path)
             .header(hyper::header::CONTENT_TYPE, "application/cbor")
             .body(http_body::full(body))
             .map_err(|e| network(e.to_string()))?;
@@ -228,9 +297,8 @@ impl RpcClient {
         header: Option<(&str, String)>,
         body: Body,
     ) -> Result<hyper::Request<Body>, CallFailure> {
-        let mut builder = hyper::Request::builder()
-            .method(method)
-            .uri(format!("http://{addr}{path}"))
+        let mut builder = self
+            .builder(method, addr, path)
             .header(hyper::header::CONTENT_TYPE, "application/octet-stream");
         if let Some((name, value)) = header {
             builder = builder.header(name, value);

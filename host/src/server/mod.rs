@@ -31,6 +31,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
+
+use crate::tls::Tls;
 use tokio::sync::watch;
 
 use crate::config::Config;
@@ -77,6 +79,9 @@ pub enum StartError {
     /// The snapshots on disk cannot give this server its state.
     #[error("{0}")]
     Snapshot(String),
+    /// A TLS file could not be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Everything the handlers of one server share.
@@ -330,6 +335,51 @@ fn recover(
     Ok(recovered)
 }
 
+async fn bind_optional(
+    addr: Option<std::net::SocketAddr>,
+    what: &'static str,
+) -> Result<Option<TcpListener>, StartError> {
+    match addr {
+        Some(addr) => bind(addr, what).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// A TLS role's files, read (`None` when the role has no TLS).
+fn load_tls(
+    role: &str,
+    settings: &Option<crate::tls::TlsSettings>,
+) -> Result<Option<Arc<Tls>>, StartError> {
+    match settings {
+        Some(s) => Ok(Some(Tls::load(role, s.clone())?)),
+        None => Ok(None),
+    }
+}
+
+/// On SIGHUP (Consul's reload signal), reads every TLS role's certificates and keys
+/// again; a role whose files fail keeps its current ones, and the log says why. Handled
+/// even without TLS, so a stray SIGHUP does not stop the server.
+async fn reload_on_hangup(roles: Vec<Arc<Tls>>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::warn!(target: "agent", "cannot handle SIGHUP: TLS files will not be reloaded");
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        tracing::info!(target: "agent", "Caught signal: hangup; reloading TLS certificates");
+        if roles.is_empty() {
+            tracing::info!(target: "agent", "nothing to reload: TLS is not configured");
+        }
+        for tls in &roles {
+            match tls.reload() {
+                Ok(()) => tracing::info!(target: "agent", "reloaded {}", tls.role()),
+                Err(e) => tracing::error!(target: "agent",
+                    "reloading {} failed, keeping its current certificates: {e}", tls.role()),
+            }
+        }
+    }
+}
+
 async fn bind(addr: std::net::SocketAddr, what: &'static str) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr).await.map_err(|e| StartError::Bind {
         addr,
@@ -380,7 +430,15 @@ pub async fn run(
             (tmp.path().to_path_buf(), Some(tmp))
         }
     };
-    let client = RpcClient::new();
+    let rpc_tls = load_tls("tls.internal_rpc", &config.tls_rpc)?;
+    let https_tls = load_tls("tls.https", &config.tls_https)?;
+    let hangup = tokio::spawn(reload_on_hangup(
+        rpc_tls.iter().chain(&https_tls).cloned().collect(),
+    ));
+    let client = match &rpc_tls {
+        Some(tls) => RpcClient::with_tls(tls)?,
+        None => RpcClient::new(),
+    };
     let acks = Acks::default();
     let snapshot_error = |e: crate::snapshot::SnapshotError| StartError::Snapshot(e.to_string());
     let snapshots = Arc::new(Depot::new(
@@ -392,14 +450,17 @@ pub async fn run(
     let recovered = recover(&fsm, &snapshots.store, &log)?;
 
     let rpc_listener = bind(config.rpc_bind, "ports.server").await?;
-    let http_listener = bind(config.http_bind, "ports.http").await?;
+    let http_listener = bind_optional(config.http_bind, "ports.http").await?;
+    let https_listener = bind_optional(config.https_bind, "ports.https").await?;
     let info = NodeInfo {
         name: config.node_name.clone(),
         rpc_addr: config.rpc_advertise.to_string(),
         http_addr: http_listener
-            .local_addr()
+            .as_ref()
+            .or(https_listener.as_ref())
+            .and_then(|l| l.local_addr().ok())
             .map(|a| a.to_string())
-            .unwrap_or_else(|_| config.http_bind.to_string()),
+            .unwrap_or_default(),
     };
     let raft = Raft::new(
         id,
@@ -436,26 +497,51 @@ pub async fn run(
     tracing::info!(target: "agent.server", "started: node={} id={id:016x} server={} http={}",
         info.name, info.rpc_addr, info.http_addr);
 
-    let rpc_task = tokio::spawn(web::serve(
+    let limits = node.config.limits;
+    let handshake = |tls: &Option<Arc<Tls>>, timeout| -> Result<_, StartError> {
+        Ok(match tls {
+            Some(tls) => Some(web::Handshake {
+                acceptor: tokio_rustls::TlsAcceptor::from(tls.server_config()?),
+                timeout,
+            }),
+            None => None,
+        })
+    };
+    let mut listeners = tokio::task::JoinSet::new();
+    listeners.spawn(web::serve(
         rpc_listener,
         rpc::handler(node.clone()),
         node.shutdown_signal(),
         "server rpc",
         web::ConnLimit {
-            per_client: node.config.limits.rpc_per_client,
+            per_client: limits.rpc_per_client,
             exempt: Box::new({
                 let node = node.clone();
                 move |ip| node.is_member_address(ip)
             }),
         },
+        handshake(&rpc_tls, limits.handshake.rpc)?,
     ));
-    let http_task = tokio::spawn(web::serve(
-        http_listener,
-        http::handler(node.clone()),
-        node.shutdown_signal(),
-        "http",
-        web::ConnLimit::every_client(node.config.limits.http_per_client),
-    ));
+    if let Some(listener) = http_listener {
+        listeners.spawn(web::serve(
+            listener,
+            http::handler(node.clone()),
+            node.shutdown_signal(),
+            "http",
+            web::ConnLimit::every_client(limits.http_per_client),
+            None,
+        ));
+    }
+    if let Some(listener) = https_listener {
+        listeners.spawn(web::serve(
+            listener,
+            http::handler(node.clone()),
+            node.shutdown_signal(),
+            "https",
+            web::ConnLimit::every_client(limits.http_per_client),
+            handshake(&https_tls, limits.handshake.https)?,
+        ));
+    }
     let cluster_task = tokio::spawn(cluster::run(node.clone()));
     let snapshot_task = tokio::spawn(snapshot_jobs::run_policy(node.clone()));
     let autopilot_task = tokio::spawn(autopilot_runner::run(node.clone()));
@@ -471,8 +557,8 @@ pub async fn run(
     snapshot_task.abort();
     autopilot_task.abort();
     leader_watch.abort();
-    let _ = http_task.await;
-    let _ = rpc_task.await;
+    hangup.abort();
+    while listeners.join_next().await.is_some() {}
     if let Err(e) = node.raft.shutdown().await {
         tracing::warn!(target: "agent.server.raft", "raft stopped with an error: {e}");
     }

@@ -17,6 +17,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -94,22 +95,35 @@ impl ConnLimit {
     }
 }
 
+/// TLS on a listener: the configuration each handshake uses, and how long it may take.
+pub struct Handshake {
+    /// The listener's rustls configuration (it reads the current certificates).
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    /// How long a client has to complete the handshake before it is closed.
+    pub timeout: Duration,
+}
+
 /// Serves `listener` with `handler` until `shutdown` turns true, then stops accepting,
 /// lets in-flight requests finish (up to 10 s) and returns. A client address may hold at
-/// most `limit.per_client` connections at once; one more is closed on accept.
+/// most `limit.per_client` connections at once; one more is closed on accept. With `tls`,
+/// a connection is served only once its handshake completes (with the listener's client
+/// certificate checks) within the timeout; no byte of a request is read before.
 pub async fn serve<H, F>(
     listener: TcpListener,
     handler: H,
     mut shutdown: watch::Receiver<bool>,
     what: &'static str,
     limit: ConnLimit,
+    tls: Option<Handshake>,
 ) where
     H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
     F: Future<Output = Reply> + Send + 'static,
 {
     let handler = Arc::new(handler);
+    let tls = tls.map(Arc::new);
     let clients = Arc::new(PerClient::default());
     let mut refused: u64 = 0;
+    let failed_handshakes = Arc::new(AtomicU64::new(0));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         tokio::select! {
@@ -135,19 +149,31 @@ pub async fn serve<H, F>(
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                let handler = handler.clone();
-                let service = service_fn(move |req| {
-                    let handler = handler.clone();
-                    async move { Ok::<_, Infallible>(handler(req).await) }
-                });
-                let conn = http1::Builder::new()
-                    .keep_alive(true)
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_READ)
-                    .serve_connection(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn);
+                let (handler, tls, watcher) = (handler.clone(), tls.clone(), graceful.watcher());
+                let failed = failed_handshakes.clone();
                 tokio::spawn(async move {
-                    let _ = conn.await;
+                    match tls {
+                        None => serve_connection(TokioIo::new(stream), handler, watcher).await,
+                        Some(tls) => {
+                            let outcome =
+                                tokio::time::timeout(tls.timeout, tls.acceptor.accept(stream)).await;
+                            let reason = match outcome {
+                                Ok(Ok(stream)) => {
+                                    serve_connection(TokioIo::new(stream), handler, watcher).await;
+                                    None
+                                }
+                                Ok(Err(e)) => Some(e.to_string()),
+                                Err(_) => Some(format!("no handshake within {:?}", tls.timeout)),
+                            };
+                            if let Some(reason) = reason {
+                                let n = failed.fetch_add(1, Ordering::Relaxed) + 1;
+                                if n.is_power_of_two() {
+                                    tracing::warn!(target: "agent.http",
+                                        "{what}: TLS handshake error from {peer}: {reason} ({n} so far)");
+                                }
+                            }
+                        }
+                    }
                     drop(counted);
                 });
             }
@@ -161,6 +187,29 @@ pub async fn serve<H, F>(
     {
         tracing::warn!(target: "agent.http", "{what}: requests still running after {DRAIN:?}; closing them");
     }
+}
+
+/// Serves HTTP/1.1 on one accepted (and, on a TLS listener, handshaken) connection until
+/// it closes or a graceful shutdown ends it.
+async fn serve_connection<I, H, F>(
+    io: I,
+    handler: Arc<H>,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+    F: Future<Output = Reply> + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let handler = handler.clone();
+        async move { Ok::<_, Infallible>(handler(req).await) }
+    });
+    let conn = http1::Builder::new()
+        .keep_alive(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ)
+        .serve_connection(io, service);
+    let _ = watcher.watch(conn).await;
 }
 
 /// The request's media type: its `Content-Type` without parameters, lower-cased; `None`

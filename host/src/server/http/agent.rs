@@ -3,7 +3,7 @@
 //! (`?format=prometheus`) and `PUT /v1/agent/leave`.
 
 use hyper::body::Incoming;
-use hyper::{Method, Request, StatusCode};
+use hyper::{Request, StatusCode};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -98,8 +98,9 @@ fn agent_metrics(node: &Node) -> &'static crate::metrics::Metrics {
 }
 
 /// `GET /v1/agent/members`: the servers of the raft configuration in the shape of Consul's
-/// members list. Without a gossip layer, `Status` is 1 (alive) for a server whose HTTP API
-/// answers within a second, and 4 (failed) for one that does not.
+/// members list. Without a gossip layer, `Status` is 1 (alive) for a server that answers a
+/// probe on its server port within a second (under its own id), and 4 (failed) for one
+/// that does not.
 pub async fn members(node: &Arc<Node>) -> Reply {
     let membership = node.membership();
     let voters: Vec<u64> = membership.voter_ids().collect();
@@ -110,15 +111,14 @@ pub async fn members(node: &Arc<Node>) -> Reply {
             let alive = id == node.id
                 || node
                     .client
-                    .request(
-                        Method::GET,
-                        &info.http_addr,
-                        "/v1/status/leader",
-                        Vec::new(),
+                    .call::<_, crate::protocol::ProbeReply>(
+                        &info.rpc_addr,
+                        crate::protocol::Rpc::AutopilotProbe.path(),
+                        &(),
                         Duration::from_secs(1),
                     )
                     .await
-                    .is_ok();
+                    .is_ok_and(|reply| reply.id == id);
             (id, info, alive)
         });
     }
