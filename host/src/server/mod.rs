@@ -500,10 +500,7 @@ pub async fn run(
     let limits = node.config.limits;
     let handshake = |tls: &Option<Arc<Tls>>, timeout| -> Result<_, StartError> {
         Ok(match tls {
-            Some(tls) => Some(web::Handshake {
-                acceptor: tokio_rustls::TlsAcceptor::from(tls.server_config()?),
-                timeout,
-            }),
+            Some(tls) => Some(web::Handshake::new(tls, timeout)?),
             None => None,
         })
     };

@@ -24,6 +24,7 @@ use tokio::sync::watch;
 
 use crate::fsm::FailureKind;
 use crate::protocol::{Consistency, OpError};
+use crate::tls::{Tls, TlsError};
 
 /// The response type of every handler.
 pub type Reply = Response<crate::http_body::Body>;
@@ -98,9 +99,19 @@ impl ConnLimit {
 /// TLS on a listener: the configuration each handshake uses, and how long it may take.
 pub struct Handshake {
     /// The listener's rustls configuration (it reads the current certificates).
-    pub acceptor: tokio_rustls::TlsAcceptor,
+    acceptor: tokio_rustls::TlsAcceptor,
     /// How long a client has to complete the handshake before it is closed.
-    pub timeout: Duration,
+    timeout: Duration,
+}
+
+impl Handshake {
+    /// Handshakes with `tls`'s listener configuration, each bounded by `timeout`.
+    pub fn new(tls: &Arc<Tls>, timeout: Duration) -> Result<Self, TlsError> {
+        Ok(Handshake {
+            acceptor: tokio_rustls::TlsAcceptor::from(tls.server_config()?),
+            timeout,
+        })
+    }
 }
 
 /// Serves `listener` with `handler` until `shutdown` turns true, then stops accepting,

@@ -5,6 +5,7 @@
 mod fsm;
 mod plugin_runtime;
 mod snapshot_files;
+mod tls;
 
 use fsmhost::fsm::Fsm;
 use fsmhost::plugin::{Limits, PluginSet, Runtime, RuntimeConfig};
