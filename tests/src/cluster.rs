@@ -66,6 +66,11 @@ pub struct Server {
     pub rpc_port: u16,
     /// Its HTTP port.
     pub http_port: u16,
+    /// Its HTTPS port (listening only in a cluster made with [`Cluster::start_https`]).
+    pub https_port: u16,
+    /// Config lines for this server instead of the cluster's `extra`
+    /// ([`Cluster::add_server_with`]).
+    extra: Option<String>,
     /// Its data dir.
     pub data_dir: PathBuf,
     /// Its config file.
@@ -79,6 +84,11 @@ impl Server {
     /// `127.0.0.1:<http port>`.
     pub fn http_addr(&self) -> String {
         format!("127.0.0.1:{}", self.http_port)
+    }
+
+    /// `https://127.0.0.1:<https port>`.
+    pub fn https_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.https_port)
     }
 
     /// `127.0.0.1:<server port>`.
@@ -108,8 +118,10 @@ impl Server {
 pub struct Cluster {
     bin: PathBuf,
     dir: tempfile::TempDir,
-    /// Top-level config lines every server gets (e.g. snapshot options).
+    /// Config lines every server gets (e.g. snapshot options, or `[tls.*]` tables).
     extra: String,
+    /// Whether servers listen on their HTTPS port too.
+    https: bool,
     /// The servers, in start order.
     pub servers: Vec<Server>,
 }
@@ -124,11 +136,22 @@ impl Cluster {
     /// Like [`Cluster::start`], with `extra` (top-level TOML lines such as
     /// `raft_snapshot_threshold = 100`) in every server's config, later ones included.
     pub fn start_with(bin: &str, n: usize, extra: &str) -> Cluster {
+        Self::start_inner(bin, n, extra, false)
+    }
+
+    /// Like [`Cluster::start_with`], each server also listening on its HTTPS port
+    /// (`ports.https`); `extra` must give it TLS (`[tls.https]` or `[tls.defaults]`).
+    pub fn start_https(bin: &str, n: usize, extra: &str) -> Cluster {
+        Self::start_inner(bin, n, extra, true)
+    }
+
+    fn start_inner(bin: &str, n: usize, extra: &str, https: bool) -> Cluster {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let mut cluster = Cluster {
             bin: PathBuf::from(bin),
             dir,
             extra: extra.to_string(),
+            https,
             servers: Vec::new(),
         };
         for _ in 0..n {
@@ -158,6 +181,8 @@ impl Cluster {
             name,
             rpc_port: free_port(),
             http_port: free_port(),
+            https_port: free_port(),
+            extra: None,
             child: None,
         });
         i
@@ -178,19 +203,27 @@ impl Cluster {
         format!("plugin_cache_dir = {:?}\n", dir.display().to_string())
     }
 
+    /// The harness's keys first (top-level, the ports as dotted keys), then the extra
+    /// lines, so that `extra` may add top-level keys and whole tables alike.
     fn write_config(&self, i: usize, expect: usize, join: &[String]) {
         let s = &self.servers[i];
         let join: Vec<String> = join.iter().map(|a| format!("{a:?}")).collect();
+        let https = if self.https {
+            format!("ports.https = {}\n", s.https_port)
+        } else {
+            String::new()
+        };
         let text = format!(
             "node_name = {:?}\ndata_dir = {:?}\nserver = true\nbootstrap_expect = {expect}\n\
-             bind_addr = \"127.0.0.1\"\nretry_join = [{}]\n{}{}\n[ports]\nserver = {}\nhttp = {}\n",
+             bind_addr = \"127.0.0.1\"\nretry_join = [{}]\n{}ports.server = {}\nports.http = {}\n\
+             {https}{}\n",
             s.name,
             s.data_dir.display().to_string(),
             join.join(", "),
             self.shared_plugin_cache(),
-            self.extra,
             s.rpc_port,
-            s.http_port
+            s.http_port,
+            s.extra.as_deref().unwrap_or(&self.extra),
         );
         std::fs::write(&s.config, text).expect("config file written");
     }
@@ -222,6 +255,22 @@ impl Cluster {
         self.write_config(i, 0, &join);
         self.spawn(i);
         i
+    }
+
+    /// Adds a server like [`Cluster::add_server`], with `extra` as its config lines
+    /// instead of the cluster's (another certificate, say).
+    pub fn add_server_with(&mut self, extra: &str) -> usize {
+        let i = self.define_server();
+        self.servers[i].extra = Some(extra.to_string());
+        let join: Vec<String> = self.servers[..i].iter().map(Server::rpc_addr).collect();
+        self.write_config(i, 0, &join);
+        self.spawn(i);
+        i
+    }
+
+    /// Sends `signal` (SIGHUP, say) to server `i`, without waiting for anything.
+    pub fn signal(&self, i: usize, signal: i32) {
+        self.servers[i].signal(signal);
     }
 
     /// SIGKILLs server `i` and reaps it.

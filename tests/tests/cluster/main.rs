@@ -16,4 +16,5 @@ mod raft_port;
 mod snapshot_archives;
 mod snapshots;
 mod support;
+mod tls;
 mod upgrades;
