@@ -207,6 +207,12 @@ pub async fn restore(node: &Arc<Node>, archive_path: &Path) -> Result<u64, OpErr
             std::fs::File::open(&archive_path).map_err(|e| SnapshotError::at(&archive_path, e))?;
         archive::read(file, &at)?;
         let state = at.join("state.bin");
+        // An archive from outside: its rows are hashed as they stream by before any is
+        // kept, so a forged one cannot make this server hold its whole content first.
+        std::fs::File::open(&state)
+            .map_err(|e| SnapshotError::at(&state, e))
+            .and_then(|f| StateReader::open(std::io::BufReader::with_capacity(1 << 20, f)))?
+            .check_hash()?;
         // Read and check every record now, so a bad archive is refused before the log;
         // the store read is kept for this server's own apply of the entry.
         let mut prepared = crate::raft::depot::read_received(&fsm, &state)?;

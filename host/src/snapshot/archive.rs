@@ -140,6 +140,19 @@ fn read_into(input: impl Read, dest: &Path) -> Result<Meta, SnapshotError> {
                 if state_sum.is_some() {
                     return Err(twice());
                 }
+                // Consul writes meta.json first; its declared size bounds what is
+                // decompressed to disk, so a small archive cannot expand without bound.
+                let declared = meta_bytes
+                    .as_deref()
+                    .and_then(|m| serde_json::from_slice::<Meta>(m).ok())
+                    .map(|m| m.size)
+                    .ok_or_else(|| bad("state.bin comes before a valid meta.json".into()))?;
+                if entry.size() != declared {
+                    return Err(bad(format!(
+                        "state.bin is {} bytes in the tar; meta.json says {declared}",
+                        entry.size()
+                    )));
+                }
                 let path = dest.join("state.bin");
                 let mut file = File::create(&path).map_err(|e| SnapshotError::at(&path, e))?;
                 let mut hashing = Sha256Reader {

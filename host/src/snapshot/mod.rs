@@ -14,6 +14,7 @@
 
 pub mod archive;
 pub mod blobs;
+pub mod state_check;
 pub mod state_file;
 pub mod store;
 

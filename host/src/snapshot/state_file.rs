@@ -415,7 +415,7 @@ impl<R: Read> StateReader<R> {
     /// Reads every row, calling `row(table number, object, keys per index)`; checks the
     /// table order, the row counts, the end record and that nothing follows it. Returns
     /// the recorded state hash.
-    fn for_each_row(
+    pub(super) fn for_each_row(
         &mut self,
         mut table: impl FnMut(usize, u64) -> Result<(), SnapshotError>,
         mut row: impl FnMut(usize, Vec<u8>, Vec<Vec<Vec<u8>>>) -> Result<(), SnapshotError>,

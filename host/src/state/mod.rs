@@ -28,6 +28,7 @@
 //! instead of copying its path again. [`Store::watch`] and [`Store::abandon`] serve blocking reads
 //! (see `watch`).
 
+mod hasher;
 mod restore;
 mod row;
 mod schema;
@@ -35,6 +36,7 @@ mod tables;
 mod txn;
 mod watch;
 
+pub use hasher::StateHasher;
 pub use restore::Restore;
 pub use row::RowKeys;
 pub use schema::Schema;

@@ -2,7 +2,6 @@
 //! with the schema's invariants (see the module doc of `state`), the state hash, and the
 //! undo journal of a write transaction's savepoints.
 
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
 use fsmhost_guest::DisplayKey;
@@ -205,28 +204,17 @@ impl Tables {
     /// A hash of every table's objects, index keys and last-change index, in schema order
     /// and key order: two servers with the same hash hold the same state.
     pub fn hash(&self) -> [u8; 32] {
-        let mut h = Sha256::new();
-        let mut field = |bytes: &[u8]| {
-            h.update((bytes.len() as u64).to_be_bytes());
-            h.update(bytes);
-        };
+        let mut h = super::StateHasher::default();
         for (t, schema) in self.schema.tables.iter().enumerate() {
-            field(schema.name.as_bytes());
-            field(&self.last_change[t].to_be_bytes());
+            h.table(&schema.name, self.last_change[t]);
             let id_pos = self.data[t].id_pos;
             for (id, row) in self.data[t].rows.iter() {
-                field(id);
-                field(&row.object);
-                for pos in 0..schema.indexes.len() {
-                    let keys = row.keys_at(pos, id_pos, id);
-                    field(&(keys.len() as u64).to_be_bytes());
-                    for k in keys {
-                        field(k);
-                    }
-                }
+                let keys = (0..schema.indexes.len())
+                    .map(|pos| row.keys_at(pos, id_pos, id).iter().map(|k| &k[..]));
+                h.row(id, &row.object, keys);
             }
         }
-        h.finalize().into()
+        h.finish()
     }
 
     /// Number of objects in `table`.

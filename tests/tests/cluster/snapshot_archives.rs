@@ -282,6 +282,34 @@ fn damaged_archives_are_refused_and_change_nothing() {
     let err = refused(&flipped, &addr);
     assert!(err.contains("CRC"), "{err}");
 
+    // A decompression bomb: state.bin grown by 64 MiB of zeros (a few KiB compressed)
+    // past what meta.json declares is refused before it is written out; so is a state.bin
+    // that comes before meta.json.
+    let bomb = dir.path().join("bomb.snap");
+    let work = tempfile::tempdir().unwrap();
+    untar(&good, work.path());
+    let state = work.path().join("state.bin");
+    let mut bytes = std::fs::read(&state).unwrap();
+    bytes.resize(bytes.len() + (64 << 20), 0);
+    std::fs::write(&state, &bytes).unwrap();
+    tar(&bomb, work.path(), &FILES);
+    assert!(std::fs::metadata(&bomb).unwrap().len() < 1 << 20);
+    let err = refused(&bomb, &addr);
+    assert!(err.contains("meta.json says"), "{err}");
+    let reordered = dir.path().join("reordered.snap");
+    let work = tempfile::tempdir().unwrap();
+    untar(&good, work.path());
+    tar(
+        &reordered,
+        work.path(),
+        &["state.bin", "meta.json", "SHA256SUMS"],
+    );
+    let err = refused(&reordered, &addr);
+    assert!(
+        err.contains("state.bin comes before a valid meta.json"),
+        "{err}"
+    );
+
     // An unexpected file, and bytes after the gzip stream.
     let extra = dir.path().join("extra.snap");
     let work = tempfile::tempdir().unwrap();
