@@ -40,6 +40,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::borrow::Cow;
 
+use crate::acl::Need;
 use crate::cbor::{from_cbor, to_cbor};
 use crate::error::{Error, ErrorKind};
 use crate::plugin::{Command, Query};
@@ -175,6 +176,9 @@ pub struct Response {
     pub content_type: String,
     /// The body.
     pub body: Vec<u8>,
+    /// Other headers (the host sets `Content-Type`, `Content-Length` and `X-Consul-Index`
+    /// itself).
+    pub headers: Vec<(String, String)>,
 }
 
 impl Response {
@@ -184,6 +188,21 @@ impl Response {
             status,
             content_type: content_type.to_string(),
             body,
+            headers: Vec::new(),
+        }
+    }
+    /// With the header `name: value` too.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+    /// With Consul's `X-Consul-Results-Filtered-By-ACLs: true` when `filtered` (a list the
+    /// renderer shortened with [`crate::acl::allowed`]).
+    pub fn filtered_by_acls(self, filtered: bool) -> Self {
+        if filtered {
+            self.header("X-Consul-Results-Filtered-By-ACLs", "true")
+        } else {
+            self
         }
     }
     /// A plain-text response.
@@ -237,13 +256,17 @@ pub enum Action {
     Respond(Response),
 }
 
-/// What a router returns: the action and the context its renderer gets back.
+/// What a router returns: the action, the context its renderer gets back, and what the
+/// caller's token must allow (see [`crate::acl`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
     /// What to do.
     pub action: Action,
     /// Bytes handed back to the renderer.
     pub context: Vec<u8>,
+    /// What the caller's token must allow first; `None`: the host's default (`operator`
+    /// write for a command, read for a query).
+    pub needs: Option<Vec<Need>>,
 }
 
 impl Plan {
@@ -258,6 +281,7 @@ impl Plan {
                 payload: to_cbor(payload)?,
             },
             context: Vec::new(),
+            needs: None,
         })
     }
     /// Run `query` with `args` (encoded as CBOR).
@@ -271,6 +295,7 @@ impl Plan {
                 args: to_cbor(args)?,
             },
             context: Vec::new(),
+            needs: None,
         })
     }
     /// Answer with `response`.
@@ -278,7 +303,19 @@ impl Plan {
         Plan {
             action: Action::Respond(response),
             context: Vec::new(),
+            needs: None,
         }
+    }
+    /// Needing `need` of the caller's token too.
+    pub fn need(mut self, need: Need) -> Plan {
+        self.needs.get_or_insert_with(Vec::new).push(need);
+        self
+    }
+    /// Needing nothing up front: the renderer keeps only what [`crate::acl::allowed`]
+    /// lets the caller read (a list).
+    pub fn filtered(mut self) -> Plan {
+        self.needs.get_or_insert_with(Vec::new);
+        self
     }
     /// With `context` (encoded as CBOR) for the renderer; read it back with [`context`].
     pub fn context<T: Serialize + ?Sized>(mut self, context: &T) -> Result<Plan, Error> {

@@ -153,6 +153,7 @@
 
 extern crate self as fsmhost_guest;
 
+pub mod acl;
 mod cbor;
 mod compact;
 mod error;

@@ -462,6 +462,47 @@ impl Harness {
         self.plugin.query_raw(&self.store, name, args)
     }
 
+    /// Serves `req` as [`Harness::http`] does, for a caller whose token allows what `rule`
+    /// says: the plan's needs are checked first (a refusal is Consul's 403 text), and
+    /// renderers' [`crate::acl::allowed`] answer with `rule`. A plan without needs takes
+    /// the host's default (`operator` write for a command, read for a query).
+    pub fn http_as(
+        &mut self,
+        req: crate::http::Request,
+        rule: impl Fn(crate::acl::Resource, &str, crate::acl::Access) -> bool + 'static,
+    ) -> crate::http::Response {
+        use crate::acl::{Access, Need, Resource};
+        use crate::http::Action;
+        let rule: crate::acl::Rule = std::rc::Rc::new(rule);
+        let _guard = crate::acl::set_native_rule(rule.clone());
+        let plan = self.plugin.route_request(&req);
+        let default = match &plan.action {
+            Action::Respond(_) => vec![],
+            Action::Apply { .. } => vec![Need::write(Resource::Operator, "")],
+            Action::Query { .. } => vec![Need::read(Resource::Operator, "")],
+        };
+        let needs = plan.needs.clone().unwrap_or(default);
+        if let Some(n) = needs
+            .iter()
+            .find(|n| !rule(n.resource, &n.segment, n.access))
+        {
+            let access = match n.access {
+                Access::Read => "read",
+                Access::List => "list",
+                Access::Write => "write",
+            };
+            return crate::http::Response::text(
+                403,
+                format!(
+                    "Permission denied: token lacks permission '{:?}:{access}' on {:?}",
+                    n.resource, n.segment
+                )
+                .to_lowercase(),
+            );
+        }
+        self.http(req)
+    }
+
     /// Serves an HTTP request as the host does: routes it, applies the command (at the next
     /// index) or runs the query, and renders the outcome. A query's index is the highest
     /// last-change index of the plugin's tables (the host uses the tables the query read).

@@ -23,6 +23,7 @@
 //! - [`upgrade`]: plugin installs: the rules, the plan, the store rebuilt for the new set.
 #![warn(missing_docs)]
 
+pub mod acl;
 pub mod autopilot;
 pub mod cli;
 pub mod clock;

@@ -71,11 +71,14 @@ pub enum Rpc {
     /// A user restore forwarded to the leader: body the archive, raw; answer
     /// `Result<u64, OpError>` (the FSM index restored at).
     SnapshotRestore,
+    /// An ACL change forwarded to the leader (the forwarding server checked the caller's
+    /// token): body `acl::store::AclOp`, answer `Result<AclAnswer, OpError>`.
+    AclWrite,
 }
 
 impl Rpc {
     /// Every route.
-    pub const ALL: [Rpc; 18] = [
+    pub const ALL: [Rpc; 19] = [
         Rpc::Append,
         Rpc::Vote,
         Rpc::Snapshot,
@@ -94,6 +97,7 @@ impl Rpc {
         Rpc::Install,
         Rpc::SnapshotSave,
         Rpc::SnapshotRestore,
+        Rpc::AclWrite,
     ];
 
     /// The route's path.
@@ -117,6 +121,7 @@ impl Rpc {
             Rpc::Install => "/v1/internal/plugins/install",
             Rpc::SnapshotSave => "/v1/internal/snapshot/save",
             Rpc::SnapshotRestore => "/v1/internal/snapshot/restore",
+            Rpc::AclWrite => "/v1/internal/acl/write",
         }
     }
 

@@ -74,14 +74,31 @@ pub fn http(
     body: &[u8],
     timeout: Duration,
 ) -> Result<HttpReply, String> {
+    http_with(addr, method, path, content_type, &[], body, timeout)
+}
+
+/// [`http`] with extra request headers (`X-Consul-Token`, say).
+pub fn http_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+    timeout: Duration,
+) -> Result<HttpReply, String> {
     let sock: std::net::SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
     let mut s = TcpStream::connect_timeout(&sock, timeout).map_err(|e| format!("{addr}: {e}"))?;
     s.set_read_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
     s.set_write_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
+    let extra: String = headers
+        .iter()
+        .map(|(n, v)| format!("{n}: {v}\r\n"))
+        .collect();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes())
@@ -125,6 +142,7 @@ const RAW: &str = "application/octet-stream";
 pub struct Client {
     addr: String,
     timeout: Duration,
+    headers: Vec<(String, String)>,
 }
 
 impl Client {
@@ -133,6 +151,21 @@ impl Client {
         Client {
             addr: addr.into(),
             timeout: DEFAULT_TIMEOUT,
+            headers: Vec::new(),
+        }
+    }
+
+    /// The same client, sending `name: value` with every request.
+    pub fn with_header(mut self, name: &str, value: &str) -> Client {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// The same client, sending the ACL token `secret` (`X-Consul-Token`), or none.
+    pub fn with_token(self, secret: Option<&str>) -> Client {
+        match secret {
+            Some(s) => self.with_header("X-Consul-Token", s),
+            None => self,
         }
     }
 
@@ -154,11 +187,12 @@ impl Client {
         content_type: &str,
         body: impl AsRef<[u8]>,
     ) -> Result<HttpReply, String> {
-        http(
+        http_with(
             &self.addr,
             method,
             path,
             content_type,
+            &self.headers,
             body.as_ref(),
             self.timeout,
         )

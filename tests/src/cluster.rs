@@ -122,6 +122,8 @@ pub struct Cluster {
     extra: String,
     /// Whether servers listen on their HTTPS port too.
     https: bool,
+    /// The ACL token the harness's own requests send (a cluster with ACLs).
+    pub token: Option<String>,
     /// The servers, in start order.
     pub servers: Vec<Server>,
 }
@@ -152,6 +154,7 @@ impl Cluster {
             dir,
             extra: extra.to_string(),
             https,
+            token: None,
             servers: Vec::new(),
         };
         for _ in 0..n {
@@ -337,9 +340,9 @@ impl Cluster {
             .collect()
     }
 
-    /// A client for server `i`'s HTTP API.
+    /// A client for server `i`'s HTTP API (with the harness's token, if it has one).
     pub fn client(&self, i: usize) -> Client {
-        Client::new(self.servers[i].http_addr())
+        Client::new(self.servers[i].http_addr()).with_token(self.token.as_deref())
     }
 
     /// Server `i`'s `/v1/agent/self`, or `None` if it does not answer.

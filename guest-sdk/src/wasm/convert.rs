@@ -6,6 +6,7 @@
 //! Owns: nothing but the mapping; no other module of the SDK names a `wit::` type's fields.
 
 use super::bindings::fsmhost::plugin::types as wit;
+use crate::acl::{Access, Need, Resource};
 use crate::error::{Error, ErrorKind};
 use crate::http::{Action, Plan, Request, Response};
 use crate::plugin::{Ctx, Description};
@@ -187,6 +188,7 @@ impl From<Response> for wit::HttpResponse {
             status: r.status,
             content_type: r.content_type,
             body: r.body,
+            headers: r.headers,
         }
     }
 }
@@ -204,6 +206,49 @@ impl From<Plan> for wit::HttpPlan {
         wit::HttpPlan {
             action,
             context: plan.context,
+            needs: plan
+                .needs
+                .map(|needs| needs.into_iter().map(wit::AclNeed::from).collect()),
+        }
+    }
+}
+
+impl From<Resource> for wit::AclResource {
+    fn from(r: Resource) -> Self {
+        match r {
+            Resource::Acl => wit::AclResource::Acl,
+            Resource::Agent => wit::AclResource::Agent,
+            Resource::Event => wit::AclResource::Event,
+            Resource::Key => wit::AclResource::Key,
+            Resource::Keyring => wit::AclResource::Keyring,
+            Resource::Mesh => wit::AclResource::Mesh,
+            Resource::Node => wit::AclResource::Node,
+            Resource::Operator => wit::AclResource::Operator,
+            Resource::Peering => wit::AclResource::Peering,
+            Resource::Query => wit::AclResource::Query,
+            Resource::Service => wit::AclResource::Service,
+            Resource::Session => wit::AclResource::Session,
+        }
+    }
+}
+
+impl From<Access> for wit::AclAccess {
+    fn from(a: Access) -> Self {
+        match a {
+            Access::Read => wit::AclAccess::Read,
+            Access::List => wit::AclAccess::List,
+            Access::Write => wit::AclAccess::Write,
+        }
+    }
+}
+
+impl From<Need> for wit::AclNeed {
+    fn from(n: Need) -> Self {
+        wit::AclNeed {
+            resource: n.resource.into(),
+            segment: n.segment,
+            access: n.access.into(),
+            prefix: n.prefix,
         }
     }
 }

@@ -19,7 +19,7 @@ pub mod bindings {
 }
 
 use bindings::exports::fsmhost::plugin::guest as wit_guest;
-use bindings::fsmhost::plugin::{log as wit_log, state as wit_state, types as wit};
+use bindings::fsmhost::plugin::{acl as wit_acl, log as wit_log, state as wit_state, types as wit};
 
 use crate::error::Error;
 use crate::plugin::Plugin;
@@ -29,6 +29,16 @@ mod convert;
 
 pub use wit_bindgen;
 pub use wit_guest::Guest;
+
+/// The host's answer to [`crate::acl::allowed`] (called only in wasm).
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+pub(crate) fn allowed(
+    resource: crate::acl::Resource,
+    segment: &str,
+    access: crate::acl::Access,
+) -> bool {
+    wit_acl::allowed(resource.into(), segment, access.into())
+}
 
 /// The transaction of the current `apply` or `query`, reached through the host's imports.
 pub struct HostTxn;

@@ -121,6 +121,7 @@ impl AgentArgs {
             autopilot: None,
             limits: None,
             tls: None,
+            acl: None,
         }
     }
 

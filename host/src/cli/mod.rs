@@ -4,6 +4,7 @@
 //! subcommand prints to stdout and returns an exit code; errors go to stderr as one line
 //! naming the problem.
 
+mod acl;
 mod agent;
 mod api;
 mod autopilot;
@@ -41,6 +42,9 @@ pub enum Command {
     /// Cluster operations on a running server.
     #[command(subcommand)]
     Operator(OperatorCommand),
+    /// Consul's ACL system: bootstrap, tokens, policies and roles.
+    #[command(subcommand)]
+    Acl(acl::AclCommand),
     /// Prints this binary's version and the plugin contract it serves.
     Version,
     /// Saves, restores and inspects snapshot archives.
@@ -334,6 +338,7 @@ pub fn run(cli: Cli) -> i32 {
             Ok(())
         }
         Command::Agent(args) => agent::run(&args),
+        Command::Acl(cmd) => acl::run(cmd),
         Command::Leave { http_addr } => agent::leave(&http_addr),
         Command::Members { http_addr } => kv::members(&http_addr),
         Command::Kv(KvCommand::Get {

@@ -5,12 +5,14 @@
 //! bad value, each naming the key and the reason ([`ConfigError`]). The file's own
 //! shape (what TOML may say) is in [`raw`]; this module resolves it.
 
+mod acl;
 mod raw;
 mod tls;
 
+pub use acl::AclConfig;
 pub use raw::{
-    Addresses, Performance, PluginLimits, Ports, RawAutopilot, RawConfig, RawLimits, RawTls,
-    RawTlsStanza,
+    Addresses, Performance, PluginLimits, Ports, RawAcl, RawAclTokens, RawAutopilot, RawConfig,
+    RawLimits, RawTls, RawTlsStanza,
 };
 pub use tls::HandshakeTimeouts;
 
@@ -121,6 +123,8 @@ pub struct Config {
     pub tls_rpc: Option<crate::tls::TlsSettings>,
     /// TLS of the HTTPS port (`tls.https`), set when the port is.
     pub tls_https: Option<crate::tls::TlsSettings>,
+    /// ACLs (`[acl]`).
+    pub acl: AclConfig,
     /// Raft timers.
     pub timers: RaftTimers,
     /// Log level.
@@ -316,6 +320,7 @@ impl Config {
         };
         let (tls_rpc, tls_https) =
             tls::resolve(raw.tls, &datacenter, &domain, https_port.is_some())?;
+        let acl = acl::resolve(raw.acl, tls_rpc.is_some())?;
         let multiplier = raw.performance.and_then(|p| p.raft_multiplier).unwrap_or(1);
         if !(1..=10).contains(&multiplier) {
             return Err(invalid(
@@ -410,6 +415,7 @@ impl Config {
             https_bind: https_port.map(|p| SocketAddr::new(https_ip, p)),
             tls_rpc,
             tls_https,
+            acl,
             timers,
             log_level,
             log_json: raw.log_json.unwrap_or(false),

@@ -61,6 +61,37 @@ pub struct RawTlsStanza {
     pub tls_min_version: Option<String>,
 }
 
+/// `[acl.tokens]`: tokens the agent is configured with.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAclTokens {
+    /// A management token's secret a leader creates if no token has it (Consul's
+    /// `initial_management`).
+    pub initial_management: Option<String>,
+    /// The token this agent uses for its own requests (accepted, for Consul's configs;
+    /// servers authenticate to each other by TLS).
+    pub agent: Option<String>,
+    /// The token a request without one is served with (instead of anonymous).
+    pub default: Option<String>,
+}
+
+/// `[acl]`: Consul's ACL stanza.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAcl {
+    /// Turns ACLs on (default false).
+    pub enabled: Option<bool>,
+    /// `allow` (default) or `deny`: what a token may do that no rule decides.
+    pub default_policy: Option<String>,
+    /// `extend-cache` (default), `async-cache`, `allow` or `deny` (accepted for Consul's
+    /// configs; servers always resolve tokens from their own replicated state).
+    pub down_policy: Option<String>,
+    /// Accepted for Consul's configs (tokens set through the agent API are not kept).
+    pub enable_token_persistence: Option<bool>,
+    /// Configured tokens.
+    pub tokens: Option<RawAclTokens>,
+}
+
 /// `[tls]`: Consul's TLS stanza.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -185,6 +216,8 @@ pub struct RawConfig {
     pub limits: Option<RawLimits>,
     /// TLS.
     pub tls: Option<RawTls>,
+    /// ACLs.
+    pub acl: Option<RawAcl>,
 }
 
 impl RawConfig {
@@ -244,6 +277,7 @@ impl RawConfig {
             autopilot: over.autopilot.or(self.autopilot),
             limits: over.limits.or(self.limits),
             tls: over.tls.or(self.tls),
+            acl: over.acl.or(self.acl),
         }
     }
 }

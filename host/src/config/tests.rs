@@ -323,3 +323,32 @@ fn tls_refusals_name_the_key() {
     let c = parse("[tls.https]\nverify_incoming = true").unwrap();
     assert_eq!((c.tls_rpc, c.tls_https), (None, None));
 }
+
+#[test]
+fn acl_stanza_in_consuls_names() {
+    let tls = "[tls.defaults]\nca_file = \"a\"\ncert_file = \"c\"\nkey_file = \"k\"\n";
+    let c = parse(&format!(
+        "{tls}[acl]\nenabled = true\ndefault_policy = \"deny\"\ndown_policy = \"extend-cache\"\n\
+         enable_token_persistence = true\n[acl.tokens]\ninitial_management = \"root\"\nagent = \"a\"\n"
+    ))
+    .unwrap();
+    assert!(c.acl.enabled && !c.acl.default_allow);
+    assert_eq!(c.acl.initial_management.as_deref(), Some("root"));
+    assert_eq!(
+        parse("").unwrap().acl,
+        AclConfig {
+            down_policy: "extend-cache".into(),
+            default_allow: true,
+            ..AclConfig::default()
+        }
+    );
+    let e = parse("[acl]\nenabled = true").unwrap_err().to_string();
+    assert!(
+        e.starts_with("acl.enabled:") && e.contains("tls.internal_rpc"),
+        "{e}"
+    );
+    let e = parse(&format!("{tls}[acl]\ndefault_policy = \"maybe\""))
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("acl.default_policy:"), "{e}");
+}

@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::acl::store::{AclAnswer, AclOp, AclState};
 use crate::autopilot::{ConfigUpdate, StoredConfig};
 use crate::plugin::{LoadedPlugin, PluginSet, Runtime};
 use crate::state::{Store, Wake};
@@ -61,6 +62,14 @@ pub struct SystemState {
     /// configured set); their components travel in the snapshot header.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub plugins: BTreeMap<String, Installed>,
+    /// ACL policies, roles and tokens (shared: every request's token is resolved
+    /// against it; a change replaces it whole).
+    #[serde(default, skip_serializing_if = "acl_is_empty")]
+    pub acl: Arc<AclState>,
+}
+
+fn acl_is_empty(acl: &Arc<AclState>) -> bool {
+    acl.is_empty()
 }
 
 /// A plugin installed through the log.
@@ -269,6 +278,21 @@ impl Fsm {
             }
             None => false,
         }
+    }
+
+    /// The ACL state as of the last applied entry.
+    pub fn acl(&self) -> Arc<AclState> {
+        self.system
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .acl
+            .clone()
+    }
+
+    /// Applies an ACL change at `raft_index` (see [`AclState::apply`]).
+    pub fn apply_acl(&self, op: AclOp, raft_index: u64) -> Result<AclAnswer, String> {
+        let mut system = self.system.write().unwrap_or_else(|p| p.into_inner());
+        Arc::make_mut(&mut system.acl).apply(op, raft_index)
     }
 
     /// The index of the last applied entry (0 before the first).

@@ -217,6 +217,7 @@ impl LoadedPlugin {
     fn warm_call<R>(
         &self,
         call: &str,
+        permits: Option<&super::Permits>,
         f: impl FnOnce(&wit_guest::Guest, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         let kept = self.warm.lock().unwrap_or_else(|p| p.into_inner()).pop();
@@ -233,7 +234,9 @@ impl LoadedPlugin {
                 }
             }
         };
+        warm.inst.store.data_mut().permits = permits.cloned();
         let (_, result) = self.run(call, &mut warm.inst, f);
+        warm.inst.store.data_mut().permits = None;
         if result.is_ok() && warm.inst.store.data().limiter.memory_size <= WARM_MAX_MEMORY {
             let mut pool = self.warm.lock().unwrap_or_else(|p| p.into_inner());
             if pool.len() < WARM_INSTANCES {
@@ -462,21 +465,26 @@ impl LoadedPlugin {
 
 impl LoadedPlugin {
     /// Plans a request on one of the plugin's routes (the `route` export), outside any
-    /// transaction.
-    pub fn route(&self, req: &HttpRequest) -> Result<HttpPlan, CallError> {
+    /// transaction, for a caller with `permits`.
+    pub fn route(
+        &self,
+        req: &HttpRequest,
+        permits: &super::Permits,
+    ) -> Result<HttpPlan, CallError> {
         let call = format!("route {} {}", req.method, req.path);
         let wreq = wit::HttpRequest::from(req);
-        let plan = self.warm_call(&call, |g, s| g.call_route(s, &wreq))?;
+        let plan = self.warm_call(&call, Some(permits), |g, s| g.call_route(s, &wreq))?;
         Ok(HttpPlan::from(plan))
     }
 
     /// Renders the outcome of a plan (the `render` export): the result bytes, or the
-    /// plugin's own error; `index` is the outcome's index.
+    /// plugin's own error; `index` is the outcome's index; `permits` the caller's.
     pub fn render(
         &self,
         context: &[u8],
         outcome: Result<&[u8], (ErrorKind, &str)>,
         index: u64,
+        permits: &super::Permits,
     ) -> Result<HttpResponse, CallError> {
         let outcome = outcome
             .map(<[u8]>::to_vec)
@@ -484,7 +492,7 @@ impl LoadedPlugin {
                 kind: kind.into(),
                 message: message.to_string(),
             });
-        let r = self.warm_call("render", |g, s| {
+        let r = self.warm_call("render", Some(permits), |g, s| {
             g.call_render(s, context, outcome.as_deref(), index)
         })?;
         Ok(HttpResponse::from(r))

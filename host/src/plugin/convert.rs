@@ -4,7 +4,9 @@
 //!
 //! Owns: nothing but the mapping; no other module of the host names a `wit::` type.
 
-use super::routes::{HttpAction, HttpPlan, HttpRequest, HttpResponse, HttpRoute};
+use super::routes::{
+    AclAccess, AclNeed, AclResource, HttpAction, HttpPlan, HttpRequest, HttpResponse, HttpRoute,
+};
 use super::{Description, ErrorKind, Migration, wit};
 use crate::state::{IndexKeys, IndexSchema, TableSchema};
 
@@ -107,6 +109,7 @@ impl From<wit::HttpResponse> for HttpResponse {
             status: r.status,
             content_type: r.content_type,
             body: r.body,
+            headers: r.headers,
         }
     }
 }
@@ -127,6 +130,49 @@ impl From<wit::HttpPlan> for HttpPlan {
         HttpPlan {
             action,
             context: plan.context,
+            needs: plan
+                .needs
+                .map(|needs| needs.into_iter().map(AclNeed::from).collect()),
+        }
+    }
+}
+
+impl From<wit::AclResource> for AclResource {
+    fn from(r: wit::AclResource) -> Self {
+        match r {
+            wit::AclResource::Acl => AclResource::Acl,
+            wit::AclResource::Agent => AclResource::Agent,
+            wit::AclResource::Event => AclResource::Event,
+            wit::AclResource::Key => AclResource::Key,
+            wit::AclResource::Keyring => AclResource::Keyring,
+            wit::AclResource::Mesh => AclResource::Mesh,
+            wit::AclResource::Node => AclResource::Node,
+            wit::AclResource::Operator => AclResource::Operator,
+            wit::AclResource::Peering => AclResource::Peering,
+            wit::AclResource::Query => AclResource::Query,
+            wit::AclResource::Service => AclResource::Service,
+            wit::AclResource::Session => AclResource::Session,
+        }
+    }
+}
+
+impl From<wit::AclAccess> for AclAccess {
+    fn from(a: wit::AclAccess) -> Self {
+        match a {
+            wit::AclAccess::Read => AclAccess::Read,
+            wit::AclAccess::List => AclAccess::List,
+            wit::AclAccess::Write => AclAccess::Write,
+        }
+    }
+}
+
+impl From<wit::AclNeed> for AclNeed {
+    fn from(n: wit::AclNeed) -> Self {
+        AclNeed {
+            resource: n.resource.into(),
+            segment: n.segment,
+            access: n.access.into(),
+            prefix: n.prefix,
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use wasmtime::ResourceLimiter;
 
-use super::bindings::fsmhost::plugin::{log, state, types};
+use super::bindings::fsmhost::plugin::{acl, log, state, types};
 use crate::state::{self as st, ReadTxn, Tables};
 
 /// The transaction a call runs in.
@@ -91,6 +91,8 @@ pub(crate) struct HostState {
     /// Tables the call read: what a blocking query waits on.
     pub(crate) read_set: BTreeSet<String>,
     log_lines: u32,
+    /// The caller's permissions, during a `route` or `render` call only.
+    pub(crate) permits: Option<super::Permits>,
 }
 
 impl HostState {
@@ -109,6 +111,7 @@ impl HostState {
             panic_message: None,
             read_set: BTreeSet::new(),
             log_lines: 0,
+            permits: None,
         }
     }
 
@@ -122,6 +125,7 @@ impl HostState {
         self.read_set.clear();
         self.log_lines = 0;
         self.limiter.denied = None;
+        self.permits = None;
     }
 
     /// Draws `objects` and `bytes` of host work (plus the per-call cost) from the budget;
@@ -401,6 +405,25 @@ impl state::Host for HostState {
 
     fn table_index(&mut self, table: String) -> Ret<u64> {
         finish(HostState::table_index(self, &table))
+    }
+}
+
+impl acl::Host for HostState {
+    /// The caller's permissions: only during `route` and `render`, else false.
+    fn allowed(
+        &mut self,
+        resource: types::AclResource,
+        segment: String,
+        access: types::AclAccess,
+    ) -> wasmtime::Result<bool> {
+        match self.charge(1, segment.len() as u64) {
+            Err(Fail::Trap(e)) => return Err(e),
+            Err(Fail::State(_)) | Ok(()) => {}
+        }
+        Ok(self
+            .permits
+            .as_ref()
+            .is_some_and(|p| p(resource.into(), &segment, access.into())))
     }
 }
 

@@ -45,11 +45,14 @@ pub use call::Instance;
 pub use engine::{Runtime, RuntimeConfig};
 pub use error::{CallError, ErrorKind, LoadError};
 pub use load::{Description, LoadedPlugin, Migration};
-pub use routes::{HttpAction, HttpPlan, HttpRequest, HttpResponse, HttpRoute};
+pub use routes::{
+    AclAccess, AclNeed, AclResource, HttpAction, HttpPlan, HttpRequest, HttpResponse, HttpRoute,
+    Permits,
+};
 pub use set::PluginSet;
 
 /// The version of the `fsmhost:plugin` WIT package this host serves.
-pub const CONTRACT_VERSION: &str = "0.3.0";
+pub const CONTRACT_VERSION: &str = "0.4.0";
 
 mod bindings {
     wasmtime::component::bindgen!({

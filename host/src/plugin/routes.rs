@@ -31,6 +31,13 @@ pub use fsmhost_guest::http::{
     Route as HttpRoute,
 };
 
+/// The ACL types of the contract are the SDK's too.
+pub use fsmhost_guest::acl::{Access as AclAccess, Need as AclNeed, Resource as AclResource};
+
+/// The caller's permissions for one routed request: what the `acl.allowed` import answers
+/// during its `route` and `render` calls.
+pub type Permits = std::sync::Arc<dyn Fn(AclResource, &str, AclAccess) -> bool + Send + Sync>;
+
 /// Whether some request would match both routes.
 fn overlaps(a: &HttpRoute, b: &HttpRoute) -> bool {
     a.method == b.method

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use super::{CONTRACT_VERSION, Description, LoadError};
 
 /// Interfaces of `fsmhost:plugin` a component may import.
-const ALLOWED_INTERFACES: [&str; 3] = ["types", "state", "log"];
+const ALLOWED_INTERFACES: [&str; 4] = ["types", "state", "log", "acl"];
 
 /// Refuses an import outside `fsmhost:plugin@CONTRACT_VERSION`.
 pub(crate) fn import(plugin: &str, name: &str) -> Result<(), LoadError> {

@@ -13,6 +13,7 @@
 // build it return it as the traits do.
 #![allow(clippy::result_large_err)]
 
+pub mod client;
 pub mod depot;
 pub mod guard;
 pub mod log_store;
@@ -64,6 +65,9 @@ pub enum Request {
     /// A plugin install: every server switches to the component whose SHA-256 this names
     /// at this entry's index (see `state_machine`); takes no FSM index.
     Install(InstallEntry),
+    /// A change to the ACL state; takes no FSM index (its items' indexes are the entry's
+    /// raft index).
+    Acl(crate::acl::store::AclOp),
 }
 
 /// What an install entry carries: the component, and who has it.
@@ -100,6 +104,7 @@ impl fmt::Display for Request {
             Request::Restore(r) => write!(f, "restore of {} ({} bytes)", r.sha256, r.size),
             Request::Autopilot(_) => write!(f, "autopilot configuration"),
             Request::Install(i) => write!(f, "install of plugin {} {}", i.name, i.version),
+            Request::Acl(_) => write!(f, "ACL change"),
         }
     }
 }
@@ -118,4 +123,6 @@ pub enum Response {
     AutopilotSet(bool),
     /// A plugin install: what it changed, or why it was refused.
     Installed(Result<crate::upgrade::Plan, String>),
+    /// An ACL change: what was stored, or why it was refused.
+    Acl(Result<crate::acl::store::AclAnswer, String>),
 }

@@ -102,6 +102,9 @@ impl StateMachine {
             EntryPayload::Normal(Request::Autopilot(update)) => {
                 Response::AutopilotSet(self.fsm.set_autopilot(update, entry.log_id.index))
             }
+            EntryPayload::Normal(Request::Acl(op)) => {
+                Response::Acl(self.fsm.apply_acl(op.clone(), entry.log_id.index))
+            }
             EntryPayload::Normal(Request::Restore(_) | Request::Install(_)) => {
                 unreachable!("restore and install entries are applied by their own functions")
             }

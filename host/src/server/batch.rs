@@ -98,7 +98,8 @@ async fn propose(raft: &Raft, batch: Vec<(fsm::Entry, Waiter)>) {
                 Response::None
                 | Response::Restored(_)
                 | Response::AutopilotSet(_)
-                | Response::Installed(_) => Vec::new(),
+                | Response::Installed(_)
+                | Response::Acl(_) => Vec::new(),
             };
             let mut outcomes = outcomes.into_iter();
             for w in waiters {

@@ -15,6 +15,7 @@
 //! Boundaries: the server holds no plugin-specific code; a plugin's commands and queries
 //! are names and bytes here.
 
+pub mod acl;
 pub mod autopilot_runner;
 pub mod batch;
 pub mod cluster;
@@ -92,6 +93,8 @@ pub struct Node {
     pub info: NodeInfo,
     /// The configuration.
     pub config: Config,
+    /// Tokens resolved for requests, until the ACL state changes.
+    pub acl_cache: acl::Cache,
     /// Raft.
     pub raft: Raft,
     /// The state machine (shared with raft's state machine worker).
@@ -487,6 +490,7 @@ pub async fn run(
         snapshot_lock: tokio::sync::Mutex::new(()),
         _dev_snapshots: dev_snapshots,
         config,
+        acl_cache: acl::Cache::default(),
         raft,
         fsm,
         log,
@@ -542,6 +546,7 @@ pub async fn run(
     let cluster_task = tokio::spawn(cluster::run(node.clone()));
     let snapshot_task = tokio::spawn(snapshot_jobs::run_policy(node.clone()));
     let autopilot_task = tokio::spawn(autopilot_runner::run(node.clone()));
+    let acl_task = tokio::spawn(acl::keep_initial_management(node.clone()));
     let leader_watch = tokio::spawn(count_leader_changes(node.raft.clone()));
 
     let mut signal = node.shutdown_signal();
@@ -553,6 +558,7 @@ pub async fn run(
     cluster_task.abort();
     snapshot_task.abort();
     autopilot_task.abort();
+    acl_task.abort();
     leader_watch.abort();
     hangup.abort();
     while listeners.join_next().await.is_some() {}

@@ -13,6 +13,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use super::Node;
+use super::acl;
 use super::autopilot_runner as autopilot;
 use super::cluster;
 use super::installs;
@@ -223,6 +224,10 @@ async fn route(node: Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusal
         Rpc::AutopilotConfigSet => {
             let update: ConfigUpdate = decode(req, path).await?;
             web::cbor(&autopilot::set_config_local(&node, update).await)
+        }
+        Rpc::AclWrite => {
+            let op: crate::acl::store::AclOp = decode(req, path).await?;
+            web::cbor(&acl::write_local(&node, op).await)
         }
         Rpc::Install => {
             let body = web::body(req, installs::MAX_COMPONENT + 4096).await?;

@@ -9,6 +9,7 @@
 //! The host does the rest: the log, forwarding, `?index`/`?wait`, `?stale`/`?consistent`,
 //! `X-Consul-Index`.
 
+use fsmhost_guest::acl::{self, Access, Need, Resource};
 use fsmhost_guest::http::{Plan, Request, Response, context};
 use fsmhost_guest::{Error, Tenancy, from_cbor};
 use serde::de::DeserializeOwned;
@@ -65,12 +66,26 @@ pub fn route_write(req: &Request) -> Result<Plan, Error> {
         "/v1/catalog/register" => {
             let mut r = body::<RegisterRequest>(req)?;
             r.tenancy = tenancy(req, &r.tenancy)?;
-            Plan::apply(&REGISTER, &r)
+            // Consul: node write on the node, service write on the service and on the
+            // service of each service check.
+            let mut plan = Plan::apply(&REGISTER, &r)?.need(Need::write(Resource::Node, &r.node));
+            if let Some(service) = &r.service {
+                plan = plan.need(Need::write(Resource::Service, &service.service));
+            }
+            for check in r.check.iter().chain(r.checks.iter()) {
+                if !check.service_name.is_empty() {
+                    plan = plan.need(Need::write(Resource::Service, &check.service_name));
+                }
+            }
+            Ok(plan)
         }
         "/v1/catalog/deregister" => {
             let mut r = body::<DeregisterRequest>(req)?;
             r.tenancy = tenancy(req, &r.tenancy)?;
-            Plan::apply(&DEREGISTER, &r)
+            // Node write on the node (stricter than Consul, which also lets a service's
+            // writer deregister that service alone).
+            let need = Need::write(Resource::Node, &r.node);
+            Ok(Plan::apply(&DEREGISTER, &r)?.need(need))
         }
         other => Err(Error::not_found(format!("no catalog endpoint PUT {other}"))),
     }
@@ -116,22 +131,30 @@ pub fn route_catalog(req: &Request) -> Result<Plan, Error> {
             node_meta,
             tenancy: tenancy(req, &Meta::default())?,
         };
-        return Plan::query(&NODES_QUERY, &args)?.context(&Read::Nodes);
+        return Plan::query(&NODES_QUERY, &args)?
+            .filtered()
+            .context(&Read::Nodes);
     }
     if rest == "services" {
         let args = Some(tenancy(req, &Meta::default())?);
-        return Plan::query(&SERVICES_QUERY, &args)?.context(&Read::Services);
+        return Plan::query(&SERVICES_QUERY, &args)?
+            .filtered()
+            .context(&Read::Services);
     }
     if rest.starts_with("service/") {
         let args = service_args(req, "/v1/catalog/service/")?;
-        return Plan::query(&SERVICE_NODES, &args)?.context(&Read::ServiceNodes);
+        return Plan::query(&SERVICE_NODES, &args)?
+            .filtered()
+            .context(&Read::ServiceNodes);
     }
     if rest.starts_with("node/") {
         let args = NodeArgs {
             node: named(req, "/v1/catalog/node/", "node")?,
             tenancy: tenancy(req, &Meta::default())?,
         };
-        return Plan::query(&NODE_SERVICES, &args)?.context(&Read::Node);
+        return Plan::query(&NODE_SERVICES, &args)?
+            .filtered()
+            .context(&Read::Node);
     }
     Err(Error::not_found(format!(
         "no catalog endpoint GET {}",
@@ -147,22 +170,30 @@ pub fn route_health(req: &Request) -> Result<Plan, Error> {
             node: named(req, "/v1/health/node/", "node")?,
             tenancy: tenancy(req, &Meta::default())?,
         };
-        return Plan::query(&NODE_CHECKS, &args)?.context(&Read::Checks);
+        return Plan::query(&NODE_CHECKS, &args)?
+            .filtered()
+            .context(&Read::Checks);
     }
     if rest.starts_with("checks/") {
         let args = service_args(req, "/v1/health/checks/")?;
-        return Plan::query(&SERVICE_CHECKS, &args)?.context(&Read::Checks);
+        return Plan::query(&SERVICE_CHECKS, &args)?
+            .filtered()
+            .context(&Read::Checks);
     }
     if rest.starts_with("service/") {
         let args = service_args(req, "/v1/health/service/")?;
-        return Plan::query(&SERVICE_HEALTH, &args)?.context(&Read::ServiceHealth);
+        return Plan::query(&SERVICE_HEALTH, &args)?
+            .filtered()
+            .context(&Read::ServiceHealth);
     }
     if rest.starts_with("state/") {
         let args = StateArgs {
             state: named(req, "/v1/health/state/", "check state")?,
             tenancy: tenancy(req, &Meta::default())?,
         };
-        return Plan::query(&CHECKS_IN_STATE, &args)?.context(&Read::Checks);
+        return Plan::query(&CHECKS_IN_STATE, &args)?
+            .filtered()
+            .context(&Read::Checks);
     }
     Err(Error::not_found(format!(
         "no health endpoint GET {}",
@@ -233,28 +264,83 @@ fn items<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     Ok(from_cbor::<Indexed<T>>(bytes, "query result")?.items)
 }
 
-/// Renders a read in Consul's JSON.
+fn node_readable(node: &str) -> bool {
+    acl::allowed(Resource::Node, node, Access::Read)
+}
+
+fn service_readable(service: &str) -> bool {
+    acl::allowed(Resource::Service, service, Access::Read)
+}
+
+/// A check the caller may read: its node's, and its service's if it has one.
+fn check_readable(c: &Check) -> bool {
+    node_readable(&c.node) && (c.service_name.is_empty() || service_readable(&c.service_name))
+}
+
+/// `items` without what `keep` refuses, and whether anything was left out.
+fn keep<T>(items: Vec<T>, keep: impl Fn(&T) -> bool) -> (Vec<T>, bool) {
+    let total = items.len();
+    let kept: Vec<T> = items.into_iter().filter(|i| keep(i)).collect();
+    let filtered = kept.len() < total;
+    (kept, filtered)
+}
+
+/// Renders a read in Consul's JSON, with only what the caller may read (node read for
+/// nodes, service read for services, both for an instance; Consul's ACL filter).
 pub fn render_read(ctx: &[u8], outcome: Result<Vec<u8>, Error>, _index: u64) -> Response {
     let rendered = context::<Read>(ctx).and_then(|read| {
         let bytes = outcome?;
         Ok(match read {
-            Read::Nodes => Response::json(200, &items::<Vec<Node>>(&bytes)?),
-            Read::Services => Response::json(200, &items::<BTreeMap<String, Vec<String>>>(&bytes)?),
+            Read::Nodes => {
+                let (nodes, f) = keep(items::<Vec<Node>>(&bytes)?, |n| node_readable(&n.node));
+                Response::json(200, &nodes).filtered_by_acls(f)
+            }
+            Read::Services => {
+                let all = items::<BTreeMap<String, Vec<String>>>(&bytes)?;
+                let total = all.len();
+                let services: BTreeMap<String, Vec<String>> = all
+                    .into_iter()
+                    .filter(|(s, _)| service_readable(s))
+                    .collect();
+                let f = services.len() < total;
+                Response::json(200, &services).filtered_by_acls(f)
+            }
             Read::ServiceNodes => {
-                let list = items::<Vec<ServiceNode>>(&bytes)?;
+                let (list, f) = keep(items::<Vec<ServiceNode>>(&bytes)?, |sn| {
+                    node_readable(&sn.node.node) && service_readable(&sn.service.service)
+                });
                 let flat: Vec<FlatServiceNode> = list.iter().map(FlatServiceNode::from).collect();
-                Response::json(200, &flat)
+                Response::json(200, &flat).filtered_by_acls(f)
             }
             Read::Node => {
                 let node = items::<Option<NodeServices>>(&bytes)?;
-                Response::json(
-                    200,
-                    &node.map(|n| serde_json::json!({"Node": n.node, "Services": n.services})),
-                )
+                match node {
+                    Some(n) if node_readable(&n.node.node) => {
+                        let total = n.services.len();
+                        let services: BTreeMap<&String, &crate::Service> = n
+                            .services
+                            .iter()
+                            .filter(|(_, s)| service_readable(&s.service))
+                            .collect();
+                        let f = services.len() < total;
+                        Response::json(
+                            200,
+                            &serde_json::json!({"Node": n.node, "Services": services}),
+                        )
+                        .filtered_by_acls(f)
+                    }
+                    Some(_) => Response::json(200, &serde_json::Value::Null).filtered_by_acls(true),
+                    None => Response::json(200, &serde_json::Value::Null),
+                }
             }
-            Read::Checks => Response::json(200, &items::<Vec<Check>>(&bytes)?),
+            Read::Checks => {
+                let (checks, f) = keep(items::<Vec<Check>>(&bytes)?, check_readable);
+                Response::json(200, &checks).filtered_by_acls(f)
+            }
             Read::ServiceHealth => {
-                let list = items::<Vec<ServiceHealth>>(&bytes)?;
+                let (list, f) = keep(items::<Vec<ServiceHealth>>(&bytes)?, |h| {
+                    node_readable(&h.node.node) && service_readable(&h.service.service)
+                });
                 let entries: Vec<HealthEntry> = list
                     .iter()
                     .map(|h| HealthEntry {
@@ -263,7 +349,7 @@ pub fn render_read(ctx: &[u8], outcome: Result<Vec<u8>, Error>, _index: u64) -> 
                         checks: &h.checks,
                     })
                     .collect();
-                Response::json(200, &entries)
+                Response::json(200, &entries).filtered_by_acls(f)
             }
         })
     });

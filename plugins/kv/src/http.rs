@@ -12,6 +12,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use fsmhost_guest::acl::{self, Access, Need, Resource};
 use fsmhost_guest::http::{Plan, Request, Response, context};
 use fsmhost_guest::{Error, Tenancy, from_cbor};
 use serde::{Deserialize, Serialize};
@@ -113,20 +114,31 @@ pub fn route_get(req: &Request) -> Result<Plan, Error> {
             separator,
             tenancy,
         };
-        return Plan::query(&KEYS, &args)?.context(&Read::Keys { prefix_empty });
+        // Anyone may list; the renderer keeps the keys the caller may read (Consul).
+        return Plan::query(&KEYS, &args)?
+            .filtered()
+            .context(&Read::Keys { prefix_empty });
     }
     if req.has("recurse") {
         let args = ListArgs {
             prefix: key,
             tenancy,
         };
-        return Plan::query(&LIST, &args)?.context(&Read::List);
+        return Plan::query(&LIST, &args)?.filtered().context(&Read::List);
     }
     if key.is_empty() {
         return Err(missing_key());
     }
     let raw = req.has("raw");
-    Plan::query(&GET, &GetArgs { key, tenancy })?.context(&Read::Entry { raw })
+    let need = Need::read(Resource::Key, &key);
+    Plan::query(&GET, &GetArgs { key, tenancy })?
+        .need(need)
+        .context(&Read::Entry { raw })
+}
+
+/// Whether the caller may read `key` (a list shows only those, as Consul's does).
+fn readable(key: &str) -> bool {
+    acl::allowed(Resource::Key, key, Access::Read)
 }
 
 /// Renders a `GET /v1/kv/` answer.
@@ -141,19 +153,29 @@ pub fn render_get(ctx: &[u8], outcome: Result<Vec<u8>, Error>, _index: u64) -> R
             },
             Read::List => {
                 let list: ListResult = from_cbor(&bytes, "list result")?;
-                if list.entries.is_empty() {
-                    not_found()
+                let total = list.entries.len();
+                let entries: Vec<DirEntry> = list
+                    .entries
+                    .iter()
+                    .filter(|e| readable(&e.key))
+                    .map(DirEntry::from)
+                    .collect();
+                let filtered = entries.len() < total;
+                if entries.is_empty() {
+                    not_found().filtered_by_acls(filtered)
                 } else {
-                    let entries: Vec<DirEntry> = list.entries.iter().map(DirEntry::from).collect();
-                    Response::json(200, &entries)
+                    Response::json(200, &entries).filtered_by_acls(filtered)
                 }
             }
             Read::Keys { prefix_empty } => {
                 let keys: KeysResult = from_cbor(&bytes, "keys result")?;
-                if keys.keys.is_empty() && !prefix_empty {
-                    not_found()
+                let total = keys.keys.len();
+                let visible: Vec<&String> = keys.keys.iter().filter(|k| readable(k)).collect();
+                let filtered = visible.len() < total;
+                if visible.is_empty() && !prefix_empty {
+                    not_found().filtered_by_acls(filtered)
                 } else {
-                    Response::json(200, &keys.keys)
+                    Response::json(200, &visible).filtered_by_acls(filtered)
                 }
             }
         })
@@ -198,7 +220,8 @@ pub fn route_put(req: &Request) -> Result<Plan, Error> {
     }
     let flags = req.get_u64("flags")?.unwrap_or(0);
     let value = req.body.clone();
-    match req.get_u64("cas")? {
+    let need = Need::write(Resource::Key, &key);
+    let plan = match req.get_u64("cas")? {
         Some(index) => Plan::apply(
             &CAS,
             &CasRequest {
@@ -218,7 +241,8 @@ pub fn route_put(req: &Request) -> Result<Plan, Error> {
                 tenancy,
             },
         ),
-    }
+    }?;
+    Ok(plan.need(need))
 }
 
 /// `DELETE /v1/kv/<key>`: `?recurse` deletes a prefix, `?cas` only at that ModifyIndex.
@@ -230,16 +254,18 @@ pub fn route_delete(req: &Request) -> Result<Plan, Error> {
         if cas.is_some() {
             return Err(conflicting(req));
         }
+        let need = Need::write_prefix(Resource::Key, &key);
         let req = DeleteTreeRequest {
             prefix: key,
             tenancy,
         };
-        return Plan::apply(&DELETE_TREE, &req);
+        return Ok(Plan::apply(&DELETE_TREE, &req)?.need(need));
     }
     if key.is_empty() {
         return Err(missing_key());
     }
-    match cas {
+    let need = Need::write(Resource::Key, &key);
+    let plan = match cas {
         Some(index) => Plan::apply(
             &DELETE_CAS,
             &DeleteCasRequest {
@@ -249,7 +275,8 @@ pub fn route_delete(req: &Request) -> Result<Plan, Error> {
             },
         ),
         None => Plan::apply(&DELETE, &DeleteRequest { key, tenancy }),
-    }
+    }?;
+    Ok(plan.need(need))
 }
 
 /// Renders a write's `true` or `false`.
@@ -419,10 +446,23 @@ pub fn route_txn(req: &Request) -> Result<Plan, Error> {
     }
     let mut ops = Vec::with_capacity(parsed.len());
     let mut errors = Vec::new();
+    let mut needs = Vec::new();
     for (i, op) in parsed.into_iter().enumerate() {
         match txn_op(i, op, &base) {
             Err(response) => return Ok(Plan::respond(response)),
-            Ok(Ok(op)) => ops.push(op),
+            Ok(Ok(op)) => {
+                // Consul checks each operation's key and reports a denial as that
+                // operation's error; the host checks the same needs again.
+                let need = op_need(&op);
+                if !acl::allowed(need.resource, &need.segment, need.access) {
+                    errors.push(TxnError {
+                        op_index: i,
+                        what: "Permission denied".into(),
+                    });
+                }
+                needs.push(need);
+                ops.push(op);
+            }
             Ok(Err(what)) => errors.push(TxnError { op_index: i, what }),
         }
     }
@@ -431,12 +471,27 @@ pub fn route_txn(req: &Request) -> Result<Plan, Error> {
     }
     let read_only = ops.iter().all(|o| o.verb.is_read());
     let request = TxnRequest { ops };
-    let plan = if read_only {
+    let mut plan = if read_only {
         Plan::query(&TXN_READ, &request)?
     } else {
         Plan::apply(&TXN, &request)?
-    };
+    }
+    .filtered();
+    for need in needs {
+        plan = plan.need(need);
+    }
     plan.context(&TxnAnswer { read_only })
+}
+
+/// What the caller's token must allow for one operation: read for the checks and reads,
+/// write for the writes, write on the whole prefix for `delete-tree` (Consul's
+/// `kvsPreApply`).
+fn op_need(op: &Op) -> Need {
+    match op.verb {
+        Verb::DeleteTree => Need::write_prefix(Resource::Key, &op.key),
+        v if v.is_read() => Need::read(Resource::Key, &op.key),
+        _ => Need::write(Resource::Key, &op.key),
+    }
 }
 
 /// Renders a Txn answer: `{"Results": [{"KV": ...}], "Errors": null}`, or the failures
@@ -452,18 +507,21 @@ pub fn render_txn(ctx: &[u8], outcome: Result<Vec<u8>, Error>, index: u64) -> Re
             };
         }
     };
-    let results = entries
+    // A get-tree's entries the caller may not read are left out, as Consul filters them.
+    let results: Vec<TxnResultJson> = entries
         .iter()
+        .filter(|e| readable(&e.key))
         .map(|e| TxnResultJson {
             kv: DirEntry::from(e),
         })
         .collect();
+    let filtered = results.len() < entries.len();
     let body = TxnResponseJson {
         results: Some(results),
         errors: None,
         index: read_only.then_some(index),
     };
-    Response::json(200, &body)
+    Response::json(200, &body).filtered_by_acls(filtered)
 }
 
 #[cfg(test)]
@@ -477,6 +535,62 @@ mod tests {
 
     fn json(r: &Response) -> serde_json::Value {
         serde_json::from_slice(&r.body).expect("a JSON body")
+    }
+
+    /// A caller whose token reads and writes `app/` only (and nothing else).
+    fn app_only(resource: Resource, segment: &str, _access: Access) -> bool {
+        resource == Resource::Key && segment.starts_with("app/")
+    }
+
+    #[test]
+    fn acls_guard_keys_and_filter_lists() {
+        let mut h = h();
+        put(&mut h, "app/a", "1");
+        put(&mut h, "secret/b", "2");
+        let denied = h.http_as(Request::new("GET", "/v1/kv/secret/b"), app_only);
+        assert_eq!(
+            denied.status,
+            403,
+            "{}",
+            String::from_utf8_lossy(&denied.body)
+        );
+        let denied = h.http_as(Request::new("PUT", "/v1/kv/secret/c").body("x"), app_only);
+        assert_eq!(denied.status, 403);
+        let ok = h.http_as(Request::new("PUT", "/v1/kv/app/c").body("x"), app_only);
+        assert_eq!((ok.status, ok.body.as_slice()), (200, b"true".as_slice()));
+        // A list keeps what the caller may read and says it was filtered.
+        let list = h.http_as(
+            Request::new("GET", "/v1/kv/").param("recurse", ""),
+            app_only,
+        );
+        let keys: Vec<String> = json(&list)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["Key"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(keys, ["app/a", "app/c"]);
+        let header = list
+            .headers
+            .iter()
+            .find(|(n, _)| n == "X-Consul-Results-Filtered-By-ACLs");
+        assert_eq!(header.map(|(_, v)| v.as_str()), Some("true"));
+        let keys = h.http_as(Request::new("GET", "/v1/kv/").param("keys", ""), app_only);
+        assert_eq!(json(&keys), serde_json::json!(["app/a", "app/c"]));
+        // Everything allowed: nothing filtered, no header.
+        let all = h.http(Request::new("GET", "/v1/kv/").param("recurse", ""));
+        assert!(all.headers.is_empty());
+        // A recursive delete needs write on the whole prefix; a txn reports the denied op.
+        let denied = h.http_as(
+            Request::new("DELETE", "/v1/kv/").param("recurse", ""),
+            app_only,
+        );
+        assert_eq!(denied.status, 403);
+        let body = r#"[{"KV":{"Verb":"get","Key":"app/a"}},{"KV":{"Verb":"set","Key":"secret/z","Value":"eA=="}}]"#;
+        let txn = h.http_as(Request::new("PUT", "/v1/txn").body(body), app_only);
+        assert_eq!(txn.status, 409);
+        assert_eq!(json(&txn)["Errors"][0]["OpIndex"], 1);
+        assert_eq!(json(&txn)["Errors"][0]["What"], "Permission denied");
     }
 
     fn put(h: &mut Harness, key: &str, value: &str) -> Response {

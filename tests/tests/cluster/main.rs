@@ -2,6 +2,7 @@
 //! `fsmhost_tests::cluster` harness) and run its CLI: one test binary, one module per
 //! area; `tests/inprocess/` is the other. The helpers they share are in `support`.
 
+mod acl;
 mod autopilot;
 mod catalog_api;
 mod cluster;

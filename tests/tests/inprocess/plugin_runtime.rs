@@ -462,12 +462,16 @@ fn route_runs_on_a_warm_instance_that_a_trap_retires() {
     let rt = runtime();
     let n = Node::new(&rt, Some("panicker"));
     let p = n.plugin("panicker");
+    let anyone: fsmhost::plugin::Permits = std::sync::Arc::new(|_, _, _| true);
     let route = |path: &str| {
-        p.route(&HttpRequest {
-            method: "GET".into(),
-            path: path.into(),
-            ..HttpRequest::default()
-        })
+        p.route(
+            &HttpRequest {
+                method: "GET".into(),
+                path: path.into(),
+                ..HttpRequest::default()
+            },
+            &anyone,
+        )
     };
     let count = |path: &str| match route(path).expect("routed").action {
         HttpAction::Respond(r) => String::from_utf8(r.body).unwrap(),

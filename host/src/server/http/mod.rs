@@ -20,6 +20,7 @@
 //! the plugin and the answer back to JSON). Errors are plain text naming the problem, with
 //! the status of the failure's kind (`web::status_of`).
 
+pub mod acl;
 pub mod agent;
 pub mod generic;
 pub mod operator;
@@ -35,7 +36,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use super::Node;
+use super::acl::{self as acls, Authz};
 use super::web::{self, Refusal, Reply};
+use crate::acl::{Access, Bare, Resource};
 
 /// The handler of the HTTP port.
 pub fn handler(
@@ -75,6 +78,7 @@ fn route_prefix(path: &str) -> &'static str {
         "/v1/operator",
         "/v1/snapshot",
         "/v1/plugins",
+        "/v1/acl",
     ];
     KNOWN
         .iter()
@@ -127,11 +131,66 @@ fn refuse_simple_post(req: &Request<Incoming>) -> Result<(), Refusal> {
     }
 }
 
-/// The route table: the endpoint serving each method and path.
+/// What a host route needs the request's token to allow (Consul's rules for the same
+/// endpoints). Plugin routes declare theirs in their plans (`plugin_routes`); the ACL
+/// endpoints check their own.
+enum Need {
+    /// Nothing (`/v1/status/*`, ACL bootstrap).
+    Nothing,
+    /// A valid token; the endpoint decides.
+    Token,
+    /// `operator`, `acl`, ... at this level.
+    Bare(Bare, Access),
+    /// `agent` on this server's node name at this level.
+    Agent(Access),
+}
+
+fn need_of(method: &Method, segments: &[&str]) -> Need {
+    let write = if method == Method::GET {
+        Access::Read
+    } else {
+        Access::Write
+    };
+    match segments {
+        ["v1", "status", ..] | ["v1", "acl", "bootstrap"] => Need::Nothing,
+        // The generic API runs any plugin's commands and queries: an operator's tool.
+        ["v1", "apply", ..] => Need::Bare(Bare::Operator, Access::Write),
+        ["v1", "query", ..] => Need::Bare(Bare::Operator, Access::Read),
+        ["v1", "agent", "leave"] => Need::Agent(Access::Write),
+        ["v1", "agent", ..] => Need::Agent(write),
+        ["v1", "plugins", ..] | ["v1", "operator", ..] => Need::Bare(Bare::Operator, write),
+        // Consul: a snapshot holds every secret, so saving and restoring take acl = "write".
+        ["v1", "snapshot", ..] => Need::Bare(Bare::Acl, Access::Write),
+        _ => Need::Token,
+    }
+}
+
+/// The request's token, checked against what the route needs.
+fn authorize(
+    node: &Node,
+    req: &Request<Incoming>,
+    segments: &[&str],
+) -> Result<Arc<Authz>, Refusal> {
+    let need = need_of(req.method(), segments);
+    if matches!(need, Need::Nothing) {
+        return Ok(Authz::allow_all());
+    }
+    let authz = acls::resolve(node, req)?;
+    match need {
+        Need::Bare(bare, access) => authz.require_bare(bare, access)?,
+        Need::Agent(access) => authz.require(Resource::Agent, &node.info.name, access)?,
+        Need::Nothing | Need::Token => {}
+    }
+    Ok(authz)
+}
+
+/// The route table: the endpoint serving each method and path, once the request's token
+/// allows it.
 async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusal> {
     let path = req.uri().path().to_string();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let method = req.method().clone();
+    let authz = authorize(node, &req, &segments)?;
     match (&method, segments.as_slice()) {
         (&Method::POST | &Method::PUT, ["v1", "apply", plugin, command]) => {
             let (plugin, command) = (plugin.to_string(), command.to_string());
@@ -169,8 +228,12 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusa
             let leaf = leaf.to_string();
             operator::autopilot(node, req, &leaf).await
         }
+        (_, ["v1", "acl", rest @ ..]) => {
+            let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
+            acl::serve(node, req, &authz, &rest).await
+        }
         _ => match node.fsm.plugins().route_for(method.as_str(), &path) {
-            Some(plugin) => plugin_routes::serve(node, plugin.clone(), req).await,
+            Some(plugin) => plugin_routes::serve(node, plugin.clone(), req, &authz).await,
             None => Err(Refusal::new(
                 StatusCode::NOT_FOUND,
                 format!("no route {method} {path}"),

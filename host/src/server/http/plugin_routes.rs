@@ -10,10 +10,15 @@ use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use std::sync::Arc;
 
+use crate::acl::{Access, Bare, Resource};
 use crate::fsm::FsmError;
-use crate::plugin::{CallError, ErrorKind, HttpAction, HttpRequest, HttpResponse, LoadedPlugin};
+use crate::plugin::{
+    AclAccess, AclResource, CallError, ErrorKind, HttpAction, HttpPlan, HttpRequest, HttpResponse,
+    LoadedPlugin, Permits,
+};
 use crate::protocol::{ApplyRequest, OpError, QueryRequest};
 use crate::server::Node;
+use crate::server::acl::Authz;
 use crate::server::ops;
 use crate::server::web::{self, MAX_BODY, Refusal, Reply, blocking_params, consistency};
 
@@ -23,9 +28,32 @@ fn call_refusal(e: CallError) -> Refusal {
     Refusal::of(e.kind(), e.to_string())
 }
 
+/// Headers a plugin's response may not set: the host's own and HTTP's framing.
+const HOST_HEADERS: [&str; 6] = [
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "x-consul-index",
+    "x-consul-knownleader",
+];
+
 fn reply(r: HttpResponse, index: u64) -> Reply {
     let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    web::with_index(web::bytes(status, &r.content_type, r.body), index)
+    let mut reply = web::bytes(status, &r.content_type, r.body);
+    for (name, value) in &r.headers {
+        let lower = name.to_ascii_lowercase();
+        if HOST_HEADERS.contains(&lower.as_str()) || lower == "x-consul-lastcontact" {
+            continue;
+        }
+        if let (Ok(n), Ok(v)) = (
+            hyper::header::HeaderName::from_bytes(name.as_bytes()),
+            hyper::header::HeaderValue::from_str(value),
+        ) {
+            reply.headers_mut().append(n, v);
+        }
+    }
+    web::with_index(reply, index)
 }
 
 /// Renders an outcome with the plugin's `render`.
@@ -34,19 +62,83 @@ fn render(
     context: &[u8],
     outcome: Result<&[u8], (ErrorKind, &str)>,
     index: u64,
+    permits: &Permits,
 ) -> Result<Reply, Refusal> {
     let r = plugin
-        .render(context, outcome, index)
+        .render(context, outcome, index, permits)
         .map_err(call_refusal)?;
     Ok(reply(r, index))
 }
 
-/// Serves `req` on a route of `plugin`.
+/// The caller's permissions as the plugin's `acl.allowed` import answers them.
+fn permits(authz: &Arc<Authz>) -> Permits {
+    let authz = authz.clone();
+    Arc::new(move |resource, segment, access| allows(&authz, resource, segment, access))
+}
+
+/// The host's access level for the contract's.
+fn access_of(a: AclAccess) -> Access {
+    match a {
+        AclAccess::Read => Access::Read,
+        AclAccess::List => Access::List,
+        AclAccess::Write => Access::Write,
+    }
+}
+
+/// A resource of the contract: one with segments, or a bare one.
+fn target(r: AclResource) -> Result<Resource, Bare> {
+    match r {
+        AclResource::Agent => Ok(Resource::Agent),
+        AclResource::Event => Ok(Resource::Event),
+        AclResource::Key => Ok(Resource::Key),
+        AclResource::Node => Ok(Resource::Node),
+        AclResource::Query => Ok(Resource::Query),
+        AclResource::Service => Ok(Resource::Service),
+        AclResource::Session => Ok(Resource::Session),
+        AclResource::Acl => Err(Bare::Acl),
+        AclResource::Keyring => Err(Bare::Keyring),
+        AclResource::Mesh => Err(Bare::Mesh),
+        AclResource::Operator => Err(Bare::Operator),
+        AclResource::Peering => Err(Bare::Peering),
+    }
+}
+
+fn allows(authz: &Authz, resource: AclResource, segment: &str, access: AclAccess) -> bool {
+    match target(resource) {
+        Ok(r) => authz.allows(r, segment, access_of(access)),
+        Err(b) => authz.authorizer().allows_bare(b, access_of(access)),
+    }
+}
+
+/// Checks the plan against the caller's token: its declared needs, or without any the
+/// default (`operator` write for a command, read for a query); an immediate response needs
+/// nothing. The plugin can ask for more than the default, never grant anything.
+fn authorize_plan(plan: &HttpPlan, authz: &Authz) -> Result<(), Refusal> {
+    let Some(needs) = &plan.needs else {
+        return match plan.action {
+            HttpAction::Respond(_) => Ok(()),
+            HttpAction::Apply { .. } => authz.require_bare(Bare::Operator, Access::Write),
+            HttpAction::Query { .. } => authz.require_bare(Bare::Operator, Access::Read),
+        };
+    };
+    for need in needs {
+        match target(need.resource) {
+            Ok(Resource::Key) if need.prefix => authz.require_key_write_prefix(&need.segment)?,
+            Ok(r) => authz.require(r, &need.segment, access_of(need.access))?,
+            Err(b) => authz.require_bare(b, access_of(need.access))?,
+        }
+    }
+    Ok(())
+}
+
+/// Serves `req` on a route of `plugin`, for a caller resolved to `authz`.
 pub async fn serve(
     node: &Arc<Node>,
     plugin: Arc<LoadedPlugin>,
     req: Request<Incoming>,
+    authz: &Arc<Authz>,
 ) -> Result<Reply, Refusal> {
+    let permits = permits(authz);
     let query = web::query_pairs(&req);
     let params = query.iter().cloned().collect();
     let consistency = consistency(&params)?;
@@ -63,7 +155,8 @@ pub async fn serve(
         query,
         body,
     };
-    let plan = plugin.route(&request).map_err(call_refusal)?;
+    let plan = plugin.route(&request, &permits).map_err(call_refusal)?;
+    authorize_plan(&plan, authz)?;
     match plan.action {
         HttpAction::Respond(r) => Ok(reply(r, node.fsm.last_applied().max(1))),
         HttpAction::Apply { command, payload } => {
@@ -87,7 +180,7 @@ pub async fn serve(
                     }
                 },
             };
-            render(&plugin, &plan.context, outcome, applied.index)
+            render(&plugin, &plan.context, outcome, applied.index, &permits)
         }
         HttpAction::Query { name, args } => {
             let r = QueryRequest {
@@ -99,11 +192,17 @@ pub async fn serve(
                 wait_ms: wait.as_millis() as u64,
             };
             match ops::query(node, &r).await {
-                Ok(answer) => render(&plugin, &plan.context, Ok(&answer.bytes), answer.index),
+                Ok(answer) => render(
+                    &plugin,
+                    &plan.context,
+                    Ok(&answer.bytes),
+                    answer.index,
+                    &permits,
+                ),
                 Err(OpError::Refused { refusal, .. }) => {
                     let index = node.fsm.last_applied().max(1);
                     let outcome = Err((refusal.kind, refusal.message.as_str()));
-                    render(&plugin, &plan.context, outcome, index)
+                    render(&plugin, &plan.context, outcome, index, &permits)
                 }
                 Err(e) => Err(Refusal::from(e)),
             }
