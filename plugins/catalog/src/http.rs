@@ -4,22 +4,27 @@
 //! - `GET /v1/catalog/nodes` (`?node-meta=key:value`, repeatable), `/v1/catalog/services`,
 //!   `/v1/catalog/service/<name>` (`?tag=`), `/v1/catalog/node/<node>`;
 //! - `GET /v1/health/node/<node>`, `/v1/health/checks/<service>`,
-//!   `/v1/health/service/<service>` (`?passing`, `?tag=`), `/v1/health/state/<state>`.
+//!   `/v1/health/service/<service>` (`?passing`, `?tag=`), `/v1/health/state/<state>`;
+//! - the Connect reads `GET /v1/catalog/connect/<service>`,
+//!   `/v1/catalog/gateway-services/<gateway>`, `/v1/health/connect/<service>`,
+//!   `/v1/health/ingress/<service>`: always `[]` (nothing here is Connect-capable);
+//! - `GET /v1/operator/usage`: node, service and instance counts, under the datacenter
+//!   the host puts in `?dc=`.
 //!
 //! The host does the rest: the log, forwarding, `?index`/`?wait`, `?stale`/`?consistent`,
 //! `X-Consul-Index`.
 
-use fsmhost_guest::http::{Plan, Request, Response, context};
+use fsmhost_guest::http::{Plan, Request, Response, context, json_body};
 use fsmhost_guest::{Error, Tenancy, from_cbor};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use crate::{
-    CHECKS_IN_STATE, Check, DEREGISTER, DeregisterRequest, EDITION, Indexed, Meta, NODE_CHECKS,
-    NODE_SERVICES, NODES_QUERY, Node, NodeArgs, NodeServices, NodesArgs, REGISTER, RegisterRequest,
-    SERVICE_CHECKS, SERVICE_HEALTH, SERVICE_NODES, SERVICES_QUERY, ServiceArgs, ServiceHealth,
-    ServiceNode, StateArgs,
+    CHECKS_IN_STATE, Check, DEREGISTER, DeregisterRequest, EDITION, Indexed, MESH_INSTANCES, Meta,
+    NODE_CHECKS, NODE_SERVICES, NODES_QUERY, Node, NodeArgs, NodeServices, NodesArgs, REGISTER,
+    RegisterRequest, SERVICE_CHECKS, SERVICE_HEALTH, SERVICE_NODES, SERVICES_QUERY, ServiceArgs,
+    ServiceHealth, ServiceNode, StateArgs, USAGE, Usage,
 };
 
 /// The catalog API's prefix.
@@ -36,11 +41,15 @@ enum Read {
     Node,
     Checks,
     ServiceHealth,
+    /// An answer that is always an empty list (the Connect reads).
+    Empty,
+    /// `/v1/operator/usage`, for this datacenter.
+    Usage(String),
 }
 
+/// A request body, decoded as Consul decodes it (keys in any case, `null` as absent).
 fn body<T: DeserializeOwned>(req: &Request) -> Result<T, Error> {
-    serde_json::from_slice(&req.body)
-        .map_err(|e| Error::bad_request(format!("Failed to decode request body: {e}")))
+    json_body(req).map_err(|e| Error::bad_request(format!("Failed to decode request body: {e}")))
 }
 
 /// The partition and namespace a request names with `?partition=` and `?ns=` (Consul's
@@ -126,6 +135,17 @@ pub fn route_catalog(req: &Request) -> Result<Plan, Error> {
         let args = service_args(req, "/v1/catalog/service/")?;
         return Plan::query(&SERVICE_NODES, &args)?.context(&Read::ServiceNodes);
     }
+    for (sub, what) in [("connect/", "service"), ("gateway-services/", "gateway")] {
+        if rest.starts_with(sub) {
+            let prefix = format!("{CATALOG}{sub}");
+            let args = ServiceArgs {
+                service: named(req, &prefix, what)?,
+                tenancy: tenancy(req, &Meta::default())?,
+                ..ServiceArgs::default()
+            };
+            return Plan::query(&MESH_INSTANCES, &args)?.context(&Read::Empty);
+        }
+    }
     if rest.starts_with("node/") {
         let args = NodeArgs {
             node: named(req, "/v1/catalog/node/", "node")?,
@@ -157,6 +177,12 @@ pub fn route_health(req: &Request) -> Result<Plan, Error> {
         let args = service_args(req, "/v1/health/service/")?;
         return Plan::query(&SERVICE_HEALTH, &args)?.context(&Read::ServiceHealth);
     }
+    for sub in ["connect/", "ingress/"] {
+        if rest.starts_with(sub) {
+            let args = service_args(req, &format!("{HEALTH}{sub}"))?;
+            return Plan::query(&MESH_INSTANCES, &args)?.context(&Read::Empty);
+        }
+    }
     if rest.starts_with("state/") {
         let args = StateArgs {
             state: named(req, "/v1/health/state/", "check state")?,
@@ -168,6 +194,13 @@ pub fn route_health(req: &Request) -> Result<Plan, Error> {
         "no health endpoint GET {}",
         req.path
     )))
+}
+
+/// `GET /v1/operator/usage`: the counts under the request's datacenter.
+pub fn route_usage(req: &Request) -> Result<Plan, Error> {
+    tenancy(req, &Meta::default())?;
+    let dc = req.get("dc").filter(|d| !d.is_empty()).unwrap_or("dc1");
+    Plan::query(&USAGE, &())?.context(&Read::Usage(dc.to_string()))
 }
 
 /// One instance as `/v1/catalog/service/<name>` lists it: Consul's flattened
@@ -253,6 +286,11 @@ pub fn render_read(ctx: &[u8], outcome: Result<Vec<u8>, Error>, _index: u64) -> 
                 )
             }
             Read::Checks => Response::json(200, &items::<Vec<Check>>(&bytes)?),
+            Read::Empty => Response::json(200, &items::<Vec<ServiceNode>>(&bytes)?),
+            Read::Usage(dc) => {
+                let usage = items::<Usage>(&bytes)?;
+                Response::json(200, &serde_json::json!({ "Usage": { dc: usage } }))
+            }
             Read::ServiceHealth => {
                 let list = items::<Vec<ServiceHealth>>(&bytes)?;
                 let entries: Vec<HealthEntry> = list
