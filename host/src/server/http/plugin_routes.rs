@@ -5,6 +5,7 @@
 //! means and what its response looks like; the host does what it does for every write and
 //! read: forwarding to the leader, the raft log, consistency modes, blocking
 //! (`?index=&wait=`), and `X-Consul-Index`. The host holds no plugin-specific code.
+//! Every request reaches the plugin with `?dc=` set to this server's datacenter.
 
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
@@ -47,7 +48,11 @@ pub async fn serve(
     plugin: Arc<LoadedPlugin>,
     req: Request<Incoming>,
 ) -> Result<Reply, Refusal> {
-    let query = web::query_pairs(&req);
+    let mut query = web::query_pairs(&req);
+    // Consul's `parseDC`: the datacenter a request is for, this one unless it names one
+    // (the route table refused any other), so a plugin can name it in its answers.
+    query.retain(|(k, _)| k != "dc");
+    query.push(("dc".to_string(), node.config.datacenter.clone()));
     let params = query.iter().cloned().collect();
     let consistency = consistency(&params)?;
     let (min_index, wait) = blocking_params(&params)?;
