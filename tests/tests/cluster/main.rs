@@ -17,3 +17,4 @@ mod snapshot_archives;
 mod snapshots;
 mod support;
 mod upgrades;
+mod wire_compat;
