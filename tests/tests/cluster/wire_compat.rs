@@ -85,15 +85,25 @@ fn go_clients_bodies_register_and_configure_autopilot() {
     assert_eq!(s.get("/v1/kv/k?raw").text(), "v");
 }
 
-#[test]
-fn py_consul_from_pypi_registers_reads_and_writes() {
+/// Runs `tests/py/<script>` with py-consul against a new 1-server cluster.
+fn py_consul(script: &str) {
     let py = PyConsul::install(Path::new(env!("CARGO_TARGET_TMPDIR")))
         .unwrap_or_else(|e| panic!("installing py-consul: {e}"));
     let c = one_server();
     let out = py
-        .run_script("catalog_kv_health.py", &c.servers[0].http_addr())
+        .run_script(script, &c.servers[0].http_addr())
         .unwrap_or_else(|e| panic!("{e}\n--- server log\n{}", c.log_tail(0, 40)));
     assert_eq!(out.trim(), "ok");
+}
+
+#[test]
+fn py_consul_from_pypi_registers_reads_and_writes() {
+    py_consul("catalog_kv_health.py");
+}
+
+#[test]
+fn py_consul_agent_status_and_operator_calls() {
+    py_consul("agent_operator.py");
 }
 
 #[test]
