@@ -113,7 +113,9 @@ pub struct Request {
     pub method: String,
     /// The path, percent-decoded.
     pub path: String,
-    /// Query parameters in order, percent-decoded (`""` for a parameter without `=`).
+    /// Query parameters in order, percent-decoded (`""` for a parameter without `=`). The
+    /// host always includes `dc`, the server's datacenter (Consul's `parseDC`; a request
+    /// naming another datacenter never reaches a plugin).
     pub query: Vec<(String, String)>,
     /// The body.
     pub body: Vec<u8>,

@@ -68,12 +68,29 @@ fn tenancy(req: &Request, body: &Meta) -> Result<Meta, Error> {
     })
 }
 
+/// Consul's error for a request naming a datacenter it has no route to.
+pub const NO_DC_PATH: &str = "No path to datacenter";
+
+/// The datacenter a request is for: its `?dc=`, which the host sets to its own datacenter
+/// (`dc1` when there is none, as in tests through the harness).
+fn datacenter(req: &Request) -> &str {
+    req.get("dc").filter(|d| !d.is_empty()).unwrap_or("dc1")
+}
+
 /// `PUT /v1/catalog/register` and `/deregister`.
 pub fn route_write(req: &Request) -> Result<Plan, Error> {
     match req.path.as_str() {
         "/v1/catalog/register" => {
             let mut r = body::<RegisterRequest>(req)?;
             r.tenancy = tenancy(req, &r.tenancy)?;
+            // Consul's CatalogRegister: an empty datacenter is the agent's; another one is
+            // forwarded there, and this cluster knows no other.
+            let dc = datacenter(req);
+            if r.datacenter.is_empty() {
+                r.datacenter = dc.to_string();
+            } else if !r.datacenter.eq_ignore_ascii_case(dc) {
+                return Ok(Plan::respond(Response::text(500, NO_DC_PATH)));
+            }
             Plan::apply(&REGISTER, &r)
         }
         "/v1/catalog/deregister" => {
@@ -199,8 +216,7 @@ pub fn route_health(req: &Request) -> Result<Plan, Error> {
 /// `GET /v1/operator/usage`: the counts under the request's datacenter.
 pub fn route_usage(req: &Request) -> Result<Plan, Error> {
     tenancy(req, &Meta::default())?;
-    let dc = req.get("dc").filter(|d| !d.is_empty()).unwrap_or("dc1");
-    Plan::query(&USAGE, &())?.context(&Read::Usage(dc.to_string()))
+    Plan::query(&USAGE, &())?.context(&Read::Usage(datacenter(req).to_string()))
 }
 
 /// One instance as `/v1/catalog/service/<name>` lists it: Consul's flattened

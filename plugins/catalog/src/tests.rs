@@ -486,4 +486,61 @@ mod http_api {
             assert!(text.contains(says), "{body}: {text}");
         }
     }
+
+    #[test]
+    fn connect_reads_are_empty_and_usage_counts_the_catalog() {
+        let mut h = h();
+        assert_eq!(call(&mut h, "PUT", "/v1/catalog/register", REGISTER).0, 200);
+        let gw = r#"{"Node":"gw1","Address":"10.0.0.9",
+            "Service":{"Kind":"mesh-gateway","Service":"gw","Port":443}}"#;
+        assert_eq!(call(&mut h, "PUT", "/v1/catalog/register", gw).0, 200);
+        for path in [
+            "/v1/catalog/connect/redis",
+            "/v1/catalog/gateway-services/gw",
+            "/v1/health/connect/redis",
+            "/v1/health/ingress/redis",
+        ] {
+            assert_eq!(get(&mut h, path), (200, json!([])), "{path}");
+        }
+        let (s, v) = get(&mut h, "/v1/catalog/gateway-services/");
+        assert_eq!((s, v), (400, Value::Null), "Missing gateway name");
+
+        let (s, usage) = get(&mut h, "/v1/operator/usage?dc=east");
+        assert_eq!(s, 200);
+        assert_eq!(
+            usage,
+            json!({"Usage": {"east": {
+                "Services": 2,
+                "ServiceInstances": 2,
+                "ConnectServiceInstances": {
+                    "api-gateway": 0, "connect-native": 0, "connect-proxy": 0,
+                    "ingress-gateway": 0, "mesh-gateway": 1, "terminating-gateway": 0
+                },
+                "BillableServiceInstances": 1,
+                "Nodes": 2
+            }}})
+        );
+    }
+
+    #[test]
+    fn the_registration_datacenter_defaults_to_the_servers_and_must_be_it() {
+        let mut h = h();
+        let body =
+            |dc: &str| format!(r#"{{"Node":"n","Address":"a","Datacenter":"{dc}"}}"#).into_bytes();
+        let put = |h: &mut Harness, dc: &str, param: &str| {
+            h.http(
+                Request::new("PUT", "/v1/catalog/register")
+                    .param("dc", param)
+                    .body(body(dc)),
+            )
+        };
+        assert_eq!(put(&mut h, "", "east").status, 200);
+        assert_eq!(get(&mut h, "/v1/catalog/nodes").1[0]["Datacenter"], "east");
+        assert_eq!(put(&mut h, "EAST", "east").status, 200);
+        let r = put(&mut h, "west", "east");
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (500, &b"No path to datacenter"[..])
+        );
+    }
 }

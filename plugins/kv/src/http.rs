@@ -87,9 +87,15 @@ fn missing_key() -> Error {
     Error::bad_request("Missing key name")
 }
 
-/// Consul's answer when flags that exclude each other are given together.
+/// Consul's answer when flags that exclude each other are given together, naming the
+/// request's parameters but `dc` (which the host adds to every request it routes here).
 fn conflicting(req: &Request) -> Error {
-    let mut params: Vec<String> = req.query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut params: Vec<String> = req
+        .query
+        .iter()
+        .filter(|(k, _)| k != "dc")
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     params.sort();
     Error::bad_request(format!("Conflicting flags: {}", params.join("&")))
 }

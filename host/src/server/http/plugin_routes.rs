@@ -49,10 +49,15 @@ pub async fn serve(
     req: Request<Incoming>,
 ) -> Result<Reply, Refusal> {
     let mut query = web::query_pairs(&req);
-    // Consul's `parseDC`: the datacenter a request is for, this one unless it names one
-    // (the route table refused any other), so a plugin can name it in its answers.
-    query.retain(|(k, _)| k != "dc");
-    query.push(("dc".to_string(), node.config.datacenter.clone()));
+    // Consul's `parseDC`: the datacenter a request is for (the route table refused any
+    // other than this one), so a plugin can name it: a given `?dc=` is written as the
+    // configuration spells it, and one is added when there is none.
+    let dc = node.config.datacenter.clone();
+    query.retain(|(k, v)| k != "dc" || !v.is_empty());
+    match query.iter_mut().find(|(k, _)| k == "dc") {
+        Some((_, v)) => *v = dc,
+        None => query.push(("dc".to_string(), dc)),
+    }
     let params = query.iter().cloned().collect();
     let consistency = consistency(&params)?;
     let (min_index, wait) = blocking_params(&params)?;
