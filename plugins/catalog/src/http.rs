@@ -77,6 +77,15 @@ fn datacenter(req: &Request) -> &str {
     req.get("dc").filter(|d| !d.is_empty()).unwrap_or("dc1")
 }
 
+/// The `Datacenter` a deregistration body may name (Consul's `DeregisterRequest` has it;
+/// the command does not need it).
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DatacenterOf {
+    #[serde(default)]
+    datacenter: String,
+}
+
 /// `PUT /v1/catalog/register` and `/deregister`.
 pub fn route_write(req: &Request) -> Result<Plan, Error> {
     match req.path.as_str() {
@@ -96,6 +105,10 @@ pub fn route_write(req: &Request) -> Result<Plan, Error> {
         "/v1/catalog/deregister" => {
             let mut r = body::<DeregisterRequest>(req)?;
             r.tenancy = tenancy(req, &r.tenancy)?;
+            let named = body::<DatacenterOf>(req)?.datacenter;
+            if !named.is_empty() && !named.eq_ignore_ascii_case(datacenter(req)) {
+                return Ok(Plan::respond(Response::text(500, NO_DC_PATH)));
+            }
             Plan::apply(&DEREGISTER, &r)
         }
         other => Err(Error::not_found(format!("no catalog endpoint PUT {other}"))),

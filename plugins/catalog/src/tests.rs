@@ -542,5 +542,22 @@ mod http_api {
             (r.status, r.body.as_slice()),
             (500, &b"No path to datacenter"[..])
         );
+        let dereg = |dc: &str| {
+            Request::new("PUT", "/v1/catalog/deregister")
+                .param("dc", "east")
+                .body(format!(r#"{{"node":"n","datacenter":"{dc}"}}"#).into_bytes())
+        };
+        let r = h.http(dereg("west"));
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (500, &b"No path to datacenter"[..])
+        );
+        assert_eq!(
+            get(&mut h, "/v1/catalog/nodes").1[0]["Node"],
+            "n",
+            "still there"
+        );
+        assert_eq!(h.http(dereg("East")).status, 200);
+        assert_eq!(get(&mut h, "/v1/catalog/nodes").1, json!([]));
     }
 }
