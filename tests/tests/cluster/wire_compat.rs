@@ -254,3 +254,30 @@ fn agent_and_operator_answers_in_consuls_shapes() {
         "{usage}"
     );
 }
+
+#[test]
+fn autopilot_health_is_consuls_429_until_autopilot_has_judged() {
+    // With an update interval of an hour autopilot does not judge the servers in this
+    // test's lifetime: Consul's answer then is its empty reply, unhealthy, with 429.
+    let mut c = Cluster::start_with(BIN, 1, "[autopilot]\nupdate_interval = \"1h\"");
+    c.wait_leader(WAIT);
+    let s = c.client(0);
+    let r = s.get("/v1/operator/autopilot/health");
+    assert_eq!(
+        (r.status, r.json()),
+        (
+            429,
+            json!({"Healthy": false, "FailureTolerance": 0, "Servers": null})
+        ),
+        "{}",
+        r.text()
+    );
+    // The state document has nothing to show yet: that is a 503 naming why.
+    let r = s.get("/v1/operator/autopilot/state");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(
+        r.text().contains("has not judged the servers yet"),
+        "{}",
+        r.text()
+    );
+}
