@@ -114,7 +114,9 @@ pub struct Request {
     pub method: String,
     /// The path, percent-decoded.
     pub path: String,
-    /// Query parameters in order, percent-decoded (`""` for a parameter without `=`).
+    /// Query parameters in order, percent-decoded (`""` for a parameter without `=`). The
+    /// host always includes `dc`, the server's datacenter (Consul's `parseDC`; a request
+    /// naming another datacenter never reaches a plugin).
     pub query: Vec<(String, String)>,
     /// The body.
     pub body: Vec<u8>,
@@ -322,6 +324,29 @@ impl Plan {
         self.context = to_cbor(context)?;
         Ok(self)
     }
+}
+
+/// The request's JSON body, decoded as Consul (Go's `encoding/json`) decodes it: keys
+/// match field names without regard to case, and `null` means absent, so
+/// `#[serde(default)]` applies (see [`crate::json`]). Routers use this rather than
+/// `serde_json::from_slice`, so every plugin reads what Consul's clients send.
+///
+/// ```
+/// use fsmhost_guest::http::{Request, json_body};
+/// use serde::Deserialize;
+///
+/// #[derive(Deserialize, Debug)]
+/// #[serde(rename_all = "PascalCase")]
+/// struct Put { key: String, #[serde(default)] flags: u64 }
+///
+/// let req = Request::new("PUT", "/v1/thing").body(r#"{"key": "a", "FLAGS": null}"#);
+/// let put: Put = json_body(&req).unwrap();
+/// assert_eq!((put.key.as_str(), put.flags), ("a", 0));
+/// let bad = Request::new("PUT", "/v1/thing").body("{");
+/// assert!(json_body::<Put>(&bad).unwrap_err().to_string().contains("EOF"));
+/// ```
+pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, crate::json::JsonError> {
+    crate::json::from_slice(&req.body)
 }
 
 /// Decodes a context a router set with [`Plan::context`].

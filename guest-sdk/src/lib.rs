@@ -13,6 +13,8 @@
 //!   each declared once as a [`Command`] or [`Query`] handle: a `static` holding the name and
 //!   the handler, which registration, HTTP routers and tests name instead of a string;
 //! - [`export_plugin!`]: exports the plugin as the component's `fsmhost:plugin/guest`;
+//! - [`json`]: JSON request bodies decoded as Consul decodes them (field names in any
+//!   case, `null` as absent); routers use [`http::json_body`];
 //! - [`Harness`] and [`MemStore`]: a native, in-memory transaction with the host's semantics,
 //!   so a plugin's unit tests run with plain `cargo test`, without wasm.
 //!
@@ -158,6 +160,7 @@ mod cbor;
 mod compact;
 mod error;
 pub mod http;
+pub mod json;
 mod key;
 mod mem;
 mod plugin;

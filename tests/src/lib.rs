@@ -1,6 +1,7 @@
 //! Support for fsmhost's whole-system tests: the fixture plugins, built by `build.rs` with
 //! the same pipeline as the bundled plugins, the cluster harness ([`cluster`]) and an HTTP
-//! client for one server ([`client`]), and a test PKI for TLS ([`pki`]).
+//! client for one server ([`client`]), a test PKI for TLS ([`pki`]), and py-consul from
+//! PyPI for scripts run against a server ([`py_consul`]).
 //!
 //! The tests are two binaries, so that the host and wasmtime are linked twice rather than
 //! once per test file: `tests/inprocess/` runs the host in the test process (plugin
@@ -22,6 +23,7 @@
 pub mod client;
 pub mod cluster;
 pub mod pki;
+pub mod py_consul;
 
 include!(concat!(env!("OUT_DIR"), "/fixtures.rs"));
 

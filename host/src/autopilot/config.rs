@@ -109,7 +109,13 @@ pub fn from_json(body: &[u8]) -> Result<AutopilotConfig, String> {
     let mut config = AutopilotConfig::default();
     for (name, v) in &fields {
         let wrong = |what: &str| format!("{name}: {v} is not {what}");
-        match name.to_ascii_lowercase().as_str() {
+        let key = name.to_ascii_lowercase();
+        // Go's client sends `null` for an unset pointer (`LastContactThreshold`, a
+        // `*ReadableDuration`): the field is left as if it were not there.
+        if v.is_null() && FIELDS.contains(&key.as_str()) {
+            continue;
+        }
+        match key.as_str() {
             "cleanupdeadservers" => {
                 config.cleanup_dead_servers = v.as_bool().ok_or_else(|| wrong("true or false"))?
             }
@@ -152,6 +158,20 @@ pub fn from_json(body: &[u8]) -> Result<AutopilotConfig, String> {
     Ok(config)
 }
 
+/// Every field the body may carry, lower-cased.
+const FIELDS: [&str; 10] = [
+    "cleanupdeadservers",
+    "lastcontactthreshold",
+    "maxtrailinglogs",
+    "minquorum",
+    "serverstabilizationtime",
+    "redundancyzonetag",
+    "upgradeversiontag",
+    "disableupgrademigration",
+    "createindex",
+    "modifyindex",
+];
+
 fn json_duration(v: &Value) -> Option<Duration> {
     match v {
         Value::String(s) => duration::parse(s),
@@ -189,6 +209,27 @@ mod tests {
                 ..AutopilotConfig::default()
             }
         );
+    }
+
+    #[test]
+    fn go_clients_nulls_and_lower_case_keys_leave_defaults() {
+        // What Consul's Go client (api.AutopilotConfiguration) sends with only
+        // CleanupDeadServers and MaxTrailingLogs set.
+        let go = br#"{"CleanupDeadServers":false,"LastContactThreshold":null,
+            "MaxTrailingLogs":20,"MinQuorum":0,"ServerStabilizationTime":null,
+            "RedundancyZoneTag":"","DisableUpgradeMigration":false,"UpgradeVersionTag":"",
+            "CreateIndex":0,"ModifyIndex":0}"#;
+        let want = AutopilotConfig {
+            cleanup_dead_servers: false,
+            max_trailing_logs: 20,
+            ..AutopilotConfig::default()
+        };
+        assert_eq!(from_json(go).unwrap(), want);
+        let lower = br#"{"cleanupdeadservers":false,"lastcontactthreshold":null,
+            "maxtrailinglogs":20,"minquorum":null}"#;
+        assert_eq!(from_json(lower).unwrap(), want);
+        let e = from_json(br#"{"Typo": null}"#).unwrap_err();
+        assert!(e.contains("unknown field \"Typo\""), "{e}");
     }
 
     #[test]

@@ -9,7 +9,9 @@
 
 use super::LoadError;
 
-/// Paths the host serves itself; a plugin route under one of them is refused.
+/// Paths the host serves itself; a plugin route under one of them is refused. (Of
+/// `/v1/operator`, only the host's own families: `/v1/operator/usage` is the catalog
+/// plugin's.)
 pub const RESERVED: &[&str] = &[
     "/v1/apply",
     "/v1/query",
@@ -17,7 +19,9 @@ pub const RESERVED: &[&str] = &[
     "/v1/snapshot",
     "/v1/status",
     "/v1/agent",
-    "/v1/operator",
+    "/v1/operator/raft",
+    "/v1/operator/autopilot",
+    "/v1/operator/keyring",
     "/v1/internal",
 ];
 

@@ -371,7 +371,7 @@ pub fn state_local(node: &Node) -> Result<State, OpError> {
     }
     node.autopilot.state().ok_or_else(|| {
         OpError::failed(
-            FailureKind::Internal,
+            FailureKind::Unavailable,
             "autopilot has not judged the servers yet: it does once per update interval \
                   after a leader is elected; try again shortly",
         )

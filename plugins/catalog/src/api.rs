@@ -38,9 +38,44 @@ pub static SERVICE_CHECKS: Query<ServiceArgs, Indexed<Vec<Check>>> =
 pub static CHECKS_IN_STATE: Query<StateArgs, Indexed<Vec<Check>>> =
     Query::new("checks-in-state", queries::checks_in_state);
 
+/// `mesh-instances`: the Connect-capable instances of a service, or a gateway's services
+/// (none: see [`queries::mesh_instances`]).
+pub static MESH_INSTANCES: Query<ServiceArgs, Indexed<Vec<ServiceNode>>> =
+    Query::new("mesh-instances", queries::mesh_instances);
+/// `usage`: how many nodes, services and instances the catalog holds.
+pub static USAGE: Query<(), Indexed<Usage>> = Query::new("usage", queries::usage);
+
+/// `/v1/operator/usage`'s figures for one datacenter (Consul's `ServiceUsage`, with its
+/// node count).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct Usage {
+    /// Distinct service names (per namespace).
+    pub services: u64,
+    /// Service instances.
+    pub service_instances: u64,
+    /// Instances of each Connect kind (`connect-proxy`, `mesh-gateway`, ...; and
+    /// `connect-native`, always 0 here: Connect-native is not stored).
+    pub connect_service_instances: BTreeMap<String, u64>,
+    /// Instances of typical services, without Consul's own `consul` service.
+    pub billable_service_instances: u64,
+    /// Nodes.
+    pub nodes: u64,
+}
+
+/// The Connect kinds Consul's usage counts, each shown even when 0.
+pub const CONNECT_KINDS: [&str; 6] = [
+    "api-gateway",
+    "connect-native",
+    "connect-proxy",
+    "ingress-gateway",
+    "mesh-gateway",
+    "terminating-gateway",
+];
+
 /// `register`: Consul's `RegisterRequest`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", from = "crate::wire::RegisterIn")]
 pub struct RegisterRequest {
     /// The node's UUID.
     #[serde(rename = "ID", default)]
@@ -79,7 +114,7 @@ pub struct RegisterRequest {
 /// `deregister`: Consul's `DeregisterRequest`. With neither `ServiceID` nor `CheckID` the
 /// whole node goes, with its services and checks.
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", from = "crate::wire::DeregisterIn")]
 pub struct DeregisterRequest {
     /// The node.
     pub node: String,

@@ -4,23 +4,28 @@
 //! - `GET /v1/catalog/nodes` (`?node-meta=key:value`, repeatable), `/v1/catalog/services`,
 //!   `/v1/catalog/service/<name>` (`?tag=`), `/v1/catalog/node/<node>`;
 //! - `GET /v1/health/node/<node>`, `/v1/health/checks/<service>`,
-//!   `/v1/health/service/<service>` (`?passing`, `?tag=`), `/v1/health/state/<state>`.
+//!   `/v1/health/service/<service>` (`?passing`, `?tag=`), `/v1/health/state/<state>`;
+//! - the Connect reads `GET /v1/catalog/connect/<service>`,
+//!   `/v1/catalog/gateway-services/<gateway>`, `/v1/health/connect/<service>`,
+//!   `/v1/health/ingress/<service>`: always `[]` (nothing here is Connect-capable);
+//! - `GET /v1/operator/usage`: node, service and instance counts, under the datacenter
+//!   the host puts in `?dc=`.
 //!
 //! The host does the rest: the log, forwarding, `?index`/`?wait`, `?stale`/`?consistent`,
 //! `X-Consul-Index`.
 
 use fsmhost_guest::acl::{self, Access, Need, Resource};
-use fsmhost_guest::http::{Plan, Request, Response, context};
+use fsmhost_guest::http::{Plan, Request, Response, context, json_body};
 use fsmhost_guest::{Error, Tenancy, from_cbor};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use crate::{
-    CHECKS_IN_STATE, Check, DEREGISTER, DeregisterRequest, EDITION, Indexed, Meta, NODE_CHECKS,
-    NODE_SERVICES, NODES_QUERY, Node, NodeArgs, NodeServices, NodesArgs, REGISTER, RegisterRequest,
-    SERVICE_CHECKS, SERVICE_HEALTH, SERVICE_NODES, SERVICES_QUERY, ServiceArgs, ServiceHealth,
-    ServiceNode, StateArgs,
+    CHECKS_IN_STATE, Check, DEREGISTER, DeregisterRequest, EDITION, Indexed, MESH_INSTANCES, Meta,
+    NODE_CHECKS, NODE_SERVICES, NODES_QUERY, Node, NodeArgs, NodeServices, NodesArgs, REGISTER,
+    RegisterRequest, SERVICE_CHECKS, SERVICE_HEALTH, SERVICE_NODES, SERVICES_QUERY, ServiceArgs,
+    ServiceHealth, ServiceNode, StateArgs, USAGE, Usage,
 };
 
 /// The catalog API's prefix.
@@ -37,11 +42,15 @@ enum Read {
     Node,
     Checks,
     ServiceHealth,
+    /// An answer that is always an empty list (the Connect reads).
+    Empty,
+    /// `/v1/operator/usage`, for this datacenter.
+    Usage(String),
 }
 
+/// A request body, decoded as Consul decodes it (keys in any case, `null` as absent).
 fn body<T: DeserializeOwned>(req: &Request) -> Result<T, Error> {
-    serde_json::from_slice(&req.body)
-        .map_err(|e| Error::bad_request(format!("Failed to decode request body: {e}")))
+    json_body(req).map_err(|e| Error::bad_request(format!("Failed to decode request body: {e}")))
 }
 
 /// The partition and namespace a request names with `?partition=` and `?ns=` (Consul's
@@ -60,12 +69,38 @@ fn tenancy(req: &Request, body: &Meta) -> Result<Meta, Error> {
     })
 }
 
+/// Consul's error for a request naming a datacenter it has no route to.
+pub const NO_DC_PATH: &str = "No path to datacenter";
+
+/// The datacenter a request is for: its `?dc=`, which the host sets to its own datacenter
+/// (`dc1` when there is none, as in tests through the harness).
+fn datacenter(req: &Request) -> &str {
+    req.get("dc").filter(|d| !d.is_empty()).unwrap_or("dc1")
+}
+
+/// The `Datacenter` a deregistration body may name (Consul's `DeregisterRequest` has it;
+/// the command does not need it).
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DatacenterOf {
+    #[serde(default)]
+    datacenter: String,
+}
+
 /// `PUT /v1/catalog/register` and `/deregister`.
 pub fn route_write(req: &Request) -> Result<Plan, Error> {
     match req.path.as_str() {
         "/v1/catalog/register" => {
             let mut r = body::<RegisterRequest>(req)?;
             r.tenancy = tenancy(req, &r.tenancy)?;
+            // Consul's CatalogRegister: an empty datacenter is the agent's; another one is
+            // forwarded there, and this cluster knows no other.
+            let dc = datacenter(req);
+            if r.datacenter.is_empty() {
+                r.datacenter = dc.to_string();
+            } else if !r.datacenter.eq_ignore_ascii_case(dc) {
+                return Ok(Plan::respond(Response::text(500, NO_DC_PATH)));
+            }
             // Consul: node write on the node, service write on the service and on the
             // service of each service check.
             let mut plan = Plan::apply(&REGISTER, &r)?.need(Need::write(Resource::Node, &r.node));
@@ -82,6 +117,10 @@ pub fn route_write(req: &Request) -> Result<Plan, Error> {
         "/v1/catalog/deregister" => {
             let mut r = body::<DeregisterRequest>(req)?;
             r.tenancy = tenancy(req, &r.tenancy)?;
+            let named = body::<DatacenterOf>(req)?.datacenter;
+            if !named.is_empty() && !named.eq_ignore_ascii_case(datacenter(req)) {
+                return Ok(Plan::respond(Response::text(500, NO_DC_PATH)));
+            }
             // Node write on the node (stricter than Consul, which also lets a service's
             // writer deregister that service alone).
             let need = Need::write(Resource::Node, &r.node);
@@ -147,6 +186,19 @@ pub fn route_catalog(req: &Request) -> Result<Plan, Error> {
             .filtered()
             .context(&Read::ServiceNodes);
     }
+    for (sub, what) in [("connect/", "service"), ("gateway-services/", "gateway")] {
+        if rest.starts_with(sub) {
+            let prefix = format!("{CATALOG}{sub}");
+            let args = ServiceArgs {
+                service: named(req, &prefix, what)?,
+                tenancy: tenancy(req, &Meta::default())?,
+                ..ServiceArgs::default()
+            };
+            return Plan::query(&MESH_INSTANCES, &args)?
+                .filtered()
+                .context(&Read::Empty);
+        }
+    }
     if rest.starts_with("node/") {
         let args = NodeArgs {
             node: named(req, "/v1/catalog/node/", "node")?,
@@ -186,6 +238,14 @@ pub fn route_health(req: &Request) -> Result<Plan, Error> {
             .filtered()
             .context(&Read::ServiceHealth);
     }
+    for sub in ["connect/", "ingress/"] {
+        if rest.starts_with(sub) {
+            let args = service_args(req, &format!("{HEALTH}{sub}"))?;
+            return Plan::query(&MESH_INSTANCES, &args)?
+                .filtered()
+                .context(&Read::Empty);
+        }
+    }
     if rest.starts_with("state/") {
         let args = StateArgs {
             state: named(req, "/v1/health/state/", "check state")?,
@@ -199,6 +259,12 @@ pub fn route_health(req: &Request) -> Result<Plan, Error> {
         "no health endpoint GET {}",
         req.path
     )))
+}
+
+/// `GET /v1/operator/usage`: the counts under the request's datacenter.
+pub fn route_usage(req: &Request) -> Result<Plan, Error> {
+    tenancy(req, &Meta::default())?;
+    Plan::query(&USAGE, &())?.context(&Read::Usage(datacenter(req).to_string()))
 }
 
 /// One instance as `/v1/catalog/service/<name>` lists it: Consul's flattened
@@ -336,6 +402,11 @@ pub fn render_read(ctx: &[u8], outcome: Result<Vec<u8>, Error>, _index: u64) -> 
             Read::Checks => {
                 let (checks, f) = keep(items::<Vec<Check>>(&bytes)?, check_readable);
                 Response::json(200, &checks).filtered_by_acls(f)
+            }
+            Read::Empty => Response::json(200, &items::<Vec<ServiceNode>>(&bytes)?),
+            Read::Usage(dc) => {
+                let usage = items::<Usage>(&bytes)?;
+                Response::json(200, &serde_json::json!({ "Usage": { dc: usage } }))
             }
             Read::ServiceHealth => {
                 let (list, f) = keep(items::<Vec<ServiceHealth>>(&bytes)?, |h| {

@@ -15,11 +15,12 @@
 //! [`Query`](fsmhost_guest::Query) handle: `nodes` ([`NODES_QUERY`]), `services`
 //! ([`SERVICES_QUERY`]; the tables own the names `NODES` and `SERVICES`), [`SERVICE_NODES`],
 //! [`NODE_SERVICES`], [`NODE_CHECKS`], [`SERVICE_CHECKS`], [`CHECKS_IN_STATE`],
-//! [`SERVICE_HEALTH`].
+//! [`SERVICE_HEALTH`], [`MESH_INSTANCES`] (always empty), [`USAGE`].
 //!
 //! Record field names are Consul's, so the HTTP module renders records as they are stored.
 //!
-//! HTTP (module [`http`]): Consul's `/v1/catalog/*` and `/v1/health/*`.
+//! HTTP (module [`http`]): Consul's `/v1/catalog/*`, `/v1/health/*` and
+//! `/v1/operator/usage`.
 
 use fsmhost_guest::http::Route;
 use fsmhost_guest::{Edition, Plugin};
@@ -29,6 +30,7 @@ pub mod http;
 mod queries;
 mod register;
 mod schema;
+mod wire;
 
 pub use api::*;
 pub use schema::*;
@@ -58,6 +60,8 @@ pub fn plugin() -> Plugin {
         .query(&NODE_CHECKS)
         .query(&SERVICE_CHECKS)
         .query(&CHECKS_IN_STATE)
+        .query(&MESH_INSTANCES)
+        .query(&USAGE)
         .route(
             Route::put("/v1/catalog/register"),
             http::route_write,
@@ -76,6 +80,11 @@ pub fn plugin() -> Plugin {
         .route(
             Route::get(http::HEALTH).prefix(),
             http::route_health,
+            http::render_read,
+        )
+        .route(
+            Route::get("/v1/operator/usage"),
+            http::route_usage,
             http::render_read,
         )
 }

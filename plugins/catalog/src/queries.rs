@@ -213,3 +213,53 @@ pub(crate) fn checks_in_state(tx: &dyn Txn, args: StateArgs) -> Result<Indexed<V
         index: max_index(tx, &[CHECKS.name()])?,
     })
 }
+
+/// `mesh-instances`: Consul's Connect reads (`/v1/catalog/connect/<service>`,
+/// `/v1/health/connect/<service>`, `/v1/health/ingress/<service>`,
+/// `/v1/catalog/gateway-services/<gateway>`). This catalog stores no proxy or gateway
+/// configuration (`Proxy`, `Connect`, gateway config entries), so no instance is
+/// Connect-capable and the answer is always empty; it carries the tables' index, so a
+/// blocking read waits for catalog changes as Consul's would.
+pub(crate) fn mesh_instances(
+    tx: &dyn Txn,
+    args: ServiceArgs,
+) -> Result<Indexed<Vec<ServiceNode>>, Error> {
+    require("service name", &args.service)?;
+    args.tenancy.resolve()?;
+    Ok(Indexed {
+        items: Vec::new(),
+        index: max_index(tx, &[NODES.name(), SERVICES.name(), CHECKS.name()])?,
+    })
+}
+
+/// `usage`: the counts of `/v1/operator/usage` over every tenancy (Consul's
+/// `ServiceUsage`): distinct services per namespace, instances, instances per Connect
+/// kind, billable instances (typical kind, not `consul`), and nodes.
+pub(crate) fn usage(tx: &dyn Txn, _: ()) -> Result<Indexed<Usage>, Error> {
+    let mut u = Usage {
+        connect_service_instances: CONNECT_KINDS.iter().map(|k| (k.to_string(), 0)).collect(),
+        ..Usage::default()
+    };
+    let mut names = std::collections::BTreeSet::new();
+    for s in SERVICES_ID.iter_range(tx, KeyRange::Prefix(Vec::new())) {
+        let s = s?;
+        u.service_instances += 1;
+        if s.kind.is_empty() {
+            if s.service != "consul" {
+                u.billable_service_instances += 1;
+            }
+        } else if let Some(n) = u.connect_service_instances.get_mut(&s.kind) {
+            *n += 1;
+        }
+        names.insert((s.tenancy.partition, s.tenancy.namespace, s.service));
+    }
+    u.services = names.len() as u64;
+    for n in NODES_ID.iter_range(tx, KeyRange::Prefix(Vec::new())) {
+        n?;
+        u.nodes += 1;
+    }
+    Ok(Indexed {
+        items: u,
+        index: max_index(tx, &[NODES.name(), SERVICES.name()])?,
+    })
+}

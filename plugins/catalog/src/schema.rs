@@ -80,7 +80,7 @@ pub struct Node {
 
 /// A service instance on a node: Consul's `NodeService`, with its node's name.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", from = "crate::wire::ServiceIn")]
 pub struct Service {
     /// The node it runs on (not in a registration body: the request names the node).
     #[serde(default)]
@@ -118,7 +118,7 @@ pub struct Service {
 
 /// A health check on a node or on one of its services: Consul's `HealthCheck`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", from = "crate::wire::CheckIn")]
 pub struct Check {
     /// The node.
     #[serde(default)]

@@ -403,4 +403,161 @@ mod http_api {
         let r = h.http(Request::new("GET", "/v1/catalog/elsewhere"));
         assert_eq!(r.status, 404);
     }
+
+    /// What Consul's Go client (`api.CatalogRegistration`, marshalled by `encoding/json`)
+    /// sends: every field, `null` for unset maps, lists and pointers, zero values.
+    const GO_REGISTER: &str = r#"{"ID":"","Node":"n1","Address":"10.0.0.1","Datacenter":"",
+        "TaggedAddresses":null,"NodeMeta":null,"Service":{"Kind":"","ID":"web1",
+        "Service":"web","Tags":null,"Meta":null,"Port":80,"Address":"","SocketPath":"",
+        "TaggedAddresses":null,"Weights":{"Passing":0,"Warning":0},"EnableTagOverride":false,
+        "CreateIndex":0,"ModifyIndex":0,"Namespace":"","Partition":"","Proxy":null,
+        "Connect":null,"Locality":null},"Check":{"Node":"n1","CheckID":"","Name":"web alive",
+        "Status":"passing","Notes":"","Output":"","ServiceID":"web1","ServiceName":"",
+        "ServiceTags":null,"Type":"","ExposedPort":0,"Definition":{"Interval":0,"Timeout":0,
+        "HTTP":"","Header":null,"Method":"","TCP":"","GRPC":""},"Namespace":"",
+        "Partition":"","CreateIndex":0,"ModifyIndex":0},"Checks":null,
+        "SkipNodeUpdate":false,"Partition":"","Locality":null}"#;
+
+    /// What py-consul's `catalog.register` sends: lower-case top-level keys, the service
+    /// and check dictionaries as the caller wrote them.
+    const PY_REGISTER: &str = r#"{"node":"n1","address":"10.0.0.1",
+        "service":{"service":"web","id":"web1","port":80,"tags":["a"]},
+        "check":{"name":"web alive","status":"passing","serviceid":"web1"},
+        "nodemeta":{"Rack":"r1"}}"#;
+
+    #[test]
+    fn go_clients_and_py_consuls_bodies_register_alike() {
+        for (body, tags, meta) in [
+            (GO_REGISTER, json!([]), json!({})),
+            (PY_REGISTER, json!(["a"]), json!({"Rack": "r1"})),
+        ] {
+            let mut h = h();
+            assert_eq!(
+                call(&mut h, "PUT", "/v1/catalog/register", body),
+                (200, json!(true))
+            );
+            let (_, nodes) = get(&mut h, "/v1/catalog/nodes");
+            assert_eq!(nodes[0]["Node"], "n1");
+            assert_eq!(nodes[0]["Address"], "10.0.0.1");
+            assert_eq!(nodes[0]["Meta"], meta, "map keys keep their case");
+            let (_, entries) = get(&mut h, "/v1/health/service/web");
+            let e = &entries[0];
+            assert_eq!(e["Service"]["ID"], "web1");
+            assert_eq!(e["Service"]["Port"], 80);
+            assert_eq!(e["Service"]["Tags"], tags);
+            assert_eq!(
+                e["Checks"][0]["CheckID"], "web alive",
+                "the ID defaults to the name"
+            );
+            assert_eq!(e["Checks"][0]["Status"], "passing");
+            assert_eq!(e["Checks"][0]["ServiceName"], "web");
+            let dereg =
+                r#"{"Node":"n1","ServiceID":"","CheckID":"","Partition":"","Namespace":""}"#;
+            assert_eq!(
+                call(&mut h, "PUT", "/v1/catalog/deregister", dereg),
+                (200, json!(true))
+            );
+            assert_eq!(get(&mut h, "/v1/catalog/nodes").1, json!([]));
+        }
+    }
+
+    #[test]
+    fn empty_required_fields_get_consuls_messages() {
+        let mut h = h();
+        for (body, says) in [
+            (r#"{"Node":null,"Address":"a"}"#, "Must provide node"),
+            (
+                r#"{"node":"n","Service":{"Service":""}}"#,
+                "Must provide address",
+            ),
+            (
+                r#"{"node":"n","address":"a","Service":{"Service":""}}"#,
+                "Must provide service name",
+            ),
+            (
+                r#"{"node":"n","address":"a","Check":{"Name":null}}"#,
+                "Must provide check name",
+            ),
+        ] {
+            let r =
+                h.http(Request::new("PUT", "/v1/catalog/register").body(body.as_bytes().to_vec()));
+            let text = String::from_utf8_lossy(&r.body).to_string();
+            assert_eq!(r.status, 400, "{body}: {text}");
+            assert!(text.contains(says), "{body}: {text}");
+        }
+    }
+
+    #[test]
+    fn connect_reads_are_empty_and_usage_counts_the_catalog() {
+        let mut h = h();
+        assert_eq!(call(&mut h, "PUT", "/v1/catalog/register", REGISTER).0, 200);
+        let gw = r#"{"Node":"gw1","Address":"10.0.0.9",
+            "Service":{"Kind":"mesh-gateway","Service":"gw","Port":443}}"#;
+        assert_eq!(call(&mut h, "PUT", "/v1/catalog/register", gw).0, 200);
+        for path in [
+            "/v1/catalog/connect/redis",
+            "/v1/catalog/gateway-services/gw",
+            "/v1/health/connect/redis",
+            "/v1/health/ingress/redis",
+        ] {
+            assert_eq!(get(&mut h, path), (200, json!([])), "{path}");
+        }
+        let (s, v) = get(&mut h, "/v1/catalog/gateway-services/");
+        assert_eq!((s, v), (400, Value::Null), "Missing gateway name");
+
+        let (s, usage) = get(&mut h, "/v1/operator/usage?dc=east");
+        assert_eq!(s, 200);
+        assert_eq!(
+            usage,
+            json!({"Usage": {"east": {
+                "Services": 2,
+                "ServiceInstances": 2,
+                "ConnectServiceInstances": {
+                    "api-gateway": 0, "connect-native": 0, "connect-proxy": 0,
+                    "ingress-gateway": 0, "mesh-gateway": 1, "terminating-gateway": 0
+                },
+                "BillableServiceInstances": 1,
+                "Nodes": 2
+            }}})
+        );
+    }
+
+    #[test]
+    fn the_registration_datacenter_defaults_to_the_servers_and_must_be_it() {
+        let mut h = h();
+        let body =
+            |dc: &str| format!(r#"{{"Node":"n","Address":"a","Datacenter":"{dc}"}}"#).into_bytes();
+        let put = |h: &mut Harness, dc: &str, param: &str| {
+            h.http(
+                Request::new("PUT", "/v1/catalog/register")
+                    .param("dc", param)
+                    .body(body(dc)),
+            )
+        };
+        assert_eq!(put(&mut h, "", "east").status, 200);
+        assert_eq!(get(&mut h, "/v1/catalog/nodes").1[0]["Datacenter"], "east");
+        assert_eq!(put(&mut h, "EAST", "east").status, 200);
+        let r = put(&mut h, "west", "east");
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (500, &b"No path to datacenter"[..])
+        );
+        let dereg = |dc: &str| {
+            Request::new("PUT", "/v1/catalog/deregister")
+                .param("dc", "east")
+                .body(format!(r#"{{"node":"n","datacenter":"{dc}"}}"#).into_bytes())
+        };
+        let r = h.http(dereg("west"));
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (500, &b"No path to datacenter"[..])
+        );
+        assert_eq!(
+            get(&mut h, "/v1/catalog/nodes").1[0]["Node"],
+            "n",
+            "still there"
+        );
+        assert_eq!(h.http(dereg("East")).status, 200);
+        assert_eq!(get(&mut h, "/v1/catalog/nodes").1, json!([]));
+    }
 }

@@ -13,7 +13,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use fsmhost_guest::acl::{self, Access, Need, Resource};
-use fsmhost_guest::http::{Plan, Request, Response, context};
+use fsmhost_guest::http::{Plan, Request, Response, context, json_body};
 use fsmhost_guest::{Error, Tenancy, from_cbor};
 use serde::{Deserialize, Serialize};
 
@@ -88,9 +88,15 @@ fn missing_key() -> Error {
     Error::bad_request("Missing key name")
 }
 
-/// Consul's answer when flags that exclude each other are given together.
+/// Consul's answer when flags that exclude each other are given together, naming the
+/// request's parameters but `dc` (which the host adds to every request it routes here).
 fn conflicting(req: &Request) -> Error {
-    let mut params: Vec<String> = req.query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut params: Vec<String> = req
+        .query
+        .iter()
+        .filter(|(k, _)| k != "dc")
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     params.sort();
     Error::bad_request(format!("Conflicting flags: {}", params.join("&")))
 }
@@ -291,13 +297,13 @@ pub fn render_bool(_ctx: &[u8], outcome: Result<Vec<u8>, Error>, _index: u64) ->
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TxnOpJson {
-    #[serde(rename = "KV", alias = "kv", alias = "Kv")]
+    #[serde(rename = "KV")]
     kv: Option<KvOpJson>,
-    #[serde(rename = "Node", alias = "node")]
+    #[serde(rename = "Node")]
     node: Option<serde_json::Value>,
-    #[serde(rename = "Service", alias = "service")]
+    #[serde(rename = "Service")]
     service: Option<serde_json::Value>,
-    #[serde(rename = "Check", alias = "check")]
+    #[serde(rename = "Check")]
     check: Option<serde_json::Value>,
 }
 
@@ -305,21 +311,20 @@ struct TxnOpJson {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "PascalCase")]
 struct KvOpJson {
-    #[serde(alias = "verb")]
     verb: String,
-    #[serde(default, alias = "key")]
+    #[serde(default)]
     key: String,
-    #[serde(default, alias = "value")]
+    #[serde(default)]
     value: Option<String>,
-    #[serde(default, alias = "flags")]
+    #[serde(default)]
     flags: u64,
-    #[serde(default, alias = "index")]
+    #[serde(default)]
     index: u64,
-    #[serde(default, alias = "session")]
+    #[serde(default)]
     session: String,
-    #[serde(default, alias = "namespace")]
+    #[serde(default)]
     namespace: Option<String>,
-    #[serde(default, alias = "partition")]
+    #[serde(default)]
     partition: Option<String>,
 }
 
@@ -426,7 +431,7 @@ fn txn_op(i: usize, op: TxnOpJson, base: &Tenancy) -> Result<Result<Op, String>,
 /// `PUT /v1/txn`: up to 64 KV operations, all or nothing; reads only run as a query.
 pub fn route_txn(req: &Request) -> Result<Plan, Error> {
     let base = Tenancy::from_request(req, EDITION)?;
-    let parsed: Vec<TxnOpJson> = match serde_json::from_slice(&req.body) {
+    let parsed: Vec<TxnOpJson> = match json_body(req) {
         Ok(ops) => ops,
         Err(e) => {
             return Ok(Plan::respond(Response::text(

@@ -475,7 +475,8 @@ fn operator_lists_peers_and_removes_a_dead_one() {
         &http_addr,
     ]);
     assert!(
-        code != 0 && err.contains("no server with address 127.0.0.1:1"),
+        code != 0
+            && err.contains("address \"127.0.0.1:1\" was not found in the Raft configuration"),
         "{err}"
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");

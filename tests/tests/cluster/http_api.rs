@@ -146,15 +146,15 @@ fn every_endpoint_answers_with_the_consul_headers_and_errors_name_the_problem() 
             "",
             b"",
             400,
-            "give ?id= or ?address=",
+            "Must specify either ?id with the server's ID or ?address",
         ),
         (
             "DELETE",
             "/v1/operator/raft/peer?address=10.0.0.1:1",
             "",
             b"",
-            404,
-            "no server with address",
+            500,
+            "address \"10.0.0.1:1\" was not found in the Raft configuration",
         ),
         (
             "GET",

@@ -19,3 +19,4 @@ mod snapshots;
 mod support;
 mod tls;
 mod upgrades;
+mod wire_compat;

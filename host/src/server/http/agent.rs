@@ -1,13 +1,14 @@
 //! Agent and status endpoints: `GET /v1/status/leader`, `GET /v1/status/peers`,
-//! `GET /v1/agent/self`, `GET /v1/agent/members`, `GET /v1/agent/metrics`
+//! `GET /v1/agent/self`, `GET /v1/agent/members` (`?wan=1`), `GET /v1/agent/metrics`
 //! (`?format=prometheus`) and `PUT /v1/agent/leave`.
 
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::membership::NodeInfo;
 use crate::server::web::{self, Refusal, Reply};
 use crate::server::{Node, cluster};
 
@@ -97,11 +98,15 @@ fn agent_metrics(node: &Node) -> &'static crate::metrics::Metrics {
     metrics
 }
 
-/// `GET /v1/agent/members`: the servers of the raft configuration in the shape of Consul's
+/// `GET /v1/agent/members` (`?wan=1`: names as the WAN pool shows them,
+/// `<name>.<datacenter>`): the servers of the raft configuration in the shape of Consul's
 /// members list. Without a gossip layer, `Status` is 1 (alive) for a server that answers a
 /// probe on its server port within a second (under its own id), and 4 (failed) for one
 /// that does not.
-pub async fn members(node: &Arc<Node>) -> Reply {
+pub async fn members(node: &Arc<Node>, req: &Request<Incoming>) -> Reply {
+    let wan = web::query(req)
+        .get("wan")
+        .is_some_and(|v| !matches!(v.as_str(), "" | "0" | "false"));
     let membership = node.membership();
     let voters: Vec<u64> = membership.voter_ids().collect();
     let mut probes = tokio::task::JoinSet::new();
@@ -124,36 +129,56 @@ pub async fn members(node: &Arc<Node>) -> Reply {
     }
     let mut rows = Vec::new();
     while let Some(Ok((id, info, alive))) = probes.join_next().await {
-        let (host, port) = info
-            .rpc_addr
-            .rsplit_once(':')
-            .unwrap_or((&info.rpc_addr, "0"));
-        rows.push(json!({
-            "Name": info.name,
-            "Addr": host,
-            "Port": port.parse::<u16>().unwrap_or(0),
-            "Tags": {
-                "role": "consul",
-                "dc": "dc1",
-                "id": format!("{id:016x}"),
-                "build": env!("CARGO_PKG_VERSION"),
-                "vsn": "2",
-                "http_addr": info.http_addr,
-                "voter": voters.contains(&id).to_string(),
-            },
-            "Status": if alive { 1 } else { 4 },
-        }));
+        rows.push(member(node, id, &info, voters.contains(&id), alive, wan));
     }
     rows.sort_by(|a, b| a["Name"].as_str().cmp(&b["Name"].as_str()));
     web::json(StatusCode::OK, &json!(rows))
 }
 
-/// `GET /v1/agent/self`: this node's configuration and raft and FSM state.
+/// One server as Consul's members list shows it (serf's `Member`).
+fn member(node: &Node, id: u64, info: &NodeInfo, voter: bool, alive: bool, wan: bool) -> Value {
+    let (host, port) = info
+        .rpc_addr
+        .rsplit_once(':')
+        .unwrap_or((&info.rpc_addr, "0"));
+    let dc = &node.config.datacenter;
+    let name = if wan {
+        format!("{}.{dc}", info.name)
+    } else {
+        info.name.clone()
+    };
+    json!({
+        "Name": name,
+        "Addr": host,
+        "Port": port.parse::<u16>().unwrap_or(0),
+        "Tags": {
+            "role": "consul",
+            "dc": dc,
+            "id": format!("{id:016x}"),
+            "build": env!("CARGO_PKG_VERSION"),
+            "vsn": "2",
+            "http_addr": info.http_addr,
+            "voter": voter.to_string(),
+        },
+        "Status": if alive { 1 } else { 4 },
+        "ProtocolMin": 1,
+        "ProtocolMax": 5,
+        "ProtocolCur": 2,
+        "DelegateMin": 2,
+        "DelegateMax": 5,
+        "DelegateCur": 4,
+    })
+}
+
+/// `GET /v1/agent/self`: Consul's sections: `Config` (datacenter, name, id, version),
+/// `Member` (this server's `/v1/agent/members` entry), `Stats` (`consul` as Consul's, with
+/// `leader_addr` as `/v1/status/leader` answers; `raft` and `fsm` this server's figures)
+/// and `Meta`.
 pub fn agent_self(node: &Node) -> Reply {
     web::json(StatusCode::OK, &agent_self_json(node))
 }
 
-fn agent_self_json(node: &Node) -> serde_json::Value {
+fn agent_self_json(node: &Node) -> Value {
     let m = node.raft.metrics().borrow().clone();
     let membership = m.membership_config.membership();
     let voters: Vec<String> = membership
@@ -164,19 +189,29 @@ fn agent_self_json(node: &Node) -> serde_json::Value {
         .learner_ids()
         .map(|v| format!("{v:016x}"))
         .collect();
+    let voter = membership.voter_ids().any(|v| v == node.id);
+    let leader_addr = node.leader().map(|(_, i)| i.rpc_addr).unwrap_or_default();
+    let dc = &node.config.datacenter;
     json!({
         "Config": {
+            "Datacenter": dc,
+            "PrimaryDatacenter": dc,
             "NodeName": node.info.name,
             "NodeID": format!("{:016x}", node.id),
             "Server": true,
+            "Revision": "",
             "Version": env!("CARGO_PKG_VERSION"),
         },
-        "Member": {
-            "Name": node.info.name,
-            "Addr": node.info.rpc_addr,
-            "HTTPAddr": node.info.http_addr,
-        },
+        "Member": member(node, node.id, &node.info, voter, true, false),
+        "Meta": {"consul-network-segment": ""},
         "Stats": {
+            "consul": {
+                "server": "true",
+                "leader": (m.current_leader == Some(node.id)).to_string(),
+                "leader_addr": leader_addr,
+                "bootstrap": "false",
+                "known_datacenters": "1",
+            },
             "raft": {
                 "state": format!("{:?}", m.state),
                 "term": m.current_term,

@@ -5,9 +5,11 @@
 //!   `GET|POST /v1/query/{plugin}/{query}` (`?stale`, `?consistent`, `?index=&wait=`);
 //! - [`agent`]: `GET /v1/status/leader|peers`, `GET /v1/agent/self|members|metrics`,
 //!   `PUT /v1/agent/leave`;
+//! - [`dc`]: `GET /v1/catalog/datacenters`, and `?dc=` on every endpoint (another
+//!   datacenter is Consul's 500 `No path to datacenter`);
 //! - [`operator`]: `GET /v1/operator/raft/configuration`,
 //!   `DELETE /v1/operator/raft/peer?id=|address=`, and
-//!   `/v1/operator/autopilot/{configuration,health,state}`;
+//!   `/v1/operator/autopilot/{configuration,health,state}`, `/v1/operator/keyring`;
 //! - [`snapshot`]: `GET /v1/snapshot` (`?stale`), `PUT /v1/snapshot`;
 //! - [`plugins`]: `GET|PUT /v1/plugins` (`?dry-run`);
 //! - [`plugin_routes`]: any other path a plugin's routes serve (the kv plugin's `/v1/kv/`
@@ -22,6 +24,7 @@
 
 pub mod acl;
 pub mod agent;
+pub mod dc;
 pub mod generic;
 pub mod operator;
 pub mod plugin_routes;
@@ -51,7 +54,9 @@ pub fn handler(
             let started = std::time::Instant::now();
             let method = req.method().to_string();
             let prefix = route_prefix(req.uri().path());
-            let mut reply = match refuse_simple_post(&req) {
+            let refused = refuse_simple_post(&req)
+                .and_then(|()| dc::check(&node.config.datacenter, &web::query(&req)));
+            let mut reply = match refused {
                 Ok(()) => route(&node, req).await.unwrap_or_else(Reply::from),
                 Err(refusal) => Reply::from(refusal),
             };
@@ -158,6 +163,7 @@ fn need_of(method: &Method, segments: &[&str]) -> Need {
         ["v1", "query", ..] => Need::Bare(Bare::Operator, Access::Read),
         ["v1", "agent", "leave"] => Need::Agent(Access::Write),
         ["v1", "agent", ..] => Need::Agent(write),
+        ["v1", "operator", "keyring", ..] => Need::Bare(Bare::Keyring, write),
         ["v1", "plugins", ..] | ["v1", "operator", ..] => Need::Bare(Bare::Operator, write),
         // Consul: a snapshot holds every secret, so saving and restoring take acl = "write".
         ["v1", "snapshot", ..] => Need::Bare(Bare::Acl, Access::Write),
@@ -204,7 +210,12 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusa
         (&Method::GET, ["v1", "status", "peers"]) => Ok(agent::status_peers(node)),
         (&Method::GET, ["v1", "agent", "metrics"]) => agent::metrics(node, &req),
         (&Method::GET, ["v1", "agent", "self"]) => Ok(agent::agent_self(node)),
-        (&Method::GET, ["v1", "agent", "members"]) => Ok(agent::members(node).await),
+        (&Method::GET, ["v1", "agent", "members"]) => Ok(agent::members(node, &req).await),
+        (&Method::GET, ["v1", "catalog", "datacenters"]) => Ok(dc::datacenters(node)),
+        (
+            &Method::GET | &Method::POST | &Method::PUT | &Method::DELETE,
+            ["v1", "operator", "keyring"],
+        ) => Ok(operator::keyring(node, &method)),
         (&Method::PUT, ["v1", "agent", "leave"]) => agent::leave(node).await,
         (&Method::GET, ["v1", "plugins"]) => Ok(plugins::list(node)),
         (&Method::PUT, ["v1", "plugins"]) => plugins::install(node, req).await,

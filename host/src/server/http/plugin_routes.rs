@@ -5,6 +5,7 @@
 //! means and what its response looks like; the host does what it does for every write and
 //! read: forwarding to the leader, the raft log, consistency modes, blocking
 //! (`?index=&wait=`), and `X-Consul-Index`. The host holds no plugin-specific code.
+//! Every request reaches the plugin with `?dc=` set to this server's datacenter.
 
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
@@ -139,7 +140,16 @@ pub async fn serve(
     authz: &Arc<Authz>,
 ) -> Result<Reply, Refusal> {
     let permits = permits(authz);
-    let query = web::query_pairs(&req);
+    let mut query = web::query_pairs(&req);
+    // Consul's `parseDC`: the datacenter a request is for (the route table refused any
+    // other than this one), so a plugin can name it: a given `?dc=` is written as the
+    // configuration spells it, and one is added when there is none.
+    let dc = node.config.datacenter.clone();
+    query.retain(|(k, v)| k != "dc" || !v.is_empty());
+    match query.iter_mut().find(|(k, _)| k == "dc") {
+        Some((_, v)) => *v = dc,
+        None => query.push(("dc".to_string(), dc)),
+    }
     let params = query.iter().cloned().collect();
     let consistency = consistency(&params)?;
     let (min_index, wait) = blocking_params(&params)?;
