@@ -153,8 +153,14 @@ impl PyConsul {
     /// (`host:port`) as its argument; its standard output when it exits with 0, else an
     /// error carrying everything it printed.
     pub fn run_script(&self, script: &str, http_addr: &str) -> Result<String, PyError> {
+        self.run_script_with(script, &[http_addr])
+    }
+
+    /// Runs `tests/py/<script>` with `args`; its standard output when it exits with 0,
+    /// else an error carrying everything it printed.
+    pub fn run_script_with(&self, script: &str, args: &[&str]) -> Result<String, PyError> {
         let mut cmd = Command::new(&self.python);
-        cmd.arg(scripts_dir().join(script)).arg(http_addr);
+        cmd.arg(scripts_dir().join(script)).args(args);
         let out = run(cmd)?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }

@@ -267,3 +267,27 @@ fn acls_need_mutual_tls_on_the_server_port() {
         "{err}"
     );
 }
+
+#[test]
+fn py_consul_over_https_with_a_ca_file_and_tokens() {
+    let py = fsmhost_tests::py_consul::PyConsul::install(std::path::Path::new(env!(
+        "CARGO_TARGET_TMPDIR"
+    )))
+    .unwrap_or_else(|e| panic!("installing py-consul: {e}"));
+    let dir = tempfile::tempdir().unwrap();
+    let extra = secure(dir.path());
+    let mut c = Cluster::start_https(BIN, 1, &extra);
+    c.token = Some(ROOT.to_string());
+    let leader = c.wait_leader(Duration::from_secs(60));
+    wait_until(
+        "the initial management token is stored",
+        Duration::from_secs(20),
+        || c.client(leader).get("/v1/acl/token/self").status == 200,
+    );
+    let https = format!("127.0.0.1:{}", c.servers[leader].https_port);
+    let ca = dir.path().join("cluster-ca.pem");
+    let out = py
+        .run_script_with("secure.py", &[&https, ca.to_str().unwrap(), ROOT])
+        .unwrap_or_else(|e| panic!("{e}\n--- server log\n{}", c.log_tail(leader, 40)));
+    assert_eq!(out.trim(), "ok");
+}

@@ -231,9 +231,22 @@ async fn json_body(req: Request<Incoming>) -> Result<Value, Refusal> {
     Ok(v)
 }
 
+/// A field, its name matched case-insensitively (an exact match first), as Go's JSON
+/// decoding matches Consul's; `null` is absent.
+fn field<'a>(body: &'a Value, name: &str) -> Option<&'a Value> {
+    let o = body.as_object()?;
+    o.get(name)
+        .or_else(|| {
+            o.iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v)
+        })
+        .filter(|v| !v.is_null())
+}
+
 /// A string field; `null` and absent are `None` (Go's zero value).
-fn text(body: &Value, field: &str) -> Option<String> {
-    body.get(field)
+fn text(body: &Value, name: &str) -> Option<String> {
+    field(body, name)
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
         .map(str::to_string)
@@ -242,14 +255,13 @@ fn text(body: &Value, field: &str) -> Option<String> {
 /// `[{ID}|{Name}]` links, resolved to IDs with `find` (a name to its ID).
 fn links(
     body: &Value,
-    field: &str,
+    list: &str,
     what: &str,
     find: impl Fn(&str) -> Option<String>,
     exists: impl Fn(&str) -> bool,
 ) -> Result<Vec<Link>, Refusal> {
     let mut out = Vec::new();
-    for item in body
-        .get(field)
+    for item in field(body, list)
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
@@ -263,7 +275,7 @@ fn links(
                 .ok_or_else(|| Refusal::bad_request(format!("cannot find {what} {name}")))?,
             (None, None) => {
                 return Err(Refusal::bad_request(format!(
-                    "{field}: each link needs an ID or a Name"
+                    "{list}: each link needs an ID or a Name"
                 )));
             }
         };
@@ -363,8 +375,7 @@ fn policy_from(state: &AclState, body: &Value, id: Option<&str>) -> Result<Polic
         }
         None => acls::new_id(),
     };
-    let datacenters = body
-        .get("Datacenters")
+    let datacenters = field(body, "Datacenters")
         .and_then(Value::as_array)
         .map(|a| {
             a.iter()
