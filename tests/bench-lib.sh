@@ -22,11 +22,13 @@ bench_cleanup() {
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# Starts servers s1..s3 with `bootstrap_expect = 3` (their server and HTTP ports in FS and
-# FH) and waits for a leader; sets FSMHOST_LEADER to the leader's HTTP address.
+# Starts servers s1..s3 with `bootstrap_expect = 3` (their server, HTTP and HTTPS ports in
+# FS, FH and FHS) and waits for a leader; sets FSMHOST_LEADER to the leader's HTTP address
+# and FSMHOST_LEADER_HTTPS to its HTTPS one. FSMHOST_EXTRA (TOML tables, such as [tls.*]
+# and [acl]) goes into every config; with it set, the HTTPS port listens too.
 start_fsmhost() {
-  local i join=""
-  for i in 1 2 3; do FS[$i]=$(port); FH[$i]=$(port); join+="\"127.0.0.1:${FS[$i]}\", "; done
+  local i join="" https=""
+  for i in 1 2 3; do FS[$i]=$(port); FH[$i]=$(port); FHS[$i]=$(port); join+="\"127.0.0.1:${FS[$i]}\", "; done
   for i in 1 2 3; do
     cat >"$WORK/s$i.toml" <<TOML
 node_name = "s$i"
@@ -36,17 +38,20 @@ bootstrap_expect = 3
 bind_addr = "127.0.0.1"
 retry_join = [${join%, }]
 log_level = "warn"
-[ports]
-server = ${FS[$i]}
-http = ${FH[$i]}
+ports.server = ${FS[$i]}
+ports.http = ${FH[$i]}
+$( [ -n "${FSMHOST_EXTRA:-}" ] && echo "ports.https = ${FHS[$i]}" )
+${FSMHOST_EXTRA:-}
 TOML
     "$FSMHOST" agent --config-file "$WORK/s$i.toml" >"$WORK/s$i.log" 2>&1 &
     PIDS+=($!)
   done
-  for _ in $(seq 1 150); do
+  for _ in $(seq 1 300); do
     l=$(curl -sf "http://127.0.0.1:${FH[1]}/v1/status/leader" 2>/dev/null | tr -d '"' || true)
     for i in 1 2 3; do
-      if [ "$l" = "127.0.0.1:${FS[$i]}" ]; then FSMHOST_LEADER="127.0.0.1:${FH[$i]}"; return 0; fi
+      if [ "$l" = "127.0.0.1:${FS[$i]}" ]; then
+        FSMHOST_LEADER="127.0.0.1:${FH[$i]}"; FSMHOST_LEADER_HTTPS="127.0.0.1:${FHS[$i]}"; return 0
+      fi
     done
     sleep 0.2
   done

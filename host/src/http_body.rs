@@ -16,6 +16,11 @@ pub type Body = BoxBody<Bytes, std::io::Error>;
 /// How much of a file one chunk carries.
 const CHUNK: usize = 256 << 10;
 
+/// How long a peer may leave a streamed file body unread before the transfer is aborted
+/// (and a temporary file removed): a client that asks for a snapshot and never reads it
+/// cannot pin the archive on disk.
+pub const STALL: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A whole body.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
@@ -28,9 +33,19 @@ pub type Progress = Box<dyn Fn(u64) + Send + Sync + 'static>;
 
 /// A body of the file at `path`, read chunk by chunk as the peer takes them.
 /// `remove_after` deletes the file once it is sent or the transfer stops (a temporary
-/// archive). A read error aborts the body, so the peer sees a broken transfer, never a
-/// short one.
+/// archive). A read error, or a peer that takes no chunk for [`STALL`], aborts the body,
+/// so the peer sees a broken transfer, never a short one.
 pub fn file(path: PathBuf, remove_after: bool, progress: Option<Progress>) -> Body {
+    file_with_stall(path, remove_after, progress, STALL)
+}
+
+/// [`file`], aborting when the peer takes no chunk for `stall`.
+pub fn file_with_stall(
+    path: PathBuf,
+    remove_after: bool,
+    progress: Option<Progress>,
+    stall: std::time::Duration,
+) -> Body {
     let (mut tx, body) = http_body_util::channel::Channel::<Bytes, std::io::Error>::new(4);
     tokio::spawn(async move {
         let sent: std::io::Result<()> = async {
@@ -43,8 +58,15 @@ pub fn file(path: PathBuf, remove_after: bool, progress: Option<Progress>) -> Bo
                     return Ok(());
                 }
                 buf.truncate(n);
-                if tx.send_data(Bytes::from(buf)).await.is_err() {
-                    return Ok(()); // the peer went away
+                match tokio::time::timeout(stall, tx.send_data(Bytes::from(buf))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return Ok(()), // the peer went away
+                    Err(_) => {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("the peer read nothing for {stall:?}"),
+                        ));
+                    }
                 }
                 total += n as u64;
                 if let Some(p) = &progress {
@@ -100,4 +122,31 @@ where
         let _ = tokio::fs::remove_file(path).await;
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unread_temporary_file_is_removed_after_the_stall() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("archive.tgz");
+        std::fs::write(&path, vec![7u8; 8 * CHUNK]).unwrap();
+        let body = file_with_stall(
+            path.clone(),
+            true,
+            None,
+            std::time::Duration::from_millis(50),
+        );
+        // Nobody reads: the channel fills, the sender stalls, the file goes.
+        for _ in 0..100 {
+            if !path.exists() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(!path.exists(), "the unread archive is still on disk");
+        drop(body);
+    }
 }

@@ -95,6 +95,17 @@ pub struct Fsm {
     store: RwLock<Arc<Store>>,
     system: RwLock<SystemState>,
     last_applied: AtomicU64,
+    /// Queries that may run at once (one fewer than the cores, at least one): a query runs
+    /// on a blocking thread under one of these, so long plugin reads can neither occupy the
+    /// async workers raft and the HTTP ports need nor take every core from the apply path.
+    query_slots: tokio::sync::Semaphore,
+}
+
+/// How many queries run at once: one core is left for applying the log and serving.
+fn query_slots() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get().saturating_sub(1))
+        .max(1)
 }
 
 impl Fsm {
@@ -110,6 +121,7 @@ impl Fsm {
             store: RwLock::new(Arc::new(store)),
             system: RwLock::new(SystemState::default()),
             last_applied: AtomicU64::new(0),
+            query_slots: tokio::sync::Semaphore::new(query_slots()),
         }
     }
 
@@ -303,7 +315,35 @@ impl Fsm {
     /// Runs query `name` of `plugin` against the current state.
     pub fn query(&self, plugin: &str, name: &str, args: &[u8]) -> Result<QueryOutput, FsmError> {
         let (plugins, store) = self.current();
-        self.query_in(&plugins, &store, plugin, name, args)
+        Self::query_in(&plugins, &store, plugin, name, args)
+    }
+
+    /// Runs a query on a blocking thread once one of the query slots is free (see
+    /// `Fsm::query_slots`).
+    async fn query_off_thread(
+        &self,
+        plugins: Arc<PluginSet>,
+        store: Arc<Store>,
+        plugin: &str,
+        name: &str,
+        args: &[u8],
+    ) -> Result<QueryOutput, FsmError> {
+        let unavailable = |reason: String| {
+            FsmError::Call(crate::plugin::CallError::Unavailable {
+                plugin: plugin.to_string(),
+                call: format!("query {name}"),
+                reason,
+            })
+        };
+        let _slot = self
+            .query_slots
+            .acquire()
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        let (p, n, a) = (plugin.to_string(), name.to_string(), args.to_vec());
+        tokio::task::spawn_blocking(move || Self::query_in(&plugins, &store, &p, &n, &a))
+            .await
+            .map_err(|e| unavailable(format!("the query's thread ended: {e}")))?
     }
 
     /// The plugins and the store that belong together (an install switches both).
@@ -316,7 +356,6 @@ impl Fsm {
     /// Runs a query of `plugins` against `store`, their matching store (the current one, or
     /// one a blocking query watches).
     fn query_in(
-        &self,
         plugins: &PluginSet,
         store: &Store,
         plugin: &str,
@@ -352,7 +391,9 @@ impl Fsm {
             // The watch is on the store the query read: if a restore replaces it meanwhile,
             // the watch wakes at once (abandoned) and the answer comes from the new store.
             let (plugins, store) = self.current();
-            let out = self.query_in(&plugins, &store, plugin, name, args)?;
+            let out = self
+                .query_off_thread(plugins, store.clone(), plugin, name, args)
+                .await?;
             if out.index > min_index || min_index == 0 {
                 return Ok(out);
             }
@@ -368,7 +409,12 @@ impl Fsm {
             let left = deadline.saturating_duration_since(Instant::now());
             match watch.wait(left).await {
                 Wake::Changed => continue,
-                Wake::Abandoned | Wake::TimedOut => return self.query(plugin, name, args),
+                Wake::Abandoned | Wake::TimedOut => {
+                    let (plugins, store) = self.current();
+                    return self
+                        .query_off_thread(plugins, store, plugin, name, args)
+                        .await;
+                }
             }
         }
     }

@@ -42,6 +42,9 @@ pub async fn run_policy(node: Arc<Node>) {
     let policy = node.config.snapshots;
     loop {
         tokio::time::sleep(randomized(policy.interval)).await;
+        node.snapshots
+            .blobs
+            .remove_orphans(crate::snapshot::blobs::ORPHAN_AGE);
         let (applied, snapshot) = {
             let m = node.raft.metrics().borrow().clone();
             (

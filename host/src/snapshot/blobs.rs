@@ -8,7 +8,9 @@
 //! Invariants: a file under a hash name has that SHA-256 (it is written under a `.tmp`
 //! name, checked, then renamed); a blob is removed only once this server's log is compacted
 //! past the entry that names it (replaying the log no longer needs it), and the newest
-//! applied blob is kept even then, for peers still catching up.
+//! applied blob is kept even then, for peers still catching up; a blob no entry ever
+//! applied (pushed for an install or restore that never committed) is removed once it is
+//! older than [`ORPHAN_AGE`].
 
 use sha2::{Digest, Sha256};
 use std::fs::File;
@@ -16,6 +18,10 @@ use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use super::SnapshotError;
+
+/// How long a blob that no applied entry names may stay (it was pushed or stored for an
+/// entry that never committed, or by a peer that has no business pushing it).
+pub const ORPHAN_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// The blob directory of one server.
 #[derive(Debug)]
@@ -138,5 +144,58 @@ impl Blobs {
                 let _ = std::fs::remove_file(&marker);
             }
         }
+    }
+
+    /// Removes every blob older than `max_age` that no applied entry names (no
+    /// `.applied` marker); returns how many.
+    pub fn remove_orphans(&self, max_age: std::time::Duration) -> usize {
+        let mut removed = 0;
+        for entry in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !is_sha256(&name) || path.with_extension("applied").exists() {
+                continue;
+            }
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > max_age);
+            if old && std::fs::remove_file(&path).is_ok() {
+                tracing::info!(target: "agent.server.snapshot",
+                    "removed a blob no entry applied: path={}", path.display());
+                removed += 1;
+            }
+        }
+        removed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn orphans_go_after_the_deadline_and_applied_blobs_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::open(dir.path().to_path_buf()).unwrap();
+        let write = |name: &str, age: Duration| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, b"x").unwrap();
+            let f = File::options().write(true).open(&path).unwrap();
+            f.set_modified(SystemTime::now() - age).unwrap();
+            path
+        };
+        let hour = Duration::from_secs(3600);
+        let orphan = write(&"a".repeat(64), 2 * hour);
+        let young = write(&"b".repeat(64), Duration::ZERO);
+        let applied = write(&"c".repeat(64), 2 * hour);
+        std::fs::write(applied.with_extension("applied"), "7").unwrap();
+        let other = write("notes.txt", 2 * hour);
+        assert_eq!(blobs.remove_orphans(hour), 1);
+        assert!(!orphan.exists());
+        assert!(young.exists() && applied.exists() && other.exists());
     }
 }

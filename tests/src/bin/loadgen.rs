@@ -64,6 +64,13 @@ struct Load {
     /// Reads pick keys among the first `keyspace` ids (0: every id, as writes do).
     #[arg(long, default_value_t = 0)]
     keyspace: usize,
+    /// A CA file: speak HTTPS to `--addr https://host:port`, checking the server's
+    /// certificate (KV operations only), with fsmhost's own client.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// An ACL token sent with every request (`X-Consul-Token`; KV operations only).
+    #[arg(long)]
+    token: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -109,6 +116,11 @@ enum Target {
 
 /// One client's connection to one server.
 enum Conn {
+    /// fsmhost's own client (TLS and a token), for the KV operations.
+    Rpc {
+        client: fsmhost::raft::network::RpcClient,
+        addr: String,
+    },
     Http1 {
         client: Client<HttpConnector, Full<Bytes>>,
         addr: String,
@@ -187,6 +199,24 @@ fn catalog_request(op: &str, service: &str, key: &str) -> (hyper::Method, String
 impl Conn {
     async fn send(&self, op: &str, service: &str, key: &str, value: &[u8]) -> Result<(), String> {
         let (client, req) = match self {
+            Conn::Rpc { client, addr } => {
+                let (method, query, body) = match op {
+                    "kv-put" => (hyper::Method::PUT, "", value.to_vec()),
+                    "kv-get" => (hyper::Method::GET, "", Vec::new()),
+                    "kv-get-stale" => (hyper::Method::GET, "?stale", Vec::new()),
+                    other => {
+                        return Err(format!(
+                            "--ca-file/--token serve KV operations, not {other}"
+                        ));
+                    }
+                };
+                let path = format!("/v1/kv/{key}{query}");
+                return client
+                    .request(method, addr, &path, body, Duration::from_secs(30))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string());
+            }
             Conn::Http1 { client, addr }
                 if op.starts_with("catalog-") || op == "health-service" =>
             {
@@ -291,8 +321,29 @@ async fn drive(target: &str, servers: Vec<String>, load: Load, grpc: bool) {
         } else {
             Client::builder(TokioExecutor::new()).build(connector())
         };
+        let secure = load.ca_file.is_some() || load.token.is_some();
         let conn = if grpc {
             Conn::Grpc { client, addr }
+        } else if secure {
+            let rpc = match &load.ca_file {
+                Some(ca) => {
+                    let settings = fsmhost::tls::TlsSettings {
+                        ca_file: Some(ca.clone()),
+                        verify_outgoing: true,
+                        peer_name: fsmhost::tls::PeerName::Dialled,
+                        ..Default::default()
+                    };
+                    let tls = fsmhost::tls::Tls::load("--ca-file", settings)
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    fsmhost::raft::network::RpcClient::with_tls(&tls)
+                        .unwrap_or_else(|e| panic!("{e}"))
+                }
+                None => fsmhost::raft::network::RpcClient::new(),
+            };
+            Conn::Rpc {
+                client: rpc.with_token(load.token.clone()),
+                addr,
+            }
         } else {
             Conn::Http1 { client, addr }
         };

@@ -158,6 +158,11 @@ fn https_requires_client_certificates_and_sighup_reloads_them() {
     assert!(!err.is_empty());
     let (code, out, err) = get(&ca, Some(&client), &[]);
     assert_eq!((code, out.trim()), (0, "v"), "{err}");
+    // A client certificate from another CA is refused as no certificate is.
+    let foreign = Pki::new(dir.path(), "foreign");
+    let stranger = foreign.issue("client", &["client.dc1.consul"]);
+    let (code, _, _) = get(&ca, Some(&stranger), &[]);
+    assert_eq!(code, 1, "answered a client certificate from a foreign CA");
     // -tls-server-name: the certificate must be valid for that name.
     let (code, out, err) = get(
         &ca,
