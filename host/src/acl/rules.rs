@@ -1,189 +1,284 @@
-//! Consul's rule language: one policy's rules, parsed from HCL (with the `hcl-rs` crate,
-//! whose serde form of blocks is exactly Consul's JSON form) or JSON into [`Rules`].
-//!
-//! ```text
-//! key_prefix "" { policy = "read" }          {"key_prefix": {"": {"policy": "read"}},
-//! key "app/config" { policy = "write" }       "key": {"app/config": {"policy": "write"}},
-//! operator = "read"                           "operator": "read"}
-//! namespace "team" { service_prefix "" { policy = "write" } }   (enterprise editions)
-//! ```
+//! One policy's rules as data: the rules of one scope ([`RuleSet`]), and the policy as a
+//! whole ([`Rules`]): its top-level rules and its Enterprise `namespace` and `partition`
+//! blocks. Rules for the same segment or scope merge as Consul's `policy_merger.go` does,
+//! whether they come from one policy (a duplicate block) or from several (a token's).
 
-use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
 use super::{Access, Bare, Resource, RulesError};
 
-/// The rules of one scope (a namespace, or the top level): exact and prefix rules per
-/// resource, and the bare resources' levels.
+/// How a rule matches segments: `key "foo"` is exact, `key_prefix "foo"` a prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Match {
+    /// The segment itself.
+    Exact,
+    /// Every segment that starts with it.
+    Prefix,
+}
+
+/// One segmented rule: its level and, for services, its `intentions` level (unset: the
+/// service's `read` or `write` gives intentions `read`, `deny` gives `deny`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentRule {
+    /// The `policy` value.
+    pub access: Access,
+    /// The `intentions` value of a service rule.
+    pub intentions: Option<Access>,
+}
+
+impl SegmentRule {
+    /// Consul's merge of two rules for one segment: each level keeps the one that takes
+    /// precedence (deny > write > list > read; an unset `intentions` loses to any).
+    pub fn merge(self, other: SegmentRule) -> SegmentRule {
+        let access = if other.access.takes_precedence_over(self.access) {
+            other.access
+        } else {
+            self.access
+        };
+        let intentions = match (self.intentions, other.intentions) {
+            (Some(a), Some(b)) if b.takes_precedence_over(a) => Some(b),
+            (Some(a), _) => Some(a),
+            (None, b) => b,
+        };
+        SegmentRule { access, intentions }
+    }
+}
+
+/// The rules of one resource: exact and prefix rules by segment.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Scope {
-    /// `key "a"`-style rules.
-    pub exact: BTreeMap<(Resource, String), Access>,
-    /// `key_prefix "a"`-style rules.
-    pub prefix: BTreeMap<(Resource, String), Access>,
-    /// `operator = "read"`-style rules.
-    pub bare: BTreeMap<Bare, Access>,
+pub(crate) struct Tree {
+    pub(crate) exact: BTreeMap<String, SegmentRule>,
+    pub(crate) prefix: BTreeMap<String, SegmentRule>,
 }
 
-/// Which namespaces a `namespace` or `namespace_prefix` block is about.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum NamespaceMatch {
-    /// `namespace "name"`.
-    Exact(String),
-    /// `namespace_prefix "prefix"`.
-    Prefix(String),
+impl Tree {
+    fn side(&mut self, how: Match) -> &mut BTreeMap<String, SegmentRule> {
+        match how {
+            Match::Exact => &mut self.exact,
+            Match::Prefix => &mut self.prefix,
+        }
+    }
+
+    fn insert(&mut self, how: Match, segment: &str, rule: SegmentRule) {
+        let side = self.side(how);
+        let merged = match side.get(segment) {
+            Some(old) => old.merge(rule),
+            None => rule,
+        };
+        side.insert(segment.to_string(), merged);
+    }
+
+    fn merge(&mut self, other: &Tree) {
+        for (segment, rule) in &other.exact {
+            self.insert(Match::Exact, segment, *rule);
+        }
+        for (segment, rule) in &other.prefix {
+            self.insert(Match::Prefix, segment, *rule);
+        }
+    }
+
+    /// Consul's `getPolicy`: the exact rule for `segment`, else the rule of its longest
+    /// matching prefix.
+    pub(crate) fn lookup(&self, segment: &str) -> Option<SegmentRule> {
+        if let Some(rule) = self.exact.get(segment) {
+            return Some(*rule);
+        }
+        if self.prefix.is_empty() {
+            return None;
+        }
+        (0..=segment.len())
+            .rev()
+            .filter(|&end| segment.is_char_boundary(end))
+            .find_map(|end| self.prefix.get(&segment[..end]).copied())
+    }
+
+    /// Every rule whose segment starts with `prefix` (exact and prefix rules alike).
+    pub(crate) fn under<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = SegmentRule> + 'a {
+        use std::ops::Bound::{Included, Unbounded};
+        let exact = self.exact.range::<str, _>((Included(prefix), Unbounded));
+        let prefixes = self.prefix.range::<str, _>((Included(prefix), Unbounded));
+        exact
+            .take_while(move |(s, _)| s.starts_with(prefix))
+            .chain(prefixes.take_while(move |(s, _)| s.starts_with(prefix)))
+            .map(|(_, r)| *r)
+    }
 }
 
-/// One policy's rules.
+/// The rules of one scope: segmented rules per resource and the bare ones. A policy's
+/// top level is one; so is the inside of each `namespace` or `partition` block.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RuleSet {
+    pub(crate) trees: BTreeMap<Resource, Tree>,
+    pub(crate) bare: BTreeMap<Bare, Access>,
+    /// `identity` / `identity_prefix` rules (Consul 1.17+): parsed and merged, not enforced.
+    pub(crate) identities: Tree,
+}
+
+impl RuleSet {
+    /// Adds a segmented rule, merging it with one already there for the same segment.
+    pub fn insert(&mut self, resource: Resource, how: Match, segment: &str, rule: SegmentRule) {
+        self.trees
+            .entry(resource)
+            .or_default()
+            .insert(how, segment, rule);
+    }
+
+    /// Sets a bare rule, merging it with one already there.
+    pub fn set_bare(&mut self, bare: Bare, access: Access) {
+        let merged = match self.bare.get(&bare) {
+            Some(old) if !access.takes_precedence_over(*old) => *old,
+            _ => access,
+        };
+        self.bare.insert(bare, merged);
+    }
+
+    pub(crate) fn insert_identity(&mut self, how: Match, name: &str, rule: SegmentRule) {
+        self.identities.insert(how, name, rule);
+    }
+
+    /// The rule written for exactly this segment and match (no precedence applied).
+    pub fn rule(&self, resource: Resource, how: Match, segment: &str) -> Option<SegmentRule> {
+        let tree = self.trees.get(&resource)?;
+        match how {
+            Match::Exact => tree.exact.get(segment).copied(),
+            Match::Prefix => tree.prefix.get(segment).copied(),
+        }
+    }
+
+    /// The bare rule, if one was written.
+    pub fn bare(&self, bare: Bare) -> Option<Access> {
+        self.bare.get(&bare).copied()
+    }
+
+    /// The rule that applies to `segment` of `resource` in this scope: the exact rule, else
+    /// the longest matching prefix rule.
+    pub fn lookup(&self, resource: Resource, segment: &str) -> Option<SegmentRule> {
+        self.trees.get(&resource)?.lookup(segment)
+    }
+
+    /// Whether no rule at all was written.
+    pub fn is_empty(&self) -> bool {
+        self.trees
+            .values()
+            .all(|t| t.exact.is_empty() && t.prefix.is_empty())
+            && self.bare.is_empty()
+            && self.identities.exact.is_empty()
+            && self.identities.prefix.is_empty()
+    }
+
+    /// Merges `other` into this scope, rule by rule, with Consul's precedence.
+    pub fn merge(&mut self, other: &RuleSet) {
+        for (resource, tree) in &other.trees {
+            self.trees.entry(*resource).or_default().merge(tree);
+        }
+        for (bare, access) in &other.bare {
+            self.set_bare(*bare, *access);
+        }
+        self.identities.merge(&other.identities);
+    }
+}
+
+/// An Enterprise `namespace` / `namespace_prefix` block: its rules, and its own `policy`
+/// (managing the namespace itself).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NamespaceBlock {
+    /// The block's `policy = "..."`, if any.
+    pub policy: Option<Access>,
+    /// The rules inside it.
+    pub rules: RuleSet,
+}
+
+impl NamespaceBlock {
+    /// Merges another block for the same namespace into this one.
+    pub fn merge(&mut self, other: &NamespaceBlock) {
+        self.policy = match (self.policy, other.policy) {
+            (Some(a), Some(b)) if b.takes_precedence_over(a) => Some(b),
+            (Some(a), _) => Some(a),
+            (None, b) => b,
+        };
+        self.rules.merge(&other.rules);
+    }
+}
+
+/// An Enterprise `partition` / `partition_prefix` block: its rules and its namespace blocks.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PartitionBlock {
+    /// The rules directly inside it (nodes, mesh, peering, ...).
+    pub rules: RuleSet,
+    /// Its `namespace` / `namespace_prefix` blocks, by match and name.
+    pub namespaces: BTreeMap<(Match, String), NamespaceBlock>,
+}
+
+impl PartitionBlock {
+    /// Merges another block for the same partition into this one.
+    pub fn merge(&mut self, other: &PartitionBlock) {
+        self.rules.merge(&other.rules);
+        merge_namespaces(&mut self.namespaces, &other.namespaces);
+    }
+}
+
+fn merge_namespaces(
+    into: &mut BTreeMap<(Match, String), NamespaceBlock>,
+    from: &BTreeMap<(Match, String), NamespaceBlock>,
+) {
+    for (key, block) in from {
+        into.entry(key.clone()).or_default().merge(block);
+    }
+}
+
+/// One policy's rules, parsed from HCL or JSON (auto-detected: JSON if the text parses as a
+/// JSON object). The top-level rules apply in partition `default`, namespace `default`
+/// (all there is in Consul CE); Enterprise blocks are kept per scope.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Rules {
-    /// The top level: the `default` partition's `default` namespace (all of OSS).
-    pub scope: Scope,
-    /// Enterprise blocks: (partition, which namespaces) to their rules. Top-level
-    /// `namespace` blocks are in partition `default`; a `partition "p"` block's own rules
-    /// are `(p, Exact("default"))`.
-    pub namespaces: BTreeMap<(String, NamespaceMatch), Scope>,
-}
-
-fn err(m: impl Into<String>) -> RulesError {
-    RulesError(m.into())
+    /// The top-level rules.
+    pub top: RuleSet,
+    /// Top-level `namespace` / `namespace_prefix` blocks (in partition `default`).
+    pub namespaces: BTreeMap<(Match, String), NamespaceBlock>,
+    /// `partition` / `partition_prefix` blocks.
+    pub partitions: BTreeMap<(Match, String), PartitionBlock>,
 }
 
 impl Rules {
-    /// Parses rules in HCL or JSON (JSON when the text is a JSON object). Empty text is no
-    /// rules. Errors name the rule.
+    /// Parses one policy's rules. Empty text is no rules. HCL syntax errors are
+    /// `Failed to parse ACL rules: <the parser's message, with line and column>`; a bad
+    /// level is Consul's `Invalid <rule> policy: ...` naming the rule; an unknown resource
+    /// or field is an error naming it (Consul CE silently ignores those).
     pub fn parse(text: &str) -> Result<Rules, RulesError> {
-        if text.trim().is_empty() {
-            return Ok(Rules::default());
+        super::parse::parse(text)
+    }
+
+    /// Merges `other` into these rules, scope by scope and rule by rule (Consul's
+    /// `MergePolicies`).
+    pub fn merge(&mut self, other: &Rules) {
+        self.top.merge(&other.top);
+        merge_namespaces(&mut self.namespaces, &other.namespaces);
+        for (key, block) in &other.partitions {
+            self.partitions.entry(key.clone()).or_default().merge(block);
         }
-        let value: Value = match serde_json::from_str::<Value>(text) {
-            Ok(v @ Value::Object(_)) => v,
-            _ => hcl::from_str(text).map_err(|e| err(e.to_string().trim().replace('\n', " ")))?,
-        };
-        let Value::Object(top) = value else {
-            return Err(err("the rules are not a set of blocks and attributes"));
-        };
-        let mut rules = Rules::default();
-        let mut scope = Scope::default();
-        for (word, v) in &top {
-            match word.as_str() {
-                "namespace" | "namespace_prefix" => {
-                    namespace_blocks(&mut rules, "default", word, v)?;
-                }
-                "partition" | "partition_prefix" => {
-                    for (partition, body) in blocks(word, v)? {
-                        let body = object(word, &partition, &body)?;
-                        let mut own = Scope::default();
-                        for (w, inner) in body {
-                            match w.as_str() {
-                                "namespace" | "namespace_prefix" => {
-                                    namespace_blocks(&mut rules, &partition, w, inner)?
-                                }
-                                _ => rule(&mut own, w, inner)?,
-                            }
-                        }
-                        rules
-                            .namespaces
-                            .insert((partition, NamespaceMatch::Exact("default".into())), own);
-                    }
-                }
-                _ => rule(&mut scope, word, v)?,
-            }
+    }
+
+    /// The merge of several policies' rules.
+    pub fn merged(policies: &[Rules]) -> Rules {
+        let mut all = Rules::default();
+        for p in policies {
+            all.merge(p);
         }
-        rules.scope = scope;
-        Ok(rules)
+        all
     }
 }
 
-/// The `name { body }` pairs of a block word: an object of labels, or (JSON) a list of
-/// such objects.
-fn blocks(word: &str, v: &Value) -> Result<Vec<(String, Value)>, RulesError> {
-    match v {
-        Value::Object(m) => Ok(m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
-        Value::Array(list) => {
-            let mut out = Vec::new();
-            for item in list {
-                out.extend(blocks(word, item)?);
-            }
-            Ok(out)
-        }
-        other => Err(err(format!(
-            "{word} must be a block with a name (e.g. {word} \"name\" {{ ... }}), not {other}"
-        ))),
+/// The block for `name` among exact and prefix blocks: the exact one, else the longest
+/// matching prefix.
+pub(crate) fn select<'a, T>(blocks: &'a BTreeMap<(Match, String), T>, name: &str) -> Option<&'a T> {
+    if blocks.is_empty() {
+        return None;
     }
-}
-
-fn object<'a>(word: &str, name: &str, v: &'a Value) -> Result<&'a Map<String, Value>, RulesError> {
-    v.as_object()
-        .ok_or_else(|| err(format!("{word} {name:?} must be a block")))
-}
-
-fn namespace_blocks(
-    rules: &mut Rules,
-    partition: &str,
-    word: &str,
-    v: &Value,
-) -> Result<(), RulesError> {
-    for (name, body) in blocks(word, v)? {
-        let mut scope = Scope::default();
-        for (w, inner) in object(word, &name, &body)? {
-            rule(&mut scope, w, inner)?;
-        }
-        let which = if word == "namespace" {
-            NamespaceMatch::Exact(name)
-        } else {
-            NamespaceMatch::Prefix(name)
-        };
-        rules
-            .namespaces
-            .insert((partition.to_string(), which), scope);
+    if let Some(b) = blocks.get(&(Match::Exact, name.to_string())) {
+        return Some(b);
     }
-    Ok(())
-}
-
-/// A level word, or Consul's error for `resource`.
-fn level(resource: &str, v: &Value) -> Result<Access, RulesError> {
-    v.as_str()
-        .and_then(Access::parse)
-        .ok_or_else(|| err(format!("Invalid {resource} policy: {v}")))
-}
-
-/// Adds one top-level rule (`operator = ...`, `key "x" { ... }`, `key_prefix ...`).
-fn rule(scope: &mut Scope, word: &str, v: &Value) -> Result<(), RulesError> {
-    if let Some((bare, _)) = Bare::ALL.iter().find(|(_, w)| *w == word) {
-        scope.bare.insert(*bare, level(word, v)?);
-        return Ok(());
-    }
-    let (base, is_prefix) = match word.strip_suffix("_prefix") {
-        Some(base) => (base, true),
-        None => (word, false),
-    };
-    let Some((resource, _)) = Resource::ALL.iter().find(|(_, w)| *w == base) else {
-        return Err(err(format!("unknown rule {word:?}")));
-    };
-    for (segment, body) in blocks(word, v)? {
-        let body = object(word, &segment, &body)?;
-        let policy = body
-            .get("policy")
-            .ok_or_else(|| err(format!("{word} {segment:?} has no policy")))?;
-        for field in body.keys() {
-            // `intentions` (service rules) is Consul Connect's; accepted, not used here.
-            if field != "policy" && !(base == "service" && field == "intentions") {
-                return Err(err(format!("{word} {segment:?}: unknown field {field:?}")));
-            }
-        }
-        let access = level(base, policy)?;
-        if access == Access::List && *resource != Resource::Key {
-            return Err(err(format!(
-                "Invalid {base} policy: \"list\" (list is for keys only)"
-            )));
-        }
-        let map = if is_prefix {
-            &mut scope.prefix
-        } else {
-            &mut scope.exact
-        };
-        map.insert((*resource, segment), access);
-    }
-    Ok(())
+    (0..=name.len())
+        .rev()
+        .filter(|&end| name.is_char_boundary(end))
+        .find_map(|end| blocks.get(&(Match::Prefix, name[..end].to_string())))
 }
