@@ -28,10 +28,11 @@ run_load() { # label addr [loadgen flags...]
   done
 }
 
-stop_all() {
+stop_all() { # and remove their data dirs: the next cluster reuses the names s1..s3
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   PIDS=()
+  rm -rf "$WORK"/s1 "$WORK"/s2 "$WORK"/s3
 }
 
 # 1. Plaintext, no ACLs. The same client as below (fsmhost's own, which a token selects;
@@ -70,3 +71,9 @@ curl -sf --cacert "$CA" -X PUT -H "X-Consul-Token: $ROOT" "$H/v1/acl/policy" \
 TOKEN=$(curl -sf --cacert "$CA" -X PUT -H "X-Consul-Token: $ROOT" "$H/v1/acl/token" \
   -d '{"Description":"bench","Policies":[{"Name":"bench"}]}' | json_field SecretID)
 run_load tls+acl "$H" --ca-file "$CA" --token "$TOKEN"
+stop_all
+
+# 3. The same TLS, without ACLs: what TLS alone costs.
+FSMHOST_EXTRA=$(printf '%s\n' "$FSMHOST_EXTRA" | sed '/^\[acl/,$d')
+start_fsmhost
+run_load tls "https://$FSMHOST_LEADER_HTTPS" --ca-file "$CA" --token unused

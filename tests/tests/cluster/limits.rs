@@ -86,3 +86,53 @@ fn a_client_over_its_connection_limit_is_closed_and_others_are_served() {
             .contains("closed a connection from 127.0.0.2")
     );
 }
+
+/// The attack: ten concurrent calls of a plugin's slow query held an unrelated kv
+/// write up for 12.9 s. Queries now run on blocking threads under cores − 1 query slots:
+/// the write is answered while the slow queries are still queued or running.
+#[test]
+fn slow_plugin_queries_do_not_hold_up_writes() {
+    let files = tempfile::tempdir().unwrap();
+    let write = |name: &str, bytes: &[u8]| {
+        let path = files.path().join(format!("{name}.wasm"));
+        std::fs::write(&path, bytes).unwrap();
+        path.display().to_string()
+    };
+    let kv = write("kv", fsmhost_tests::bundled("kv"));
+    let slow = write("loop-forever", fsmhost_tests::fixture("loop-forever"));
+    let mut c = Cluster::start_with(BIN, 1, &format!("plugins = [{kv:?}, {slow:?}]"));
+    let leader = c.wait_leader(Duration::from_secs(30));
+    let addr = c.servers[leader].http_addr();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let queries: Vec<_> = (0..10)
+        .map(|_| {
+            let (addr, done) = (addr.clone(), done_tx.clone());
+            std::thread::spawn(move || {
+                let r = fsmhost_tests::client::Client::new(addr).request(
+                    "POST",
+                    "/v1/query/loop-forever/busy",
+                    "application/cbor",
+                    [0xf6],
+                );
+                let _ = done.send(r.status);
+            })
+        })
+        .collect();
+    // Once the queries are in, a write: it must not wait for all ten to burn their fuel.
+    std::thread::sleep(Duration::from_millis(300));
+    let put = c.client(leader).put("/v1/kv/unrelated", "x");
+    assert_eq!(put.text(), "true");
+    let finished_before_the_write = done_rx.try_iter().count();
+    assert!(
+        finished_before_the_write < 10,
+        "the write was answered only after all ten slow queries"
+    );
+    for q in queries {
+        q.join().unwrap();
+    }
+    let statuses: Vec<u16> = done_rx.try_iter().collect();
+    assert!(
+        statuses.iter().all(|s| *s == 422),
+        "{statuses:?}: each slow query runs out of fuel"
+    );
+}
