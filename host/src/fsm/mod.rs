@@ -95,17 +95,16 @@ pub struct Fsm {
     store: RwLock<Arc<Store>>,
     system: RwLock<SystemState>,
     last_applied: AtomicU64,
-    /// Queries that may run at once (one fewer than the cores, at least one): a query runs
-    /// on a blocking thread under one of these, so long plugin reads can neither occupy the
-    /// async workers raft and the HTTP ports need nor take every core from the apply path.
+    /// Queries that may run at once (as many as the cores): a query runs on a blocking
+    /// thread under one of these, so long plugin reads neither occupy the async workers raft
+    /// and the HTTP ports need nor pile up more threads than there are cores.
     query_slots: tokio::sync::Semaphore,
 }
 
-/// How many queries run at once: one core is left for applying the log and serving.
+/// How many queries run at once: as many as there are cores, on threads of their own
+/// (the OS shares the cores between them and the apply path; the async workers stay free).
 fn query_slots() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get().saturating_sub(1))
-        .max(1)
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 impl Fsm {
