@@ -314,7 +314,18 @@ pub enum PluginCommand {
 /// flags accepted) and runs them; returns the exit code.
 pub fn main() -> i32 {
     use clap::Parser;
-    run(Cli::parse_from(normalize_args(std::env::args_os())))
+    let cli = Cli::parse_from(normalize_args(std::env::args_os()));
+    if !matches!(cli.command, Command::Agent(_)) {
+        // A client command printing into a closed pipe (`fsmhost kv get -recurse | head`)
+        // ends quietly, as Unix tools do, instead of panicking on the write. The agent keeps
+        // Rust's default (SIGPIPE ignored): a peer closing a socket is an error to handle,
+        // never a reason to die.
+        // SAFETY: resets one signal's disposition before any thread starts; no handler runs.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
+    run(cli)
 }
 
 /// Runs the parsed command line; returns the process exit code.

@@ -86,6 +86,15 @@ fn plugins_endpoint_list_and_version() {
             fsmhost::plugin::CONTRACT_VERSION
         )
     );
+    // Into a pipe closed after the first line: ends quietly, no panic on the write.
+    let (code, out, err) = crate::support::run(
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("{BIN} plugin bundled | head -1")),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("plugin "), "{out}");
+    assert!(!err.contains("panicked"), "{err}");
 }
 
 /// Runs an agent with `extra` in its config that must refuse to start; returns its stderr.
