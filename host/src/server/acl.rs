@@ -190,7 +190,7 @@ impl Authz {
             return Ok(());
         }
         Err(self.denied(
-            &format!("{}:{}", resource_name(resource), access_name(access)),
+            &format!("{}:{}", resource.name(), access.as_str()),
             Some(segment),
         ))
     }
@@ -208,10 +208,7 @@ impl Authz {
         if self.authorizer.allows_bare(bare, access) {
             return Ok(());
         }
-        Err(self.denied(
-            &format!("{}:{}", bare_name(bare), access_name(access)),
-            None,
-        ))
+        Err(self.denied(&format!("{}:{}", bare.name(), access.as_str()), None))
     }
 
     /// Consul's 403: `Permission denied: token with AccessorID '…' lacks permission
@@ -235,38 +232,6 @@ impl Authz {
             StatusCode::FORBIDDEN,
             format!("Permission denied: {who} lacks permission '{permission}'{on}{hint}"),
         )
-    }
-}
-
-/// Consul's name of a resource with segments.
-pub fn resource_name(r: Resource) -> &'static str {
-    match r {
-        Resource::Agent => "agent",
-        Resource::Event => "event",
-        Resource::Key => "key",
-        Resource::Node => "node",
-        Resource::Query => "query",
-        Resource::Service => "service",
-        Resource::Session => "session",
-    }
-}
-
-fn bare_name(b: Bare) -> &'static str {
-    match b {
-        Bare::Acl => "acl",
-        Bare::Keyring => "keyring",
-        Bare::Mesh => "mesh",
-        Bare::Operator => "operator",
-        Bare::Peering => "peering",
-    }
-}
-
-fn access_name(a: Access) -> &'static str {
-    match a {
-        Access::Deny => "deny",
-        Access::Read => "read",
-        Access::List => "list",
-        Access::Write => "write",
     }
 }
 
