@@ -20,6 +20,7 @@
 //! assert_eq!(visible.len(), 2, "outside a Harness with permissions, everything is allowed");
 //! ```
 
+use crate::Tenancy;
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -75,6 +76,9 @@ pub struct Need {
     pub access: Access,
     /// On every name under `segment` (a recursive delete: Consul's key write prefix).
     pub prefix: bool,
+    /// The partition and namespace it is needed in (empty: `default`; enterprise
+    /// editions).
+    pub tenancy: Tenancy,
 }
 
 impl Need {
@@ -85,7 +89,13 @@ impl Need {
             segment: segment.to_string(),
             access,
             prefix: false,
+            tenancy: Tenancy::default(),
         }
+    }
+    /// The same need, in `tenancy`'s partition and namespace (an enterprise request's).
+    pub fn in_tenancy(mut self, tenancy: &Tenancy) -> Need {
+        self.tenancy = tenancy.clone();
+        self
     }
     /// Read on `segment`.
     pub fn read(resource: Resource, segment: &str) -> Need {
@@ -132,12 +142,18 @@ impl Drop for RuleGuard {
 /// `segment` of `resource` (always true when the host runs without ACLs). Outside a route
 /// or a renderer it is false. Natively it follows [`set_native_rule`], else allows all.
 pub fn allowed(resource: Resource, segment: &str, access: Access) -> bool {
+    allowed_in(&Tenancy::default(), resource, segment, access)
+}
+
+/// [`allowed`], in `tenancy`'s partition and namespace (an enterprise record's).
+pub fn allowed_in(tenancy: &Tenancy, resource: Resource, segment: &str, access: Access) -> bool {
     #[cfg(target_arch = "wasm32")]
     {
-        crate::wasm::allowed(resource, segment, access)
+        crate::wasm::allowed(tenancy, resource, segment, access)
     }
     #[cfg(not(target_arch = "wasm32"))]
     {
+        let _ = tenancy;
         NATIVE_RULE.with(|r| {
             r.borrow()
                 .as_ref()

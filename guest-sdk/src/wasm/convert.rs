@@ -249,6 +249,8 @@ impl From<Need> for wit::AclNeed {
             segment: n.segment,
             access: n.access.into(),
             prefix: n.prefix,
+            partition: n.tenancy.partition,
+            namespace: n.tenancy.namespace,
         }
     }
 }

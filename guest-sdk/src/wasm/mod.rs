@@ -33,11 +33,18 @@ pub use wit_guest::Guest;
 /// The host's answer to [`crate::acl::allowed`] (called only in wasm).
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 pub(crate) fn allowed(
+    tenancy: &crate::Tenancy,
     resource: crate::acl::Resource,
     segment: &str,
     access: crate::acl::Access,
 ) -> bool {
-    wit_acl::allowed(resource.into(), segment, access.into())
+    wit_acl::allowed(
+        resource.into(),
+        segment,
+        access.into(),
+        &tenancy.partition,
+        &tenancy.namespace,
+    )
 }
 
 /// The transaction of the current `apply` or `query`, reached through the host's imports.

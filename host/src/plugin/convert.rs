@@ -173,6 +173,10 @@ impl From<wit::AclNeed> for AclNeed {
             segment: n.segment,
             access: n.access.into(),
             prefix: n.prefix,
+            tenancy: fsmhost_guest::Tenancy {
+                partition: n.partition,
+                namespace: n.namespace,
+            },
         }
     }
 }

@@ -415,15 +415,23 @@ impl acl::Host for HostState {
         resource: types::AclResource,
         segment: String,
         access: types::AclAccess,
+        partition: String,
+        namespace: String,
     ) -> wasmtime::Result<bool> {
-        match self.charge(1, segment.len() as u64) {
+        let bytes = segment.len() + partition.len() + namespace.len();
+        match self.charge(1, bytes as u64) {
             Err(Fail::Trap(e)) => return Err(e),
             Err(Fail::State(_)) | Ok(()) => {}
         }
-        Ok(self
-            .permits
-            .as_ref()
-            .is_some_and(|p| p(resource.into(), &segment, access.into())))
+        Ok(self.permits.as_ref().is_some_and(|p| {
+            p(
+                resource.into(),
+                &segment,
+                access.into(),
+                &partition,
+                &namespace,
+            )
+        }))
     }
 }
 

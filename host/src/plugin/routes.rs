@@ -39,8 +39,10 @@ pub use fsmhost_guest::http::{
 pub use fsmhost_guest::acl::{Access as AclAccess, Need as AclNeed, Resource as AclResource};
 
 /// The caller's permissions for one routed request: what the `acl.allowed` import answers
-/// during its `route` and `render` calls.
-pub type Permits = std::sync::Arc<dyn Fn(AclResource, &str, AclAccess) -> bool + Send + Sync>;
+/// during its `route` and `render` calls (resource, segment, access, partition,
+/// namespace).
+pub type Permits =
+    std::sync::Arc<dyn Fn(AclResource, &str, AclAccess, &str, &str) -> bool + Send + Sync>;
 
 /// Whether some request would match both routes.
 fn overlaps(a: &HttpRoute, b: &HttpRoute) -> bool {

@@ -147,6 +147,24 @@ pub fn presented_secret<B>(req: &Request<B>) -> Option<String> {
         })
 }
 
+/// Where a check applies: an enterprise edition's admin partition and namespace (empty:
+/// `default`, all of OSS).
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    /// The partition.
+    pub partition: &'a str,
+    /// The namespace.
+    pub namespace: &'a str,
+}
+
+impl Scope<'static> {
+    /// The default partition's default namespace.
+    pub const DEFAULT: Scope<'static> = Scope {
+        partition: "",
+        namespace: "",
+    };
+}
+
 /// What one request may do: its token's accessor (for messages) and its authorizer.
 pub struct Authz {
     accessor: Option<String>,
@@ -174,9 +192,22 @@ impl Authz {
         self.accessor.as_deref()
     }
 
-    /// Whether `access` on `segment` of `resource` is allowed.
+    /// Whether `access` on `segment` of `resource` is allowed (default partition and
+    /// namespace).
     pub fn allows(&self, resource: Resource, segment: &str, access: Access) -> bool {
-        self.authorizer.allows(resource, segment, access)
+        self.allows_in(&Scope::DEFAULT, resource, segment, access)
+    }
+
+    /// Whether `access` on `segment` of `resource` is allowed in `scope`.
+    pub fn allows_in(
+        &self,
+        scope: &Scope,
+        resource: Resource,
+        segment: &str,
+        access: Access,
+    ) -> bool {
+        self.authorizer
+            .allows_in(scope.partition, scope.namespace, resource, segment, access)
     }
 
     /// `access` on `segment` of `resource`, or Consul's 403.
@@ -186,7 +217,18 @@ impl Authz {
         segment: &str,
         access: Access,
     ) -> Result<(), Refusal> {
-        if self.allows(resource, segment, access) {
+        self.require_in(&Scope::DEFAULT, resource, segment, access)
+    }
+
+    /// [`Authz::require`] in `scope`.
+    pub fn require_in(
+        &self,
+        scope: &Scope,
+        resource: Resource,
+        segment: &str,
+        access: Access,
+    ) -> Result<(), Refusal> {
+        if self.allows_in(scope, resource, segment, access) {
             return Ok(());
         }
         Err(self.denied(
@@ -195,9 +237,13 @@ impl Authz {
         ))
     }
 
-    /// Consul's `KeyWritePrefix` on `prefix` (a recursive delete), or Consul's 403.
-    pub fn require_key_write_prefix(&self, prefix: &str) -> Result<(), Refusal> {
-        if self.authorizer.allows_key_write_prefix(prefix) {
+    /// Consul's `KeyWritePrefix` on `prefix` (a recursive delete) in `scope`, or Consul's
+    /// 403.
+    pub fn require_key_write_prefix_in(&self, scope: &Scope, prefix: &str) -> Result<(), Refusal> {
+        if self
+            .authorizer
+            .allows_key_write_prefix_in(scope.partition, scope.namespace, prefix)
+        {
             return Ok(());
         }
         Err(self.denied("key:write", Some(prefix)))
@@ -205,7 +251,20 @@ impl Authz {
 
     /// `access` on `bare` (`operator`, `acl`, ...), or Consul's 403.
     pub fn require_bare(&self, bare: Bare, access: Access) -> Result<(), Refusal> {
-        if self.authorizer.allows_bare(bare, access) {
+        self.require_bare_in(&Scope::DEFAULT, bare, access)
+    }
+
+    /// [`Authz::require_bare`] in `scope`.
+    pub fn require_bare_in(
+        &self,
+        scope: &Scope,
+        bare: Bare,
+        access: Access,
+    ) -> Result<(), Refusal> {
+        if self
+            .authorizer
+            .allows_bare_in(scope.partition, scope.namespace, bare, access)
+        {
             return Ok(());
         }
         Err(self.denied(&format!("{}:{}", bare.name(), access.as_str()), None))

@@ -37,7 +37,8 @@ pub const HEALTH: &str = "/v1/health/";
 #[derive(Serialize, Deserialize)]
 enum Read {
     Nodes,
-    Services,
+    /// The services of the request's partition and namespace.
+    Services(#[serde(default)] Meta),
     ServiceNodes,
     Node,
     Checks,
@@ -103,13 +104,17 @@ pub fn route_write(req: &Request) -> Result<Plan, Error> {
             }
             // Consul: node write on the node, service write on the service and on the
             // service of each service check.
-            let mut plan = Plan::apply(&REGISTER, &r)?.need(Need::write(Resource::Node, &r.node));
+            let (partition, tenancy) = (partition_of(&r.tenancy), r.tenancy.tenancy());
+            let mut plan = Plan::apply(&REGISTER, &r)?
+                .need(Need::write(Resource::Node, &r.node).in_tenancy(&partition));
             if let Some(service) = &r.service {
-                plan = plan.need(Need::write(Resource::Service, &service.service));
+                let need = Need::write(Resource::Service, &service.service);
+                plan = plan.need(need.in_tenancy(&tenancy));
             }
             for check in r.check.iter().chain(r.checks.iter()) {
                 if !check.service_name.is_empty() {
-                    plan = plan.need(Need::write(Resource::Service, &check.service_name));
+                    let need = Need::write(Resource::Service, &check.service_name);
+                    plan = plan.need(need.in_tenancy(&tenancy));
                 }
             }
             Ok(plan)
@@ -123,7 +128,7 @@ pub fn route_write(req: &Request) -> Result<Plan, Error> {
             }
             // Node write on the node (stricter than Consul, which also lets a service's
             // writer deregister that service alone).
-            let need = Need::write(Resource::Node, &r.node);
+            let need = Need::write(Resource::Node, &r.node).in_tenancy(&partition_of(&r.tenancy));
             Ok(Plan::apply(&DEREGISTER, &r)?.need(need))
         }
         other => Err(Error::not_found(format!("no catalog endpoint PUT {other}"))),
@@ -178,7 +183,7 @@ pub fn route_catalog(req: &Request) -> Result<Plan, Error> {
         let args = Some(tenancy(req, &Meta::default())?);
         return Plan::query(&SERVICES_QUERY, &args)?
             .filtered()
-            .context(&Read::Services);
+            .context(&Read::Services(args.clone().unwrap_or_default()));
     }
     if rest.starts_with("service/") {
         let args = service_args(req, "/v1/catalog/service/")?;
@@ -330,17 +335,28 @@ fn items<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     Ok(from_cbor::<Indexed<T>>(bytes, "query result")?.items)
 }
 
-fn node_readable(node: &str) -> bool {
-    acl::allowed(Resource::Node, node, Access::Read)
+/// The partition of `t` alone: nodes belong to a partition, not a namespace.
+fn partition_of(t: &Meta) -> Tenancy {
+    Tenancy {
+        partition: t.partition.clone(),
+        namespace: String::new(),
+    }
 }
 
-fn service_readable(service: &str) -> bool {
-    acl::allowed(Resource::Service, service, Access::Read)
+/// Whether the caller may read `node`.
+fn node_readable(t: &Meta, node: &str) -> bool {
+    acl::allowed_in(&partition_of(t), Resource::Node, node, Access::Read)
+}
+
+/// Whether the caller may read `service` in its partition and namespace.
+fn service_readable(t: &Meta, service: &str) -> bool {
+    acl::allowed_in(&t.tenancy(), Resource::Service, service, Access::Read)
 }
 
 /// A check the caller may read: its node's, and its service's if it has one.
 fn check_readable(c: &Check) -> bool {
-    node_readable(&c.node) && (c.service_name.is_empty() || service_readable(&c.service_name))
+    node_readable(&c.tenancy, &c.node)
+        && (c.service_name.is_empty() || service_readable(&c.tenancy, &c.service_name))
 }
 
 /// `items` without what `keep` refuses, and whether anything was left out.
@@ -358,22 +374,25 @@ pub fn render_read(ctx: &[u8], outcome: Result<Vec<u8>, Error>, _index: u64) -> 
         let bytes = outcome?;
         Ok(match read {
             Read::Nodes => {
-                let (nodes, f) = keep(items::<Vec<Node>>(&bytes)?, |n| node_readable(&n.node));
+                let (nodes, f) = keep(items::<Vec<Node>>(&bytes)?, |n| {
+                    node_readable(&n.tenancy, &n.node)
+                });
                 Response::json(200, &nodes).filtered_by_acls(f)
             }
-            Read::Services => {
+            Read::Services(meta) => {
                 let all = items::<BTreeMap<String, Vec<String>>>(&bytes)?;
                 let total = all.len();
                 let services: BTreeMap<String, Vec<String>> = all
                     .into_iter()
-                    .filter(|(s, _)| service_readable(s))
+                    .filter(|(s, _)| service_readable(&meta, s))
                     .collect();
                 let f = services.len() < total;
                 Response::json(200, &services).filtered_by_acls(f)
             }
             Read::ServiceNodes => {
                 let (list, f) = keep(items::<Vec<ServiceNode>>(&bytes)?, |sn| {
-                    node_readable(&sn.node.node) && service_readable(&sn.service.service)
+                    node_readable(&sn.node.tenancy, &sn.node.node)
+                        && service_readable(&sn.service.tenancy, &sn.service.service)
                 });
                 let flat: Vec<FlatServiceNode> = list.iter().map(FlatServiceNode::from).collect();
                 Response::json(200, &flat).filtered_by_acls(f)
@@ -381,12 +400,12 @@ pub fn render_read(ctx: &[u8], outcome: Result<Vec<u8>, Error>, _index: u64) -> 
             Read::Node => {
                 let node = items::<Option<NodeServices>>(&bytes)?;
                 match node {
-                    Some(n) if node_readable(&n.node.node) => {
+                    Some(n) if node_readable(&n.node.tenancy, &n.node.node) => {
                         let total = n.services.len();
                         let services: BTreeMap<&String, &crate::Service> = n
                             .services
                             .iter()
-                            .filter(|(_, s)| service_readable(&s.service))
+                            .filter(|(_, s)| service_readable(&s.tenancy, &s.service))
                             .collect();
                         let f = services.len() < total;
                         Response::json(
@@ -410,7 +429,8 @@ pub fn render_read(ctx: &[u8], outcome: Result<Vec<u8>, Error>, _index: u64) -> 
             }
             Read::ServiceHealth => {
                 let (list, f) = keep(items::<Vec<ServiceHealth>>(&bytes)?, |h| {
-                    node_readable(&h.node.node) && service_readable(&h.service.service)
+                    node_readable(&h.node.tenancy, &h.node.node)
+                        && service_readable(&h.service.tenancy, &h.service.service)
                 });
                 let entries: Vec<HealthEntry> = list
                     .iter()

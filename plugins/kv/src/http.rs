@@ -80,8 +80,13 @@ enum Read {
     Entry { raw: bool },
     /// `?recurse`: every entry under the prefix.
     List,
-    /// `?keys`: the keys under the prefix; an empty list is a 404 unless the prefix is "".
-    Keys { prefix_empty: bool },
+    /// `?keys`: the keys under the prefix (in the request's tenancy, whose rules decide
+    /// what the caller sees); an empty list is a 404 unless the prefix is "".
+    Keys {
+        prefix_empty: bool,
+        #[serde(default)]
+        tenancy: Tenancy,
+    },
 }
 
 fn missing_key() -> Error {
@@ -121,9 +126,10 @@ pub fn route_get(req: &Request) -> Result<Plan, Error> {
             tenancy,
         };
         // Anyone may list; the renderer keeps the keys the caller may read (Consul).
-        return Plan::query(&KEYS, &args)?
-            .filtered()
-            .context(&Read::Keys { prefix_empty });
+        return Plan::query(&KEYS, &args)?.filtered().context(&Read::Keys {
+            prefix_empty,
+            tenancy: args.tenancy.clone(),
+        });
     }
     if req.has("recurse") {
         let args = ListArgs {
@@ -136,15 +142,15 @@ pub fn route_get(req: &Request) -> Result<Plan, Error> {
         return Err(missing_key());
     }
     let raw = req.has("raw");
-    let need = Need::read(Resource::Key, &key);
+    let need = Need::read(Resource::Key, &key).in_tenancy(&tenancy);
     Plan::query(&GET, &GetArgs { key, tenancy })?
         .need(need)
         .context(&Read::Entry { raw })
 }
 
 /// Whether the caller may read `key` (a list shows only those, as Consul's does).
-fn readable(key: &str) -> bool {
-    acl::allowed(Resource::Key, key, Access::Read)
+fn readable(tenancy: &Tenancy, key: &str) -> bool {
+    acl::allowed_in(tenancy, Resource::Key, key, Access::Read)
 }
 
 /// Renders a `GET /v1/kv/` answer.
@@ -163,7 +169,7 @@ pub fn render_get(ctx: &[u8], outcome: Result<Vec<u8>, Error>, _index: u64) -> R
                 let entries: Vec<DirEntry> = list
                     .entries
                     .iter()
-                    .filter(|e| readable(&e.key))
+                    .filter(|e| readable(&e.tenancy, &e.key))
                     .map(DirEntry::from)
                     .collect();
                 let filtered = entries.len() < total;
@@ -173,10 +179,14 @@ pub fn render_get(ctx: &[u8], outcome: Result<Vec<u8>, Error>, _index: u64) -> R
                     Response::json(200, &entries).filtered_by_acls(filtered)
                 }
             }
-            Read::Keys { prefix_empty } => {
+            Read::Keys {
+                prefix_empty,
+                tenancy,
+            } => {
                 let keys: KeysResult = from_cbor(&bytes, "keys result")?;
                 let total = keys.keys.len();
-                let visible: Vec<&String> = keys.keys.iter().filter(|k| readable(k)).collect();
+                let visible: Vec<&String> =
+                    keys.keys.iter().filter(|k| readable(&tenancy, k)).collect();
                 let filtered = visible.len() < total;
                 if visible.is_empty() && !prefix_empty {
                     not_found().filtered_by_acls(filtered)
@@ -226,7 +236,7 @@ pub fn route_put(req: &Request) -> Result<Plan, Error> {
     }
     let flags = req.get_u64("flags")?.unwrap_or(0);
     let value = req.body.clone();
-    let need = Need::write(Resource::Key, &key);
+    let need = Need::write(Resource::Key, &key).in_tenancy(&tenancy);
     let plan = match req.get_u64("cas")? {
         Some(index) => Plan::apply(
             &CAS,
@@ -260,7 +270,7 @@ pub fn route_delete(req: &Request) -> Result<Plan, Error> {
         if cas.is_some() {
             return Err(conflicting(req));
         }
-        let need = Need::write_prefix(Resource::Key, &key);
+        let need = Need::write_prefix(Resource::Key, &key).in_tenancy(&tenancy);
         let req = DeleteTreeRequest {
             prefix: key,
             tenancy,
@@ -270,7 +280,7 @@ pub fn route_delete(req: &Request) -> Result<Plan, Error> {
     if key.is_empty() {
         return Err(missing_key());
     }
-    let need = Need::write(Resource::Key, &key);
+    let need = Need::write(Resource::Key, &key).in_tenancy(&tenancy);
     let plan = match cas {
         Some(index) => Plan::apply(
             &DELETE_CAS,
@@ -459,7 +469,7 @@ pub fn route_txn(req: &Request) -> Result<Plan, Error> {
                 // Consul checks each operation's key and reports a denial as that
                 // operation's error; the host checks the same needs again.
                 let need = op_need(&op);
-                if !acl::allowed(need.resource, &need.segment, need.access) {
+                if !acl::allowed_in(&need.tenancy, need.resource, &need.segment, need.access) {
                     errors.push(TxnError {
                         op_index: i,
                         what: "Permission denied".into(),
@@ -497,6 +507,7 @@ fn op_need(op: &Op) -> Need {
         v if v.is_read() => Need::read(Resource::Key, &op.key),
         _ => Need::write(Resource::Key, &op.key),
     }
+    .in_tenancy(&op.tenancy)
 }
 
 /// Renders a Txn answer: `{"Results": [{"KV": ...}], "Errors": null}`, or the failures
@@ -515,7 +526,7 @@ pub fn render_txn(ctx: &[u8], outcome: Result<Vec<u8>, Error>, index: u64) -> Re
     // A get-tree's entries the caller may not read are left out, as Consul filters them.
     let results: Vec<TxnResultJson> = entries
         .iter()
-        .filter(|e| readable(&e.key))
+        .filter(|e| readable(&e.tenancy, &e.key))
         .map(|e| TxnResultJson {
             kv: DirEntry::from(e),
         })

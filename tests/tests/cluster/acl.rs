@@ -291,3 +291,50 @@ fn py_consul_over_https_with_a_ca_file_and_tokens() {
         .unwrap_or_else(|e| panic!("{e}\n--- server log\n{}", c.log_tail(leader, 40)));
     assert_eq!(out.trim(), "ok");
 }
+
+/// The enterprise editions: a policy's `namespace` block grants in that namespace only,
+/// for the routes' checks and for the lists' filters alike.
+#[test]
+fn enterprise_namespace_rules_scope_what_a_token_may_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = crate::support::write_file(
+        dir.path(),
+        "kv.wasm",
+        fsmhost_tests::fixture("kv-enterprise"),
+    );
+    let extra = format!("plugins = [{kv:?}]\n{}", secure(dir.path()));
+    let mut c = Cluster::start_with(BIN, 1, &extra);
+    c.token = Some(ROOT.to_string());
+    let leader = c.wait_leader(Duration::from_secs(60));
+    let root = c.client(leader);
+    wait_until(
+        "the initial management token is stored",
+        Duration::from_secs(20),
+        || root.get("/v1/acl/token/self").status == 200,
+    );
+    let rules = "namespace \"team\" {\n  key_prefix \"\" { policy = \"write\" }\n}";
+    let policy = json!({"Name": "team", "Rules": rules}).to_string();
+    assert_eq!(root.put("/v1/acl/policy", &policy).status, 200);
+    let token = json!({"Policies": [{"Name": "team"}]}).to_string();
+    let made = root.put("/v1/acl/token", &token);
+    assert_eq!(made.status, 200, "{}", made.text());
+    let secret = made.json()["SecretID"].as_str().unwrap().to_string();
+    assert_eq!(root.put("/v1/kv/shared?ns=default", "d").status, 200);
+
+    let team = anonymous(&c, leader).with_token(Some(&secret));
+    assert_eq!(team.put("/v1/kv/a?ns=team", "1").text(), "true");
+    assert_eq!(team.get("/v1/kv/a?ns=team&raw").text(), "1");
+    let denied = team.put("/v1/kv/a?ns=default", "1");
+    assert_eq!(denied.status, 403, "{}", denied.text());
+    assert_eq!(team.get("/v1/kv/shared?ns=default").status, 403);
+    // A list in the default namespace shows nothing of it; in its own, everything.
+    let other = team.get("/v1/kv/?recurse&ns=default");
+    assert_eq!(other.status, 404, "{}", other.text());
+    assert_eq!(
+        other.header("X-Consul-Results-Filtered-By-ACLs"),
+        Some("true")
+    );
+    let own = team.get("/v1/kv/?recurse&ns=team");
+    assert_eq!(own.status, 200, "{}", own.text());
+    assert_eq!(own.json().as_array().map(Vec::len), Some(1));
+}

@@ -462,7 +462,7 @@ fn route_runs_on_a_warm_instance_that_a_trap_retires() {
     let rt = runtime();
     let n = Node::new(&rt, Some("panicker"));
     let p = n.plugin("panicker");
-    let anyone: fsmhost::plugin::Permits = std::sync::Arc::new(|_, _, _| true);
+    let anyone: fsmhost::plugin::Permits = std::sync::Arc::new(|_, _, _, _, _| true);
     let route = |path: &str| {
         p.route(
             &HttpRequest {

@@ -19,7 +19,7 @@ use crate::plugin::{
 };
 use crate::protocol::{ApplyRequest, OpError, QueryRequest};
 use crate::server::Node;
-use crate::server::acl::Authz;
+use crate::server::acl::{Authz, Scope};
 use crate::server::ops;
 use crate::server::web::{self, MAX_BODY, Refusal, Reply, blocking_params, consistency};
 
@@ -74,7 +74,13 @@ fn render(
 /// The caller's permissions as the plugin's `acl.allowed` import answers them.
 fn permits(authz: &Arc<Authz>) -> Permits {
     let authz = authz.clone();
-    Arc::new(move |resource, segment, access| allows(&authz, resource, segment, access))
+    Arc::new(move |resource, segment, access, partition, namespace| {
+        let scope = Scope {
+            partition,
+            namespace,
+        };
+        allows(&authz, &scope, resource, segment, access)
+    })
 }
 
 /// The host's access level for the contract's.
@@ -104,10 +110,16 @@ fn target(r: AclResource) -> Result<Resource, Bare> {
     }
 }
 
-fn allows(authz: &Authz, resource: AclResource, segment: &str, access: AclAccess) -> bool {
+fn allows(
+    authz: &Authz,
+    scope: &Scope,
+    resource: AclResource,
+    segment: &str,
+    access: AclAccess,
+) -> bool {
     match target(resource) {
-        Ok(r) => authz.allows(r, segment, access_of(access)),
-        Err(b) => authz.authorizer().allows_bare(b, access_of(access)),
+        Ok(r) => authz.allows_in(scope, r, segment, access_of(access)),
+        Err(b) => authz.require_bare_in(scope, b, access_of(access)).is_ok(),
     }
 }
 
@@ -123,10 +135,16 @@ fn authorize_plan(plan: &HttpPlan, authz: &Authz) -> Result<(), Refusal> {
         };
     };
     for need in needs {
+        let scope = Scope {
+            partition: &need.tenancy.partition,
+            namespace: &need.tenancy.namespace,
+        };
         match target(need.resource) {
-            Ok(Resource::Key) if need.prefix => authz.require_key_write_prefix(&need.segment)?,
-            Ok(r) => authz.require(r, &need.segment, access_of(need.access))?,
-            Err(b) => authz.require_bare(b, access_of(need.access))?,
+            Ok(Resource::Key) if need.prefix => {
+                authz.require_key_write_prefix_in(&scope, &need.segment)?
+            }
+            Ok(r) => authz.require_in(&scope, r, &need.segment, access_of(need.access))?,
+            Err(b) => authz.require_bare_in(&scope, b, access_of(need.access))?,
         }
     }
     Ok(())
