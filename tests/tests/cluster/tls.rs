@@ -130,7 +130,8 @@ fn https_requires_client_certificates_and_sighup_reloads_them() {
     let ca = dir.path().join("ca.pem");
     std::fs::copy(pki.ca_file(), &ca).unwrap();
     let extra = format!(
-        "[tls.https]\nca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\nverify_incoming = true\n",
+        "[limits]\nhttps_handshake_timeout = \"300ms\"\n\
+         [tls.https]\nca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\nverify_incoming = true\n",
         ca.display().to_string(),
         served.cert.display().to_string(),
         served.key.display().to_string(),
@@ -151,6 +152,24 @@ fn https_requires_client_certificates_and_sighup_reloads_them() {
         args.push("k");
         cli(&args)
     };
+
+    // A connection that never starts its handshake is closed after
+    // limits.https_handshake_timeout (300ms here), not held.
+    let mut idle =
+        TcpStream::connect(format!("127.0.0.1:{}", c.servers[leader].https_port)).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    assert!(
+        matches!(idle.read(&mut buf), Ok(0)),
+        "the silent connection was not closed"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "closed only after {:?}",
+        started.elapsed()
+    );
 
     // verify_incoming: no client certificate, no answer; with one, the key.
     let (code, _, err) = get(&ca, None, &[]);

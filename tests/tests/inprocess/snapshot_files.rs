@@ -206,6 +206,35 @@ fn damage_anywhere_is_refused_without_a_panic() {
     assert!(e.contains("state.bin") && e.contains("CRC"), "{e}");
 }
 
+/// A state.bin valid in every other way whose recorded state hash is wrong (the issue's
+/// hostile archive) is refused by the streaming check, which keeps no row; the good one
+/// passes it.
+#[test]
+fn a_wrong_state_hash_is_refused_before_any_row_is_kept() {
+    use std::io::{Read, Write};
+    let a = fsm(true);
+    fill(&a, true);
+    let dir = tempfile::tempdir().unwrap();
+    let state = snapshot(&a, dir.path());
+    let check = |path: &Path| {
+        let file = std::fs::File::open(path).unwrap();
+        fsmhost::snapshot::state_file::StateReader::open(file).and_then(|r| r.check_hash())
+    };
+    check(&state).expect("the genuine state.bin passes");
+    let mut plain = Vec::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(&state).unwrap())
+        .read_to_end(&mut plain)
+        .unwrap();
+    let last = plain.len() - 1;
+    plain[last] ^= 1;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&plain).unwrap();
+    let forged = dir.path().join("forged.bin");
+    std::fs::write(&forged, gz.finish().unwrap()).unwrap();
+    let e = check(&forged).unwrap_err().to_string();
+    assert!(e.contains("checked before restoring any row"), "{e}");
+}
+
 #[test]
 fn leftovers_of_an_interrupted_write_are_removed_at_open() {
     let dir = tempfile::tempdir().unwrap();
