@@ -69,8 +69,16 @@ pub async fn keep_initial_management(node: Arc<Node>) {
         if !node.is_leader() || node.fsm.acl().token_by_secret(&secret).is_some() {
             continue;
         }
+        let accessor_id = match new_id() {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!(target: "agent.server.acl",
+                    "creating the initial management token: {}", e.message);
+                continue;
+            }
+        };
         let token = Token {
-            accessor_id: new_id(),
+            accessor_id,
             secret_id: secret.clone(),
             description: "Initial Management Token".into(),
             policies: vec![crate::acl::store::Link {
@@ -95,27 +103,28 @@ pub fn now_text() -> String {
     crate::logging::timestamp(Duration::from_millis(crate::clock::now_ms()))
 }
 
-/// A fresh random UUID (version 4), as Consul's IDs and secrets are.
-pub fn new_id() -> String {
+/// A fresh random UUID (version 4), as Consul's IDs and secrets are. Without the
+/// system's randomness there is none: a secret must never be guessable, so the request
+/// fails (500) rather than fall back on anything predictable.
+pub fn new_id() -> Result<String, Refusal> {
     let mut b = [0u8; 16];
-    if getrandom::fill(&mut b).is_err() {
-        // No randomness: fall back on the clock and a counter; still unique per process.
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static N: AtomicU64 = AtomicU64::new(0);
-        let t = crate::clock::now_ms() ^ N.fetch_add(1, Ordering::Relaxed).rotate_left(40);
-        b[..8].copy_from_slice(&t.to_le_bytes());
-    }
+    getrandom::fill(&mut b).map_err(|e| {
+        Refusal::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("no system randomness for a new ID or secret: {e}"),
+        )
+    })?;
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = hex::encode(b);
-    format!(
+    Ok(format!(
         "{}-{}-{}-{}-{}",
         &h[0..8],
         &h[8..12],
         &h[12..16],
         &h[16..20],
         &h[20..32]
-    )
+    ))
 }
 
 /// The secret a request presents, if any: `X-Consul-Token`, then `Authorization:

@@ -30,6 +30,15 @@ fn secure(dir: &std::path::Path) -> String {
     )
 }
 
+/// Waits until the leader has stored the initial management token (`ROOT`).
+fn wait_for_root(c: &Cluster, leader: usize) {
+    wait_until(
+        "the initial management token is stored",
+        Duration::from_secs(20),
+        || c.client(leader).get("/v1/acl/token/self").status == 200,
+    );
+}
+
 /// The anonymous client of server `i` (the harness's own clients send `ROOT`).
 fn anonymous(c: &Cluster, i: usize) -> Client {
     Client::new(c.servers[i].http_addr())
@@ -42,11 +51,7 @@ fn acls_deny_anonymous_requests_and_serve_what_a_token_allows() {
     c.token = Some(ROOT.to_string());
     let leader = c.wait_leader(Duration::from_secs(60));
     let root = c.client(leader);
-    wait_until(
-        "the initial management token is stored",
-        Duration::from_secs(20),
-        || root.get("/v1/acl/token/self").status == 200,
-    );
+    wait_for_root(&c, leader);
     assert_eq!(root.put("/v1/kv/app/a", "1").text(), "true");
     assert_eq!(root.put("/v1/kv/secret/b", "2").text(), "true");
     let reg = json!({"Node": "n1", "Address": "10.0.0.1",
@@ -279,11 +284,7 @@ fn py_consul_over_https_with_a_ca_file_and_tokens() {
     let mut c = Cluster::start_https(BIN, 1, &extra);
     c.token = Some(ROOT.to_string());
     let leader = c.wait_leader(Duration::from_secs(60));
-    wait_until(
-        "the initial management token is stored",
-        Duration::from_secs(20),
-        || c.client(leader).get("/v1/acl/token/self").status == 200,
-    );
+    wait_for_root(&c, leader);
     let https = format!("127.0.0.1:{}", c.servers[leader].https_port);
     let ca = dir.path().join("cluster-ca.pem");
     let out = py
@@ -307,11 +308,7 @@ fn enterprise_namespace_rules_scope_what_a_token_may_do() {
     c.token = Some(ROOT.to_string());
     let leader = c.wait_leader(Duration::from_secs(60));
     let root = c.client(leader);
-    wait_until(
-        "the initial management token is stored",
-        Duration::from_secs(20),
-        || root.get("/v1/acl/token/self").status == 200,
-    );
+    wait_for_root(&c, leader);
     let rules = "namespace \"team\" {\n  key_prefix \"\" { policy = \"write\" }\n}";
     let policy = json!({"Name": "team", "Rules": rules}).to_string();
     assert_eq!(root.put("/v1/acl/policy", &policy).status, 200);

@@ -41,8 +41,8 @@ pub async fn serve(
     match (&method, rest.as_slice()) {
         (&Method::PUT, ["bootstrap"]) => {
             let token = Token {
-                accessor_id: acls::new_id(),
-                secret_id: acls::new_id(),
+                accessor_id: acls::new_id()?,
+                secret_id: acls::new_id()?,
                 description: "Bootstrap Token (Global Management)".into(),
                 policies: vec![link(MANAGEMENT_POLICY_ID)],
                 create_time: acls::now_text(),
@@ -287,12 +287,15 @@ fn links(
 }
 
 fn token_from(state: &AclState, body: &Value, existing: Option<&Token>) -> Result<Token, Refusal> {
-    let mut token = existing.cloned().unwrap_or_else(|| Token {
-        accessor_id: text(body, "AccessorID").unwrap_or_else(acls::new_id),
-        secret_id: text(body, "SecretID").unwrap_or_else(acls::new_id),
-        create_time: acls::now_text(),
-        ..Token::default()
-    });
+    let mut token = match existing {
+        Some(t) => t.clone(),
+        None => Token {
+            accessor_id: text(body, "AccessorID").map_or_else(acls::new_id, Ok)?,
+            secret_id: text(body, "SecretID").map_or_else(acls::new_id, Ok)?,
+            create_time: acls::now_text(),
+            ..Token::default()
+        },
+    };
     if let Some(secret) = text(body, "SecretID")
         && secret != token.secret_id
     {
@@ -373,7 +376,7 @@ fn policy_from(state: &AclState, body: &Value, id: Option<&str>) -> Result<Polic
             }
             state.policies.get(id).ok_or_else(not_found)?.id.clone()
         }
-        None => acls::new_id(),
+        None => acls::new_id()?,
     };
     let datacenters = field(body, "Datacenters")
         .and_then(Value::as_array)
@@ -399,7 +402,7 @@ fn role_from(state: &AclState, body: &Value, id: Option<&str>) -> Result<Role, R
     check_name("Role", &name)?;
     let id = match id {
         Some(id) => state.roles.get(id).ok_or_else(not_found)?.id.clone(),
-        None => acls::new_id(),
+        None => acls::new_id()?,
     };
     Ok(Role {
         id,
