@@ -144,3 +144,92 @@ fn slow_plugin_queries_do_not_hold_up_writes() {
         "{statuses:?}: each slow query runs out of fuel"
     );
 }
+
+/// The replays of clients that never read: 30 `GET /v1/snapshot` whose archives
+/// nobody reads (each left its temporary archive behind for good: 1.3 GB in all), and a
+/// connection that sends half a request line and waits. Every archive is bigger than what
+/// the sockets buffer, so each download stalls; after `http_body::STALL` (60 s) without
+/// progress the server drops it and removes its file, and after 30 s the half-sent request
+/// is closed. Meanwhile the server keeps serving.
+#[test]
+fn unread_snapshot_downloads_and_half_sent_requests_are_cut_off() {
+    let mut c = Cluster::start(BIN, 1);
+    let leader = c.wait_leader(Duration::from_secs(30));
+    let addr = c.servers[leader].http_addr();
+    // 64 values of 256 KiB that do not compress: a 16 MiB archive.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for k in 0..64 {
+        let value: Vec<u8> = (0..256 * 1024)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let put = c.client(leader).put(&format!("/v1/kv/blob/{k:02}"), value);
+        assert_eq!(put.text(), "true");
+    }
+    let snapshots = c.servers[leader].data_dir.join("raft").join("snapshots");
+    let archives = || {
+        std::fs::read_dir(&snapshots)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("archive-"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let mut half_sent = TcpStream::connect(&addr).expect("connects");
+    half_sent
+        .write_all(b"GET /v1/status/leader HTTP/1.1\r\nHo")
+        .unwrap();
+    let half_sent = std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        half_sent
+            .set_read_timeout(Some(Duration::from_secs(50)))
+            .unwrap();
+        let mut buf = [0u8; 256];
+        let answer = match half_sent.read(&mut buf) {
+            Ok(n) => Ok(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            Err(e) => Err(e.kind()),
+        };
+        (started.elapsed(), answer)
+    });
+    let unread: Vec<TcpStream> = (0..30)
+        .map(|_| {
+            let mut s = TcpStream::connect(&addr).expect("connects");
+            s.write_all(b"GET /v1/snapshot HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    // The archives are written, then wait for readers that never come.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while archives() == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(archives() > 0, "the downloads were started");
+    assert_eq!(c.client(leader).put("/v1/kv/during", "x").text(), "true");
+
+    // The half-sent request is closed after the 30 s header timeout: no answer, or a
+    // refusal, never the leader.
+    let (held, answer) = half_sent.join().unwrap();
+    assert!(
+        (Duration::from_secs(29)..Duration::from_secs(45)).contains(&held),
+        "a half-sent request was held for {held:?}"
+    );
+    if let Ok(text) = &answer {
+        assert!(!text.starts_with("HTTP/1.1 200"), "{text}");
+    }
+
+    // Every stalled download is dropped and its archive removed, within the stall time.
+    let deadline = std::time::Instant::now() + Duration::from_secs(150);
+    while archives() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(archives(), 0, "temporary archives left after the stall");
+    assert!(c.log_text(leader).contains("read nothing for"));
+    assert_eq!(c.client(leader).put("/v1/kv/after", "x").text(), "true");
+    drop(unread);
+}
