@@ -120,6 +120,8 @@ pub struct Request {
     pub query: Vec<(String, String)>,
     /// The body.
     pub body: Vec<u8>,
+    /// The name of the server serving the request (Consul's agent node).
+    pub node: String,
 }
 
 impl Request {

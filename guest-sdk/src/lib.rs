@@ -173,7 +173,9 @@ pub use cbor::{from_cbor, to_cbor};
 pub use error::{Error, ErrorKind};
 pub use key::{DisplayKey, Key, prefix_successor};
 pub use mem::{Harness, MemStore};
-pub use plugin::{Command, Ctx, Description, Migration, Plugin, Query};
+pub use plugin::{
+    Command, Ctx, Description, Message, MessageTarget, Migration, Plugin, Query, TableRead,
+};
 pub use schema::{
     AnyIndex, AnyTable, Index, IndexSchema, Iter, Keys, Migrated, SCAN_BATCH, Stored, Table,
     TableSchema,

@@ -49,6 +49,19 @@ pub struct MemStore {
     journal: Vec<Undo>,
     /// The raft index writes are stamped with.
     index: u64,
+    /// Messages sent by the running command, not yet delivered.
+    outbox: Vec<Sent>,
+}
+
+/// A message a command sent ([`Txn::send`]), waiting for its command to return.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    /// The plugin it goes to.
+    pub plugin: String,
+    /// Its command.
+    pub command: String,
+    /// The encoded request.
+    pub payload: Vec<u8>,
 }
 
 impl MemStore {
@@ -85,6 +98,7 @@ impl MemStore {
             tables,
             journal: Vec::new(),
             index: 0,
+            outbox: Vec::new(),
         })
     }
 
@@ -109,8 +123,14 @@ impl MemStore {
         self.journal.clear();
     }
 
-    /// Undoes every write since the last commit or rollback.
+    /// Takes the messages sent since the last call (the [`Harness`] delivers them).
+    pub fn take_sent(&mut self) -> Vec<Sent> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// Undoes every write since the last commit or rollback, and drops unsent messages.
     pub fn rollback(&mut self) {
+        self.outbox.clear();
         while let Some(undo) = self.journal.pop() {
             if let Some(t) = self.tables.get_mut(&undo.table) {
                 t.put(&undo.id, undo.old);
@@ -340,6 +360,15 @@ impl Txn for MemStore {
         Ok(self.table(table)?.last_change)
     }
 
+    fn send(&mut self, plugin: &str, command: &str, payload: &[u8]) -> Result<(), StateError> {
+        self.outbox.push(Sent {
+            plugin: plugin.to_string(),
+            command: command.to_string(),
+            payload: payload.to_vec(),
+        });
+        Ok(())
+    }
+
     fn delete_prefix(
         &mut self,
         table: &str,
@@ -380,22 +409,132 @@ impl Txn for MemStore {
 /// ```
 pub struct Harness {
     plugin: Plugin,
+    /// Other plugins of the set, which receive messages and own tables `plugin` reads.
+    peers: Vec<Plugin>,
     store: MemStore,
     next_index: u64,
 }
+
+/// Most messages one command and its messages may send, as on the host.
+pub const MAX_MESSAGES: usize = 4096;
+/// How deep messages sent by messages may go, as on the host.
+pub const MAX_MESSAGE_DEPTH: usize = 8;
 
 impl Harness {
     /// A harness with an empty store of the plugin's tables. Refuses what the host refuses
     /// at load in the plugin's names ([`Plugin::check`]) and a table without a unique `id`
     /// index.
     pub fn new(plugin: Plugin) -> Result<Self, Error> {
+        Harness::with_peers(plugin, Vec::new())
+    }
+
+    /// A harness for `plugin` in a set with `peers`: the store holds every plugin's tables
+    /// (and the tables `plugin` reads that no peer owns, empty), and messages go to the
+    /// peers as on the host: after the command returns `Ok`, in order, each followed by
+    /// the messages it sends; a failure fails the command and rolls everything back; a
+    /// message to a plugin not in the set is dropped, one to a command `plugin` did not
+    /// declare fails.
+    pub fn with_peers(plugin: Plugin, peers: Vec<Plugin>) -> Result<Self, Error> {
         plugin.check()?;
-        let store = MemStore::new(&plugin.describe().tables)?;
+        let mut schemas: Vec<TableSchema> = Vec::new();
+        for p in std::iter::once(&plugin).chain(&peers) {
+            p.check()?;
+            schemas.extend(p.describe().tables);
+        }
+        for p in std::iter::once(&plugin).chain(&peers) {
+            for read in p.read_schemas() {
+                match schemas.iter().find(|t| t.name == read.name) {
+                    Some(owned) if owned.layout != read.layout => {
+                        return Err(Error::internal(format!(
+                            "plugin {} reads table {} at layout {}, but it is stored at \
+                             layout {}",
+                            p.describe().name,
+                            read.name,
+                            read.layout,
+                            owned.layout
+                        )));
+                    }
+                    Some(_) => {}
+                    None => schemas.push(read),
+                }
+            }
+        }
+        let store = MemStore::new(&schemas)?;
         Ok(Harness {
             plugin,
+            peers,
             store,
             next_index: 1,
         })
+    }
+
+    /// The plugin of the set named `name`.
+    fn member(&self, name: &str) -> Option<&Plugin> {
+        std::iter::once(&self.plugin)
+            .chain(&self.peers)
+            .find(|p| p.name() == name)
+    }
+
+    /// Delivers the messages `sender` sent, depth first; the first failure is the
+    /// command's. `delivered` counts toward [`MAX_MESSAGES`].
+    fn deliver(
+        &mut self,
+        ctx: &Ctx,
+        sender: &str,
+        depth: usize,
+        delivered: &mut usize,
+    ) -> Result<(), Error> {
+        let sent = self.store.take_sent();
+        if sent.is_empty() {
+            return Ok(());
+        }
+        if depth >= MAX_MESSAGE_DEPTH {
+            return Err(Error::internal(format!(
+                "messages sent more than {MAX_MESSAGE_DEPTH} deep (plugin {sender})"
+            )));
+        }
+        let declared = self
+            .member(sender)
+            .map(|p| p.describe().sends)
+            .unwrap_or_default();
+        for m in sent {
+            let target = crate::plugin::MessageTarget {
+                plugin: m.plugin.clone(),
+                command: m.command.clone(),
+            };
+            if !declared.contains(&target) {
+                return Err(Error::internal(format!(
+                    "not declared by the plugin: plugin {sender} sends no message to {}/{}",
+                    m.plugin, m.command
+                )));
+            }
+            *delivered += 1;
+            if *delivered > MAX_MESSAGES {
+                return Err(Error::internal(format!(
+                    "a command sent more than {MAX_MESSAGES} messages"
+                )));
+            }
+            let Harness {
+                plugin,
+                peers,
+                store,
+                ..
+            } = self;
+            let Some(receiver) = std::iter::once(&*plugin)
+                .chain(peers.iter())
+                .find(|p| p.name() == m.plugin)
+            else {
+                continue;
+            };
+            receiver
+                .apply(store, ctx, &m.command, &m.payload)
+                .map_err(|e| Error {
+                    kind: e.kind,
+                    message: format!("message to {}/{}: {}", m.plugin, m.command, e.message),
+                })?;
+            self.deliver(ctx, &m.plugin, depth + 1, delivered)?;
+        }
+        Ok(())
     }
 
     /// Runs `command` at the next index, with the index as the timestamp: the request
@@ -430,7 +569,10 @@ impl Harness {
         self.store.set_index(ctx.index);
         // A panic leaves nothing behind, as a trap does on the host.
         let run = std::panic::AssertUnwindSafe(|| {
-            self.plugin.apply(&mut self.store, &ctx, command, payload)
+            let out = self.plugin.apply(&mut self.store, &ctx, command, payload)?;
+            let sender = self.plugin.name();
+            self.deliver(&ctx, sender, 0, &mut 0)?;
+            Ok(out)
         });
         let result = match std::panic::catch_unwind(run) {
             Ok(result) => result,
@@ -536,6 +678,12 @@ impl Harness {
     /// The store, for assertions.
     pub fn store(&self) -> &MemStore {
         &self.store
+    }
+
+    /// The store, to seed tables a test needs (a table the plugin reads, say). End the
+    /// seeding with [`MemStore::commit`], or the next failing command rolls it back.
+    pub fn store_mut(&mut self) -> &mut MemStore {
+        &mut self.store
     }
 
     /// The plugin.

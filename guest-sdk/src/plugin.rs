@@ -40,6 +40,29 @@ pub struct Description {
     pub routes: Vec<Route>,
     /// The migrations its `migrate` export carries out.
     pub migrations: Vec<Migration>,
+    /// Other plugins' tables it reads ([`Plugin::reads`]).
+    pub reads: Vec<TableRead>,
+    /// Other plugins' commands it sends messages to ([`Plugin::sends`]).
+    pub sends: Vec<MessageTarget>,
+}
+
+/// A table of another plugin that a plugin reads, at the layout it decodes
+/// ([`Plugin::reads`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TableRead {
+    /// The table.
+    pub table: String,
+    /// The layout of its objects the reader understands.
+    pub layout: u32,
+}
+
+/// A command of another plugin that a plugin sends messages to ([`Plugin::sends`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct MessageTarget {
+    /// The plugin's name.
+    pub plugin: String,
+    /// Its command.
+    pub command: String,
 }
 
 /// A migration a plugin declares ([`Plugin::migration`]): it rewrites the objects an older
@@ -123,6 +146,71 @@ impl<Args, Out> Query<Args, Out> {
     }
 }
 
+/// A command of *another* plugin that this plugin sends messages to: a `static` naming
+/// the plugin and the command, with the request type this plugin encodes for it (the
+/// receiver's request, mirrored: plugins do not link each other). Registered with
+/// [`Plugin::sends`], sent from a command with [`Message::send`].
+///
+/// A message runs after the sending command returns `Ok`, in the same transaction and at
+/// the same index, as a command of its plugin (which alone writes its tables): so one log
+/// entry changes several plugins' tables atomically. If the message fails, the sending
+/// command fails with its error and leaves nothing. A message to a plugin the set does not
+/// have is dropped. CosmWasm's sub-messages work the same way.
+///
+/// ```
+/// use fsmhost_guest::{Command, Ctx, Error, Harness, Message, Plugin, Txn};
+///
+/// /// Tells the `audit` plugin about every greeting.
+/// static RECORD: Message<String> = Message::new("audit", "record");
+/// fn greet(tx: &mut dyn Txn, _: &Ctx, name: String) -> Result<String, Error> {
+///     RECORD.send(tx, &name)?;
+///     Ok(format!("hello {name}"))
+/// }
+/// static GREET: Command<String, String> = Command::new("greet", greet);
+///
+/// fn record(_: &mut dyn Txn, _: &Ctx, name: String) -> Result<(), Error> {
+///     if name.is_empty() { Err(Error::bad_request("no name")) } else { Ok(()) }
+/// }
+/// static RECORD_CMD: Command<String, ()> = Command::new("record", record);
+///
+/// let greeter = Plugin::new("greeter", "0.1.0", "oss").command(&GREET).sends(&RECORD);
+/// let audit = Plugin::new("audit", "0.1.0", "oss").command(&RECORD_CMD);
+/// let mut h = Harness::with_peers(greeter, vec![audit]).unwrap();
+/// assert_eq!(h.run(&GREET, &"ann".to_string()).unwrap(), "hello ann");
+/// // The message's refusal is the command's.
+/// assert!(h.run(&GREET, &String::new()).is_err());
+/// ```
+pub struct Message<Req> {
+    plugin: &'static str,
+    command: &'static str,
+    _req: std::marker::PhantomData<fn(&Req)>,
+}
+
+impl<Req: Serialize> Message<Req> {
+    /// Messages to `command` of `plugin`.
+    pub const fn new(plugin: &'static str, command: &'static str) -> Self {
+        Message {
+            plugin,
+            command,
+            _req: std::marker::PhantomData,
+        }
+    }
+
+    /// The plugin and command it goes to.
+    pub fn target(&self) -> MessageTarget {
+        MessageTarget {
+            plugin: self.plugin.to_string(),
+            command: self.command.to_string(),
+        }
+    }
+
+    /// Sends `req` (encoded as CBOR) from the running command.
+    pub fn send(&self, tx: &mut dyn Txn, req: &Req) -> Result<(), Error> {
+        tx.send(self.plugin, self.command, &to_cbor(req)?)?;
+        Ok(())
+    }
+}
+
 type CommandFn = Box<dyn Fn(&mut dyn Txn, &Ctx, &[u8]) -> Result<Vec<u8>, Error> + Send + Sync>;
 type QueryFn = Box<dyn Fn(&dyn Txn, &[u8]) -> Result<Vec<u8>, Error> + Send + Sync>;
 type MigrateFn = Box<dyn Fn(&[u8]) -> Result<Vec<Migrated>, Error> + Send + Sync>;
@@ -140,6 +228,8 @@ pub struct Plugin {
     queries: Vec<(&'static str, QueryFn)>,
     routes: Routes,
     migrations: Vec<(&'static str, u32, MigrateFn)>,
+    reads: Vec<&'static dyn AnyTable>,
+    sends: Vec<MessageTarget>,
 }
 
 impl Plugin {
@@ -154,7 +244,33 @@ impl Plugin {
             queries: Vec::new(),
             routes: Routes::default(),
             migrations: Vec::new(),
+            reads: Vec::new(),
+            sends: Vec::new(),
         }
+    }
+
+    /// The plugin's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Declares a table of another plugin that this plugin reads: `table` mirrors the
+    /// owner's declaration (name, the indexes it looks up, and the layout of the objects it
+    /// decodes). The host refuses a plugin set in which the table has another layout, and
+    /// fails undeclared reads of other plugins' tables; [`crate::Harness`] gives the table
+    /// to the plugin's tests (empty, unless a peer owns it).
+    pub fn reads(mut self, table: &'static dyn AnyTable) -> Self {
+        if let Err(e) = table.check() {
+            panic!("plugin {}: {}", self.name, e.message);
+        }
+        self.reads.push(table);
+        self
+    }
+
+    /// Declares a command of another plugin that this plugin sends messages to.
+    pub fn sends<Req: Serialize>(mut self, message: &Message<Req>) -> Self {
+        self.sends.push(message.target());
+        self
     }
 
     /// Declares a table the plugin owns.
@@ -288,7 +404,21 @@ impl Plugin {
                     from_layout: *l,
                 })
                 .collect(),
+            reads: self
+                .reads
+                .iter()
+                .map(|t| TableRead {
+                    table: t.name().to_string(),
+                    layout: t.schema().layout,
+                })
+                .collect(),
+            sends: self.sends.clone(),
         }
+    }
+
+    /// The schemas of the tables it reads ([`Plugin::reads`]), for a store to hold them.
+    pub fn read_schemas(&self) -> Vec<TableSchema> {
+        self.reads.iter().map(|t| t.schema()).collect()
     }
 
     /// Refuses what the host refuses at load in the names the plugin registered: a
@@ -331,6 +461,21 @@ impl Plugin {
             self.migrations
                 .iter()
                 .map(|(t, l, _)| format!("table {t} from layout {l}")),
+        )?;
+        once(
+            self.name,
+            "table (owned or read)",
+            self.tables
+                .iter()
+                .chain(&self.reads)
+                .map(|t| t.name().to_string()),
+        )?;
+        once(
+            self.name,
+            "message to",
+            self.sends
+                .iter()
+                .map(|t| format!("{}/{}", t.plugin, t.command)),
         )
     }
 

@@ -133,6 +133,9 @@ pub enum StateError {
     BadCursor(String),
     /// The index does not answer prefix lookups.
     NoPrefix(String),
+    /// A read of another plugin's table, or a message to another plugin's command, that
+    /// the plugin does not declare ([`crate::Plugin::reads`], [`crate::Plugin::sends`]).
+    NotDeclared(String),
 }
 
 impl fmt::Display for StateError {
@@ -146,6 +149,7 @@ impl fmt::Display for StateError {
             StateError::ReadOnly(m) => ("write in a read-only transaction", m),
             StateError::BadCursor(m) => ("bad scan cursor", m),
             StateError::NoPrefix(m) => ("index does not support prefix lookups", m),
+            StateError::NotDeclared(m) => ("not declared by the plugin", m),
         };
         write!(f, "{what}: {msg}")
     }
@@ -199,6 +203,9 @@ pub trait Txn {
     -> Result<u64, StateError>;
     /// The raft index of the last write to `table` (0 if never written).
     fn table_index(&self, table: &str) -> Result<u64, StateError>;
+    /// Sends a message: `command` of `plugin` runs with `payload` once the current command
+    /// returns `Ok`, in the same transaction (see [`crate::Message`], the typed way).
+    fn send(&mut self, plugin: &str, command: &str, payload: &[u8]) -> Result<(), StateError>;
 }
 
 /// The layout of a scan cursor: the position (index key, id) of the last object returned.

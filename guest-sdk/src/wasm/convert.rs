@@ -44,6 +44,7 @@ impl From<wit::StateError> for StateError {
             wit::StateError::ReadOnly(m) => StateError::ReadOnly(m),
             wit::StateError::BadCursor(m) => StateError::BadCursor(m),
             wit::StateError::NoPrefix(m) => StateError::NoPrefix(m),
+            wit::StateError::NotDeclared(m) => StateError::NotDeclared(m),
         }
     }
 }
@@ -158,6 +159,22 @@ impl From<Description> for wit::PluginDescription {
                     from_layout: m.from_layout,
                 })
                 .collect(),
+            reads: d
+                .reads
+                .into_iter()
+                .map(|r| wit::TableRead {
+                    table: r.table,
+                    layout: r.layout,
+                })
+                .collect(),
+            sends: d
+                .sends
+                .into_iter()
+                .map(|t| wit::MessageTarget {
+                    plugin: t.plugin,
+                    command: t.command,
+                })
+                .collect(),
         }
     }
 }
@@ -178,6 +195,7 @@ impl From<wit::HttpRequest> for Request {
             path: req.path,
             query: req.query,
             body: req.body,
+            node: req.node,
         }
     }
 }

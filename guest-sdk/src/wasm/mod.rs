@@ -103,6 +103,9 @@ impl Txn for HostTxn {
     fn table_index(&self, table: &str) -> Result<u64, StateError> {
         Ok(wit_state::table_index(table)?)
     }
+    fn send(&mut self, plugin: &str, command: &str, payload: &[u8]) -> Result<(), StateError> {
+        Ok(wit_state::send(plugin, command, payload)?)
+    }
 }
 
 /// Installs a panic hook that sends the panic's message and location to the host log

@@ -38,6 +38,22 @@ impl From<wit::PluginDescription> for Description {
                 .collect(),
             commands: d.commands,
             queries: d.queries,
+            reads: d
+                .reads
+                .into_iter()
+                .map(|r| fsmhost_guest::TableRead {
+                    table: r.table,
+                    layout: r.layout,
+                })
+                .collect(),
+            sends: d
+                .sends
+                .into_iter()
+                .map(|t| fsmhost_guest::MessageTarget {
+                    plugin: t.plugin,
+                    command: t.command,
+                })
+                .collect(),
             routes: d
                 .routes
                 .into_iter()
@@ -99,6 +115,7 @@ impl From<&HttpRequest> for wit::HttpRequest {
             path: req.path.clone(),
             query: req.query.clone(),
             body: req.body.clone(),
+            node: req.node.clone(),
         }
     }
 }

@@ -182,6 +182,7 @@ pub async fn serve(
         path,
         query,
         body,
+        node: node.config.node_name.clone(),
     };
     let plan = plugin.route(&request, &permits).map_err(call_refusal)?;
     authorize_plan(&plan, authz)?;
