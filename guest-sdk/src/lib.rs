@@ -172,7 +172,7 @@ mod wasm;
 pub use cbor::{from_cbor, to_cbor};
 pub use error::{Error, ErrorKind};
 pub use key::{DisplayKey, Key, prefix_successor};
-pub use mem::{Harness, MemStore};
+pub use mem::{Harness, MAX_MESSAGE_DEPTH, MAX_MESSAGES, MemStore, Sent};
 pub use plugin::{
     Command, Ctx, Description, Message, MessageTarget, Migration, Plugin, Query, TableRead,
 };

@@ -102,7 +102,14 @@ fn bench(c: &mut Criterion) {
                 }
                 let mut txn = store.write(i as u64);
                 let out = plugin
-                    .apply_kept(&mut kept, &mut txn, "set", &payloads[i % PAYLOADS], 0)
+                    .apply_kept(
+                        &mut kept,
+                        &mut txn,
+                        "set",
+                        &payloads[i % PAYLOADS],
+                        0,
+                        &mut Vec::new(),
+                    )
                     .expect("set");
                 txn.commit();
                 black_box(out)

@@ -20,8 +20,11 @@ use std::time::Duration;
 
 use super::Fsm;
 use super::outcome::{FsmError, Outcome};
-use crate::plugin::{Instance, PluginSet};
+use crate::plugin::{
+    CallError, Instance, LoadedPlugin, MAX_MESSAGE_DEPTH, MAX_MESSAGES, PluginSet, Sent,
+};
 use crate::state::WriteTxn;
+use std::sync::Arc;
 
 /// How often an entry this server could not apply (no free instance slot) is tried again
 /// before [`Fsm::apply_log_entry`] gives up.
@@ -92,21 +95,93 @@ impl EntryTxn<'_> {
             None => Err(FsmError::UnknownPlugin(entry.plugin.clone())),
             Some(plugin) => match written_for_newer(entry, &plugin.description().version) {
                 Some(e) => Err(e),
-                None => plugin
-                    .apply_kept(
-                        self.instances.for_plugin(plugin.name()),
-                        &mut self.txn,
-                        &entry.command,
-                        &entry.payload,
-                        entry.timestamp_ms,
-                    )
-                    .map_err(FsmError::from),
+                None => self.run_with_messages(plugin, entry),
             },
         };
         if !matches!(&result, Err(e) if e.is_retryable()) {
             self.last = index;
         }
         result
+    }
+}
+
+impl EntryTxn<'_> {
+    /// Runs the command of `entry` on `plugin`, then delivers the messages it sent (see
+    /// `state.send` in the WIT): all of it, or nothing, under one savepoint.
+    fn run_with_messages(
+        &mut self,
+        plugin: &Arc<LoadedPlugin>,
+        entry: &Entry,
+    ) -> Result<Vec<u8>, FsmError> {
+        let savepoint = self.txn.savepoint();
+        let mut sent = Vec::new();
+        let result = plugin
+            .apply_kept(
+                self.instances.for_plugin(plugin.name()),
+                &mut self.txn,
+                &entry.command,
+                &entry.payload,
+                entry.timestamp_ms,
+                &mut sent,
+            )
+            .and_then(|out| {
+                self.deliver(plugin.name(), sent, entry.timestamp_ms, 0, &mut 0)?;
+                Ok(out)
+            });
+        match result {
+            Ok(_) => self.txn.release(savepoint),
+            Err(_) => self.txn.rollback_to(savepoint),
+        }
+        result.map_err(FsmError::from)
+    }
+
+    /// Delivers the messages `sender` sent, in order, each followed by the messages it sent
+    /// (depth first), in the entry's transaction at the sender's index, on the entry's
+    /// instance of each plugin. A message to a plugin the set does not have is dropped.
+    /// `delivered` counts the messages of the whole command.
+    fn deliver(
+        &mut self,
+        sender: &str,
+        sent: Vec<Sent>,
+        timestamp_ms: u64,
+        depth: usize,
+        delivered: &mut usize,
+    ) -> Result<(), CallError> {
+        if sent.is_empty() {
+            return Ok(());
+        }
+        if depth >= MAX_MESSAGE_DEPTH {
+            return Err(CallError::Messages {
+                plugin: sender.to_string(),
+                reason: format!("its messages sent messages more than {MAX_MESSAGE_DEPTH} deep"),
+            });
+        }
+        let plugins = self.plugins;
+        for m in sent {
+            *delivered += 1;
+            if *delivered > MAX_MESSAGES {
+                return Err(CallError::Messages {
+                    plugin: sender.to_string(),
+                    reason: format!(
+                        "a command and its messages sent more than {MAX_MESSAGES} messages"
+                    ),
+                });
+            }
+            let Some(receiver) = plugins.get(&m.plugin) else {
+                continue;
+            };
+            let mut more = Vec::new();
+            receiver.apply_kept(
+                self.instances.for_plugin(receiver.name()),
+                &mut self.txn,
+                &m.command,
+                &m.payload,
+                timestamp_ms,
+                &mut more,
+            )?;
+            self.deliver(receiver.name(), more, timestamp_ms, depth + 1, delivered)?;
+        }
+        Ok(())
     }
 }
 

@@ -157,7 +157,7 @@ impl FsmError {
                 CallError::FuelExhausted { .. }
                 | CallError::MemoryExhausted { .. }
                 | CallError::BudgetExceeded { .. } => FailureKind::Unprocessable,
-                CallError::Trap { .. } => FailureKind::Internal,
+                CallError::Trap { .. } | CallError::Messages { .. } => FailureKind::Internal,
                 CallError::Unavailable { .. } => FailureKind::Unavailable,
             },
         }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use wasmtime::{Store, Trap};
 
 use super::engine::INSTANCE_POOL;
-use super::host::{self, Access, HostState};
+use super::host::{self, Access, HostState, Sent};
 use super::load::Command;
 use super::{
     CallError, ErrorKind, HttpPlan, HttpRequest, HttpResponse, LoadedPlugin, bindings, wit,
@@ -96,7 +96,12 @@ impl LoadedPlugin {
         call: &str,
         access: Access,
     ) -> Result<Instance, Box<(CallError, Access)>> {
-        let state = HostState::new(&self.description.name, access, &self.limits);
+        let state = HostState::new(
+            &self.description.name,
+            self.declared.clone(),
+            access,
+            &self.limits,
+        );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         // Instantiation (the component's start code) burns the call's fuel too.
@@ -304,7 +309,8 @@ impl LoadedPlugin {
 
     /// Runs `command` in `txn` in a fresh instance. On `Ok` the command's writes are in
     /// `txn`; on any error (the plugin's own, a trap, fuel or memory exhaustion) `txn` is
-    /// exactly as it was.
+    /// exactly as it was. Messages it sends are not delivered (the FSM delivers them:
+    /// `fsm::EntryTxn::apply`).
     pub fn apply(
         &self,
         txn: &mut WriteTxn<'_>,
@@ -312,7 +318,14 @@ impl LoadedPlugin {
         payload: &[u8],
         timestamp_ms: u64,
     ) -> Result<Vec<u8>, CallError> {
-        self.apply_kept(&mut None, txn, command, payload, timestamp_ms)
+        self.apply_kept(
+            &mut None,
+            txn,
+            command,
+            payload,
+            timestamp_ms,
+            &mut Vec::new(),
+        )
     }
 
     /// [`LoadedPlugin::apply`] on the instance in `kept` (a fresh one when it is empty or
@@ -323,6 +336,9 @@ impl LoadedPlugin {
     /// to the next, and so changes the fuel the next one burns. The caller keeps one only
     /// across the commands of one log entry, in log order, starting empty: every server,
     /// and a server replaying its log, then runs each command on the same instance history.
+    ///
+    /// The messages a command that returns `Ok` sent are appended to `sent`, in order, for
+    /// the caller to deliver.
     pub fn apply_kept(
         &self,
         kept: &mut Option<Instance>,
@@ -330,6 +346,7 @@ impl LoadedPlugin {
         command: &str,
         payload: &[u8],
         timestamp_ms: u64,
+        sent: &mut Vec<Sent>,
     ) -> Result<Vec<u8>, CallError> {
         let Some(at) = self.description.commands.iter().position(|c| c == command) else {
             return Err(CallError::UnknownCommand {
@@ -372,13 +389,17 @@ impl LoadedPlugin {
             txn,
             std::mem::replace(&mut inst.store.data_mut().access, Access::None),
         );
+        let outbox = std::mem::take(&mut inst.store.data_mut().outbox);
         let outcome = match result {
             Ok(Ok(out)) => Ok(out),
             Ok(Err(e)) => Err(self.plugin_error(call, e)),
             Err(e) => Err(e),
         };
         match outcome {
-            Ok(_) => txn.release(savepoint),
+            Ok(_) => {
+                txn.release(savepoint);
+                sent.extend(outbox);
+            }
             Err(_) => txn.rollback_to(savepoint),
         }
         if matches!(outcome, Ok(_) | Err(CallError::Plugin { .. })) {

@@ -145,6 +145,15 @@ pub enum CallError {
         /// The command asked for.
         command: String,
     },
+    /// A command's messages went too far (more than [`super::MAX_MESSAGES`], or more
+    /// than [`super::MAX_MESSAGE_DEPTH`] deep); deterministic on every server.
+    #[error("plugin {plugin}: {reason}; nothing was written")]
+    Messages {
+        /// The plugin whose command sent them.
+        plugin: String,
+        /// What went too far.
+        reason: String,
+    },
     /// The plugin has no such query.
     #[error("plugin {plugin} has no query {query}")]
     UnknownQuery {

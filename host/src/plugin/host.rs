@@ -2,10 +2,12 @@
 //! transaction of the current call, and the memory limiter of its store.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use wasmtime::ResourceLimiter;
 
 use super::bindings::fsmhost::plugin::{acl, log, state, types};
 use crate::state::{self as st, ReadTxn, Tables};
+pub use fsmhost_guest::Sent;
 
 /// The transaction a call runs in.
 pub(crate) enum Access {
@@ -77,6 +79,10 @@ const BYTES_PER_UNIT: u64 = 16;
 /// The data of one call's wasmtime store.
 pub(crate) struct HostState {
     pub(crate) plugin: String,
+    /// The other plugins' tables and commands its description names.
+    declared: Arc<Declared>,
+    /// Messages the running `apply` sent, delivered once it returns `ok`.
+    pub(crate) outbox: Vec<Sent>,
     pub(crate) access: Access,
     pub(crate) limiter: Limiter,
     /// Host work left, in fuel units: the same budget size as the wasm fuel, drawn on by the
@@ -95,10 +101,38 @@ pub(crate) struct HostState {
     pub(crate) permits: Option<super::Permits>,
 }
 
+/// What a plugin's description lets it do beyond its own tables: read the other plugins'
+/// tables it names (`reads`) and send messages to the commands it names (`sends`).
+#[derive(Debug, Default)]
+pub(crate) struct Declared {
+    reads: BTreeSet<String>,
+    sends: BTreeSet<(String, String)>,
+}
+
+impl Declared {
+    pub(crate) fn of(d: &super::Description) -> Arc<Declared> {
+        Arc::new(Declared {
+            reads: d.reads.iter().map(|r| r.table.clone()).collect(),
+            sends: d
+                .sends
+                .iter()
+                .map(|t| (t.plugin.clone(), t.command.clone()))
+                .collect(),
+        })
+    }
+}
+
 impl HostState {
-    pub(crate) fn new(plugin: &str, access: Access, limits: &super::Limits) -> Self {
+    pub(crate) fn new(
+        plugin: &str,
+        declared: Arc<Declared>,
+        access: Access,
+        limits: &super::Limits,
+    ) -> Self {
         HostState {
             plugin: plugin.to_string(),
+            declared,
+            outbox: Vec::new(),
             access,
             limiter: Limiter {
                 memory_limit: limits.memory_bytes,
@@ -123,6 +157,7 @@ impl HostState {
         self.exceeded = None;
         self.panic_message = None;
         self.read_set.clear();
+        self.outbox.clear();
         self.log_lines = 0;
         self.limiter.denied = None;
         self.permits = None;
@@ -169,7 +204,7 @@ impl HostState {
         }
     }
 
-    fn read(&self) -> Result<&Tables, types::StateError> {
+    fn tables(&self) -> Result<&Tables, types::StateError> {
         match &self.access {
             Access::Read(r) => Ok(r),
             Access::Write { tables, .. } => Ok(tables),
@@ -177,6 +212,59 @@ impl HostState {
                 "no transaction outside apply and query".into(),
             )),
         }
+    }
+
+    /// The tables, for a read of `table`: its own, or another plugin's that it declares
+    /// (an unknown table is left to the lookup, which names it).
+    fn read(&self, table: &str) -> Result<&Tables, types::StateError> {
+        let tables = self.tables()?;
+        if let Some(t) = tables.schema().position(table) {
+            let owner = tables.schema().owner(t);
+            if owner != self.plugin && !self.declared.reads.contains(table) {
+                return Err(types::StateError::NotDeclared(format!(
+                    "plugin {} reads table {table} of plugin {owner} without declaring it \
+                     (its description's `reads`)",
+                    self.plugin
+                )));
+            }
+        }
+        Ok(tables)
+    }
+
+    /// Queues a message (see `state.send` in the WIT).
+    fn send(&mut self, plugin: &str, command: &str, payload: Vec<u8>) -> Outcome<()> {
+        self.charge(1, (plugin.len() + command.len() + payload.len()) as u64)?;
+        self.charge_write(payload.len() as u64)?;
+        if !matches!(self.access, Access::Write { .. }) {
+            return Err(Fail::State(types::StateError::ReadOnly(format!(
+                "plugin {} sent a message outside apply",
+                self.plugin
+            ))));
+        }
+        if !self
+            .declared
+            .sends
+            .contains(&(plugin.to_string(), command.to_string()))
+        {
+            return Err(Fail::State(types::StateError::NotDeclared(format!(
+                "plugin {} sends a message to {plugin}/{command} without declaring it \
+                 (its description's `sends`)",
+                self.plugin
+            ))));
+        }
+        if self.outbox.len() >= super::MAX_MESSAGES {
+            return Err(Fail::Trap(wasmtime::format_err!(
+                "plugin {} sent more than {} messages",
+                self.plugin,
+                super::MAX_MESSAGES
+            )));
+        }
+        self.outbox.push(Sent {
+            plugin: plugin.to_string(),
+            command: command.to_string(),
+            payload,
+        });
+        Ok(())
     }
 
     /// The tables a write changes, the index it stamps, and the plugin writing.
@@ -203,6 +291,7 @@ fn to_wit_error(e: st::StateError) -> types::StateError {
         S::ReadOnly(m) => W::ReadOnly(m),
         S::BadCursor(m) => W::BadCursor(m),
         S::NoPrefix(m) => W::NoPrefix(m),
+        S::NotDeclared(m) => W::NotDeclared(m),
     }
 }
 
@@ -265,7 +354,7 @@ impl HostState {
         find: impl FnOnce(&Tables) -> Result<Option<st::Bytes>, st::StateError>,
     ) -> Outcome<Option<Vec<u8>>> {
         self.charge(1, key_bytes)?;
-        let found = find(self.read()?)?;
+        let found = find(self.read(table)?)?;
         self.note_read(table);
         self.charge(0, found.as_ref().map_or(0, |b| b.len() as u64))?;
         Ok(found.map(|b| b.to_vec()))
@@ -281,7 +370,9 @@ impl HostState {
     ) -> Outcome<types::ScanBatch> {
         let range = from_wit_range(range);
         self.charge(0, 0)?;
-        let batch = self.read()?.scan(table, index, &range, cursor, limit)?;
+        let batch = self
+            .read(table)?
+            .scan(table, index, &range, cursor, limit)?;
         self.note_read(table);
         let bytes: u64 = batch.objects.iter().map(|o| o.len() as u64).sum();
         self.charge(batch.objects.len() as u64 + 1, bytes)?;
@@ -335,7 +426,7 @@ impl HostState {
 
     fn table_index(&mut self, table: &str) -> Outcome<u64> {
         self.charge(0, 0)?;
-        let index = self.read()?.table_stamp(table)?;
+        let index = self.read(table)?.table_stamp(table)?;
         self.note_read(table);
         Ok(index)
     }
@@ -406,6 +497,10 @@ impl state::Host for HostState {
     fn table_index(&mut self, table: String) -> Ret<u64> {
         finish(HostState::table_index(self, &table))
     }
+
+    fn send(&mut self, plugin: String, command: String, payload: Vec<u8>) -> Ret<()> {
+        finish(HostState::send(self, &plugin, &command, payload))
+    }
 }
 
 impl acl::Host for HostState {
@@ -475,7 +570,12 @@ mod tests {
     fn writes_outside_apply_are_refused() {
         let store = Store::new(Schema::default());
         for access in [Access::None, Access::Read(store.read())] {
-            let mut h = HostState::new("p", access, &crate::plugin::Limits::default());
+            let mut h = HostState::new(
+                "p",
+                Default::default(),
+                access,
+                &crate::plugin::Limits::default(),
+            );
             let err = state::Host::delete(&mut h, "t".into(), b"k".to_vec())
                 .expect("not a trap")
                 .unwrap_err();

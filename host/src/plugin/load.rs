@@ -50,7 +50,10 @@ impl Runtime {
                 queries: Vec::new(),
                 routes: Vec::new(),
                 migrations: Vec::new(),
+                reads: Vec::new(),
+                sends: Vec::new(),
             },
+            declared: Default::default(),
             hash,
             component: Arc::from(bytes),
             imports,
@@ -69,6 +72,7 @@ impl Runtime {
             })?;
         plugin.description = Description::from(d);
         validate::description(origin, &plugin.description)?;
+        plugin.declared = super::host::Declared::of(&plugin.description);
         routes::check(&plugin.description.name, &plugin.description.routes)?;
         plugin.commands = (plugin.description.commands.iter())
             .map(|c| Command {
@@ -104,6 +108,8 @@ pub struct LoadedPlugin {
     pub(super) pre: Arc<bindings::PluginPre<HostState>>,
     pub(super) engine: Engine,
     pub(super) limits: Limits,
+    /// The other plugins' tables and commands its description names.
+    pub(super) declared: Arc<super::host::Declared>,
     /// Per command of the description, in its order.
     pub(super) commands: Vec<Command>,
 }

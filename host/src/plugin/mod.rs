@@ -44,6 +44,7 @@ mod validate;
 pub use call::Instance;
 pub use engine::{Runtime, RuntimeConfig};
 pub use error::{CallError, ErrorKind, LoadError};
+pub use host::Sent;
 pub use load::{Description, LoadedPlugin, Migration};
 pub use routes::{
     AclAccess, AclNeed, AclResource, HttpAction, HttpPlan, HttpRequest, HttpResponse, HttpRoute,
@@ -52,7 +53,12 @@ pub use routes::{
 pub use set::PluginSet;
 
 /// The version of the `fsmhost:plugin` WIT package this host serves.
-pub const CONTRACT_VERSION: &str = "0.4.0";
+pub const CONTRACT_VERSION: &str = "0.5.0";
+
+/// Most messages one command and the messages it causes may send (`state.send`).
+pub const MAX_MESSAGES: usize = fsmhost_guest::MAX_MESSAGES;
+/// How deep messages sent by messages may go.
+pub const MAX_MESSAGE_DEPTH: usize = fsmhost_guest::MAX_MESSAGE_DEPTH;
 
 mod bindings {
     wasmtime::component::bindgen!({

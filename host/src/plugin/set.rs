@@ -54,6 +54,7 @@ impl PluginSet {
             })
             .collect();
         routes::check_set(&routes)?;
+        check_contracts(&plugins, &tables)?;
         Ok(PluginSet {
             plugins,
             schema: Schema::new(tables).map_err(|problem| LoadError::InvalidDescription {
@@ -84,6 +85,59 @@ impl PluginSet {
     pub fn schema(&self) -> &Schema {
         &self.schema
     }
+}
+
+/// What plugins declare of each other holds in this set: every table a plugin reads that the
+/// set has is stored at the layout the reader decodes (an upgrade of its owner must not
+/// change the bytes under a reader), and every command a plugin sends messages to exists
+/// when its plugin is in the set. A missing table or plugin is allowed: the reads fail as
+/// unknown tables, the messages are dropped.
+fn check_contracts(
+    plugins: &[Arc<LoadedPlugin>],
+    tables: &[(String, TableSchema)],
+) -> Result<(), LoadError> {
+    let invalid = |p: &LoadedPlugin, problem: String| LoadError::InvalidDescription {
+        plugin: format!("{} {} ({})", p.name(), p.description.version, p.origin),
+        problem,
+    };
+    for p in plugins {
+        for read in &p.description.reads {
+            if let Some((owner, t)) = tables.iter().find(|(_, t)| t.name == read.table)
+                && t.layout != read.layout
+            {
+                return Err(invalid(
+                    p,
+                    format!(
+                        "it reads table {} at layout {}, but plugin {owner} ({}) stores it at \
+                         layout {}: use releases of the two plugins that agree on it",
+                        read.table,
+                        read.layout,
+                        owner_origin(plugins, owner),
+                        t.layout
+                    ),
+                ));
+            }
+        }
+        for target in &p.description.sends {
+            if let Some(receiver) = plugins.iter().find(|r| r.name() == target.plugin)
+                && !receiver.description.commands.contains(&target.command)
+            {
+                return Err(invalid(
+                    p,
+                    format!(
+                        "it sends messages to {}/{}, but plugin {} {} ({}) has no command {}",
+                        target.plugin,
+                        target.command,
+                        receiver.name(),
+                        receiver.description.version,
+                        receiver.origin,
+                        target.command
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn owner_origin(plugins: &[Arc<LoadedPlugin>], owner: &str) -> String {

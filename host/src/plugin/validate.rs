@@ -137,6 +137,32 @@ pub(crate) fn description(origin: &str, d: &Description) -> Result<(), LoadError
             ));
         }
     }
+    unique("read of table", d.reads.iter().map(|r| &r.table)).map_err(|p| invalid(name, p))?;
+    if let Some(r) = d
+        .reads
+        .iter()
+        .find(|r| d.tables.iter().any(|t| t.name == r.table))
+    {
+        return Err(invalid(
+            name,
+            format!("it declares a read of table {}, which it owns", r.table),
+        ));
+    }
+    let mut sends = BTreeSet::new();
+    for t in &d.sends {
+        if t.plugin == d.name {
+            return Err(invalid(
+                name,
+                format!("it declares messages to its own command {}", t.command),
+            ));
+        }
+        if !sends.insert(t) {
+            return Err(invalid(
+                name,
+                format!("messages to {}/{} are declared twice", t.plugin, t.command),
+            ));
+        }
+    }
     Ok(())
 }
 

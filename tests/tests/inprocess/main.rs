@@ -3,6 +3,7 @@
 //! One test binary; `tests/cluster/` is the other. The helpers they share are below.
 
 mod fsm;
+mod messages;
 mod plugin_runtime;
 mod snapshot_files;
 mod tls;
