@@ -166,6 +166,7 @@ mod mem;
 mod plugin;
 mod schema;
 pub mod tenancy;
+pub mod tick;
 mod txn;
 mod wasm;
 
@@ -183,6 +184,7 @@ pub use schema::{
 /// Re-exported so plugins can mark byte fields `#[serde(with = "fsmhost_guest::serde_bytes")]`.
 pub use serde_bytes;
 pub use tenancy::{Edition, Tenancy};
+pub use tick::{Proposal, ServerInfo, TickCtx};
 pub use txn::{Bound, IndexKeys, KeyRange, ScanBatch, StateError, Txn, cursor};
 
 /// Severity of a log line.

@@ -588,6 +588,31 @@ impl Harness {
         result
     }
 
+    /// Runs the plugin's leader timer on the store, as the leader does: returns what it
+    /// asks to propose.
+    pub fn tick(&self, ctx: &crate::tick::TickCtx) -> Result<Vec<crate::tick::Proposal>, Error> {
+        self.plugin.run_tick(&self.store, ctx)
+    }
+
+    /// [`Harness::tick`], then applies every proposal at the next index with the tick's
+    /// clock as the entry's timestamp, as the leader does; their results in order.
+    pub fn tick_and_apply(&mut self, ctx: &crate::tick::TickCtx) -> Vec<Result<Vec<u8>, Error>> {
+        let proposals = match self.tick(ctx) {
+            Ok(p) => p,
+            Err(e) => return vec![Err(e)],
+        };
+        proposals
+            .into_iter()
+            .map(|p| {
+                let at = Ctx {
+                    index: self.next_index,
+                    timestamp_ms: ctx.now_ms,
+                };
+                self.apply_raw(at, &p.command, &p.payload)
+            })
+            .collect()
+    }
+
     /// Runs `query`: the arguments and the result go through CBOR, as on the host.
     pub fn ask<Args: Serialize, Out: DeserializeOwned>(
         &self,

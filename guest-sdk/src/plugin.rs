@@ -230,6 +230,7 @@ pub struct Plugin {
     migrations: Vec<(&'static str, u32, MigrateFn)>,
     reads: Vec<&'static dyn AnyTable>,
     sends: Vec<MessageTarget>,
+    tick: Option<crate::tick::TickFn>,
 }
 
 impl Plugin {
@@ -246,6 +247,43 @@ impl Plugin {
             migrations: Vec::new(),
             reads: Vec::new(),
             sends: Vec::new(),
+            tick: None,
+        }
+    }
+
+    /// Sets the plugin's leader timer (see [`crate::tick`]): the leader calls `tick` about
+    /// once a second on its current state and proposes the commands it returns. A plugin
+    /// without one returns nothing.
+    ///
+    /// ```
+    /// use fsmhost_guest::{Command, Ctx, Error, Harness, Plugin, Proposal, TickCtx, Txn};
+    ///
+    /// fn stamp(_: &mut dyn Txn, ctx: &Ctx, _: ()) -> Result<u64, Error> {
+    ///     Ok(ctx.timestamp_ms)
+    /// }
+    /// static STAMP: Command<(), u64> = Command::new("stamp", stamp);
+    /// fn tick(_: &dyn Txn, t: &TickCtx) -> Result<Vec<Proposal>, Error> {
+    ///     Ok(if t.now_ms % 2 == 0 { vec![STAMP.proposal(&())?] } else { vec![] })
+    /// }
+    /// let mut h = Harness::new(Plugin::new("clock", "0.1.0", "oss").command(&STAMP).tick(tick))
+    ///     .unwrap();
+    /// let t = TickCtx { now_ms: 42, ..TickCtx::default() };
+    /// assert_eq!(h.tick(&t).unwrap().len(), 1);
+    /// ```
+    pub fn tick(mut self, tick: crate::tick::TickFn) -> Self {
+        self.tick = Some(tick);
+        self
+    }
+
+    /// Runs the leader timer (the `tick` export).
+    pub fn run_tick(
+        &self,
+        tx: &dyn Txn,
+        ctx: &crate::tick::TickCtx,
+    ) -> Result<Vec<crate::tick::Proposal>, Error> {
+        match self.tick {
+            Some(tick) => tick(tx, ctx),
+            None => Ok(Vec::new()),
         }
     }
 

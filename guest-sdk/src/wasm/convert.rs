@@ -11,6 +11,7 @@ use crate::error::{Error, ErrorKind};
 use crate::http::{Action, Plan, Request, Response};
 use crate::plugin::{Ctx, Description};
 use crate::schema::Migrated;
+use crate::tick::{Proposal, ServerInfo, TickCtx};
 use crate::txn::{Bound, IndexKeys, KeyRange, ScanBatch, StateError};
 
 impl From<&Bound> for wit::Bound {
@@ -103,6 +104,38 @@ impl From<Error> for wit::PluginError {
 impl From<wit::PluginError> for Error {
     fn from(e: wit::PluginError) -> Self {
         Error::new(e.kind.into(), e.message)
+    }
+}
+
+impl From<wit::TickContext> for TickCtx {
+    fn from(ctx: wit::TickContext) -> Self {
+        TickCtx {
+            now_ms: ctx.now_ms,
+            leader_since_ms: ctx.leader_since_ms,
+            datacenter: ctx.datacenter,
+            servers: ctx
+                .servers
+                .into_iter()
+                .map(|s| ServerInfo {
+                    id: s.id,
+                    name: s.name,
+                    address: s.address,
+                    status: s.status,
+                    voter: s.voter,
+                    version: s.version,
+                })
+                .collect(),
+            tombstone_ttl_ms: ctx.tombstone_ttl_ms,
+        }
+    }
+}
+
+impl From<Proposal> for wit::Call {
+    fn from(p: Proposal) -> Self {
+        wit::Call {
+            name: p.command,
+            input: p.payload,
+        }
     }
 }
 

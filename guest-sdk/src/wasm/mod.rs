@@ -173,6 +173,12 @@ pub fn apply(
     Ok(p.apply(&mut HostTxn, &ctx.into(), &command, &payload)?)
 }
 
+/// `tick` export.
+pub fn tick(p: &Plugin, ctx: wit::TickContext) -> Result<Vec<wit::Call>, wit::PluginError> {
+    let proposals = p.run_tick(&HostTxn, &ctx.into())?;
+    Ok(proposals.into_iter().map(Into::into).collect())
+}
+
 /// `query` export.
 pub fn query(p: &Plugin, name: String, args: Vec<u8>) -> Result<Vec<u8>, wit::PluginError> {
     Ok(p.query_raw(&HostTxn, &name, &args)?)
@@ -276,6 +282,9 @@ macro_rules! export_plugin {
                     object: Vec<u8>,
                 ) -> Result<Vec<t::MigratedObject>, t::PluginError> {
                     $crate::__rt::migrate(&PLUGIN, table, from_layout, object)
+                }
+                fn tick(ctx: t::TickContext) -> Result<Vec<t::Call>, t::PluginError> {
+                    $crate::__rt::tick(&PLUGIN, ctx)
                 }
             }
             $crate::__rt::bindings::__export_plugin_world!(FsmhostPlugin with_types_in $crate::__rt::bindings);

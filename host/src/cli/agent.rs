@@ -115,6 +115,7 @@ impl AgentArgs {
             raft_snapshot_interval: self.raft_snapshot_interval.clone(),
             raft_trailing_logs: self.raft_trailing_logs,
             raft_snapshot_retain: None,
+            tombstone_ttl: None,
             plugins: (!self.plugin.is_empty()).then(|| self.plugin.clone()),
             plugin_cache_dir: None,
             plugin_limits: None,

@@ -24,6 +24,9 @@ use std::time::Duration;
 pub const DEFAULT_SERVER_PORT: u16 = 8300;
 /// The default HTTP port (Consul's `ports.http`).
 pub const DEFAULT_HTTP_PORT: u16 = 8500;
+/// Consul's default tombstone TTL.
+pub const DEFAULT_TOMBSTONE_TTL: Duration = Duration::from_secs(15 * 60);
+
 /// The default datacenter (Consul's `datacenter`).
 pub const DEFAULT_DATACENTER: &str = "dc1";
 /// The default domain (Consul's `domain`).
@@ -102,6 +105,9 @@ pub struct Config {
     pub node_name: String,
     /// The datacenter (`datacenter`, lower-cased as Consul does; default `dc1`).
     pub datacenter: String,
+    /// How long tombstones are kept (`tombstone_ttl`, Consul's default 15m): the leader's
+    /// timers tell the plugins, and kv reaps older ones.
+    pub tombstone_ttl: Duration,
     /// The domain (`domain`, default `consul`): servers' certificates name
     /// `server.<datacenter>.<domain>`.
     pub domain: String,
@@ -251,6 +257,12 @@ impl Config {
                 format!("{datacenter:?}: can only contain alphanumeric, - or _ characters"),
             ));
         }
+        let tombstone_ttl = duration_option(
+            "tombstone_ttl",
+            raw.tombstone_ttl.as_deref(),
+            DEFAULT_TOMBSTONE_TTL,
+            Duration::from_millis(100),
+        )?;
         let domain = raw
             .domain
             .unwrap_or_else(|| DEFAULT_DOMAIN.to_string())
@@ -405,6 +417,7 @@ impl Config {
             plugin_limits,
             node_name,
             datacenter,
+            tombstone_ttl,
             domain,
             data_dir,
             bootstrap_expect,

@@ -204,6 +204,9 @@ pub struct RawConfig {
     pub raft_trailing_logs: Option<u64>,
     /// How many raft snapshots to keep on disk (default 2, as Consul).
     pub raft_snapshot_retain: Option<u32>,
+    /// Consul's tombstone TTL: how long a deleted key's tombstone is kept before the
+    /// leader reaps it (default "15m").
+    pub tombstone_ttl: Option<String>,
     /// Plugin component files (`.wasm`) to load instead of the bundled set.
     pub plugins: Option<Vec<PathBuf>>,
     /// Where compiled plugins are cached (default `<data_dir>/plugin-cache`).
@@ -271,6 +274,7 @@ impl RawConfig {
             raft_snapshot_interval: over.raft_snapshot_interval.or(self.raft_snapshot_interval),
             raft_trailing_logs: over.raft_trailing_logs.or(self.raft_trailing_logs),
             raft_snapshot_retain: over.raft_snapshot_retain.or(self.raft_snapshot_retain),
+            tombstone_ttl: over.tombstone_ttl.or(self.tombstone_ttl),
             plugins: over.plugins.or(self.plugins),
             plugin_cache_dir: over.plugin_cache_dir.or(self.plugin_cache_dir),
             plugin_limits: over.plugin_limits.or(self.plugin_limits),

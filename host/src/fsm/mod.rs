@@ -317,6 +317,25 @@ impl Fsm {
         Self::query_in(&plugins, &store, plugin, name, args)
     }
 
+    /// Runs `plugin`'s leader timer (its `tick` export) on the current state, on a
+    /// blocking thread under one of the query slots, as a query runs: the commands
+    /// (name, payload) it asks the leader to propose.
+    pub async fn tick(
+        &self,
+        plugin: &str,
+        ctx: fsmhost_guest::TickCtx,
+    ) -> Result<Vec<(String, Vec<u8>)>, FsmError> {
+        let (plugins, store) = self.current();
+        let name = plugin.to_string();
+        self.off_thread(plugin, "tick", move || {
+            let p = plugins
+                .get(&name)
+                .ok_or_else(|| FsmError::UnknownPlugin(name.clone()))?;
+            Ok(p.tick(&store.read(), &ctx)?)
+        })
+        .await
+    }
+
     /// Runs a query on a blocking thread once one of the query slots is free (see
     /// `Fsm::query_slots`).
     async fn query_off_thread(
@@ -327,10 +346,25 @@ impl Fsm {
         name: &str,
         args: &[u8],
     ) -> Result<QueryOutput, FsmError> {
+        let (p, n, a) = (plugin.to_string(), name.to_string(), args.to_vec());
+        self.off_thread(plugin, &format!("query {name}"), move || {
+            Self::query_in(&plugins, &store, &p, &n, &a)
+        })
+        .await
+    }
+
+    /// Runs `f` (a read-only plugin call) on a blocking thread once one of the query slots
+    /// is free, so long plugin reads never hold up the async workers.
+    async fn off_thread<R: Send + 'static>(
+        &self,
+        plugin: &str,
+        call: &str,
+        f: impl FnOnce() -> Result<R, FsmError> + Send + 'static,
+    ) -> Result<R, FsmError> {
         let unavailable = |reason: String| {
             FsmError::Call(crate::plugin::CallError::Unavailable {
                 plugin: plugin.to_string(),
-                call: format!("query {name}"),
+                call: call.to_string(),
                 reason,
             })
         };
@@ -339,10 +373,9 @@ impl Fsm {
             .acquire()
             .await
             .map_err(|e| unavailable(e.to_string()))?;
-        let (p, n, a) = (plugin.to_string(), name.to_string(), args.to_vec());
-        tokio::task::spawn_blocking(move || Self::query_in(&plugins, &store, &p, &n, &a))
+        tokio::task::spawn_blocking(f)
             .await
-            .map_err(|e| unavailable(format!("the query's thread ended: {e}")))?
+            .map_err(|e| unavailable(format!("the call's thread ended: {e}")))?
     }
 
     /// The plugins and the store that belong together (an install switches both).

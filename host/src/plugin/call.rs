@@ -438,6 +438,22 @@ impl LoadedPlugin {
             .map_err(|e| self.plugin_error(&call, e))
     }
 
+    /// The plugin's leader timer (the `tick` export), read-only on `txn`: the commands
+    /// (name, payload) it asks the leader to propose.
+    pub fn tick(
+        &self,
+        txn: &ReadTxn,
+        ctx: &fsmhost_guest::TickCtx,
+    ) -> Result<Vec<(String, Vec<u8>)>, CallError> {
+        let call = "tick";
+        let ctx = wit::TickContext::from(ctx);
+        let out = self
+            .gated_call(call, Access::Read(txn.clone()), |g, s| g.call_tick(s, &ctx))?
+            .0
+            .map_err(|e| self.plugin_error(call, e))?;
+        Ok(out.into_iter().map(|c| (c.name, c.input)).collect())
+    }
+
     /// Every index key of an encoded object of `table` (restores, index rebuilds).
     pub fn index(&self, table: &str, object: &[u8]) -> Result<Vec<IndexKeys>, CallError> {
         let call = format!("index of table {table}");

@@ -197,3 +197,26 @@ impl From<wit::AclNeed> for AclNeed {
         }
     }
 }
+
+impl From<&fsmhost_guest::TickCtx> for wit::TickContext {
+    fn from(ctx: &fsmhost_guest::TickCtx) -> Self {
+        wit::TickContext {
+            now_ms: ctx.now_ms,
+            leader_since_ms: ctx.leader_since_ms,
+            datacenter: ctx.datacenter.clone(),
+            servers: ctx
+                .servers
+                .iter()
+                .map(|s| wit::ServerInfo {
+                    id: s.id,
+                    name: s.name.clone(),
+                    address: s.address.clone(),
+                    status: s.status.clone(),
+                    voter: s.voter,
+                    version: s.version.clone(),
+                })
+                .collect(),
+            tombstone_ttl_ms: ctx.tombstone_ttl_ms,
+        }
+    }
+}

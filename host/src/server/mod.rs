@@ -25,6 +25,7 @@ pub mod ops;
 pub mod raft_gate;
 pub mod rpc;
 pub mod snapshot_jobs;
+pub mod timers;
 pub mod web;
 
 use std::path::{Path, PathBuf};
@@ -546,6 +547,7 @@ pub async fn run(
     let cluster_task = tokio::spawn(cluster::run(node.clone()));
     let snapshot_task = tokio::spawn(snapshot_jobs::run_policy(node.clone()));
     let autopilot_task = tokio::spawn(autopilot_runner::run(node.clone()));
+    let timers_task = tokio::spawn(timers::run(node.clone()));
     let acl_task = tokio::spawn(acl::keep_initial_management(node.clone()));
     let leader_watch = tokio::spawn(count_leader_changes(node.raft.clone()));
 
@@ -558,6 +560,7 @@ pub async fn run(
     cluster_task.abort();
     snapshot_task.abort();
     autopilot_task.abort();
+    timers_task.abort();
     acl_task.abort();
     leader_watch.abort();
     hangup.abort();
