@@ -2,11 +2,12 @@
 //! `DeregisterRequest`, and the query arguments and results; and the handle of every
 //! command and query (its name, request and result types).
 
-use fsmhost_guest::{Command, Error, Query};
+use fsmhost_guest::{Command, Error, Query, Tenancy};
+use fsmhost_schema_sessions::{ServiceCheck, Session};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-use crate::{Check, Meta, Node, Service, queries, register};
+use crate::{Check, Meta, Node, Service, queries, register, sessions};
 
 /// `register`: a node, optionally a service and checks on it; always `true`.
 pub static REGISTER: Command<RegisterRequest, bool> = Command::new("register", register::register);
@@ -228,4 +229,71 @@ pub(crate) fn require(what: &str, value: &str) -> Result<(), Error> {
         )));
     }
     Ok(())
+}
+
+/// `session-create`: a session on a registered node, hanging on some of its checks;
+/// answers its ID.
+pub static SESSION_CREATE: Command<SessionCreateRequest, String> =
+    Command::new("session-create", sessions::create);
+/// `session-destroy`: ends a session (its locks released by the kv plugin); always `true`.
+pub static SESSION_DESTROY: Command<SessionId, bool> =
+    Command::new("session-destroy", sessions::destroy);
+/// `session-get`: one session, if it exists.
+pub static SESSION_GET: Query<SessionId, Indexed<Option<Session>>> =
+    Query::new("session-get", sessions::get);
+/// `node-sessions`: the sessions of a node.
+pub static NODE_SESSIONS: Query<SessionNodeArgs, Indexed<Vec<Session>>> =
+    Query::new("node-sessions", sessions::node_sessions);
+/// `session-list`: every session (of a partition and namespace).
+pub static SESSION_LIST: Query<Tenancy, Indexed<Vec<Session>>> =
+    Query::new("session-list", sessions::list);
+
+/// `session-create`: Consul's `Session` as a create request carries it, defaults already
+/// applied by the router (the node serving the request, `serfHealth`, 15 s of
+/// lock-delay): the command takes the fields as they are.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionCreateRequest {
+    /// A name for people.
+    #[serde(default)]
+    pub name: String,
+    /// The node (must be registered).
+    pub node: String,
+    /// Lock-delay in nanoseconds.
+    #[serde(default)]
+    pub lock_delay: u64,
+    /// `release` (also for `""`) or `delete`.
+    #[serde(default)]
+    pub behavior: String,
+    /// Time to live as Go's duration text (`""`: none; else 0 or between 10 s and 24 h).
+    #[serde(default)]
+    pub ttl: String,
+    /// Node checks to hang on.
+    #[serde(default)]
+    pub node_checks: Vec<String>,
+    /// Service checks to hang on.
+    #[serde(default)]
+    pub service_checks: Vec<ServiceCheck>,
+    /// Its partition and namespace (enterprise edition).
+    #[serde(default)]
+    pub tenancy: Tenancy,
+}
+
+/// A session by ID, in a partition and namespace (`session-destroy`, `session-get`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionId {
+    /// The session's ID.
+    pub id: String,
+    /// Its partition and namespace (enterprise edition).
+    #[serde(default)]
+    pub tenancy: Tenancy,
+}
+
+/// `node-sessions` arguments.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionNodeArgs {
+    /// The node.
+    pub node: String,
+    /// The partition and namespace.
+    #[serde(default)]
+    pub tenancy: Tenancy,
 }

@@ -56,7 +56,7 @@ fn body<T: DeserializeOwned>(req: &Request) -> Result<T, Error> {
 
 /// The partition and namespace a request names with `?partition=` and `?ns=` (Consul's
 /// `parseEntMeta`; the OSS edition refuses them), over what its body gave.
-fn tenancy(req: &Request, body: &Meta) -> Result<Meta, Error> {
+pub(crate) fn tenancy(req: &Request, body: &Meta) -> Result<Meta, Error> {
     Tenancy::from_request(req, EDITION)?;
     let pick = |param: &str, given: &str| {
         req.get(param)

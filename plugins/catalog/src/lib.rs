@@ -8,19 +8,26 @@
 //!   (case-insensitive), `kind`.
 //! - `checks`: [`Check`]; `id` node + check ID, `node`, `service` the service name
 //!   (allow-missing: node checks have none), `status`.
+//! - `sessions`: [`Session`] (declared in `fsmhost-schema-sessions`, which the kv plugin
+//!   reads); `id`, `node`.
+//! - `session_checks`: [`SessionCheck`], which sessions hang on which check; `id`,
+//!   `node_check` (node + check ID), `session`.
 //!
 //! Commands, each a [`Command`](fsmhost_guest::Command) handle: [`REGISTER`] (a node,
 //! optionally a service and checks: Consul's `RegisterRequest`), [`DEREGISTER`] (a node with
-//! everything on it, one service with its checks, or one check). Queries, each a
+//! everything on it, one service with its checks, or one check), [`SESSION_CREATE`],
+//! [`SESSION_DESTROY`] (every session that ends, destroyed or invalidated with a check or
+//! its node, sends [`RELEASE_SESSION`] to the kv plugin). Queries, each a
 //! [`Query`](fsmhost_guest::Query) handle: `nodes` ([`NODES_QUERY`]), `services`
 //! ([`SERVICES_QUERY`]; the tables own the names `NODES` and `SERVICES`), [`SERVICE_NODES`],
 //! [`NODE_SERVICES`], [`NODE_CHECKS`], [`SERVICE_CHECKS`], [`CHECKS_IN_STATE`],
-//! [`SERVICE_HEALTH`], [`MESH_INSTANCES`] (always empty), [`USAGE`].
+//! [`SERVICE_HEALTH`], [`MESH_INSTANCES`] (always empty), [`USAGE`], [`SESSION_GET`],
+//! [`NODE_SESSIONS`], [`SESSION_LIST`].
 //!
 //! Record field names are Consul's, so the HTTP module renders records as they are stored.
 //!
 //! HTTP (module [`http`]): Consul's `/v1/catalog/*`, `/v1/health/*` and
-//! `/v1/operator/usage`.
+//! `/v1/operator/usage`; module [`session_http`]: `/v1/session/*`.
 
 use fsmhost_guest::http::Route;
 use fsmhost_guest::{Edition, Plugin};
@@ -30,10 +37,19 @@ pub mod http;
 mod queries;
 mod register;
 mod schema;
+pub mod session_http;
+mod sessions;
 mod wire;
 
 pub use api::*;
+pub use fsmhost_schema_sessions::{
+    RELEASE_SESSION, ReleaseSession, SESSIONS, SESSIONS_ID, SESSIONS_NODE, ServiceCheck, Session,
+};
 pub use schema::*;
+pub use sessions::{
+    DEFAULT_LOCK_DELAY_NS, MAX_LOCK_DELAY_NS, SERF_CHECK, SESSION_TTL_MAX_NS, SESSION_TTL_MIN_NS,
+    parse_duration,
+};
 
 /// The edition this build is (the `enterprise` cargo feature): the enterprise edition puts
 /// nodes in a partition and services and checks in a partition and a namespace, and reads
@@ -50,8 +66,13 @@ pub fn plugin() -> Plugin {
         .table(&NODES)
         .table(&SERVICES)
         .table(&CHECKS)
+        .table(&SESSIONS)
+        .table(&SESSION_CHECKS)
         .command(&REGISTER)
         .command(&DEREGISTER)
+        .command(&SESSION_CREATE)
+        .command(&SESSION_DESTROY)
+        .sends(&RELEASE_SESSION)
         .query(&NODES_QUERY)
         .query(&SERVICES_QUERY)
         .query(&SERVICE_NODES)
@@ -62,6 +83,9 @@ pub fn plugin() -> Plugin {
         .query(&CHECKS_IN_STATE)
         .query(&MESH_INSTANCES)
         .query(&USAGE)
+        .query(&SESSION_GET)
+        .query(&NODE_SESSIONS)
+        .query(&SESSION_LIST)
         .route(
             Route::put("/v1/catalog/register"),
             http::route_write,
@@ -87,9 +111,31 @@ pub fn plugin() -> Plugin {
             http::route_usage,
             http::render_read,
         )
+        .route(
+            Route::put("/v1/session/create"),
+            session_http::route_create,
+            session_http::render_create,
+        )
+        .route(
+            Route::put(session_http::DESTROY).prefix(),
+            session_http::route_destroy,
+            http::render_write,
+        )
+        .route(
+            Route::put(session_http::RENEW).prefix(),
+            session_http::route_renew,
+            session_http::render_read,
+        )
+        .route(
+            Route::get(session_http::SESSION).prefix(),
+            session_http::route_read,
+            session_http::render_read,
+        )
 }
 
 fsmhost_guest::export_plugin!(plugin);
 
+#[cfg(test)]
+mod session_tests;
 #[cfg(test)]
 mod tests;

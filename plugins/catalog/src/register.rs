@@ -1,7 +1,8 @@
 //! Catalog writes, as Consul's `agent/consul/state/catalog.go` does them: a registration
 //! is a node, then its service, then its checks (`ensureNodeTxn`, `ensureServiceTxn`,
 //! `ensureCheckTxn`); a deregistration removes a node with everything on it, a service
-//! with its checks, or a check.
+//! with its checks, or a check. A check that goes critical or is deregistered ends the
+//! sessions hanging on it, and a deregistered node all of its sessions (`sessions.rs`).
 
 use fsmhost_guest::{Ctx, Error, Table, Txn};
 use serde::Serialize;
@@ -167,8 +168,20 @@ fn ensure_check(
         c.service_name.clear();
         c.service_tags.clear();
     }
-    let old = CHECKS_ID.get(tx, &pair(t, node_name, &c.check_id))?;
-    upsert(tx, &CHECKS, ctx, old, c, check_indexes)
+    let old = CHECKS_ID.get(tx, &pair(t.clone(), node_name, &c.check_id))?;
+    let (critical, check_id) = (c.status == "critical", c.check_id.clone());
+    upsert(tx, &CHECKS, ctx, old, c, check_indexes)?;
+    // Consul's ensureCheckTxn: a critical check invalidates the sessions hanging on it.
+    if critical {
+        sessions::invalidate_check(tx, &t, node_name, &check_id)?;
+    }
+    Ok(())
+}
+
+/// Deletes a check and ends the sessions hanging on it (Consul's `deleteCheckTxn`).
+fn delete_check(tx: &mut dyn Txn, c: &Check) -> Result<(), Error> {
+    CHECKS.delete(tx, c)?;
+    sessions::invalidate_check(tx, &c.tenancy.tenancy(), &c.node, &c.check_id)
 }
 
 /// Deregisters a node with everything on it (in every namespace of its partition), one
@@ -183,7 +196,7 @@ pub(crate) fn deregister(
     let (t, part) = (meta.tenancy(), meta.partition());
     if !req.check_id.is_empty() {
         if let Some(c) = CHECKS_ID.get(tx, &pair(t, &req.node, &req.check_id))? {
-            CHECKS.delete(tx, &c)?;
+            delete_check(tx, &c)?;
         }
         return Ok(true);
     }
@@ -196,7 +209,7 @@ pub(crate) fn deregister(
                 .iter()
                 .filter(|c| c.service_id == s.id && c.tenancy == s.tenancy)
             {
-                CHECKS.delete(tx, c)?;
+                delete_check(tx, c)?;
             }
             SERVICES.delete(tx, &s)?;
         }
@@ -205,6 +218,9 @@ pub(crate) fn deregister(
     for c in &checks {
         CHECKS.delete(tx, c)?;
     }
+    // Consul's deleteNodeTxn: every session of the node ends (those hanging on its checks
+    // are among them).
+    sessions::invalidate_node(tx, &part, &req.node)?;
     let services: Vec<Service> = SERVICES_NODE
         .iter(tx, &named(part.clone(), &req.node))
         .collect::<Result<_, _>>()?;

@@ -365,3 +365,94 @@ pub static CHECKS: Table<Check> = Table::new(
         &CHECKS_NAMESPACE,
     ],
 );
+
+/// A session hanging on a check: Consul's `sessionCheck` (`session_checks` table), the
+/// catalog's own record of which sessions a check's critical state or deregistration
+/// invalidates. One row per check of a session (its node checks and its service checks).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct SessionCheck {
+    /// The node of the check (and of the session).
+    pub node: String,
+    /// The check's ID on that node.
+    #[serde(rename = "CheckID")]
+    pub check_id: String,
+    /// The session's ID.
+    pub session: String,
+    /// The check's partition and namespace (enterprise edition; empty in OSS).
+    #[serde(default, skip_serializing_if = "Tenancy::is_empty")]
+    pub tenancy: Tenancy,
+    /// The session's namespace, in the check's partition (enterprise edition; empty in OSS).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub session_namespace: String,
+}
+
+impl SessionCheck {
+    /// The partition and namespace of the session.
+    pub fn session_tenancy(&self) -> Tenancy {
+        Tenancy {
+            partition: self.tenancy.partition.clone(),
+            namespace: self.session_namespace.clone(),
+        }
+    }
+}
+
+fn session_check_id(c: &SessionCheck) -> Vec<u8> {
+    c.tenancy
+        .key(EDITION)
+        .string_lower(&c.node)
+        .string(&c.check_id)
+        .string(&c.session_namespace)
+        .string_lower(&c.session)
+        .build()
+}
+
+/// `session_checks.id`: check (partition, namespace, node, check ID) + session (namespace,
+/// ID).
+pub static SESSION_CHECKS_ID: Index<SessionCheck, SessionCheck> = Index::new(
+    &SESSION_CHECKS,
+    "id",
+    |c: &SessionCheck, k| k.push(session_check_id(c)),
+    session_check_id,
+)
+.unique();
+
+/// `session_checks.node_check`: the sessions hanging on a check (node + check ID, in the
+/// check's partition and namespace; the check ID as `checks.id` has it).
+pub static SESSION_CHECKS_NODE_CHECK: Index<SessionCheck, Pair> = Index::new(
+    &SESSION_CHECKS,
+    "node_check",
+    |c: &SessionCheck, k| k.push(node_and(&pair(c.tenancy.clone(), &c.node, &c.check_id))),
+    node_and,
+);
+
+/// `session_checks.session`: the checks of a session (in the session's partition and
+/// namespace).
+pub static SESSION_CHECKS_SESSION: Index<SessionCheck, Named> = Index::new(
+    &SESSION_CHECKS,
+    "session",
+    |c: &SessionCheck, k| k.push(lower(&named(c.session_tenancy(), &c.session))),
+    lower,
+);
+
+/// `session_checks.namespace` (enterprise edition): the rows of the sessions of a
+/// partition and namespace.
+pub static SESSION_CHECKS_NAMESPACE: Index<SessionCheck, Tenancy> = Index::new(
+    &SESSION_CHECKS,
+    "namespace",
+    |c: &SessionCheck, k| k.push(tenancy_key(&c.session_tenancy())),
+    tenancy_key,
+)
+.prefix(tenancy_key);
+
+/// The `session_checks` table.
+pub static SESSION_CHECKS: Table<SessionCheck> = Table::new(
+    "session_checks",
+    &[
+        &SESSION_CHECKS_ID,
+        &SESSION_CHECKS_NODE_CHECK,
+        &SESSION_CHECKS_SESSION,
+        #[cfg(feature = "enterprise")]
+        &SESSION_CHECKS_NAMESPACE,
+    ],
+);
