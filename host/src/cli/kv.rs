@@ -11,7 +11,7 @@ use std::io::Read;
 use super::operator::{http, http_maybe};
 
 /// Percent-encodes a key for the path (keeping `/`).
-fn key_path(key: &str) -> String {
+pub(super) fn key_path(key: &str) -> String {
     const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
         .remove(b'/')
         .remove(b'-')

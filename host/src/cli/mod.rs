@@ -10,6 +10,7 @@ mod api;
 mod autopilot;
 mod demo;
 mod kv;
+mod lock;
 mod operator;
 mod snapshot;
 
@@ -53,6 +54,10 @@ pub enum Command {
     /// Reads and writes Consul's key/value store (the kv plugin's `/v1/kv/` API).
     #[command(subcommand)]
     Kv(KvCommand),
+    /// Holds a lock (or with -n above 1, a semaphore slot) under a KV prefix while a
+    /// child process runs, then releases it: Consul's `consul lock`. Exits with the
+    /// child's exit code.
+    Lock(Box<lock::LockArgs>),
     /// Lists the servers of the cluster and whether each answers.
     Members {
         /// The server to ask: address, TLS and token.
@@ -144,7 +149,12 @@ pub enum KvCommand {
 pub fn normalize_args(
     args: impl IntoIterator<Item = std::ffi::OsString>,
 ) -> Vec<std::ffi::OsString> {
-    args.into_iter()
+    let args: Vec<std::ffi::OsString> = args.into_iter().collect();
+    // `fsmhost lock [flags] prefix child...`: the child's arguments are its own.
+    let end = child_args_start(&args).unwrap_or(args.len());
+    let mut rest = args;
+    let child = rest.split_off(end);
+    rest.into_iter()
         .map(|a| match a.to_str() {
             Some(s)
                 if s.len() > 2
@@ -163,7 +173,41 @@ pub fn normalize_args(
             }
             _ => a,
         })
+        .chain(child)
         .collect()
+}
+
+/// Where the child's arguments of `fsmhost lock` start: after the first positional
+/// argument (the prefix) that is not the value of a flag.
+fn child_args_start(args: &[std::ffi::OsString]) -> Option<usize> {
+    const TAKES_VALUE: [&str; 11] = [
+        "n",
+        "name",
+        "timeout",
+        "monitor-retry",
+        "http-addr",
+        "ca-file",
+        "ca-path",
+        "client-cert",
+        "client-key",
+        "tls-server-name",
+        "token",
+    ];
+    let lock = args.iter().position(|a| a == "lock")?;
+    let mut i = lock + 1;
+    while i < args.len() {
+        let a = args[i].to_str()?;
+        if let Some(flag) = a.strip_prefix('-') {
+            let flag = flag.trim_start_matches('-');
+            if !flag.contains('=') && TAKES_VALUE.contains(&flag) {
+                i += 1;
+            }
+        } else {
+            return Some(i + 1);
+        }
+        i += 1;
+    }
+    None
 }
 
 /// `fsmhost snapshot ...`
@@ -351,6 +395,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Agent(args) => agent::run(&args),
         Command::Acl(cmd) => acl::run(cmd),
         Command::Leave { http_addr } => agent::leave(&http_addr),
+        Command::Lock(args) => return lock::run(*args),
         Command::Members { http_addr } => kv::members(&http_addr),
         Command::Kv(KvCommand::Get {
             key,
@@ -522,4 +567,56 @@ fn bundled() -> Result<(), String> {
         print_plugin(p);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_args;
+
+    fn norm(args: &[&str]) -> Vec<String> {
+        normalize_args(args.iter().map(std::ffi::OsString::from))
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn consul_style_flags_are_normalized_but_a_lock_childs_arguments_are_not() {
+        assert_eq!(
+            norm(&["fsmhost", "kv", "get", "-recurse", "a"]),
+            ["fsmhost", "kv", "get", "--recurse", "a"]
+        );
+        assert_eq!(
+            norm(&[
+                "fsmhost",
+                "lock",
+                "-timeout",
+                "5s",
+                "-n",
+                "2",
+                "-verbose",
+                "svc/leader",
+                "tool",
+                "-verbose",
+                "-x"
+            ]),
+            [
+                "fsmhost",
+                "lock",
+                "--timeout",
+                "5s",
+                "-n",
+                "2",
+                "--verbose",
+                "svc/leader",
+                "tool",
+                "-verbose",
+                "-x"
+            ]
+        );
+        assert_eq!(
+            norm(&["fsmhost", "lock", "-shell=false", "p", "ls", "-la"]),
+            ["fsmhost", "lock", "--shell=false", "p", "ls", "-la"]
+        );
+    }
 }
