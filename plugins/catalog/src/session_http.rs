@@ -134,17 +134,22 @@ pub fn route_create(req: &Request) -> Result<Plan, Error> {
         service_checks: body.service_checks.unwrap_or_default(),
         tenancy: t.clone(),
     };
-    // What Consul refuses before the log is refused here too (the command checks again).
-    sessions::check_create(&r)?;
+    // What Consul refuses before the log is refused here too (the command checks again),
+    // with Consul's status: its RPC errors are 500s, which its clients expect.
+    if let Err(e) = sessions::check_create(&r) {
+        return Ok(Plan::respond(Response::text(500, e.message)));
+    }
     let need = Need::write(Resource::Session, &r.node).in_tenancy(&t);
     Ok(Plan::apply(&SESSION_CREATE, &r)?.need(need))
 }
 
-/// Renders `{"ID": "..."}`, or the error.
+/// Renders `{"ID": "..."}`, or the refusal as Consul answers its RPC errors: a 500 with
+/// the message (py-consul and Go's client read any other status differently: a 404 is
+/// "nothing" to py-consul).
 pub fn render_create(_ctx: &[u8], outcome: Result<Vec<u8>, Error>, _index: u64) -> Response {
     match outcome.and_then(|b| from_cbor::<String>(&b, "session-create result")) {
         Ok(id) => Response::json(200, &serde_json::json!({ "ID": id })),
-        Err(e) => Response::error(&e),
+        Err(e) => Response::text(500, e.message),
     }
 }
 

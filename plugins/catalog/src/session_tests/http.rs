@@ -134,22 +134,22 @@ fn every_refusal_has_consuls_text() {
     for (body, status, says) in [
         (
             r#"{"Behavior": "bogus"}"#,
-            400,
+            500,
             "Invalid Behavior setting 'bogus'",
         ),
         (
             r#"{"TTL": "5s"}"#,
-            400,
+            500,
             "Invalid Session TTL '5000000000', must be between [10s=24h0m0s]",
         ),
         (
             r#"{"TTL": "25h"}"#,
-            400,
+            500,
             "Invalid Session TTL '90000000000000', must be between [10s=24h0m0s]",
         ),
         (
             r#"{"TTL": "abc"}"#,
-            400,
+            500,
             "Session TTL 'abc' invalid: time: invalid duration \"abc\"",
         ),
         (
@@ -168,20 +168,20 @@ fn every_refusal_has_consuls_text() {
             "Request decode failed: LockDelay -5 is negative",
         ),
         ("{", 400, "Request decode failed"),
-        (r#"{"Node": "nobody"}"#, 404, "Missing node registration"),
+        (r#"{"Node": "nobody"}"#, 500, "Missing node registration"),
         (
             r#"{"Checks": ["nope"]}"#,
-            404,
+            500,
             "Missing check 'nope' registration",
         ),
         (
             r#"{"ServiceChecks": [{"ID": "nope"}]}"#,
-            404,
+            500,
             "Missing check 'nope' registration",
         ),
         (
             r#"{"Checks": ["down"]}"#,
-            409,
+            500,
             "Check 'down' is in critical state",
         ),
     ] {
@@ -202,7 +202,7 @@ fn every_refusal_has_consuls_text() {
     let r = h.http(Request::new("PUT", "/v1/session/create"));
     assert_eq!(
         (r.status, r.body.as_slice()),
-        (400, &b"Must provide Node"[..])
+        (500, &b"Must provide Node"[..])
     );
     // The command refuses what the router does (for /v1/apply).
     let e = h
