@@ -7,7 +7,7 @@ use fsmhost_schema_sessions::{ServiceCheck, Session};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-use crate::{Check, Meta, Node, Service, queries, register, sessions};
+use crate::{Check, Meta, Node, Service, queries, register, sessions, ttl};
 
 /// `register`: a node, optionally a service and checks on it; always `true`.
 pub static REGISTER: Command<RegisterRequest, bool> = Command::new("register", register::register);
@@ -238,6 +238,14 @@ pub static SESSION_CREATE: Command<SessionCreateRequest, String> =
 /// `session-destroy`: ends a session (its locks released by the kv plugin); always `true`.
 pub static SESSION_DESTROY: Command<SessionId, bool> =
     Command::new("session-destroy", sessions::destroy);
+/// `session-renew`: restarts a session's TTL timer at the entry's timestamp; answers the
+/// session, or `None` if it does not exist.
+pub static SESSION_RENEW: Command<SessionId, Option<Session>> =
+    Command::new("session-renew", ttl::renew);
+/// `session-expire` (proposed by the leader's tick): ends a session whose TTL ran out,
+/// unless it was renewed since the tick saw it; whether it ended.
+pub static SESSION_EXPIRE: Command<SessionExpire, bool> =
+    Command::new("session-expire", ttl::expire);
 /// `session-get`: one session, if it exists.
 pub static SESSION_GET: Query<SessionId, Indexed<Option<Session>>> =
     Query::new("session-get", sessions::get);
@@ -296,4 +304,16 @@ pub struct SessionNodeArgs {
     /// The partition and namespace.
     #[serde(default)]
     pub tenancy: Tenancy,
+}
+
+/// `session-expire`: the session the tick found expired, and the renewal time it saw.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionExpire {
+    /// The session's ID.
+    pub id: String,
+    /// Its partition and namespace (enterprise edition).
+    #[serde(default)]
+    pub tenancy: Tenancy,
+    /// Its last renewal as the tick saw it, ms since the epoch.
+    pub renewed_ms: u64,
 }

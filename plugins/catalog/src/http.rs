@@ -36,13 +36,14 @@ pub const HEALTH: &str = "/v1/health/";
 /// Which answer a read renders.
 #[derive(Serialize, Deserialize)]
 enum Read {
-    Nodes,
+    /// Each of these prints nodes, whose empty `Datacenter` is this one (the request's).
+    Nodes(String),
     /// The services of the request's partition and namespace.
     Services(#[serde(default)] Meta),
-    ServiceNodes,
-    Node,
+    ServiceNodes(String),
+    Node(String),
     Checks,
-    ServiceHealth,
+    ServiceHealth(String),
     /// An answer that is always an empty list (the Connect reads).
     Empty,
     /// `/v1/operator/usage`, for this datacenter.
@@ -94,6 +95,11 @@ pub fn route_write(req: &Request) -> Result<Plan, Error> {
         "/v1/catalog/register" => {
             let mut r = body::<RegisterRequest>(req)?;
             r.tenancy = tenancy(req, &r.tenancy)?;
+            // A client's `Weights` are not kept (Go's client sends zeros): only the
+            // leader's `consul` service has them.
+            if let Some(s) = r.service.as_mut() {
+                s.weights = None;
+            }
             // Consul's CatalogRegister: an empty datacenter is the agent's; another one is
             // forwarded there, and this cluster knows no other.
             let dc = datacenter(req);
@@ -177,7 +183,7 @@ pub fn route_catalog(req: &Request) -> Result<Plan, Error> {
         };
         return Plan::query(&NODES_QUERY, &args)?
             .filtered()
-            .context(&Read::Nodes);
+            .context(&Read::Nodes(datacenter(req).to_string()));
     }
     if rest == "services" {
         let args = Some(tenancy(req, &Meta::default())?);
@@ -189,7 +195,7 @@ pub fn route_catalog(req: &Request) -> Result<Plan, Error> {
         let args = service_args(req, "/v1/catalog/service/")?;
         return Plan::query(&SERVICE_NODES, &args)?
             .filtered()
-            .context(&Read::ServiceNodes);
+            .context(&Read::ServiceNodes(datacenter(req).to_string()));
     }
     for (sub, what) in [("connect/", "service"), ("gateway-services/", "gateway")] {
         if rest.starts_with(sub) {
@@ -211,7 +217,7 @@ pub fn route_catalog(req: &Request) -> Result<Plan, Error> {
         };
         return Plan::query(&NODE_SERVICES, &args)?
             .filtered()
-            .context(&Read::Node);
+            .context(&Read::Node(datacenter(req).to_string()));
     }
     Err(Error::not_found(format!(
         "no catalog endpoint GET {}",
@@ -241,7 +247,7 @@ pub fn route_health(req: &Request) -> Result<Plan, Error> {
         let args = service_args(req, "/v1/health/service/")?;
         return Plan::query(&SERVICE_HEALTH, &args)?
             .filtered()
-            .context(&Read::ServiceHealth);
+            .context(&Read::ServiceHealth(datacenter(req).to_string()));
     }
     for sub in ["connect/", "ingress/"] {
         if rest.starts_with(sub) {
@@ -367,16 +373,24 @@ fn keep<T>(items: Vec<T>, keep: impl Fn(&T) -> bool) -> (Vec<T>, bool) {
     (kept, filtered)
 }
 
+/// A node stored without a datacenter (registered through `/v1/apply`, say) is printed in
+/// this one: every node of this catalog is.
+fn in_dc(node: &mut Node, dc: &str) {
+    if node.datacenter.is_empty() {
+        node.datacenter = dc.to_string();
+    }
+}
+
 /// Renders a read in Consul's JSON, with only what the caller may read (node read for
 /// nodes, service read for services, both for an instance; Consul's ACL filter).
 pub fn render_read(ctx: &[u8], outcome: Result<Vec<u8>, Error>, _index: u64) -> Response {
     let rendered = context::<Read>(ctx).and_then(|read| {
         let bytes = outcome?;
         Ok(match read {
-            Read::Nodes => {
-                let (nodes, f) = keep(items::<Vec<Node>>(&bytes)?, |n| {
-                    node_readable(&n.tenancy, &n.node)
-                });
+            Read::Nodes(dc) => {
+                let mut nodes = items::<Vec<Node>>(&bytes)?;
+                nodes.iter_mut().for_each(|n| in_dc(n, &dc));
+                let (nodes, f) = keep(nodes, |n| node_readable(&n.tenancy, &n.node));
                 Response::json(200, &nodes).filtered_by_acls(f)
             }
             Read::Services(meta) => {
@@ -389,16 +403,21 @@ pub fn render_read(ctx: &[u8], outcome: Result<Vec<u8>, Error>, _index: u64) -> 
                 let f = services.len() < total;
                 Response::json(200, &services).filtered_by_acls(f)
             }
-            Read::ServiceNodes => {
-                let (list, f) = keep(items::<Vec<ServiceNode>>(&bytes)?, |sn| {
+            Read::ServiceNodes(dc) => {
+                let mut list = items::<Vec<ServiceNode>>(&bytes)?;
+                list.iter_mut().for_each(|sn| in_dc(&mut sn.node, &dc));
+                let (list, f) = keep(list, |sn| {
                     node_readable(&sn.node.tenancy, &sn.node.node)
                         && service_readable(&sn.service.tenancy, &sn.service.service)
                 });
                 let flat: Vec<FlatServiceNode> = list.iter().map(FlatServiceNode::from).collect();
                 Response::json(200, &flat).filtered_by_acls(f)
             }
-            Read::Node => {
-                let node = items::<Option<NodeServices>>(&bytes)?;
+            Read::Node(dc) => {
+                let mut node = items::<Option<NodeServices>>(&bytes)?;
+                if let Some(n) = node.as_mut() {
+                    in_dc(&mut n.node, &dc);
+                }
                 match node {
                     Some(n) if node_readable(&n.node.tenancy, &n.node.node) => {
                         let total = n.services.len();
@@ -427,8 +446,10 @@ pub fn render_read(ctx: &[u8], outcome: Result<Vec<u8>, Error>, _index: u64) -> 
                 let usage = items::<Usage>(&bytes)?;
                 Response::json(200, &serde_json::json!({ "Usage": { dc: usage } }))
             }
-            Read::ServiceHealth => {
-                let (list, f) = keep(items::<Vec<ServiceHealth>>(&bytes)?, |h| {
+            Read::ServiceHealth(dc) => {
+                let mut list = items::<Vec<ServiceHealth>>(&bytes)?;
+                list.iter_mut().for_each(|h| in_dc(&mut h.node, &dc));
+                let (list, f) = keep(list, |h| {
                     node_readable(&h.node.tenancy, &h.node.node)
                         && service_readable(&h.service.tenancy, &h.service.service)
                 });

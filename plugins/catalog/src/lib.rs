@@ -12,12 +12,15 @@
 //!   reads); `id`, `node`.
 //! - `session_checks`: [`SessionCheck`], which sessions hang on which check; `id`,
 //!   `node_check` (node + check ID), `session`.
+//! - `session_ttls`: [`SessionTtl`], the TTL timer of each session that has one (its TTL
+//!   and last renewal); `id`, `deadline` (renewal + 2×TTL, over every tenancy).
 //!
 //! Commands, each a [`Command`](fsmhost_guest::Command) handle: [`REGISTER`] (a node,
 //! optionally a service and checks: Consul's `RegisterRequest`), [`DEREGISTER`] (a node with
 //! everything on it, one service with its checks, or one check), [`SESSION_CREATE`],
-//! [`SESSION_DESTROY`] (every session that ends, destroyed or invalidated with a check or
-//! its node, sends [`RELEASE_SESSION`] to the kv plugin). Queries, each a
+//! [`SESSION_DESTROY`] (every session that ends, destroyed, expired or invalidated with a
+//! check or its node, sends [`RELEASE_SESSION`] to the kv plugin), [`SESSION_RENEW`],
+//! [`SESSION_EXPIRE`]. Queries, each a
 //! [`Query`](fsmhost_guest::Query) handle: `nodes` ([`NODES_QUERY`]), `services`
 //! ([`SERVICES_QUERY`]; the tables own the names `NODES` and `SERVICES`), [`SERVICE_NODES`],
 //! [`NODE_SERVICES`], [`NODE_CHECKS`], [`SERVICE_CHECKS`], [`CHECKS_IN_STATE`],
@@ -26,29 +29,41 @@
 //!
 //! Record field names are Consul's, so the HTTP module renders records as they are stored.
 //!
+//! Leader timer ([`tick`]): the raft servers in the catalog (module `reconcile`, Consul's
+//! leader reconcile) and session TTLs (module `ttl`, Consul's `session_ttl.go`).
+//!
 //! HTTP (module [`http`]): Consul's `/v1/catalog/*`, `/v1/health/*` and
 //! `/v1/operator/usage`; module [`session_http`]: `/v1/session/*`.
 
 use fsmhost_guest::http::Route;
-use fsmhost_guest::{Edition, Plugin};
+use fsmhost_guest::{Edition, Error, Plugin, Proposal, TickCtx, Txn};
 
 mod api;
 pub mod http;
 mod queries;
+mod reconcile;
 mod register;
 mod schema;
 pub mod session_http;
 mod sessions;
+mod ttl;
 mod wire;
 
 pub use api::*;
 pub use fsmhost_schema_sessions::{
     RELEASE_SESSION, ReleaseSession, SESSIONS, SESSIONS_ID, SESSIONS_NODE, ServiceCheck, Session,
 };
+pub use reconcile::{
+    CONSUL_SERVICE, RAFT_VERSION, SERF_ALIVE_OUTPUT, SERF_CHECK_NAME, SERF_FAILED_OUTPUT, node_uuid,
+};
 pub use schema::*;
 pub use sessions::{
     DEFAULT_LOCK_DELAY_NS, MAX_LOCK_DELAY_NS, SERF_CHECK, SESSION_TTL_MAX_NS, SESSION_TTL_MIN_NS,
     parse_duration,
+};
+pub use ttl::{
+    MAX_EXPIRES_PER_TICK, MAX_TTL_ROWS_PER_TICK, SESSION_TTL_MULTIPLIER, SESSION_TTLS,
+    SESSION_TTLS_DEADLINE, SESSION_TTLS_ID, SESSION_TTLS_NAMESPACE, SessionTtl,
 };
 
 /// The edition this build is (the `enterprise` cargo feature): the enterprise edition puts
@@ -60,6 +75,14 @@ pub const EDITION: Edition = if cfg!(feature = "enterprise") {
     Edition::Oss
 };
 
+/// The leader timer: the servers' registrations that differ from what is stored, then the
+/// sessions whose TTL ran out.
+pub fn tick(tx: &dyn Txn, ctx: &TickCtx) -> Result<Vec<Proposal>, Error> {
+    let mut out = reconcile::servers(tx, ctx)?;
+    out.extend(ttl::expired(tx, ctx)?);
+    Ok(out)
+}
+
 /// The plugin.
 pub fn plugin() -> Plugin {
     Plugin::new("catalog", env!("CARGO_PKG_VERSION"), EDITION.name())
@@ -68,10 +91,13 @@ pub fn plugin() -> Plugin {
         .table(&CHECKS)
         .table(&SESSIONS)
         .table(&SESSION_CHECKS)
+        .table(&SESSION_TTLS)
         .command(&REGISTER)
         .command(&DEREGISTER)
         .command(&SESSION_CREATE)
         .command(&SESSION_DESTROY)
+        .command(&SESSION_RENEW)
+        .command(&SESSION_EXPIRE)
         .sends(&RELEASE_SESSION)
         .query(&NODES_QUERY)
         .query(&SERVICES_QUERY)
@@ -86,6 +112,7 @@ pub fn plugin() -> Plugin {
         .query(&SESSION_GET)
         .query(&NODE_SESSIONS)
         .query(&SESSION_LIST)
+        .tick(tick)
         .route(
             Route::put("/v1/catalog/register"),
             http::route_write,
@@ -139,3 +166,5 @@ fsmhost_guest::export_plugin!(plugin);
 mod session_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tick_tests;

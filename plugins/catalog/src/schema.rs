@@ -105,6 +105,11 @@ pub struct Service {
     /// Its port.
     #[serde(default)]
     pub port: u16,
+    /// How DNS weighs it by the state of its checks (only the leader's own `consul`
+    /// service has them: client bodies' `Weights` are not kept, and a service without them
+    /// is stored and printed as before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<Weights>,
     /// Index of the write that created it.
     #[serde(default)]
     pub create_index: u64,
@@ -114,6 +119,17 @@ pub struct Service {
     /// Its partition and namespace (enterprise edition; empty in OSS).
     #[serde(flatten)]
     pub tenancy: Meta,
+}
+
+/// Consul's `Weights` of a service: its DNS weight while its checks pass, and while one
+/// warns.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct Weights {
+    /// Weight while passing.
+    pub passing: i64,
+    /// Weight while warning.
+    pub warning: i64,
 }
 
 /// A health check on a node or on one of its services: Consul's `HealthCheck`.

@@ -2,8 +2,9 @@
 //! - `PUT /v1/session/create` → `{"ID": "..."}` (the body is optional: every field has
 //!   Consul's default, the node being the server that serves the request);
 //! - `PUT /v1/session/destroy/<id>` → `true`;
-//! - `PUT /v1/session/renew/<id>` → `[session]`, or 404 `Session id '<id>' not found`
-//!   (TTL timers are not kept yet: renewing only checks that the session exists);
+//! - `PUT /v1/session/renew/<id>` → `[session]`, or 404 `Session id '<id>' not found`: a
+//!   `session-renew` command, so the renewal (the entry's timestamp) restarts the session's
+//!   TTL timer on every server;
 //! - `GET /v1/session/info/<id>` → `[session]` or `[]`; `GET /v1/session/node/<node>` and
 //!   `GET /v1/session/list` → lists.
 //!
@@ -21,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use crate::http::tenancy;
 use crate::{
     DEFAULT_LOCK_DELAY_NS, Indexed, Meta, NODE_SESSIONS, SERF_CHECK, SESSION_CREATE,
-    SESSION_DESTROY, SESSION_GET, SESSION_LIST, ServiceCheck, Session, SessionCreateRequest,
-    SessionId, SessionNodeArgs, parse_duration, sessions,
+    SESSION_DESTROY, SESSION_GET, SESSION_LIST, SESSION_RENEW, ServiceCheck, Session,
+    SessionCreateRequest, SessionId, SessionNodeArgs, parse_duration, sessions,
 };
 
 /// The prefix of the session reads.
@@ -196,13 +197,13 @@ enum Read {
     List,
 }
 
-/// `PUT /v1/session/renew/<id>`: a read of the session for now (no TTL timers yet).
+/// `PUT /v1/session/renew/<id>`: the `session-renew` command.
 pub fn route_renew(req: &Request) -> Result<Plan, Error> {
     let Some(args) = session_id(req, RENEW)? else {
         return Ok(missing("session"));
     };
     let need = write_any(&args.tenancy);
-    Plan::query(&SESSION_GET, &args)?
+    Plan::apply(&SESSION_RENEW, &args)?
         .need(need)
         .context(&Read::Renew(args.id.clone()))
 }
@@ -308,7 +309,7 @@ pub fn render_read(ctx: &[u8], outcome: Result<Vec<u8>, Error>, _index: u64) -> 
                 Response::json(200, &list(&kept)).filtered_by_acls(f)
             }
             Read::Renew(id) => {
-                match from_cbor::<Indexed<Option<Session>>>(&bytes, "query result")?.items {
+                match from_cbor::<Option<Session>>(&bytes, "session-renew result")? {
                     Some(s) => Response::json(200, &[SessionOut::from(&s)]),
                     None => Response::text(404, format!("Session id '{id}' not found")),
                 }

@@ -143,6 +143,7 @@ pub(crate) fn create(
         tenancy: t.clone(),
     };
     SESSIONS.insert(tx, &session)?;
+    ttl::start(tx, ctx, &session)?;
     for (ct, check_id) in checks {
         let row = SessionCheck {
             node: node.node.clone(),
@@ -179,8 +180,8 @@ pub(crate) fn destroy(tx: &mut dyn Txn, _ctx: &Ctx, req: SessionId) -> Result<bo
     Ok(true)
 }
 
-/// Ends a session (Consul's `deleteSessionTxn`): removes it and its check mappings, and
-/// tells the kv plugin to release its locks, with its lock-delay capped at
+/// Ends a session (Consul's `deleteSessionTxn`): removes it, its check mappings and its TTL
+/// timer, and tells the kv plugin to release its locks, with its lock-delay capped at
 /// [`MAX_LOCK_DELAY_NS`].
 pub(crate) fn end(tx: &mut dyn Txn, s: &Session) -> Result<(), Error> {
     let rows: Vec<SessionCheck> = SESSION_CHECKS_SESSION
@@ -190,6 +191,7 @@ pub(crate) fn end(tx: &mut dyn Txn, s: &Session) -> Result<(), Error> {
         SESSION_CHECKS.delete(tx, row)?;
     }
     SESSIONS.delete(tx, s)?;
+    ttl::forget(tx, s)?;
     RELEASE_SESSION.send(
         tx,
         &ReleaseSession {

@@ -12,7 +12,7 @@
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
-use crate::{Check, DeregisterRequest, Meta, RegisterRequest, Service};
+use crate::{Check, DeregisterRequest, Meta, RegisterRequest, Service, Weights};
 
 /// [`Service`]'s fields.
 #[derive(Deserialize)]
@@ -35,6 +35,8 @@ pub(crate) struct ServiceIn {
     #[serde(default)]
     port: u16,
     #[serde(default)]
+    weights: Option<Weights>,
+    #[serde(default)]
     create_index: u64,
     #[serde(default)]
     modify_index: u64,
@@ -55,6 +57,7 @@ impl From<ServiceIn> for Service {
             address: s.address,
             meta: s.meta,
             port: s.port,
+            weights: s.weights,
             create_index: s.create_index,
             modify_index: s.modify_index,
             tenancy: Meta {

@@ -151,6 +151,7 @@ fn is_uuid(id: &str) -> bool {
 }
 
 mod http;
+mod ttl;
 
 #[test]
 fn destroy_removes_the_session_and_tells_kv() {
