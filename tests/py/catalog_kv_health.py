@@ -30,7 +30,8 @@ assert c.catalog.register(
 ) is True
 
 index, nodes = c.catalog.nodes()
-assert [n["Node"] for n in nodes] == ["n1", "n2"], nodes
+# The server registers itself (node s1), as Consul's leader does.
+assert [n["Node"] for n in nodes] == ["n1", "n2", "s1"], nodes
 assert nodes[0]["Address"] == "10.0.0.1", nodes
 assert int(index) > 0, index
 
@@ -43,7 +44,7 @@ _, node = c.catalog.node("n1")
 assert node["Services"]["web1"]["Tags"] == ["v1"], node
 
 _, services = c.catalog.services()
-assert services == {"web": ["v1"]}, services
+assert services == {"consul": [], "web": ["v1"]}, services
 
 assert c.catalog.datacenters() == ["dc1"]
 
@@ -70,7 +71,7 @@ assert len(every) == 2, every
 _, checks = c.health.checks("web")
 assert sorted(ch["CheckID"] for ch in checks) == ["web alive", "web2 alive"], checks
 _, passing = c.health.state("passing")
-assert len(passing) == 1, passing
+assert sorted(ch["CheckID"] for ch in passing) == ["serfHealth", "web alive"], passing
 _, proxies = c.health.connect("web")
 assert proxies == [], proxies
 _, proxies = c.catalog.connect("web")
@@ -78,7 +79,7 @@ assert proxies == [], proxies
 
 assert c.catalog.deregister("n2") is True
 _, nodes = c.catalog.nodes()
-assert [n["Node"] for n in nodes] == ["n1"], nodes
+assert [n["Node"] for n in nodes] == ["n1", "s1"], nodes
 
 # Another datacenter: Consul's 500 "No path to datacenter".
 other = consul.Consul(host=host, port=int(port), dc="dc2")

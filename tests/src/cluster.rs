@@ -408,6 +408,29 @@ impl Cluster {
         }
     }
 
+    /// Waits until the leader has registered every running server in the catalog (the
+    /// `consul` service with `serfHealth` passing, Consul's leader reconcile), as Consul's
+    /// own test server waits before it calls a cluster ready; returns the leader.
+    pub fn wait_servers_registered(&mut self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let leader = self.wait_leader(timeout);
+            let live = self.live().len();
+            let r = self.client(leader).try_get("/v1/health/service/consul?passing");
+            let registered = r
+                .ok()
+                .filter(|r| r.status == 200)
+                .and_then(|r| r.json().as_array().map(Vec::len));
+            if registered == Some(live) {
+                return leader;
+            }
+            if Instant::now() > deadline {
+                panic!("the servers were not registered within {timeout:?}: {registered:?} of {live}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Waits until every running server applied the same index and holds the same state
     /// hash; returns that hash.
     pub fn wait_converged(&mut self, timeout: Duration) -> String {

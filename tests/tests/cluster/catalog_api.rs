@@ -46,8 +46,9 @@ fn register_through_a_follower_and_read_everywhere() {
         assert_eq!(nodes, ["node1", "node2"], "server {i}");
         assert!(r.index() >= 3);
     }
+    c.wait_servers_registered(WAIT);
     let r = l.get("/v1/catalog/services");
-    assert_eq!(r.json(), json!({"web": ["v1"]}));
+    assert_eq!(r.json(), json!({"consul": [], "web": ["v1"]}));
     let index = r.index();
 
     // A blocking read on a follower wakes when another node registers.

@@ -89,7 +89,9 @@ fn go_clients_bodies_register_and_configure_autopilot() {
 fn py_consul(script: &str) {
     let py = PyConsul::install(Path::new(env!("CARGO_TARGET_TMPDIR")))
         .unwrap_or_else(|e| panic!("installing py-consul: {e}"));
-    let c = one_server();
+    let mut c = one_server();
+    // As Consul's own test server does: ready once the leader registered the servers.
+    c.wait_servers_registered(WAIT);
     let out = py
         .run_script(script, &c.servers[0].http_addr())
         .unwrap_or_else(|e| panic!("{e}\n--- server log\n{}", c.log_tail(0, 40)));
@@ -104,6 +106,11 @@ fn py_consul_from_pypi_registers_reads_and_writes() {
 #[test]
 fn py_consul_agent_status_and_operator_calls() {
     py_consul("agent_operator.py");
+}
+
+#[test]
+fn py_consul_sessions_and_locks() {
+    py_consul("sessions_locks.py");
 }
 
 #[test]
@@ -151,8 +158,10 @@ fn the_configured_datacenter_is_the_only_one() {
     let me = s.get("/v1/agent/self").json();
     assert_eq!(me["Config"]["Datacenter"], "east");
     assert_eq!(me["Member"]["Tags"]["dc"], "east");
+    // The one node is the server itself, which the leader registers.
+    c.wait_servers_registered(WAIT);
     let usage = s.get("/v1/operator/usage").json();
-    assert_eq!(usage["Usage"]["east"]["Nodes"], 0, "{usage}");
+    assert_eq!(usage["Usage"]["east"]["Nodes"], 1, "{usage}");
 }
 
 #[test]
@@ -242,11 +251,14 @@ fn agent_and_operator_answers_in_consuls_shapes() {
     let r = s.get("/v1/catalog/connect/");
     assert_eq!(r.status, 400, "{}", r.text());
 
+    // With the server's own node and `consul` service, which are not billable.
+    let mut c = c;
+    c.wait_servers_registered(WAIT);
     let usage = s.get("/v1/operator/usage").json();
     let dc1 = &usage["Usage"]["dc1"];
-    assert_eq!(dc1["Nodes"], 2, "{usage}");
-    assert_eq!(dc1["Services"], 2, "{usage}");
-    assert_eq!(dc1["ServiceInstances"], 2, "{usage}");
+    assert_eq!(dc1["Nodes"], 3, "{usage}");
+    assert_eq!(dc1["Services"], 3, "{usage}");
+    assert_eq!(dc1["ServiceInstances"], 3, "{usage}");
     assert_eq!(dc1["BillableServiceInstances"], 1, "{usage}");
     assert_eq!(dc1["ConnectServiceInstances"]["mesh-gateway"], 1, "{usage}");
     assert_eq!(
