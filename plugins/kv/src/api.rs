@@ -6,7 +6,8 @@ use fsmhost_guest::{Command, Query, Tenancy, serde_bytes};
 use serde::{Deserialize, Serialize};
 
 use crate::txn::{self, TxnRequest};
-use crate::{Entry, ops};
+use crate::{Entry, locks, ops};
+use fsmhost_schema_sessions::{RELEASE_SESSION_COMMAND, ReleaseSession};
 
 /// `set`: writes a key; always `true`.
 pub static SET: Command<SetRequest, bool> = Command::new("set", ops::set);
@@ -24,6 +25,17 @@ pub static DELETE_TREE: Command<DeleteTreeRequest, bool> =
 /// `reap-tombstones`: drops tombstones up to an index; how many it dropped.
 pub static REAP_TOMBSTONES: Command<ReapRequest, u64> =
     Command::new("reap-tombstones", ops::reap_tombstones);
+/// `acquire`: locks a key for a session and writes it (`?acquire=`); whether it did
+/// (`false`: another session holds the lock, or the key's lock-delay has not ended).
+pub static ACQUIRE: Command<LockRequest, bool> = Command::new("acquire", locks::acquire);
+/// `release`: unlocks a key its session holds and writes it (`?release=`); whether it did
+/// (`false`: the session does not hold the lock).
+pub static RELEASE: Command<LockRequest, bool> = Command::new("release", locks::release);
+/// `release-session`: the catalog ended a session (its message
+/// [`fsmhost_schema_sessions::RELEASE_SESSION`]); releases or deletes the keys it held and
+/// starts their lock-delay; how many keys.
+pub static RELEASE_SESSION: Command<ReleaseSession, u64> =
+    Command::new(RELEASE_SESSION_COMMAND, locks::release_session);
 /// `txn`: a KV transaction (see [`crate::txn`]); the entries its operations answer.
 pub static TXN: Command<TxnRequest, Vec<Entry>> = Command::new("txn", txn::txn);
 /// `get`: one entry, if the key exists.
@@ -64,6 +76,25 @@ pub struct CasRequest {
     pub flags: u64,
     /// The ModifyIndex the key must have; 0 means the key must not exist.
     pub index: u64,
+    /// Partition and namespace (enterprise edition; OSS refuses any but the default).
+    #[serde(default, skip_serializing_if = "Tenancy::is_empty")]
+    pub tenancy: Tenancy,
+}
+
+/// `acquire` and `release`: a key locked or unlocked by a session, and the value (and
+/// flags) written with it (Consul's `KVSLock`, `KVSUnlock`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct LockRequest {
+    /// The key.
+    pub key: String,
+    /// The value.
+    #[serde(with = "serde_bytes")]
+    pub value: Vec<u8>,
+    /// Flags.
+    #[serde(default)]
+    pub flags: u64,
+    /// The session taking or giving up the lock.
+    pub session: String,
     /// Partition and namespace (enterprise edition; OSS refuses any but the default).
     #[serde(default, skip_serializing_if = "Tenancy::is_empty")]
     pub tenancy: Tenancy,

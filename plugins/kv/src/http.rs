@@ -19,9 +19,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::txn::{self, MAX_OPS, Op, TxnError, TxnRequest, Verb};
 use crate::{
-    CAS, CasRequest, DELETE, DELETE_CAS, DELETE_TREE, DeleteCasRequest, DeleteRequest,
+    ACQUIRE, CAS, CasRequest, DELETE, DELETE_CAS, DELETE_TREE, DeleteCasRequest, DeleteRequest,
     DeleteTreeRequest, EDITION, Entry, GET, GetArgs, KEYS, KeysArgs, KeysResult, LIST, ListArgs,
-    ListResult, SET, SetRequest, TXN, TXN_READ,
+    ListResult, LockRequest, RELEASE, SET, SetRequest, TXN, TXN_READ,
 };
 
 /// The largest value (Consul's `kv_max_value_size`, 512 KiB).
@@ -199,7 +199,8 @@ pub fn render_get(ctx: &[u8], outcome: Result<Vec<u8>, Error>, _index: u64) -> R
     rendered.unwrap_or_else(|e| Response::error(&e))
 }
 
-/// `PUT /v1/kv/<key>`: the body is the value; `?flags`, `?cas`.
+/// `PUT /v1/kv/<key>`: the body is the value; `?flags`, `?cas`, `?acquire=<session>`
+/// (lock and write), `?release=<session>` (unlock and write).
 pub fn route_put(req: &Request) -> Result<Plan, Error> {
     let key = req.path_after(KV_PATH).to_string();
     let tenancy = Tenancy::from_request(req, EDITION)?;
@@ -213,17 +214,12 @@ pub fn route_put(req: &Request) -> Result<Plan, Error> {
     if given > 1 {
         return Err(conflicting(req));
     }
-    for flag in ["acquire", "release"] {
-        match req.get(flag) {
-            Some("") => return Err(Error::bad_request("missing session")),
-            Some(s) => {
-                return Err(Error::bad_request(format!(
-                    "invalid session {s:?}: this kv plugin has no sessions yet, so ?{flag} \
-                     cannot be used"
-                )));
-            }
-            None => {}
-        }
+    // `?acquire=` or `?release=` without a session: Consul's "missing session" (a 400 here).
+    let lock = [("acquire", &ACQUIRE), ("release", &RELEASE)]
+        .into_iter()
+        .find_map(|(flag, command)| req.get(flag).map(|s| (s.to_string(), command)));
+    if lock.as_ref().is_some_and(|(s, _)| s.is_empty()) {
+        return Err(Error::bad_request("missing session"));
     }
     if req.body.len() > MAX_VALUE {
         return Ok(Plan::respond(Response::text(
@@ -237,6 +233,16 @@ pub fn route_put(req: &Request) -> Result<Plan, Error> {
     let flags = req.get_u64("flags")?.unwrap_or(0);
     let value = req.body.clone();
     let need = Need::write(Resource::Key, &key).in_tenancy(&tenancy);
+    if let Some((session, command)) = lock {
+        let lock = LockRequest {
+            key,
+            value,
+            flags,
+            session,
+            tenancy,
+        };
+        return Ok(Plan::apply(command, &lock)?.need(need));
+    }
     let plan = match req.get_u64("cas")? {
         Some(index) => Plan::apply(
             &CAS,
@@ -619,11 +625,14 @@ mod tests {
         let r = put(&mut h, "my-key", "test");
         assert_eq!((r.status, r.body.as_slice()), (200, &b"true"[..]));
         let r = h.http(Request::new("GET", "/v1/kv/my-key"));
-        assert_eq!(
-            json(&r),
-            serde_json::json!([{"LockIndex": 0, "Key": "my-key", "Flags": 0,
-                "Value": "dGVzdA==", "CreateIndex": 1, "ModifyIndex": 1}])
-        );
+        let mut want = serde_json::json!({"LockIndex": 0, "Key": "my-key", "Flags": 0,
+            "Value": "dGVzdA==", "CreateIndex": 1, "ModifyIndex": 1});
+        if EDITION == fsmhost_guest::Edition::Enterprise {
+            // Consul Enterprise names the entry's namespace and partition.
+            want["Namespace"] = "default".into();
+            want["Partition"] = "default".into();
+        }
+        assert_eq!(json(&r), serde_json::json!([want]));
         let r = h.http(Request::new("GET", "/v1/kv/my-key").param("raw", ""));
         assert_eq!(
             (r.content_type.as_str(), r.body.as_slice()),

@@ -5,11 +5,17 @@
 //!   holder (allow-missing).
 //! - `tombstones`: [`Tombstone`] records left by deletes, keyed like `kvs`, so that the index
 //!   of a prefix never goes backwards after a delete (Consul's graveyard).
+//! - `lock_delays` (0.2.0): [`LockDelay`] records, the keys that cannot be locked before a
+//!   time since the session that held them ended (Consul's lock-delay).
+//!
+//! It reads the catalog plugin's `sessions` table ([`fsmhost_schema_sessions::SESSIONS`]):
+//! a lock is held by a live session (module `locks`).
 //!
 //! Commands, each a [`Command`](fsmhost_guest::Command) handle: [`SET`], [`CAS`],
-//! [`DELETE`], [`DELETE_CAS`], [`DELETE_TREE`], [`REAP_TOMBSTONES`], [`TXN`]. Queries, each a
+//! [`DELETE`], [`DELETE_CAS`], [`DELETE_TREE`], [`REAP_TOMBSTONES`], [`ACQUIRE`],
+//! [`RELEASE`], [`TXN`], and [`RELEASE_SESSION`], which the catalog's message
+//! [`fsmhost_schema_sessions::RELEASE_SESSION`] runs when a session ends. Queries, each a
 //! [`Query`](fsmhost_guest::Query) handle: [`GET`], [`LIST`], [`KEYS`], [`TXN_READ`].
-//! Sessions and locks come later; their fields are kept.
 //!
 //! HTTP (module [`http`]): Consul's `/v1/kv/<key>` and `/v1/txn`.
 
@@ -18,6 +24,7 @@ use fsmhost_guest::{Edition, Plugin};
 
 mod api;
 pub mod http;
+mod locks;
 mod ops;
 mod schema;
 pub mod txn;
@@ -34,10 +41,11 @@ pub const EDITION: Edition = if cfg!(feature = "enterprise") {
     Edition::Oss
 };
 
-/// The plugin's version. The `v2` feature builds the next release, which adds the
-/// `kvs.flags` index (the upgrade tests install it over this one).
+/// The plugin's version (0.2.0: locks, and the `lock_delays` table). The `v2` feature
+/// builds the next release, 0.3.0, which adds the `kvs.flags` index (the upgrade tests
+/// install it over this one).
 pub const VERSION: &str = if cfg!(feature = "v2") {
-    "0.2.0"
+    "0.3.0"
 } else {
     env!("CARGO_PKG_VERSION")
 };
@@ -47,6 +55,8 @@ pub fn plugin() -> Plugin {
     Plugin::new("kv", VERSION, EDITION.name())
         .table(&KVS)
         .table(&TOMBSTONES)
+        .table(&LOCK_DELAYS)
+        .reads(&fsmhost_schema_sessions::SESSIONS)
         .migration(KVS.name(), 1, |e: Entry| Ok(vec![KVS.migrated(&e)?]))
         .migration(TOMBSTONES.name(), 1, |t: Tombstone| {
             Ok(vec![TOMBSTONES.migrated(&t)?])
@@ -57,6 +67,9 @@ pub fn plugin() -> Plugin {
         .command(&DELETE_CAS)
         .command(&DELETE_TREE)
         .command(&REAP_TOMBSTONES)
+        .command(&ACQUIRE)
+        .command(&RELEASE)
+        .command(&RELEASE_SESSION)
         .command(&TXN)
         .query(&GET)
         .query(&LIST)
@@ -82,5 +95,7 @@ pub fn plugin() -> Plugin {
 
 fsmhost_guest::export_plugin!(plugin);
 
+#[cfg(test)]
+mod lock_tests;
 #[cfg(test)]
 mod tests;

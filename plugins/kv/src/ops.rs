@@ -31,29 +31,38 @@ pub(crate) fn write_entry(
     value: Vec<u8>,
     flags: u64,
 ) -> Result<bool, Error> {
-    let mut entry = Entry {
+    let entry = Entry {
         key: at.key,
         value,
         flags,
-        create_index: ctx.index,
+        create_index: existing.as_ref().map_or(ctx.index, |e| e.create_index),
         modify_index: ctx.index,
         lock_index: 0,
-        session: None,
+        session: existing.as_ref().and_then(|e| e.session.clone()),
         tenancy: at.tenancy,
     };
+    put_entry(tx, existing.as_ref(), &entry)?;
+    Ok(true)
+}
+
+/// Stores `entry` over `existing` unless it changes nothing Consul compares (`DirEntry.Equal`:
+/// value, flags, session, lock index), as the end of `kvsSetTxn`.
+pub(crate) fn put_entry(
+    tx: &mut dyn Txn,
+    existing: Option<&Entry>,
+    entry: &Entry,
+) -> Result<(), Error> {
     if let Some(old) = existing {
-        entry.create_index = old.create_index;
-        entry.session = old.session.clone();
         let unchanged = old.value == entry.value
             && old.flags == entry.flags
             && old.session == entry.session
             && old.lock_index == entry.lock_index;
         if unchanged {
-            return Ok(true);
+            return Ok(());
         }
     }
-    KVS.insert(tx, &entry)?;
-    Ok(true)
+    KVS.insert(tx, entry)?;
+    Ok(())
 }
 
 /// The key a request names, checked, in the request's resolved tenancy.

@@ -3,8 +3,10 @@
 //!
 //! `kvs`: `id` is the key (unique, prefix-capable), `session` the lock holder
 //! (allow-missing); `tombstones` are left by deletes, keyed like `kvs`, so that the index
-//! of a prefix never goes backwards after a delete (Consul's graveyard). The enterprise
-//! build adds a `namespace` index to both.
+//! of a prefix never goes backwards after a delete (Consul's graveyard); `lock_delays`
+//! (0.2.0) the keys whose lock a session held when it ended, which cannot be locked again
+//! before a time (Consul's `lockDelay`, kept in the state here so that every server
+//! decides alike). The enterprise build adds a `namespace` index to each.
 
 use fsmhost_guest::{Index, Key, Table, Tenancy, serde_bytes};
 
@@ -118,7 +120,7 @@ pub static KVS_SESSION: Index<Entry, String> = Index::new(
 .allow_missing();
 
 /// The `kvs` table. Layout 2 (0.1.1): entries stored compact, without field names (layout
-/// 1 had them: 61 bytes more an entry); [`plugin`] migrates layout 1.
+/// 1 had them: 61 bytes more an entry); [`crate::plugin`] migrates layout 1.
 pub static KVS: Table<Entry> = Table::new(
     "kvs",
     &[
@@ -163,3 +165,59 @@ pub static TOMBSTONES_NAMESPACE: Index<Tombstone, Tenancy> = Index::new(
     tenancy_key,
 )
 .prefix(tenancy_key);
+
+/// A key that cannot be locked before `until_ms`: Consul's lock-delay (`state.Delay`), set
+/// when the session that held the key's lock ends ([`crate::RELEASE_SESSION`]). Consul
+/// keeps it in memory on each server and checks it on the leader before the log; here it
+/// is state, written by the log entry that ended the session and checked by a lock
+/// against the leader's clock its entry carries (`Ctx::timestamp_ms`), so every server
+/// gives the same answer.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct LockDelay {
+    /// The key.
+    pub key: String,
+    /// Until when (ms since the Unix epoch, the leader's clock) the key cannot be locked.
+    pub until_ms: u64,
+    /// The key's partition and namespace (enterprise edition; empty in OSS).
+    #[serde(default, skip_serializing_if = "Tenancy::is_empty")]
+    pub tenancy: Tenancy,
+}
+
+/// `lock_delays.id`: the key (in its partition and namespace, enterprise edition).
+pub static LOCK_DELAYS_ID: Index<LockDelay, KeyIn> = Index::new(
+    &LOCK_DELAYS,
+    "id",
+    |d: &LockDelay, k| k.push(key_id(&key_in(&d.tenancy, &d.key))),
+    key_id,
+)
+.unique();
+
+/// `lock_delays.until`: the delays by their end, so that the ended ones are found (and
+/// dropped) without a scan of the table.
+pub static LOCK_DELAYS_UNTIL: Index<LockDelay, u64> = Index::new(
+    &LOCK_DELAYS,
+    "until",
+    |d: &LockDelay, k| k.push(Key::new().u64(d.until_ms)),
+    |t: &u64| Key::new().u64(*t).build(),
+);
+
+/// `lock_delays.namespace` (enterprise edition): the delays of a partition and namespace.
+pub static LOCK_DELAYS_NAMESPACE: Index<LockDelay, Tenancy> = Index::new(
+    &LOCK_DELAYS,
+    "namespace",
+    |d: &LockDelay, k| k.push(tenancy_key(&d.tenancy)),
+    tenancy_key,
+)
+.prefix(tenancy_key);
+
+/// The `lock_delays` table (0.2.0), compact like [`KVS`].
+pub static LOCK_DELAYS: Table<LockDelay> = Table::new(
+    "lock_delays",
+    &[
+        &LOCK_DELAYS_ID,
+        &LOCK_DELAYS_UNTIL,
+        #[cfg(feature = "enterprise")]
+        &LOCK_DELAYS_NAMESPACE,
+    ],
+)
+.compact();

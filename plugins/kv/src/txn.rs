@@ -7,8 +7,9 @@
 //! A transaction of reads only runs as the query `txn-read` (no log entry), honouring the
 //! request's consistency mode like any other read.
 //!
-//! Sessions do not exist yet, so `lock` fails as it does in Consul for an unknown session,
-//! `unlock` finds no lock held, and `check-session` compares against no session.
+//! `lock` and `unlock` are the locks of `PUT /v1/kv/<key>?acquire|release` (module
+//! `locks`), failing with Consul's messages (a lock held by another session or under its
+//! lock-delay, an unknown session, an unlock by a session that does not hold the lock).
 
 use fsmhost_guest::{Ctx, Error, Tenancy, Txn};
 use serde::{Deserialize, Serialize};
@@ -203,11 +204,15 @@ fn read(tx: &dyn Txn, op: &Op, out: &mut Vec<Entry>) -> Result<Result<(), String
             None => Err(format!(
                 "failed to check session, key {key:?} doesn't exist"
             )),
-            Some(e) if e.session.as_deref().unwrap_or("") != op.session => Err(format!(
-                "failed session check for key {key:?}, current session {:?} != {:?}",
-                e.session.as_deref().unwrap_or(""),
-                op.session
-            )),
+            Some(e)
+                if !crate::locks::same_session(e.session.as_deref().unwrap_or(""), &op.session) =>
+            {
+                Err(format!(
+                    "failed session check for key {key:?}, current session {:?} != {:?}",
+                    e.session.as_deref().unwrap_or(""),
+                    op.session
+                ))
+            }
             Some(e) => {
                 out.push(without_value(e));
                 Ok(())
@@ -269,12 +274,17 @@ fn write(
                 format!("failed to set key {:?}, index is stale", op.key),
             )
         }
-        Verb::Lock if op.session.is_empty() => Ok(Err("missing session".into())),
-        Verb::Lock => Ok(Err(format!("invalid session {:?}", op.session))),
-        Verb::Unlock if op.session.is_empty() => Ok(Err("missing session".into())),
-        Verb::Unlock => Ok(Err(format!(
-            "failed to unlock key {key:?}, lock isn't held, or is held by another session"
-        ))),
+        Verb::Lock | Verb::Unlock => {
+            let run = if op.verb == Verb::Lock {
+                crate::locks::lock
+            } else {
+                crate::locks::unlock
+            };
+            match run(tx, ctx, at.clone(), op.value.clone(), op.flags, &op.session)? {
+                Ok(()) => wrote(tx, true, out, String::new()),
+                Err(refused) => Ok(Err(refused.txn_message(&op.key))),
+            }
+        }
         Verb::Delete => crate::delete(tx, ctx, DeleteRequest { key, tenancy }).map(|_| Ok(())),
         Verb::DeleteTree => {
             let req = DeleteTreeRequest {
