@@ -1,7 +1,7 @@
 //! What an install costs the server that applies it: the store rebuilt for a new plugin
 //! version over 10,000 objects, in process (no raft). Two kinds, measured in the same run:
 //!
-//! - `reindex`: kv 0.1.0 -> 0.2.0 (`kv-v2` adds the `kvs.flags` index): every object of
+//! - `reindex`: kv 0.2.0 -> 0.3.0 (`kv-v2` adds the `kvs.flags` index): every object of
 //!   `kvs` gets its keys from the new plugin's `index` export;
 //! - `migrate`: notes 0.1.0 -> 0.2.0 (`notes-v2` changes the `notes` layout): every object
 //!   goes through the new plugin's `migrate` export, then `index`.

@@ -1,7 +1,7 @@
-//! Plugin upgrades through the log on a live 3-server cluster: kv 0.1.1 → 0.2.0 (which adds
+//! Plugin upgrades through the log on a live 3-server cluster: kv 0.2.0 → 0.3.0 (which adds
 //! the `kvs.flags` index) under write load switches every server at the same index with
 //! equal state hashes and no lost write; a dry run changes nothing; a downgrade and a
-//! reinstall are refused; a server added afterwards gets 0.2.0 through the raft snapshot.
+//! reinstall are refused; a server added afterwards gets 0.3.0 through the raft snapshot.
 
 use crate::support::{BIN, cli, write_file};
 use fsmhost_tests::client::Client;
@@ -47,11 +47,11 @@ fn kv_on(s: &Client) -> (String, String, Vec<String>) {
     )
 }
 
-/// The raft index in server `i`'s "installed plugin" log line for kv 0.2.0, if any.
+/// The raft index in server `i`'s "installed plugin" log line for kv 0.3.0, if any.
 fn install_index_in_log(c: &Cluster, i: usize) -> Option<u64> {
     c.log_text(i)
         .lines()
-        .find(|l| l.contains("installed plugin: name=kv from=0.1.1 to=0.2.0"))
+        .find(|l| l.contains("installed plugin: name=kv from=0.2.0 to=0.3.0"))
         .and_then(|l| l.split("index=").nth(1))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
@@ -100,7 +100,7 @@ fn kv_v2_installs_on_a_live_cluster_under_write_load() {
     let faddr = f.addr();
     for i in 0..3 {
         let (version, _, indexes) = kv_on(&c.client(i));
-        assert_eq!((version.as_str(), indexes.len()), ("0.1.1", 2));
+        assert_eq!((version.as_str(), indexes.len()), ("0.2.0", 2));
     }
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -114,18 +114,18 @@ fn kv_v2_installs_on_a_live_cluster_under_write_load() {
     let (code, out, err) = cli(&["plugin", "install", "--dry-run", &v2, "--http-addr", faddr]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
-        out.contains("Dry run: installing plugin kv 0.1.1 -> 0.2.0"),
+        out.contains("Dry run: installing plugin kv 0.2.0 -> 0.3.0"),
         "{out}"
     );
     assert!(out.contains("table kvs: rebuilt"), "{out}");
     assert!(out.contains("indexes added: flags"), "{out}");
     assert!(out.contains("table tombstones: unchanged"), "{out}");
-    assert_eq!(kv_on(&f).0, "0.1.1");
+    assert_eq!(kv_on(&f).0, "0.2.0");
 
     // The install, through a follower, while writes go on.
     let (code, out, err) = cli(&["plugin", "install", &v2, "--http-addr", faddr]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("Installed plugin kv 0.1.1 -> 0.2.0"), "{out}");
+    assert!(out.contains("Installed plugin kv 0.2.0 -> 0.3.0"), "{out}");
     // The component was on every server before the entry switched them.
     assert!(
         out.contains("component copied to 2 of 2 other servers before the entry"),
@@ -151,7 +151,7 @@ fn kv_v2_installs_on_a_live_cluster_under_write_load() {
     for i in 0..3 {
         let s = c.client(i);
         let (version, sha, indexes) = kv_on(&s);
-        assert_eq!(version, "0.2.0", "server {i}");
+        assert_eq!(version, "0.3.0", "server {i}");
         assert_eq!(sha, installed.1, "server {i}: the same component");
         assert_eq!(indexes, ["id", "session", "flags"], "server {i}");
         assert_eq!(
@@ -173,28 +173,28 @@ fn kv_v2_installs_on_a_live_cluster_under_write_load() {
         assert!(missing.is_empty(), "server {i} lost {missing:?}");
     }
 
-    // Writes go on under 0.2.0, recorded with its version.
+    // Writes go on under 0.3.0, recorded with its version.
     let r = f.put("/v1/kv/after", "v2");
     assert_eq!(r.status, 200, "{}", r.text());
 
     // A downgrade, and the same version again, are refused before the log.
-    for (file, what) in [(&v1, "0.1.1 is not higher"), (&v2, "0.2.0 is not higher")] {
+    for (file, what) in [(&v1, "0.2.0 is not higher"), (&v2, "0.3.0 is not higher")] {
         let (code, out, err) = cli(&["plugin", "install", file, "--http-addr", faddr]);
         assert_ne!(code, 0, "{out}");
         assert!(err.contains("409") && err.contains(what), "{err}");
     }
     let r = f.put("/v1/plugins", "not a component");
     assert_eq!(r.status, 400, "{}", r.text());
-    assert_eq!(kv_on(&f).0, "0.2.0");
+    assert_eq!(kv_on(&f).0, "0.3.0");
 
-    // A new server gets 0.2.0 through the raft snapshot (the install entry is compacted).
+    // A new server gets 0.3.0 through the raft snapshot (the install entry is compacted).
     let converged = c.wait_converged_past(1, WAIT).0;
     assert_ne!(hash, "", "state hash");
     let newcomer = c.add_server();
     let deadline = Instant::now() + WAIT;
     loop {
         let got = c.agent_self(newcomer).map(|_| kv_on(&c.client(newcomer)));
-        if got.as_ref().is_some_and(|(v, _, _)| v == "0.2.0") {
+        if got.as_ref().is_some_and(|(v, _, _)| v == "0.3.0") {
             break;
         }
         assert!(

@@ -321,7 +321,7 @@ fn an_entry_written_for_a_newer_plugin_version_is_refused() {
     assert!(err.to_string().contains("kv 9.0.0"), "{err}");
     // Applied (as its error): the index is used, the store unchanged.
     assert_eq!(f.last_applied(), 1);
-    e.version = Some("0.1.1".into());
+    e.version = Some("0.2.0".into());
     f.apply(2, &e).expect("written for the version in effect");
     // Written for an older version: the version in effect at its place applies it.
     e.version = Some("0.0.9".into());
@@ -342,7 +342,7 @@ fn installing_kv_v2_rebuilds_its_indexes_and_a_new_plugin_joins() {
     let plan = f.install(v2.clone(), 10).expect("install");
     assert_eq!(
         (plan.from_version.as_deref(), plan.to_version.as_str()),
-        (Some("0.1.1"), "0.2.0")
+        (Some("0.2.0"), "0.3.0")
     );
     let kvs = plan.tables.iter().find(|t| t.table == "kvs").expect("kvs");
     assert_eq!(
@@ -354,7 +354,7 @@ fn installing_kv_v2_rebuilds_its_indexes_and_a_new_plugin_joins() {
     assert_eq!(f.store().read().len("kvs").expect("kvs"), 3);
     let plugins = f.plugins();
     let kv_now = plugins.get("kv").expect("kv");
-    assert_eq!(kv_now.description().version, "0.2.0");
+    assert_eq!(kv_now.description().version, "0.3.0");
     assert_eq!(f.system().plugins["kv"].raft_index, 10);
     let got = f
         .query(
@@ -365,20 +365,20 @@ fn installing_kv_v2_rebuilds_its_indexes_and_a_new_plugin_joins() {
                 tenancy: Default::default(),
             }),
         )
-        .expect("query under 0.2.0");
+        .expect("query under 0.3.0");
     let e: Option<kv::Entry> = decode(&got.bytes);
     assert_eq!(e.map(|e| e.value), Some(b"v".to_vec()));
-    f.apply(4, &set("d", "after")).expect("writes under 0.2.0");
+    f.apply(4, &set("d", "after")).expect("writes under 0.3.0");
 
     // Refused: the same version again, and the older one.
     let again = f.install(v2, 11).unwrap_err();
-    assert!(again.to_string().contains("0.2.0 is not higher"), "{again}");
+    assert!(again.to_string().contains("0.3.0 is not higher"), "{again}");
     let v1 = Arc::new(rt.load("bundled:kv", bundled("kv")).expect("kv"));
     let down = f.install(v1, 12).unwrap_err();
-    assert!(down.to_string().contains("0.1.1 is not higher"), "{down}");
+    assert!(down.to_string().contains("0.2.0 is not higher"), "{down}");
     assert_eq!(
         f.plugins().get("kv").expect("kv").description().version,
-        "0.2.0"
+        "0.3.0"
     );
 
     // A plugin new to the set joins with its tables, empty.

@@ -305,7 +305,7 @@ fn another_plugin_set_or_schema_is_refused_by_name() {
     fsmhost::snapshot::state_file::write(&with_users.store().read(), &h, out).unwrap();
     let e = read_received(&with_users, &path).err().unwrap().to_string();
     assert!(
-        e.contains("plugin kv: the snapshot was written by version 0.0.9, the loaded one is 0.1.1"),
+        e.contains("plugin kv: the snapshot was written by version 0.0.9, the loaded one is 0.2.0"),
         "{e}"
     );
 }
