@@ -416,7 +416,9 @@ impl Cluster {
         loop {
             let leader = self.wait_leader(timeout);
             let live = self.live().len();
-            let r = self.client(leader).try_get("/v1/health/service/consul?passing");
+            let r = self
+                .client(leader)
+                .try_get("/v1/health/service/consul?passing");
             let registered = r
                 .ok()
                 .filter(|r| r.status == 200)
@@ -425,7 +427,9 @@ impl Cluster {
                 return leader;
             }
             if Instant::now() > deadline {
-                panic!("the servers were not registered within {timeout:?}: {registered:?} of {live}");
+                panic!(
+                    "the servers were not registered within {timeout:?}: {registered:?} of {live}"
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }

@@ -152,7 +152,7 @@ fn kv_describes_itself() {
     let d = p.description();
     assert_eq!((d.name.as_str(), d.edition.as_str()), ("kv", "oss"));
     let tables: Vec<_> = d.tables.iter().map(|t| t.name.as_str()).collect();
-    assert_eq!(tables, ["kvs", "tombstones"]);
+    assert_eq!(tables, ["kvs", "tombstones", "lock_delays"]);
     let commands = [
         kv::SET.name(),
         kv::CAS.name(),

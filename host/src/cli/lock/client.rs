@@ -41,11 +41,17 @@ impl Http {
             .map_err(|e| failure(&e))
     }
 
-    /// A GET, blocking while the index stays `index` (0: at once); the answer (`None` for
-    /// a 404) and its `X-Consul-Index`.
-    async fn read(&self, path: &str, index: u64) -> Result<(Option<Vec<u8>>, u64), String> {
+    /// A GET, blocking while the index stays `index` (0: at once) for at most `wait`; the
+    /// answer (`None` for a 404) and its `X-Consul-Index`.
+    async fn read(
+        &self,
+        path: &str,
+        index: u64,
+        wait: Duration,
+    ) -> Result<(Option<Vec<u8>>, u64), String> {
         let sep = if path.contains('?') { '&' } else { '?' };
-        let path = format!("{path}{sep}index={index}&wait={WAIT}");
+        let wait = wait.min(WAIT).max(Duration::from_millis(1));
+        let path = format!("{path}{sep}index={index}&wait={}ms", wait.as_millis());
         let call = self.client.stream(
             Method::GET,
             &self.addr,
@@ -129,13 +135,24 @@ impl Http {
         Ok(String::from_utf8_lossy(&out).trim() == "true")
     }
 
-    /// The entries at `path` (none for a 404), blocking from `index`, and the next index.
+    /// The entries at `path` (none for a 404), blocking from `index` for at most Consul's
+    /// lock wait time, and the next index.
     pub(super) async fn entries(
         &self,
         path: &str,
         index: u64,
     ) -> Result<(Vec<Entry>, u64), String> {
-        let (body, index) = self.read(path, index).await?;
+        self.entries_within(path, index, WAIT).await
+    }
+
+    /// [`Http::entries`], blocking for at most `wait`.
+    pub(super) async fn entries_within(
+        &self,
+        path: &str,
+        index: u64,
+        wait: Duration,
+    ) -> Result<(Vec<Entry>, u64), String> {
+        let (body, index) = self.read(path, index, wait).await?;
         let entries = match body {
             None => Vec::new(),
             Some(b) => serde_json::from_slice(&b)

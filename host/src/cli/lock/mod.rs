@@ -20,7 +20,7 @@ use client::{Http, kv_path};
 /// Consul's `DefaultLockSessionTTL`.
 const SESSION_TTL: Duration = Duration::from_secs(15);
 /// How long one blocking read waits (Consul's `DefaultLockWaitTime`).
-const WAIT: &str = "15s";
+const WAIT: Duration = Duration::from_secs(15);
 /// How long to wait before trying again when the lock is free but refused (its last
 /// holder's lock-delay): Consul's `DefaultLockRetryTime`.
 const RETRY: Duration = Duration::from_secs(5);
@@ -168,6 +168,11 @@ fn past(deadline: Option<Instant>) -> bool {
     deadline.is_some_and(|d| Instant::now() >= d)
 }
 
+/// How long a blocking read may wait before `deadline`.
+fn left(deadline: Option<Instant>) -> Duration {
+    deadline.map_or(WAIT, |d| d.saturating_duration_since(Instant::now()))
+}
+
 /// Consul's `Lock.Lock`: acquire `prefix/.lock`, waiting on the key while another session
 /// holds it. `None` on timeout.
 async fn acquire_lock(
@@ -183,8 +188,11 @@ async fn acquire_lock(
         if past(deadline) {
             return Ok(None);
         }
-        let (entries, next) = http.entries(&path, index).await?;
+        let (entries, next) = http.entries_within(&path, index, left(deadline)).await?;
         index = next;
+        if past(deadline) {
+            return Ok(None);
+        }
         if let Some(e) = entries.first() {
             match &e.session {
                 Some(holder) if holder == session => return Ok(Some(Held::Lock { key })),
@@ -197,7 +205,7 @@ async fn acquire_lock(
             return Ok(Some(Held::Lock { key }));
         }
         // Free but refused: the lock-delay of an invalidated holder.
-        tokio::time::sleep(RETRY).await;
+        tokio::time::sleep(RETRY.min(left(deadline))).await;
     }
 }
 

@@ -11,7 +11,7 @@ use hyper::Method;
 use serde::{Deserialize, Serialize};
 
 use super::client::{Entry, Http, kv_path};
-use super::{Held, LOCK_KEY, past};
+use super::{Held, LOCK_KEY, left, past};
 
 /// Consul's flag value on the semaphore's keys, so its tools recognise them.
 const SEMAPHORE_FLAG: u64 = 0xe0f6_9a2b_aa41_4de0;
@@ -55,8 +55,14 @@ pub(super) async fn acquire(
             release(http, session, &held).await;
             return Ok(None);
         }
-        let (entries, next) = http.entries(&recurse(prefix), index).await?;
+        let (entries, next) = http
+            .entries_within(&recurse(prefix), index, left(deadline))
+            .await?;
         index = next;
+        if past(deadline) {
+            release(http, session, &held).await;
+            return Ok(None);
+        }
         let (mut lock, modify) = read_lock(&entries, prefix, limit)?;
         if lock.limit != limit {
             return Err(format!(
