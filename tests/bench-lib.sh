@@ -25,7 +25,8 @@ port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); 
 # Starts servers s1..s3 with `bootstrap_expect = 3` (their server, HTTP and HTTPS ports in
 # FS, FH and FHS) and waits for a leader; sets FSMHOST_LEADER to the leader's HTTP address
 # and FSMHOST_LEADER_HTTPS to its HTTPS one. FSMHOST_EXTRA (TOML tables, such as [tls.*]
-# and [acl]) goes into every config; with it set, the HTTPS port listens too.
+# and [acl]) goes into every config; with it set, the HTTPS port listens too. FSMHOST_TOP
+# (top-level keys, such as tombstone_ttl) goes in before any table.
 start_fsmhost() {
   local i join="" https=""
   for i in 1 2 3; do FS[$i]=$(port); FH[$i]=$(port); FHS[$i]=$(port); join+="\"127.0.0.1:${FS[$i]}\", "; done
@@ -38,6 +39,7 @@ bootstrap_expect = 3
 bind_addr = "127.0.0.1"
 retry_join = [${join%, }]
 log_level = "warn"
+${FSMHOST_TOP:-}
 ports.server = ${FS[$i]}
 ports.http = ${FH[$i]}
 $( [ -n "${FSMHOST_EXTRA:-}" ] && echo "ports.https = ${FHS[$i]}" )

@@ -65,6 +65,9 @@ pub struct Metrics {
     /// Autopilot's judgement, on the leader only (Consul's `autopilot.healthy` and
     /// `autopilot.failure_tolerance`): `healthy` (1 or 0), `failure_tolerance`.
     pub autopilot: GaugeVec,
+    /// Objects per table of the store, read when scraped (labels: the plugin set's tables,
+    /// so bounded).
+    pub state_rows: GaugeVec,
 }
 
 /// Latency buckets, in seconds: 50 µs to 60 s.
@@ -134,6 +137,17 @@ impl Metrics {
         registry
             .register(Box::new(autopilot.clone()))
             .expect("each metric is registered once");
+        let state_rows = GaugeVec::new(
+            Opts::new(
+                "fsmhost_state_rows",
+                "Objects in each table of the state store.",
+            ),
+            &["table"],
+        )
+        .expect("a valid gauge definition");
+        registry
+            .register(Box::new(state_rows.clone()))
+            .expect("each metric is registered once");
         let fsm_apply_errors = CounterVec::new(
             Opts::new(
                 "fsmhost_fsm_apply_errors",
@@ -147,6 +161,7 @@ impl Metrics {
             .expect("each metric is registered once");
         Metrics {
             autopilot,
+            state_rows,
             raft_apply,
             raft_leader_changes,
             raft_state,

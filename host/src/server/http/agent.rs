@@ -77,6 +77,14 @@ fn agent_metrics(node: &Node) -> &'static crate::metrics::Metrics {
             .with_label_values(&[field])
             .set(value as f64);
     }
+    let read = node.fsm.store().read();
+    for (t, table) in read.schema().tables().iter().enumerate() {
+        let (rows, _, _) = read.stats_at(t);
+        metrics
+            .state_rows
+            .with_label_values(&[&table.name])
+            .set(rows as f64);
+    }
     match node.autopilot.state() {
         Some(s) => {
             let healthy = if s.healthy { 1.0 } else { 0.0 };
