@@ -6,7 +6,7 @@ use fsmhost_guest::{Command, Query, Tenancy, serde_bytes};
 use serde::{Deserialize, Serialize};
 
 use crate::txn::{self, TxnRequest};
-use crate::{Entry, locks, ops};
+use crate::{Entry, gc, locks, ops};
 use fsmhost_schema_sessions::{RELEASE_SESSION_COMMAND, ReleaseSession};
 
 /// `set`: writes a key; always `true`.
@@ -22,9 +22,11 @@ pub static DELETE_CAS: Command<DeleteCasRequest, bool> =
 /// `delete-tree`: removes every key under a prefix; always `true`.
 pub static DELETE_TREE: Command<DeleteTreeRequest, bool> =
     Command::new("delete-tree", ops::delete_tree);
-/// `reap-tombstones`: drops tombstones up to an index; how many it dropped.
+/// `reap-tombstones`: drops up to `limit` tombstones at or below an index, then (once none
+/// is left there) the marks it covered; how many tombstones it dropped. The leader's tick
+/// proposes it (module `gc`).
 pub static REAP_TOMBSTONES: Command<ReapRequest, u64> =
-    Command::new("reap-tombstones", ops::reap_tombstones);
+    Command::new("reap-tombstones", gc::reap_tombstones);
 /// `acquire`: locks a key for a session and writes it (`?acquire=`); whether it did
 /// (`false`: another session holds the lock, or the key's lock-delay has not ended).
 pub static ACQUIRE: Command<LockRequest, bool> = Command::new("acquire", locks::acquire);
@@ -133,10 +135,27 @@ pub struct DeleteTreeRequest {
 }
 
 /// `reap-tombstones`: drops tombstones at or below an index (Consul's `TombstoneReap`).
-#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct ReapRequest {
     /// Tombstones with an index up to this one are dropped.
     pub index: u64,
+    /// At most this many are dropped (the oldest first). A payload without it (before
+    /// 0.2.0) drops them all.
+    #[serde(default = "no_limit")]
+    pub limit: u64,
+}
+
+fn no_limit() -> u64 {
+    u64::MAX
+}
+
+impl Default for ReapRequest {
+    fn default() -> Self {
+        ReapRequest {
+            index: 0,
+            limit: no_limit(),
+        }
+    }
 }
 
 /// `get` arguments.

@@ -7,6 +7,9 @@
 //!   of a prefix never goes backwards after a delete (Consul's graveyard).
 //! - `lock_delays` (0.2.0): [`LockDelay`] records, the keys that cannot be locked before a
 //!   time since the session that held them ended (Consul's lock-delay).
+//! - `tombstone_marks` (0.2.0): [`TombstoneMark`] records, when tombstones were made (the
+//!   highest index per 30 s of the leader's clock), so that the leader's tick reaps them
+//!   after `tombstone_ttl` (module [`gc`], Consul's tombstone GC).
 //!
 //! It reads the catalog plugin's `sessions` table ([`fsmhost_schema_sessions::SESSIONS`]):
 //! a lock is held by a live session (module `locks`).
@@ -23,6 +26,7 @@ use fsmhost_guest::http::Route;
 use fsmhost_guest::{Edition, Plugin};
 
 mod api;
+pub mod gc;
 pub mod http;
 mod locks;
 mod ops;
@@ -41,7 +45,8 @@ pub const EDITION: Edition = if cfg!(feature = "enterprise") {
     Edition::Oss
 };
 
-/// The plugin's version (0.2.0: locks, and the `lock_delays` table). The `v2` feature
+/// The plugin's version (0.2.0: locks, and the `lock_delays` table; tombstone GC, and the
+/// `tombstone_marks` table). The `v2` feature
 /// builds the next release, 0.3.0, which adds the `kvs.flags` index (the upgrade tests
 /// install it over this one).
 pub const VERSION: &str = if cfg!(feature = "v2") {
@@ -56,6 +61,7 @@ pub fn plugin() -> Plugin {
         .table(&KVS)
         .table(&TOMBSTONES)
         .table(&LOCK_DELAYS)
+        .table(&TOMBSTONE_MARKS)
         .reads(&fsmhost_schema_sessions::SESSIONS)
         .migration(KVS.name(), 1, |e: Entry| Ok(vec![KVS.migrated(&e)?]))
         .migration(TOMBSTONES.name(), 1, |t: Tombstone| {
@@ -75,6 +81,7 @@ pub fn plugin() -> Plugin {
         .query(&LIST)
         .query(&KEYS)
         .query(&TXN_READ)
+        .tick(gc::tick)
         .route(
             Route::get(http::KV_PATH).prefix(),
             http::route_get,
@@ -95,6 +102,8 @@ pub fn plugin() -> Plugin {
 
 fsmhost_guest::export_plugin!(plugin);
 
+#[cfg(test)]
+mod gc_tests;
 #[cfg(test)]
 mod lock_tests;
 #[cfg(test)]

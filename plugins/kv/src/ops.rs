@@ -2,8 +2,9 @@
 //! `agent/consul/state/kvs.go` has one per operation: writes keep the tombstones and
 //! index rules, reads report the index Consul's blocking queries use.
 
-use fsmhost_guest::{Ctx, Error, KeyRange, Tenancy, Txn};
+use fsmhost_guest::{Ctx, Error, Tenancy, Txn};
 
+use crate::gc;
 use crate::*;
 
 /// Refuses a key the `kvs.id` index cannot hold: empty (for a write), or with a NUL byte
@@ -98,15 +99,7 @@ pub(crate) fn cas(tx: &mut dyn Txn, ctx: &Ctx, req: CasRequest) -> Result<bool, 
 /// Deletes `entry` and leaves a tombstone at the delete's index.
 pub(crate) fn remove_entry(tx: &mut dyn Txn, ctx: &Ctx, entry: &Entry) -> Result<(), Error> {
     KVS.delete(tx, entry)?;
-    TOMBSTONES.insert(
-        tx,
-        &Tombstone {
-            key: entry.key.clone(),
-            index: ctx.index,
-            tenancy: entry.tenancy.clone(),
-        },
-    )?;
-    Ok(())
+    gc::leave_tombstone(tx, ctx, entry.key.clone(), entry.tenancy.clone())
 }
 
 pub(crate) fn delete(tx: &mut dyn Txn, ctx: &Ctx, req: DeleteRequest) -> Result<bool, Error> {
@@ -143,32 +136,9 @@ pub(crate) fn delete_tree(
     let deleted = KVS_ID.delete_prefix(tx, &at)?;
     // One tombstone for the whole prefix; none for "" (every watcher sees the table index).
     if deleted > 0 && !at.key.is_empty() {
-        TOMBSTONES.insert(
-            tx,
-            &Tombstone {
-                key: at.key,
-                index: ctx.index,
-                tenancy: at.tenancy,
-            },
-        )?;
+        gc::leave_tombstone(tx, ctx, at.key, at.tenancy)?;
     }
     Ok(true)
-}
-
-pub(crate) fn reap_tombstones(
-    tx: &mut dyn Txn,
-    _ctx: &Ctx,
-    req: ReapRequest,
-) -> Result<u64, Error> {
-    let all = KeyRange::Prefix(Vec::new());
-    let stale: Vec<Tombstone> = TOMBSTONES_ID
-        .iter_range(tx, all)
-        .filter(|t| t.as_ref().map_or(true, |t| t.index <= req.index))
-        .collect::<Result<_, _>>()?;
-    for t in &stale {
-        TOMBSTONES.delete(tx, t)?;
-    }
-    Ok(stale.len() as u64)
 }
 
 pub(crate) fn get(tx: &dyn Txn, args: GetArgs) -> Result<Option<Entry>, Error> {

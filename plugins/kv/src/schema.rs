@@ -6,7 +6,9 @@
 //! of a prefix never goes backwards after a delete (Consul's graveyard); `lock_delays`
 //! (0.2.0) the keys whose lock a session held when it ended, which cannot be locked again
 //! before a time (Consul's `lockDelay`, kept in the state here so that every server
-//! decides alike). The enterprise build adds a `namespace` index to each.
+//! decides alike); `tombstone_marks` (0.2.0) when tombstones were made, for their garbage
+//! collection (module `gc`). The enterprise build adds a `namespace` index to each table of
+//! keys.
 
 use fsmhost_guest::{Index, Key, Table, Tenancy, serde_bytes};
 
@@ -145,11 +147,22 @@ pub static TOMBSTONES_ID: Index<Tombstone, KeyIn> = Index::new(
 .unique()
 .prefix(key_prefix);
 
-/// The `tombstones` table. Layout 2 (0.1.1): compact, like [`KVS`].
+/// `tombstones.index` (0.2.0): the tombstones by the index of their delete, so that a
+/// reap visits only those at or below its index, oldest first (module `gc`).
+pub static TOMBSTONES_INDEX: Index<Tombstone, u64> = Index::new(
+    &TOMBSTONES,
+    "index",
+    |t: &Tombstone, k| k.push(Key::new().u64(t.index)),
+    |i: &u64| Key::new().u64(*i).build(),
+);
+
+/// The `tombstones` table. Layout 2 (0.1.1): compact, like [`KVS`]; the `index` index
+/// since 0.2.0 (an added index changes no layout).
 pub static TOMBSTONES: Table<Tombstone> = Table::new(
     "tombstones",
     &[
         &TOMBSTONES_ID,
+        &TOMBSTONES_INDEX,
         #[cfg(feature = "enterprise")]
         &TOMBSTONES_NAMESPACE,
     ],
@@ -221,3 +234,34 @@ pub static LOCK_DELAYS: Table<LockDelay> = Table::new(
     ],
 )
 .compact();
+
+/// When tombstones were made (0.2.0): the highest FSM index of a tombstone made in a
+/// [`crate::MARK_GRANULARITY_MS`] bucket of the leader's clock. Consul's leader keeps these
+/// as in-memory hints (`TombstoneGC.Hint`, 30 s granularity); here they are state, written
+/// by the command that leaves the tombstone, so that every server (and any future leader)
+/// knows when each tombstone becomes due (module `gc`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct TombstoneMark {
+    /// The bucket: the entry's `timestamp_ms / MARK_GRANULARITY_MS`.
+    pub bucket: u64,
+    /// The highest index of a tombstone made in it.
+    pub index: u64,
+}
+
+fn bucket_key(b: &u64) -> Vec<u8> {
+    Key::new().u64(*b).build()
+}
+
+/// `tombstone_marks.id`: the bucket.
+pub static TOMBSTONE_MARKS_ID: Index<TombstoneMark, u64> = Index::new(
+    &TOMBSTONE_MARKS,
+    "id",
+    |m: &TombstoneMark, k| k.push(bucket_key(&m.bucket)),
+    bucket_key,
+)
+.unique();
+
+/// The `tombstone_marks` table (0.2.0), compact like [`KVS`]. Global: one clock for every
+/// partition and namespace.
+pub static TOMBSTONE_MARKS: Table<TombstoneMark> =
+    Table::new("tombstone_marks", &[&TOMBSTONE_MARKS_ID]).compact();
