@@ -30,7 +30,10 @@ fn plugins_endpoint_list_and_version() {
         .iter()
         .map(|t| t["Name"].as_str().unwrap())
         .collect();
-    assert_eq!(tables, ["kvs", "tombstones", "lock_delays"]);
+    assert_eq!(
+        tables,
+        ["kvs", "tombstones", "lock_delays", "tombstone_marks"]
+    );
     let id = &kv["Tables"][0]["Indexes"]
         .as_array()
         .unwrap()
@@ -70,7 +73,7 @@ fn plugins_endpoint_list_and_version() {
     let row = rows.iter().find(|r| r[0] == "kv").expect("a kv row");
     assert_eq!(&row[..3], ["kv", kv["Version"].as_str().unwrap(), "oss"]);
     assert_eq!(row[3], &kv["Hash"].as_str().unwrap()[..12]);
-    assert_eq!(row[4], "kvs,tombstones,lock_delays");
+    assert_eq!(row[4], "kvs,tombstones,lock_delays,tombstone_marks");
 
     // A server that does not answer: one line, exit 1.
     let dead = format!("127.0.0.1:{}", free_port());

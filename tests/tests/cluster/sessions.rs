@@ -276,3 +276,57 @@ fn fsmhost_lock_hands_a_lock_and_a_semaphore_between_processes() {
     assert!(!out.contains("ran"));
     assert_eq!(finish(holder).0, 0);
 }
+
+/// The `tombstones` row count a server reports (`fsmhost_state_rows`).
+fn tombstones(c: &Client) -> f64 {
+    let m = c.get("/v1/agent/metrics").json();
+    m["Gauges"]
+        .as_array()
+        .and_then(|g| {
+            g.iter()
+                .find(|x| x["Name"] == "fsmhost_state_rows" && x["Labels"]["table"] == "tombstones")
+        })
+        .and_then(|x| x["Value"].as_f64())
+        .expect("a tombstones gauge")
+}
+
+#[test]
+fn tombstones_are_reaped_after_a_short_tombstone_ttl() {
+    let mut c = Cluster::start_with(BIN, 3, "tombstone_ttl = \"2s\"");
+    let leader = c.wait_leader(WAIT);
+    let s = c.client(leader);
+    for k in 0..50 {
+        assert_eq!(s.put(&format!("/v1/kv/gone/{k}"), "x").text(), "true");
+    }
+    assert_eq!(s.delete("/v1/kv/gone/?recurse").status, 200);
+    for k in 0..10 {
+        assert_eq!(s.put(&format!("/v1/kv/one/{k}"), "x").text(), "true");
+        assert_eq!(s.delete(&format!("/v1/kv/one/{k}")).status, 200);
+    }
+    let deleted = Instant::now();
+    let before = s.get("/v1/kv/one/?keys");
+    assert_eq!(before.status, 404);
+    let index_before = before.index();
+    assert!(tombstones(&s) > 0.0);
+    // Consul's granularity: a tombstone's 30 s bucket must end, then the TTL pass.
+    wait_until("the tombstones are reaped", Duration::from_secs(60), || {
+        tombstones(&s) == 0.0
+    });
+    assert!(
+        deleted.elapsed() >= Duration::from_secs(2),
+        "reaped before the TTL"
+    );
+    // Every server reaped them (the reap is a log entry).
+    c.wait_converged(WAIT);
+    for i in 0..3 {
+        assert_eq!(tombstones(&c.client(i)), 0.0, "server {i}");
+    }
+    // The index of a read of the emptied prefix does not go backwards.
+    let after = s.get("/v1/kv/one/?keys");
+    assert_eq!(after.status, 404);
+    assert!(
+        after.index() >= index_before,
+        "{} < {index_before}",
+        after.index()
+    );
+}

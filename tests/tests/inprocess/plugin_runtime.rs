@@ -152,7 +152,10 @@ fn kv_describes_itself() {
     let d = p.description();
     assert_eq!((d.name.as_str(), d.edition.as_str()), ("kv", "oss"));
     let tables: Vec<_> = d.tables.iter().map(|t| t.name.as_str()).collect();
-    assert_eq!(tables, ["kvs", "tombstones", "lock_delays"]);
+    assert_eq!(
+        tables,
+        ["kvs", "tombstones", "lock_delays", "tombstone_marks"]
+    );
     let commands = [
         kv::SET.name(),
         kv::CAS.name(),
