@@ -84,15 +84,17 @@ fn handoff(addr: &str, count: usize) {
         "first acquire",
     );
     let (released_tx, released_rx) = mpsc::channel::<Instant>();
+    let (held_tx, held_rx) = mpsc::channel::<()>();
     let (ready_tx, ready_rx) = mpsc::channel::<()>();
     let (turn_tx, turn_rx) = mpsc::channel::<()>();
-    // The waiter: blocks on the key, acquires once it is free, then releases for the next
-    // round, which the holder side times the same way.
+    // The waiter: once the holder has the lock, blocks on the key, acquires it as soon as
+    // it is released, then gives it back.
     let waiter = {
         let key = key.to_string();
         std::thread::spawn(move || {
             let mut latencies = Vec::with_capacity(count);
             for _ in 0..count {
+                held_rx.recv().expect("the holder has the lock");
                 let index = b.get(&key).index();
                 ready_tx.send(()).expect("ready");
                 let r = b.get(&format!("{key}?index={index}&wait=30s"));
@@ -113,6 +115,13 @@ fn handoff(addr: &str, count: usize) {
         })
     };
     for round in 0..count {
+        if round > 0 {
+            must(
+                a.put(&format!("{key}?acquire={sa}"), "a").text() == "true",
+                "re-acquire",
+            );
+        }
+        held_tx.send(()).expect("held");
         ready_rx.recv().expect("waiter ready");
         // Give the waiter's blocking read time to reach the server.
         std::thread::sleep(Duration::from_millis(5));
@@ -122,12 +131,6 @@ fn handoff(addr: &str, count: usize) {
         );
         released_tx.send(Instant::now()).expect("release time");
         turn_rx.recv().expect("waiter done");
-        if round + 1 < count {
-            must(
-                a.put(&format!("{key}?acquire={sa}"), "a").text() == "true",
-                "re-acquire",
-            );
-        }
     }
     let mut latencies = waiter.join().expect("waiter");
     latencies.sort();
