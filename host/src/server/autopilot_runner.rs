@@ -97,8 +97,9 @@ pub fn config_in_force(node: &Node) -> AutopilotConfig {
 pub async fn run(node: Arc<Node>) {
     let timing = node.config.autopilot_timing;
     let mut heard: Option<Heard> = None;
+    let mut interval = timing.update_interval;
     loop {
-        tokio::time::sleep(timing.update_interval).await;
+        next_round(&node, interval).await;
         let m = node.raft.metrics().borrow().clone();
         if m.current_leader != Some(node.id) {
             if heard.take().is_some() {
@@ -128,9 +129,48 @@ pub async fn run(node: Arc<Node>) {
         node.autopilot.set(Some(state.clone()));
         // Every round, not once: a restored archive may carry no configuration.
         seed_config(&node, &state).await;
-        if h.last_reconcile.elapsed() >= timing.reconcile_interval {
+        // A non-voter ready for promotion is promoted at once rather than at the next
+        // reconcile (a joining server is a voter within its stabilization time and a
+        // round), and while one waits the rounds come faster.
+        let promotable = !plan::promotions(&config, &state, crate::clock::now_ms()).is_empty();
+        if promotable || h.last_reconcile.elapsed() >= timing.reconcile_interval {
             h.last_reconcile = Instant::now();
             reconcile(&node, &config, &state).await;
+        }
+        let waiting = state
+            .servers
+            .iter()
+            .any(|s| s.seen.status == RaftStatus::NonVoter);
+        interval = if waiting {
+            timing.update_interval.min(FAST_ROUND)
+        } else {
+            timing.update_interval
+        };
+    }
+}
+
+/// How often autopilot judges while a non-voter waits for promotion.
+const FAST_ROUND: Duration = Duration::from_millis(250);
+
+/// Waits `interval`, or less when the raft configuration changes (a server joined or
+/// left: judge it now).
+async fn next_round(node: &Node, interval: Duration) {
+    let mut metrics = node.raft.metrics();
+    let membership = metrics.borrow().membership_config.log_id().clone();
+    let sleep = tokio::time::sleep(interval);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            () = &mut sleep => return,
+            changed = metrics.changed() => {
+                if changed.is_err() {
+                    sleep.await;
+                    return;
+                }
+                if metrics.borrow().membership_config.log_id() != &membership {
+                    return;
+                }
+            }
         }
     }
 }
