@@ -156,7 +156,7 @@ const FAST_ROUND: Duration = Duration::from_millis(250);
 /// left: judge it now).
 async fn next_round(node: &Node, interval: Duration) {
     let mut metrics = node.raft.metrics();
-    let membership = metrics.borrow().membership_config.log_id().clone();
+    let membership = *metrics.borrow().membership_config.log_id();
     let sleep = tokio::time::sleep(interval);
     tokio::pin!(sleep);
     loop {
