@@ -51,6 +51,9 @@ pub struct MemStore {
     index: u64,
     /// Messages sent by the running command, not yet delivered.
     outbox: Vec<Sent>,
+    /// The tables read since [`MemStore::take_reads`] (what the host answers a query's
+    /// index from, and blocks on).
+    reads: std::cell::RefCell<BTreeSet<String>>,
 }
 
 /// A message a command sent ([`Txn::send`]), waiting for its command to return.
@@ -99,6 +102,7 @@ impl MemStore {
             journal: Vec::new(),
             index: 0,
             outbox: Vec::new(),
+            reads: Default::default(),
         })
     }
 
@@ -153,9 +157,31 @@ impl MemStore {
     }
 
     fn table(&self, name: &str) -> Result<&MemTable, StateError> {
-        self.tables
+        let t = self
+            .tables
             .get(name)
-            .ok_or_else(|| StateError::UnknownTable(format!("table {name}")))
+            .ok_or_else(|| StateError::UnknownTable(format!("table {name}")))?;
+        let mut reads = self.reads.borrow_mut();
+        if !reads.contains(name) {
+            reads.insert(name.to_string());
+        }
+        Ok(t)
+    }
+
+    /// The tables read since the last call, as the host records a query's reads.
+    pub fn take_reads(&self) -> BTreeSet<String> {
+        std::mem::take(&mut self.reads.borrow_mut())
+    }
+
+    /// The index the host answers a query with, having read `tables`: their highest
+    /// stamp, at least 1.
+    pub fn index_of(&self, tables: &BTreeSet<String>) -> u64 {
+        tables
+            .iter()
+            .filter_map(|t| self.table_index(t).ok())
+            .max()
+            .unwrap_or(0)
+            .max(1)
     }
 
     fn table_mut(&mut self, name: &str) -> Result<&mut MemTable, StateError> {
@@ -624,6 +650,19 @@ impl Harness {
         from_cbor(&out, &format!("result of query {name}"))
     }
 
+    /// [`Harness::ask`], with the index the host would answer (`X-Consul-Index`: the
+    /// highest stamp of the tables the query read) and those tables.
+    pub fn ask_indexed<Args: Serialize, Out: DeserializeOwned>(
+        &self,
+        query: &Query<Args, Out>,
+        args: &Args,
+    ) -> Result<(Out, u64, BTreeSet<String>), Error> {
+        self.store.take_reads();
+        let out = self.ask(query, args)?;
+        let tables = self.store.take_reads();
+        Ok((out, self.store.index_of(&tables), tables))
+    }
+
     /// Runs query `name` on encoded arguments, as the host does; returns encoded bytes.
     pub fn query_raw(&self, name: &str, args: &[u8]) -> Result<Vec<u8>, Error> {
         self.plugin.query_raw(&self.store, name, args)
@@ -672,7 +711,7 @@ impl Harness {
 
     /// Serves an HTTP request as the host does: routes it, applies the command (at the next
     /// index) or runs the query, and renders the outcome. A query's index is the highest
-    /// last-change index of the plugin's tables (the host uses the tables the query read).
+    /// stamp of the tables it read, as the host answers it.
     pub fn http(&mut self, req: crate::http::Request) -> crate::http::Response {
         use crate::http::Action;
         let plan = self.plugin.route_request(&req);
@@ -686,15 +725,10 @@ impl Harness {
                 (self.apply_raw(ctx, &command, &payload), ctx.index)
             }
             Action::Query { name, args } => {
-                let index = self
-                    .plugin
-                    .describe()
-                    .tables
-                    .iter()
-                    .filter_map(|t| self.store.table_index(&t.name).ok())
-                    .max()
-                    .unwrap_or(0);
-                (self.query_raw(&name, &args), index)
+                self.store.take_reads();
+                let out = self.query_raw(&name, &args);
+                let index = self.store.index_of(&self.store.take_reads());
+                (out, index)
             }
         };
         self.plugin.render(&plan.context, outcome, index.max(1))

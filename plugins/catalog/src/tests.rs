@@ -30,7 +30,8 @@ fn with_service(node: &str, id: &str, name: &str, tags: &[&str]) -> RegisterRequ
     }
 }
 
-fn check(id: &str, service_id: &str, status: &str) -> Check {
+/// A check of `service_id` (empty: a node check) in `status`, named by its ID.
+pub(crate) fn check(id: &str, service_id: &str, status: &str) -> Check {
     Check {
         check_id: id.into(),
         name: id.into(),

@@ -2,16 +2,10 @@
 //! reaps (due only after the TTL, in chunks), the marks dropped once reaped, the payload
 //! without `limit`, and the index a blocking query sees across a reap.
 
-use std::cell::RefCell;
-use std::collections::BTreeSet;
-
 use super::*;
 use crate::gc::{MARK_GRANULARITY_MS, MAX_REAPS_PER_TICK, REAP_LIMIT, bucket_of};
 use crate::txn::{Op, TxnRequest, Verb};
-use fsmhost_guest::{
-    Ctx, Harness, IndexKeys, KeyRange, MemStore, ScanBatch, StateError, Tenancy, TickCtx, Txn,
-    from_cbor, to_cbor,
-};
+use fsmhost_guest::{Ctx, Harness, KeyRange, Tenancy, TickCtx, from_cbor, to_cbor};
 use fsmhost_schema_sessions::{ReleaseSession, SESSIONS, Session};
 
 const TTL_MS: u64 = 15 * 60_000;
@@ -349,99 +343,18 @@ fn a_payload_without_limit_reaps_everything_at_or_below_its_index() {
     assert_eq!(ReapRequest::default().limit, u64::MAX);
 }
 
-/// A read-only view of the store that records the tables a query reads, as the host does
-/// to answer a query's index (the highest stamp among them) and to block on it.
-struct Reads<'a> {
-    store: &'a MemStore,
-    tables: RefCell<BTreeSet<String>>,
-}
-
-impl Reads<'_> {
-    fn note(&self, table: &str) {
-        self.tables.borrow_mut().insert(table.to_string());
-    }
-}
-
-impl Txn for Reads<'_> {
-    fn get(&self, table: &str, index: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        self.note(table);
-        Txn::get(self.store, table, index, key)
-    }
-    fn first(
-        &self,
-        table: &str,
-        index: &str,
-        range: &KeyRange,
-    ) -> Result<Option<Vec<u8>>, StateError> {
-        self.note(table);
-        Txn::first(self.store, table, index, range)
-    }
-    fn last(
-        &self,
-        table: &str,
-        index: &str,
-        range: &KeyRange,
-    ) -> Result<Option<Vec<u8>>, StateError> {
-        self.note(table);
-        Txn::last(self.store, table, index, range)
-    }
-    fn scan(
-        &self,
-        table: &str,
-        index: &str,
-        range: &KeyRange,
-        cursor: Option<&[u8]>,
-        limit: u32,
-    ) -> Result<ScanBatch, StateError> {
-        self.note(table);
-        Txn::scan(self.store, table, index, range, cursor, limit)
-    }
-    fn insert(
-        &mut self,
-        _: &str,
-        _: &[u8],
-        _: Vec<IndexKeys>,
-    ) -> Result<Option<Vec<u8>>, StateError> {
-        Err(StateError::ReadOnly("query".into()))
-    }
-    fn delete(&mut self, _: &str, _: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        Err(StateError::ReadOnly("query".into()))
-    }
-    fn delete_prefix(&mut self, _: &str, _: &str, _: &[u8]) -> Result<u64, StateError> {
-        Err(StateError::ReadOnly("query".into()))
-    }
-    fn table_index(&self, table: &str) -> Result<u64, StateError> {
-        self.note(table);
-        Txn::table_index(self.store, table)
-    }
-    fn send(&mut self, _: &str, _: &str, _: &[u8]) -> Result<(), StateError> {
-        Err(StateError::ReadOnly("query".into()))
-    }
-}
-
 /// The index the host answers `query` with: the highest stamp of the tables it read.
-fn host_index<A: serde::Serialize, O>(
+fn host_index<A: serde::Serialize, O: serde::de::DeserializeOwned>(
     h: &Harness,
     query: &fsmhost_guest::Query<A, O>,
     args: &A,
 ) -> u64 {
-    let reads = Reads {
-        store: h.store(),
-        tables: RefCell::new(BTreeSet::new()),
-    };
-    let payload = to_cbor(args).expect("encode");
-    h.plugin()
-        .query_raw(&reads, query.name(), &payload)
-        .expect("query");
-    let tables = reads.tables.into_inner();
+    let (_, index, tables) = h.ask_indexed(query, args).expect("query");
     assert!(
         !tables.contains("tombstone_marks"),
         "queries never read the marks"
     );
-    let stamps = tables
-        .iter()
-        .map(|t| h.store().table_index(t).expect("stamp"));
-    stamps.max().unwrap_or(0).max(1)
+    index
 }
 
 #[test]

@@ -69,15 +69,7 @@ fn home() -> Tenancy {
         .expect("default tenancy")
 }
 
-fn check(id: &str, service_id: &str, status: &str) -> Check {
-    Check {
-        check_id: id.into(),
-        name: id.into(),
-        service_id: service_id.into(),
-        status: status.into(),
-        ..Default::default()
-    }
-}
+use crate::tests::check;
 
 /// Node `node` with a passing `serfHealth`, service `web` and its passing check `web-ok`.
 fn register_node(h: &mut Harness, node: &str) {
