@@ -11,14 +11,27 @@ use super::LoadError;
 
 /// Paths the host serves itself; a plugin route under one of them is refused. (Of
 /// `/v1/operator`, only the host's own families: `/v1/operator/usage` is the catalog
-/// plugin's.)
+/// plugin's. Of `/v1/agent`, the agent's own: its services and checks,
+/// `/v1/agent/service/...` and `/v1/agent/check/...`, are the catalog plugin's, on the
+/// serving server's node.)
 pub const RESERVED: &[&str] = &[
     "/v1/apply",
     "/v1/query",
     "/v1/plugins",
     "/v1/snapshot",
     "/v1/status",
-    "/v1/agent",
+    "/v1/agent/self",
+    "/v1/agent/members",
+    "/v1/agent/metrics",
+    "/v1/agent/leave",
+    "/v1/agent/join",
+    "/v1/agent/force-leave",
+    "/v1/agent/reload",
+    "/v1/agent/monitor",
+    "/v1/agent/host",
+    "/v1/agent/version",
+    "/v1/agent/token",
+    "/v1/agent/connect",
     "/v1/operator/raft",
     "/v1/operator/autopilot",
     "/v1/operator/keyring",
@@ -141,6 +154,11 @@ mod tests {
         assert!(e(&[r("GET", "/v1/status/x", false)]).contains("host's own /v1/status"));
         assert!(e(&[r("GET", "/v1/", true)]).contains("host's own"));
         assert!(e(&[r("GET", "/v1/kv/", true), r("GET", "/v1/kv/", true)]).contains("twice"));
+        // The agent's services and checks may be a plugin's; the agent itself may not.
+        assert!(check("catalog", &[r("PUT", "/v1/agent/service/register", false)]).is_ok());
+        assert!(check("catalog", &[r("GET", "/v1/agent/checks", false)]).is_ok());
+        assert!(e(&[r("GET", "/v1/agent/self", false)]).contains("host's own /v1/agent/self"));
+        assert!(e(&[r("GET", "/v1/agent/", true)]).contains("host's own"));
     }
 
     #[test]

@@ -162,6 +162,14 @@ fn need_of(method: &Method, segments: &[&str]) -> Need {
         ["v1", "apply", ..] => Need::Bare(Bare::Operator, Access::Write),
         ["v1", "query", ..] => Need::Bare(Bare::Operator, Access::Read),
         ["v1", "agent", "leave"] => Need::Agent(Access::Write),
+        // The agent's services and checks are the catalog plugin's routes, which declare
+        // what they need (service or node write) in their plans.
+        [
+            "v1",
+            "agent",
+            "service" | "services" | "check" | "checks" | "health",
+            ..,
+        ] => Need::Token,
         ["v1", "agent", ..] => Need::Agent(write),
         ["v1", "operator", "keyring", ..] => Need::Bare(Bare::Keyring, write),
         ["v1", "plugins", ..] | ["v1", "operator", ..] => Need::Bare(Bare::Operator, write),
