@@ -123,6 +123,7 @@ impl AgentArgs {
             limits: None,
             tls: None,
             acl: None,
+            telemetry: None,
         }
     }
 

@@ -154,6 +154,8 @@ pub struct Config {
     pub autopilot_timing: AutopilotTiming,
     /// Connection limits of the two ports.
     pub limits: ConnLimits,
+    /// The prefix of every metric's name (`[telemetry] metrics_prefix`, default `consul`).
+    pub metrics_prefix: String,
 }
 
 /// Consul's `[limits]` on connections: how many one client address may hold open at
@@ -407,8 +409,24 @@ impl Config {
             ),
             handshake: tls::handshake_timeouts(&raw_limits)?,
         };
+        let metrics_prefix = raw
+            .telemetry
+            .and_then(|t| t.metrics_prefix)
+            .unwrap_or_else(|| crate::metrics::DEFAULT_PREFIX.to_string());
+        if metrics_prefix.is_empty()
+            || !metrics_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            || metrics_prefix.as_bytes()[0].is_ascii_digit()
+        {
+            return Err(invalid(
+                "telemetry.metrics_prefix",
+                format!("{metrics_prefix:?}: use letters, digits and _, not starting with a digit"),
+            ));
+        }
         Ok(Config {
             limits,
+            metrics_prefix,
             autopilot,
             autopilot_timing,
             snapshots,

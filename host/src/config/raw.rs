@@ -20,6 +20,14 @@ pub struct Ports {
     pub https: Option<i32>,
 }
 
+/// `[telemetry]`: Consul's telemetry stanza (the part that applies: metric names).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    /// The prefix of every metric's name (default `consul`).
+    pub metrics_prefix: Option<String>,
+}
+
 /// `[limits]`: Consul's connection limits.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -221,6 +229,8 @@ pub struct RawConfig {
     pub tls: Option<RawTls>,
     /// ACLs.
     pub acl: Option<RawAcl>,
+    /// Telemetry.
+    pub telemetry: Option<RawTelemetry>,
 }
 
 impl RawConfig {
@@ -280,6 +290,7 @@ impl RawConfig {
             plugin_limits: over.plugin_limits.or(self.plugin_limits),
             autopilot: over.autopilot.or(self.autopilot),
             limits: over.limits.or(self.limits),
+            telemetry: over.telemetry.or(self.telemetry),
             tls: over.tls.or(self.tls),
             acl: over.acl.or(self.acl),
         }

@@ -352,3 +352,21 @@ fn acl_stanza_in_consuls_names() {
         .to_string();
     assert!(e.starts_with("acl.default_policy:"), "{e}");
 }
+
+#[test]
+fn telemetry_prefix_and_tombstone_ttl() {
+    let c = parse("").unwrap();
+    assert_eq!(c.metrics_prefix, "consul");
+    assert_eq!(c.tombstone_ttl, Duration::from_secs(15 * 60));
+    let c = parse("tombstone_ttl = \"30s\"\n[telemetry]\nmetrics_prefix = \"fsm_host\"").unwrap();
+    assert_eq!(c.metrics_prefix, "fsm_host");
+    assert_eq!(c.tombstone_ttl, Duration::from_secs(30));
+    for bad in ["", "a.b", "9lives", "x y"] {
+        let e = parse(&format!("[telemetry]\nmetrics_prefix = {bad:?}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("telemetry.metrics_prefix:"), "{bad}: {e}");
+    }
+    let e = parse("tombstone_ttl = \"soon\"").unwrap_err().to_string();
+    assert!(e.starts_with("tombstone_ttl:"), "{e}");
+}

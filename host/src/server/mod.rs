@@ -399,6 +399,7 @@ pub async fn run(
     config: Config,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), StartError> {
+    crate::metrics::set_prefix(&config.metrics_prefix);
     let (id, log) = match &config.data_dir {
         Some(dir) => {
             let (id, mode) = node_identity(dir)?;

@@ -200,7 +200,7 @@ fn reap(addr: &str, prefix: &str) {
         lat
     });
     // Reaping has started once the tombstones table shrinks (its row count in the
-    // metrics, `fsmhost_state_rows`), and is done once none is left.
+    // metrics, `consul.state.rows`), and is done once none is left.
     let started = Instant::now();
     let mut first_reap = None;
     let mut initial = None;
@@ -210,7 +210,7 @@ fn reap(addr: &str, prefix: &str) {
             .as_array()
             .and_then(|g| {
                 g.iter().find(|x| {
-                    x["Name"] == "fsmhost_state_rows" && x["Labels"]["table"] == "tombstones"
+                    x["Name"] == "consul.state.rows" && x["Labels"]["table"] == "tombstones"
                 })
             })
             .and_then(|x| x["Value"].as_f64())

@@ -353,18 +353,15 @@ fn health_is_429_while_a_server_is_down_and_200_when_it_is_back() {
     assert_eq!(s["Healthy"], false);
     assert_eq!(down["FailureTolerance"], 0, "2 healthy of 3 voters");
     let m = metrics(&c, leader);
-    assert!(m.contains("fsmhost_autopilot{field=\"healthy\"} 0"), "{m}");
-    assert!(
-        m.contains("fsmhost_autopilot{field=\"failure_tolerance\"} 0"),
-        "{m}"
-    );
+    assert!(m.contains("consul_autopilot_healthy 0"), "{m}");
+    assert!(m.contains("consul_autopilot_failure_tolerance 0"), "{m}");
     c.restart(victim);
     let back = wait_healthy(&c, follower, 3);
     assert_eq!(back["FailureTolerance"], 1);
     let m = metrics(&c, leader);
-    assert!(m.contains("fsmhost_autopilot{field=\"healthy\"} 1"), "{m}");
+    assert!(m.contains("consul_autopilot_healthy 1"), "{m}");
     assert!(
-        !metrics(&c, follower).contains("fsmhost_autopilot{"),
+        !metrics(&c, follower).contains("consul_autopilot_healthy "),
         "only the leader reports autopilot"
     );
     assert!(server(&back, &victim_id).is_some(), "the same server, kept");

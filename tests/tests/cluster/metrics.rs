@@ -41,55 +41,43 @@ fn metrics_in_consuls_json_and_prometheus_text() {
     assert_eq!(r.status, 200);
     let m = r.json();
     assert!(m["Timestamp"].as_str().unwrap().ends_with('Z'));
-    let applied = find(&m, "Counters", "fsmhost_raft_apply", &[])["Count"]
-        .as_f64()
+    // Consul's Go client decodes the counts as integers, every entry with its fields.
+    for kind in ["Counters", "Samples"] {
+        for e in m[kind].as_array().unwrap() {
+            assert!(e["Count"].is_u64(), "{kind}: {e}");
+            for f in ["Rate", "Sum", "Min", "Max", "Mean", "Stddev"] {
+                assert!(e[f].is_number(), "{kind} {f}: {e}");
+            }
+        }
+    }
+    let applied = find(&m, "Counters", "consul.raft.apply", &[])["Count"]
+        .as_u64()
         .unwrap();
-    assert!(applied >= 21.0, "{applied}");
+    assert!(applied >= 21, "{applied}");
     let set = [("plugin", "kv"), ("command", "set")];
-    let time = find(&m, "Samples", "fsmhost_fsm_apply_seconds", &set);
+    let time = find(&m, "Samples", "consul.fsm.apply", &set);
     assert!(time["Count"].as_u64().unwrap() >= 21);
     assert!(time["Mean"].as_f64().unwrap() > 0.0);
-    let fuel = find(&m, "Samples", "fsmhost_fsm_apply_fuel", &set);
+    // Timers in milliseconds, as Consul's: an apply takes well under a second.
+    assert!(time["Mean"].as_f64().unwrap() < 1000.0, "{time}");
+    assert!(time["Max"].as_f64().unwrap() >= time["Min"].as_f64().unwrap());
+    let fuel = find(&m, "Samples", "consul.fsm.apply.fuel", &set);
     assert!(fuel["Mean"].as_f64().unwrap() > 1000.0, "{fuel}");
     assert_eq!(
-        find(&m, "Counters", "fsmhost_fsm_apply_errors", &set)["Count"],
-        1.0
+        find(&m, "Counters", "consul.fsm.apply.errors", &set)["Count"],
+        1
     );
-    assert!(
-        find(&m, "Samples", "fsmhost_raft_commit_time_seconds", &[])["Count"].as_u64() >= Some(21)
-    );
-    assert_eq!(
-        find(
-            &m,
-            "Gauges",
-            "fsmhost_raft_state",
-            &[("field", "is_leader")]
-        )["Value"],
-        1.0
-    );
-    assert!(
-        find(&m, "Gauges", "fsmhost_raft_state", &[("field", "term")])["Value"]
-            .as_f64()
-            .unwrap()
-            >= 1.0
-    );
-    assert!(
-        find(
-            &m,
-            "Gauges",
-            "fsmhost_raft_state",
-            &[("field", "fsm_index")]
-        )["Value"]
-            .as_f64()
-            .unwrap()
-            >= 21.0
-    );
-    assert!(
-        find(&m, "Counters", "fsmhost_raft_leader_changes", &[])["Count"].as_f64() >= Some(1.0)
-    );
+    assert!(find(&m, "Samples", "consul.raft.commitTime", &[])["Count"].as_u64() >= Some(21));
+    let gauge = |name: &str| find(&m, "Gauges", name, &[])["Value"].as_f64().unwrap();
+    assert_eq!(gauge("consul.server.isLeader"), 1.0);
+    assert!(gauge("consul.raft.term") >= 1.0);
+    assert!(gauge("consul.fsm.index") >= 21.0);
+    assert!(gauge("consul.raft.applied_index") >= 21.0);
+    assert!(gauge("consul.raft.last_index") >= gauge("consul.raft.applied_index"));
+    assert!(find(&m, "Counters", "consul.raft.leader.changes", &[])["Count"].as_u64() >= Some(1));
     for kind in ["build", "save"] {
         assert!(
-            find(&m, "Samples", "fsmhost_snapshot_seconds", &[("kind", kind)])["Count"].as_u64()
+            find(&m, "Samples", "consul.raft.snapshot", &[("kind", kind)])["Count"].as_u64()
                 >= Some(1),
             "{kind}"
         );
@@ -97,32 +85,55 @@ fn metrics_in_consuls_json_and_prometheus_text() {
     let posts = find(
         &m,
         "Samples",
-        "fsmhost_http_request_seconds",
+        "consul.api.http",
         &[("method", "POST"), ("path", "/v1/apply")],
     );
     assert!(posts["Count"].as_u64() >= Some(21));
+    assert!(
+        find(&m, "Gauges", "consul.state.rows", &[("table", "kvs")])["Value"]
+            .as_f64()
+            .unwrap()
+            >= 20.0
+    );
 
     let r = a.get("/v1/agent/metrics?format=prometheus");
     assert_eq!(r.status, 200);
     assert!(r.header("content-type").unwrap().starts_with("text/plain"));
     let text = r.text();
-    assert!(
-        text.contains("# TYPE fsmhost_fsm_apply_seconds histogram"),
-        "{text}"
-    );
+    assert!(text.contains("# TYPE consul_fsm_apply histogram"), "{text}");
     let count_line = text
         .lines()
         .find(|l| {
-            l.starts_with("fsmhost_fsm_apply_seconds_count{")
+            l.starts_with("consul_fsm_apply_count{")
                 && l.contains("command=\"set\"")
                 && l.contains("plugin=\"kv\"")
         })
         .unwrap_or_else(|| panic!("{text}"));
     let n: f64 = count_line.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(n >= 21.0);
-    assert!(text.contains("# TYPE fsmhost_raft_apply counter"));
+    assert!(text.contains("# TYPE consul_raft_apply counter"));
+    assert!(text.contains("consul_raft_commitTime_bucket"));
 
     let r = a.get("/v1/agent/metrics?format=xml");
     assert_eq!(r.status, 400);
     assert!(r.text().contains("xml"), "{}", r.text());
+}
+
+#[test]
+fn telemetry_metrics_prefix_renames_every_metric() {
+    let mut c = Cluster::start_with(BIN, 1, "[telemetry]\nmetrics_prefix = \"fsmhost\"");
+    let leader = c.wait_leader(T);
+    let a = c.client(leader);
+    let m = a.get("/v1/agent/metrics").json();
+    let names: Vec<&str> = ["Gauges", "Counters", "Samples"]
+        .iter()
+        .flat_map(|k| m[*k].as_array().unwrap())
+        .map(|e| e["Name"].as_str().unwrap())
+        .collect();
+    assert!(!names.is_empty());
+    assert!(names.iter().all(|n| n.starts_with("fsmhost.")), "{names:?}");
+    assert!(names.contains(&"fsmhost.raft.apply"), "{names:?}");
+    let text = a.get("/v1/agent/metrics?format=prometheus").text();
+    assert!(text.contains("# TYPE fsmhost_raft_apply counter"), "{text}");
+    assert!(!text.contains("consul_"), "{text}");
 }

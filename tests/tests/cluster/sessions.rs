@@ -277,14 +277,14 @@ fn fsmhost_lock_hands_a_lock_and_a_semaphore_between_processes() {
     assert_eq!(finish(holder).0, 0);
 }
 
-/// The `tombstones` row count a server reports (`fsmhost_state_rows`).
+/// The `tombstones` row count a server reports (`consul.state.rows`).
 fn tombstones(c: &Client) -> f64 {
     let m = c.get("/v1/agent/metrics").json();
     m["Gauges"]
         .as_array()
         .and_then(|g| {
             g.iter()
-                .find(|x| x["Name"] == "fsmhost_state_rows" && x["Labels"]["table"] == "tombstones")
+                .find(|x| x["Name"] == "consul.state.rows" && x["Labels"]["table"] == "tombstones")
         })
         .and_then(|x| x["Value"].as_f64())
         .expect("a tombstones gauge")

@@ -64,19 +64,17 @@ pub async fn leave(node: &Arc<Node>) -> Result<Reply, Refusal> {
 fn agent_metrics(node: &Node) -> &'static crate::metrics::Metrics {
     let m = node.raft.metrics().borrow().clone();
     let metrics = &crate::metrics::METRICS;
-    for (field, value) in [
-        ("last_log_index", m.last_log_index.unwrap_or(0)),
-        ("applied_index", m.last_applied.map_or(0, |l| l.index)),
-        ("term", m.current_term),
-        ("last_snapshot_index", m.snapshot.map_or(0, |l| l.index)),
-        ("is_leader", u64::from(m.current_leader == Some(node.id))),
-        ("fsm_index", node.fsm.last_applied()),
-    ] {
-        metrics
-            .raft_state
-            .with_label_values(&[field])
-            .set(value as f64);
-    }
+    let as_gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let raft = &metrics.raft;
+    raft.applied_index
+        .set(as_gauge(m.last_applied.map_or(0, |l| l.index)));
+    raft.last_index.set(as_gauge(m.last_log_index.unwrap_or(0)));
+    raft.term.set(as_gauge(m.current_term));
+    raft.snapshot_last_index
+        .set(as_gauge(m.snapshot.map_or(0, |l| l.index)));
+    raft.is_leader
+        .set(i64::from(m.current_leader == Some(node.id)));
+    raft.fsm_index.set(as_gauge(node.fsm.last_applied()));
     let read = node.fsm.store().read();
     for (t, table) in read.schema().tables().iter().enumerate() {
         let (rows, _, _) = read.stats_at(t);
@@ -85,22 +83,24 @@ fn agent_metrics(node: &Node) -> &'static crate::metrics::Metrics {
             .with_label_values(&[&table.name])
             .set(rows as f64);
     }
+    let none: [&str; 0] = [];
     match node.autopilot.state() {
         Some(s) => {
             let healthy = if s.healthy { 1.0 } else { 0.0 };
             metrics
-                .autopilot
-                .with_label_values(&["healthy"])
+                .autopilot_healthy
+                .with_label_values(&none)
                 .set(healthy);
             metrics
-                .autopilot
-                .with_label_values(&["failure_tolerance"])
+                .autopilot_failure_tolerance
+                .with_label_values(&none)
                 .set(f64::from(s.failure_tolerance));
         }
         None => {
-            for field in ["healthy", "failure_tolerance"] {
-                let _ = metrics.autopilot.remove_label_values(&[field]);
-            }
+            let _ = metrics.autopilot_healthy.remove_label_values(&none);
+            let _ = metrics
+                .autopilot_failure_tolerance
+                .remove_label_values(&none);
         }
     }
     metrics
