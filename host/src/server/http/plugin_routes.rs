@@ -7,6 +7,7 @@
 //! (`?index=&wait=`), and `X-Consul-Index`. The host holds no plugin-specific code.
 //! Every request reaches the plugin with `?dc=` set to this server's datacenter.
 
+use fsmhost_filter::Filter;
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use std::sync::Arc;
@@ -57,18 +58,52 @@ fn reply(r: HttpResponse, index: u64) -> Reply {
     web::with_index(reply, index)
 }
 
-/// Renders an outcome with the plugin's `render`.
+/// Renders an outcome with the plugin's `render`, then keeps the elements of a JSON list
+/// answer that `filter` (Consul's `?filter=`) matches.
 fn render(
     plugin: &LoadedPlugin,
     context: &[u8],
     outcome: Result<&[u8], (ErrorKind, &str)>,
     index: u64,
     permits: &Permits,
+    filter: Option<&Filter>,
 ) -> Result<Reply, Refusal> {
-    let r = plugin
+    let mut r = plugin
         .render(context, outcome, index, permits)
         .map_err(call_refusal)?;
+    if let Some(f) = filter {
+        apply_filter(f, &mut r)?;
+    }
     Ok(reply(r, index))
+}
+
+/// The request's `?filter=` expression, parsed; Consul's 400 text when it does not parse.
+fn filter_of(
+    params: &std::collections::BTreeMap<String, String>,
+) -> Result<Option<Filter>, Refusal> {
+    match params.get("filter").map(String::as_str) {
+        None | Some("") => Ok(None),
+        Some(expr) => Filter::parse(expr)
+            .map(Some)
+            .map_err(|e| Refusal::bad_request(e.to_string())),
+    }
+}
+
+/// Filters a successful JSON answer: a list keeps its matching elements, an object of
+/// objects (`/v1/agent/services`) its matching entries; anything else is left as it is.
+/// An element the expression cannot be evaluated on fails the request, as in Consul.
+fn apply_filter(f: &Filter, r: &mut HttpResponse) -> Result<(), Refusal> {
+    if r.status != 200 || !r.content_type.starts_with("application/json") {
+        return Ok(());
+    }
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(&r.body) else {
+        return Ok(());
+    };
+    let kept = fsmhost_filter::try_filter_list(f, value)
+        .map_err(|e| Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    r.body = serde_json::to_vec(&kept)
+        .map_err(|e| Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(())
 }
 
 /// The caller's permissions as the plugin's `acl.allowed` import answers them.
@@ -169,6 +204,7 @@ pub async fn serve(
         None => query.push(("dc".to_string(), dc)),
     }
     let params = query.iter().cloned().collect();
+    let filter = filter_of(&params)?;
     let consistency = consistency(&params)?;
     let (min_index, wait) = blocking_params(&params)?;
     let path = percent_encoding::percent_decode_str(req.uri().path())
@@ -209,7 +245,14 @@ pub async fn serve(
                     }
                 },
             };
-            render(&plugin, &plan.context, outcome, applied.index, &permits)
+            render(
+                &plugin,
+                &plan.context,
+                outcome,
+                applied.index,
+                &permits,
+                filter.as_ref(),
+            )
         }
         HttpAction::Query { name, args } => {
             let r = QueryRequest {
@@ -227,11 +270,12 @@ pub async fn serve(
                     Ok(&answer.bytes),
                     answer.index,
                     &permits,
+                    filter.as_ref(),
                 ),
                 Err(OpError::Refused { refusal, .. }) => {
                     let index = node.fsm.last_applied().max(1);
                     let outcome = Err((refusal.kind, refusal.message.as_str()));
-                    render(&plugin, &plan.context, outcome, index, &permits)
+                    render(&plugin, &plan.context, outcome, index, &permits, None)
                 }
                 Err(e) => Err(Refusal::from(e)),
             }
