@@ -76,7 +76,7 @@ pub const NO_DC_PATH: &str = "No path to datacenter";
 
 /// The datacenter a request is for: its `?dc=`, which the host sets to its own datacenter
 /// (`dc1` when there is none, as in tests through the harness).
-fn datacenter(req: &Request) -> &str {
+pub(crate) fn datacenter(req: &Request) -> &str {
     req.get("dc").filter(|d| !d.is_empty()).unwrap_or("dc1")
 }
 

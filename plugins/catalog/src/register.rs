@@ -112,7 +112,7 @@ fn ensure_node(
 
 /// A service of a registration on node `node_name` (Consul's `ensureServiceTxn`): its ID
 /// defaults to its name.
-fn ensure_service(
+pub(crate) fn ensure_service(
     tx: &mut dyn Txn,
     ctx: &Ctx,
     node_name: &str,
@@ -132,7 +132,7 @@ fn ensure_service(
 /// A check of a registration on node `node_name` (Consul's `ensureCheckTxn`): its ID
 /// defaults to its name and its status to critical; a service check takes its service's
 /// name and tags, and the service must be registered on the node.
-fn ensure_check(
+pub(crate) fn ensure_check(
     tx: &mut dyn Txn,
     ctx: &Ctx,
     node_name: &str,
@@ -178,9 +178,11 @@ fn ensure_check(
     Ok(())
 }
 
-/// Deletes a check and ends the sessions hanging on it (Consul's `deleteCheckTxn`).
-fn delete_check(tx: &mut dyn Txn, c: &Check) -> Result<(), Error> {
+/// Deletes a check (and its TTL timer) and ends the sessions hanging on it (Consul's
+/// `deleteCheckTxn`).
+pub(crate) fn delete_check(tx: &mut dyn Txn, c: &Check) -> Result<(), Error> {
     CHECKS.delete(tx, c)?;
+    check_ttl::forget(tx, c)?;
     sessions::invalidate_check(tx, &c.tenancy.tenancy(), &c.node, &c.check_id)
 }
 
@@ -217,6 +219,7 @@ pub(crate) fn deregister(
     }
     for c in &checks {
         CHECKS.delete(tx, c)?;
+        check_ttl::forget(tx, c)?;
     }
     // Consul's deleteNodeTxn: every session of the node ends (those hanging on its checks
     // are among them).
