@@ -50,11 +50,11 @@ assert txn["Errors"] is None, txn
 _, entries = c.kv.get("", recurse=True)
 assert [(e["Key"], e["Value"]) for e in entries] == [("t", b"v")], entries
 
-# Not served (yet): a client agent's own endpoints (fsmhost is servers only), which
-# py-consul reads as "nothing" on a 404 ...
-assert c.agent.services() is None
-# ... and raft leadership transfer (openraft 0.9 has none), which py-consul POSTs without a
-# Content-Type, so the server's guard against cross-site POSTs refuses it first.
+# The agent's services and checks are the server's own node's (agent_services.py); the
+# leader's `consul` service and serfHealth are not the agent's, as in Consul.
+assert c.agent.services() == {}
+# Not served: raft leadership transfer (openraft 0.9 has none), which py-consul POSTs
+# without a Content-Type, so the server's guard against cross-site POSTs refuses it first.
 try:
     c.operator.raft_transfer_leader()
     raise AssertionError("transfer-leader answered")

@@ -114,6 +114,11 @@ fn py_consul_sessions_and_locks() {
 }
 
 #[test]
+fn py_consul_agent_services_and_ttl_checks() {
+    py_consul("agent_services.py");
+}
+
+#[test]
 fn the_configured_datacenter_is_the_only_one() {
     let mut c = Cluster::start_with(BIN, 1, "datacenter = \"east\"");
     c.wait_leader(WAIT);
