@@ -152,11 +152,22 @@ pub async fn run(node: Arc<Node>) {
 /// How often autopilot judges while a non-voter waits for promotion.
 const FAST_ROUND: Duration = Duration::from_millis(250);
 
-/// Waits `interval`, or less when the raft configuration changes (a server joined or
-/// left: judge it now).
+/// Waits `interval`, or less when the raft configuration changes while this server leads
+/// (a server joined or left: judge it now). A server that does not lead yet waits the
+/// whole interval: its first judgement comes a round after it took over, as Consul's.
 async fn next_round(node: &Node, interval: Duration) {
     let mut metrics = node.raft.metrics();
-    let membership = *metrics.borrow().membership_config.log_id();
+    let (membership, leading) = {
+        let m = metrics.borrow();
+        (
+            *m.membership_config.log_id(),
+            m.current_leader == Some(node.id),
+        )
+    };
+    if !leading {
+        tokio::time::sleep(interval).await;
+        return;
+    }
     let sleep = tokio::time::sleep(interval);
     tokio::pin!(sleep);
     loop {

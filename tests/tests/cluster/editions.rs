@@ -167,6 +167,32 @@ fn one_binary_runs_either_edition_and_enterprise_namespaces_isolate() {
     assert_eq!(n[0]["Node"], "n1", "{n}");
     assert_eq!(n[0]["Partition"], "default", "{n}");
 
+    // Sessions and locks in a namespace: team-a's session locks team-a's key; team-b
+    // does not see the session and cannot lock with it.
+    let r = e.put(
+        "/v1/session/create?ns=team-a",
+        r#"{"Node":"n1","Checks":[],"LockDelay":"0s"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let id = r.json()["ID"].as_str().expect("an ID").to_string();
+    let r = e.put(&format!("/v1/kv/lock?ns=team-a&acquire={id}"), "x");
+    assert_eq!(r.text(), "true");
+    let r = e.put(&format!("/v1/kv/lock?ns=team-b&acquire={id}"), "x");
+    assert_ne!(
+        r.status,
+        200,
+        "a session of team-a locked in team-b: {}",
+        r.text()
+    );
+    assert_eq!(e.get("/v1/session/list?ns=team-b").json(), json!([]));
+    let listed = e.get("/v1/session/list?ns=team-a").json();
+    assert_eq!(listed[0]["ID"], id.as_str(), "{listed}");
+    assert_eq!(listed[0]["Namespace"], "team-a", "{listed}");
+    assert_eq!(
+        e.get("/v1/kv/lock?ns=team-a").json()[0]["Session"],
+        id.as_str()
+    );
+
     // An enterprise snapshot onto OSS plugins is refused, naming the table and index.
     let archive = tmp.path().join("ent.snap").display().to_string();
     let (code, out, err) = cli(&["snapshot", "save", &archive, "--http-addr", e.addr()]);

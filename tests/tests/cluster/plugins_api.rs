@@ -68,7 +68,7 @@ fn plugins_endpoint_list_and_version() {
         .expect("a catalog row");
     assert_eq!(
         catalog[4],
-        "nodes,services,checks,sessions,session_checks,session_ttls"
+        "nodes,services,checks,sessions,session_checks,session_ttls,check_ttls"
     );
     let row = rows.iter().find(|r| r[0] == "kv").expect("a kv row");
     assert_eq!(&row[..3], ["kv", kv["Version"].as_str().unwrap(), "oss"]);

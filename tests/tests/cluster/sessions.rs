@@ -330,3 +330,32 @@ fn tombstones_are_reaped_after_a_short_tombstone_ttl() {
         after.index()
     );
 }
+
+#[test]
+fn session_reads_block_until_a_session_changes() {
+    let mut c = Cluster::start(BIN, 1);
+    let leader = c.wait_servers_registered(WAIT);
+    let s = c.client(leader);
+    let r = s.get("/v1/session/list");
+    assert_eq!(r.json(), json!([]));
+    let index = r.index();
+    let blocked = {
+        let s = s.clone();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let r = s.get(&format!("/v1/session/list?index={index}&wait=30s"));
+            (started.elapsed(), r.index(), r.json())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let id = create_session(&s, json!({"LockDelay": "0s"}));
+    let (waited, new_index, list) = blocked.join().unwrap();
+    assert!(waited < Duration::from_secs(10), "woke after {waited:?}");
+    assert!(new_index > index);
+    assert_eq!(list[0]["ID"], id.as_str());
+    // A blocking read with nothing changing returns after its wait, same index.
+    let started = Instant::now();
+    let r = s.get(&format!("/v1/session/info/{id}?index={new_index}&wait=1s"));
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    assert_eq!(r.index(), new_index);
+}

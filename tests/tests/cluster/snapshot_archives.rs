@@ -13,6 +13,12 @@ use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(60);
 
+/// Clusters without the leader's server reconcile (autopilot never judges a round, so the
+/// catalog's timer has no servers to register), for tests that compare whole state
+/// hashes: a restored state must stay the saved one byte for byte, and a refused archive
+/// must change nothing, which the leader registering its servers meanwhile would.
+const NO_RECONCILE: &str = "[autopilot]\nupdate_interval = \"1h\"";
+
 fn write_keys(c: &Cluster, i: usize, prefix: &str, n: u32) {
     for k in 0..n {
         let req = cbor(&SetRequest {
@@ -91,11 +97,6 @@ fn save_inspect_and_restore_into_a_fresh_cluster() {
     let archive = dir.path().join("backup.snap");
     let archive_s = archive.to_str().unwrap();
 
-    // Both clusters without the leader's server reconcile (autopilot never judges a round,
-    // so the catalog timer has no servers to register): the restored state must stay the
-    // saved one byte for byte, which a destination leader re-registering its own servers
-    // would change.
-    const NO_RECONCILE: &str = "[autopilot]\nupdate_interval = \"1h\"";
     // The source cluster: saved through a follower (forwarded to the leader).
     let (hash, key_list) = {
         let mut src = Cluster::start_with(BIN, 3, NO_RECONCILE);
@@ -231,7 +232,7 @@ fn save_inspect_and_restore_into_a_fresh_cluster() {
 fn damaged_archives_are_refused_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.snap");
-    let mut c = Cluster::start(BIN, 1);
+    let mut c = Cluster::start_with(BIN, 1, NO_RECONCILE);
     let leader = c.wait_leader(WAIT);
     write_keys(&c, leader, "k/", 10);
     let addr = c.servers[leader].http_addr();
