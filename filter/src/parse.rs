@@ -172,39 +172,31 @@ fn keyword<'i>(word: &'static str) -> impl Parser<&'i str, (), ErrMode<ContextEr
 
 /// `Or <- And (_ "or" _ And)*`, kept flat (bexpr's right recursion builds the same truth).
 fn or_expr(i: &mut &str, depth: usize) -> PResult<Expr> {
-    let mut items = vec![and_expr(i, depth)?];
-    loop {
-        let start = i.checkpoint();
-        if keyword("or").parse_next(i).is_err() {
-            i.reset(&start);
-            break;
-        }
-        match and_expr(i, depth) {
-            Ok(e) => items.push(e),
-            Err(ErrMode::Backtrack(_)) => {
-                i.reset(&start);
-                break;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(if items.len() == 1 {
-        items.pop().map_or(Expr::Or(Vec::new()), |e| e)
-    } else {
-        Expr::Or(items)
-    })
+    chain(i, depth, "or", and_expr, Expr::Or)
 }
 
 /// `And <- Not (_ "and" _ Not)*`
 fn and_expr(i: &mut &str, depth: usize) -> PResult<Expr> {
-    let mut items = vec![not_expr(i, depth)?];
+    chain(i, depth, "and", not_expr, Expr::And)
+}
+
+/// `Operand (_ word _ Operand)*` as one flat node made by `node` (the operand alone when
+/// there is one): a `word` not followed by an operand is left unread.
+fn chain(
+    i: &mut &str,
+    depth: usize,
+    word: &'static str,
+    operand: fn(&mut &str, usize) -> PResult<Expr>,
+    node: fn(Vec<Expr>) -> Expr,
+) -> PResult<Expr> {
+    let mut items = vec![operand(i, depth)?];
     loop {
         let start = i.checkpoint();
-        if keyword("and").parse_next(i).is_err() {
+        if keyword(word).parse_next(i).is_err() {
             i.reset(&start);
             break;
         }
-        match not_expr(i, depth) {
+        match operand(i, depth) {
             Ok(e) => items.push(e),
             Err(ErrMode::Backtrack(_)) => {
                 i.reset(&start);
@@ -214,9 +206,9 @@ fn and_expr(i: &mut &str, depth: usize) -> PResult<Expr> {
         }
     }
     Ok(if items.len() == 1 {
-        items.pop().map_or(Expr::And(Vec::new()), |e| e)
+        items.pop().map_or(node(Vec::new()), |e| e)
     } else {
-        Expr::And(items)
+        node(items)
     })
 }
 

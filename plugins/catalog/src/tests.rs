@@ -30,6 +30,24 @@ fn with_service(node: &str, id: &str, name: &str, tags: &[&str]) -> RegisterRequ
     }
 }
 
+/// The context of the command at `index` whose entry the leader stamped `timestamp_ms`.
+pub(crate) fn at(index: u64, timestamp_ms: u64) -> fsmhost_guest::Ctx {
+    fsmhost_guest::Ctx {
+        index,
+        timestamp_ms,
+    }
+}
+
+/// A leader's tick at `now_ms`, leading since `leader_since_ms`, in dc1, no servers.
+pub(crate) fn tick_at(now_ms: u64, leader_since_ms: u64) -> fsmhost_guest::TickCtx {
+    fsmhost_guest::TickCtx {
+        now_ms,
+        leader_since_ms,
+        datacenter: "dc1".into(),
+        ..fsmhost_guest::TickCtx::default()
+    }
+}
+
 /// A check of `service_id` (empty: a node check) in `status`, named by its ID.
 pub(crate) fn check(id: &str, service_id: &str, status: &str) -> Check {
     Check {

@@ -3,25 +3,9 @@
 //! sessions on a check that expires.
 
 use super::*;
-use fsmhost_guest::Ctx;
+use crate::tests::{at, tick_at};
 
 const T0: u64 = 1_000_000;
-
-fn at(index: u64, timestamp_ms: u64) -> Ctx {
-    Ctx {
-        index,
-        timestamp_ms,
-    }
-}
-
-fn tick_at(now_ms: u64, leader_since_ms: u64) -> TickCtx {
-    TickCtx {
-        now_ms,
-        leader_since_ms,
-        datacenter: "dc1".into(),
-        ..TickCtx::default()
-    }
-}
 
 /// `s1` with service `web` and its 10 s TTL check `web-ttl`, registered at [`T0`] passing.
 fn with_ttl_check() -> Harness {

@@ -3,24 +3,10 @@
 //! timers, and the timer rows going with their sessions.
 
 use super::*;
+use crate::tests::{at, tick_at};
 use fsmhost_guest::TickCtx;
 
 const T0: u64 = 1_000_000;
-
-fn at(index: u64, timestamp_ms: u64) -> Ctx {
-    Ctx {
-        index,
-        timestamp_ms,
-    }
-}
-
-fn tick_at(now_ms: u64, leader_since_ms: u64) -> TickCtx {
-    TickCtx {
-        now_ms,
-        leader_since_ms,
-        ..TickCtx::default()
-    }
-}
 
 /// `n1` registered, and a session on it with a 10 s TTL created at [`T0`].
 fn with_session(ttl: &str) -> (Harness, String) {
