@@ -128,6 +128,30 @@ pub struct Cluster {
     pub servers: Vec<Server>,
 }
 
+/// Compiles the bundled plugins into the shared cache once per test process (and under a
+/// lock, once across the test binaries), before the first server starts: servers of
+/// several tests starting together then load them, instead of each compiling them at the
+/// same time, which on two cores took longer than a leader election is waited for.
+fn warm_plugin_cache(dir: &Path) {
+    static WARM: std::sync::Once = std::sync::Once::new();
+    WARM.call_once(|| {
+        if std::fs::create_dir_all(dir).is_err() {
+            return;
+        }
+        let _lock = crate::py_consul::Locked::new(&dir.join("warm.lock"));
+        let Ok(rt) = fsmhost::plugin::Runtime::new(fsmhost::plugin::RuntimeConfig {
+            limits: fsmhost::plugin::Limits::default(),
+            cache_dir: Some(dir.to_path_buf()),
+        }) else {
+            return;
+        };
+        for (name, bytes) in fsmhost::plugin::bundled() {
+            // A failure here only leaves the compile to the servers.
+            let _ = rt.load(&format!("bundled:{name}"), bytes);
+        }
+    });
+}
+
 impl Cluster {
     /// Starts `n` servers with `bootstrap_expect = n`, each told to `retry_join` all the
     /// others; `bin` is the fsmhost binary.
@@ -159,6 +183,9 @@ impl Cluster {
         };
         for _ in 0..n {
             cluster.define_server();
+        }
+        if let Some(dir) = cluster.shared_cache_dir() {
+            warm_plugin_cache(&dir);
         }
         let join: Vec<String> = cluster.servers.iter().map(Server::rpc_addr).collect();
         for i in 0..n {
@@ -194,16 +221,23 @@ impl Cluster {
     /// Every server of every test shares one compiled-plugin cache beside the binary
     /// (`plugin_cache_dir`), so the plugins are compiled once per build instead of once per
     /// server start; a test that names its own `plugin_cache_dir` in `extra` keeps it.
-    fn shared_plugin_cache(&self) -> String {
+    fn shared_cache_dir(&self) -> Option<PathBuf> {
         if self.extra.contains("plugin_cache_dir") {
-            return String::new();
+            return None;
         }
-        let dir = self
-            .bin
-            .parent()
-            .unwrap_or(Path::new("."))
-            .join("fsmhost-test-plugin-cache");
-        format!("plugin_cache_dir = {:?}\n", dir.display().to_string())
+        Some(
+            self.bin
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("fsmhost-test-plugin-cache"),
+        )
+    }
+
+    fn shared_plugin_cache(&self) -> String {
+        match self.shared_cache_dir() {
+            Some(dir) => format!("plugin_cache_dir = {:?}\n", dir.display().to_string()),
+            None => String::new(),
+        }
     }
 
     /// The harness's keys first (top-level, the ports as dotted keys), then the extra

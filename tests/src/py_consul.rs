@@ -90,11 +90,12 @@ fn run(mut cmd: Command) -> Result<Output, PyError> {
     }
 }
 
-/// Holds an exclusive `flock` on a file until dropped.
-struct Locked(File);
+/// Holds an exclusive `flock` on a file until dropped (also the cluster harness's, around
+/// warming the shared plugin cache).
+pub(crate) struct Locked(File);
 
 impl Locked {
-    fn new(path: &Path) -> Result<Locked, PyError> {
+    pub(crate) fn new(path: &Path) -> Result<Locked, PyError> {
         let file = File::create(path).map_err(io(format!("creating {}", path.display())))?;
         // SAFETY: flock(2) on a descriptor this value owns; no memory is shared.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {

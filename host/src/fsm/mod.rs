@@ -306,6 +306,14 @@ impl Fsm {
         Arc::make_mut(&mut system.acl).apply(op, raft_index)
     }
 
+    /// Applies a start entry (a raft `Request::Start`): takes FSM index 1 when no
+    /// command took an index yet; does nothing otherwise.
+    pub fn start(&self) {
+        let _ = self
+            .last_applied
+            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire);
+    }
+
     /// The index of the last applied entry (0 before the first).
     pub fn last_applied(&self) -> u64 {
         self.last_applied.load(Ordering::Acquire)

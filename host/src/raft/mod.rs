@@ -68,6 +68,11 @@ pub enum Request {
     /// A change to the ACL state; takes no FSM index (its items' indexes are the entry's
     /// raft index).
     Acl(crate::acl::store::AclOp),
+    /// The start of a fresh cluster's history: takes FSM index 1 when nothing took it yet
+    /// (a no-op otherwise). The leader proposes it before the first plugin command, so that
+    /// command's index (2) is above the 1 any read of the empty store reported (Consul's
+    /// minimum), and a write's index is always above every index read before it.
+    Start,
 }
 
 /// What an install entry carries: the component, and who has it.
@@ -97,6 +102,7 @@ pub struct RestoreEntry {
 impl fmt::Display for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Request::Start => write!(f, "start"),
             Request::Plugin(e) => {
                 write!(f, "{}/{} ({} bytes)", e.plugin, e.command, e.payload.len())
             }

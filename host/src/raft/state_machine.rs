@@ -105,6 +105,10 @@ impl StateMachine {
             EntryPayload::Normal(Request::Acl(op)) => {
                 Response::Acl(self.fsm.apply_acl(op.clone(), entry.log_id.index))
             }
+            EntryPayload::Normal(Request::Start) => {
+                self.fsm.start();
+                Response::None
+            }
             EntryPayload::Normal(Request::Restore(_) | Request::Install(_)) => {
                 unreachable!("restore and install entries are applied by their own functions")
             }

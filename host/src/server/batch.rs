@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::fsm::{self, FailureKind};
+use crate::fsm::{self, FailureKind, Fsm};
 use crate::protocol::{Applied, OpError};
 use crate::raft::{Raft, Request, Response};
 
@@ -32,10 +32,10 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    /// Starts the proposer task for `raft`.
-    pub fn spawn(raft: Raft) -> Self {
+    /// Starts the proposer task for `raft`, whose state machine is `fsm`.
+    pub fn spawn(raft: Raft, fsm: Arc<Fsm>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(raft, rx));
+        tokio::spawn(run(raft, fsm, rx));
         Batcher { tx }
     }
 
@@ -48,7 +48,7 @@ impl Batcher {
     }
 }
 
-async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<(fsm::Entry, Waiter)>) {
+async fn run(raft: Raft, fsm: Arc<Fsm>, mut rx: mpsc::UnboundedReceiver<(fsm::Entry, Waiter)>) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {
@@ -69,7 +69,16 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<(fsm::Entry, Waiter)>) 
             }
         }
         let raft = raft.clone();
+        let fresh = fsm.last_applied() == 0;
         tokio::spawn(async move {
+            // A fresh cluster's first command: FSM index 1 goes to the start entry first.
+            if fresh && let Err(e) = raft.client_write(Request::Start).await {
+                let err = write_error(e);
+                for (_, w) in batch {
+                    let _ = w.send(Err(err.clone()));
+                }
+                return;
+            }
             propose(&raft, batch).await;
             drop(permit);
         });
@@ -118,15 +127,25 @@ async fn propose(raft: &Raft, batch: Vec<(fsm::Entry, Waiter)>) {
             }
         }
         Err(e) => {
-            let err = match e {
-                openraft::error::RaftError::APIError(
-                    openraft::error::ClientWriteError::ForwardToLeader(_),
-                ) => OpError::NotLeader,
-                e => OpError::failed(FailureKind::Internal, format!("raft: {e}")),
-            };
+            let err = write_error(e);
             for w in waiters {
                 let _ = w.send(Err(err.clone()));
             }
         }
+    }
+}
+
+/// The error a failed raft write gives its waiters.
+fn write_error(
+    e: openraft::error::RaftError<
+        u64,
+        openraft::error::ClientWriteError<u64, crate::raft::NodeInfo>,
+    >,
+) -> OpError {
+    match e {
+        openraft::error::RaftError::APIError(
+            openraft::error::ClientWriteError::ForwardToLeader(_),
+        ) => OpError::NotLeader,
+        e => OpError::failed(FailureKind::Internal, format!("raft: {e}")),
     }
 }

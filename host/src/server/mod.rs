@@ -487,7 +487,7 @@ pub async fn run(
         cluster: cluster::Cluster::new(id, info.clone()),
         acks,
         autopilot: autopilot_runner::Autopilot::default(),
-        batcher: batch::Batcher::spawn(raft.clone()),
+        batcher: batch::Batcher::spawn(raft.clone(), fsm.clone()),
         snapshots,
         snapshot_lock: tokio::sync::Mutex::new(()),
         _dev_snapshots: dev_snapshots,

@@ -436,3 +436,42 @@ fn the_kv_and_members_commands() {
         "{out}"
     );
 }
+
+/// Consul's rule that a write's index is above every index read before it, on a fresh
+/// server whose only plugin is kv (no leader reconcile writing first): an empty store
+/// answers index 1, so the first write takes index 2, a check-and-set against index 1
+/// fails, and a blocking read from index 1 wakes for it.
+#[test]
+fn the_first_write_is_above_the_index_an_empty_store_reports() {
+    let files = tempfile::tempdir().unwrap();
+    let kv = files.path().join("kv.wasm");
+    std::fs::write(&kv, fsmhost_tests::bundled("kv")).unwrap();
+    let mut c = fsmhost_tests::cluster::Cluster::start_with(
+        crate::support::BIN,
+        1,
+        &format!("plugins = [{:?}]", kv.display().to_string()),
+    );
+    let leader = c.wait_leader(std::time::Duration::from_secs(30));
+    let s = c.client(leader);
+    let empty = s.get("/v1/kv/?recurse");
+    assert_eq!((empty.status, empty.index()), (404, 1));
+    let blocked = {
+        let s = s.clone();
+        std::thread::spawn(move || s.get("/v1/kv/?recurse&index=1&wait=30s"))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let put = s.put("/v1/kv/a", "x");
+    assert_eq!(put.text(), "true");
+    assert!(
+        put.index() >= 2,
+        "the first write took index {}",
+        put.index()
+    );
+    let woke = blocked.join().unwrap();
+    assert_eq!(woke.status, 200);
+    assert!(woke.index() > 1, "{}", woke.index());
+    let entry = s.get("/v1/kv/a").json();
+    assert!(entry[0]["ModifyIndex"].as_u64().unwrap() >= 2, "{entry}");
+    // A check-and-set against the index an empty read reported must fail.
+    assert_eq!(s.put("/v1/kv/a?cas=1", "y").text(), "false");
+}
