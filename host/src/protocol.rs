@@ -10,7 +10,7 @@
 //! carry `?target=<hex id>` ([`TARGET_PARAM`]) and are refused (421) by a server with
 //! another id.
 
-use openraft::{SnapshotMeta, Vote};
+use openraft::{LogId, SnapshotMeta, Vote};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use std::collections::BTreeMap;
@@ -26,6 +26,8 @@ pub enum Rpc {
     Append,
     /// openraft's RequestVote: body `VoteRequest`, answer its `Result`.
     Vote,
+    /// A pre-vote: body [`PreVoteRequest`], answer [`PreVoteReply`]; nothing is stored.
+    PreVote,
     /// openraft's InstallSnapshot, one chunk per call (kept for openraft's chunked
     /// transport, which fsmhost's own senders do not use).
     Snapshot,
@@ -78,9 +80,10 @@ pub enum Rpc {
 
 impl Rpc {
     /// Every route.
-    pub const ALL: [Rpc; 19] = [
+    pub const ALL: [Rpc; 20] = [
         Rpc::Append,
         Rpc::Vote,
+        Rpc::PreVote,
         Rpc::Snapshot,
         Rpc::SnapshotStream,
         Rpc::Blob,
@@ -105,6 +108,7 @@ impl Rpc {
         match self {
             Rpc::Append => "/v1/internal/raft/append",
             Rpc::Vote => "/v1/internal/raft/vote",
+            Rpc::PreVote => "/v1/internal/raft/pre-vote",
             Rpc::Snapshot => "/v1/internal/raft/snapshot",
             Rpc::SnapshotStream => "/v1/internal/raft/snapshot-stream",
             Rpc::Blob => "/v1/internal/blob",
@@ -134,7 +138,7 @@ impl Rpc {
     pub const fn is_raft(self) -> bool {
         matches!(
             self,
-            Rpc::Append | Rpc::Vote | Rpc::Snapshot | Rpc::SnapshotStream
+            Rpc::Append | Rpc::Vote | Rpc::PreVote | Rpc::Snapshot | Rpc::SnapshotStream
         )
     }
 }
@@ -152,6 +156,31 @@ pub struct SnapshotHead {
     pub meta: SnapshotMeta<u64, NodeInfo>,
     /// The CRC of `state.bin` from the sender's `meta.json`, checked by the receiver.
     pub crc: Option<String>,
+}
+
+/// A server's question before it starts an election ([`Rpc::PreVote`], etcd's PreVote):
+/// would the receiver vote for it now? Asking changes nothing on either side, so a server
+/// that cannot reach a quorum never raises its term and cannot disrupt a healthy leader
+/// when it returns.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PreVoteRequest {
+    /// The asking server.
+    pub candidate: u64,
+    /// The term it would campaign in (its current term plus one).
+    pub term: u64,
+    /// Its last log id.
+    pub last_log_id: Option<LogId<u64>>,
+}
+
+/// The answer to a [`PreVoteRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PreVoteReply {
+    /// Whether the receiver would vote for the candidate now.
+    pub granted: bool,
+    /// The receiver's current term.
+    pub term: u64,
+    /// Why it would not (empty when granted).
+    pub reason: String,
 }
 
 /// The query parameter naming the server a raft RPC is for (hex id).

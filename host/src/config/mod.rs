@@ -91,10 +91,27 @@ impl RaftTimers {
         }
     }
 
-    /// How long a leader may serve a `default` read locally after a quorum last
-    /// acknowledged it: safely below the time before any follower may elect another.
+    /// How long a server refuses to vote for anyone after a leader last contacted it
+    /// (openraft's leader lease, given to it as `election_timeout_max`): below
+    /// [`RaftTimers::election_min`], so a follower whose leader died grants the first
+    /// candidate's vote, and above [`RaftTimers::lease`], which relies on it.
+    pub fn vote_lease(&self) -> Duration {
+        self.election_min * 4 / 5
+    }
+
+    /// How long a leader may serve a `default` read locally after the send time of the
+    /// heartbeat a quorum last acknowledged: each of those servers refuses every other
+    /// candidate for [`RaftTimers::vote_lease`] after receiving it, so no other leader can
+    /// exist yet. A tenth is kept back for clock-rate differences between servers.
     pub fn lease(&self) -> Duration {
-        self.election_min * 9 / 10
+        self.vote_lease() * 9 / 10
+    }
+
+    /// How long a leader keeps leading without a quorum acknowledging it before it steps
+    /// down (check-quorum): a leader cut off from the others stops taking writes it could
+    /// never commit, and its clients are sent elsewhere.
+    pub fn step_down_after(&self) -> Duration {
+        self.election_max
     }
 }
 

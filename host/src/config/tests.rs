@@ -370,3 +370,21 @@ fn telemetry_prefix_and_tombstone_ttl() {
     let e = parse("tombstone_ttl = \"soon\"").unwrap_err().to_string();
     assert!(e.starts_with("tombstone_ttl:"), "{e}");
 }
+
+#[test]
+fn raft_timers_keep_the_lease_inside_the_vote_lease_inside_the_election_timeout() {
+    for m in 1..=10 {
+        let t = RaftTimers::for_multiplier(m);
+        assert!(t.lease() < t.vote_lease(), "multiplier {m}");
+        assert!(t.vote_lease() < t.election_min, "multiplier {m}");
+        assert!(
+            t.vote_lease() / 2 > t.heartbeat,
+            "multiplier {m}: openraft's minimum"
+        );
+        assert!(t.election_min < t.election_max, "multiplier {m}");
+        assert!(t.step_down_after() >= t.election_min, "multiplier {m}");
+    }
+    let one = RaftTimers::for_multiplier(1);
+    assert_eq!(one.vote_lease(), Duration::from_millis(800));
+    assert_eq!(one.lease(), Duration::from_millis(720));
+}

@@ -18,7 +18,7 @@ use openraft::raft::{
 use openraft::{Snapshot, Vote};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,21 +33,79 @@ use crate::protocol::{Rpc, SNAPSHOT_HEAD, SnapshotHead, TARGET_PARAM};
 /// How long a streamed snapshot may take, sending and installing.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// When each peer last answered this node's replication (an append, a heartbeat or a
-/// snapshot): the leader's evidence that a server is alive, for autopilot.
+/// What the leader knows of its followers' answers, for autopilot and for its lease.
 #[derive(Clone, Default)]
-pub struct Acks(Arc<Mutex<HashMap<u64, Instant>>>);
+pub struct Acks(Arc<Mutex<AckTable>>);
+
+#[derive(Default)]
+struct AckTable {
+    /// When each peer last answered replication (an append, a heartbeat or a snapshot).
+    answered: HashMap<u64, Instant>,
+    /// Per peer, the newest append it accepted the sender's leadership for: the term it
+    /// was sent in and when it was sent (never when the answer came: a server paused
+    /// between the two must not count the pause as covered).
+    accepted: HashMap<u64, (u64, Instant)>,
+}
 
 impl Acks {
+    fn table(&self) -> std::sync::MutexGuard<'_, AckTable> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn record(&self, peer: u64) {
-        let mut acks = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        acks.insert(peer, Instant::now());
+        self.table().answered.insert(peer, Instant::now());
+    }
+
+    /// Records that `peer` accepted an append sent at `sent` by this server as the leader
+    /// of `term`.
+    fn record_accepted(&self, peer: u64, term: u64, sent: Instant) {
+        let mut table = self.table();
+        let newer = match table.accepted.get(&peer) {
+            Some(&(t, at)) => (term, sent) > (t, at),
+            None => true,
+        };
+        if newer {
+            table.accepted.insert(peer, (term, sent));
+        }
     }
 
     /// When `peer` last answered, if it ever did.
     pub fn last(&self, peer: u64) -> Option<Instant> {
-        let acks = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        acks.get(&peer).copied()
+        self.table().answered.get(&peer).copied()
+    }
+
+    /// The time from which a quorum of every configuration in `configs` (one, or the two
+    /// of a joint configuration) has accepted this server, `me`, as the leader of `term`:
+    /// for each configuration, the send time of the append that its quorum-th most recent
+    /// acceptor accepted, `me` counting as `now`; the earliest of those. `None` when some
+    /// configuration has no quorum of acceptances in `term` at all.
+    pub fn quorum_accepted(
+        &self,
+        me: u64,
+        term: u64,
+        configs: &[BTreeSet<u64>],
+        now: Instant,
+    ) -> Option<Instant> {
+        let table = self.table();
+        let mut since: Option<Instant> = None;
+        for voters in configs {
+            let mut times: Vec<Instant> = voters
+                .iter()
+                .filter_map(|v| match table.accepted.get(v) {
+                    _ if *v == me => Some(now),
+                    Some(&(t, sent)) if t == term => Some(sent),
+                    _ => None,
+                })
+                .collect();
+            let quorum = voters.len() / 2 + 1;
+            if times.len() < quorum {
+                return None;
+            }
+            times.sort_unstable_by(|a, b| b.cmp(a));
+            let at = times[quorum - 1];
+            since = Some(since.map_or(at, |s| s.min(at)));
+        }
+        since
     }
 }
 
@@ -151,11 +209,16 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, NodeInfo, RaftError<u64>>> {
+        let sent = Instant::now();
         let answer = self
             .rpc(RPCTypes::AppendEntries, Rpc::Append.path(), &rpc, &option)
             .await;
-        if answer.is_ok() {
+        if let Ok(reply) = &answer {
             self.acks.record(self.target);
+            if !matches!(reply, AppendEntriesResponse::HigherVote(_)) {
+                self.acks
+                    .record_accepted(self.target, rpc.vote.leader_id().term, sent);
+            }
         }
         answer
     }
@@ -270,5 +333,69 @@ impl Peer {
             answer.map_err(|e| StreamingError::RemoteError(RemoteError::new(self.target, e)))?;
         self.checked(answer)
             .map_err(|f| StreamingError::Network(NetworkError::new(&f)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn voters(ids: &[u64]) -> BTreeSet<u64> {
+        ids.iter().copied().collect()
+    }
+
+    #[test]
+    fn the_lease_runs_from_the_send_time_a_quorum_accepted() {
+        let acks = Acks::default();
+        let t0 = Instant::now();
+        let now = t0 + Duration::from_secs(10);
+        let config = [voters(&[1, 2, 3])];
+        assert_eq!(acks.quorum_accepted(1, 5, &config, now), None, "no acks");
+        acks.record_accepted(2, 5, t0 + Duration::from_secs(3));
+        // The leader itself and server 2 make a quorum of three: from 2's send time.
+        assert_eq!(
+            acks.quorum_accepted(1, 5, &config, now),
+            Some(t0 + Duration::from_secs(3))
+        );
+        acks.record_accepted(3, 5, t0 + Duration::from_secs(7));
+        assert_eq!(
+            acks.quorum_accepted(1, 5, &config, now),
+            Some(t0 + Duration::from_secs(7)),
+            "the newest quorum"
+        );
+        // An older send answered late does not move the time back.
+        acks.record_accepted(3, 5, t0 + Duration::from_secs(1));
+        assert_eq!(
+            acks.quorum_accepted(1, 5, &config, now),
+            Some(t0 + Duration::from_secs(7))
+        );
+        // Acceptances of another term count for nothing.
+        assert_eq!(acks.quorum_accepted(1, 6, &config, now), None);
+    }
+
+    #[test]
+    fn a_joint_configuration_needs_a_quorum_of_each_half() {
+        let acks = Acks::default();
+        let t0 = Instant::now();
+        let now = t0 + Duration::from_secs(10);
+        acks.record_accepted(2, 1, t0 + Duration::from_secs(4));
+        acks.record_accepted(5, 1, t0 + Duration::from_secs(6));
+        let joint = [voters(&[1, 2, 3]), voters(&[1, 4, 5])];
+        assert_eq!(
+            acks.quorum_accepted(1, 1, &joint, now),
+            Some(t0 + Duration::from_secs(4)),
+            "the older of the two quorums"
+        );
+        let joint = [voters(&[1, 2, 3]), voters(&[4, 5, 6])];
+        assert_eq!(
+            acks.quorum_accepted(1, 1, &joint, now),
+            None,
+            "one of three in the new half"
+        );
+        assert_eq!(
+            acks.quorum_accepted(1, 1, &[voters(&[1])], now),
+            Some(now),
+            "a single voter leads alone"
+        );
     }
 }

@@ -6,6 +6,7 @@
 //! - [`ops`]: writes and reads as the leader does them, or forwarded to it;
 //! - [`batch`]: the leader's proposer, which puts concurrent writes into one log entry;
 //! - [`cluster`]: discovery, bootstrap (`bootstrap_expect`), joining, leaving;
+//! - [`election`]: when a follower campaigns (pre-vote) and when a leader steps down;
 //! - [`autopilot`]: the leader's server health, promotions and dead-server cleanup;
 //! - [`rpc`]: the server-port routes (raft RPCs, forwarding, joins);
 //! - [`snapshots`]: when raft snapshots are taken, log compaction, user save and restore;
@@ -19,6 +20,7 @@ pub mod acl;
 pub mod autopilot_runner;
 pub mod batch;
 pub mod cluster;
+pub mod election;
 pub mod http;
 pub mod installs;
 pub mod ops;
@@ -118,7 +120,11 @@ pub struct Node {
     pub snapshot_lock: tokio::sync::Mutex<()>,
     /// A dev server's temporary snapshot directory, removed when the server stops.
     _dev_snapshots: Option<tempfile::TempDir>,
-    /// When this node last heard from a leader (ms since the epoch; 0: never).
+    /// The origin of `last_contact_ms` (a monotonic clock: wall-clock steps must not
+    /// look like a leader's silence or its presence).
+    clock_origin: std::time::Instant,
+    /// When this node last heard from a leader: milliseconds since `clock_origin`, plus
+    /// one (0: never).
     last_contact_ms: AtomicU64,
     /// Turns true when the server should stop.
     shutdown: watch::Sender<bool>,
@@ -127,8 +133,8 @@ pub struct Node {
 impl Node {
     /// Records that a leader contacted this node now.
     pub fn touch_leader_contact(&self) {
-        self.last_contact_ms
-            .store(crate::clock::now_ms(), Ordering::Relaxed);
+        let ms = self.clock_origin.elapsed().as_millis() as u64 + 1;
+        self.last_contact_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Time since a leader last contacted this node (zero on the leader itself; `None` if
@@ -139,9 +145,10 @@ impl Node {
         }
         match self.last_contact_ms.load(Ordering::Relaxed) {
             0 => None,
-            t => Some(Duration::from_millis(
-                crate::clock::now_ms().saturating_sub(t),
-            )),
+            t => {
+                let now = self.clock_origin.elapsed().as_millis() as u64 + 1;
+                Some(Duration::from_millis(now.saturating_sub(t)))
+            }
         }
     }
 
@@ -250,8 +257,14 @@ fn raft_config(config: &Config) -> Result<openraft::Config, StartError> {
     let c = openraft::Config {
         cluster_name: "fsmhost".to_string(),
         heartbeat_interval: t.heartbeat.as_millis() as u64,
-        election_timeout_min: t.election_min.as_millis() as u64,
-        election_timeout_max: t.election_max.as_millis() as u64,
+        // Elections are started by `election::run` (pre-vote first), never by openraft's
+        // own timer. What openraft still takes from these: `election_timeout_max` is how
+        // long a server refuses other candidates after its leader last contacted it (its
+        // leader lease), which `RaftTimers::vote_lease` sets; the minimum only has to be
+        // below it.
+        enable_elect: false,
+        election_timeout_min: (t.vote_lease() / 2).as_millis() as u64,
+        election_timeout_max: t.vote_lease().as_millis() as u64,
         install_snapshot_timeout: 10_000,
         // Snapshots are taken by `snapshot_jobs::run_policy` on Consul's schedule
         // (raft_snapshot_threshold checked every raft_snapshot_interval), and the log is
@@ -497,6 +510,7 @@ pub async fn run(
         fsm,
         log,
         client,
+        clock_origin: std::time::Instant::now(),
         last_contact_ms: AtomicU64::new(0),
         shutdown,
     });
@@ -549,6 +563,7 @@ pub async fn run(
     let snapshot_task = tokio::spawn(snapshot_jobs::run_policy(node.clone()));
     let autopilot_task = tokio::spawn(autopilot_runner::run(node.clone()));
     let timers_task = tokio::spawn(timers::run(node.clone()));
+    let election_task = tokio::spawn(election::run(node.clone()));
     let acl_task = tokio::spawn(acl::keep_initial_management(node.clone()));
     let leader_watch = tokio::spawn(count_leader_changes(node.raft.clone()));
 
@@ -562,6 +577,7 @@ pub async fn run(
     snapshot_task.abort();
     autopilot_task.abort();
     timers_task.abort();
+    election_task.abort();
     acl_task.abort();
     leader_watch.abort();
     hangup.abort();

@@ -8,8 +8,9 @@
 //! back.
 //!
 //! Reads: `stale` runs on this server; `default` runs on the leader while its lease holds
-//! (a quorum acknowledged it within 90% of the election timeout), else after a read-index
-//! round; `consistent` always after a read-index round (`ensure_linearizable`).
+//! (a quorum accepted an append it sent less than `RaftTimers::lease` ago, measured when
+//! the read arrives: [`lease_holds`]), else after a read-index round; `consistent` always
+//! after a read-index round (`ensure_linearizable`).
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -150,12 +151,31 @@ pub async fn apply(node: &Node, req: &ApplyRequest) -> Result<Applied, OpError> 
     .await
 }
 
-/// Whether the leader's lease covers a local read now.
+/// Whether the leader's lease covers a local read now, on this server's monotonic clock
+/// read here (not a figure computed when raft last published its metrics: a leader
+/// paused since then would take the pause for leadership). It holds when
+/// - this server leads a term in which it has applied an entry (so every entry earlier
+///   leaders committed is applied here), and
+/// - a quorum accepted an append of that term sent less than the lease ago
+///   ([`crate::config::RaftTimers::lease`]).
+///
+/// Otherwise a `default` read takes the read-index round a `consistent` one does.
 fn lease_holds(node: &Node) -> bool {
-    let m = node.raft.metrics().borrow().clone();
-    m.current_leader == Some(node.id)
-        && m.millis_since_quorum_ack
-            .is_some_and(|ms| Duration::from_millis(ms) < node.config.timers.lease())
+    let (term, configs) = {
+        let metrics = node.raft.metrics();
+        let m = metrics.borrow();
+        let term = m.vote.leader_id().term;
+        let applied_own_term = m.last_applied.is_some_and(|l| l.leader_id.term == term);
+        if m.current_leader != Some(node.id) || !m.vote.is_committed() || !applied_own_term {
+            return false;
+        }
+        let configs = m.membership_config.membership().get_joint_config().clone();
+        (term, configs)
+    };
+    let now = std::time::Instant::now();
+    node.acks
+        .quorum_accepted(node.id, term, &configs, now)
+        .is_some_and(|since| now.duration_since(since) < node.config.timers.lease())
 }
 
 async fn run_query(node: &Node, req: &QueryRequest) -> Result<QueryReply, OpError> {

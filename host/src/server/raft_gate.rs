@@ -21,9 +21,9 @@
 //! What this cannot stop, and what does: a sender that claims to be the current leader
 //! (its id, its term) is indistinguishable from it here. Only the transport can tell
 //! them apart, so the server port must be behind mutual TLS wherever anything else can
-//! reach it. A member that is itself broken can still start elections with higher terms
-//! (etcd's PreVote and CheckQuorum address that; openraft 0.9 has neither), which costs
-//! at most an election each time, never data.
+//! reach it. A member that is itself broken can still send vote requests with higher
+//! terms (well-behaved servers ask first: `server::election`'s pre-vote), which costs at
+//! most an election each time, never data.
 
 use hyper::StatusCode;
 

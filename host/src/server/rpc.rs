@@ -147,7 +147,11 @@ async fn route(node: Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusal
             let entries = rpc.entries.len();
             let answer = node.raft.append_entries(rpc).await;
             tracing::trace!(target: "agent.server.raft", "append_entries of {entries} entries handled in {:?}", started.elapsed());
-            if answer.is_ok() {
+            // A stale leader's append (answered with this server's higher vote) is no
+            // contact with a leader: it must not hold back this server's elections.
+            if let Ok(reply) = &answer
+                && !matches!(reply, openraft::raft::AppendEntriesResponse::HigherVote(_))
+            {
                 node.touch_leader_contact();
             }
             web::cbor(&answer)
@@ -156,6 +160,10 @@ async fn route(node: Arc<Node>, req: Request<Incoming>) -> Result<Reply, Refusal
             let rpc: openraft::raft::VoteRequest<u64> = decode(req, path).await?;
             raft_gate::admit(&node, Ask::Vote, rpc.vote.leader_id().node_id, &rpc)?;
             web::cbor(&node.raft.vote(rpc).await)
+        }
+        Rpc::PreVote => {
+            let rpc: crate::protocol::PreVoteRequest = decode(req, path).await?;
+            web::cbor(&super::election::answer(&node, &rpc))
         }
         Rpc::SnapshotStream => receive_snapshot(&node, req).await?,
         Rpc::Blob => {

@@ -14,6 +14,7 @@ mod metrics;
 mod migrations;
 mod plugins_api;
 mod raft_port;
+mod reliability;
 mod sessions;
 mod snapshot_archives;
 mod snapshots;

@@ -1,0 +1,297 @@
+//! Elections: when a follower campaigns (after a pre-vote), and when a leader that no
+//! quorum answers steps down (check-quorum).
+//!
+//! Owns: the election timer (openraft's own is off: `enable_elect = false` in
+//! `server::raft_config`), the pre-vote round and the answers to it ([`Rpc::PreVote`]),
+//! and the step-down.
+//!
+//! Why: openraft 0.9 has neither etcd's PreVote nor its CheckQuorum. Its own timer made a
+//! follower that lost contact raise its term and campaign, so a partitioned follower
+//! returning with a higher term made the healthy leader step down; and it waited the
+//! leader lease plus the election timeout, plus twice the longest timeout more when it had
+//! seen a longer log: 3 to 8 s before a dead leader was replaced at multiplier 1.
+//!
+//! The rules (timers from [`crate::config::RaftTimers`]):
+//! 1. A voter that has heard from no leader for its election timeout (random in
+//!    `[election_min, election_max)`, drawn again after each attempt) asks every other
+//!    voter whether it would vote for it. Only when a quorum of every configuration would
+//!    (itself included) does it start an election ([`openraft::raft::Trigger::elect`]),
+//!    which openraft's vote rules decide as before. The only voter of a configuration
+//!    campaigns without asking.
+//! 2. A server says yes ([`answer`]) only when it is not leading, no leader has contacted
+//!    it for `vote_lease`, the candidate is a voter, the term it would campaign in is above
+//!    the server's own, and its log is at least as up to date.
+//! 3. A leader that no quorum has accepted an append from for `step_down_after` steps
+//!    down: through [`openraft::Raft::vote`] it grants its vote in the next term to server
+//!    id 0, which no server ever has (`server::random_node_id`). openraft leaves leadership
+//!    as for any higher vote, and follows no one until an election.
+//!
+//! Why this is safe: pre-vote only decides whether to call `elect`; which candidate wins,
+//! and that at most one wins a term, is still openraft's vote handling, unchanged. A
+//! server refuses every candidate for `vote_lease` after its leader's last append
+//! (openraft's leader lease), which is what lets a leader serve `default` reads for the
+//! shorter `lease` (`ops::lease_holds`); the timeouts of rule 1 start at `election_min`,
+//! above `vote_lease`, so a follower whose leader died grants the first candidate. The
+//! step-down's vote is uncommitted and names no server, so it cannot make a leader; it
+//! raises this server's term by one, and any leader the others elect meanwhile has a
+//! committed vote, which openraft prefers over it when the two meet.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::raft::VoteRequest;
+use openraft::{CommittedLeaderId, LogId, ServerState, Vote};
+
+use super::Node;
+use crate::protocol::{PreVoteReply, PreVoteRequest, Rpc, TARGET_PARAM};
+use crate::raft::guard::MAX_TERM;
+
+/// The server id a stepping-down leader votes for: ids are never 0.
+const NOBODY: u64 = 0;
+
+/// What one round of the driver needs from raft's metrics.
+struct View {
+    term: u64,
+    leading: bool,
+    configs: Vec<BTreeSet<u64>>,
+}
+
+impl View {
+    fn read(node: &Node) -> View {
+        let metrics = node.raft.metrics();
+        let m = metrics.borrow();
+        View {
+            term: m.vote.leader_id().term,
+            leading: m.current_leader == Some(node.id) && m.state == ServerState::Leader,
+            configs: m.membership_config.membership().get_joint_config().clone(),
+        }
+    }
+
+    fn is_voter(&self, id: u64) -> bool {
+        self.configs.iter().any(|c| c.contains(&id))
+    }
+
+    /// Whether `id` is every configuration's only voter.
+    fn sole_voter(&self, id: u64) -> bool {
+        !self.configs.is_empty() && self.configs.iter().all(|c| c.len() == 1 && c.contains(&id))
+    }
+
+    /// Whether `granted` holds a quorum of every configuration.
+    fn quorum(&self, granted: &BTreeSet<u64>) -> bool {
+        !self.configs.is_empty()
+            && self
+                .configs
+                .iter()
+                .all(|c| c.intersection(granted).count() > c.len() / 2)
+    }
+}
+
+/// A fresh election timeout, random in `[election_min, election_max)`.
+fn election_timeout(node: &Node) -> Duration {
+    let t = node.config.timers;
+    let span = t.election_max.saturating_sub(t.election_min).as_millis() as u64;
+    let mut buf = [0u8; 8];
+    let r = match getrandom::fill(&mut buf) {
+        Ok(()) => u64::from_le_bytes(buf),
+        // No randomness: spread the servers by their ids instead.
+        Err(_) => node.id,
+    };
+    t.election_min + Duration::from_millis(r % span.max(1))
+}
+
+/// Runs elections and step-downs until the task is aborted (rules in the module doc).
+pub async fn run(node: Arc<Node>) {
+    let mut tick = tokio::time::interval(node.config.timers.heartbeat / 2);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut timeout = election_timeout(&node);
+    let mut attempt = Instant::now();
+    let mut leading: Option<Leading> = None;
+    loop {
+        tick.tick().await;
+        let view = View::read(&node);
+        if view.leading {
+            let state = leading.get_or_insert_with(|| Leading::new(view.term));
+            if state.term != view.term {
+                *state = Leading::new(view.term);
+            }
+            state.check_quorum(&node, &view).await;
+            attempt = Instant::now();
+            continue;
+        }
+        leading = None;
+        // A candidate whose election did not end (a split vote) tries again after its
+        // timeout, as a follower would.
+        if !view.is_voter(node.id) {
+            continue;
+        }
+        let sole = view.sole_voter(node.id);
+        let silent = node.last_contact().is_none_or(|d| d >= timeout);
+        if !sole && (!silent || attempt.elapsed() < timeout) {
+            continue;
+        }
+        if sole && attempt.elapsed() < node.config.timers.heartbeat {
+            continue;
+        }
+        attempt = Instant::now();
+        timeout = election_timeout(&node);
+        if sole || pre_vote(&node, &view).await {
+            tracing::info!(target: "agent.server.raft",
+                "starting an election for term {}", view.term + 1);
+            if let Err(e) = node.raft.trigger().elect().await {
+                tracing::warn!(target: "agent.server.raft", "starting an election: {e}");
+            }
+        }
+    }
+}
+
+/// A leadership this server holds, watched for a quorum's acknowledgement.
+struct Leading {
+    term: u64,
+    since: Instant,
+    /// Whether this leadership already tried to step down (logged once).
+    stepping_down: bool,
+}
+
+impl Leading {
+    fn new(term: u64) -> Self {
+        Leading {
+            term,
+            since: Instant::now(),
+            stepping_down: false,
+        }
+    }
+
+    /// Steps down when no quorum has accepted an append for `step_down_after` (rule 3).
+    async fn check_quorum(&mut self, node: &Node, view: &View) {
+        let limit = node.config.timers.step_down_after();
+        let now = Instant::now();
+        if !view.is_voter(node.id) || now.duration_since(self.since) < limit {
+            return;
+        }
+        let last = node
+            .acks
+            .quorum_accepted(node.id, self.term, &view.configs, now)
+            .unwrap_or(self.since);
+        let silent = now.duration_since(last);
+        if silent < limit {
+            return;
+        }
+        if !self.stepping_down {
+            tracing::warn!(target: "agent.server.raft",
+                "no quorum has acknowledged this leader for {} ms (limit {} ms): stepping down",
+                silent.as_millis(), limit.as_millis());
+            self.stepping_down = true;
+        }
+        // A log id no log of this term can be ahead of, so the vote is not refused for the
+        // entries this leader appended meanwhile.
+        let beyond = LogId::new(CommittedLeaderId::new(self.term, node.id), u64::MAX);
+        let req = VoteRequest::new(Vote::new(self.term + 1, NOBODY), Some(beyond));
+        match node.raft.vote(req).await {
+            Ok(reply) if reply.vote_granted => {
+                tracing::warn!(target: "agent.server.raft",
+                    "stepped down: no longer the leader (term {})", self.term + 1);
+            }
+            Ok(reply) => {
+                tracing::debug!(target: "agent.server.raft",
+                    "step-down not taken yet (vote {}), retrying", reply.vote);
+            }
+            Err(e) => tracing::warn!(target: "agent.server.raft", "stepping down: {e}"),
+        }
+    }
+}
+
+/// Asks every other voter whether it would vote for this server (rule 1); true when a
+/// quorum of every configuration would. Stops asking as soon as that is known.
+async fn pre_vote(node: &Arc<Node>, view: &View) -> bool {
+    let req = PreVoteRequest {
+        candidate: node.id,
+        term: view.term + 1,
+        last_log_id: node.raft.data_metrics().borrow().last_log,
+    };
+    let membership = node.membership();
+    let wait = node.config.timers.election_min / 2;
+    let mut asks = tokio::task::JoinSet::new();
+    let peers: BTreeSet<u64> = view.configs.iter().flatten().copied().collect();
+    for peer in peers.into_iter().filter(|p| *p != node.id) {
+        let Some(info) = membership.get_node(&peer) else {
+            continue;
+        };
+        let (client, addr, req) = (node.client.clone(), info.rpc_addr.clone(), req.clone());
+        let path = format!("{}?{TARGET_PARAM}={peer:016x}", Rpc::PreVote.path());
+        asks.spawn(async move {
+            let reply = client
+                .call::<_, PreVoteReply>(&addr, &path, &req, wait)
+                .await;
+            (peer, reply)
+        });
+    }
+    let mut granted = BTreeSet::from([node.id]);
+    let mut refusals = Vec::new();
+    while let Some(done) = asks.join_next().await {
+        let Ok((peer, reply)) = done else { continue };
+        match reply {
+            Ok(r) if r.granted => {
+                granted.insert(peer);
+                if view.quorum(&granted) {
+                    return true;
+                }
+            }
+            Ok(r) => refusals.push(format!("{peer:016x}: {}", r.reason)),
+            Err(e) => refusals.push(format!("{peer:016x}: {e}")),
+        }
+    }
+    if view.quorum(&granted) {
+        return true;
+    }
+    tracing::debug!(target: "agent.server.raft",
+        "pre-vote for term {} not granted by a quorum: {}", req.term, refusals.join("; "));
+    false
+}
+
+/// This server's answer to a pre-vote (rule 2).
+pub fn answer(node: &Node, req: &PreVoteRequest) -> PreVoteReply {
+    let view = View::read(node);
+    let refuse = |reason: String| PreVoteReply {
+        granted: false,
+        term: view.term,
+        reason,
+    };
+    if !view.is_voter(req.candidate) {
+        return refuse("the candidate is not a voter in this server's configuration".into());
+    }
+    if view.leading {
+        return refuse(format!("this server leads term {}", view.term));
+    }
+    let lease = node.config.timers.vote_lease();
+    if let Some(since) = node.last_contact()
+        && since < lease
+    {
+        return refuse(format!(
+            "a leader contacted this server {} ms ago (lease {} ms)",
+            since.as_millis(),
+            lease.as_millis()
+        ));
+    }
+    if req.term >= MAX_TERM || req.term <= view.term {
+        return refuse(format!(
+            "term {} is not above this server's term {}",
+            req.term, view.term
+        ));
+    }
+    let mine = node.raft.data_metrics().borrow().last_log;
+    if matches!(
+        req.last_log_id.partial_cmp(&mine),
+        None | Some(std::cmp::Ordering::Less)
+    ) {
+        return refuse(format!(
+            "the candidate's log ends at {:?}, before this server's {mine:?}",
+            req.last_log_id
+        ));
+    }
+    PreVoteReply {
+        granted: true,
+        term: view.term,
+        reason: String::new(),
+    }
+}

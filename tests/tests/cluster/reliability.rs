@@ -1,0 +1,94 @@
+//! Reliability under faults a test can make on loopback: a leader's `default` reads after
+//! it was paused (its lease is judged on the clock of the read, not of raft's last
+//! metrics), and elections after a pause (pre-vote, check-quorum).
+
+use std::time::Duration;
+
+use fsmhost_tests::cluster::Cluster;
+
+use super::support::{BIN, wait_for};
+
+/// The issue's repro, as a test: a leader is SIGSTOPped, the others elect a new leader
+/// and take a write, and `default` reads queued at the paused leader meanwhile are
+/// answered when it resumes. Each must see the new write (or fail): the old leader's
+/// lease ended with the pause, so it must not answer from its old state.
+#[test]
+fn a_paused_leader_never_answers_a_default_read_from_its_old_state() {
+    let mut c = Cluster::start(BIN, 3);
+    for trial in 0..4 {
+        let old = c.wait_leader(Duration::from_secs(30));
+        let path = format!("/v1/kv/lease/{trial}");
+        assert_eq!(c.client(old).put(&path, "before").status, 200);
+        c.pause(old);
+        let others: Vec<usize> = (0..3).filter(|&i| i != old).collect();
+        let new = wait_for("a new leader", Duration::from_secs(30), || {
+            others
+                .iter()
+                .copied()
+                .find(|&i| c.state(i).is_some_and(|s| s.role == "Leader"))
+        });
+        wait_for(
+            "the write on the new leader",
+            Duration::from_secs(20),
+            || {
+                let reply = c
+                    .client(new)
+                    .try_request("PUT", &path, "application/octet-stream", "after")
+                    .ok()?;
+                (reply.status == 200).then_some(())
+            },
+        );
+        // Reads queued at the paused leader (the kernel accepts their connections),
+        // answered when it resumes.
+        let readers: Vec<_> = (0..8)
+            .map(|_| {
+                let client = c.client(old).with_timeout(Duration::from_secs(20));
+                let path = format!("{path}?raw");
+                std::thread::spawn(move || client.try_get(&path))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        c.resume(old);
+        let mut answered = 0;
+        for reader in readers {
+            match reader.join().expect("reader thread") {
+                Ok(reply) if reply.status == 200 => {
+                    answered += 1;
+                    assert_eq!(
+                        reply.text(),
+                        "after",
+                        "trial {trial}: the resumed old leader answered a default read from \
+                         its state before the pause"
+                    );
+                }
+                // A refusal (no leader yet) is allowed; a stale value is not.
+                Ok(reply) => eprintln!("trial {trial}: {} {}", reply.status, reply.text()),
+                Err(e) => eprintln!("trial {trial}: {e}"),
+            }
+        }
+        eprintln!("trial {trial}: {answered} of 8 reads answered, all current");
+    }
+}
+
+/// A follower paused for longer than any election timeout comes back without disturbing
+/// the leader: it never campaigned (it was stopped), and when it resumes its election
+/// timer has run out, but its pre-vote is refused by servers that hear the leader, so the
+/// cluster keeps its leader and term.
+#[test]
+fn a_resumed_follower_does_not_unseat_the_leader() {
+    let mut c = Cluster::start(BIN, 3);
+    let leader = c.wait_leader(Duration::from_secs(30));
+    let term = |c: &Cluster, i: usize| c.raft_stats(i)?["term"].as_u64();
+    let before = wait_for("the leader's term", Duration::from_secs(10), || {
+        term(&c, leader)
+    });
+    let follower = (0..3).find(|&i| i != leader).expect("a follower");
+    c.pause(follower);
+    std::thread::sleep(Duration::from_secs(5));
+    c.resume(follower);
+    // Time for its timer to fire and its pre-vote to be refused, more than once.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(c.wait_leader(Duration::from_secs(10)), leader);
+    assert_eq!(term(&c, leader), Some(before), "the term changed");
+    assert_eq!(c.client(leader).put("/v1/kv/after", "x").status, 200);
+}
