@@ -124,6 +124,7 @@ impl AgentArgs {
             tls: None,
             acl: None,
             telemetry: None,
+            raft_logstore: None,
         }
     }
 

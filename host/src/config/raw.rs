@@ -28,6 +28,36 @@ pub struct RawTelemetry {
     pub metrics_prefix: Option<String>,
 }
 
+/// `[raft_logstore]`: Consul's `raft_logstore` block.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogStore {
+    /// `"wal"` or `"redb"`.
+    pub backend: Option<String>,
+    /// `[raft_logstore.wal]`.
+    pub wal: Option<RawWal>,
+    /// `[raft_logstore.verification]`.
+    pub verification: Option<RawVerification>,
+}
+
+/// `[raft_logstore.wal]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWal {
+    /// Segment size in MiB (default 64).
+    pub segment_size_mb: Option<u64>,
+}
+
+/// `[raft_logstore.verification]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVerification {
+    /// Whether the leader writes checkpoints (default false).
+    pub enabled: Option<bool>,
+    /// How often (default "60s").
+    pub interval: Option<String>,
+}
+
 /// `[limits]`: Consul's connection limits.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -231,6 +261,8 @@ pub struct RawConfig {
     pub acl: Option<RawAcl>,
     /// Telemetry.
     pub telemetry: Option<RawTelemetry>,
+    /// The raft log store.
+    pub raft_logstore: Option<RawLogStore>,
 }
 
 impl RawConfig {
@@ -291,6 +323,7 @@ impl RawConfig {
             autopilot: over.autopilot.or(self.autopilot),
             limits: over.limits.or(self.limits),
             telemetry: over.telemetry.or(self.telemetry),
+            raft_logstore: over.raft_logstore.or(self.raft_logstore),
             tls: over.tls.or(self.tls),
             acl: over.acl.or(self.acl),
         }

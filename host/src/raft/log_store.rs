@@ -1,48 +1,43 @@
-//! The durable raft log: entries, vote, committed and last-purged log ids in one redb file,
-//! `<data_dir>/raft/raft.db` (Consul keeps raft-boltdb's `raft/raft.db`; redb is our bbolt).
+//! The durable raft log, in one of two backends chosen by `[raft_logstore] backend`
+//! (Consul's names): `wal` (append-only segment files under `<data_dir>/raft/wal/`, the
+//! default for a new data dir; [`wal`]) or `redb` (one B-tree file,
+//! `<data_dir>/raft/raft.db`, as Consul's raft-boltdb keeps `raft/raft.db`; [`redb_log`]).
+//! A data dir keeps the backend it was created with ([`open_dir`]).
 //!
-//! Invariants, enforced here and in [`writer`]:
-//! - appended entries are committed with `Durability::Immediate`, and openraft's flush
-//!   callback fires only after that commit returned; one writer thread commits every
-//!   operation queued during the previous commit in one transaction (group commit: one
-//!   fsync for many appends); until then the entries are readable from memory;
-//! - the vote is saved durably before `save_vote` returns, so a server never forgets a
-//!   vote it cast; `truncate` and `purge` also return only once committed;
-//! - the log has no holes: entries are keyed by index, `truncate` removes a suffix and
-//!   `purge` a prefix, each in one transaction; `last_purged` is written in the same
-//!   transaction as the purge, so the two cannot disagree after a crash;
-//! - the file carries an identity record (format, version, node id). Opening a file that is
-//!   missing when it should exist, unreadable, not an fsmhost log, or another node's log is
-//!   an [`OpenError`] naming the path and the problem, never a silent fresh start.
+//! Invariants of both backends, enforced in each:
+//! - openraft's flush callback fires only after the entries are durable (one fsync for
+//!   every append queued while the previous one synced: group commit); until then the
+//!   entries are readable from memory;
+//! - the vote is durable before `save_vote` returns, so a server never forgets a vote it
+//!   cast; `truncate` and `purge` also return only once durable;
+//! - the log has no holes: `truncate` removes a suffix and `purge` a prefix; the last
+//!   purged id cannot disagree with the entries after a crash;
+//! - the log carries an identity (format, version, node id). Opening a log that is missing
+//!   when it should exist, unreadable, not an fsmhost log, or another node's log is an
+//!   [`OpenError`] naming the path and the problem, never a silent fresh start.
 //!
-//!
-//! Purges and the committed id are written with `Durability::None`: losing them in a crash
-//! only brings back entries that were already safe to drop (or a slightly older committed
-//! id), and the next immediate commit makes them durable. openraft batches purges
-//! (`purge_batch_size`), because deleting is redb's slowest operation.
+//! The committed id may be lost in a crash (it is written with the next durable change):
+//! that only replays more of the log.
 
+use ::redb::TableDefinition;
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{LogState, RaftLogReader, StorageIOError, Vote};
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-
-use writer::Op;
+use std::sync::Arc;
 
 use super::{LogEntry, LogId, StorageError, TypeConfig};
-use crate::codec::{from_cbor, to_cbor};
+use crate::config::{LogBackend, LogStoreConfig};
 
-const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(crate) const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
-const KEY_IDENTITY: &str = "identity";
-const KEY_VOTE: &str = "vote";
-const KEY_COMMITTED: &str = "committed";
-const KEY_LAST_PURGED: &str = "last_purged";
+pub(crate) const KEY_IDENTITY: &str = "identity";
+pub(crate) const KEY_VOTE: &str = "vote";
+pub(crate) const KEY_COMMITTED: &str = "committed";
+pub(crate) const KEY_LAST_PURGED: &str = "last_purged";
 
 /// The format name written into every log file.
 pub const FORMAT: &str = "fsmhost-raft-log";
@@ -51,10 +46,10 @@ pub const FORMAT_VERSION: u32 = 1;
 
 /// The identity record of a log file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Identity {
-    format: String,
-    version: u32,
-    node_id: u64,
+pub(crate) struct Identity {
+    pub(crate) format: String,
+    pub(crate) version: u32,
+    pub(crate) node_id: u64,
 }
 
 /// Why a log file could not be opened.
@@ -98,6 +93,27 @@ pub enum OpenError {
         /// What was found.
         reason: String,
     },
+    /// The WAL could not be opened (damaged, foreign, unreadable).
+    #[error(transparent)]
+    Wal(#[from] wal::WalError),
+    /// The configuration names the other backend than the data dir holds.
+    #[error(
+        "raft_logstore.backend = \"{configured}\", but {path} holds this server's raft log in \
+         the \"{found}\" backend, and a data dir keeps the backend it was created with. To \
+         switch (Consul's procedure): stop this server, move {raft_dir} aside, start it with \
+         the new backend (it rejoins with an empty log and the leader sends it a snapshot), \
+         and delete the old directory once it has caught up. Or set backend = \"{found}\""
+    )]
+    Mismatch {
+        /// The configured backend.
+        configured: &'static str,
+        /// The backend found.
+        found: &'static str,
+        /// The log found.
+        path: PathBuf,
+        /// The raft directory.
+        raft_dir: PathBuf,
+    },
     /// The file belongs to another node.
     #[error(
         "raft log {path} belongs to node {found}, not to this node {expected}; was a data dir \
@@ -122,237 +138,155 @@ pub enum OpenMode {
     Create,
 }
 
-struct Inner {
-    db: Arc<Database>,
-    /// The file (or `:memory:`), for error messages.
-    path: PathBuf,
-    /// The last purged log id, mirrored from the file.
-    last_purged: Mutex<Option<LogId>>,
-    /// Entries appended but not yet committed to the file.
-    pending: writer::Pending,
-    /// The writer thread.
-    writer: writer::Writer,
-}
-
-/// The redb raft log of one node. Cheap to clone: clones share the database.
+/// The log of one node, in its backend. Cheap to clone: clones share the files.
 #[derive(Clone)]
 pub struct LogStore {
-    inner: Arc<Inner>,
+    backend: Arc<Backend>,
 }
 
-impl LogStore {
-    /// Opens (or creates, per `mode`) the log at `path` for node `node_id`.
-    pub fn open(path: &Path, node_id: u64, mode: OpenMode) -> Result<Self, OpenError> {
-        let unreadable = |e: &dyn std::fmt::Display| OpenError::Unreadable {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        };
-        let exists = path.exists();
-        let db = match (mode, exists) {
-            (OpenMode::Existing, false) => {
+enum Backend {
+    Redb(redb_log::RedbLog),
+    Wal(wal::Wal),
+}
+
+/// Opens the log in `raft_dir` (`<data_dir>/raft`) for `node_id`. The backend is the one
+/// the directory holds (`raft.db`: redb; `wal/`: the WAL); a new log (`mode` is
+/// [`OpenMode::Create`]) takes the configured one, `wal` by default. A configuration
+/// naming the other backend than the directory holds is [`OpenError::Mismatch`], saying
+/// how to switch. A data dir whose whole raft directory was moved aside (that procedure)
+/// starts with an empty log.
+pub fn open_dir(
+    raft_dir: &Path,
+    node_id: u64,
+    mode: OpenMode,
+    config: &LogStoreConfig,
+) -> Result<(LogStore, LogBackend), OpenError> {
+    let db = raft_dir.join("raft.db");
+    let wal_dir = raft_dir.join("wal");
+    let found = if wal_dir.join("meta").exists() {
+        Some((LogBackend::Wal, wal_dir.clone()))
+    } else if db.exists() {
+        Some((LogBackend::Redb, db.clone()))
+    } else {
+        None
+    };
+    let mode = match (mode, &found) {
+        (OpenMode::Existing, None) if !raft_dir.exists() => {
+            tracing::warn!(target: "agent.server.raft",
+                "{} is gone: starting with an empty raft log; this server catches up from the \
+                 leader (the procedure for switching raft_logstore.backend)", raft_dir.display());
+            OpenMode::Create
+        }
+        (mode, _) => mode,
+    };
+    if mode == OpenMode::Existing && found.is_none() && config.backend.is_none() {
+        return Err(OpenError::Missing {
+            path: raft_dir.to_path_buf(),
+            node_id,
+        });
+    }
+    let backend = match (found, config.backend) {
+        (Some((found, path)), Some(configured)) if found != configured => {
+            return Err(OpenError::Mismatch {
+                configured: configured.name(),
+                found: found.name(),
+                path,
+                raft_dir: raft_dir.to_path_buf(),
+            });
+        }
+        (Some((found, _)), _) => found,
+        (None, configured) => configured.unwrap_or(LogBackend::Wal),
+    };
+    let store = match backend {
+        LogBackend::Redb => LogStore::open(&db, node_id, mode)?,
+        LogBackend::Wal => {
+            if mode == OpenMode::Existing && !wal_dir.join("meta").exists() {
                 return Err(OpenError::Missing {
-                    path: path.to_path_buf(),
+                    path: wal_dir,
                     node_id,
                 });
             }
-            (OpenMode::Create, true) => {
-                return Err(OpenError::Unexpected {
-                    path: path.to_path_buf(),
-                });
+            let wal = wal::Wal::open(
+                &wal_dir,
+                node_id,
+                mode == OpenMode::Create,
+                config.segment_size,
+            )?;
+            LogStore {
+                backend: Arc::new(Backend::Wal(wal)),
             }
-            (OpenMode::Existing, true) => Database::open(path).map_err(|e| unreadable(&e))?,
-            (OpenMode::Create, false) => {
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir).map_err(|e| unreadable(&e))?;
-                }
-                Database::create(path).map_err(|e| unreadable(&e))?
-            }
-        };
-        Self::init(db, path.to_path_buf(), node_id, mode)
-    }
+        }
+    };
+    Ok((store, backend))
+}
 
-    /// A log held in memory only (`agent --dev` and tests): the same code, no file.
-    pub fn in_memory(node_id: u64) -> Result<Self, OpenError> {
-        let path = PathBuf::from(":memory:");
-        let db = Database::builder()
-            .create_with_backend(redb::backends::InMemoryBackend::new())
-            .map_err(|e| OpenError::Unreadable {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-        Self::init(db, path, node_id, OpenMode::Create)
+fn storage_err(path: &Path, e: impl std::fmt::Display, write: bool) -> StorageError {
+    let msg = format!("raft log {}: {e}", path.display());
+    tracing::error!(target: "agent.server.raft", "{msg}");
+    let e = std::io::Error::other(msg);
+    if write {
+        StorageIOError::write_logs(&e).into()
+    } else {
+        StorageIOError::read_logs(&e).into()
     }
+}
 
-    fn init(db: Database, path: PathBuf, node_id: u64, mode: OpenMode) -> Result<Self, OpenError> {
-        let not_a_log = |reason: String| OpenError::NotALog {
-            path: path.clone(),
-            reason,
-        };
-        let unreadable = |e: &dyn std::fmt::Display| OpenError::Unreadable {
-            path: path.clone(),
-            reason: e.to_string(),
-        };
-        let mine = Identity {
-            format: FORMAT.to_string(),
-            version: FORMAT_VERSION,
-            node_id,
-        };
-        if mode == OpenMode::Create {
-            let mut txn = db.begin_write().map_err(|e| unreadable(&e))?;
-            txn.set_durability(Durability::Immediate)
-                .map_err(|e| unreadable(&e))?;
-            {
-                let mut meta = txn.open_table(META).map_err(|e| unreadable(&e))?;
-                meta.insert(KEY_IDENTITY, to_cbor(&mine).as_slice())
-                    .map_err(|e| unreadable(&e))?;
-                txn.open_table(ENTRIES).map_err(|e| unreadable(&e))?;
-            }
-            txn.commit().map_err(|e| unreadable(&e))?;
-        }
-        let txn = db.begin_read().map_err(|e| unreadable(&e))?;
-        let meta = txn
-            .open_table(META)
-            .map_err(|e| not_a_log(format!("no meta table ({e})")))?;
-        txn.open_table(ENTRIES)
-            .map_err(|e| not_a_log(format!("no entries table ({e})")))?;
-        let found: Identity = match meta.get(KEY_IDENTITY).map_err(|e| unreadable(&e))? {
-            None => return Err(not_a_log("no identity record".into())),
-            Some(v) => from_cbor(v.value(), "identity record").map_err(not_a_log)?,
-        };
-        if found.format != FORMAT || found.version != FORMAT_VERSION {
-            return Err(not_a_log(format!(
-                "found format {} version {}",
-                found.format, found.version
-            )));
-        }
-        if found.node_id != node_id {
-            return Err(OpenError::Foreign {
-                path,
-                expected: node_id,
-                found: found.node_id,
-            });
-        }
-        let last_purged = match meta.get(KEY_LAST_PURGED).map_err(|e| unreadable(&e))? {
-            None => None,
-            Some(v) => Some(from_cbor(v.value(), "last purged log id").map_err(not_a_log)?),
-        };
-        drop(meta);
-        drop(txn);
-        let db = Arc::new(db);
-        let pending = writer::Pending::default();
-        let writer = writer::Writer::spawn(db.clone(), pending.clone(), path.clone())
-            .map_err(|e| unreadable(&e))?;
+impl LogStore {
+    /// Opens (or creates, per `mode`) a redb log file at `path` for node `node_id`.
+    pub fn open(path: &Path, node_id: u64, mode: OpenMode) -> Result<Self, OpenError> {
         Ok(LogStore {
-            inner: Arc::new(Inner {
-                db,
-                path,
-                last_purged: Mutex::new(last_purged),
-                pending,
-                writer,
-            }),
+            backend: Arc::new(Backend::Redb(redb_log::RedbLog::open(path, node_id, mode)?)),
         })
     }
 
-    /// The file this log lives in.
+    /// Opens (or creates) a WAL in `dir` for node `node_id`, with segments of
+    /// `segment_size` bytes.
+    pub fn open_wal(
+        dir: &Path,
+        node_id: u64,
+        mode: OpenMode,
+        segment_size: u64,
+    ) -> Result<Self, OpenError> {
+        let wal = wal::Wal::open(dir, node_id, mode == OpenMode::Create, segment_size)?;
+        Ok(LogStore {
+            backend: Arc::new(Backend::Wal(wal)),
+        })
+    }
+
+    /// A log held in memory only (`agent --dev` and tests): redb's in-memory backend.
+    pub fn in_memory(node_id: u64) -> Result<Self, OpenError> {
+        Ok(LogStore {
+            backend: Arc::new(Backend::Redb(redb_log::RedbLog::in_memory(node_id)?)),
+        })
+    }
+
+    /// The file or directory this log lives in.
     pub fn path(&self) -> &Path {
-        &self.inner.path
+        match &*self.backend {
+            Backend::Redb(r) => r.path(),
+            Backend::Wal(w) => w.dir(),
+        }
     }
 
     /// Whether this node has ever voted or logged anything: a server with state must not
     /// bootstrap a cluster again.
     pub fn has_state(&self) -> Result<bool, StorageError> {
-        let txn = self.inner.db.begin_read().map_err(|e| self.read_err(e))?;
-        let meta = txn.open_table(META).map_err(|e| self.read_err(e))?;
-        let entries = txn.open_table(ENTRIES).map_err(|e| self.read_err(e))?;
-        let voted = meta.get(KEY_VOTE).map_err(|e| self.read_err(e))?.is_some();
-        let logged = entries.last().map_err(|e| self.read_err(e))?.is_some();
-        Ok(voted || logged || self.last_purged().is_some() || !self.pending().is_empty())
+        match &*self.backend {
+            Backend::Redb(r) => r.has_state(),
+            Backend::Wal(w) => Ok(w.has_state()),
+        }
     }
 
     /// The last purged (compacted) log id.
     pub fn last_purged(&self) -> Option<LogId> {
-        *self
-            .inner
-            .last_purged
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn read_err(&self, e: impl std::fmt::Display) -> StorageError {
-        let msg = format!("raft log {}: {e}", self.inner.path.display());
-        tracing::error!(target: "agent.server.raft", "{msg}");
-        StorageIOError::read_logs(&std::io::Error::other(msg)).into()
-    }
-
-    fn write_err(&self, e: impl std::fmt::Display) -> StorageError {
-        let msg = format!("raft log {}: {e}", self.inner.path.display());
-        tracing::error!(target: "agent.server.raft", "{msg}");
-        StorageIOError::write_logs(&std::io::Error::other(msg)).into()
-    }
-
-    fn get_meta<T: serde::de::DeserializeOwned>(
-        &self,
-        key: &str,
-    ) -> Result<Option<T>, StorageError> {
-        let txn = self.inner.db.begin_read().map_err(|e| self.read_err(e))?;
-        let meta = txn.open_table(META).map_err(|e| self.read_err(e))?;
-        match meta.get(key).map_err(|e| self.read_err(e))? {
-            None => Ok(None),
-            Some(v) => from_cbor(v.value(), key)
-                .map(Some)
-                .map_err(|e| self.read_err(e)),
+        match &*self.backend {
+            Backend::Redb(r) => r.last_purged(),
+            Backend::Wal(w) => w.last_purged(),
         }
     }
 
-    /// Queues an operation that answers once committed, and waits for that answer.
-    async fn queue_and_wait(
-        &self,
-        op: impl FnOnce(writer::Done) -> Op,
-    ) -> Result<(), StorageError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        if !self.inner.writer.send(op(tx)) {
-            return Err(self.write_err("the log writer thread has stopped"));
-        }
-        match rx.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(self.write_err(e)),
-            Err(_) => Err(self.write_err("the log writer thread has stopped")),
-        }
-    }
-
-    fn pending(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, LogEntry>> {
-        self.inner.pending.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Entries in the range: from the file, overlaid with pending ones. The pending map is
-    /// read first: the writer commits before it removes, so an entry is always in one or
-    /// the other of the two reads.
-    fn read_range(
-        &self,
-        start: Bound<u64>,
-        end: Bound<u64>,
-    ) -> Result<Vec<LogEntry>, StorageError> {
-        let pending: Vec<LogEntry> = self
-            .pending()
-            .range((start, end))
-            .map(|(_, e)| e.clone())
-            .collect();
-        let txn = self.inner.db.begin_read().map_err(|e| self.read_err(e))?;
-        let entries = txn.open_table(ENTRIES).map_err(|e| self.read_err(e))?;
-        let mut out = BTreeMap::new();
-        for item in entries
-            .range::<u64>((start, end))
-            .map_err(|e| self.read_err(e))?
-        {
-            let (k, v) = item.map_err(|e| self.read_err(e))?;
-            let entry: LogEntry = from_cbor(v.value(), "log entry")
-                .map_err(|e| self.read_err(format!("index {}: {e}", k.value())))?;
-            out.insert(k.value(), entry);
-        }
-        for e in pending {
-            out.insert(e.log_id.index, e);
-        }
-        Ok(out.into_values().collect())
+    fn wal_err(&self, e: String, write: bool) -> StorageError {
+        storage_err(self.path(), e, write)
     }
 }
 
@@ -366,7 +300,22 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<LogEntry>, StorageError> {
         let (start, end) = bounds(&range);
-        self.read_range(start, end)
+        match &*self.backend {
+            Backend::Redb(r) => r.read_range(start, end),
+            Backend::Wal(w) => {
+                let start = match start {
+                    Bound::Included(s) => s,
+                    Bound::Excluded(s) => s.saturating_add(1),
+                    Bound::Unbounded => 0,
+                };
+                let end = match end {
+                    Bound::Included(e) => e.saturating_add(1),
+                    Bound::Excluded(e) => e,
+                    Bound::Unbounded => u64::MAX,
+                };
+                w.read_range(start, end).map_err(|e| self.wal_err(e, false))
+            }
+        }
     }
 }
 
@@ -374,26 +323,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged_log_id = self.last_purged();
-        let last_pending = self.pending().last_key_value().map(|(_, e)| e.log_id);
-        let txn = self.inner.db.begin_read().map_err(|e| self.read_err(e))?;
-        let entries = txn.open_table(ENTRIES).map_err(|e| self.read_err(e))?;
-        let last_stored = match entries.last().map_err(|e| self.read_err(e))? {
-            None => None,
-            Some((k, v)) => {
-                let entry: LogEntry = from_cbor(v.value(), "log entry")
-                    .map_err(|e| self.read_err(format!("index {}: {e}", k.value())))?;
-                Some(entry.log_id)
-            }
-        };
-        let last = match (last_pending, last_stored) {
-            (Some(p), Some(s)) => Some(if p.index >= s.index { p } else { s }),
-            (p, s) => p.or(s),
-        };
-        Ok(LogState {
-            last_purged_log_id,
-            last_log_id: last.or(last_purged_log_id),
-        })
+        match &*self.backend {
+            Backend::Redb(r) => r.log_state(),
+            Backend::Wal(w) => Ok(LogState {
+                last_purged_log_id: w.last_purged(),
+                last_log_id: w.last_log_id(),
+            }),
+        }
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -401,38 +337,33 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError> {
-        let value = to_cbor(vote);
-        self.queue_and_wait(|done| Op::Meta {
-            key: KEY_VOTE,
-            value,
-            durable: true,
-            done: Some(done),
-        })
-        .await
+        match &*self.backend {
+            Backend::Redb(r) => r.save_vote(vote).await,
+            Backend::Wal(w) => w.save_vote(*vote).await.map_err(|e| self.wal_err(e, true)),
+        }
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError> {
-        self.get_meta(KEY_VOTE)
+        match &*self.backend {
+            Backend::Redb(r) => r.read_vote().await,
+            Backend::Wal(w) => Ok(w.vote()),
+        }
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        // Not waited for: a committed id lost in a crash only means replaying from an
-        // older one (the log still holds every entry after it).
-        let op = Op::Meta {
-            key: KEY_COMMITTED,
-            value: to_cbor(&committed),
-            durable: false,
-            done: None,
-        };
-        if self.inner.writer.send(op) {
-            Ok(())
-        } else {
-            Err(self.write_err("the log writer thread has stopped"))
+        match &*self.backend {
+            Backend::Redb(r) => r.save_committed(committed).await,
+            Backend::Wal(w) => w
+                .save_committed(committed)
+                .map_err(|e| self.wal_err(e, true)),
         }
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
+        match &*self.backend {
+            Backend::Redb(r) => r.read_committed().await,
+            Backend::Wal(w) => Ok(w.committed()),
+        }
     }
 
     async fn append<I>(
@@ -444,55 +375,37 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = LogEntry> + Send,
         I::IntoIter: Send,
     {
-        let mut batch = Vec::new();
-        {
-            let mut pending = self.pending();
-            for e in entries {
-                batch.push((e.log_id.index, e.log_id, to_cbor(&e)));
-                pending.insert(e.log_id.index, e);
-            }
-        }
-        if self.inner.writer.send(Op::Append {
-            entries: batch,
-            callback,
-        }) {
-            Ok(())
-        } else {
-            Err(self.write_err("the log writer thread has stopped"))
+        match &*self.backend {
+            Backend::Redb(r) => r.append(entries, callback).await,
+            Backend::Wal(w) => w
+                .append(entries.into_iter().collect(), callback)
+                .map_err(|e| self.wal_err(e, true)),
         }
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         tracing::debug!(target: "agent.server.raft", "truncating log: from={}", log_id.index);
-        self.pending().retain(|index, _| *index < log_id.index);
-        self.queue_and_wait(|done| Op::Truncate {
-            from: log_id.index,
-            done,
-        })
-        .await
+        match &*self.backend {
+            Backend::Redb(r) => r.truncate(log_id).await,
+            Backend::Wal(w) => w
+                .truncate(log_id.index)
+                .await
+                .map_err(|e| self.wal_err(e, true)),
+        }
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         tracing::info!(target: "agent.server.raft", "compacting logs: from={} to={}",
             self.last_purged().map_or(0, |l| l.index + 1), log_id.index);
-        self.pending().retain(|index, _| *index > log_id.index);
-        let record = to_cbor(&log_id);
-        self.queue_and_wait(|done| Op::Purge {
-            upto: log_id.index,
-            record,
-            key: KEY_LAST_PURGED,
-            done,
-        })
-        .await?;
-        *self
-            .inner
-            .last_purged
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(log_id);
-        Ok(())
+        match &*self.backend {
+            Backend::Redb(r) => r.purge(log_id).await,
+            Backend::Wal(w) => w.purge(log_id).await.map_err(|e| self.wal_err(e, true)),
+        }
     }
 }
 
+mod redb_log;
+pub mod wal;
 mod writer;
 
 #[cfg(test)]

@@ -43,7 +43,7 @@ use crate::config::Config;
 use crate::fsm::Fsm;
 use crate::plugin::{PluginSet, Runtime, RuntimeConfig};
 use crate::raft::depot::{self, Depot};
-use crate::raft::log_store::{LogStore, OpenMode};
+use crate::raft::log_store::{self, LogStore, OpenMode};
 use crate::raft::network::{Acks, Network, RpcClient};
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{NodeInfo, Raft};
@@ -416,8 +416,10 @@ pub async fn run(
     let (id, log) = match &config.data_dir {
         Some(dir) => {
             let (id, mode) = node_identity(dir)?;
-            let log_path = dir.join("raft").join("raft.db");
-            let log = LogStore::open(&log_path, id, mode)?;
+            let (log, backend) =
+                log_store::open_dir(&dir.join("raft"), id, mode, &config.raft_logstore)?;
+            tracing::info!(target: "agent.server.raft", "raft log: backend={} path={}",
+                backend.name(), log.path().display());
             if mode == OpenMode::Create {
                 write_node_id(dir, id)?;
             }

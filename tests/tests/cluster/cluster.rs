@@ -368,7 +368,8 @@ fn a_paused_leader_is_replaced_and_catches_up() {
 
 #[test]
 fn a_damaged_data_dir_is_refused_by_name() {
-    let mut c = Cluster::start(BIN, 2);
+    // The redb backend's file (the WAL's damage is in raft_log.rs).
+    let mut c = Cluster::start_with(BIN, 2, "[raft_logstore]\nbackend = \"redb\"");
     c.wait_leader(LEADER_WAIT);
     c.kill(0);
     c.kill(1);

@@ -13,6 +13,7 @@ mod limits;
 mod metrics;
 mod migrations;
 mod plugins_api;
+mod raft_log;
 mod raft_port;
 mod reliability;
 mod sessions;

@@ -1,5 +1,6 @@
-//! Tests of the redb log store: openraft's storage conformance suite (with the state
-//! machine and its snapshots), and the refusals at open.
+//! Tests of both log store backends: openraft's storage conformance suite (with the state
+//! machine and its snapshots), reopening, and the refusals at open. The WAL's own format
+//! tests (torn records, damage, segments) are in `wal/tests.rs`.
 
 use super::*;
 use crate::fsm::Fsm;
@@ -12,13 +13,29 @@ use crate::snapshot::store::SnapshotStore;
 use openraft::storage::RaftLogStorageExt;
 use openraft::testing::{StoreBuilder, Suite};
 
-struct Builder;
+/// Which backend a test runs on.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Redb,
+    Wal,
+}
+
+const KINDS: [Kind; 2] = [Kind::Redb, Kind::Wal];
+
+/// A log of `kind` in `dir` (segments of 4 KiB for the WAL, so tests cross segments).
+fn open(kind: Kind, dir: &Path, node: u64, mode: OpenMode) -> Result<LogStore, OpenError> {
+    match kind {
+        Kind::Redb => LogStore::open(&dir.join("raft.db"), node, mode),
+        Kind::Wal => LogStore::open_wal(&dir.join("wal"), node, mode, 4096),
+    }
+}
+
+struct Builder(Kind);
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let log =
-            LogStore::open(&dir.path().join("raft.db"), 7, OpenMode::Create).expect("log opens");
+        let log = open(self.0, dir.path(), 7, OpenMode::Create).expect("log opens");
         let fsm = Fsm::new(PluginSet::new(Vec::new()).expect("empty plugin set"));
         let snapshots = SnapshotStore::open(dir.path().join("snapshots"), 2).expect("snapshot dir");
         let blobs = Blobs::open(dir.path().join("blobs")).expect("blob dir");
@@ -29,7 +46,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
 
 type S = Suite<TypeConfig, LogStore, StateMachine, Builder, tempfile::TempDir>;
 
-fn run<F, Fut>(name: &str, test: F)
+fn run<F, Fut>(kind: Kind, name: &str, test: F)
 where
     F: Fn(LogStore, StateMachine) -> Fut,
     Fut: std::future::Future<Output = Result<(), StorageError>>,
@@ -39,89 +56,67 @@ where
         .build()
         .unwrap();
     rt.block_on(async {
-        let (_dir, log, sm) = Builder.build().await.unwrap();
+        let (_dir, log, sm) = Builder(kind).build().await.unwrap();
         test(log, sm)
             .await
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+            .unwrap_or_else(|e| panic!("{kind:?} {name}: {e}"));
     });
 }
 
 /// openraft's whole storage suite, its snapshot and start-up-from-snapshot tests included,
-/// against the redb log and the state machine with its snapshot store.
+/// against each backend and the state machine with its snapshot store.
 #[test]
-fn openraft_conformance_suite() {
-    run(
-        "last_membership_in_log_initial",
-        S::last_membership_in_log_initial,
-    );
-    run("last_membership_in_log", S::last_membership_in_log);
-    run(
-        "last_membership_in_log_multi_step",
-        S::last_membership_in_log_multi_step,
-    );
-    run("get_membership_initial", S::get_membership_initial);
-    run(
-        "get_membership_from_log_and_empty_sm",
-        S::get_membership_from_log_and_empty_sm,
-    );
-    run(
-        "get_membership_from_empty_log_and_sm",
-        S::get_membership_from_empty_log_and_sm,
-    );
-    run(
-        "get_membership_from_log_le_sm_last_applied",
-        S::get_membership_from_log_le_sm_last_applied,
-    );
-    run(
-        "get_membership_from_log_gt_sm_last_applied_1",
-        S::get_membership_from_log_gt_sm_last_applied_1,
-    );
-    run(
-        "get_membership_from_log_gt_sm_last_applied_2",
-        S::get_membership_from_log_gt_sm_last_applied_2,
-    );
-    run(
-        "get_initial_state_without_init",
-        S::get_initial_state_without_init,
-    );
-    run(
-        "get_initial_state_with_state",
-        S::get_initial_state_with_state,
-    );
-    run(
-        "get_initial_state_last_log_gt_sm",
-        S::get_initial_state_last_log_gt_sm,
-    );
-    run("save_vote", S::save_vote);
-    run("get_log_entries", S::get_log_entries);
-    run("limited_get_log_entries", S::limited_get_log_entries);
-    run("try_get_log_entry", S::try_get_log_entry);
-    run("initial_logs", S::initial_logs);
-    run("get_log_state", S::get_log_state);
-    run("get_log_id", S::get_log_id);
-    run("last_id_in_log", S::last_id_in_log);
-    run("last_applied_state", S::last_applied_state);
-    run("purge_logs_upto_0", S::purge_logs_upto_0);
-    run("purge_logs_upto_5", S::purge_logs_upto_5);
-    run("purge_logs_upto_20", S::purge_logs_upto_20);
-    run("delete_logs_since_11", S::delete_logs_since_11);
-    run("delete_logs_since_0", S::delete_logs_since_0);
-    run("append_to_log", S::append_to_log);
-    run("apply_single", S::apply_single);
-    run("apply_multiple", S::apply_multiple);
-    run("snapshot_meta", S::snapshot_meta);
-    run(
-        "get_initial_state_last_log_lt_sm",
-        S::get_initial_state_last_log_lt_sm,
-    );
-    run("get_initial_state_log_ids", S::get_initial_state_log_ids);
-    run(
-        "get_initial_state_membership_from_log_and_sm",
-        S::get_initial_state_membership_from_log_and_sm,
-    );
-    run(
-        "get_initial_state_re_apply_committed",
-        S::get_initial_state_re_apply_committed,
+fn openraft_conformance_suite_redb() {
+    conformance(Kind::Redb);
+}
+
+/// The same suite against the WAL.
+#[test]
+fn openraft_conformance_suite_wal() {
+    conformance(Kind::Wal);
+}
+
+fn conformance(kind: Kind) {
+    macro_rules! suite {
+        ($($name:ident),* $(,)?) => {
+            $( run(kind, stringify!($name), S::$name); )*
+        };
+    }
+    suite!(
+        last_membership_in_log_initial,
+        last_membership_in_log,
+        last_membership_in_log_multi_step,
+        get_membership_initial,
+        get_membership_from_log_and_empty_sm,
+        get_membership_from_empty_log_and_sm,
+        get_membership_from_log_le_sm_last_applied,
+        get_membership_from_log_gt_sm_last_applied_1,
+        get_membership_from_log_gt_sm_last_applied_2,
+        get_initial_state_without_init,
+        get_initial_state_with_state,
+        get_initial_state_last_log_gt_sm,
+        save_vote,
+        get_log_entries,
+        limited_get_log_entries,
+        try_get_log_entry,
+        initial_logs,
+        get_log_state,
+        get_log_id,
+        last_id_in_log,
+        last_applied_state,
+        purge_logs_upto_0,
+        purge_logs_upto_5,
+        purge_logs_upto_20,
+        delete_logs_since_11,
+        delete_logs_since_0,
+        append_to_log,
+        apply_single,
+        apply_multiple,
+        snapshot_meta,
+        get_initial_state_last_log_lt_sm,
+        get_initial_state_log_ids,
+        get_initial_state_membership_from_log_and_sm,
+        get_initial_state_re_apply_committed,
     );
 }
 
@@ -134,14 +129,19 @@ fn entry(index: u64) -> LogEntry {
 
 #[test]
 fn everything_survives_a_reopen() {
+    for kind in KINDS {
+        survives_a_reopen(kind);
+    }
+}
+
+fn survives_a_reopen(kind: Kind) {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("raft.db");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let mut log = LogStore::open(&path, 9, OpenMode::Create).unwrap();
+        let mut log = open(kind, dir.path(), 9, OpenMode::Create).unwrap();
         assert!(!log.has_state().unwrap());
         let entries: Vec<LogEntry> = (1..=10).map(entry).collect();
         log.blocking_append(entries).await.unwrap();
@@ -151,8 +151,8 @@ fn everything_survives_a_reopen() {
         // The committed id rides with the next commit, or is written when the store closes.
         log.save_committed(Some(entry(8).log_id)).await.unwrap();
         drop(log);
-        let mut log = LogStore::open(&path, 9, OpenMode::Existing).unwrap();
-        assert!(log.has_state().unwrap());
+        let mut log = open(kind, dir.path(), 9, OpenMode::Existing).unwrap();
+        assert!(log.has_state().unwrap(), "{kind:?}");
         assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(1, 7)));
         assert_eq!(log.read_committed().await.unwrap(), Some(entry(8).log_id));
         let state = log.get_log_state().await.unwrap();
@@ -165,7 +165,7 @@ fn everything_survives_a_reopen() {
             .iter()
             .map(|e| e.log_id.index)
             .collect();
-        assert_eq!(got, vec![4, 5, 6, 7, 8]);
+        assert_eq!(got, vec![4, 5, 6, 7, 8], "{kind:?}");
     });
 }
 
@@ -195,7 +195,7 @@ fn refusals_name_the_file_and_the_problem() {
     // A redb file that is not a raft log.
     let other = dir.path().join("other.db");
     {
-        let db = Database::create(&other).unwrap();
+        let db = ::redb::Database::create(&other).unwrap();
         let txn = db.begin_write().unwrap();
         txn.open_table(TableDefinition::<u64, u64>::new("x"))
             .unwrap();

@@ -1,0 +1,242 @@
+//! The raft log's two backends (`[raft_logstore] backend`) through real servers: every
+//! server SIGKILLed at once during a write stream, a torn WAL record cut at start, a
+//! damaged WAL refused by name, and the backend a data dir keeps (and Consul's procedure
+//! to switch it).
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use fsmhost_tests::cluster::Cluster;
+
+use crate::support::{BIN, agent_refuses, kv_keys, kv_set};
+
+const WAIT: Duration = Duration::from_secs(30);
+const REDB: &str = "[raft_logstore]\nbackend = \"redb\"";
+
+/// The segment files of server `i`'s WAL, in order.
+fn segments(c: &Cluster, i: usize) -> Vec<PathBuf> {
+    let dir = c.servers[i].data_dir.join("raft").join("wal");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn follower_of(c: &mut Cluster, leader: usize) -> usize {
+    (0..c.servers.len())
+        .find(|&i| i != leader)
+        .expect("a follower")
+}
+
+/// Four writers stream through the leader; every server is SIGKILLed at once mid-stream;
+/// after a restart every acknowledged write is on every server.
+fn acknowledged_writes_survive_killing_every_server(extra: &str) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let mut c = Cluster::start_with(BIN, 3, extra);
+    let leader = c.wait_leader(WAIT);
+    let acked = Mutex::new(Vec::new());
+    let done = AtomicUsize::new(0);
+    let client = c.client(leader).with_timeout(Duration::from_secs(5));
+    std::thread::scope(|scope| {
+        for w in 0..4 {
+            let (acked, done, client) = (&acked, &done, &client);
+            scope.spawn(move || {
+                for n in 0..400 {
+                    let key = format!("crash/{w}/{n:04}");
+                    let r = client.try_request(
+                        "POST",
+                        "/v1/apply/kv/set",
+                        "application/cbor",
+                        kv_set(&key, "v"),
+                    );
+                    done.fetch_add(1, Ordering::Relaxed);
+                    match r {
+                        Ok(r) if r.status == 200 => acked.lock().expect("lock").push(key),
+                        // The servers are gone: stop this writer.
+                        _ => return,
+                    }
+                }
+            });
+        }
+        while done.load(Ordering::Relaxed) < 300 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        for i in 0..3 {
+            c.signal(i, libc::SIGKILL);
+        }
+    });
+    for i in 0..3 {
+        c.kill(i); // reaps
+    }
+    let acked = acked.into_inner().expect("lock");
+    eprintln!(
+        "{} writes acknowledged before every server was killed",
+        acked.len()
+    );
+    assert!(acked.len() >= 250, "{} acknowledged", acked.len());
+    for i in 0..3 {
+        c.restart(i);
+    }
+    // A write through the new leader commits everything before it (each server replays
+    // its log only up to the commit index it last recorded, which may be older).
+    let leader = c.wait_leader(WAIT);
+    write_some(&c, leader, "crash-after", 1);
+    c.wait_converged(WAIT);
+    for i in 0..3 {
+        let keys: std::collections::BTreeSet<String> =
+            kv_keys(&c, i, "crash/").into_iter().collect();
+        for k in &acked {
+            assert!(keys.contains(k), "server {i} lost acknowledged write {k}");
+        }
+    }
+}
+
+#[test]
+fn wal_every_acknowledged_write_survives_sigkill_of_all_servers() {
+    acknowledged_writes_survive_killing_every_server("");
+}
+
+#[test]
+fn redb_every_acknowledged_write_survives_sigkill_of_all_servers() {
+    acknowledged_writes_survive_killing_every_server(REDB);
+}
+
+fn write_some(c: &Cluster, leader: usize, prefix: &str, n: usize) {
+    for k in 0..n {
+        let r = c
+            .apply(leader, "kv", "set", &kv_set(&format!("{prefix}/{k}"), "x"))
+            .expect("answered");
+        assert_eq!(r.status, 200);
+    }
+}
+
+/// A crash in the middle of a write leaves the last record of the last segment torn: the
+/// server cuts it at start, says so, and catches up from the leader.
+#[test]
+fn a_torn_wal_record_is_cut_at_start_and_the_server_catches_up() {
+    let mut c = Cluster::start(BIN, 3);
+    let leader = c.wait_leader(WAIT);
+    write_some(&c, leader, "torn", 30);
+    c.wait_converged(WAIT);
+    let f = follower_of(&mut c, leader);
+    c.kill(f);
+    let last = segments(&c, f).pop().expect("a segment");
+    let len = std::fs::metadata(&last).expect("segment").len();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&last)
+        .expect("segment");
+    file.set_len(len - 7).expect("truncate");
+    drop(file);
+    c.restart(f);
+    c.wait_leader(WAIT);
+    write_some(&c, leader, "after", 5);
+    c.wait_converged(WAIT);
+    assert!(
+        c.log_text(f).contains("cut a torn record"),
+        "{}",
+        c.log_tail(f, 30)
+    );
+    assert_eq!(kv_keys(&c, f, "torn/").len(), 30);
+}
+
+fn flip(path: &Path, offset: usize) {
+    let mut bytes = std::fs::read(path).expect("read");
+    bytes[offset] ^= 0x20;
+    std::fs::write(path, bytes).expect("write");
+}
+
+/// Damage that is not a torn tail, another node's WAL and a missing WAL each stop the
+/// start with the file named; restored, the server starts with its state.
+#[test]
+fn a_damaged_wal_is_refused_by_name() {
+    let mut c = Cluster::start(BIN, 2);
+    let leader = c.wait_leader(WAIT);
+    write_some(&c, leader, "d", 10);
+    c.wait_converged(WAIT);
+    c.kill(0);
+    c.kill(1);
+    let wal0 = c.servers[0].data_dir.join("raft").join("wal");
+    let saved = c.servers[0].data_dir.join("wal.saved");
+    copy_dir(&wal0, &saved);
+
+    // A flipped byte in the first record, with intact records after it.
+    let first = segments(&c, 0).remove(0);
+    flip(&first, 16 + 30);
+    let err = agent_refuses(&c.servers[0].config);
+    assert!(
+        err.contains(&first.display().to_string()) && err.contains("offset 16"),
+        "{err}"
+    );
+
+    // Another node's WAL.
+    copy_dir(&c.servers[1].data_dir.join("raft").join("wal"), &wal0);
+    let err = agent_refuses(&c.servers[0].config);
+    assert!(err.contains("belongs to node"), "{err}");
+
+    // No WAL at all, with the node id still there.
+    std::fs::remove_dir_all(&wal0).expect("remove");
+    let err = agent_refuses(&c.servers[0].config);
+    assert!(err.contains("is missing"), "{err}");
+
+    copy_dir(&saved, &wal0);
+    c.restart(0);
+    c.restart(1);
+    let leader = c.wait_leader(WAIT);
+    write_some(&c, leader, "after", 1);
+    c.wait_converged(WAIT);
+    assert_eq!(kv_keys(&c, 0, "d/").len(), 10);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    if to.exists() {
+        std::fs::remove_dir_all(to).expect("remove");
+    }
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read dir") {
+        let e = e.expect("entry");
+        std::fs::copy(e.path(), to.join(e.file_name())).expect("copy");
+    }
+}
+
+/// A data dir keeps the backend it was made with: a config naming the other is refused
+/// with the way to switch, and that way (Consul's: stop, move the raft directory aside,
+/// start) works: the server rejoins with an empty log in the new backend and catches up.
+#[test]
+fn a_data_dir_keeps_its_backend_and_switching_is_consuls_procedure() {
+    let mut c = Cluster::start_with(BIN, 3, REDB);
+    let leader = c.wait_leader(WAIT);
+    write_some(&c, leader, "sw", 20);
+    c.wait_converged(WAIT);
+    let f = follower_of(&mut c, leader);
+    c.terminate(f);
+    let config = c.servers[f].config.clone();
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        text.replace("backend = \"redb\"", "backend = \"wal\""),
+    )
+    .expect("config");
+    let err = agent_refuses(&config);
+    assert!(
+        err.contains("keeps the backend") && err.contains("raft.db") && err.contains("aside"),
+        "{err}"
+    );
+    let raft = c.servers[f].data_dir.join("raft");
+    std::fs::rename(&raft, c.servers[f].data_dir.join("raft.old")).expect("move aside");
+    c.restart(f);
+    c.wait_leader(WAIT);
+    write_some(&c, leader, "later", 5);
+    c.wait_converged(WAIT);
+    assert!(raft.join("wal").join("meta").exists());
+    assert_eq!(kv_keys(&c, f, "sw/").len(), 20);
+    assert!(
+        c.log_text(f).contains("backend=wal"),
+        "{}",
+        c.log_tail(f, 20)
+    );
+}
