@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Write throughput and latency of a 3-server fsmhost cluster on loopback, next to a
-# 3-member etcd 3.4 cluster and one fdatasync, all measured in the same run on the same disk.
+# Write throughput and latency of a 3-server fsmhost cluster on loopback, with each raft log
+# backend (wal, redb) and through both APIs (POST /v1/apply/kv/set and Consul's
+# PUT /v1/kv/<key>), next to a 3-member etcd 3.4 cluster and one fdatasync, all measured in
+# the same run on the same disk.
 #
 #   bash tests/bench-cluster.sh            # 1, 16 and 64 clients, 8-byte keys, 256-byte values
 #   CLIENTS="1 64" REQUESTS=5000 bash tests/bench-cluster.sh
-#   ONLY=etcd|fsmhost bash tests/bench-cluster.sh
+#   ONLY="etcd fsmhost-wal" bash tests/bench-cluster.sh   # targets: etcd fsmhost-wal fsmhost-redb
 #
 # Installs Debian's etcd-server if `etcd` is missing. Builds fsmhost and loadgen in release.
 set -euo pipefail
@@ -61,35 +63,43 @@ FSYNC_P50=$(echo "$FSYNC" | json_field p50_ms)
 echo "$FSYNC" | head -1 >&2
 
 declare -A TP P50 P99 MAX
-run() { # target clients
+run() { # target op clients
   local out
   if [ "$1" = etcd ]; then
-    out=$("$LOADGEN" etcd --endpoints "$ETCD_LEADER" --clients "$2" --requests "$(requests_for "$2")" --key-size "$KEY_SIZE" --value-size "$VALUE_SIZE")
+    out=$("$LOADGEN" etcd --endpoints "$ETCD_LEADER" --clients "$3" --requests "$(requests_for "$3")" --key-size "$KEY_SIZE" --value-size "$VALUE_SIZE")
   else
-    out=$("$LOADGEN" fsmhost --addr "$FSMHOST_LEADER" --clients "$2" --requests "$(requests_for "$2")" --key-size "$KEY_SIZE" --value-size "$VALUE_SIZE")
+    out=$("$LOADGEN" fsmhost --addr "$FSMHOST_LEADER" --op "$2" --clients "$3" --requests "$(requests_for "$3")" --key-size "$KEY_SIZE" --value-size "$VALUE_SIZE")
   fi
-  echo "$out" | head -1 >&2
-  TP[$1,$2]=$(echo "$out" | json_field throughput)
-  P50[$1,$2]=$(echo "$out" | json_field p50_ms)
-  P99[$1,$2]=$(echo "$out" | json_field p99_ms)
-  MAX[$1,$2]=$(echo "$out" | json_field max_ms)
+  echo "$1 $2: $(echo "$out" | head -1)" >&2
+  TP[$1,$2,$3]=$(echo "$out" | json_field throughput)
+  P50[$1,$2,$3]=$(echo "$out" | json_field p50_ms)
+  P99[$1,$2,$3]=$(echo "$out" | json_field p99_ms)
+  MAX[$1,$2,$3]=$(echo "$out" | json_field max_ms)
 }
 
-TARGETS="etcd fsmhost"
-[ -n "$ONLY" ] && TARGETS=$ONLY
+ops_of() { if [ "$1" = etcd ]; then echo put; else echo "apply kv-put"; fi; }
+
+TARGETS=${ONLY:-"etcd fsmhost-wal fsmhost-redb"}
 for t in $TARGETS; do
-  if [ "$t" = etcd ]; then start_etcd; else start_fsmhost; fi
-  for c in $CLIENTS; do run "$t" "$c"; done
+  case $t in
+    etcd) start_etcd ;;
+    fsmhost-*) FSMHOST_TABLES=$(printf '[raft_logstore]\nbackend = "%s"' "${t#fsmhost-}") start_fsmhost ;;
+  esac
+  for op in $(ops_of "$t"); do for c in $CLIENTS; do run "$t" "$op" "$c"; done; done
+  case $t in fsmhost-*) stop_fsmhost ;; esac
 done
 
-printf '\n| target | clients | writes/s | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|---:|\n'
-for t in $TARGETS; do for c in $CLIENTS; do
-  printf '| %s | %s | %.0f | %.2f | %.2f | %.2f |\n' "$t" "$c" "${TP[$t,$c]}" "${P50[$t,$c]}" "${P99[$t,$c]}" "${MAX[$t,$c]}"
-done; done
+printf '\n| target | API | clients | writes/s | p50 ms | p99 ms | max ms |\n|---|---|---:|---:|---:|---:|---:|\n'
+for t in $TARGETS; do for op in $(ops_of "$t"); do for c in $CLIENTS; do
+  printf '| %s | %s | %s | %.0f | %.2f | %.2f | %.2f |\n' "$t" "$op" "$c" "${TP[$t,$op,$c]}" "${P50[$t,$op,$c]}" "${P99[$t,$op,$c]}" "${MAX[$t,$op,$c]}"
+done; done; done
 printf '\nfdatasync of the same disk (256 B append): p50 %.3f ms\n' "$FSYNC_P50"
-if [ -z "$ONLY" ]; then
-  for c in $CLIENTS; do
-    printf 'clients %s: fsmhost/etcd throughput %.2fx; fsmhost p50 = %.1f fdatasyncs\n' "$c" \
-      "$(python3 -c "print(${TP[fsmhost,$c]}/${TP[etcd,$c]})")" "$(python3 -c "print(${P50[fsmhost,$c]}/$FSYNC_P50)")"
-  done
-fi
+case " $TARGETS " in *" etcd "*)
+  for t in $TARGETS; do [ "$t" = etcd ] && continue
+    for op in $(ops_of "$t"); do for c in $CLIENTS; do
+      printf '%s %s, %s clients: %.2fx etcd writes/s; p50 %.2f vs etcd %.2f ms = %.1f fdatasyncs\n' "$t" "$op" "$c" \
+        "$(python3 -c "print(${TP[$t,$op,$c]}/${TP[etcd,put,$c]})")" "${P50[$t,$op,$c]}" "${P50[etcd,put,$c]}" \
+        "$(python3 -c "print(${P50[$t,$op,$c]}/$FSYNC_P50)")"
+    done; done
+  done ;;
+esac

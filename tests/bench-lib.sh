@@ -26,9 +26,12 @@ port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); 
 # FS, FH and FHS) and waits for a leader; sets FSMHOST_LEADER to the leader's HTTP address
 # and FSMHOST_LEADER_HTTPS to its HTTPS one. FSMHOST_EXTRA (TOML tables, such as [tls.*]
 # and [acl]) goes into every config; with it set, the HTTPS port listens too. FSMHOST_TOP
-# (top-level keys, such as tombstone_ttl) goes in before any table.
+# (top-level keys, such as tombstone_ttl) goes in before any table; FSMHOST_TABLES (tables
+# such as [raft_logstore]) at the end, without HTTPS. The servers' pids are in FSMHOST_PIDS
+# (stop_fsmhost stops them).
 start_fsmhost() {
   local i join="" https=""
+  FSMHOST_PIDS=()
   for i in 1 2 3; do FS[$i]=$(port); FH[$i]=$(port); FHS[$i]=$(port); join+="\"127.0.0.1:${FS[$i]}\", "; done
   for i in 1 2 3; do
     cat >"$WORK/s$i.toml" <<TOML
@@ -44,9 +47,11 @@ ports.server = ${FS[$i]}
 ports.http = ${FH[$i]}
 $( [ -n "${FSMHOST_EXTRA:-}" ] && echo "ports.https = ${FHS[$i]}" )
 ${FSMHOST_EXTRA:-}
+${FSMHOST_TABLES:-}
 TOML
     "$FSMHOST" agent --config-file "$WORK/s$i.toml" >"$WORK/s$i.log" 2>&1 &
     PIDS+=($!)
+    FSMHOST_PIDS+=($!)
   done
   for _ in $(seq 1 300); do
     l=$(curl -sf "http://127.0.0.1:${FH[1]}/v1/status/leader" 2>/dev/null | tr -d '"' || true)
@@ -58,6 +63,14 @@ TOML
     sleep 0.2
   done
   echo "fsmhost did not elect a leader; see $WORK/s*.log" >&2; exit 1
+}
+
+# Stops the servers start_fsmhost started and removes their data dirs.
+stop_fsmhost() {
+  local p
+  for p in "${FSMHOST_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${FSMHOST_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"/s1 "$WORK"/s2 "$WORK"/s3
 }
 
 # The named field of the last JSON line on stdin.

@@ -71,6 +71,26 @@ const NAMES: &[(&str, &str, bool)] = &[
         false,
     ),
     ("state_rows", "state.rows", false),
+    (
+        "raft_logstore_verifier_checkpoints_written",
+        "raft.logstore.verifier.checkpoints_written",
+        false,
+    ),
+    (
+        "raft_logstore_verifier_ranges_verified",
+        "raft.logstore.verifier.ranges_verified",
+        false,
+    ),
+    (
+        "raft_logstore_verifier_read_checksum_failures",
+        "raft.logstore.verifier.read_checksum_failures",
+        false,
+    ),
+    (
+        "raft_logstore_verifier_skipped",
+        "raft.logstore.verifier.skipped",
+        false,
+    ),
 ];
 
 /// A registry name's Consul name and whether it is a timer.
@@ -135,6 +155,20 @@ pub struct Metrics {
     /// Objects per table of the store, read when scraped (labels: the plugin set's tables,
     /// so bounded).
     pub state_rows: GaugeVec,
+    /// Log verification (Consul's `raft.logstore.verifier.*`).
+    pub verifier: VerifierCounters,
+}
+
+/// Log verification's counters ([`Metrics::verifier`]).
+pub struct VerifierCounters {
+    /// Checkpoints this server proposed while leading.
+    pub checkpoints_written: IntCounter,
+    /// Checkpoint ranges this server read back as the leader did.
+    pub ranges_verified: IntCounter,
+    /// Checkpoint ranges this server read back differently.
+    pub read_checksum_failures: IntCounter,
+    /// Checkpoint ranges this server had not wholly applied since it started.
+    pub skipped: IntCounter,
 }
 
 /// Raft's figures as gauges (see [`Metrics::raft`]).
@@ -248,6 +282,24 @@ impl Metrics {
                 &["table"],
             ),
             fsm_apply_errors,
+            verifier: VerifierCounters {
+                checkpoints_written: counter(
+                    "raft_logstore_verifier_checkpoints_written",
+                    "Log verification checkpoints proposed by this server.",
+                ),
+                ranges_verified: counter(
+                    "raft_logstore_verifier_ranges_verified",
+                    "Log ranges this server read back as the leader did.",
+                ),
+                read_checksum_failures: counter(
+                    "raft_logstore_verifier_read_checksum_failures",
+                    "Log ranges this server read back differently from the leader.",
+                ),
+                skipped: counter(
+                    "raft_logstore_verifier_skipped",
+                    "Log ranges this server could not verify (not applied since start).",
+                ),
+            },
             raft_commit_time: histogram(
                 &registry,
                 "raft_commitTime",

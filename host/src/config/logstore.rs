@@ -4,7 +4,8 @@
 //! B-tree file, Consul's `boltdb`); a data dir keeps the backend it was created with
 //! (`raft::log_store::open_dir` refuses the other). `[raft_logstore.wal] segment_size_mb`
 //! is Consul's (default 64, 1 to 1024). `[raft_logstore.verification]` takes Consul's
-//! `enabled` and `interval`.
+//! `enabled` (default false) and `interval` (default 60s): the leader's log checkpoints
+//! (`raft::verifier`).
 
 use std::time::Duration;
 

@@ -19,6 +19,7 @@ pub mod guard;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;
+pub mod verifier;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -73,6 +74,9 @@ pub enum Request {
     /// command's index (2) is above the 1 any read of the empty store reported (Consul's
     /// minimum), and a write's index is always above every index read before it.
     Start,
+    /// A log verification checkpoint ([`verifier`]): the checksum of a range of the log as
+    /// the leader read it; every server compares its own. Takes no FSM index.
+    Checkpoint(verifier::Checkpoint),
 }
 
 /// What an install entry carries: the component, and who has it.
@@ -111,6 +115,7 @@ impl fmt::Display for Request {
             Request::Autopilot(_) => write!(f, "autopilot configuration"),
             Request::Install(i) => write!(f, "install of plugin {} {}", i.name, i.version),
             Request::Acl(_) => write!(f, "ACL change"),
+            Request::Checkpoint(c) => write!(f, "log checkpoint of {}..={}", c.from, c.to),
         }
     }
 }

@@ -47,6 +47,8 @@ pub struct StateMachine {
     depot: Arc<Depot>,
     last_applied: Option<LogId>,
     last_membership: StoredMembership,
+    /// Log verification, when `raft_logstore.verification` is on.
+    verifier: Option<Arc<super::verifier::Verifier>>,
 }
 
 fn io_error(e: impl std::fmt::Display) -> std::io::Error {
@@ -62,6 +64,45 @@ impl StateMachine {
             depot,
             last_applied: recovered.and_then(|h| h.last_log_id),
             last_membership: recovered.map(|h| h.membership.clone()).unwrap_or_default(),
+            verifier: None,
+        }
+    }
+
+    /// The same state machine, checksumming every entry it applies and judging log
+    /// checkpoints with `verifier` (`raft_logstore.verification`).
+    pub fn with_verifier(mut self, verifier: Arc<super::verifier::Verifier>) -> Self {
+        self.verifier = Some(verifier);
+        self
+    }
+
+    /// Judges a checkpoint entry (see [`super::verifier`]); reports a mismatch loudly.
+    fn check_checkpoint(&self, log_id: LogId, cp: &super::verifier::Checkpoint) {
+        use super::verifier::Verdict;
+        let Some(verifier) = &self.verifier else {
+            return;
+        };
+        let m = &crate::metrics::METRICS.verifier;
+        match verifier.check(cp) {
+            Verdict::Verified => {
+                m.ranges_verified.inc();
+                tracing::debug!(target: "agent.server.raft",
+                    "log verification: range {}..={} verified at {}", cp.from, cp.to, log_id.index);
+            }
+            Verdict::Mismatch(mine) => {
+                m.read_checksum_failures.inc();
+                tracing::error!(target: "agent.server.raft",
+                    "log verification: checksum mismatch in range {}..={}: the leader read \
+                     {:016x}, this server read {mine:016x}: this server's raft log returns \
+                     entries that differ from the leader's (a damaged log). Replace this \
+                     server: stop it, move its data_dir aside and start it empty",
+                    cp.from, cp.to, cp.crc);
+            }
+            Verdict::Skipped => {
+                m.skipped.inc();
+                tracing::debug!(target: "agent.server.raft",
+                    "log verification: range {}..={} not verified here (not all applied since start)",
+                    cp.from, cp.to);
+            }
         }
     }
 
@@ -107,6 +148,10 @@ impl StateMachine {
             }
             EntryPayload::Normal(Request::Start) => {
                 self.fsm.start();
+                Response::None
+            }
+            EntryPayload::Normal(Request::Checkpoint(cp)) => {
+                self.check_checkpoint(entry.log_id, cp);
                 Response::None
             }
             EntryPayload::Normal(Request::Restore(_) | Request::Install(_)) => {
@@ -310,6 +355,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut out = Vec::new();
         for entry in entries {
+            if let Some(v) = &self.verifier {
+                v.record(&entry);
+            }
             out.push(match &entry.payload {
                 EntryPayload::Normal(Request::Restore(r)) => {
                     self.apply_restore(entry.log_id, r).await?

@@ -151,6 +151,8 @@ struct Leading {
     since: Instant,
     /// Whether this leadership already tried to step down (logged once).
     stepping_down: bool,
+    /// Whether raft refused the step-down with an error (logged once).
+    failed: bool,
 }
 
 impl Leading {
@@ -159,6 +161,7 @@ impl Leading {
             term,
             since: Instant::now(),
             stepping_down: false,
+            failed: false,
         }
     }
 
@@ -196,7 +199,12 @@ impl Leading {
                 tracing::debug!(target: "agent.server.raft",
                     "step-down not taken yet (vote {}), retrying", reply.vote);
             }
-            Err(e) => tracing::warn!(target: "agent.server.raft", "stepping down: {e}"),
+            // Raft itself has stopped (a storage error, say): said once, not every tick.
+            Err(e) if !self.failed => {
+                tracing::warn!(target: "agent.server.raft", "stepping down: {e}");
+                self.failed = true;
+            }
+            Err(_) => {}
         }
     }
 }

@@ -482,6 +482,10 @@ pub async fn run(
             .map(|a| a.to_string())
             .unwrap_or_default(),
     };
+    let verifier = config
+        .raft_logstore
+        .verification
+        .then(|| Arc::new(crate::raft::verifier::Verifier::default()));
     let raft = Raft::new(
         id,
         Arc::new(raft_config(&config)?),
@@ -491,7 +495,13 @@ pub async fn run(
             acks: acks.clone(),
         },
         log.clone(),
-        StateMachine::new(fsm.clone(), snapshots.clone(), recovered.as_ref()),
+        {
+            let sm = StateMachine::new(fsm.clone(), snapshots.clone(), recovered.as_ref());
+            match &verifier {
+                Some(v) => sm.with_verifier(v.clone()),
+                None => sm,
+            }
+        },
     )
     .await
     .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -566,6 +576,7 @@ pub async fn run(
     let autopilot_task = tokio::spawn(autopilot_runner::run(node.clone()));
     let timers_task = tokio::spawn(timers::run(node.clone()));
     let election_task = tokio::spawn(election::run(node.clone()));
+    let checkpoint_task = verifier.map(|v| tokio::spawn(timers::run_checkpoints(node.clone(), v)));
     let acl_task = tokio::spawn(acl::keep_initial_management(node.clone()));
     let leader_watch = tokio::spawn(count_leader_changes(node.raft.clone()));
 
@@ -580,6 +591,9 @@ pub async fn run(
     autopilot_task.abort();
     timers_task.abort();
     election_task.abort();
+    if let Some(t) = checkpoint_task {
+        t.abort();
+    }
     acl_task.abort();
     leader_watch.abort();
     hangup.abort();

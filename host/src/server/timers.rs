@@ -14,7 +14,8 @@
 //! whichever is later: a new leader restarts every TTL at full length, as Consul's does);
 //! kv reaps tombstones older than `tombstone_ttl`.
 //!
-//! Owns: the round loop, the tick context, proposing what ticks return.
+//! Owns: the round loop, the tick context, proposing what ticks return; and the leader's
+//! log verification checkpoints ([`run_checkpoints`], `raft_logstore.verification`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -118,6 +119,30 @@ async fn round(node: &Arc<Node>, ctx: TickCtx) {
                         "proposing {} from the tick failed: {e}", req.command);
                 }
             }
+        }
+    }
+}
+
+/// Proposes a log verification checkpoint every `raft_logstore.verification.interval`
+/// while this server leads (see `raft::verifier`), until the task is aborted.
+pub async fn run_checkpoints(node: Arc<Node>, verifier: Arc<crate::raft::verifier::Verifier>) {
+    let interval = node.config.raft_logstore.verification_interval;
+    loop {
+        tokio::time::sleep(interval).await;
+        if !node.is_leader() {
+            continue;
+        }
+        let Some(cp) = verifier.propose() else {
+            continue;
+        };
+        match ops::write_host_entry(&node, crate::raft::Request::Checkpoint(cp)).await {
+            Ok(_) => {
+                crate::metrics::METRICS.verifier.checkpoints_written.inc();
+                tracing::debug!(target: "agent.server.raft",
+                    "log verification: checkpoint of {}..={} written", cp.from, cp.to);
+            }
+            Err(e) => tracing::warn!(target: "agent.server.raft",
+                "log verification: writing a checkpoint failed: {e}"),
         }
     }
 }

@@ -240,3 +240,86 @@ fn a_data_dir_keeps_its_backend_and_switching_is_consuls_procedure() {
         c.log_tail(f, 20)
     );
 }
+
+const VERIFY: &str = "[raft_logstore.verification]\nenabled = true\ninterval = \"1s\"";
+
+/// Server `i`'s count of the log verifier's `counter`, from `/v1/agent/metrics`.
+fn verifier_count(c: &Cluster, i: usize, counter: &str) -> u64 {
+    let name = format!("consul.raft.logstore.verifier.{counter}");
+    c.client(i)
+        .try_get("/v1/agent/metrics")
+        .ok()
+        .and_then(|r| {
+            r.json()["Counters"].as_array().and_then(|cs| {
+                cs.iter()
+                    .find(|e| e["Name"] == name.as_str())
+                    .and_then(|e| e["Count"].as_u64())
+            })
+        })
+        .unwrap_or(0)
+}
+
+/// Consul's log verification: the leader's checkpoints verify on every server, and a
+/// follower whose log was changed under it (an entry rewritten with a valid record
+/// checksum, as a store bug would) reports the mismatch when it reads the range again.
+#[test]
+fn log_verification_reports_a_follower_log_changed_under_it() {
+    use fsmhost::raft::log_store::wal::segment;
+    let mut c = Cluster::start_with(BIN, 3, VERIFY);
+    let leader = c.wait_leader(WAIT);
+    write_some(&c, leader, "v", 20);
+    crate::support::wait_until("a verified range on every server", WAIT, || {
+        (0..3).all(|i| verifier_count(&c, i, "ranges_verified") >= 1)
+    });
+    assert!(verifier_count(&c, leader, "checkpoints_written") >= 1);
+    let f = follower_of(&mut c, leader);
+    c.kill(f);
+    // Rewrite the first kv command's record with a later timestamp: same size, valid CRC.
+    let segs = segments(&c, f);
+    let mut tampered = false;
+    for (n, seg) in segs.iter().enumerate() {
+        let scanned = segment::scan(seg, n + 1 == segs.len()).expect("scan");
+        for rec in &scanned.records {
+            let mut entry = rec.entry.clone();
+            let openraft::EntryPayload::Normal(fsmhost::raft::Request::Plugin(e)) =
+                &mut entry.payload
+            else {
+                continue;
+            };
+            if e.plugin != "kv" {
+                continue;
+            }
+            e.timestamp_ms += 1;
+            let mut record = Vec::new();
+            segment::push_record(&mut record, &fsmhost::codec::to_cbor(&entry), rec.offset);
+            let mut bytes = std::fs::read(seg).expect("read");
+            let at = rec.offset as usize;
+            let old =
+                segment::record_size(fsmhost::codec::to_cbor(&rec.entry).len() as u64) as usize;
+            assert_eq!(record.len(), old, "the rewritten record keeps its size");
+            bytes[at..at + old].copy_from_slice(&record);
+            std::fs::write(seg, bytes).expect("write");
+            tampered = true;
+            break;
+        }
+        if tampered {
+            break;
+        }
+    }
+    assert!(tampered, "found a kv command to rewrite");
+    c.restart(f);
+    let leader = c.wait_leader(WAIT);
+    write_some(&c, leader, "v-after", 1);
+    crate::support::wait_until("the mismatch reported", WAIT, || {
+        verifier_count(&c, f, "read_checksum_failures") >= 1
+    });
+    assert!(
+        c.log_text(f).contains("checksum mismatch"),
+        "{}",
+        c.log_tail(f, 20)
+    );
+    // The others read their logs as the leader did.
+    for i in (0..3).filter(|&i| i != f) {
+        assert_eq!(verifier_count(&c, i, "read_checksum_failures"), 0);
+    }
+}
