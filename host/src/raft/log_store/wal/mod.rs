@@ -70,6 +70,8 @@ struct SegmentFile {
     file: Arc<File>,
     /// Where the next record goes.
     len: u64,
+    /// The file's size: zeros from `len` to it.
+    zeroed: u64,
     /// The index the next record must hold to continue this segment.
     next: u64,
 }
@@ -437,7 +439,7 @@ fn recover(dir: &Path, meta: Meta) -> Result<State, WalError> {
     for (n, (first, path)) in names.into_iter().enumerate() {
         let last = n + 1 == count;
         let scanned = segment::scan(&path, last)?;
-        if scanned.end < scanned.len {
+        if scanned.torn {
             tracing::warn!(target: "agent.server.raft",
                 "raft WAL: cut a torn record at the end of {} (offset {}, {} bytes): it was \
                  never acknowledged", path.display(), scanned.end, scanned.len - scanned.end);
@@ -448,6 +450,11 @@ fn recover(dir: &Path, meta: Meta) -> Result<State, WalError> {
             f.set_len(scanned.end).map_err(io_err(&path))?;
             f.sync_all().map_err(io_err(&path))?;
         }
+        let zeroed = if scanned.torn {
+            scanned.end
+        } else {
+            scanned.len
+        };
         let file = Arc::new(
             OpenOptions::new()
                 .read(true)
@@ -499,12 +506,14 @@ fn recover(dir: &Path, meta: Meta) -> Result<State, WalError> {
         } else {
             scanned.end
         };
+        let zeroed = zeroed.max(len);
         state.segments.insert(
             first,
             SegmentFile {
                 path,
                 file,
                 len,
+                zeroed,
                 next,
             },
         );

@@ -15,6 +15,10 @@
 //! the last segment can be incomplete (a torn write, in any of its pages). A damaged
 //! record followed by an intact record of a later batch was durable once: that is
 //! corruption, never cut.
+//!
+//! Segments are zero-filled ahead of the records (see `writer.rs`), so that a sync
+//! overwrites blocks in place instead of growing the file (which costs the filesystem a
+//! journal commit): zeros after the last record are the clean end of a segment.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -144,8 +148,10 @@ pub struct Scanned {
     pub records: Vec<Found>,
     /// Where the intact records end.
     pub end: u64,
-    /// The file's length: above `end` when a torn record follows the intact ones.
+    /// The file's length (zeros or a torn record may follow `end`).
     pub len: u64,
+    /// Whether a torn record (not only zeros) follows `end`.
+    pub torn: bool,
 }
 
 /// Why a segment cannot be read.
@@ -204,6 +210,7 @@ pub fn scan(path: &Path, last: bool) -> Result<Scanned, ScanError> {
                 records: Vec::new(),
                 end: 0,
                 len,
+                torn: false,
             });
         }
         return Err(corrupt(0, "no WAL segment header".into()));
@@ -219,14 +226,21 @@ pub fn scan(path: &Path, last: bool) -> Result<Scanned, ScanError> {
     }
     let mut records: Vec<Found> = Vec::new();
     let mut at = HEADER;
+    let mut torn = false;
     while at < len {
+        if bytes[at as usize..].iter().all(|b| *b == 0) {
+            break; // the zero-filled rest of the segment
+        }
         let Some(head) = intact_at(&bytes, at as usize) else {
             // Torn if nothing intact of a later batch follows (records are 8-aligned).
             let later = (at as usize + 8..bytes.len())
                 .step_by(8)
                 .find(|&p| intact_at(&bytes, p).is_some_and(|h| h.batch > at));
             match later {
-                None if last => break,
+                None if last => {
+                    torn = true;
+                    break;
+                }
                 None => {
                     return Err(corrupt(
                         at,
@@ -263,6 +277,7 @@ pub fn scan(path: &Path, last: bool) -> Result<Scanned, ScanError> {
         records,
         end: at.min(len),
         len,
+        torn,
     })
 }
 

@@ -53,6 +53,16 @@ async fn append(log: &mut LogStore, range: std::ops::RangeInclusive<u64>) {
         .expect("append");
 }
 
+/// Zeroes a few payload bytes of the last record of `segment`: a torn write.
+pub(crate) fn tear_last_record(segment: &Path) {
+    let scanned = segment::scan(segment, true).expect("scan");
+    let last = scanned.records.last().expect("a record");
+    let mut bytes = std::fs::read(segment).expect("read");
+    let at = last.offset as usize + 24 + 2;
+    bytes[at..at + 5].fill(0);
+    std::fs::write(segment, bytes).expect("write");
+}
+
 #[test]
 fn entries_span_segments_and_survive_a_reopen() {
     let dir = tempfile::tempdir().expect("dir");
@@ -81,12 +91,9 @@ fn a_torn_last_record_is_cut_and_the_log_goes_on() {
         let mut log = open(dir.path(), OpenMode::Create).expect("create");
         append(&mut log, 1..=3).await;
         drop(log);
-        // A crash in the middle of the last write: its record half there.
+        // A crash in the middle of the last write: a page of its record never written.
         let last = segments(dir.path()).pop().expect("a segment");
-        let len = std::fs::metadata(&last).expect("meta").len();
-        let f = OpenOptions::new().write(true).open(&last).expect("open");
-        f.set_len(len - 5).expect("truncate");
-        drop(f);
+        tear_last_record(&last);
         let mut log = open(dir.path(), OpenMode::Existing).expect("reopen cuts the torn record");
         assert_eq!(indexes(&mut log).await, vec![1, 2]);
         append(&mut log, 3..=4).await;

@@ -14,6 +14,11 @@ use super::{Loc, Op, SegmentFile, State, lock, segment, sync_dir, write_meta};
 use crate::codec::to_cbor;
 use crate::raft::{LogEntry, LogId, TypeConfig};
 
+/// How far ahead of the records a segment is zero-filled: a sync that overwrites blocks in
+/// place costs the filesystem no journal commit, a sync that grows the file does. Never
+/// beyond the segment size.
+const PREALLOCATE: u64 = 4 << 20;
+
 /// The writer thread's side.
 pub(super) struct Writer {
     pub(super) dir: PathBuf,
@@ -133,6 +138,7 @@ impl Writer {
             offsets.push(offset + bytes.len() as u64);
             segment::push_record(&mut bytes, &to_cbor(e), offset);
         }
+        self.zero_ahead(seg_first, &file, offset + bytes.len() as u64)?;
         file.write_all_at(&bytes, offset)
             .and_then(|()| file.sync_data())
             .map_err(|e| {
@@ -155,6 +161,32 @@ impl Writer {
         }
         drop(s);
         self.forget_pending(&batch);
+        Ok(())
+    }
+
+    /// Makes sure segment `seg` is zero-filled up to at least `end` (and [`PREALLOCATE`]
+    /// beyond, within the segment size).
+    fn zero_ahead(&self, seg: u64, file: &File, end: u64) -> Result<(), String> {
+        use std::os::unix::fs::FileExt;
+        let zeroed = lock(&self.state)
+            .segments
+            .get(&seg)
+            .map_or(end, |s| s.zeroed);
+        if end <= zeroed {
+            return Ok(());
+        }
+        let to = end.max((zeroed + PREALLOCATE).min(self.segment_size));
+        let chunk = vec![0u8; 1 << 20];
+        let mut at = zeroed;
+        while at < to {
+            let n = (to - at).min(chunk.len() as u64) as usize;
+            file.write_all_at(&chunk[..n], at)
+                .map_err(|e| self.fail(format!("zero-filling {}: {e}", segment::file_name(seg))))?;
+            at += n as u64;
+        }
+        if let Some(s) = lock(&self.state).segments.get_mut(&seg) {
+            s.zeroed = to;
+        }
         Ok(())
     }
 
@@ -201,6 +233,7 @@ impl Writer {
                 path,
                 file: file.clone(),
                 len: segment::HEADER,
+                zeroed: segment::HEADER,
                 next: first,
             },
         );
@@ -257,6 +290,7 @@ impl Writer {
             .and_then(|f| f.set_len(loc.offset).and_then(|()| f.sync_all()))
             .map_err(|e| self.fail(format!("truncating {}: {e}", seg.path.display())))?;
         seg.len = loc.offset;
+        seg.zeroed = loc.offset;
         seg.next = from;
         let keep = from.saturating_sub(s.first_index) as usize;
         s.index.truncate(keep);
