@@ -19,8 +19,9 @@
 //!    which openraft's vote rules decide as before. The only voter of a configuration
 //!    campaigns without asking.
 //! 2. A server says yes ([`answer`]) only when it is not leading, no leader has contacted
-//!    it for `vote_lease`, the candidate is a voter, the term it would campaign in is above
-//!    the server's own, and its log is at least as up to date.
+//!    it (and it has not started) within `vote_lease`, the candidate is a voter, the term
+//!    it would campaign in is above the server's own, and its log is at least as up to
+//!    date.
 //! 3. A leader that no quorum has accepted an append from for `step_down_after` steps
 //!    down: through [`openraft::Raft::vote`] it grants its vote in the next term to server
 //!    id 0, which no server ever has (`server::random_node_id`). openraft leaves leadership
@@ -272,11 +273,10 @@ pub fn answer(node: &Node, req: &PreVoteRequest) -> PreVoteReply {
         return refuse(format!("this server leads term {}", view.term));
     }
     let lease = node.config.timers.vote_lease();
-    if let Some(since) = node.last_contact()
-        && since < lease
-    {
+    let since = node.last_contact_or_start();
+    if since < lease {
         return refuse(format!(
-            "a leader contacted this server {} ms ago (lease {} ms)",
+            "a leader contacted this server (or it started) {} ms ago (lease {} ms)",
             since.as_millis(),
             lease.as_millis()
         ));

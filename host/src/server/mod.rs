@@ -152,6 +152,13 @@ impl Node {
         }
     }
 
+    /// Time since a leader last contacted this node, or since the process started if none
+    /// has yet: a server that just started may be about to hear from a leader.
+    pub fn last_contact_or_start(&self) -> Duration {
+        self.last_contact()
+            .unwrap_or_else(|| self.clock_origin.elapsed())
+    }
+
     /// Whether this node believes it is the leader.
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().current_leader == Some(self.id)
