@@ -10,6 +10,7 @@
 //! - [`autopilot`]: the leader's server health, promotions and dead-server cleanup;
 //! - [`rpc`]: the server-port routes (raft RPCs, forwarding, joins);
 //! - [`snapshots`]: when raft snapshots are taken, log compaction, user save and restore;
+//! - [`raft_watch`]: leader changes, and a raft that stopped on a storage error;
 //! - [`http`]: the operators' HTTP API;
 //! - [`web`]: the HTTP plumbing both listeners share.
 //!
@@ -25,6 +26,7 @@ pub mod http;
 pub mod installs;
 pub mod ops;
 pub mod raft_gate;
+pub mod raft_watch;
 pub mod rpc;
 pub mod snapshot_jobs;
 pub mod timers;
@@ -50,7 +52,7 @@ use crate::raft::{NodeInfo, Raft};
 use crate::snapshot::blobs::Blobs;
 use crate::snapshot::store::SnapshotStore;
 
-/// Why a server could not start.
+/// Why a server could not start, or stopped on its own.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The data dir could not be used.
@@ -86,6 +88,9 @@ pub enum StartError {
     /// A TLS file could not be used.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// Raft stopped while the server ran (a storage error): the server stopped too.
+    #[error("{0}")]
+    RaftStopped(String),
 }
 
 /// Everything the handlers of one server share.
@@ -275,19 +280,6 @@ fn raft_config(config: &Config) -> Result<openraft::Config, StartError> {
         ..Default::default()
     };
     c.validate().map_err(|e| StartError::Raft(e.to_string()))
-}
-
-/// Counts leader changes (metrics) until raft stops.
-async fn count_leader_changes(raft: Raft) {
-    let mut rx = raft.metrics();
-    let mut last = rx.borrow().current_leader;
-    while rx.changed().await.is_ok() {
-        let now = rx.borrow().current_leader;
-        if now != last {
-            crate::metrics::METRICS.raft_leader_changes.inc();
-            last = now;
-        }
-    }
 }
 
 /// Loads `plugins` (or the bundled set when none are named) with the configured limits
@@ -565,12 +557,18 @@ pub async fn run(
     let timers_task = tokio::spawn(timers::run(node.clone()));
     let election_task = tokio::spawn(election::run(node.clone()));
     let acl_task = tokio::spawn(acl::keep_initial_management(node.clone()));
-    let leader_watch = tokio::spawn(count_leader_changes(node.raft.clone()));
+    let leader_watch = tokio::spawn(raft_watch::count_leader_changes(node.raft.clone()));
 
     let mut signal = node.shutdown_signal();
+    let mut failed = None;
     tokio::select! {
         _ = stop => tracing::info!(target: "agent", "caught signal, shutting down"),
         _ = async { signal.wait_for(|s| *s).await.map(|_| ()) } => {}
+        reason = raft_watch::stopped_on_its_own(node.raft.clone()) => {
+            let message = raft_watch::storage_failure(&reason, node.config.data_dir.as_deref());
+            tracing::error!(target: "agent.server.raft", "{message}");
+            failed = Some(StartError::RaftStopped(message));
+        }
     }
     node.request_shutdown();
     cluster_task.abort();
@@ -586,5 +584,5 @@ pub async fn run(
         tracing::warn!(target: "agent.server.raft", "raft stopped with an error: {e}");
     }
     tracing::info!(target: "agent", "shutdown complete");
-    Ok(())
+    failed.map_or(Ok(()), Err)
 }
