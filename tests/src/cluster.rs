@@ -1,6 +1,8 @@
 //! The cluster harness: N `fsmhost agent` processes on free loopback ports, each with its own
 //! data dir and config file in a temporary directory.
 //!
+//! A cluster is started at once, or prepared first ([`Cluster::prepare`]: a test can set
+//! up the data dirs, mount a filesystem there, say) and then started.
 //! A test can SIGKILL, SIGTERM, restart, SIGSTOP and SIGCONT any server, wait for a leader
 //! all live servers agree on, and wait until they applied the same log and hold the same
 //! state hash. Every server's output goes to `<dir>/<name>.log`; when a test panics, the
@@ -172,6 +174,19 @@ impl Cluster {
     }
 
     fn start_inner(bin: &str, n: usize, extra: &str, https: bool) -> Cluster {
+        let mut cluster = Self::define(bin, n, extra, https);
+        cluster.start_prepared();
+        cluster
+    }
+
+    /// Like [`Cluster::start_with`], but nothing is started yet: a test can prepare each
+    /// server's `data_dir` first (which does not exist yet: mount a filesystem there, say),
+    /// then call [`Cluster::start_prepared`].
+    pub fn prepare(bin: &str, n: usize, extra: &str) -> Cluster {
+        Self::define(bin, n, extra, false)
+    }
+
+    fn define(bin: &str, n: usize, extra: &str, https: bool) -> Cluster {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let mut cluster = Cluster {
             bin: PathBuf::from(bin),
@@ -184,15 +199,21 @@ impl Cluster {
         for _ in 0..n {
             cluster.define_server();
         }
-        if let Some(dir) = cluster.shared_cache_dir() {
+        cluster
+    }
+
+    /// Starts every server of a cluster made with [`Cluster::prepare`], with
+    /// `bootstrap_expect` = their number.
+    pub fn start_prepared(&mut self) {
+        if let Some(dir) = self.shared_cache_dir() {
             warm_plugin_cache(&dir);
         }
-        let join: Vec<String> = cluster.servers.iter().map(Server::rpc_addr).collect();
+        let n = self.servers.len();
+        let join: Vec<String> = self.servers.iter().map(Server::rpc_addr).collect();
         for i in 0..n {
-            cluster.write_config(i, n, &join);
-            cluster.spawn(i);
+            self.write_config(i, n, &join);
+            self.spawn(i);
         }
-        cluster
     }
 
     /// The temporary directory holding every server's files.

@@ -253,6 +253,21 @@ impl LogStore {
         })
     }
 
+    /// A redb log over an open database (tests give it a faulty storage backend).
+    #[cfg(test)]
+    fn init(
+        db: ::redb::Database,
+        path: PathBuf,
+        node_id: u64,
+        mode: OpenMode,
+    ) -> Result<Self, OpenError> {
+        Ok(LogStore {
+            backend: Arc::new(Backend::Redb(redb_log::RedbLog::init(
+                db, path, node_id, mode,
+            )?)),
+        })
+    }
+
     /// A log held in memory only (`agent --dev` and tests): redb's in-memory backend.
     pub fn in_memory(node_id: u64) -> Result<Self, OpenError> {
         Ok(LogStore {

@@ -135,8 +135,11 @@ async fn propose(raft: &Raft, batch: Vec<(fsm::Entry, Waiter)>) {
     }
 }
 
-/// The error a failed raft write gives its waiters.
-fn write_error(
+/// The error a failed raft write gives its waiters: not the leader (retried on the
+/// leader), or a 500 naming why. A raft that stopped (a storage error such as a full
+/// disk) says so: this server is stopping, and the entry may or may not be in its log (a
+/// failed commit's outcome is unknown), so the write may still be applied.
+pub fn write_error(
     e: openraft::error::RaftError<
         u64,
         openraft::error::ClientWriteError<u64, crate::raft::NodeInfo>,
@@ -146,6 +149,13 @@ fn write_error(
         openraft::error::RaftError::APIError(
             openraft::error::ClientWriteError::ForwardToLeader(_),
         ) => OpError::NotLeader,
+        openraft::error::RaftError::Fatal(e) => OpError::failed(
+            FailureKind::Internal,
+            format!(
+                "raft stopped: {e}; this server is stopping, and the write may or may not \
+                 have been stored"
+            ),
+        ),
         e => OpError::failed(FailureKind::Internal, format!("raft: {e}")),
     }
 }

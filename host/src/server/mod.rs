@@ -10,6 +10,7 @@
 //! - [`autopilot`]: the leader's server health, promotions and dead-server cleanup;
 //! - [`rpc`]: the server-port routes (raft RPCs, forwarding, joins);
 //! - [`snapshots`]: when raft snapshots are taken, log compaction, user save and restore;
+//! - [`raft_watch`]: leader changes, and a raft that stopped on a storage error;
 //! - [`http`]: the operators' HTTP API;
 //! - [`web`]: the HTTP plumbing both listeners share.
 //!
@@ -22,15 +23,17 @@ pub mod batch;
 pub mod cluster;
 pub mod election;
 pub mod http;
+mod identity;
 pub mod installs;
 pub mod ops;
 pub mod raft_gate;
+pub mod raft_watch;
 pub mod rpc;
 pub mod snapshot_jobs;
 pub mod timers;
 pub mod web;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -49,8 +52,9 @@ use crate::raft::state_machine::StateMachine;
 use crate::raft::{NodeInfo, Raft};
 use crate::snapshot::blobs::Blobs;
 use crate::snapshot::store::SnapshotStore;
+use identity::{node_identity, random_node_id, write_node_id};
 
-/// Why a server could not start.
+/// Why a server could not start, or stopped on its own.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The data dir could not be used.
@@ -86,6 +90,9 @@ pub enum StartError {
     /// A TLS file could not be used.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// Raft stopped while the server ran (a storage error): the server stopped too.
+    #[error("{0}")]
+    RaftStopped(String),
 }
 
 /// Everything the handlers of one server share.
@@ -204,61 +211,6 @@ impl Node {
     }
 }
 
-/// A fresh random node id (never 0).
-fn random_node_id() -> Result<u64, String> {
-    let mut buf = [0u8; 8];
-    getrandom::fill(&mut buf).map_err(|e| format!("no randomness for a node id: {e}"))?;
-    Ok(u64::from_le_bytes(buf).max(1))
-}
-
-/// Reads this data dir's node id, or makes one (first start). Returns the id and whether
-/// the raft log must already exist.
-fn node_identity(data_dir: &Path) -> Result<(u64, OpenMode), StartError> {
-    let err = |path: &Path, reason: String| StartError::DataDir {
-        path: path.to_path_buf(),
-        reason,
-    };
-    std::fs::create_dir_all(data_dir).map_err(|e| err(data_dir, e.to_string()))?;
-    let path = data_dir.join("node-id");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let id = text.trim().parse::<u64>().map_err(|_| {
-                err(
-                    &path,
-                    format!("{:?} is not a node id (a decimal u64)", text.trim()),
-                )
-            })?;
-            Ok((id, OpenMode::Existing))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let id = random_node_id().map_err(|reason| err(&path, reason))?;
-            Ok((id, OpenMode::Create))
-        }
-        Err(e) => Err(err(&path, e.to_string())),
-    }
-}
-
-/// Writes the node-id file durably (temporary name, fsync, rename).
-fn write_node_id(data_dir: &Path, id: u64) -> Result<(), StartError> {
-    let path = data_dir.join("node-id");
-    let tmp = data_dir.join("node-id.tmp");
-    let err = |e: std::io::Error| StartError::DataDir {
-        path: path.clone(),
-        reason: e.to_string(),
-    };
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp).map_err(err)?;
-        writeln!(f, "{id}").map_err(err)?;
-        f.sync_all().map_err(err)?;
-    }
-    std::fs::rename(&tmp, &path).map_err(err)?;
-    if let Ok(dir) = std::fs::File::open(data_dir) {
-        let _ = dir.sync_all();
-    }
-    Ok(())
-}
-
 fn raft_config(config: &Config) -> Result<openraft::Config, StartError> {
     let t = config.timers;
     let c = openraft::Config {
@@ -282,19 +234,6 @@ fn raft_config(config: &Config) -> Result<openraft::Config, StartError> {
         ..Default::default()
     };
     c.validate().map_err(|e| StartError::Raft(e.to_string()))
-}
-
-/// Counts leader changes (metrics) until raft stops.
-async fn count_leader_changes(raft: Raft) {
-    let mut rx = raft.metrics();
-    let mut last = rx.borrow().current_leader;
-    while rx.changed().await.is_ok() {
-        let now = rx.borrow().current_leader;
-        if now != last {
-            crate::metrics::METRICS.raft_leader_changes.inc();
-            last = now;
-        }
-    }
 }
 
 /// Loads `plugins` (or the bundled set when none are named) with the configured limits
@@ -585,12 +524,18 @@ pub async fn run(
     let election_task = tokio::spawn(election::run(node.clone()));
     let checkpoint_task = verifier.map(|v| tokio::spawn(timers::run_checkpoints(node.clone(), v)));
     let acl_task = tokio::spawn(acl::keep_initial_management(node.clone()));
-    let leader_watch = tokio::spawn(count_leader_changes(node.raft.clone()));
+    let leader_watch = tokio::spawn(raft_watch::count_leader_changes(node.raft.clone()));
 
     let mut signal = node.shutdown_signal();
+    let mut failed = None;
     tokio::select! {
         _ = stop => tracing::info!(target: "agent", "caught signal, shutting down"),
         _ = async { signal.wait_for(|s| *s).await.map(|_| ()) } => {}
+        reason = raft_watch::stopped_on_its_own(node.raft.clone()) => {
+            let message = raft_watch::storage_failure(&reason, node.config.data_dir.as_deref());
+            tracing::error!(target: "agent.server.raft", "{message}");
+            failed = Some(StartError::RaftStopped(message));
+        }
     }
     node.request_shutdown();
     cluster_task.abort();
@@ -609,5 +554,5 @@ pub async fn run(
         tracing::warn!(target: "agent.server.raft", "raft stopped with an error: {e}");
     }
     tracing::info!(target: "agent", "shutdown complete");
-    Ok(())
+    failed.map_or(Ok(()), Err)
 }

@@ -135,12 +135,7 @@ pub async fn write_host_entry_at(
         .client_write(entry)
         .await
         .map(|written| (written.log_id.index, written.data))
-        .map_err(|e| match e {
-            openraft::error::RaftError::APIError(
-                openraft::error::ClientWriteError::ForwardToLeader(_),
-            ) => OpError::NotLeader,
-            e => OpError::failed(FailureKind::Internal, format!("raft: {e}")),
-        })
+        .map_err(super::batch::write_error)
 }
 
 /// Applies a write through the leader, wherever it is.

@@ -91,7 +91,10 @@ async fn take_locked(node: &Node) -> Result<LogId, String> {
                     "snapshot built",
                 )
                 .await
-                .map_err(|e| format!("the snapshot was not built: {e}"))?;
+                .map_err(|e| match &node.raft.metrics().borrow().running_state {
+                    Err(stopped) => format!("the snapshot was not built: raft stopped: {stopped}"),
+                    Ok(()) => format!("the snapshot was not built: {e}"),
+                })?;
             m.snapshot.unwrap_or(applied)
         }
     };

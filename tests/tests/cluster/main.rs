@@ -6,6 +6,7 @@ mod acl;
 mod autopilot;
 mod catalog_api;
 mod cluster;
+mod disk;
 mod editions;
 mod http_api;
 mod kv_api;

@@ -79,7 +79,12 @@ impl RedbLog {
         Self::init(db, path, node_id, OpenMode::Create)
     }
 
-    fn init(db: Database, path: PathBuf, node_id: u64, mode: OpenMode) -> Result<Self, OpenError> {
+    pub(super) fn init(
+        db: Database,
+        path: PathBuf,
+        node_id: u64,
+        mode: OpenMode,
+    ) -> Result<Self, OpenError> {
         let not_a_log = |reason: String| OpenError::NotALog {
             path: path.clone(),
             reason,

@@ -10,8 +10,10 @@ use crate::raft::network::RpcClient;
 use crate::raft::state_machine::StateMachine;
 use crate::snapshot::blobs::Blobs;
 use crate::snapshot::store::SnapshotStore;
+use ::redb::Database;
 use openraft::storage::RaftLogStorageExt;
 use openraft::testing::{StoreBuilder, Suite};
+use std::sync::Mutex;
 
 /// Which backend a test runs on.
 #[derive(Clone, Copy, Debug)]
@@ -195,7 +197,7 @@ fn refusals_name_the_file_and_the_problem() {
     // A redb file that is not a raft log.
     let other = dir.path().join("other.db");
     {
-        let db = ::redb::Database::create(&other).unwrap();
+        let db = Database::create(&other).unwrap();
         let txn = db.begin_write().unwrap();
         txn.open_table(TableDefinition::<u64, u64>::new("x"))
             .unwrap();
@@ -216,4 +218,137 @@ fn refusals_name_the_file_and_the_problem() {
         e.contains("cannot be opened") && e.contains("other.db"),
         "{e}"
     );
+}
+
+/// What a [`Disk`] does wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// Every write and growth fails with ENOSPC, as on a full filesystem.
+    Full,
+    /// fsync fails with EIO.
+    Sync,
+}
+
+/// A redb backend in memory, shared by its clones (so a database can be opened again over
+/// the same bytes), that fails as told.
+#[derive(Debug, Clone, Default)]
+struct Disk {
+    bytes: Arc<Mutex<Vec<u8>>>,
+    fault: Arc<Mutex<Option<Fault>>>,
+}
+
+impl Disk {
+    fn set_fault(&self, fault: Option<Fault>) {
+        *self.fault.lock().unwrap() = fault;
+    }
+
+    fn fails(&self, fault: Fault) -> bool {
+        *self.fault.lock().unwrap() == Some(fault)
+    }
+
+    fn open(&self) -> Database {
+        Database::builder()
+            .create_with_backend(self.clone())
+            .expect("the database opens")
+    }
+}
+
+/// ENOSPC and EIO, as the kernel reports them on Linux.
+const ENOSPC: i32 = 28;
+const EIO: i32 = 5;
+
+impl ::redb::StorageBackend for Disk {
+    fn len(&self) -> std::io::Result<u64> {
+        Ok(self.bytes.lock().unwrap().len() as u64)
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        let bytes = self.bytes.lock().unwrap();
+        let start = offset as usize;
+        let slice = bytes
+            .get(start..start + out.len())
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?;
+        out.copy_from_slice(slice);
+        Ok(())
+    }
+
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        let mut bytes = self.bytes.lock().unwrap();
+        if len as usize > bytes.len() && self.fails(Fault::Full) {
+            return Err(std::io::Error::from_raw_os_error(ENOSPC));
+        }
+        bytes.resize(len as usize, 0);
+        Ok(())
+    }
+
+    fn sync_data(&self) -> std::io::Result<()> {
+        if self.fails(Fault::Sync) {
+            return Err(std::io::Error::from_raw_os_error(EIO));
+        }
+        Ok(())
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        if self.fails(Fault::Full) {
+            return Err(std::io::Error::from_raw_os_error(ENOSPC));
+        }
+        let mut bytes = self.bytes.lock().unwrap();
+        let start = offset as usize;
+        if bytes.len() < start + data.len() {
+            bytes.resize(start + data.len(), 0);
+        }
+        bytes[start..start + data.len()].copy_from_slice(data);
+        Ok(())
+    }
+}
+
+/// A commit that fails (a full disk, a failed fsync) reaches openraft's flush callback as
+/// an error naming the cause, so the entries are never taken as durable; the vote and
+/// every later operation fail too (redb latches the first I/O error: nothing is retried
+/// over a file whose state is unknown), even once the fault is gone; and a reopen finds
+/// everything acknowledged before the fault.
+#[test]
+fn a_failed_commit_is_never_acknowledged() {
+    for (fault, cause) in [
+        (Fault::Full, "No space left on device"),
+        (Fault::Sync, "Input/output error"),
+    ] {
+        let disk = Disk::default();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let path = PathBuf::from("faulty/raft.db");
+            let mut log = LogStore::init(disk.open(), path.clone(), 7, OpenMode::Create).unwrap();
+            log.blocking_append((1..=3).map(entry)).await.unwrap();
+            disk.set_fault(Some(fault));
+            let e = log
+                .blocking_append([entry(4)])
+                .await
+                .expect_err("an append whose commit failed must not be acknowledged")
+                .to_string();
+            assert!(
+                e.contains(cause) && e.contains("faulty/raft.db"),
+                "{fault:?}: {e}"
+            );
+            assert!(log.save_vote(&Vote::new(2, 7)).await.is_err(), "{fault:?}");
+            disk.set_fault(None);
+            assert!(
+                log.blocking_append([entry(4)]).await.is_err(),
+                "{fault:?}: an append after a failed commit was acknowledged"
+            );
+            drop(log);
+            let mut log = LogStore::init(disk.open(), path, 7, OpenMode::Existing).unwrap();
+            let got: Vec<u64> = log
+                .try_get_log_entries(1..4)
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.log_id.index)
+                .collect();
+            assert_eq!(got, vec![1, 2, 3], "{fault:?}");
+            assert_eq!(log.read_vote().await.unwrap(), None, "{fault:?}");
+        });
+    }
 }

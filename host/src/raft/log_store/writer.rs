@@ -10,7 +10,11 @@
 //!
 //! Invariants: operations reach the file in the order they were queued; an append's
 //! callback fires only after the commit holding it returned; an entry leaves the pending
-//! map only after it is in the file (and only if nothing replaced it meanwhile).
+//! map only after it is in the file (and only if nothing replaced it meanwhile). A commit
+//! that fails (a full disk, a failed fsync) is answered as an error to every operation in
+//! it, appends included (openraft then never takes those entries as durable, and its core
+//! stops); redb latches the error, so every later commit fails too until the file is
+//! opened again (a restart), and no write after a failed fsync is ever acknowledged.
 
 use openraft::storage::LogFlushed;
 use redb::{Database, Durability};
@@ -129,6 +133,9 @@ fn run(db: &Database, pending: &Pending, path: &std::path::Path, rx: mpsc::Recei
     // Meta records nobody waits for (the committed id) ride along with the next commit
     // instead of costing one of their own; the last ones are written when the store closes.
     let mut deferred: BTreeMap<&'static str, Vec<u8>> = BTreeMap::new();
+    // After a failed commit redb refuses every later one (it latches the I/O error), so
+    // nothing is written at close either.
+    let mut failed = false;
     while let Ok(first) = rx.recv() {
         let mut ops = vec![first];
         while ops.len() < MAX_BATCH {
@@ -151,6 +158,7 @@ fn run(db: &Database, pending: &Pending, path: &std::path::Path, rx: mpsc::Recei
             tracing::error!(target: "agent.server.raft", "{msg}");
             msg
         });
+        failed |= result.is_err();
         if result.is_ok() {
             deferred.clear();
             let mut p = pending.lock().unwrap_or_else(|p| p.into_inner());
@@ -183,6 +191,7 @@ fn run(db: &Database, pending: &Pending, path: &std::path::Path, rx: mpsc::Recei
         }
     }
     if !deferred.is_empty()
+        && !failed
         && let Err(e) = commit(db, &deferred, &[Op::Barrier])
     {
         tracing::warn!(target: "agent.server.raft", "raft log {}: writing the last committed id at close: {e}", path.display());
