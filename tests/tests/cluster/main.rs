@@ -12,6 +12,7 @@ mod kv_api;
 mod limits;
 mod metrics;
 mod migrations;
+mod nemesis;
 mod plugins_api;
 mod raft_port;
 mod sessions;
