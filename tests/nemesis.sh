@@ -14,8 +14,10 @@
 # pause-leader, partition-leader, kill-follower, partition-follower, kill-all (or all).
 # Without root, partitions are not exercised, and the report says so.
 # Keeps OUT (default target/nemesis/<date>-<seed>): history.jsonl (one operation per line,
-# fsmhost-lincheck's format), report.txt (verdict, a failing key's report, the failover
-# table, counts, anomalies), failover.md and logs/. Exits 1 when the run found a problem.
+# fsmhost-lincheck's format; `cargo run -p fsmhost-lincheck -- FILE` checks it again),
+# ops.jsonl (the server each operation went to and its answer), report.txt (verdict, a
+# failing key's report, the failover table, counts, anomalies), failover.md and logs/.
+# Exits 1 when the run found a problem.
 # Builds fsmhost and the nemesis binary in release.
 set -euo pipefail
 cd "$(dirname "$0")/.."

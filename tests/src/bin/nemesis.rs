@@ -1,8 +1,8 @@
 //! `nemesis`: the Jepsen-style suite for any duration (`tests/nemesis.sh` builds and runs
 //! it): 3 servers (each in its own network namespace when run as root), 12 clients on 8
-//! keys through `/v1/kv`, faults one at a time; writes `history.jsonl`, `report.txt`,
-//! `failover.md` and the servers' logs to `--out`, prints the report, and exits 1 when the
-//! run found a problem (2 when it could not run).
+//! keys through `/v1/kv`, faults one at a time; writes `history.jsonl`, `ops.jsonl`,
+//! `report.txt`, `failover.md` and the servers' logs to `--out`, prints the report, and
+//! exits 1 when the run found a problem (2 when it could not run).
 
 use clap::Parser;
 use fsmhost_tests::nemesis::faults::FaultKind;

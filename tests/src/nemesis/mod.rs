@@ -13,8 +13,9 @@
 //! reported, never asserted.
 //!
 //! Outputs in [`Options::out`]: `history.jsonl` (one event per line, the checker's
-//! format), `report.txt` (everything [`Outcome::report`] says, with a failing key's
-//! report), `failover.md` (the gap table) and `logs/` (every server's log).
+//! format), `ops.jsonl` (per operation, by client and invocation time: the server asked
+//! and its answer), `report.txt` (everything [`Outcome::report`] says, with a failing
+//! key's report), `failover.md` (the gap table) and `logs/` (every server's log).
 //!
 //! Without root the servers run on loopback and partition faults are skipped; the report
 //! says so ([`Outcome::partitions_skipped`]).
@@ -320,7 +321,20 @@ impl Outcome {
         );
         let _ = writeln!(s, "faults:\n{}", report::render_faults(&self.faults));
         for f in &self.check.failures {
-            let _ = writeln!(s, "----- failing key -----\n{f}");
+            // The checker's times are relative to the key's first operation; ops.jsonl's
+            // are the run's.
+            let first = self
+                .events
+                .iter()
+                .filter(|e| e.key == f.key)
+                .map(|e| e.invoked)
+                .min()
+                .unwrap_or(0);
+            let _ = writeln!(
+                s,
+                "----- failing key (its first operation at {:.6} s of the run) -----\n{f}",
+                first as f64 / 1e9
+            );
         }
         s
     }
@@ -505,6 +519,17 @@ pub fn run(o: &Options) -> Result<Outcome, NemesisError> {
 
     let mut events = record.events;
     events.sort_by_key(|e| (e.invoked, e.client));
+    let mut notes = record.notes;
+    notes.sort_by_key(|n| (n.invoked, n.client));
+    let path = o.out.join("ops.jsonl");
+    let mut text = String::new();
+    for n in &notes {
+        if let Ok(line) = serde_json::to_string(n) {
+            text.push_str(&line);
+            text.push('\n');
+        }
+    }
+    std::fs::write(&path, text).map_err(out_err(path))?;
     eprintln!("nemesis: checking {} operations", events.len());
     let check = fsmhost_lincheck::check(&events);
     let index_problems = report::check_indexes(&record.acked, &record.reads);

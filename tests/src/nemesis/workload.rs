@@ -109,11 +109,27 @@ pub struct ValueRead {
     pub at: u64,
 }
 
+/// Where an operation went and what came back, beside its [`Event`] (which has no room
+/// for them): for reading a failing key's report against the servers' logs.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OpNote {
+    /// The event's client.
+    pub client: u64,
+    /// The event's invocation time.
+    pub invoked: u64,
+    /// The server asked (its HTTP address).
+    pub server: String,
+    /// The answer's status and the start of its body, or why there was none.
+    pub answer: String,
+}
+
 /// What a client thread saw.
 #[derive(Debug, Default)]
 pub struct Record {
     /// Its operations.
     pub events: Vec<Event>,
+    /// Where each went and what came back.
+    pub notes: Vec<OpNote>,
     /// Its acknowledged writes.
     pub acked: Vec<Acked>,
     /// The values its reads returned.
@@ -126,6 +142,7 @@ impl Record {
     /// Adds `other`'s observations to this one's.
     pub fn merge(&mut self, other: Record) {
         self.events.extend(other.events);
+        self.notes.extend(other.notes);
         self.acked.extend(other.acked);
         self.reads.extend(other.reads);
         self.oddities.extend(other.oddities);
@@ -385,10 +402,24 @@ impl Client {
             }
         };
         let at = shared.now();
-        let ret = match result {
-            Err(e) => no_answer(&e),
-            Ok(a) => self.interpret(server, key, &op, &a, at),
+        let (ret, answer) = match result {
+            Err(e) => (no_answer(&e), e.to_string()),
+            Ok(a) => {
+                let body = String::from_utf8_lossy(&a.body);
+                let answer = format!(
+                    "{} {}",
+                    a.status,
+                    body.chars().take(120).collect::<String>().trim()
+                );
+                (self.interpret(server, key, &op, &a, at), answer)
+            }
         };
+        self.record.notes.push(OpNote {
+            client: self.process,
+            invoked,
+            server: server.to_string(),
+            answer,
+        });
         let definite = !matches!(ret, Ret::Unknown);
         let trouble = matches!(ret, Ret::Unknown | Ret::Failed);
         self.record.events.push(Event {
