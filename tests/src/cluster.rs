@@ -7,9 +7,14 @@
 //! all live servers agree on, and wait until they applied the same log and hold the same
 //! state hash. Every server's output goes to `<dir>/<name>.log`; when a test panics, the
 //! harness prints the tail of each log before it kills the processes.
+//!
+//! [`Cluster::start_in_namespaces`] runs each server in its own network namespace
+//! ([`crate::netns`]), listening on the namespace's address, so that a test can cut the
+//! network between servers; the namespaces are removed after the servers are killed.
 
 use crate::client::{Client, HttpReply};
-use std::net::TcpListener;
+use crate::netns::Netns;
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -64,6 +69,10 @@ pub struct NodeState {
 pub struct Server {
     /// Its name (`s1`, `s2`, ...).
     pub name: String,
+    /// The address it listens on (HTTP and server ports): loopback, or its namespace's.
+    pub host: IpAddr,
+    /// The network namespace it runs in, if any.
+    netns: Option<String>,
     /// Its server (RPC) port.
     pub rpc_port: u16,
     /// Its HTTP port.
@@ -83,19 +92,24 @@ pub struct Server {
 }
 
 impl Server {
-    /// `127.0.0.1:<http port>`.
+    /// `<host>:<http port>` (`127.0.0.1` unless in a namespace).
     pub fn http_addr(&self) -> String {
-        format!("127.0.0.1:{}", self.http_port)
+        format!("{}:{}", self.host, self.http_port)
     }
 
-    /// `https://127.0.0.1:<https port>`.
+    /// `https://<host>:<https port>`.
     pub fn https_url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.https_port)
+        format!("https://{}:{}", self.host, self.https_port)
     }
 
-    /// `127.0.0.1:<server port>`.
+    /// `<host>:<server port>`.
     pub fn rpc_addr(&self) -> String {
-        format!("127.0.0.1:{}", self.rpc_port)
+        format!("{}:{}", self.host, self.rpc_port)
+    }
+
+    /// Its process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Whether its process is running (not killed, not exited).
@@ -128,6 +142,9 @@ pub struct Cluster {
     pub token: Option<String>,
     /// The servers, in start order.
     pub servers: Vec<Server>,
+    /// The servers' network namespaces ([`Cluster::start_in_namespaces`]); declared last,
+    /// so dropped after `drop` killed the servers.
+    netns: Option<Netns>,
 }
 
 /// Compiles the bundled plugins into the shared cache once per test process (and under a
@@ -173,8 +190,18 @@ impl Cluster {
         Self::start_inner(bin, n, extra, true)
     }
 
+    /// Like [`Cluster::start_with`], with one server per namespace of `netns` (as many
+    /// servers as namespaces), each listening on its namespace's address: its server port
+    /// for the others, its HTTP port for clients in the test's namespace. The namespaces
+    /// are the cluster's from now on ([`Cluster::netns`]) and removed after the servers.
+    pub fn start_in_namespaces(bin: &str, netns: Netns, extra: &str) -> Cluster {
+        let mut cluster = Self::define(bin, netns.len(), extra, false, Some(netns));
+        cluster.start_prepared();
+        cluster
+    }
+
     fn start_inner(bin: &str, n: usize, extra: &str, https: bool) -> Cluster {
-        let mut cluster = Self::define(bin, n, extra, https);
+        let mut cluster = Self::define(bin, n, extra, https, None);
         cluster.start_prepared();
         cluster
     }
@@ -183,10 +210,10 @@ impl Cluster {
     /// server's `data_dir` first (which does not exist yet: mount a filesystem there, say),
     /// then call [`Cluster::start_prepared`].
     pub fn prepare(bin: &str, n: usize, extra: &str) -> Cluster {
-        Self::define(bin, n, extra, false)
+        Self::define(bin, n, extra, false, None)
     }
 
-    fn define(bin: &str, n: usize, extra: &str, https: bool) -> Cluster {
+    fn define(bin: &str, n: usize, extra: &str, https: bool, netns: Option<Netns>) -> Cluster {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let mut cluster = Cluster {
             bin: PathBuf::from(bin),
@@ -195,6 +222,7 @@ impl Cluster {
             https,
             token: None,
             servers: Vec::new(),
+            netns,
         };
         for _ in 0..n {
             cluster.define_server();
@@ -221,11 +249,23 @@ impl Cluster {
         self.dir.path()
     }
 
+    /// The servers' network namespaces, for a cluster made with
+    /// [`Cluster::start_in_namespaces`].
+    pub fn netns(&self) -> Option<&Netns> {
+        self.netns.as_ref()
+    }
+
     fn define_server(&mut self) -> usize {
         let i = self.servers.len();
         let name = format!("s{}", i + 1);
         let root = self.dir.path();
+        let (host, netns) = match self.netns.as_ref().filter(|n| i < n.len()) {
+            Some(n) => (IpAddr::V4(n.node(i).ip), Some(n.node(i).ns.clone())),
+            None => (IpAddr::V4(Ipv4Addr::LOCALHOST), None),
+        };
         self.servers.push(Server {
+            host,
+            netns,
             data_dir: root.join(&name),
             config: root.join(format!("{name}.toml")),
             log: root.join(format!("{name}.log")),
@@ -271,12 +311,20 @@ impl Cluster {
         } else {
             String::new()
         };
+        // In a namespace the HTTP API listens on the namespace's address, for clients
+        // outside it; on loopback the default (127.0.0.1) is already the server's.
+        let http_addr = if s.netns.is_some() {
+            format!("addresses.http = \"{}\"\n", s.host)
+        } else {
+            String::new()
+        };
         let text = format!(
             "node_name = {:?}\ndata_dir = {:?}\nserver = true\nbootstrap_expect = {expect}\n\
-             bind_addr = \"127.0.0.1\"\nretry_join = [{}]\n{}ports.server = {}\nports.http = {}\n\
-             {https}{}\n",
+             bind_addr = \"{}\"\nretry_join = [{}]\n{}ports.server = {}\nports.http = {}\n\
+             {http_addr}{https}{}\n",
             s.name,
             s.data_dir.display().to_string(),
+            s.host,
             join.join(", "),
             self.shared_plugin_cache(),
             s.rpc_port,
@@ -293,7 +341,17 @@ impl Cluster {
             .append(true)
             .open(&s.log)
             .expect("log file");
-        let child = Command::new(&self.bin)
+        // `ip netns exec` execs the server: the child's pid is the server's.
+        let mut command = match (&s.netns, &self.netns) {
+            (Some(_), Some(n)) => {
+                let [ip, rest @ ..] = n.exec_prefix(i);
+                let mut c = Command::new(ip);
+                c.args(rest).arg(&self.bin);
+                c
+            }
+            _ => Command::new(&self.bin),
+        };
+        let child = command
             .arg("agent")
             .arg("--config-file")
             .arg(&s.config)
@@ -436,6 +494,13 @@ impl Cluster {
     /// Waits until every running server names the same leader, which is one of them;
     /// returns the leader's index in `servers`.
     pub fn wait_leader(&mut self, timeout: Duration) -> usize {
+        self.try_wait_leader(timeout)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Cluster::wait_leader`] that gives up with what the servers said instead of
+    /// panicking.
+    pub fn try_wait_leader(&mut self, timeout: Duration) -> Result<usize, String> {
         let deadline = Instant::now() + timeout;
         loop {
             let live = self.live();
@@ -454,10 +519,10 @@ impl Cluster {
                         .is_some_and(|s| &s.id == lid && s.role == "Leader")
                 })
             {
-                return *i;
+                return Ok(*i);
             }
             if Instant::now() > deadline {
-                panic!("no agreed leader within {timeout:?}: {states:?}");
+                return Err(format!("no agreed leader within {timeout:?}: {states:?}"));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -501,6 +566,17 @@ impl Cluster {
     /// state in memory and replay the log at start, so right after a restart they all
     /// agree on the empty state at index 0.)
     pub fn wait_converged_past(&mut self, min_applied: u64, timeout: Duration) -> (u64, String) {
+        self.try_wait_converged_past(min_applied, timeout)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Cluster::wait_converged_past`] that gives up with what the servers said instead
+    /// of panicking.
+    pub fn try_wait_converged_past(
+        &mut self,
+        min_applied: u64,
+        timeout: Duration,
+    ) -> Result<(u64, String), String> {
         let deadline = Instant::now() + timeout;
         loop {
             let live = self.live();
@@ -512,12 +588,12 @@ impl Cluster {
                         .is_some_and(|s| s.applied == first.applied && s.hash == first.hash)
                 })
             {
-                return (first.applied, first.hash.clone());
+                return Ok((first.applied, first.hash.clone()));
             }
             if Instant::now() > deadline {
-                panic!(
+                return Err(format!(
                     "servers did not converge past index {min_applied} within {timeout:?}: {states:?}"
-                );
+                ));
             }
             std::thread::sleep(Duration::from_millis(100));
         }

@@ -1,7 +1,8 @@
 //! Support for fsmhost's whole-system tests: the fixture plugins, built by `build.rs` with
 //! the same pipeline as the bundled plugins, the cluster harness ([`cluster`]) and an HTTP
-//! client for one server ([`client`]), a test PKI for TLS ([`pki`]), and py-consul from
-//! PyPI for scripts run against a server ([`py_consul`]).
+//! client for one server ([`client`]), a test PKI for TLS ([`pki`]), py-consul from
+//! PyPI for scripts run against a server ([`py_consul`]), network namespaces for servers
+//! whose network a test cuts ([`netns`]), and the Jepsen-style nemesis suite ([`nemesis`]).
 //!
 //! The tests are two binaries, so that the host and wasmtime are linked twice rather than
 //! once per test file: `tests/inprocess/` runs the host in the test process (plugin
@@ -22,6 +23,8 @@
 
 pub mod client;
 pub mod cluster;
+pub mod nemesis;
+pub mod netns;
 pub mod pki;
 pub mod py_consul;
 

@@ -13,6 +13,7 @@ mod kv_api;
 mod limits;
 mod metrics;
 mod migrations;
+mod nemesis;
 mod plugins_api;
 mod raft_log;
 mod raft_port;
