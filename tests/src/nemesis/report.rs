@@ -101,7 +101,7 @@ pub struct GapRow {
     pub kind: FaultKind,
     /// How many faults of it.
     pub count: usize,
-    /// The median of their gaps (the upper median for an even count).
+    /// The median of their gaps (the mean of the middle two for an even count).
     pub median: Duration,
     /// The longest of their gaps.
     pub max: Duration,
@@ -120,10 +120,16 @@ pub fn gap_table(faults: &[FaultRecord]) -> Vec<GapRow> {
         .filter_map(|k| {
             let mut gaps = by_kind.remove(k)?;
             gaps.sort_unstable();
+            let mid = gaps.len() / 2;
+            let median = if gaps.len() % 2 == 1 {
+                gaps[mid]
+            } else {
+                (gaps[mid - 1] + gaps[mid]) / 2
+            };
             Some(GapRow {
                 kind: *k,
                 count: gaps.len(),
-                median: gaps[gaps.len() / 2],
+                median,
                 max: gaps[gaps.len() - 1],
             })
         })

@@ -169,4 +169,5 @@ fn the_index_check_and_the_failover_measure() {
     assert_eq!(table.len(), 2);
     assert_eq!((table[0].kind, table[0].count), (FaultKind::KillLeader, 2));
     assert_eq!(table[0].max.as_millis(), 8000);
+    assert_eq!(table[0].median.as_millis(), 6000);
 }
