@@ -92,3 +92,75 @@ fn a_resumed_follower_does_not_unseat_the_leader() {
     assert_eq!(term(&c, leader), Some(before), "the term changed");
     assert_eq!(c.client(leader).put("/v1/kv/after", "x").status, 200);
 }
+
+/// Pre-vote, with a real partition (each server in its own network namespace; root only):
+/// a follower cut off from the others for longer than any election timeout never raises
+/// its term, so when it returns the leader and term are unchanged; and a leader cut off
+/// steps down (check-quorum) while the others elect a new one.
+#[test]
+fn a_partitioned_follower_returns_without_a_leader_change_and_a_cut_off_leader_steps_down() {
+    use fsmhost_tests::netns::Netns;
+    if !Netns::available() {
+        eprintln!(
+            "not root: partitions NOT tested (the paused-follower test above covers pre-vote)"
+        );
+        return;
+    }
+    let net = Netns::create(3).expect("namespaces");
+    let mut c = Cluster::start_in_namespaces(BIN, net, "");
+    let leader = c.wait_leader(Duration::from_secs(60));
+    let term = |c: &Cluster, i: usize| c.raft_stats(i)?["term"].as_u64();
+    let before = wait_for("the term", Duration::from_secs(10), || term(&c, leader));
+    let follower = (0..3).find(|&i| i != leader).expect("a follower");
+    let net = c.netns().expect("namespaces");
+    net.isolate(follower).expect("isolated");
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(
+        term(&c, follower),
+        Some(before),
+        "the cut-off follower raised its term"
+    );
+    c.netns()
+        .expect("namespaces")
+        .heal(follower)
+        .expect("healed");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        c.wait_leader(Duration::from_secs(10)),
+        leader,
+        "the leader changed"
+    );
+    assert_eq!(term(&c, leader), Some(before), "the term changed");
+
+    // Now the leader is cut off: it steps down within step_down_after (2 s at multiplier 1)
+    // and the others elect a new leader.
+    c.netns()
+        .expect("namespaces")
+        .isolate(leader)
+        .expect("isolated");
+    wait_for(
+        "the cut-off leader to step down",
+        Duration::from_secs(10),
+        || c.state(leader).filter(|s| s.role != "Leader").map(|_| ()),
+    );
+    assert!(
+        c.log_text(leader).contains("stepping down"),
+        "{}",
+        c.log_tail(leader, 20)
+    );
+    let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    wait_for(
+        "a new leader among the others",
+        Duration::from_secs(10),
+        || {
+            others
+                .iter()
+                .copied()
+                .find(|&i| c.state(i).is_some_and(|s| s.role == "Leader"))
+        },
+    );
+    c.netns().expect("namespaces").heal(leader).expect("healed");
+    let now = c.wait_leader(Duration::from_secs(30));
+    assert_ne!(now, leader);
+    c.wait_converged(Duration::from_secs(30));
+}
