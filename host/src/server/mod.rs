@@ -117,6 +117,8 @@ pub struct Node {
     pub cluster: cluster::Cluster,
     /// When each peer last answered this server's replication (while it leads).
     pub acks: Acks,
+    /// The applied index this server's reads wait for while it leads.
+    pub read_floor: ops::ReadFloor,
     /// Autopilot's latest judgement (while this server leads).
     pub autopilot: autopilot_runner::Autopilot,
     /// The proposer of writes (used while this server leads).
@@ -457,6 +459,7 @@ pub async fn run(
         info: info.clone(),
         cluster: cluster::Cluster::new(id, info.clone()),
         acks,
+        read_floor: ops::ReadFloor::default(),
         autopilot: autopilot_runner::Autopilot::default(),
         batcher: batch::Batcher::spawn(raft.clone(), fsm.clone()),
         snapshots,
@@ -524,7 +527,7 @@ pub async fn run(
     let election_task = tokio::spawn(election::run(node.clone()));
     let checkpoint_task = verifier.map(|v| tokio::spawn(timers::run_checkpoints(node.clone(), v)));
     let acl_task = tokio::spawn(acl::keep_initial_management(node.clone()));
-    let leader_watch = tokio::spawn(raft_watch::count_leader_changes(node.raft.clone()));
+    let leader_watch = tokio::spawn(raft_watch::count_leader_changes(node.clone()));
 
     let mut signal = node.shutdown_signal();
     let mut failed = None;

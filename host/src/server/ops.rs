@@ -146,6 +146,72 @@ pub async fn apply(node: &Node, req: &ApplyRequest) -> Result<Applied, OpError> 
     .await
 }
 
+/// The lowest applied index a leader serves reads from in its term: the last log index it
+/// had when its leadership of that term began. Every entry then in its log will be
+/// committed by it, and the commit index before it led (or before it restarted) is at
+/// most that. openraft's read index is `max(committed, first entry of the term)`, which
+/// is not enough for a leader that restarted and resumed its term with the commit index
+/// it last recorded (older than the true one): it would serve reads from a state that
+/// misses acknowledged writes (found by the nemesis suite after every server was killed).
+#[derive(Default)]
+pub struct ReadFloor {
+    term: std::sync::atomic::AtomicU64,
+    index: std::sync::atomic::AtomicU64,
+}
+
+impl ReadFloor {
+    /// Records the floor of a leadership seen in raft's metrics (`server::raft_watch`
+    /// calls this on every change): the first time this server leads `term`.
+    pub fn observe(&self, me: u64, m: &openraft::RaftMetrics<u64, crate::raft::NodeInfo>) {
+        use std::sync::atomic::Ordering;
+        let term = m.vote.leader_id().term;
+        if m.current_leader == Some(me) && self.term.load(Ordering::Acquire) != term {
+            self.index
+                .store(m.last_log_index.unwrap_or(0), Ordering::Release);
+            self.term.store(term, Ordering::Release);
+        }
+    }
+
+    /// The floor for a read in `term`, or `last_log_index` (what it would be) when the
+    /// leadership of `term` was not recorded yet.
+    fn get(&self, term: u64, last_log_index: u64) -> u64 {
+        use std::sync::atomic::Ordering;
+        if self.term.load(Ordering::Acquire) == term {
+            self.index.load(Ordering::Acquire)
+        } else {
+            last_log_index
+        }
+    }
+}
+
+/// Waits until this leader has applied its read floor ([`ReadFloor`]).
+async fn reach_read_floor(node: &Node) -> Result<(), OpError> {
+    let (term, last, applied) = {
+        let metrics = node.raft.metrics();
+        let m = metrics.borrow();
+        (
+            m.vote.leader_id().term,
+            m.last_log_index.unwrap_or(0),
+            m.last_applied.map_or(0, |l| l.index),
+        )
+    };
+    let floor = node.read_floor.get(term, last);
+    if applied >= floor {
+        return Ok(());
+    }
+    node.raft
+        .wait(Some(HOLD))
+        .applied_index_at_least(Some(floor), "the leader's read floor")
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            OpError::failed(
+                FailureKind::Unavailable,
+                format!("waiting for this leader to apply its log up to {floor}: {e}"),
+            )
+        })
+}
+
 /// Whether the leader's lease covers a local read now, on this server's monotonic clock
 /// read here (not a figure computed when raft last published its metrics: a leader
 /// paused since then would take the pause for leadership). It holds when
@@ -162,6 +228,10 @@ fn lease_holds(node: &Node) -> bool {
         let term = m.vote.leader_id().term;
         let applied_own_term = m.last_applied.is_some_and(|l| l.leader_id.term == term);
         if m.current_leader != Some(node.id) || !m.vote.is_committed() || !applied_own_term {
+            return false;
+        }
+        let applied = m.last_applied.map_or(0, |l| l.index);
+        if applied < node.read_floor.get(term, m.last_log_index.unwrap_or(0)) {
             return false;
         }
         let configs = m.membership_config.membership().get_joint_config().clone();
@@ -207,6 +277,7 @@ pub async fn query_local(node: &Node, req: &QueryRequest) -> Result<QueryReply, 
                 ));
             }
         }
+        reach_read_floor(node).await?;
     }
     run_query(node, req).await
 }

@@ -21,15 +21,18 @@ use openraft::error::Fatal;
 
 use crate::raft::Raft;
 
-/// Counts leader changes (metrics) until raft stops.
-pub async fn count_leader_changes(raft: Raft) {
-    let mut rx = raft.metrics();
+/// Counts leader changes and records each leadership's read floor (`ops::ReadFloor`) from
+/// raft's metrics, until raft stops.
+pub async fn count_leader_changes(node: std::sync::Arc<super::Node>) {
+    let mut rx = node.raft.metrics();
     let mut last = rx.borrow().current_leader;
+    node.read_floor.observe(node.id, &rx.borrow());
     while rx.changed().await.is_ok() {
-        let now = rx.borrow().current_leader;
-        if now != last {
+        let m = rx.borrow_and_update();
+        node.read_floor.observe(node.id, &m);
+        if m.current_leader != last {
             crate::metrics::METRICS.raft_leader_changes.inc();
-            last = now;
+            last = m.current_leader;
         }
     }
 }
