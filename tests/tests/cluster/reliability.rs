@@ -195,13 +195,13 @@ fn consistent_reads_after_a_full_restart(extra: &str) {
             scope.spawn(move || {
                 use std::sync::atomic::Ordering;
                 while !stop.load(Ordering::Relaxed) {
-                    if let Ok(r) = reader.try_get("/v1/kv/restart/k?consistent&raw") {
-                        if r.status == 200 {
-                            answered.fetch_add(1, Ordering::Relaxed);
-                            if r.text() != "v299" {
-                                eprintln!("stale: {}", r.text());
-                                stale.fetch_add(1, Ordering::Relaxed);
-                            }
+                    if let Ok(r) = reader.try_get("/v1/kv/restart/k?consistent&raw")
+                        && r.status == 200
+                    {
+                        answered.fetch_add(1, Ordering::Relaxed);
+                        if r.text() != "v299" {
+                            eprintln!("stale: {}", r.text());
+                            stale.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                     std::thread::sleep(Duration::from_millis(2));
