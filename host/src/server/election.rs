@@ -22,6 +22,9 @@
 //!    it (and it has not started) within `vote_lease`, the candidate is a voter, the term
 //!    it would campaign in is above the server's own, and its log is at least as up to
 //!    date.
+//!    A refusal that reports a term at or above the one asked for makes the asker raise its
+//!    own term to it first ([`catch_up_term`], as etcd's candidate adopts the term of a
+//!    refusal), so servers whose terms diverged in a lost election still elect.
 //! 3. A leader that no quorum has accepted an append from for `step_down_after` steps
 //!    down: through [`openraft::Raft::vote`] it grants its vote in the next term to server
 //!    id 0, which no server ever has (`server::random_node_id`). openraft leaves leadership
@@ -136,7 +139,14 @@ pub async fn run(node: Arc<Node>) {
         }
         attempt = Instant::now();
         timeout = election_timeout(&node);
-        if sole || pre_vote(&node, &view).await {
+        let granted = sole || {
+            let (granted, higher) = pre_vote(&node, &view).await;
+            if let Some(term) = higher {
+                catch_up_term(&node, term).await;
+            }
+            granted
+        };
+        if granted {
             tracing::info!(target: "agent.server.raft",
                 "starting an election for term {}", view.term + 1);
             if let Err(e) = node.raft.trigger().elect().await {
@@ -210,9 +220,30 @@ impl Leading {
     }
 }
 
+/// Raises this server's term to `term` without campaigning (etcd's candidate adopting
+/// the higher term of a pre-vote refusal): it grants its vote in `term` to id 0, as the
+/// step-down does. Without it, a server whose term rose in an election it lost (its log
+/// was behind) refuses every pre-vote of a peer with a longer log but a lower term, while
+/// that peer refuses its pre-votes for its log: neither ever campaigns again (seen in the
+/// nemesis runs until the old leader came back).
+async fn catch_up_term(node: &Node, term: u64) {
+    let beyond = LogId::new(CommittedLeaderId::new(term, NOBODY), u64::MAX);
+    match node
+        .raft
+        .vote(VoteRequest::new(Vote::new(term, NOBODY), Some(beyond)))
+        .await
+    {
+        Ok(reply) if reply.vote_granted => tracing::info!(target: "agent.server.raft",
+            "raised this server's term to {term}, a peer's, before its next pre-vote"),
+        Ok(_) => {}
+        Err(e) => tracing::debug!(target: "agent.server.raft", "raising the term to {term}: {e}"),
+    }
+}
+
 /// Asks every other voter whether it would vote for this server (rule 1); true when a
-/// quorum of every configuration would. Stops asking as soon as that is known.
-async fn pre_vote(node: &Arc<Node>, view: &View) -> bool {
+/// quorum of every configuration would. Stops asking as soon as that is known. Also the
+/// highest term a refusal reported, when it is at or above the term asked for.
+async fn pre_vote(node: &Arc<Node>, view: &View) -> (bool, Option<u64>) {
     let req = PreVoteRequest {
         candidate: node.id,
         term: view.term + 1,
@@ -237,25 +268,31 @@ async fn pre_vote(node: &Arc<Node>, view: &View) -> bool {
     }
     let mut granted = BTreeSet::from([node.id]);
     let mut refusals = Vec::new();
+    let mut higher: Option<u64> = None;
     while let Some(done) = asks.join_next().await {
         let Ok((peer, reply)) = done else { continue };
         match reply {
             Ok(r) if r.granted => {
                 granted.insert(peer);
                 if view.quorum(&granted) {
-                    return true;
+                    return (true, None);
                 }
             }
-            Ok(r) => refusals.push(format!("{peer:016x}: {}", r.reason)),
+            Ok(r) => {
+                if r.term >= req.term && r.term < MAX_TERM {
+                    higher = Some(higher.map_or(r.term, |h| h.max(r.term)));
+                }
+                refusals.push(format!("{peer:016x}: {}", r.reason));
+            }
             Err(e) => refusals.push(format!("{peer:016x}: {e}")),
         }
     }
     if view.quorum(&granted) {
-        return true;
+        return (true, None);
     }
     tracing::debug!(target: "agent.server.raft",
         "pre-vote for term {} not granted by a quorum: {}", req.term, refusals.join("; "));
-    false
+    (false, higher)
 }
 
 /// This server's answer to a pre-vote (rule 2).
