@@ -180,6 +180,64 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// One entry to read: its index, the log id the index held when located, and its record.
+struct Located {
+    index: u64,
+    log_id: LogId,
+    file: Arc<File>,
+    path: PathBuf,
+    offset: u64,
+}
+
+/// The locations of the entries in `[start, end)` that `wanted` keeps, from `s`.
+fn locate_in(
+    s: &State,
+    start: u64,
+    end: u64,
+    wanted: impl Fn(&u64) -> bool,
+) -> Result<Vec<Located>, String> {
+    let to = end.min(s.first_index + s.index.len() as u64);
+    let mut out = Vec::new();
+    for index in (start.max(s.first_index)..to).filter(|i| wanted(i)) {
+        let Some(loc) = s.loc(index) else { break };
+        let seg = s
+            .segments
+            .get(&loc.segment)
+            .ok_or_else(|| format!("no segment {} for index {index}", loc.segment))?;
+        out.push(Located {
+            index,
+            log_id: loc.log_id,
+            file: seg.file.clone(),
+            path: seg.path.clone(),
+            offset: loc.offset,
+        });
+    }
+    Ok(out)
+}
+
+/// Reads and decodes the located records; an entry whose log id is not the one located
+/// (truncated and rewritten since) is an error.
+fn read_located(located: &[Located]) -> Result<Vec<(u64, LogEntry)>, String> {
+    located
+        .iter()
+        .map(|l| {
+            let payload = segment::read_record(&l.file, l.offset)
+                .map_err(|e| format!("{} at offset {}: {e}", l.path.display(), l.offset))?;
+            let entry: LogEntry = from_cbor(&payload, "WAL record")?;
+            if entry.log_id != l.log_id {
+                return Err(format!(
+                    "{} at offset {}: holds {} where {} was (rewritten while read)",
+                    l.path.display(),
+                    l.offset,
+                    entry.log_id,
+                    l.log_id
+                ));
+            }
+            Ok((l.index, entry))
+        })
+        .collect()
+}
+
 fn sync_dir(dir: &Path) -> Result<(), WalError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -355,31 +413,40 @@ impl Wal {
     }
 
     /// Entries in `[start, end)`: pending ones from memory, the rest from the segments.
+    ///
+    /// The state lock is held only to copy out where each entry is; the records are read
+    /// after it is released, so appends and other readers do not wait on this one's disk
+    /// reads. A segment file stays readable through its `Arc` even if it is purged
+    /// meanwhile; an entry truncated and rewritten meanwhile no longer holds the log id
+    /// the location was taken for, and the read is then done again under the lock.
     pub fn read_range(&self, start: u64, end: u64) -> Result<Vec<LogEntry>, String> {
         let pending: BTreeMap<u64, LogEntry> = lock(&self.inner.pending)
             .range(start..end)
             .map(|(i, e)| (*i, e.clone()))
             .collect();
+        let wanted = |index: &u64| !pending.contains_key(index);
+        let located = self.locate(start, end, wanted)?;
         let mut out = BTreeMap::new();
-        let s = lock(&self.inner.state);
-        let to = end.min(s.first_index + s.index.len() as u64);
-        for index in start.max(s.first_index)..to {
-            if pending.contains_key(&index) {
-                continue;
+        match read_located(&located) {
+            Ok(entries) => out.extend(entries),
+            Err(_) => {
+                let s = lock(&self.inner.state);
+                let again = locate_in(&s, start, end, wanted)?;
+                out.extend(read_located(&again)?);
             }
-            let Some(loc) = s.loc(index) else { break };
-            let seg = s
-                .segments
-                .get(&loc.segment)
-                .ok_or_else(|| format!("no segment {} for index {index}", loc.segment))?;
-            let payload = segment::read_record(&seg.file, loc.offset)
-                .map_err(|e| format!("{} at offset {}: {e}", seg.path.display(), loc.offset))?;
-            let entry: LogEntry = from_cbor(&payload, "WAL record")?;
-            out.insert(index, entry);
         }
-        drop(s);
         out.extend(pending);
         Ok(out.into_values().collect())
+    }
+
+    /// Where the entries of `[start, end)` that `wanted` keeps are on disk.
+    fn locate(
+        &self,
+        start: u64,
+        end: u64,
+        wanted: impl Fn(&u64) -> bool,
+    ) -> Result<Vec<Located>, String> {
+        locate_in(&lock(&self.inner.state), start, end, wanted)
     }
 
     /// Queues entries; `callback` fires once they are durable.

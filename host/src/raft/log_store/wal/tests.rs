@@ -217,3 +217,33 @@ fn a_vote_and_the_committed_id_survive_and_a_foreign_wal_is_refused() {
         assert!(e.contains("already exists"), "{e}");
     });
 }
+
+#[test]
+fn a_read_racing_a_truncation_returns_the_entries_now_in_the_log() {
+    let dir = tempfile::tempdir().expect("dir");
+    rt().block_on(async {
+        let mut log = open(dir.path(), OpenMode::Create).expect("create");
+        append(&mut log, 1..=6).await;
+        let backend = log.backend.clone();
+        let crate::raft::log_store::Backend::Wal(wal) = &*backend else {
+            panic!("opened as a WAL")
+        };
+        // A reader took the locations of 4..=6, then released the lock ...
+        let located = wal.locate(4, 7, |_| true).expect("locate");
+        // ... and before it read them, a new leader's entries replaced the tail.
+        log.truncate(entry(1, 4).log_id).await.expect("truncate");
+        log.blocking_append((4..=6).map(|i| entry(2, i)).collect::<Vec<_>>())
+            .await
+            .expect("append");
+        let stale = read_located(&located).expect_err("the old locations now hold term 2");
+        assert!(stale.contains("rewritten while read"), "{stale}");
+        // read_range notices and reads again under the lock.
+        let terms: Vec<u64> = wal
+            .read_range(1, 7)
+            .expect("read")
+            .iter()
+            .map(|e| e.log_id.leader_id.term)
+            .collect();
+        assert_eq!(terms, vec![1, 1, 1, 2, 2, 2]);
+    });
+}
