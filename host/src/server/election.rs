@@ -19,7 +19,11 @@
 //!    which openraft's vote rules decide as before. The only voter of a configuration
 //!    campaigns without asking.
 //! 2. A server says yes ([`answer`]) only when it is not leading, no leader has contacted
-//!    it (and it has not started) within `vote_lease`, the candidate is a voter, the term
+//!    it (and it has not started) within `vote_lease`, it has neither started an election
+//!    nor granted a pre-vote within `vote_lease` (one pre-vote granted at a time, as one
+//!    vote per term: two servers whose pre-votes crossed would otherwise both campaign,
+//!    and the second's higher term unseat the first as it wins, a split vote costing
+//!    another timeout, seen in the nemesis runs), the candidate is a voter, the term
 //!    it would campaign in is above the server's own, and its log is at least as up to
 //!    date.
 //!    A refusal that reports a term at or above the one asked for makes the asker raise its
@@ -29,6 +33,12 @@
 //!    down: through [`openraft::Raft::vote`] it grants its vote in the next term to server
 //!    id 0, which no server ever has (`server::random_node_id`). openraft leaves leadership
 //!    as for any higher vote, and follows no one until an election.
+//! 4. A server that refuses a pre-vote only because the candidate's log is behind its own
+//!    (so it is past its leader's lease too) starts its own pre-vote at once instead of
+//!    at its timeout: with writes in flight when a leader dies, the follower whose timer
+//!    fires first often has the shorter log, and without this the election waited for
+//!    the other's timer (BENCHMARKS.md, "Reliability"). At most once per heartbeat, and
+//!    only past the lease.
 //!
 //! Why this is safe: pre-vote only decides whether to call `elect`; which candidate wins,
 //! and that at most one wins a term, is still openraft's vote handling, unchanged. A
@@ -38,7 +48,9 @@
 //! above `vote_lease`, so a follower whose leader died grants the first candidate. The
 //! step-down's vote is uncommitted and names no server, so it cannot make a leader; it
 //! raises this server's term by one, and any leader the others elect meanwhile has a
-//! committed vote, which openraft prefers over it when the two meet.
+//! committed vote, which openraft prefers over it when the two meet. Rule 4 only moves a
+//! pre-vote earlier, and only on a server already past its lease (the refusal's lease
+//! check comes before its log check).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -106,14 +118,27 @@ fn election_timeout(node: &Node) -> Duration {
 
 /// Runs elections and step-downs until the task is aborted (rules in the module doc).
 pub async fn run(node: Arc<Node>) {
-    let mut tick = tokio::time::interval(node.config.timers.heartbeat / 2);
+    // Fine-grained, so a timeout is acted on within a hundredth of a heartbeat or so of
+    // when it ends (a round only reads raft's metrics and the contact clock).
+    let mut tick = tokio::time::interval(node.config.timers.heartbeat / 10);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut timeout = election_timeout(&node);
     let mut attempt = Instant::now();
     let mut leading: Option<Leading> = None;
+    let mut term = 0;
     loop {
-        tick.tick().await;
+        let nudged = tokio::select! {
+            _ = tick.tick() => false,
+            () = node.campaign_now.notified() => true,
+        };
         let view = View::read(&node);
+        // A new term (a leader elected, or a vote cast) draws a new timeout, as etcd does
+        // when a server becomes a follower: otherwise a server that has not campaigned for
+        // a while keeps one draw across many leaders.
+        if view.term != term {
+            term = view.term;
+            timeout = election_timeout(&node);
+        }
         if view.leading {
             let state = leading.get_or_insert_with(|| Leading::new(view.term));
             if state.term != view.term {
@@ -130,8 +155,21 @@ pub async fn run(node: Arc<Node>) {
             continue;
         }
         let sole = view.sole_voter(node.id);
+        // A server that granted a pre-vote lets that candidate campaign first (rule 2).
+        if !sole
+            && node
+                .last_campaign()
+                .is_some_and(|d| d < node.config.timers.vote_lease())
+        {
+            continue;
+        }
         let silent = node.last_contact().is_none_or(|d| d >= timeout);
-        if !sole && (!silent || attempt.elapsed() < timeout) {
+        // Rule 4: a nudge stands for the timeout once the leader's lease is over here,
+        // at most once per heartbeat.
+        let early = nudged
+            && node.last_contact_or_start() >= node.config.timers.vote_lease()
+            && attempt.elapsed() >= node.config.timers.heartbeat;
+        if !sole && !early && (!silent || attempt.elapsed() < timeout) {
             continue;
         }
         if sole && attempt.elapsed() < node.config.timers.heartbeat {
@@ -147,6 +185,7 @@ pub async fn run(node: Arc<Node>) {
             granted
         };
         if granted {
+            node.note_campaign();
             tracing::info!(target: "agent.server.raft",
                 "starting an election for term {}", view.term + 1);
             if let Err(e) = node.raft.trigger().elect().await {
@@ -290,7 +329,7 @@ async fn pre_vote(node: &Arc<Node>, view: &View) -> (bool, Option<u64>) {
     if view.quorum(&granted) {
         return (true, None);
     }
-    tracing::debug!(target: "agent.server.raft",
+    tracing::info!(target: "agent.server.raft",
         "pre-vote for term {} not granted by a quorum: {}", req.term, refusals.join("; "));
     (false, higher)
 }
@@ -318,6 +357,12 @@ pub fn answer(node: &Node, req: &PreVoteRequest) -> PreVoteReply {
             lease.as_millis()
         ));
     }
+    if let Some(since) = node.last_campaign().filter(|d| *d < lease) {
+        return refuse(format!(
+            "this server started an election, or granted a pre-vote, {} ms ago",
+            since.as_millis()
+        ));
+    }
     if req.term >= MAX_TERM || req.term <= view.term {
         return refuse(format!(
             "term {} is not above this server's term {}",
@@ -329,11 +374,15 @@ pub fn answer(node: &Node, req: &PreVoteRequest) -> PreVoteReply {
         req.last_log_id.partial_cmp(&mine),
         None | Some(std::cmp::Ordering::Less)
     ) {
+        // Rule 4: this server would have granted but for its longer log, so it is the
+        // better candidate; it asks now instead of at its own timeout.
+        node.campaign_now.notify_one();
         return refuse(format!(
             "the candidate's log ends at {:?}, before this server's {mine:?}",
             req.last_log_id
         ));
     }
+    node.note_campaign();
     PreVoteReply {
         granted: true,
         term: view.term,

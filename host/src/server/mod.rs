@@ -129,21 +129,46 @@ pub struct Node {
     pub snapshot_lock: tokio::sync::Mutex<()>,
     /// A dev server's temporary snapshot directory, removed when the server stops.
     _dev_snapshots: Option<tempfile::TempDir>,
-    /// The origin of `last_contact_ms` (a monotonic clock: wall-clock steps must not
+    /// The origin of the moments below (a monotonic clock: wall-clock steps must not
     /// look like a leader's silence or its presence).
     clock_origin: std::time::Instant,
-    /// When this node last heard from a leader: milliseconds since `clock_origin`, plus
-    /// one (0: never).
-    last_contact_ms: AtomicU64,
+    /// When this node last heard from a leader.
+    last_contact: Moment,
+    /// When this node last started an election or granted a pre-vote (`election`).
+    last_campaign: Moment,
+    /// Wakes the election driver for an early pre-vote (`election::answer` refused a peer
+    /// whose log is behind this server's, after its leader went silent).
+    campaign_now: tokio::sync::Notify,
     /// Turns true when the server should stop.
     shutdown: watch::Sender<bool>,
+}
+
+/// A moment on a node's monotonic clock, shared between tasks: milliseconds since the
+/// node's clock origin, plus one (0: never).
+#[derive(Default)]
+struct Moment(AtomicU64);
+
+impl Moment {
+    fn set(&self, origin: std::time::Instant) {
+        self.0
+            .store(origin.elapsed().as_millis() as u64 + 1, Ordering::Relaxed);
+    }
+
+    fn since(&self, origin: std::time::Instant) -> Option<Duration> {
+        match self.0.load(Ordering::Relaxed) {
+            0 => None,
+            t => {
+                let now = origin.elapsed().as_millis() as u64 + 1;
+                Some(Duration::from_millis(now.saturating_sub(t)))
+            }
+        }
+    }
 }
 
 impl Node {
     /// Records that a leader contacted this node now.
     pub fn touch_leader_contact(&self) {
-        let ms = self.clock_origin.elapsed().as_millis() as u64 + 1;
-        self.last_contact_ms.store(ms, Ordering::Relaxed);
+        self.last_contact.set(self.clock_origin);
     }
 
     /// Time since a leader last contacted this node (zero on the leader itself; `None` if
@@ -152,13 +177,18 @@ impl Node {
         if self.is_leader() {
             return Some(Duration::ZERO);
         }
-        match self.last_contact_ms.load(Ordering::Relaxed) {
-            0 => None,
-            t => {
-                let now = self.clock_origin.elapsed().as_millis() as u64 + 1;
-                Some(Duration::from_millis(now.saturating_sub(t)))
-            }
-        }
+        self.last_contact.since(self.clock_origin)
+    }
+
+    /// Records that this node starts an election, or grants a pre-vote, now.
+    pub fn note_campaign(&self) {
+        self.last_campaign.set(self.clock_origin);
+    }
+
+    /// Time since this node last started an election or granted a pre-vote (`None` if
+    /// never).
+    pub fn last_campaign(&self) -> Option<Duration> {
+        self.last_campaign.since(self.clock_origin)
     }
 
     /// Time since a leader last contacted this node, or since the process started if none
@@ -472,7 +502,9 @@ pub async fn run(
         log,
         client,
         clock_origin: std::time::Instant::now(),
-        last_contact_ms: AtomicU64::new(0),
+        last_contact: Moment::default(),
+        last_campaign: Moment::default(),
+        campaign_now: tokio::sync::Notify::new(),
         shutdown,
     });
     tracing::info!(target: "agent.server", "started: node={} id={id:016x} server={} http={}",

@@ -49,6 +49,13 @@ async fn wait_for_change(node: &Node, deadline: Instant) {
     let _ = tokio::time::timeout(left.min(Duration::from_millis(100)), metrics.changed()).await;
 }
 
+/// Whether this follower has heard nothing from its leader for longer than the leader's
+/// vote lease: past it, the followers may already be electing another.
+fn leader_silent(node: &Node) -> bool {
+    node.last_contact()
+        .is_some_and(|d| d >= node.config.timers.vote_lease())
+}
+
 /// Applies a write on this server, which must be the leader (through its proposer, which
 /// batches concurrent writes into one log entry).
 pub async fn apply_local(node: &Node, req: &ApplyRequest) -> Result<Applied, OpError> {
@@ -79,13 +86,22 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<Resp, OpError>>,
 {
-    let deadline = Instant::now() + HOLD;
+    let start = Instant::now();
+    let deadline = start + HOLD;
+    // How long a request waits, rather than being sent to a leader that has gone silent,
+    // for the election that replaces it: at most an election's worst case.
+    let patience = start + node.config.timers.election_max + node.config.timers.election_min;
     loop {
         match node.leader() {
             Some((id, _)) if id == node.id => match local().await {
                 Err(OpError::NotLeader) => {}
                 other => return other,
             },
+            // A leader silent for longer than its lease is probably gone (killed, paused,
+            // cut off): a request sent to it would hang until the caller gives up, and could
+            // not be retried (it might be carried out later). Nothing has been sent yet, so
+            // wait for a new leader, or for this one to be heard again, within `patience`.
+            Some(_) if leader_silent(node) && Instant::now() < patience.min(deadline) => {}
             Some((_, leader)) => {
                 let answer: Result<Result<Resp, OpError>, CallFailure> =
                     node.client.call(&leader.rpc_addr, path, req, timeout).await;

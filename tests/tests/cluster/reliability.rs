@@ -1,6 +1,7 @@
 //! Reliability under faults a test can make on loopback: a leader's `default` reads after
 //! it was paused (its lease is judged on the clock of the read, not of raft's last
-//! metrics), and elections after a pause (pre-vote, check-quorum).
+//! metrics), writes at a follower of a paused leader, and elections after a pause
+//! (pre-vote, check-quorum).
 
 use std::time::Duration;
 
@@ -67,6 +68,51 @@ fn a_paused_leader_never_answers_a_default_read_from_its_old_state() {
             }
         }
         eprintln!("trial {trial}: {answered} of 8 reads answered, all current");
+    }
+}
+
+/// A write that reaches a follower after its leader went silent (SIGSTOP) for longer than
+/// the vote lease is held there until the new leader is elected, then sent to it, rather
+/// than sent to the paused leader, where it would hang until the client gave up (and
+/// could not be retried: the paused leader might carry it out when it resumes).
+#[test]
+fn a_write_at_a_follower_of_a_silent_leader_waits_for_the_new_leader() {
+    let mut c = Cluster::start(BIN, 3);
+    for trial in 0..3 {
+        let old = c.wait_leader(Duration::from_secs(30));
+        let follower = (0..3).find(|&i| i != old).expect("a follower");
+        assert_eq!(c.client(follower).put("/v1/kv/warm", "x").status, 200);
+        let old_id = c.state(old).map(|s| s.id);
+        c.pause(old);
+        // Past the vote lease (800 ms) as the follower sees it, before any election can
+        // have ended (1 s from the leader's last append).
+        // (Or a new leader already, when this thread was slow to look: the write then
+        // must succeed all the same.)
+        wait_for(
+            "the follower past the vote lease",
+            Duration::from_secs(10),
+            || {
+                let stats = c.raft_stats(follower)?;
+                let contact = fsmhost::duration::parse(stats["last_contact"].as_str()?)?;
+                let moved_on = stats["leader"].as_str().map(str::to_string) != old_id;
+                (moved_on || contact >= Duration::from_millis(850)).then_some(())
+            },
+        );
+        let started = std::time::Instant::now();
+        let reply = c
+            .client(follower)
+            .with_timeout(Duration::from_secs(4))
+            .try_request("PUT", &format!("/v1/kv/silent/{trial}"), "text/plain", "v");
+        let took = started.elapsed();
+        c.resume(old);
+        match reply {
+            Ok(r) => assert_eq!(r.status, 200, "trial {trial}: {}", r.text()),
+            Err(e) => panic!(
+                "trial {trial}: the write at the follower was not answered within 4 s \
+                 ({e}): it went to the paused leader"
+            ),
+        }
+        eprintln!("trial {trial}: answered after {took:?}");
     }
 }
 

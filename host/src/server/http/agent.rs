@@ -229,6 +229,12 @@ fn agent_self_json(node: &Node) -> Value {
                 "last_snapshot_term": m.snapshot.map_or(0, |l| l.leader_id.term),
                 "last_purged_index": m.purged.map(|l| l.index),
                 "leader": m.current_leader.map(|l| format!("{l:016x}")),
+                // Consul's: since this server last heard from a leader ("0" on the leader).
+                "last_contact": match node.last_contact() {
+                    Some(d) if d.is_zero() => "0".to_string(),
+                    Some(d) => crate::duration::format(d),
+                    None => "never".to_string(),
+                },
                 "voters": voters,
                 "learners": learners,
             },
