@@ -355,7 +355,11 @@ impl Cluster {
             .arg("agent")
             .arg("--config-file")
             .arg(&s.config)
-            .env("FSMHOST_LOG", "info,openraft=warn")
+            // FSMHOST_TEST_LOG overrides the servers' log filter (debugging a run).
+            .env(
+                "FSMHOST_LOG",
+                std::env::var("FSMHOST_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)

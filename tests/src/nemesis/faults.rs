@@ -4,7 +4,11 @@
 //! Owns: [`FaultKind`] (names, parsing, whether it needs namespaces), the choice of its
 //! target (the leader all servers agree on, or a follower) and its timing, and putting the
 //! cluster back (restart, SIGCONT, heal) when the fault ends. One fault at a time: the
-//! runner ([`super::run`]) calls [`inject`] between quiet periods.
+//! runner ([`super::run`]) calls [`inject`] between quiet periods, and a fault first waits
+//! (up to 30 s) for the cluster to be whole again, so that each one is measured from a
+//! healthy cluster and not from the tail of the previous one (autopilot removes a server
+//! down for a few seconds and promotes it back only after `server_stabilization_time`).
+//! While a fault on the leader lasts, the other servers are watched for a new leader.
 
 use super::workload::Rng;
 use crate::cluster::Cluster;
@@ -111,6 +115,13 @@ pub struct FaultRecord {
     pub window_end: u64,
     /// The longest gap between acknowledged writes in its window (set by the report).
     pub gap: Option<Duration>,
+    /// For a fault on the leader: how long after its start another server reported itself
+    /// the leader (`None`: none did while the fault lasted).
+    pub new_leader: Option<Duration>,
+    /// Whether the cluster was whole when it began: every server running and a voter,
+    /// under one leader. Not so when the previous fault's repair (autopilot removing a
+    /// server it judged failed, then promoting it back) outlasted the wait for it.
+    pub whole_at_start: bool,
     /// What went differently than planned (no agreed leader to aim at, a failed heal).
     pub note: Option<String>,
 }
@@ -125,6 +136,7 @@ pub fn inject(c: &mut Cluster, kind: FaultKind, rng: &mut Rng, t0: Instant) -> F
     let now = || t0.elapsed().as_nanos() as u64;
     let n = c.servers.len();
     let mut note = None;
+    let whole_at_start = wait_whole(c, WHOLE_WAIT);
     let leader = match agreed_leader(c, Duration::from_secs(10)) {
         Some(l) => l,
         None => {
@@ -145,6 +157,7 @@ pub fn inject(c: &mut Cluster, kind: FaultKind, rng: &mut Rng, t0: Instant) -> F
         _ => vec![c.servers[one].name.clone()],
     };
     let started = now();
+    let mut new_leader = None;
     eprintln!(
         "nemesis [{:6.1}s] {kind} {}",
         started as f64 / 1e9,
@@ -153,7 +166,8 @@ pub fn inject(c: &mut Cluster, kind: FaultKind, rng: &mut Rng, t0: Instant) -> F
     match kind {
         FaultKind::KillLeader | FaultKind::KillFollower => {
             c.kill(one);
-            std::thread::sleep(rng.between(Duration::from_secs(2), Duration::from_secs(4)));
+            let hold = rng.between(Duration::from_secs(2), Duration::from_secs(4));
+            new_leader = watch_for_leader(c, kind, one, hold, t0_started(t0, started));
             c.restart(one);
         }
         FaultKind::KillAll => {
@@ -167,9 +181,8 @@ pub fn inject(c: &mut Cluster, kind: FaultKind, rng: &mut Rng, t0: Instant) -> F
         }
         FaultKind::PauseLeader => {
             c.pause(one);
-            std::thread::sleep(
-                rng.between(Duration::from_millis(4500), Duration::from_millis(8000)),
-            );
+            let hold = rng.between(Duration::from_millis(4500), Duration::from_millis(8000));
+            new_leader = watch_for_leader(c, kind, one, hold, t0_started(t0, started));
             c.resume(one);
         }
         FaultKind::PartitionLeader | FaultKind::PartitionFollower => match c.netns() {
@@ -177,7 +190,8 @@ pub fn inject(c: &mut Cluster, kind: FaultKind, rng: &mut Rng, t0: Instant) -> F
                 if let Err(e) = net.isolate(one) {
                     note = Some(format!("partition failed: {e}"));
                 }
-                std::thread::sleep(rng.between(Duration::from_secs(5), Duration::from_secs(8)));
+                let hold = rng.between(Duration::from_secs(5), Duration::from_secs(8));
+                new_leader = watch_for_leader(c, kind, one, hold, t0_started(t0, started));
                 if let Err(e) = net.heal(one) {
                     note = Some(format!("heal failed: {e}"));
                 }
@@ -198,8 +212,67 @@ pub fn inject(c: &mut Cluster, kind: FaultKind, rng: &mut Rng, t0: Instant) -> F
         healed,
         window_end: healed,
         gap: None,
+        new_leader,
+        whole_at_start,
         note,
     }
+}
+
+/// How long a fault waits for the cluster to be whole again after the previous one.
+const WHOLE_WAIT: Duration = Duration::from_secs(30);
+
+/// The instant a fault began, from its offset since the run's start.
+fn t0_started(t0: Instant, started: u64) -> Instant {
+    t0 + Duration::from_nanos(started)
+}
+
+/// Waits up to `timeout` until every server runs, they agree on a leader, and each
+/// counts every server as a voter; whether that happened.
+fn wait_whole(c: &mut Cluster, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    let n = c.servers.len();
+    loop {
+        let whole = c.live().len() == n
+            && c.try_wait_leader(Duration::ZERO).is_ok()
+            && (0..n).all(|i| c.state(i).is_some_and(|s| s.voters.len() == n));
+        if whole || Instant::now() >= deadline {
+            return whole;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Holds a fault for `hold` from `started`. For a fault on the leader (`target`), also
+/// watches the other servers meanwhile: the time from `started` until one of them
+/// reported itself the leader.
+fn watch_for_leader(
+    c: &Cluster,
+    kind: FaultKind,
+    target: usize,
+    hold: Duration,
+    started: Instant,
+) -> Option<Duration> {
+    let end = started + hold;
+    let on_leader = matches!(
+        kind,
+        FaultKind::KillLeader | FaultKind::PauseLeader | FaultKind::PartitionLeader
+    );
+    let mut found = None;
+    while Instant::now() < end {
+        if on_leader && found.is_none() {
+            let others = (0..c.servers.len()).filter(|&i| i != target);
+            if others
+                .into_iter()
+                .any(|i| c.state(i).is_some_and(|s| s.role == "Leader"))
+            {
+                found = Some(started.elapsed());
+            }
+        }
+        std::thread::sleep(
+            Duration::from_millis(25).min(end.saturating_duration_since(Instant::now())),
+        );
+    }
+    found
 }
 
 /// Puts everything back: heals every cut, resumes every server, restarts any that is not

@@ -316,7 +316,10 @@ impl Outcome {
         let _ = writeln!(
             s,
             "\nfailover (longest gap between acknowledged writes from a fault's start to \
-             the next fault):\n{}",
+             the next fault, an upper bound: it includes clients' timeouts against the \
+             faulty server; for faults on the leader, when another server first reported \
+             itself leader; a fault waits up to 30 s for the cluster to be whole, every \
+             server a voter, and says when it began without):\n{}",
             report::render_gap_table(&self.gaps)
         );
         let _ = writeln!(s, "faults:\n{}", report::render_faults(&self.faults));

@@ -105,48 +105,79 @@ pub struct GapRow {
     pub median: Duration,
     /// The longest of their gaps.
     pub max: Duration,
+    /// For faults on the leader: the median and longest time until another server led
+    /// (`None` inside: some fault saw no new leader while it lasted).
+    pub new_leader: Option<(Option<Duration>, Option<Duration>)>,
+    /// How many of them began on a cluster that was not whole.
+    pub degraded: usize,
+}
+
+/// The median of sorted values (the mean of the middle two for an even count).
+fn median(sorted: &[Duration]) -> Duration {
+    let mid = sorted.len() / 2;
+    if sorted.len() % 2 == 1 {
+        sorted[mid]
+    } else {
+        (sorted[mid - 1] + sorted[mid]) / 2
+    }
 }
 
 /// The failover table: per kind, in the cycle's order, the median and max gap.
 pub fn gap_table(faults: &[FaultRecord]) -> Vec<GapRow> {
-    let mut by_kind: BTreeMap<FaultKind, Vec<Duration>> = BTreeMap::new();
-    for f in faults {
-        if let Some(g) = f.gap {
-            by_kind.entry(f.kind).or_default().push(g);
-        }
+    let mut by_kind: BTreeMap<FaultKind, Vec<&FaultRecord>> = BTreeMap::new();
+    for f in faults.iter().filter(|f| f.gap.is_some()) {
+        by_kind.entry(f.kind).or_default().push(f);
     }
     FaultKind::ALL
         .iter()
         .filter_map(|k| {
-            let mut gaps = by_kind.remove(k)?;
+            let of_kind = by_kind.remove(k)?;
+            let mut gaps: Vec<Duration> = of_kind.iter().filter_map(|f| f.gap).collect();
             gaps.sort_unstable();
-            let mid = gaps.len() / 2;
-            let median = if gaps.len() % 2 == 1 {
-                gaps[mid]
-            } else {
-                (gaps[mid - 1] + gaps[mid]) / 2
-            };
+            let on_leader = matches!(
+                k,
+                FaultKind::KillLeader | FaultKind::PauseLeader | FaultKind::PartitionLeader
+            );
+            let new_leader = on_leader.then(|| {
+                // A fault that saw no new leader sorts last: it is the slowest.
+                let mut times: Vec<Option<Duration>> =
+                    of_kind.iter().map(|f| f.new_leader).collect();
+                times.sort_unstable_by_key(|t| t.unwrap_or(Duration::MAX));
+                (times[times.len() / 2], times[times.len() - 1])
+            });
             Some(GapRow {
                 kind: *k,
                 count: gaps.len(),
-                median,
+                median: median(&gaps),
                 max: gaps[gaps.len() - 1],
+                new_leader,
+                degraded: of_kind.iter().filter(|f| !f.whole_at_start).count(),
             })
         })
         .collect()
 }
 
-/// The failover table as Markdown: `| fault | count | median gap | max gap |`.
+/// The failover table as Markdown: `| fault | count | median gap | max gap | new leader
+/// after: median, max | began degraded |`.
 pub fn render_gap_table(rows: &[GapRow]) -> String {
-    let mut s = String::from("| fault | count | median gap | max gap |\n|---|---|---|---|\n");
+    let mut s = String::from(
+        "| fault | count | median gap | max gap | new leader after (median, max) | began degraded |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    let secs =
+        |d: Option<Duration>| d.map_or("none".to_string(), |d| format!("{:.2} s", d.as_secs_f64()));
     for r in rows {
+        let leader = r.new_leader.map_or("-".to_string(), |(m, x)| {
+            format!("{}, {}", secs(m), secs(x))
+        });
         let _ = writeln!(
             s,
-            "| {} | {} | {:.2} s | {:.2} s |",
+            "| {} | {} | {:.2} s | {:.2} s | {leader} | {} |",
             r.kind,
             r.count,
             r.median.as_secs_f64(),
-            r.max.as_secs_f64()
+            r.max.as_secs_f64(),
+            r.degraded
         );
     }
     s
@@ -158,13 +189,22 @@ pub fn render_faults(faults: &[FaultRecord]) -> String {
     for f in faults {
         let _ = writeln!(
             s,
-            "  {:>7.1}s  {:<18} {:<10} undone after {:4.1}s  gap {}{}",
+            "  {:>7.1}s  {:<18} {:<10} undone after {:4.1}s  gap {}{}{}{}",
             f.started as f64 / 1e9,
             f.kind.name(),
             f.targets.join(","),
             (f.healed - f.started) as f64 / 1e9,
             f.gap
                 .map_or("-".to_string(), |g| format!("{:.2}s", g.as_secs_f64())),
+            f.new_leader.map_or(String::new(), |d| format!(
+                "  new leader after {:.2}s",
+                d.as_secs_f64()
+            )),
+            if f.whole_at_start {
+                ""
+            } else {
+                "  (began degraded)"
+            },
             f.note
                 .as_ref()
                 .map_or(String::new(), |n| format!("  ({n})"))

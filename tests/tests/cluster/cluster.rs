@@ -1,7 +1,9 @@
 //! Whole-cluster behaviour on real processes: formation, forwarding, failover, restarts,
 //! joins and leaves, and refusals of a damaged data dir.
 
-use crate::support::{BIN, agent_refuses, cli, kv_keys, kv_set};
+use crate::support::{
+    BIN, Streamed, agent_refuses, cli, follower_of, kv_keys, kv_set, stream_writes,
+};
 use fsmhost_plugin_kv::GetArgs;
 use fsmhost_tests::client::Client;
 use fsmhost_tests::cluster::Cluster;
@@ -21,13 +23,6 @@ fn keys_on(c: &Cluster, i: usize, prefix: &str) -> BTreeSet<String> {
 fn peers(http_addr: &str) -> usize {
     let r = Client::new(http_addr).get("/v1/status/peers");
     r.json().as_array().map_or(0, Vec::len)
-}
-
-fn follower_of(c: &mut Cluster, leader: usize) -> usize {
-    c.live()
-        .into_iter()
-        .find(|&i| i != leader)
-        .expect("a follower")
 }
 
 #[test]
@@ -145,52 +140,14 @@ fn reads_honour_consistency_modes_and_errors_name_the_problem() {
 
 #[test]
 fn acknowledged_writes_survive_a_leader_sigkill_mid_stream() {
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicUsize, Ordering};
     let mut c = Cluster::start(BIN, 3);
     let leader = c.wait_leader(LEADER_WAIT);
     let f = follower_of(&mut c, leader);
     // Four writers stream through a follower while the leader is SIGKILLed, so that some
     // writes are in flight at the leader when it dies.
-    let acked = Mutex::new(Vec::new());
-    let failed = AtomicUsize::new(0);
-    let done = AtomicUsize::new(0);
-    let cluster = Mutex::new(c);
-    let client = cluster
-        .lock()
-        .unwrap()
-        .client(f)
-        .with_timeout(Duration::from_secs(15));
-    std::thread::scope(|scope| {
-        for w in 0..4 {
-            let (acked, failed, done, client) = (&acked, &failed, &done, &client);
-            scope.spawn(move || {
-                for n in 0..150 {
-                    let key = format!("stream/{w}/{n:04}");
-                    let r = client.try_request(
-                        "POST",
-                        "/v1/apply/kv/set",
-                        "application/cbor",
-                        kv_set(&key, "v"),
-                    );
-                    match r {
-                        Ok(r) if r.status == 200 => acked.lock().unwrap().push(key),
-                        _ => {
-                            failed.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-            });
-        }
-        while done.load(Ordering::Relaxed) < 200 {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        cluster.lock().unwrap().kill(leader);
-    });
-    let mut c = cluster.into_inner().unwrap();
-    let acked = acked.into_inner().unwrap();
-    let failed = failed.into_inner();
+    let client = c.client(f).with_timeout(Duration::from_secs(15));
+    let Streamed { acked, failed } =
+        stream_writes(&client, (4, 150, "stream"), false, 200, || c.kill(leader));
     eprintln!(
         "{} writes acknowledged, {failed} failed across the failover",
         acked.len()

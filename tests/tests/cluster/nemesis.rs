@@ -103,7 +103,9 @@ fn servers_in_namespaces_are_the_harness_children_and_the_namespaces_go_with_the
 #[test]
 fn the_index_check_and_the_failover_measure() {
     use fsmhost_tests::nemesis::faults::{FaultKind, FaultRecord};
-    use fsmhost_tests::nemesis::report::{check_indexes, gap_table, measure_gaps};
+    use fsmhost_tests::nemesis::report::{
+        check_indexes, gap_table, measure_gaps, render_gap_table,
+    };
     use fsmhost_tests::nemesis::workload::{Acked, ValueRead};
     let acked = |key: &str, value: &str, index| Acked {
         key: key.into(),
@@ -135,19 +137,21 @@ fn the_index_check_and_the_failover_measure() {
     );
 
     let s = 1_000_000_000u64;
-    let fault = |kind, started, window_end| FaultRecord {
+    let fault = |kind, started, window_end, new_leader: Option<u64>| FaultRecord {
         kind,
         targets: vec!["s1".into()],
         started,
         healed: started,
         window_end,
         gap: None,
+        new_leader: new_leader.map(Duration::from_millis),
+        whole_at_start: new_leader.is_some(),
         note: None,
     };
     let mut faults = vec![
-        fault(FaultKind::KillLeader, 10 * s, 20 * s),
-        fault(FaultKind::KillLeader, 20 * s, 30 * s),
-        fault(FaultKind::PauseLeader, 30 * s, 40 * s),
+        fault(FaultKind::KillLeader, 10 * s, 20 * s, Some(1200)),
+        fault(FaultKind::KillLeader, 20 * s, 30 * s, Some(1400)),
+        fault(FaultKind::PauseLeader, 30 * s, 40 * s, None),
     ];
     // Acks before the first fault, a 4 s hole after it, a 1 s one after the second, none
     // in the third's window.
@@ -171,4 +175,23 @@ fn the_index_check_and_the_failover_measure() {
     assert_eq!((table[0].kind, table[0].count), (FaultKind::KillLeader, 2));
     assert_eq!(table[0].max.as_millis(), 8000);
     assert_eq!(table[0].median.as_millis(), 6000);
+    // The new leader's times: median of two is the later one here (the upper middle), the
+    // max the later; a fault that saw no new leader is "none", the slowest.
+    let ms = |d: Option<Duration>| d.map(|d| d.as_millis() as u64);
+    let (median, max) = table[0].new_leader.expect("a fault on the leader");
+    assert_eq!((ms(median), ms(max)), (Some(1400), Some(1400)));
+    assert_eq!(
+        table[1].new_leader.map(|(m, x)| (ms(m), ms(x))),
+        Some((None, None))
+    );
+    assert_eq!((table[0].degraded, table[1].degraded), (0, 1));
+    let rendered = render_gap_table(&table);
+    assert!(
+        rendered.contains("| kill-leader | 2 | 6.00 s | 8.00 s | 1.40 s, 1.40 s | 0 |"),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains("| pause-leader | 1 | 10.00 s | 10.00 s | none, none | 1 |"),
+        "{rendered}"
+    );
 }

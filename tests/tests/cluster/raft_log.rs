@@ -4,12 +4,11 @@
 //! to switch it).
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use fsmhost_tests::cluster::Cluster;
 
-use crate::support::{BIN, agent_refuses, kv_keys, kv_set};
+use crate::support::{BIN, agent_refuses, follower_of, kv_keys, kv_set, stream_writes};
 
 const WAIT: Duration = Duration::from_secs(30);
 const REDB: &str = "[raft_logstore]\nbackend = \"redb\"";
@@ -26,53 +25,21 @@ fn segments(c: &Cluster, i: usize) -> Vec<PathBuf> {
     v
 }
 
-fn follower_of(c: &mut Cluster, leader: usize) -> usize {
-    (0..c.servers.len())
-        .find(|&i| i != leader)
-        .expect("a follower")
-}
-
 /// Four writers stream through the leader; every server is SIGKILLed at once mid-stream;
 /// after a restart every acknowledged write is on every server.
 fn acknowledged_writes_survive_killing_every_server(extra: &str) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
     let mut c = Cluster::start_with(BIN, 3, extra);
     let leader = c.wait_leader(WAIT);
-    let acked = Mutex::new(Vec::new());
-    let done = AtomicUsize::new(0);
     let client = c.client(leader).with_timeout(Duration::from_secs(5));
-    std::thread::scope(|scope| {
-        for w in 0..4 {
-            let (acked, done, client) = (&acked, &done, &client);
-            scope.spawn(move || {
-                for n in 0..400 {
-                    let key = format!("crash/{w}/{n:04}");
-                    let r = client.try_request(
-                        "POST",
-                        "/v1/apply/kv/set",
-                        "application/cbor",
-                        kv_set(&key, "v"),
-                    );
-                    done.fetch_add(1, Ordering::Relaxed);
-                    match r {
-                        Ok(r) if r.status == 200 => acked.lock().expect("lock").push(key),
-                        // The servers are gone: stop this writer.
-                        _ => return,
-                    }
-                }
-            });
-        }
-        while done.load(Ordering::Relaxed) < 300 {
-            std::thread::sleep(Duration::from_millis(2));
-        }
+    let acked = stream_writes(&client, (4, 400, "crash"), true, 300, || {
         for i in 0..3 {
             c.signal(i, libc::SIGKILL);
         }
-    });
+    })
+    .acked;
     for i in 0..3 {
         c.kill(i); // reaps
     }
-    let acked = acked.into_inner().expect("lock");
     eprintln!(
         "{} writes acknowledged before every server was killed",
         acked.len()

@@ -85,3 +85,67 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
 pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     wait_for(what, timeout, || f().then_some(()))
 }
+
+/// A server other than `leader` that is running.
+pub fn follower_of(c: &mut Cluster, leader: usize) -> usize {
+    c.live()
+        .into_iter()
+        .find(|&i| i != leader)
+        .expect("a follower")
+}
+
+/// What [`stream_writes`] saw: the keys acknowledged, and how many writes failed.
+pub struct Streamed {
+    /// Keys whose write was answered 200.
+    pub acked: Vec<String>,
+    /// Writes answered otherwise, or not answered.
+    pub failed: usize,
+}
+
+/// `writers` threads each write `per_writer` kv keys `PREFIX/W/NNNN` through `client`;
+/// once `after` writes have been tried, `fault` runs (on this thread) while they go on.
+/// A writer whose write fails stops when `stop_on_failure` (the servers are all gone),
+/// else goes on to its next key.
+pub fn stream_writes(
+    client: &fsmhost_tests::client::Client,
+    (writers, per_writer, prefix): (usize, usize, &str),
+    stop_on_failure: bool,
+    after: usize,
+    fault: impl FnOnce(),
+) -> Streamed {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let acked = Mutex::new(Vec::new());
+    let (failed, done) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    std::thread::scope(|scope| {
+        for w in 0..writers {
+            let (acked, failed, done) = (&acked, &failed, &done);
+            scope.spawn(move || {
+                for n in 0..per_writer {
+                    let key = format!("{prefix}/{w}/{n:04}");
+                    let body = kv_set(&key, "v");
+                    let r =
+                        client.try_request("POST", "/v1/apply/kv/set", "application/cbor", body);
+                    done.fetch_add(1, Ordering::Relaxed);
+                    match r {
+                        Ok(r) if r.status == 200 => acked.lock().expect("lock").push(key),
+                        _ => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            if stop_on_failure {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+        while done.load(Ordering::Relaxed) < after {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        fault();
+    });
+    Streamed {
+        acked: acked.into_inner().expect("lock"),
+        failed: failed.into_inner(),
+    }
+}
