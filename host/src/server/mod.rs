@@ -447,19 +447,6 @@ pub async fn run(
     ));
     let recovered = recover(&fsm, &snapshots.store, &log)?;
 
-    let rpc_listener = bind(config.rpc_bind, "ports.server").await?;
-    let http_listener = bind_optional(config.http_bind, "ports.http").await?;
-    let https_listener = bind_optional(config.https_bind, "ports.https").await?;
-    let info = NodeInfo {
-        name: config.node_name.clone(),
-        rpc_addr: config.rpc_advertise.to_string(),
-        http_addr: http_listener
-            .as_ref()
-            .or(https_listener.as_ref())
-            .and_then(|l| l.local_addr().ok())
-            .map(|a| a.to_string())
-            .unwrap_or_default(),
-    };
     let verifier = config
         .raft_logstore
         .verification
@@ -483,6 +470,24 @@ pub async fn run(
     )
     .await
     .map_err(|e| StartError::Raft(e.to_string()))?;
+    // The ports are bound only now that raft has replayed the log (seconds, for a long
+    // one): bound earlier, the kernel would accept connections nobody served meanwhile,
+    // and clients and peers would wait out their timeouts instead of being refused and
+    // trying another server (seen in the nemesis runs as a client-timeout-long stall
+    // after a killed server restarted).
+    let rpc_listener = bind(config.rpc_bind, "ports.server").await?;
+    let http_listener = bind_optional(config.http_bind, "ports.http").await?;
+    let https_listener = bind_optional(config.https_bind, "ports.https").await?;
+    let info = NodeInfo {
+        name: config.node_name.clone(),
+        rpc_addr: config.rpc_advertise.to_string(),
+        http_addr: http_listener
+            .as_ref()
+            .or(https_listener.as_ref())
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+    };
     let (shutdown, _) = watch::channel(false);
     let node = Arc::new(Node {
         id,
